@@ -1,0 +1,17 @@
+//! Flowline's shared vocabulary: the [`Message`] that flows between operators, named limits,
+//! table options with validation, and the metrics registry.
+//!
+//! This crate imports nothing else of Flowline's; every other crate may import it.
+//!
+//! ```text
+//!  source ──Message::Batch/Watermark/Barrier/End──▶ operator ──▶ ... ──▶ sink
+//! ```
+
+pub mod limits;
+pub mod message;
+pub mod metrics;
+pub mod options;
+
+pub use message::Message;
+pub use metrics::{Counter, Gauge, MetricsRegistry};
+pub use options::{OptionError, OptionSpec, Options};

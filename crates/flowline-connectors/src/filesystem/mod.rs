@@ -1,0 +1,74 @@
+//! `filesystem`: a file or a directory of files in `json` (JSON lines), `csv` or `parquet`.
+//!
+//! As a source it is bounded: it reads the files present at start (recursively, skipping names
+//! that start with `.` or `_`), files spread over subtasks. Partition directories `k=v` fill the
+//! `PARTITIONED BY` columns. As a sink it writes `part-<uuid>-<subtask>-<n>.<ext>` files, rolling
+//! by size and time, into `k=v` directories for `PARTITIONED BY` columns (which, as in Flink and
+//! Hive, are not repeated inside the files). A file is written under a hidden in-progress name
+//! and renamed into place when complete, so readers never see partial files.
+
+mod sink;
+mod source;
+
+use std::path::PathBuf;
+
+use flowline_common::{OptionSpec, Options};
+use flowline_sql::TableDef;
+
+pub use sink::create_sink;
+pub use source::create_source;
+
+use crate::registry::opt;
+use crate::{ConnectorError, Result};
+
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required("connector", "filesystem"),
+    OptionSpec::required("path", "a file or directory"),
+    OptionSpec::required("format", "json, csv or parquet"),
+    OptionSpec::optional("partition.default-name", "directory name for NULL partition values (default __DEFAULT_PARTITION__)"),
+    OptionSpec::optional("sink.rolling-policy.file-size", "roll a file when it reaches this size (default 128MB)"),
+    OptionSpec::optional("sink.rolling-policy.rollover-interval", "roll a file after this long open (default 30 min)"),
+    OptionSpec::optional("sink.rolling-policy.check-interval", "how often to check the rollover interval (default 1 min)"),
+    OptionSpec::optional("source.monitor-interval", "continuous directory monitoring (not supported yet)"),
+];
+
+pub const DEFAULT_PARTITION_NAME: &str = "__DEFAULT_PARTITION__";
+
+pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
+    if options.get("source.monitor-interval").is_some() {
+        return Err(ConnectorError::config(
+            &table.name,
+            "'source.monitor-interval' (continuous file monitoring) is not supported yet; the filesystem source reads the files present at start",
+        ));
+    }
+    opt(table, flowline_formats::format_from_options(options, "format").map_err(|e| match e {
+        flowline_formats::FormatError::Option(o) => o,
+        other => options.invalid("format", other.to_string()),
+    }))?;
+    opt(table, options.memory_size("sink.rolling-policy.file-size"))?;
+    opt(table, options.duration("sink.rolling-policy.rollover-interval"))?;
+    opt(table, options.duration("sink.rolling-policy.check-interval"))?;
+    for p in &table.partitioned_by {
+        if !table.physical_schema().fields().iter().any(|f| f.name() == p) {
+            return Err(ConnectorError::config(&table.name, format!("partition column '{p}' must be a physical column")));
+        }
+    }
+    Ok(())
+}
+
+fn root(options: &Options) -> PathBuf {
+    PathBuf::from(options.get("path").unwrap_or_default())
+}
+
+fn format(table: &TableDef, options: &Options) -> Result<flowline_formats::FormatConfig> {
+    flowline_formats::format_from_options(options, "format").map_err(|e| ConnectorError::config(&table.name, e.to_string()))
+}
+
+/// File extension for a format (Flink writes none; tools such as DuckDB and DataFusion expect one).
+fn extension(format: &flowline_formats::FormatConfig) -> &'static str {
+    match format.name() {
+        "json" => ".json",
+        "csv" => ".csv",
+        _ => ".parquet",
+    }
+}

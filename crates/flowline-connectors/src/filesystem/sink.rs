@@ -1,0 +1,225 @@
+//! Filesystem sink: rolling files, partition directories, atomic publish by rename.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use flowline_common::limits::{SINK_FILE_SIZE_DEFAULT_BYTES, SINK_ROLLOVER_INTERVAL_DEFAULT_MS};
+use flowline_common::Options;
+use flowline_formats::{create_writer, BatchWriter, FormatConfig};
+use flowline_sql::TableDef;
+
+use super::{extension, format, root, DEFAULT_PARTITION_NAME};
+use crate::registry::opt;
+use crate::{ConnectorError, Result, Sink, TaskContext};
+
+/// Open partition files per subtask; past this the least recently written one is closed
+/// (bounded memory and file handles when a batch spans many partitions).
+const OPEN_PARTITIONS_MAX: usize = 64;
+
+const CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
+
+pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
+    let format = format(table, o)?;
+    let physical = table.physical_schema();
+    let partition_cols: Vec<usize> =
+        table.partitioned_by.iter().map(|p| physical.index_of(p)).collect::<std::result::Result<_, _>>()?;
+    let data_cols: Vec<usize> = (0..physical.fields().len()).filter(|i| !partition_cols.contains(i)).collect();
+    let data_schema = Arc::new(physical.project(&data_cols)?);
+    let root = root(o);
+    std::fs::create_dir_all(&root).map_err(|source| ConnectorError::Io { table: table.name.clone(), path: root.clone(), source })?;
+    Ok(Box::new(FileSink {
+        table: table.name.clone(),
+        root,
+        format,
+        data_schema,
+        partition_cols,
+        data_cols,
+        partition_names: table.partitioned_by.clone(),
+        default_partition: o.get("partition.default-name").unwrap_or(DEFAULT_PARTITION_NAME).to_string(),
+        file_size_max: opt(table, o.memory_size("sink.rolling-policy.file-size"))?.unwrap_or(SINK_FILE_SIZE_DEFAULT_BYTES),
+        rollover: opt(table, o.duration("sink.rolling-policy.rollover-interval"))?
+            .unwrap_or(Duration::from_millis(SINK_ROLLOVER_INTERVAL_DEFAULT_MS)),
+        check_interval: opt(table, o.duration("sink.rolling-policy.check-interval"))?.unwrap_or(CHECK_INTERVAL_DEFAULT),
+        run_id: uuid::Uuid::new_v4().to_string(),
+        subtask: ctx.subtask,
+        counter: 0,
+        open: HashMap::new(),
+        clock: 0,
+    }))
+}
+
+struct OpenPart {
+    writer: Box<dyn BatchWriter>,
+    in_progress: PathBuf,
+    final_path: PathBuf,
+    opened: Instant,
+    last_write: u64,
+}
+
+struct FileSink {
+    table: String,
+    root: PathBuf,
+    format: FormatConfig,
+    data_schema: SchemaRef,
+    partition_cols: Vec<usize>,
+    data_cols: Vec<usize>,
+    partition_names: Vec<String>,
+    default_partition: String,
+    file_size_max: u64,
+    rollover: Duration,
+    check_interval: Duration,
+    run_id: String,
+    subtask: usize,
+    counter: u64,
+    /// Open file per partition directory ("" when unpartitioned).
+    open: HashMap<String, OpenPart>,
+    clock: u64,
+}
+
+impl FileSink {
+    fn io(&self, path: &std::path::Path, source: std::io::Error) -> ConnectorError {
+        ConnectorError::Io { table: self.table.clone(), path: path.to_path_buf(), source }
+    }
+
+    fn open_part(&mut self, dir: &str) -> Result<OpenPart> {
+        let dir_path = self.root.join(dir);
+        std::fs::create_dir_all(&dir_path).map_err(|e| self.io(&dir_path, e))?;
+        let name = format!("part-{}-{}-{}{}", self.run_id, self.subtask, self.counter, extension(&self.format));
+        self.counter += 1;
+        let in_progress = dir_path.join(format!(".{name}.inprogress"));
+        let final_path = dir_path.join(name);
+        let file = File::create(&in_progress).map_err(|e| self.io(&in_progress, e))?;
+        let writer = create_writer(&self.format, self.data_schema.clone(), file)
+            .map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
+        Ok(OpenPart { writer, in_progress, final_path, opened: Instant::now(), last_write: 0 })
+    }
+
+    fn close_part(&self, part: OpenPart) -> Result<()> {
+        let OpenPart { writer, in_progress, final_path, .. } = part;
+        writer.finish().map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
+        std::fs::rename(&in_progress, &final_path).map_err(|e| self.io(&final_path, e))
+    }
+
+    fn write_part(&mut self, dir: String, batch: &RecordBatch) -> Result<()> {
+        if !self.open.contains_key(&dir) {
+            if self.open.len() >= OPEN_PARTITIONS_MAX {
+                let oldest = self.open.iter().min_by_key(|(_, p)| p.last_write).map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    let part = self.open.remove(&k).expect("key just found");
+                    self.close_part(part)?;
+                }
+            }
+            let part = self.open_part(&dir)?;
+            self.open.insert(dir.clone(), part);
+        }
+        self.clock += 1;
+        let clock = self.clock;
+        let part = self.open.get_mut(&dir).expect("inserted above");
+        part.last_write = clock;
+        let res = part.writer.write(batch);
+        let full = part.writer.bytes_written() >= self.file_size_max;
+        res.map_err(|source| ConnectorError::Format { table: self.table.clone(), path: self.root.join(&dir), source })?;
+        if full {
+            let part = self.open.remove(&dir).expect("present");
+            self.close_part(part)?;
+        }
+        Ok(())
+    }
+
+    /// `k1=v1/k2=v2` for each row.
+    fn partition_dirs(&self, batch: &RecordBatch) -> Result<Vec<String>> {
+        let strings = self
+            .partition_cols
+            .iter()
+            .map(|i| cast(batch.column(*i), &DataType::Utf8))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let strings: Vec<&arrow::array::StringArray> = strings.iter().map(|a| a.as_any().downcast_ref().expect("cast to Utf8")).collect();
+        Ok((0..batch.num_rows())
+            .map(|row| {
+                let mut dir = String::new();
+                for (name, col) in self.partition_names.iter().zip(&strings) {
+                    if !dir.is_empty() {
+                        dir.push('/');
+                    }
+                    let value = if col.is_null(row) { self.default_partition.as_str() } else { col.value(row) };
+                    dir.push_str(name);
+                    dir.push('=');
+                    escape_partition(value, &mut dir);
+                }
+                dir
+            })
+            .collect())
+    }
+}
+
+/// Escapes characters that cannot appear in a path segment (Hive/Flink style `%XX`).
+fn escape_partition(v: &str, out: &mut String) {
+    for c in v.chars() {
+        if matches!(c, '/' | '\\' | '=' | '%' | ':' | '#' | '?' | '"' | '\'' | '*' | '\n' | '\r' | '\t') || c.is_control() {
+            out.push_str(&format!("%{:02X}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+impl Sink for FileSink {
+    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.partition_cols.is_empty() {
+            let data = RecordBatch::try_new(self.data_schema.clone(), batch.columns().to_vec())?;
+            return self.write_part(String::new(), &data);
+        }
+        let dirs = self.partition_dirs(&batch)?;
+        let mut groups: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (row, dir) in dirs.iter().enumerate() {
+            groups.entry(dir.as_str()).or_default().push(row as u32);
+        }
+        let data = RecordBatch::try_new(self.data_schema.clone(), self.data_cols.iter().map(|i| batch.column(*i).clone()).collect())?;
+        let mut groups: Vec<(&str, Vec<u32>)> = groups.into_iter().collect();
+        groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (dir, rows) in groups {
+            let part = if rows.len() == data.num_rows() { data.clone() } else { take_record_batch(&data, &UInt32Array::from(rows))? };
+            self.write_part(dir.to_string(), &part)?;
+        }
+        Ok(())
+    }
+
+    fn timer_interval(&self) -> Option<Duration> {
+        Some(self.check_interval.min(self.rollover))
+    }
+
+    fn on_timer(&mut self) -> Result<()> {
+        let due: Vec<String> = self.open.iter().filter(|(_, p)| p.opened.elapsed() >= self.rollover).map(|(k, _)| k.clone()).collect();
+        for k in due {
+            let part = self.open.remove(&k).expect("present");
+            self.close_part(part)?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let parts: Vec<OpenPart> = self.open.drain().map(|(_, p)| p).collect();
+        for p in parts {
+            self.close_part(p)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        // Not finished (error or cancellation): remove in-progress files rather than publish them.
+        for (_, p) in self.open.drain() {
+            let _ = std::fs::remove_file(&p.in_progress);
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Bounded filesystem source.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{new_null_array, ArrayRef, RecordBatch, StringArray};
+use arrow::compute::cast;
+use arrow::datatypes::{Schema, SchemaRef};
+use flowline_common::limits::{BATCH_ROWS_MAX, LINE_BYTES_MAX, READ_CHUNK_BYTES};
+use flowline_common::{Counter, Options};
+use flowline_formats::csv::CsvLines;
+use flowline_formats::json::JsonLines;
+use flowline_formats::parquet::ParquetFileReader;
+use flowline_formats::{FormatConfig, LineChunkDecoder, LineFormat};
+use flowline_sql::TableDef;
+
+use super::{format, root, DEFAULT_PARTITION_NAME};
+use crate::{ConnectorError, Poll, Result, Source, TaskContext};
+
+pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+    let format = format(table, o)?;
+    let root = root(o);
+    let mut files = Vec::new();
+    list_files(&root, &mut files).map_err(|source| ConnectorError::Io { table: table.name.clone(), path: root.clone(), source })?;
+    files.sort();
+    let mine: Vec<PathBuf> = files.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism == ctx.subtask).map(|(_, f)| f).collect();
+    let physical = table.physical_schema();
+    let indices: Vec<usize> = projection.map_or_else(|| (0..physical.fields().len()).collect(), <[usize]>::to_vec);
+    let out_schema: SchemaRef = Arc::new(physical.project(&indices)?);
+    // Columns stored in the files: the projected ones minus partition columns. For CSV all
+    // non-partition columns are read, since CSV fields are positional.
+    let is_partition = |name: &str| table.partitioned_by.iter().any(|p| p == name);
+    let file_fields: Vec<_> = if matches!(format, FormatConfig::Csv(_)) {
+        physical.fields().iter().filter(|f| !is_partition(f.name())).cloned().collect()
+    } else {
+        out_schema.fields().iter().filter(|f| !is_partition(f.name())).cloned().collect()
+    };
+    let ignore_key = format!("{}.ignore-parse-errors", format.name());
+    Ok(Box::new(FileSource {
+        table: table.name.clone(),
+        root,
+        files: mine.into_iter().rev().collect(),
+        format,
+        file_schema: Arc::new(Schema::new(file_fields)),
+        out_schema,
+        default_partition: o.get("partition.default-name").unwrap_or(DEFAULT_PARTITION_NAME).to_string(),
+        current: None,
+        parse_errors: ctx.counter("flowline_source_parse_errors_total", "rows skipped because they could not be parsed"),
+        ignore_key,
+    }))
+}
+
+fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if meta.is_file() {
+        out.push(path.to_path_buf());
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        list_files(&entry.path(), out)?;
+    }
+    Ok(())
+}
+
+enum Reader {
+    Lines { file: File, decoder: Box<dyn ChunkDecode>, carry: Vec<u8>, eof: bool },
+    Parquet(ParquetFileReader),
+}
+
+/// Object-safe view of `LineChunkDecoder<F>`.
+trait ChunkDecode: Send {
+    fn decode_chunk(&mut self, chunk: &[u8]) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError>;
+    fn skipped(&self) -> u64;
+}
+
+impl<F: LineFormat> ChunkDecode for LineChunkDecoder<F> {
+    fn decode_chunk(&mut self, chunk: &[u8]) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError> {
+        LineChunkDecoder::decode_chunk(self, chunk)
+    }
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
+}
+
+struct OpenFile {
+    path: PathBuf,
+    reader: Reader,
+    /// Partition column values of this file, from its `k=v` directories.
+    partition: Vec<(String, Option<String>)>,
+    skipped_reported: u64,
+}
+
+struct FileSource {
+    table: String,
+    root: PathBuf,
+    files: Vec<PathBuf>,
+    format: FormatConfig,
+    file_schema: SchemaRef,
+    out_schema: SchemaRef,
+    default_partition: String,
+    current: Option<OpenFile>,
+    parse_errors: Counter,
+    ignore_key: String,
+}
+
+impl FileSource {
+    fn io_err(&self, path: &Path, source: std::io::Error) -> ConnectorError {
+        ConnectorError::Io { table: self.table.clone(), path: path.to_path_buf(), source }
+    }
+
+    fn open(&self, path: PathBuf) -> Result<OpenFile> {
+        let file = File::open(&path).map_err(|e| self.io_err(&path, e))?;
+        let fmt_err = |source| ConnectorError::Format { table: self.table.clone(), path: path.clone(), source };
+        let reader = match &self.format {
+            FormatConfig::Json(o) => {
+                let d = LineChunkDecoder::new(
+                    JsonLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
+                    JsonLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
+                    o.ignore_parse_errors,
+                );
+                Reader::Lines { file, decoder: Box::new(d), carry: Vec::new(), eof: false }
+            }
+            FormatConfig::Csv(o) => {
+                let d = LineChunkDecoder::new(
+                    CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
+                    CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
+                    o.ignore_parse_errors,
+                );
+                Reader::Lines { file, decoder: Box::new(d), carry: Vec::new(), eof: false }
+            }
+            FormatConfig::Parquet(_) => {
+                Reader::Parquet(ParquetFileReader::open(file, self.file_schema.clone(), BATCH_ROWS_MAX).map_err(fmt_err)?)
+            }
+        };
+        let partition = partition_values(&self.root, &path, &self.default_partition);
+        Ok(OpenFile { path, reader, partition, skipped_reported: 0 })
+    }
+
+    /// Reads the next batch of the open file; `None` at its end.
+    fn read(&mut self) -> Result<Option<RecordBatch>> {
+        let table = self.table.clone();
+        let ignore_key = self.ignore_key.clone();
+        let Some(open) = self.current.as_mut() else { return Ok(None) };
+        let path = open.path.clone();
+        loop {
+            match &mut open.reader {
+                Reader::Parquet(r) => {
+                    return r
+                        .next()
+                        .transpose()
+                        .map_err(|source| ConnectorError::Format { table: table.clone(), path: path.clone(), source });
+                }
+                Reader::Lines { file, decoder, carry, eof } => {
+                    if *eof && carry.is_empty() {
+                        return Ok(None);
+                    }
+                    let mut chunk = std::mem::take(carry);
+                    let start = chunk.len();
+                    chunk.resize(start + READ_CHUNK_BYTES, 0);
+                    let n = read_full(file, &mut chunk[start..]).map_err(|source| ConnectorError::Io { table: table.clone(), path: path.clone(), source })?;
+                    chunk.truncate(start + n);
+                    if n == 0 {
+                        *eof = true;
+                    } else if let Some(last_nl) = chunk.iter().rposition(|b| *b == b'\n') {
+                        // Keep the incomplete last line for the next chunk.
+                        *carry = chunk.split_off(last_nl + 1);
+                    } else if chunk.len() > LINE_BYTES_MAX {
+                        return Err(ConnectorError::Decode {
+                            table: table.clone(),
+                            path: path.clone(),
+                            line: 0,
+                            reason: format!("a line is longer than {LINE_BYTES_MAX} bytes"),
+                            ignore_key,
+                        });
+                    } else {
+                        *carry = chunk;
+                        continue;
+                    }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    let batch = decoder.decode_chunk(&chunk).map_err(|e| ConnectorError::Decode {
+                        table: table.clone(),
+                        path: path.clone(),
+                        line: e.line,
+                        reason: e.reason,
+                        ignore_key: ignore_key.clone(),
+                    })?;
+                    let skipped = decoder.skipped();
+                    self.parse_errors.add(skipped - open.skipped_reported);
+                    open.skipped_reported = skipped;
+                    match batch {
+                        Some(b) if b.num_rows() > 0 => return Ok(Some(b)),
+                        _ => continue,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds partition columns and orders columns as the output schema.
+    fn complete(&self, batch: RecordBatch, partition: &[(String, Option<String>)]) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let columns = self
+            .out_schema
+            .fields()
+            .iter()
+            .map(|f| {
+                if let Some(col) = batch.column_by_name(f.name()) {
+                    return Ok(col.clone());
+                }
+                let value = partition.iter().find(|(k, _)| k == f.name()).and_then(|(_, v)| v.clone());
+                let strings: ArrayRef = match value {
+                    Some(v) => Arc::new(StringArray::from(vec![v; rows])),
+                    None => new_null_array(&arrow::datatypes::DataType::Utf8, rows),
+                };
+                Ok(cast(&strings, f.data_type())?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(self.out_schema.clone(), columns, &opts)?)
+    }
+}
+
+fn read_full(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match file.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn partition_values(root: &Path, file: &Path, default_name: &str) -> Vec<(String, Option<String>)> {
+    let rel = file.strip_prefix(root).unwrap_or(file);
+    rel.parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .filter_map(|c| {
+            let s = c.as_os_str().to_string_lossy();
+            let (k, v) = s.split_once('=')?;
+            let v = unescape_partition(v);
+            Some((k.to_string(), (v != default_name).then_some(v)))
+        })
+        .collect()
+}
+
+/// Reverses the `%XX` escaping of partition values (Hive/Flink style).
+pub(crate) fn unescape_partition(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&v[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Source for FileSource {
+    fn poll(&mut self) -> Result<Poll> {
+        loop {
+            if self.current.is_none() {
+                let Some(next) = self.files.pop() else { return Ok(Poll::End) };
+                self.current = Some(self.open(next)?);
+            }
+            match self.read()? {
+                Some(batch) => {
+                    let partition = self.current.as_ref().map(|c| c.partition.clone()).unwrap_or_default();
+                    return Ok(Poll::Batch(self.complete(batch, &partition)?));
+                }
+                None => self.current = None,
+            }
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Connectors: where rows come from and where they go.
+//!
+//! One folder per connector, listed explicitly in [`registry::CONNECTORS`]. A connector validates
+//! its `WITH` options (an unknown key is an error that lists the valid ones) and builds
+//! [`Source`]s and [`Sink`]s for the runtime.
+//!
+//! ```text
+//!  runtime ──creates──▶ Source (one per subtask) ──next_batch()──▶ RecordBatch
+//!  runtime ──creates──▶ Sink   (one per subtask) ◀──write(batch)── RecordBatch
+//! ```
+//!
+//! Sources and sinks are synchronous: the runtime calls them on blocking threads, so file and
+//! socket I/O need no async plumbing, and a slow sink blocks its channel (backpressure).
+
+pub mod blackhole;
+pub mod collect;
+mod conform;
+pub mod datagen;
+mod error;
+pub mod filesystem;
+pub mod nexmark;
+pub mod print;
+pub mod registry;
+mod rng;
+
+use std::time::Duration;
+
+use arrow::record_batch::RecordBatch;
+use flowline_common::{Counter, MetricsRegistry};
+
+pub use conform::conform_batch;
+pub use error::{ConnectorError, Result};
+pub use registry::{connector, ConnectorFactory, CONNECTORS};
+
+/// What a source or sink subtask knows about its place in the job.
+#[derive(Clone)]
+pub struct TaskContext {
+    /// Table name, for messages and metric labels.
+    pub table: String,
+    pub subtask: usize,
+    pub parallelism: usize,
+    pub metrics: MetricsRegistry,
+}
+
+impl TaskContext {
+    /// A counter labelled with this table and subtask.
+    pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
+        let subtask = self.subtask.to_string();
+        self.metrics.counter(name, help, &[("table", &self.table), ("subtask", &subtask)])
+    }
+}
+
+/// Result of one poll of a source.
+#[derive(Debug)]
+pub enum Poll {
+    /// Rows produced.
+    Batch(RecordBatch),
+    /// Nothing now; poll again after at most this long (rate limits, idle inputs).
+    Pending(Duration),
+    /// The source is exhausted (bounded input).
+    End,
+}
+
+/// Produces the rows of one subtask's share of a table.
+///
+/// Contract: the runtime calls `poll` repeatedly from one blocking thread until it returns
+/// `End` or an error, or until the job is cancelled (then the source is dropped). A source must
+/// not block for long inside `poll`: return `Pending` instead so cancellation stays prompt.
+/// Batches carry exactly the table's physical columns, in declared order (partition columns
+/// included); projections are applied by the runtime.
+pub trait Source: Send {
+    fn poll(&mut self) -> Result<Poll>;
+}
+
+/// Consumes the rows of one subtask.
+///
+/// Contract: `write` per batch, in order; `on_timer` at least every `timer_interval` when it
+/// returns `Some` (rolling files by time); `finish` once when the input ends (flush, close,
+/// make output visible). A sink dropped without `finish` leaves no visible partial output.
+pub trait Sink: Send {
+    fn write(&mut self, batch: RecordBatch) -> Result<()>;
+    fn timer_interval(&self) -> Option<Duration> {
+        None
+    }
+    fn on_timer(&mut self) -> Result<()> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<()>;
+}

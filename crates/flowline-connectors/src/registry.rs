@@ -1,0 +1,112 @@
+//! The explicit list of connectors and option validation.
+
+use flowline_common::{OptionSpec, Options};
+use flowline_formats::{format_option_specs, FORMATS};
+use flowline_sql::TableDef;
+
+use crate::{blackhole, datagen, filesystem, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
+
+/// Builds one subtask's source. `projection` lists the physical columns (by index) the job
+/// reads; the source returns exactly those, in that order.
+pub type SourceFn = fn(&TableDef, &Options, &TaskContext, Option<&[usize]>) -> Result<Box<dyn Source>>;
+pub type SinkFn = fn(&TableDef, &Options, &TaskContext) -> Result<Box<dyn Sink>>;
+
+pub struct ConnectorFactory {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub options: &'static [OptionSpec],
+    /// Whether `'format'` selects a format whose `<format>.*` options are accepted too.
+    pub uses_format: bool,
+    pub source: Option<SourceFn>,
+    pub sink: Option<SinkFn>,
+    /// Checks beyond option keys (values, schema), run at planning time.
+    pub validate: fn(&TableDef, &Options) -> Result<()>,
+}
+
+fn no_checks(_: &TableDef, _: &Options) -> Result<()> {
+    Ok(())
+}
+
+/// Every connector, by name. Add new connectors here.
+pub static CONNECTORS: &[ConnectorFactory] = &[
+    ConnectorFactory {
+        name: "blackhole",
+        doc: "discards all rows",
+        options: blackhole::OPTIONS,
+        uses_format: false,
+        source: None,
+        sink: Some(|_, _, _| Ok(Box::new(blackhole::BlackholeSink))),
+        validate: no_checks,
+    },
+    ConnectorFactory {
+        name: "datagen",
+        doc: "generates random or sequential rows",
+        options: datagen::OPTIONS,
+        uses_format: false,
+        source: Some(datagen::create_source),
+        sink: None,
+        validate: datagen::validate,
+    },
+    ConnectorFactory {
+        name: "filesystem",
+        doc: "reads and writes files (json, csv, parquet) in a directory",
+        options: filesystem::OPTIONS,
+        uses_format: true,
+        source: Some(filesystem::create_source),
+        sink: Some(filesystem::create_sink),
+        validate: filesystem::validate,
+    },
+    ConnectorFactory {
+        name: "nexmark",
+        doc: "the Nexmark benchmark's event generator (persons, auctions, bids)",
+        options: nexmark::OPTIONS,
+        uses_format: false,
+        source: Some(nexmark::create_source),
+        sink: None,
+        validate: nexmark::validate,
+    },
+    ConnectorFactory {
+        name: "print",
+        doc: "prints rows to stdout as +I[...]",
+        options: print::OPTIONS,
+        uses_format: false,
+        source: None,
+        sink: Some(|_, o, ctx| Ok(Box::new(print::PrintSink::new(o, ctx)?))),
+        validate: no_checks,
+    },
+];
+
+/// Looks up a table's connector and validates its options (keys, required keys, format).
+pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options)> {
+    let names = || CONNECTORS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let Some(name) = table.connector() else {
+        return Err(ConnectorError::config(&table.name, format!("missing option 'connector'; valid connectors: {}", names())));
+    };
+    let Some(factory) = CONNECTORS.iter().find(|c| c.name == name) else {
+        return Err(ConnectorError::config(&table.name, format!("unknown connector '{name}'; valid connectors: {}", names())));
+    };
+    let options = Options::new(format!("connector '{name}'"), table.options.clone());
+    let mut specs: Vec<OptionSpec> = factory.options.to_vec();
+    if factory.uses_format {
+        match options.get("format") {
+            None => {
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!("connector '{name}' requires option 'format'; valid formats: {}", FORMATS.join(", ")),
+                ))
+            }
+            Some(f) if !FORMATS.contains(&f) => {
+                return Err(ConnectorError::config(&table.name, format!("unknown format '{f}'; valid formats: {}", FORMATS.join(", "))))
+            }
+            Some(f) => specs.extend_from_slice(format_option_specs(f)),
+        }
+    }
+    options.validate(&specs).map_err(|source| ConnectorError::Option { table: table.name.clone(), source })?;
+    (factory.validate)(table, &options)?;
+    Ok((factory, options))
+}
+
+/// Shorthand used by connectors to turn option errors into connector errors.
+pub(crate) fn opt<T>(table: &TableDef, r: std::result::Result<T, flowline_common::OptionError>) -> Result<T> {
+    r.map_err(|source| ConnectorError::Option { table: table.name.clone(), source })
+}

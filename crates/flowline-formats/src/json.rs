@@ -1,0 +1,144 @@
+//! JSON lines, decoded by arrow-json's vectorised tape decoder.
+
+use arrow_array::RecordBatch;
+use arrow_json::reader::Decoder;
+use arrow_json::ReaderBuilder;
+use arrow_schema::SchemaRef;
+use flowline_common::{OptionSpec, Options};
+
+use crate::lines::LineFormat;
+use crate::Result;
+
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::optional("json.ignore-parse-errors", "skip (and count) rows that cannot be parsed instead of failing"),
+    OptionSpec::optional("json.fail-on-missing-field", "fail when a field is missing (default false: NULL)"),
+    OptionSpec::optional("json.timestamp-format.standard", "SQL (default) or ISO-8601"),
+];
+
+/// Rows per decoded batch; a chunk of `READ_CHUNK_BYTES` rarely holds more.
+const JSON_BATCH_ROWS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct JsonOptions {
+    pub ignore_parse_errors: bool,
+    pub fail_on_missing_field: bool,
+    /// Write timestamps as ISO-8601 (`2020-01-01T12:00:00`) rather than SQL (`2020-01-01 12:00:00`).
+    pub iso_timestamps: bool,
+}
+
+impl JsonOptions {
+    pub fn from_options(o: &Options) -> Result<Self> {
+        let iso_timestamps = match o.get("json.timestamp-format.standard") {
+            None | Some("SQL") => false,
+            Some("ISO-8601") => true,
+            Some(_) => return Err(o.invalid("json.timestamp-format.standard", "expected 'SQL' or 'ISO-8601'").into()),
+        };
+        Ok(Self {
+            ignore_parse_errors: o.bool("json.ignore-parse-errors", false)?,
+            fail_on_missing_field: o.bool("json.fail-on-missing-field", false)?,
+            iso_timestamps,
+        })
+    }
+}
+
+/// [`LineFormat`] over arrow-json.
+pub struct JsonLines {
+    schema: SchemaRef,
+    strict: bool,
+    decoder: Decoder,
+    pending: Vec<RecordBatch>,
+}
+
+impl JsonLines {
+    pub fn new(schema: SchemaRef, options: &JsonOptions) -> Result<Self> {
+        let decoder = build(&schema, options.fail_on_missing_field)?;
+        Ok(Self { schema, strict: options.fail_on_missing_field, decoder, pending: Vec::new() })
+    }
+}
+
+fn build(schema: &SchemaRef, strict: bool) -> Result<Decoder> {
+    // Unknown fields are ignored, as Flink does; missing fields are checked after decoding.
+    let _ = strict;
+    Ok(ReaderBuilder::new(schema.clone()).with_batch_size(JSON_BATCH_ROWS).build_decoder()?)
+}
+
+impl LineFormat for JsonLines {
+    fn decode(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+        while !bytes.is_empty() {
+            let n = self.decoder.decode(bytes).map_err(|e| e.to_string())?;
+            bytes = &bytes[n..];
+            if n == 0 || !bytes.is_empty() {
+                // The decoder is full: move its rows out and go on.
+                if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                    self.pending.push(b);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<Option<RecordBatch>, String> {
+        let last = self.decoder.flush().map_err(|e| e.to_string())?;
+        if let Some(b) = &last {
+            if self.strict {
+                check_no_missing(b)?;
+            }
+        }
+        if self.pending.is_empty() {
+            return Ok(last);
+        }
+        let mut all = std::mem::take(&mut self.pending);
+        all.extend(last);
+        arrow_select::concat::concat_batches(&self.schema, &all).map(Some).map_err(|e| e.to_string())
+    }
+
+    fn reset(&mut self) {
+        self.pending.clear();
+        self.decoder = build(&self.schema, self.strict).expect("rebuilding a decoder that built before");
+    }
+}
+
+/// `json.fail-on-missing-field`: arrow-json decodes a missing field as NULL, so with this option
+/// any NULL is rejected (an explicit JSON `null` too: stricter than Flink, never looser).
+fn check_no_missing(batch: &RecordBatch) -> Result<(), String> {
+    for (i, col) in batch.columns().iter().enumerate() {
+        if col.null_count() > 0 {
+            return Err(format!("field '{}' is missing (json.fail-on-missing-field is true)", batch.schema().field(i).name()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lines::LineChunkDecoder;
+    use arrow_schema::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]))
+    }
+
+    fn decoder(ignore: bool) -> LineChunkDecoder<JsonLines> {
+        let o = JsonOptions { ignore_parse_errors: ignore, ..Default::default() };
+        LineChunkDecoder::new(JsonLines::new(schema(), &o).unwrap(), JsonLines::new(schema(), &o).unwrap(), ignore)
+    }
+
+    #[test]
+    fn bad_line_is_named() {
+        let mut d = decoder(false);
+        let b = d.decode_chunk(b"{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\n").unwrap().unwrap();
+        assert_eq!(b.num_rows(), 2);
+        let err = d.decode_chunk(b"{\"a\":3}\n{\"a\":\"oops\"}\n{\"a\":5}\n").unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+    }
+
+    #[test]
+    fn ignore_parse_errors_skips_and_counts() {
+        let mut d = decoder(true);
+        let b = d.decode_chunk(b"{\"a\":1}\n{not json\n{\"a\":3}\n").unwrap().unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!(d.skipped, 1);
+    }
+}

@@ -1,0 +1,89 @@
+//! Formats: bytes ⇄ Arrow record batches.
+//!
+//! ```text
+//! file bytes ──▶ LineChunkDecoder<Json|Csv> ──▶ RecordBatch      (fast path: whole chunks;
+//!                                                                 slow path on error: line by line)
+//! RecordBatch ──▶ BatchWriter (json lines, csv, parquet) ──▶ file
+//! ```
+//!
+//! Option keys follow Flink: `format` picks the format, `<format>.<option>` configures it
+//! (`json.ignore-parse-errors`, `csv.field-delimiter`, `parquet.compression`).
+
+pub mod csv;
+pub mod json;
+mod lines;
+pub mod parquet;
+pub mod text;
+mod writer;
+
+use flowline_common::{OptionError, OptionSpec, Options};
+
+pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
+pub use writer::{create_writer, BatchWriter};
+
+/// Formats a connector may name in `'format'`.
+pub const FORMATS: &[&str] = &["json", "csv", "parquet"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    #[error(transparent)]
+    Option(#[from] OptionError),
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
+    #[error("parquet: {0}")]
+    Parquet(#[from] ::parquet::errors::ParquetError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type Result<T, E = FormatError> = std::result::Result<T, E>;
+
+/// A format with its parsed options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FormatConfig {
+    Json(json::JsonOptions),
+    Csv(csv::CsvOptions),
+    Parquet(parquet::ParquetOptions),
+}
+
+impl FormatConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FormatConfig::Json(_) => "json",
+            FormatConfig::Csv(_) => "csv",
+            FormatConfig::Parquet(_) => "parquet",
+        }
+    }
+
+    /// Whether bad records are skipped and counted instead of failing the job.
+    pub fn ignore_parse_errors(&self) -> bool {
+        match self {
+            FormatConfig::Json(o) => o.ignore_parse_errors,
+            FormatConfig::Csv(o) => o.ignore_parse_errors,
+            FormatConfig::Parquet(_) => false,
+        }
+    }
+}
+
+/// The option keys a format accepts (to be merged into its connector's list).
+pub fn format_option_specs(format: &str) -> &'static [OptionSpec] {
+    match format {
+        "json" => json::OPTIONS,
+        "csv" => csv::OPTIONS,
+        "parquet" => parquet::OPTIONS,
+        _ => &[],
+    }
+}
+
+/// Reads the `format` option (or `default`) and that format's options.
+pub fn format_from_options(options: &Options, key: &str) -> Result<FormatConfig> {
+    let name = options.require(key)?;
+    match name {
+        "json" => Ok(FormatConfig::Json(json::JsonOptions::from_options(options)?)),
+        "csv" => Ok(FormatConfig::Csv(csv::CsvOptions::from_options(options)?)),
+        "parquet" => Ok(FormatConfig::Parquet(parquet::ParquetOptions::from_options(options)?)),
+        other => Err(options.invalid(key, format!("unknown format '{other}'; valid formats: {}", FORMATS.join(", "))).into()),
+    }
+}

@@ -1,0 +1,133 @@
+//! Parquet: options, a reader that maps a file onto the table schema, and writer properties.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use arrow_array::{ArrayRef, RecordBatch};
+use arrow_schema::SchemaRef;
+use flowline_common::{OptionSpec, Options};
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::ProjectionMask;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use crate::{FormatError, Result};
+
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::optional("parquet.compression", "SNAPPY (default), ZSTD, LZ4, UNCOMPRESSED"),
+    OptionSpec::optional("parquet.page.size", "target data page size in bytes (default 1 MB)"),
+    OptionSpec::optional("parquet.dictionary.enable", "dictionary encoding (default true)"),
+    OptionSpec::optional("parquet.row-group.rows", "rows per row group (default 1048576)"),
+];
+
+/// Rows per row group: big enough for good compression and statistics, bounded so a writer's
+/// buffered row group stays within memory.
+const ROW_GROUP_ROWS_DEFAULT: usize = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParquetOptions {
+    pub compression: Compression,
+    pub page_size_bytes: Option<usize>,
+    pub dictionary: bool,
+    pub row_group_rows: usize,
+}
+
+impl Default for ParquetOptions {
+    fn default() -> Self {
+        Self { compression: Compression::SNAPPY, page_size_bytes: None, dictionary: true, row_group_rows: ROW_GROUP_ROWS_DEFAULT }
+    }
+}
+
+impl ParquetOptions {
+    pub fn from_options(o: &Options) -> Result<Self> {
+        let compression = match o.get("parquet.compression").map(str::to_ascii_uppercase).as_deref() {
+            None | Some("SNAPPY") => Compression::SNAPPY,
+            Some("ZSTD") => Compression::ZSTD(ZstdLevel::default()),
+            Some("LZ4") => Compression::LZ4_RAW,
+            Some("UNCOMPRESSED") | Some("NONE") => Compression::UNCOMPRESSED,
+            Some(_) => return Err(o.invalid("parquet.compression", "expected SNAPPY, ZSTD, LZ4 or UNCOMPRESSED").into()),
+        };
+        Ok(Self {
+            compression,
+            page_size_bytes: o.parse("parquet.page.size")?,
+            dictionary: o.bool("parquet.dictionary.enable", true)?,
+            row_group_rows: o.parse("parquet.row-group.rows")?.unwrap_or(ROW_GROUP_ROWS_DEFAULT),
+        })
+    }
+
+    pub fn writer_properties(&self) -> WriterProperties {
+        let mut b = WriterProperties::builder()
+            .set_compression(self.compression)
+            .set_dictionary_enabled(self.dictionary)
+            .set_max_row_group_row_count(Some(self.row_group_rows))
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_created_by(format!("flowline {}", env!("CARGO_PKG_VERSION")));
+        if let Some(p) = self.page_size_bytes {
+            b = b.set_data_page_size_limit(p);
+        }
+        b.build()
+    }
+}
+
+/// Reads a Parquet file as batches of `schema`: columns are matched by name (missing nullable
+/// columns become NULL) and cast to the declared types.
+pub struct ParquetFileReader {
+    inner: ParquetRecordBatchReader,
+    schema: SchemaRef,
+    /// For each output column: its index in the read batch, if the file has it.
+    sources: Vec<Option<usize>>,
+}
+
+impl ParquetFileReader {
+    pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+        let file_schema = builder.schema().clone();
+        let mut wanted: Vec<usize> = Vec::new();
+        for f in schema.fields() {
+            if let Ok(i) = file_schema.index_of(f.name()) {
+                wanted.push(i);
+            } else if !f.is_nullable() {
+                return Err(FormatError::Unsupported(format!("column '{}' (NOT NULL) is missing from the file", f.name())));
+            }
+        }
+        wanted.sort_unstable();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
+        let read_names: Vec<String> = wanted.iter().map(|i| file_schema.field(*i).name().clone()).collect();
+        let sources = schema.fields().iter().map(|f| read_names.iter().position(|n| n == f.name())).collect();
+        let inner = builder.with_projection(mask).with_batch_size(batch_rows).build()?;
+        Ok(Self { inner, schema, sources })
+    }
+
+    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let columns: Vec<ArrayRef> = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.sources)
+            .map(|(f, src)| match src {
+                Some(i) => {
+                    let col = batch.column(*i);
+                    if col.data_type() == f.data_type() {
+                        Ok(col.clone())
+                    } else {
+                        arrow_cast::cast(col, f.data_type()).map_err(|e| {
+                            FormatError::Unsupported(format!("column '{}': cannot read {} as {}: {e}", f.name(), col.data_type(), f.data_type()))
+                        })
+                    }
+                }
+                None => Ok(arrow_array::new_null_array(f.data_type(), rows)),
+            })
+            .collect::<Result<_>>()?;
+        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
+        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &opts)?)
+    }
+}
+
+impl Iterator for ParquetFileReader {
+    type Item = Result<RecordBatch>;
+    fn next(&mut self) -> Option<Self::Item> {
+        let batch = self.inner.next()?;
+        Some(batch.map_err(FormatError::from).and_then(|b| self.conform(b)))
+    }
+}

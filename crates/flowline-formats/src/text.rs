@@ -1,0 +1,151 @@
+//! Flink's textual forms of values: the SQL timestamp format used by the json and csv formats,
+//! and the `+I[...]` rows of the print connector.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::TimestampNanosecondType;
+use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_cast::display::{ArrayFormatter, FormatOptions};
+use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
+
+/// `2020-01-01 12:00:00.123`: Flink's SQL timestamp format (fraction without trailing zeros).
+pub fn write_sql_timestamp(out: &mut String, nanos: i64, ltz: bool) {
+    let dt = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
+    let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
+    write_fraction(out, nanos.rem_euclid(1_000_000_000) as u32, false);
+    if ltz {
+        out.push('Z');
+    }
+}
+
+/// Fraction of a second: minimal digits (`.1`) or, with `java_groups`, groups of three (`.100`).
+fn write_fraction(out: &mut String, nanos: u32, java_groups: bool) {
+    if nanos == 0 {
+        return;
+    }
+    let digits = format!("{nanos:09}");
+    let keep = if java_groups {
+        if nanos % 1_000_000 == 0 {
+            3
+        } else if nanos % 1_000 == 0 {
+            6
+        } else {
+            9
+        }
+    } else {
+        digits.trim_end_matches('0').len()
+    };
+    out.push('.');
+    out.push_str(&digits[..keep]);
+}
+
+/// `2020-01-01T12:00`: Java's `LocalDateTime.toString()`, which Flink's print connector shows.
+pub fn write_java_timestamp(out: &mut String, nanos: i64) {
+    let dt = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
+    let frac = nanos.rem_euclid(1_000_000_000) as u32;
+    let _ = write!(out, "{}", dt.format("%Y-%m-%dT%H:%M"));
+    if dt.format("%S").to_string() != "00" || frac != 0 {
+        let _ = write!(out, "{}", dt.format(":%S"));
+        write_fraction(out, frac, true);
+    }
+}
+
+fn timestamps_as_nanos(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    arrow_cast::cast(col, &DataType::Timestamp(TimeUnit::Nanosecond, None))
+}
+
+/// Replaces top-level timestamp columns by strings in Flink's SQL format, for text formats.
+pub fn sql_timestamps_as_strings(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
+    if !batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(..))) {
+        return Ok(batch.clone());
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
+        if let DataType::Timestamp(_, tz) = f.data_type() {
+            let nanos = timestamps_as_nanos(col)?;
+            let nanos = nanos.as_primitive::<TimestampNanosecondType>();
+            let mut s = String::new();
+            let strings: StringArray = nanos
+                .iter()
+                .map(|v| {
+                    v.map(|v| {
+                        s.clear();
+                        write_sql_timestamp(&mut s, v, tz.is_some());
+                        s.clone()
+                    })
+                })
+                .collect();
+            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            columns.push(Arc::new(strings) as ArrayRef);
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(col.clone());
+        }
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+/// Renders each row as Flink's print connector does: `+I[1, abc, 2020-01-01T12:00]`.
+pub fn flink_rows(batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
+    let options = FormatOptions::default().with_null("NULL");
+    let formatters: Vec<Option<ArrayFormatter>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => Ok(None),
+            _ => ArrayFormatter::try_new(c.as_ref(), &options).map(Some),
+        })
+        .collect::<Result<_, _>>()?;
+    let nanos: Vec<Option<ArrayRef>> = batch
+        .columns()
+        .iter()
+        .map(|c| match c.data_type() {
+            DataType::Timestamp(..) => timestamps_as_nanos(c).map(Some),
+            _ => Ok(None),
+        })
+        .collect::<Result<_, _>>()?;
+    let mut rows = Vec::with_capacity(batch.num_rows());
+    for row in 0..batch.num_rows() {
+        let mut s = String::from("+I[");
+        for col in 0..batch.num_columns() {
+            if col > 0 {
+                s.push_str(", ");
+            }
+            if let Some(ns) = &nanos[col] {
+                let ns = ns.as_primitive::<TimestampNanosecondType>();
+                if ns.is_null(row) {
+                    s.push_str("NULL");
+                } else {
+                    write_java_timestamp(&mut s, ns.value(row));
+                }
+            } else if let Some(f) = &formatters[col] {
+                let _ = write!(s, "{}", f.value(row));
+            }
+        }
+        s.push(']');
+        rows.push(s);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_texts() {
+        let t = 1_577_880_000_100_000_000i64; // 2020-01-01 12:00:00.1
+        let mut s = String::new();
+        write_sql_timestamp(&mut s, t, false);
+        assert_eq!(s, "2020-01-01 12:00:00.1");
+        s.clear();
+        write_java_timestamp(&mut s, t);
+        assert_eq!(s, "2020-01-01T12:00:00.100");
+        s.clear();
+        write_java_timestamp(&mut s, 1_577_880_000_000_000_000);
+        assert_eq!(s, "2020-01-01T12:00");
+    }
+}

@@ -32,6 +32,25 @@ pub use conform::conform_batch;
 pub use error::{ConnectorError, Result};
 pub use registry::{connector, ConnectorFactory, CONNECTORS};
 
+/// Reads a bounded table to the end with one subtask (batch queries). An unbounded table is
+/// refused with the option that would bound it.
+pub fn read_bounded(table: &flowline_sql::TableDef, factory: &ConnectorFactory, options: &flowline_common::Options) -> Result<Vec<RecordBatch>> {
+    if let Some(hint) = (factory.unbounded_hint)(options) {
+        return Err(ConnectorError::config(&table.name, format!("the table is unbounded and cannot be read by a batch query; {hint}")));
+    }
+    let create = factory.source.ok_or_else(|| ConnectorError::config(&table.name, format!("connector '{}' cannot be read", factory.name)))?;
+    let ctx = TaskContext { table: table.name.clone(), subtask: 0, parallelism: 1, metrics: MetricsRegistry::new() };
+    let mut source = create(table, options, &ctx, None)?;
+    let mut out = Vec::new();
+    loop {
+        match source.poll()? {
+            Poll::Batch(b) => out.push(b),
+            Poll::Pending(d) => std::thread::sleep(d),
+            Poll::End => return Ok(out),
+        }
+    }
+}
+
 /// What a source or sink subtask knows about its place in the job.
 #[derive(Clone)]
 pub struct TaskContext {

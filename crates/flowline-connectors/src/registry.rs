@@ -21,6 +21,12 @@ pub struct ConnectorFactory {
     pub sink: Option<SinkFn>,
     /// Checks beyond option keys (values, schema), run at planning time.
     pub validate: fn(&TableDef, &Options) -> Result<()>,
+    /// `Some(how to bound it)` when a source with these options never ends.
+    pub unbounded_hint: fn(&Options) -> Option<&'static str>,
+}
+
+fn bounded(_: &Options) -> Option<&'static str> {
+    None
 }
 
 fn no_checks(_: &TableDef, _: &Options) -> Result<()> {
@@ -37,6 +43,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         source: None,
         sink: Some(|_, _, _| Ok(Box::new(blackhole::BlackholeSink))),
         validate: no_checks,
+        unbounded_hint: bounded,
     },
     ConnectorFactory {
         name: "datagen",
@@ -46,6 +53,10 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         source: Some(datagen::create_source),
         sink: None,
         validate: datagen::validate,
+        unbounded_hint: |o| {
+            let seq = o.map().iter().any(|(k, v)| k.ends_with(".kind") && v == "sequence");
+            (o.get("number-of-rows").is_none() && !seq).then_some("set 'number-of-rows' or a sequence field")
+        },
     },
     ConnectorFactory {
         name: "filesystem",
@@ -55,6 +66,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         source: Some(filesystem::create_source),
         sink: Some(filesystem::create_sink),
         validate: filesystem::validate,
+        unbounded_hint: bounded,
     },
     ConnectorFactory {
         name: "nexmark",
@@ -64,6 +76,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         source: Some(nexmark::create_source),
         sink: None,
         validate: nexmark::validate,
+        unbounded_hint: |o| o.get("events.num").filter(|n| n.trim() != "0").is_none().then_some("set 'events.num'"),
     },
     ConnectorFactory {
         name: "print",
@@ -73,6 +86,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         source: None,
         sink: Some(|_, o, ctx| Ok(Box::new(print::PrintSink::new(o, ctx)?))),
         validate: no_checks,
+        unbounded_hint: bounded,
     },
 ];
 

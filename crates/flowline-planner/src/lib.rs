@@ -1,0 +1,183 @@
+//! SQL → logical plan → streaming dataflow graph.
+//!
+//! ```text
+//! script ─parse─▶ statements ─register─▶ DataFusion session (tables as schemas, views as plans)
+//! INSERT/SELECT ─DataFusion plan + optimize─▶ LogicalPlan ─lower─▶ Pipeline { branches, sink }
+//!                                                                 branch = source + StatelessChain
+//! ```
+//!
+//! DataFusion does parsing, name resolution, type coercion and optimisation; lowering turns the
+//! optimised plan into Flowline's own operators (today: stateless chains; anything else is
+//! refused with a message that names the plan node).
+
+mod catalog;
+mod lower;
+mod sink_types;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::logical_expr::LogicalPlan;
+use flowline_common::Options;
+use flowline_connectors::ConnectorFactory;
+use flowline_operators::StatelessChain;
+use flowline_sql::{SqlError, TableDef};
+
+pub use catalog::{new_session, Catalog};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("{0}")]
+    Sql(#[from] SqlError),
+    #[error("{0}")]
+    Connector(#[from] flowline_connectors::ConnectorError),
+    #[error("planning error: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = PlanError> = std::result::Result<T, E>;
+
+/// A table's connector, resolved and with validated options.
+#[derive(Clone)]
+pub struct TableBinding {
+    pub table: TableDef,
+    pub factory: &'static ConnectorFactory,
+    pub options: Options,
+}
+
+impl fmt::Debug for TableBinding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.table.name, self.factory.name)
+    }
+}
+
+/// A source subtask group and the stateless chain fused after it.
+#[derive(Clone, Debug)]
+pub struct Branch {
+    pub source: TableBinding,
+    /// Physical columns read from the source (indices into its physical schema).
+    pub projection: Option<Vec<usize>>,
+    pub chain: StatelessChain,
+}
+
+/// Where a pipeline's rows go.
+#[derive(Clone, Debug)]
+pub enum SinkTarget {
+    Table(TableBinding),
+    /// Collected in memory: the result of a SELECT.
+    Collect,
+}
+
+/// One INSERT (or SELECT): branches unioned into a sink.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub name: String,
+    pub branches: Vec<Branch>,
+    pub sink: SinkTarget,
+    /// Schema of the rows that reach the sink.
+    pub schema: SchemaRef,
+    /// The optimised DataFusion plan, for `explain`.
+    pub logical_plan: LogicalPlan,
+}
+
+/// Everything `flowline run` executes: all INSERTs of a script, as one job.
+#[derive(Clone, Debug)]
+pub struct JobGraph {
+    pub pipelines: Vec<Pipeline>,
+    pub parallelism: usize,
+    /// `SET` options of the script.
+    pub config: BTreeMap<String, String>,
+}
+
+/// Job options a script may `SET`.
+pub const JOB_OPTIONS: &[&str] = &["parallelism.default", "pipeline.name", "table.exec.source.idle-timeout", "execution.runtime-mode"];
+
+impl JobGraph {
+    /// The dataflow as text: one block per pipeline.
+    pub fn explain(&self, verbose: bool) -> String {
+        let mut out = format!("Job: {} pipeline(s), parallelism {}\n", self.pipelines.len(), self.parallelism);
+        for p in &self.pipelines {
+            let sink = match &p.sink {
+                SinkTarget::Table(t) => format!("Sink: {} [connector={}]", t.table.name, t.factory.name),
+                SinkTarget::Collect => "Sink: collect (query result)".to_string(),
+            };
+            out.push_str(&format!("\n{}\n", p.name));
+            out.push_str(&format!("  {sink}\n"));
+            for (i, b) in p.branches.iter().enumerate() {
+                if p.branches.len() > 1 {
+                    out.push_str(&format!("    UNION ALL input {i}\n"));
+                }
+                for step in b.chain.steps.iter().rev() {
+                    out.push_str(&format!("    <- {step:?}\n"));
+                }
+                let cols: Vec<String> = match &b.projection {
+                    Some(p) => {
+                        let s = b.source.table.physical_schema();
+                        p.iter().map(|i| s.field(*i).name().clone()).collect()
+                    }
+                    None => vec!["*".into()],
+                };
+                out.push_str(&format!(
+                    "    <- Source: {} [connector={}] columns=[{}]\n",
+                    b.source.table.name,
+                    b.source.factory.name,
+                    cols.join(", ")
+                ));
+            }
+            if verbose {
+                out.push_str("  DataFusion logical plan:\n");
+                for line in p.logical_plan.display_indent_schema().to_string().lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Plans a whole script into a job. `parallelism_override` wins over `SET 'parallelism.default'`.
+pub async fn plan_script(text: &str, parallelism_override: Option<usize>) -> Result<JobGraph> {
+    let mut catalog = Catalog::new();
+    let mut inserts = Vec::new();
+    for stmt in flowline_sql::parse_script(text)? {
+        match stmt {
+            flowline_sql::Statement::Insert(i) => inserts.push(i),
+            flowline_sql::Statement::StatementSet(set) => inserts.extend(set),
+            flowline_sql::Statement::Query(_) => {
+                return Err(PlanError::Unsupported(
+                    "a pipeline script cannot contain a bare SELECT; write INSERT INTO <sink> SELECT ..., or use `flowline query`".into(),
+                ))
+            }
+            other => catalog.apply(other).await?,
+        }
+    }
+    if inserts.is_empty() {
+        return Err(PlanError::Invalid("the script has no INSERT INTO statement: nothing to run".into()));
+    }
+    let mut pipelines = Vec::new();
+    for insert in &inserts {
+        pipelines.push(catalog.plan_insert(insert).await?);
+    }
+    let parallelism = resolve_parallelism(&catalog.config, parallelism_override)?;
+    Ok(JobGraph { pipelines, parallelism, config: catalog.config.clone() })
+}
+
+pub(crate) fn resolve_parallelism(config: &BTreeMap<String, String>, over: Option<usize>) -> Result<usize> {
+    if let Some(p) = over {
+        return Ok(p.max(1));
+    }
+    match config.get("parallelism.default") {
+        Some(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| PlanError::Invalid(format!("invalid value '{v}' for 'parallelism.default': expected a positive integer"))),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}

@@ -1,0 +1,238 @@
+//! Tables and views of a script, registered in a DataFusion session for planning.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::datasource::empty::EmptyTable;
+use datafusion::datasource::ViewTable;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use flowline_sql::script::ViewDef;
+use flowline_sql::sqlparser::ast::{Query, Statement as SqlStatement};
+use flowline_sql::{ColumnKind, InsertDef, SqlError, Statement, TableDef};
+
+use crate::lower::lower;
+use crate::sink_types::sink_cast_step;
+use crate::{PlanError, Pipeline, Result, SinkTarget, TableBinding, JOB_OPTIONS};
+
+/// Prefix of the hidden table holding only the physical columns of a table with computed columns.
+pub const RAW_PREFIX: &str = "__flowline_raw_";
+
+/// Flink options accepted in `SET` that do not change anything yet (they belong to later work).
+const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.exec.state.ttl", "execution.checkpointing.interval", "table.local-time-zone"];
+
+/// A DataFusion session configured for Flink SQL: case-sensitive identifiers, Flink functions.
+pub fn new_session() -> SessionContext {
+    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+    config.options_mut().sql_parser.enable_ident_normalization = false;
+    config.options_mut().sql_parser.collect_spans = true;
+    let ctx = SessionContext::new_with_config(config);
+    for f in flowline_sql::functions::flink_functions() {
+        ctx.register_udf(f.as_ref().clone());
+    }
+    ctx
+}
+
+pub struct Catalog {
+    pub ctx: SessionContext,
+    /// Batch mode (`flowline query`): tables are read to the end and held in memory.
+    batch: bool,
+    pub tables: BTreeMap<String, TableBinding>,
+    views: Vec<String>,
+    pub config: BTreeMap<String, String>,
+}
+
+impl Default for Catalog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Turns a DataFusion error into one that points at the script when DataFusion knows where.
+pub fn df_error(e: DataFusionError) -> PlanError {
+    if let Some(diag) = e.diagnostic() {
+        if let Some(span) = diag.span {
+            return PlanError::Sql(SqlError::new(diag.message.clone(), span.start.line, span.start.column));
+        }
+    }
+    let root = e.find_root();
+    PlanError::DataFusion(DataFusionError::Plan(strip_prefixes(&root.to_string())))
+}
+
+fn strip_prefixes(s: &str) -> String {
+    let mut s = s;
+    for p in ["Error during planning: ", "Schema error: ", "Optimizer rule", "SQL error: "] {
+        if let Some(rest) = s.strip_prefix(p) {
+            s = rest;
+        }
+    }
+    s.to_string()
+}
+
+impl Catalog {
+    pub fn new() -> Self {
+        Self { ctx: new_session(), batch: false, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
+    }
+
+    /// A catalog for batch queries: declared tables are loaded (they must be bounded) and file
+    /// paths can be queried directly as tables (`SELECT * FROM "data/x.parquet"`).
+    pub fn new_batch() -> Self {
+        Self { ctx: new_session().enable_url_table(), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
+    }
+
+    fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+        let physical = def.physical_schema();
+        if !self.batch {
+            return Ok(Arc::new(EmptyTable::new(physical)));
+        }
+        let batches = tokio::task::block_in_place(|| flowline_connectors::read_bounded(def, factory, options))?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(physical, vec![batches])?))
+    }
+
+    fn check_new_name(&self, name: &str, line: u64, column: u64) -> Result<()> {
+        if self.tables.contains_key(name) || self.views.iter().any(|v| v == name) {
+            return Err(SqlError::new(format!("a table or view named '{name}' already exists"), line, column).into());
+        }
+        Ok(())
+    }
+
+    /// Applies a DDL or SET statement.
+    pub async fn apply(&mut self, stmt: Statement) -> Result<()> {
+        match stmt {
+            Statement::CreateTable(def) => self.create_table(def).await,
+            Statement::CreateView(view) => self.create_view(view).await,
+            Statement::Set { key, value } => self.set(key, value),
+            Statement::Insert(_) | Statement::StatementSet(_) | Statement::Query(_) => {
+                Err(PlanError::Invalid("internal error: Catalog::apply given a query statement".into()))
+            }
+        }
+    }
+
+    fn set(&mut self, key: String, value: String) -> Result<()> {
+        if !JOB_OPTIONS.contains(&key.as_str()) && !ACCEPTED_NOOP_OPTIONS.contains(&key.as_str()) {
+            let mut valid: Vec<&str> = JOB_OPTIONS.iter().chain(ACCEPTED_NOOP_OPTIONS).copied().collect();
+            valid.sort_unstable();
+            return Err(PlanError::Invalid(format!("unknown option '{key}' in SET; valid options: {}", valid.join(", "))));
+        }
+        if key == "execution.runtime-mode" && !value.eq_ignore_ascii_case("streaming") && !value.eq_ignore_ascii_case("batch") {
+            return Err(PlanError::Invalid(format!("invalid value '{value}' for 'execution.runtime-mode': expected streaming or batch")));
+        }
+        if ACCEPTED_NOOP_OPTIONS.contains(&key.as_str()) {
+            eprintln!("warning: SET '{key}' has no effect in this version of Flowline");
+        }
+        self.config.insert(key, value);
+        Ok(())
+    }
+
+    async fn create_table(&mut self, def: TableDef) -> Result<()> {
+        self.check_new_name(&def.name, def.line, def.column)?;
+        if let Some(c) = def.columns.iter().find(|c| matches!(c.kind, ColumnKind::Metadata { .. })) {
+            return Err(SqlError::new(
+                format!("column '{}' of table '{}': METADATA columns are not supported by connector '{}'", c.name, def.name, def.connector().unwrap_or("?")),
+                def.line,
+                def.column,
+            )
+            .into());
+        }
+        let (factory, options) = flowline_connectors::connector(&def)?;
+        if def.has_derived_columns() {
+            let raw = format!("{RAW_PREFIX}{}", def.name);
+            self.ctx.register_table(raw.as_str(), self.provider(&def, factory, &options)?)?;
+            let cols: Vec<String> = def
+                .columns
+                .iter()
+                .map(|c| match &c.kind {
+                    ColumnKind::Computed { expr } => format!("({expr}) AS {}", quote(&c.name)),
+                    _ => quote(&c.name),
+                })
+                .collect();
+            let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(&raw));
+            let query = match flowline_sql::parse_script(&sql)?.pop() {
+                Some(Statement::Query(q)) => q,
+                _ => return Err(PlanError::Invalid(format!("internal error: cannot plan computed columns of '{}'", def.name))),
+            };
+            let plan = self.plan_query_ast(*query).await.map_err(|e| match e {
+                PlanError::Sql(s) => PlanError::Sql(SqlError::new(format!("computed column of table '{}': {}", def.name, s.message), def.line, def.column)),
+                other => other,
+            })?;
+            self.ctx.register_table(def.name.as_str(), Arc::new(ViewTable::new(plan, Some(sql))))?;
+        } else {
+            self.ctx.register_table(def.name.as_str(), self.provider(&def, factory, &options)?)?;
+        }
+        self.tables.insert(def.name.clone(), TableBinding { table: def, factory, options });
+        Ok(())
+    }
+
+    async fn create_view(&mut self, view: ViewDef) -> Result<()> {
+        self.check_new_name(&view.name, 0, 0)?;
+        let sql = view.query.to_string();
+        let plan = self.plan_query_ast(*view.query).await?;
+        self.ctx.register_table(view.name.as_str(), Arc::new(ViewTable::new(plan, Some(sql))))?;
+        self.views.push(view.name);
+        Ok(())
+    }
+
+    /// Plans (without optimising) a query AST.
+    pub async fn plan_query_ast(&self, query: Query) -> Result<LogicalPlan> {
+        let stmt = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query))));
+        self.ctx.state().statement_to_plan(stmt).await.map_err(df_error)
+    }
+
+    /// Plans and optimises a query.
+    pub async fn plan_query(&self, query: Query) -> Result<LogicalPlan> {
+        let plan = self.plan_query_ast(query).await?;
+        self.ctx.state().optimize(&plan).map_err(df_error)
+    }
+
+    /// Plans `INSERT INTO sink SELECT ...` into a pipeline.
+    pub async fn plan_insert(&self, insert: &InsertDef) -> Result<Pipeline> {
+        let at = |msg: String| PlanError::Sql(SqlError::new(msg, insert.line, insert.column));
+        let Some(sink) = self.tables.get(&insert.table) else {
+            let known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
+            return Err(at(format!("INSERT INTO '{}': no such table; declared tables: {}", insert.table, known.join(", "))));
+        };
+        if sink.factory.sink.is_none() {
+            return Err(at(format!(
+                "INSERT INTO '{}': connector '{}' can only be read, not written",
+                insert.table, sink.factory.name
+            )));
+        }
+        let plan = self.plan_query((*insert.query).clone()).await?;
+        let mut branches = lower(&plan, self)?;
+        let (cast, schema) = sink_cast_step(&self.ctx, &plan, &sink.table, &insert.columns).map_err(|e| match e {
+            PlanError::Invalid(m) => at(m),
+            other => other,
+        })?;
+        for b in &mut branches {
+            b.chain.steps.push(cast.clone());
+        }
+        Ok(Pipeline {
+            name: format!("INSERT INTO {} (line {})", insert.table, insert.line),
+            branches,
+            sink: SinkTarget::Table(sink.clone()),
+            schema,
+            logical_plan: plan,
+        })
+    }
+
+    /// Plans a SELECT whose rows are collected in memory.
+    pub async fn plan_select(&self, query: Query) -> Result<Pipeline> {
+        let plan = self.plan_query(query).await?;
+        let branches = lower(&plan, self)?;
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(Pipeline { name: "SELECT".into(), branches, sink: SinkTarget::Collect, schema, logical_plan: plan })
+    }
+
+    /// The binding of a table scanned by a plan (its raw name when it has computed columns).
+    pub fn binding_for_scan(&self, scan_name: &str) -> Option<&TableBinding> {
+        let name = scan_name.strip_prefix(RAW_PREFIX).unwrap_or(scan_name);
+        self.tables.get(name)
+    }
+}
+
+/// Quotes an identifier for our dialect.
+pub(crate) fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}

@@ -1,1 +1,6 @@
+//! The one integration-test binary (every file under tests/ would link the whole engine again).
 
+mod bad_input;
+mod golden;
+mod oracle;
+mod support;

@@ -25,10 +25,21 @@ const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.exec.state.ttl", "execution.chec
 
 /// A DataFusion session configured for Flink SQL: case-sensitive identifiers, Flink functions.
 pub fn new_session() -> SessionContext {
+    with_flink_functions(base_session())
+}
+
+fn base_session() -> SessionContext {
     let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
-    let ctx = SessionContext::new_with_config(config);
+    // Flink types `0.908` as DECIMAL(3, 3), not DOUBLE.
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
+    SessionContext::new_with_config(config)
+}
+
+/// Registers the Flink functions last, so they win over DataFusion's functions of the same
+/// name (DataFusion's `date_format` is an alias of `to_char`, with strftime patterns).
+fn with_flink_functions(ctx: SessionContext) -> SessionContext {
     for f in flowline_sql::functions::flink_functions() {
         ctx.register_udf(f.as_ref().clone());
     }
@@ -79,7 +90,7 @@ impl Catalog {
     /// A catalog for batch queries: declared tables are loaded (they must be bounded) and file
     /// paths can be queried directly as tables (`SELECT * FROM "data/x.parquet"`).
     pub fn new_batch() -> Self {
-        Self { ctx: new_session().enable_url_table(), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
+        Self { ctx: with_flink_functions(base_session().enable_url_table()), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
     }
 
     fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {

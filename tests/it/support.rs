@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests.
+
+use arrow::array::RecordBatch;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use flowline_common::MetricsRegistry;
+use flowline_planner::Catalog;
+use flowline_runtime::{run_job, StopSignal};
+use flowline_sql::Statement;
+
+/// Renders rows as text, one `Vec<String>` per row (NULL as "NULL").
+pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
+    let options = FormatOptions::default().with_null("NULL");
+    let mut out = Vec::new();
+    for b in batches {
+        let fmts: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        for r in 0..b.num_rows() {
+            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
+        }
+    }
+    out
+}
+
+pub fn sorted(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    rows.sort();
+    rows
+}
+
+/// Runs all INSERTs of a script as a streaming job.
+pub async fn run_script(script: &str, parallelism: usize) -> anyhow::Result<MetricsRegistry> {
+    let graph = flowline_planner::plan_script(script, Some(parallelism)).await?;
+    let metrics = MetricsRegistry::new();
+    run_job(&graph, &metrics, &StopSignal::new()).await?;
+    Ok(metrics)
+}
+
+/// Runs a SELECT as a streaming job over the tables of `ddl`, collecting its rows.
+pub async fn stream_select(ddl: &str, select: &str, parallelism: usize) -> anyhow::Result<Vec<RecordBatch>> {
+    let mut catalog = Catalog::new();
+    for stmt in flowline_sql::parse_script(ddl)? {
+        catalog.apply(stmt).await?;
+    }
+    let Some(Statement::Query(q)) = flowline_sql::parse_script(select)?.pop() else { anyhow::bail!("not a query: {select}") };
+    let pipeline = catalog.plan_select(*q).await?;
+    let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism, config: Default::default() };
+    let out = run_job(&graph, &MetricsRegistry::new(), &StopSignal::new()).await?;
+    Ok(out.collected.into_iter().flatten().collect())
+}
+
+/// Runs a SELECT in batch mode with DataFusion over the (bounded) tables of `ddl`: the oracle.
+pub async fn batch_select(ddl: &str, select: &str) -> anyhow::Result<Vec<RecordBatch>> {
+    let mut catalog = Catalog::new_batch();
+    for stmt in flowline_sql::parse_script(ddl)? {
+        catalog.apply(stmt).await?;
+    }
+    let Some(Statement::Query(q)) = flowline_sql::parse_script(select)?.pop() else { anyhow::bail!("not a query: {select}") };
+    let plan = catalog.plan_query_ast(*q).await?;
+    Ok(datafusion::dataframe::DataFrame::new(catalog.ctx.state(), plan).collect().await?)
+}

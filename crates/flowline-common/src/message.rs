@@ -7,15 +7,20 @@ pub type EventTimeMs = i64;
 
 /// What travels on every channel of the dataflow.
 ///
-/// Ordering contract: a producer sends any number of `Batch`, `Watermark` and `Barrier`
+/// Ordering contract: a producer sends any number of `Batch`, `Watermark`, `Idle` and `Barrier`
 /// messages and then exactly one `End` (bounded input exhausted, or the job is stopping).
-/// After `End` it sends nothing more.
+/// After `End` it sends nothing more. A consumer with several producers tracks a watermark per
+/// producer and advances to the minimum over the active ones (ended and idle producers do not
+/// hold time back).
 #[derive(Debug, Clone)]
 pub enum Message {
     /// Arrow columnar rows.
     Batch(RecordBatch),
-    /// Event-time progress: no row with a smaller event time follows on this channel.
+    /// Event-time progress, as in Flink: rows with an event time `<= W` that follow are late.
     Watermark(EventTimeMs),
+    /// The producer has had no input for the idle timeout; it rejoins with its next `Batch` or
+    /// `Watermark`.
+    Idle,
     /// Checkpoint alignment marker.
     Barrier(u64),
     /// The input is exhausted.

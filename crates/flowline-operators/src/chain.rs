@@ -3,8 +3,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
@@ -18,6 +18,10 @@ pub enum ChainStep {
     Filter(Arc<dyn PhysicalExpr>),
     /// Compute the output columns of `schema` from the input batch.
     Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+    /// One output row per element of the list column `list` (a NULL or empty list gives none,
+    /// or one NULL row with `preserve_nulls`); output column `i` is the flattened list when
+    /// `sources[i] == list`, else input column `sources[i]` repeated.
+    Unnest { list: usize, sources: Vec<usize>, preserve_nulls: bool, schema: SchemaRef },
 }
 
 impl fmt::Debug for ChainStep {
@@ -34,6 +38,10 @@ impl fmt::Debug for ChainStep {
                     })
                     .collect();
                 write!(f, "Project({})", items.join(", "))
+            }
+            ChainStep::Unnest { list, schema, sources, .. } => {
+                let out = sources.iter().position(|s| s == list).map_or("?".to_string(), |i| schema.field(i).name().clone());
+                write!(f, "Unnest(#{list} AS {out})")
             }
         }
     }
@@ -75,10 +83,46 @@ impl StatelessChain {
                     let options = RecordBatchOptions::new().with_row_count(Some(rows));
                     batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
                 }
+                ChainStep::Unnest { list, sources, preserve_nulls, schema } => {
+                    batch = unnest(&batch, *list, sources, *preserve_nulls, schema)?;
+                    if batch.num_rows() == 0 {
+                        return Ok(None);
+                    }
+                }
             }
         }
         Ok(Some(batch))
     }
+}
+
+fn unnest(batch: &RecordBatch, list: usize, sources: &[usize], preserve_nulls: bool, schema: &SchemaRef) -> Result<RecordBatch> {
+    let Some(lists) = batch.column(list).as_list_opt::<i32>() else {
+        return exec_err!("unnest: column {list} is not a list but {}", batch.column(list).data_type());
+    };
+    let offsets = lists.value_offsets();
+    let mut rows: Vec<u32> = Vec::with_capacity(lists.values().len());
+    let mut values: Vec<Option<u32>> = Vec::with_capacity(lists.values().len());
+    for i in 0..lists.len() {
+        let (from, to) = (offsets[i] as u32, offsets[i + 1] as u32);
+        if lists.is_null(i) || from == to {
+            if preserve_nulls && lists.is_null(i) {
+                rows.push(i as u32);
+                values.push(None);
+            }
+            continue;
+        }
+        for v in from..to {
+            rows.push(i as u32);
+            values.push(Some(v));
+        }
+    }
+    let (rows, values) = (UInt32Array::from(rows), UInt32Array::from(values));
+    let columns = sources
+        .iter()
+        .map(|s| if *s == list { take(lists.values(), &values, None) } else { take(batch.column(*s), &rows, None) })
+        .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
+    let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
+    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
 }
 
 impl Operator for StatelessChain {

@@ -1,15 +1,26 @@
 //! Streaming operators: one file per operator family.
 //!
-//! Today: the fused stateless chain (filter, projection, CASE, casts, functions) evaluated with
-//! DataFusion physical expressions on whole batches. Windows, joins, aggregates, TopN and dedup
-//! arrive with the event-time and updating-results work, each behind [`Operator`].
+//! - `chain.rs`: the fused stateless chain (filter, projection, CASE, casts, functions, unnest)
+//!   evaluated with DataFusion physical expressions on whole batches;
+//! - `window_agg.rs`: window aggregation (TUMBLE, HOP, CUMULATE and SESSION windows) with
+//!   DataFusion's vectorised `GroupsAccumulator`s;
+//! - `session.rs`: SESSION window assignment (buffers rows until their session closes).
+//!
+//! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
+//! and a per-subtask instance implementing [`Operator`].
 
 pub mod chain;
+pub mod session;
+pub mod window_agg;
+
+use std::fmt;
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
+pub use session::{SessionWindow, SessionWindowSpec};
+pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.
 ///
@@ -17,7 +28,9 @@ pub use chain::{ChainStep, StatelessChain};
 /// - `on_watermark`: event time advanced to `ts`; emit what the watermark completes.
 /// - `on_end`: the input is exhausted; emit everything still held.
 ///
-/// Checkpointing adds `on_barrier` (snapshot state) with the exactly-once work.
+/// `on_watermark` receives the merged watermark of all inputs; the runtime forwards it
+/// downstream after the rows it returns. Checkpointing adds `on_barrier` (snapshot state) with
+/// the exactly-once work.
 pub trait Operator: Send {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
     fn on_watermark(&mut self, _ts: i64) -> Result<Vec<RecordBatch>> {
@@ -26,4 +39,34 @@ pub trait Operator: Send {
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }
+    /// Rows dropped as late so far (cumulative).
+    fn late_rows(&self) -> u64 {
+        0
+    }
+    /// The late rows kept since the last call (only when [`OperatorContext::keep_late`]).
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        Vec::new()
+    }
+    /// Approximate bytes of state held (open windows, buffered rows).
+    fn state_bytes(&self) -> usize {
+        0
+    }
+    /// Windows (or sessions) currently open.
+    fn open_windows(&self) -> usize {
+        0
+    }
+}
+
+/// What a subtask's operator is created with.
+#[derive(Clone, Debug, Default)]
+pub struct OperatorContext {
+    pub subtask: usize,
+    /// Keep late rows for a late-row table instead of only counting them.
+    pub keep_late: bool,
+}
+
+/// A planned stateful operator: creates one [`Operator`] per subtask. `Debug` is its line in
+/// `flowline explain`.
+pub trait OperatorFactory: Send + Sync + fmt::Debug {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>>;
 }

@@ -6,14 +6,16 @@ use std::sync::Arc;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::ViewTable;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use flowline_sql::script::ViewDef;
 use flowline_sql::sqlparser::ast::{Query, Statement as SqlStatement};
-use flowline_sql::{ColumnKind, InsertDef, SqlError, Statement, TableDef};
+use flowline_sql::{ColumnKind, InsertDef, SessionSpec, SqlError, Statement, TableDef};
 
 use crate::lower::lower;
+use crate::session::SessionWindowNode;
 use crate::sink_types::sink_cast_step;
 use crate::{PlanError, Pipeline, Result, SinkTarget, TableBinding, JOB_OPTIONS};
 
@@ -53,6 +55,9 @@ pub struct Catalog {
     pub tables: BTreeMap<String, TableBinding>,
     views: Vec<String>,
     pub config: BTreeMap<String, String>,
+    /// Per table with `WATERMARK FOR`: the optimised plan of `SELECT <watermark expr> FROM t`
+    /// and the clause as written.
+    watermarks: BTreeMap<String, (LogicalPlan, String)>,
 }
 
 impl Default for Catalog {
@@ -84,13 +89,13 @@ fn strip_prefixes(s: &str) -> String {
 
 impl Catalog {
     pub fn new() -> Self {
-        Self { ctx: new_session(), batch: false, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
+        Self { ctx: new_session(), batch: false, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new(), watermarks: BTreeMap::new() }
     }
 
     /// A catalog for batch queries: declared tables are loaded (they must be bounded) and file
     /// paths can be queried directly as tables (`SELECT * FROM "data/x.parquet"`).
     pub fn new_batch() -> Self {
-        Self { ctx: with_flink_functions(base_session().enable_url_table()), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new() }
+        Self { ctx: with_flink_functions(base_session().enable_url_table()), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new(), watermarks: BTreeMap::new() }
     }
 
     fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
@@ -115,6 +120,7 @@ impl Catalog {
             Statement::CreateTable(def) => self.create_table(def).await,
             Statement::CreateView(view) => self.create_view(view).await,
             Statement::Set { key, value } => self.set(key, value),
+            Statement::DefineSession(spec) => self.define_session(spec).await,
             Statement::Insert(_) | Statement::StatementSet(_) | Statement::Query(_) => {
                 Err(PlanError::Invalid("internal error: Catalog::apply given a query statement".into()))
             }
@@ -172,8 +178,82 @@ impl Catalog {
         } else {
             self.ctx.register_table(def.name.as_str(), self.provider(&def, factory, &options)?)?;
         }
+        if let Some(wm) = &def.watermark {
+            let sql = format!("SELECT {} FROM {}", wm.expr, quote(&def.name));
+            let query = match flowline_sql::parse_script(&sql)?.pop() {
+                Some(Statement::Query(q)) => q,
+                _ => return Err(PlanError::Invalid(format!("internal error: cannot plan the watermark of '{}'", def.name))),
+            };
+            let plan = self.plan_query(*query).await.map_err(|e| {
+                PlanError::Sql(SqlError::new(format!("WATERMARK FOR {} of table '{}': {e}", wm.column, def.name), def.line, def.column))
+            })?;
+            if !matches!(plan.schema().field(0).data_type(), DataType::Timestamp(_, _)) {
+                return Err(SqlError::new(
+                    format!(
+                        "WATERMARK FOR {} of table '{}': the watermark expression must be a TIMESTAMP(3) or TIMESTAMP_LTZ(3), got {}",
+                        wm.column,
+                        def.name,
+                        plan.schema().field(0).data_type()
+                    ),
+                    def.line,
+                    def.column,
+                )
+                .into());
+            }
+            self.watermarks.insert(def.name.clone(), (plan, format!("WATERMARK FOR {} AS {}", wm.column, wm.expr)));
+        }
         self.tables.insert(def.name.clone(), TableBinding { table: def, factory, options });
         Ok(())
+    }
+
+    /// Registers the table a SESSION window TVF was rewritten to.
+    async fn define_session(&mut self, spec: SessionSpec) -> Result<()> {
+        let input_sql = format!("SELECT * FROM {}", spec.input);
+        let input = match flowline_sql::parse_script(&input_sql)?.pop() {
+            Some(Statement::Query(q)) => *q,
+            _ => return Err(PlanError::Invalid(format!("SESSION: cannot read the input `{}`", spec.input))),
+        };
+        let input = self.plan_query_ast(input).await?;
+        let plan = if self.batch {
+            let columns: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+            // Validate names and types the same way the streaming node does.
+            SessionWindowNode::try_new(input, spec.time_col.clone(), spec.keys.clone(), spec.gap_ms).map_err(df_error)?;
+            let sql = crate::session::batch_sql(&spec, &columns);
+            let query = match flowline_sql::parse_script(&sql)?.pop() {
+                Some(Statement::Query(q)) => *q,
+                _ => return Err(PlanError::Invalid("internal error: cannot plan a SESSION window".into())),
+            };
+            self.plan_query_ast(query).await?
+        } else {
+            let node = SessionWindowNode::try_new(input, spec.time_col.clone(), spec.keys.clone(), spec.gap_ms).map_err(df_error)?;
+            LogicalPlan::Extension(Extension { node: Arc::new(node) })
+        };
+        self.ctx.register_table(spec.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
+        Ok(())
+    }
+
+    /// The watermark plan of a table, if it declares one.
+    pub(crate) fn watermark_plan(&self, table: &str) -> Option<&(LogicalPlan, String)> {
+        self.watermarks.get(table)
+    }
+
+    /// The table late rows go to (`SET 'table.exec.late-data.sink' = 'name'`).
+    pub fn late_sink(&self) -> Option<&String> {
+        self.config.get("table.exec.late-data.sink")
+    }
+
+    fn late_sink_binding(&self) -> Result<Option<TableBinding>> {
+        let Some(name) = self.late_sink() else { return Ok(None) };
+        match self.tables.get(name) {
+            Some(b) if b.factory.sink.is_some() => Ok(Some(b.clone())),
+            Some(b) => Err(PlanError::Invalid(format!(
+                "'table.exec.late-data.sink' = '{name}': connector '{}' can only be read, not written",
+                b.factory.name
+            ))),
+            None => Err(PlanError::Invalid(format!(
+                "'table.exec.late-data.sink' = '{name}': no such table; declare it with CREATE TABLE before the INSERT"
+            ))),
+        }
     }
 
     async fn create_view(&mut self, view: ViewDef) -> Result<()> {
@@ -211,29 +291,31 @@ impl Catalog {
             )));
         }
         let plan = self.plan_query((*insert.query).clone()).await?;
-        let mut branches = lower(&plan, self)?;
+        let mut inputs = lower(&plan, self)?;
         let (cast, schema) = sink_cast_step(&self.ctx, &plan, &sink.table, &insert.columns).map_err(|e| match e {
             PlanError::Invalid(m) => at(m),
             other => other,
         })?;
-        for b in &mut branches {
-            b.chain.steps.push(cast.clone());
+        for node in &mut inputs {
+            node.chain_mut().steps.push(cast.clone());
         }
         Ok(Pipeline {
             name: format!("INSERT INTO {} (line {})", insert.table, insert.line),
-            branches,
+            inputs,
             sink: SinkTarget::Table(sink.clone()),
             schema,
             logical_plan: plan,
+            late_sink: self.late_sink_binding()?,
         })
     }
 
     /// Plans a SELECT whose rows are collected in memory.
     pub async fn plan_select(&self, query: Query) -> Result<Pipeline> {
         let plan = self.plan_query(query).await?;
-        let branches = lower(&plan, self)?;
+        let inputs = lower(&plan, self)?;
         let schema = Arc::new(plan.schema().as_arrow().clone());
-        Ok(Pipeline { name: "SELECT".into(), branches, sink: SinkTarget::Collect, schema, logical_plan: plan })
+        let late_sink = self.late_sink_binding()?;
+        Ok(Pipeline { name: "SELECT".into(), inputs, sink: SinkTarget::Collect, schema, logical_plan: plan, late_sink })
     }
 
     /// The binding of a table scanned by a plan (its raw name when it has computed columns).

@@ -12,16 +12,19 @@
 
 mod catalog;
 mod lower;
+mod session;
 mod sink_types;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
 use flowline_common::Options;
 use flowline_connectors::ConnectorFactory;
-use flowline_operators::StatelessChain;
+use datafusion::physical_expr::PhysicalExpr;
+use flowline_operators::{OperatorFactory, StatelessChain};
 use flowline_sql::{SqlError, TableDef};
 
 pub use catalog::{new_session, Catalog};
@@ -63,6 +66,88 @@ pub struct Branch {
     /// Physical columns read from the source (indices into its physical schema).
     pub projection: Option<Vec<usize>>,
     pub chain: StatelessChain,
+    /// The table's `WATERMARK FOR`, when it has one.
+    pub watermark: Option<WatermarkSpec>,
+}
+
+/// Watermark generation fused into a source: `chain` computes the watermark expression (one
+/// TIMESTAMP column) from the same raw batch as [`Branch::chain`], before any filter.
+#[derive(Clone, Debug)]
+pub struct WatermarkSpec {
+    pub chain: StatelessChain,
+    /// `WATERMARK FOR <column> AS <expr>`, for `explain`.
+    pub text: String,
+}
+
+/// A node of a pipeline's dataflow tree; its rows flow to its parent.
+#[derive(Clone, Debug)]
+pub enum Node {
+    Source(Branch),
+    Operator(Box<OperatorNode>),
+}
+
+/// A stateful operator fed by the union of `inputs`, through a hash exchange on `key`.
+#[derive(Clone, Debug)]
+pub struct OperatorNode {
+    pub operator: Arc<dyn OperatorFactory>,
+    pub inputs: Vec<Node>,
+    /// Hash-partitioning key over the input rows; empty sends every row to subtask 0.
+    pub key: Vec<Arc<dyn PhysicalExpr>>,
+    /// Applied to the operator's output.
+    pub chain: StatelessChain,
+    /// Whether the operator keeps late rows (for `table.exec.late-data.sink`).
+    pub keep_late: bool,
+}
+
+impl Node {
+    /// The stateless chain at the top of this node (where steps above it are fused).
+    pub fn chain_mut(&mut self) -> &mut StatelessChain {
+        match self {
+            Node::Source(b) => &mut b.chain,
+            Node::Operator(op) => &mut op.chain,
+        }
+    }
+
+    fn explain(&self, out: &mut String, depth: usize) {
+        let pad = "  ".repeat(depth);
+        let chain = match self {
+            Node::Source(b) => &b.chain,
+            Node::Operator(op) => &op.chain,
+        };
+        for step in chain.steps.iter().rev() {
+            out.push_str(&format!("{pad}<- {step:?}\n"));
+        }
+        match self {
+            Node::Source(b) => {
+                let cols: Vec<String> = match &b.projection {
+                    Some(p) => {
+                        let s = b.source.table.physical_schema();
+                        p.iter().map(|i| s.field(*i).name().clone()).collect()
+                    }
+                    None => vec!["*".into()],
+                };
+                let wm = b.watermark.as_ref().map(|w| format!(" {}", w.text)).unwrap_or_default();
+                out.push_str(&format!(
+                    "{pad}<- Source: {} [connector={}] columns=[{}]{wm}\n",
+                    b.source.table.name,
+                    b.source.factory.name,
+                    cols.join(", ")
+                ));
+            }
+            Node::Operator(op) => {
+                out.push_str(&format!("{pad}<- {:?}\n", op.operator));
+                let key: Vec<String> = op.key.iter().map(|k| k.to_string()).collect();
+                let exchange = if key.is_empty() { "single subtask".to_string() } else { format!("hash[{}]", key.join(", ")) };
+                out.push_str(&format!("{pad}   <- Exchange: {exchange}\n"));
+                for (i, input) in op.inputs.iter().enumerate() {
+                    if op.inputs.len() > 1 {
+                        out.push_str(&format!("{pad}      UNION ALL input {i}\n"));
+                    }
+                    input.explain(out, depth + 3);
+                }
+            }
+        }
+    }
 }
 
 /// Where a pipeline's rows go.
@@ -73,16 +158,18 @@ pub enum SinkTarget {
     Collect,
 }
 
-/// One INSERT (or SELECT): branches unioned into a sink.
+/// One INSERT (or SELECT): nodes unioned into a sink.
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     pub name: String,
-    pub branches: Vec<Branch>,
+    pub inputs: Vec<Node>,
     pub sink: SinkTarget,
     /// Schema of the rows that reach the sink.
     pub schema: SchemaRef,
     /// The optimised DataFusion plan, for `explain`.
     pub logical_plan: LogicalPlan,
+    /// Where rows that arrive after their window fired go (`table.exec.late-data.sink`).
+    pub late_sink: Option<TableBinding>,
 }
 
 /// Everything `flowline run` executes: all INSERTs of a script, as one job.
@@ -95,7 +182,13 @@ pub struct JobGraph {
 }
 
 /// Job options a script may `SET`.
-pub const JOB_OPTIONS: &[&str] = &["parallelism.default", "pipeline.name", "table.exec.source.idle-timeout", "execution.runtime-mode"];
+pub const JOB_OPTIONS: &[&str] = &[
+    "parallelism.default",
+    "pipeline.name",
+    "table.exec.source.idle-timeout",
+    "execution.runtime-mode",
+    "table.exec.late-data.sink",
+];
 
 impl JobGraph {
     /// The dataflow as text: one block per pipeline.
@@ -108,26 +201,14 @@ impl JobGraph {
             };
             out.push_str(&format!("\n{}\n", p.name));
             out.push_str(&format!("  {sink}\n"));
-            for (i, b) in p.branches.iter().enumerate() {
-                if p.branches.len() > 1 {
+            for (i, node) in p.inputs.iter().enumerate() {
+                if p.inputs.len() > 1 {
                     out.push_str(&format!("    UNION ALL input {i}\n"));
                 }
-                for step in b.chain.steps.iter().rev() {
-                    out.push_str(&format!("    <- {step:?}\n"));
-                }
-                let cols: Vec<String> = match &b.projection {
-                    Some(p) => {
-                        let s = b.source.table.physical_schema();
-                        p.iter().map(|i| s.field(*i).name().clone()).collect()
-                    }
-                    None => vec!["*".into()],
-                };
-                out.push_str(&format!(
-                    "    <- Source: {} [connector={}] columns=[{}]\n",
-                    b.source.table.name,
-                    b.source.factory.name,
-                    cols.join(", ")
-                ));
+                node.explain(&mut out, 2);
+            }
+            if let Some(late) = &p.late_sink {
+                out.push_str(&format!("  Late rows: {} [connector={}]\n", late.table.name, late.factory.name));
             }
             if verbose {
                 out.push_str("  DataFusion logical plan:\n");

@@ -1,73 +1,223 @@
-//! Lowering: an optimised DataFusion logical plan → branches of source + stateless chain.
+//! Lowering: an optimised DataFusion logical plan → a tree of sources, stateless chains and
+//! stateful operators.
+//!
+//! ```text
+//! TableScan                          → Node::Source (+ WATERMARK FOR of the table, if any)
+//! Projection / Filter / Unnest       → a step fused into the chain of the node(s) below
+//! Union                              → several nodes feeding the same parent
+//! Aggregate over window_start/_end   → Node::Operator(WindowAggregate), hash exchange on the keys
+//! Extension(SessionWindowNode)       → Node::Operator(SessionWindow), hash exchange on PARTITION BY
+//! ```
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::PhysicalExpr;
-use flowline_operators::{ChainStep, StatelessChain};
+#[allow(deprecated)] // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
+use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use flowline_operators::{AggregateCall, ChainStep, SessionWindowSpec, StatelessChain, WindowAggregateSpec};
 
 use crate::catalog::{df_error, Catalog};
-use crate::{Branch, PlanError, Result};
+use crate::session::SessionWindowNode;
+use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
 
-pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Branch>> {
+pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
     match plan {
-        LogicalPlan::TableScan(scan) => {
-            let name = scan.table_name.table();
-            let Some(binding) = cat.binding_for_scan(name) else {
-                return Err(PlanError::Unsupported(format!("'{name}' is not a table declared with CREATE TABLE")));
-            };
-            if binding.factory.source.is_none() {
-                return Err(PlanError::Invalid(format!(
-                    "table '{}' uses connector '{}', which can only be written, not read",
-                    binding.table.name, binding.factory.name
-                )));
-            }
-            if scan.fetch.is_some() {
-                return Err(unsupported(plan, "LIMIT on an unbounded stream"));
-            }
-            let mut chain = StatelessChain::default();
-            for f in &scan.filters {
-                chain.steps.push(ChainStep::Filter(physical(cat, f, &scan.projected_schema)?));
-            }
-            Ok(vec![Branch { source: binding.clone(), projection: scan.projection.clone(), chain }])
-        }
+        LogicalPlan::TableScan(_) => Ok(vec![Node::Source(lower_scan(plan, cat, true)?)]),
         LogicalPlan::Projection(p) => {
-            let mut branches = lower(&p.input, cat)?;
             let exprs = p.expr.iter().map(|e| physical(cat, e, p.input.schema())).collect::<Result<Vec<_>>>()?;
             let step = ChainStep::Project { exprs, schema: Arc::new(p.schema.as_arrow().clone()) };
-            branches.iter_mut().for_each(|b| b.chain.steps.push(step.clone()));
-            Ok(branches)
+            fuse(lower(&p.input, cat)?, step)
         }
         LogicalPlan::Filter(f) => {
-            let mut branches = lower(&f.input, cat)?;
             let step = ChainStep::Filter(physical(cat, &f.predicate, f.input.schema())?);
-            branches.iter_mut().for_each(|b| b.chain.steps.push(step.clone()));
-            Ok(branches)
+            fuse(lower(&f.input, cat)?, step)
         }
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, cat),
         LogicalPlan::Union(u) => {
             let target = u.schema.as_arrow();
             let mut all = Vec::new();
             for input in &u.inputs {
-                let mut branches = lower(input, cat)?;
                 let step = conform_step(input.schema().as_arrow(), target)?;
-                branches.iter_mut().for_each(|b| b.chain.steps.push(step.clone()));
-                all.extend(branches);
+                all.extend(fuse(lower(input, cat)?, step)?);
             }
             Ok(all)
         }
+        LogicalPlan::Unnest(u) => {
+            if u.list_type_columns.len() != 1 || !u.struct_type_columns.is_empty() || u.list_type_columns[0].1.depth != 1 {
+                return Err(unsupported(plan, "an unnest of more than one list"));
+            }
+            let step = ChainStep::Unnest {
+                list: u.list_type_columns[0].0,
+                sources: u.dependency_indices.clone(),
+                preserve_nulls: u.options.preserve_nulls(),
+                schema: Arc::new(u.schema.as_arrow().clone()),
+            };
+            fuse(lower(&u.input, cat)?, step)
+        }
+        LogicalPlan::Aggregate(agg) => lower_window_aggregate(plan, agg, cat),
+        LogicalPlan::Extension(ext) => match ext.node.as_any().downcast_ref::<SessionWindowNode>() {
+            Some(node) => lower_session(node, cat),
+            None => Err(unsupported(plan, "an operator")),
+        },
         other => Err(unsupported(other, "a stateful operator")),
     }
+}
+
+fn fuse(mut nodes: Vec<Node>, step: ChainStep) -> Result<Vec<Node>> {
+    nodes.iter_mut().for_each(|n| n.chain_mut().steps.push(step.clone()));
+    Ok(nodes)
+}
+
+/// A scan becomes a source branch; with `watermark`, the table's WATERMARK FOR is fused in.
+fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Branch> {
+    let LogicalPlan::TableScan(scan) = plan else { return Err(unsupported(plan, "a table scan")) };
+    let name = scan.table_name.table();
+    let Some(binding) = cat.binding_for_scan(name) else {
+        return Err(PlanError::Unsupported(format!("'{name}' is not a table declared with CREATE TABLE")));
+    };
+    if binding.factory.source.is_none() {
+        return Err(PlanError::Invalid(format!(
+            "table '{}' uses connector '{}', which can only be written, not read",
+            binding.table.name, binding.factory.name
+        )));
+    }
+    if scan.fetch.is_some() {
+        return Err(unsupported(plan, "LIMIT on an unbounded stream"));
+    }
+    let mut chain = StatelessChain::default();
+    for f in &scan.filters {
+        chain.steps.push(ChainStep::Filter(physical(cat, f, &scan.projected_schema)?));
+    }
+    let mut branch = Branch { source: binding.clone(), projection: scan.projection.clone(), chain, watermark: None };
+    if watermark {
+        if let Some((wm_plan, text)) = cat.watermark_plan(&binding.table.name) {
+            let wm = watermark_branch(wm_plan, cat)?;
+            attach_watermark(&mut branch, wm, text.clone());
+        }
+    }
+    Ok(branch)
+}
+
+/// The branch computing `SELECT <watermark expr> FROM table`: a scan and one projection.
+fn watermark_branch(plan: &LogicalPlan, cat: &Catalog) -> Result<Branch> {
+    let mut steps = Vec::new();
+    let mut node = plan;
+    loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                let exprs = p.expr.iter().map(|e| physical(cat, e, p.input.schema())).collect::<Result<Vec<_>>>()?;
+                steps.push(ChainStep::Project { exprs, schema: Arc::new(p.schema.as_arrow().clone()) });
+                node = &p.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::TableScan(_) => break,
+            other => return Err(unsupported(other, "a watermark expression over one table")),
+        }
+    }
+    let mut branch = lower_scan(node, cat, false)?;
+    steps.reverse();
+    branch.chain.steps.extend(steps);
+    Ok(branch)
+}
+
+/// Reads the columns both chains need; each chain first picks its own columns.
+fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
+    let physical = branch.source.table.physical_schema();
+    let all: Vec<usize> = (0..physical.fields().len()).collect();
+    let main = branch.projection.clone().unwrap_or_else(|| all.clone());
+    let wanted = wm.projection.clone().unwrap_or_else(|| all.clone());
+    let mut read = main.clone();
+    read.extend(wanted.iter().filter(|c| !main.contains(c)));
+    let select = |cols: &[usize]| -> ChainStep {
+        let positions: Vec<usize> = cols.iter().map(|c| read.iter().position(|r| r == c).expect("column read")).collect();
+        let exprs = positions
+            .iter()
+            .zip(cols)
+            .map(|(pos, c)| Arc::new(Column::new(physical.field(*c).name(), *pos)) as Arc<dyn PhysicalExpr>)
+            .collect();
+        let schema = Arc::new(Schema::new(cols.iter().map(|c| physical.field(*c).clone()).collect::<Vec<Field>>()));
+        ChainStep::Project { exprs, schema }
+    };
+    if read.len() > main.len() {
+        branch.chain.steps.insert(0, select(&main));
+    }
+    let mut chain = wm.chain;
+    if read != wanted {
+        chain.steps.insert(0, select(&wanted));
+    }
+    branch.projection = if branch.projection.is_none() && read == all { None } else { Some(read) };
+    branch.watermark = Some(WatermarkSpec { chain, text });
+}
+
+#[allow(deprecated)]
+fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> Result<Vec<Node>> {
+    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Err(unsupported(plan, "GROUPING SETS / ROLLUP / CUBE in a streaming aggregation, which"));
+    }
+    let out = agg.schema.as_arrow();
+    let position = |name: &str| (0..agg.group_expr.len()).find(|i| out.field(*i).name() == name);
+    let (Some(start), Some(end)) = (position("window_start"), position("window_end")) else {
+        return Err(PlanError::Unsupported(format!(
+            "`{}`: a streaming GROUP BY must include window_start and window_end of a window TVF \
+             (TUMBLE, HOP, CUMULATE, SESSION); aggregations with updating results are not supported yet",
+            plan.display()
+        )));
+    };
+    for i in [start, end] {
+        if !matches!(out.field(i).data_type(), DataType::Timestamp(_, _)) {
+            return Err(PlanError::Invalid(format!("`{}`: {} must be a timestamp", plan.display(), out.field(i).name())));
+        }
+    }
+    let input_schema = agg.input.schema();
+    let group_exprs = agg.group_expr.iter().map(|e| physical(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
+    let state = cat.ctx.state();
+    let aggregates = agg
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let (expr, filter, _order) =
+                create_aggregate_expr_and_maybe_filter(e, input_schema, input_schema.as_arrow(), state.execution_props()).map_err(df_error)?;
+            Ok(AggregateCall { expr, filter })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let key = group_exprs.iter().enumerate().filter(|(i, _)| *i != start && *i != end).map(|(_, e)| e.clone()).collect();
+    let spec = WindowAggregateSpec { group_exprs, start, end, aggregates, schema: Arc::new(out.clone()) };
+    let inputs = lower(&agg.input, cat)?;
+    Ok(vec![Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs,
+        key,
+        chain: StatelessChain::default(),
+        keep_late: cat.late_sink().is_some(),
+    }))])
+}
+
+fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
+    let input_schema = node.input.schema();
+    let col = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let expr = Expr::Column(input_schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
+        physical(cat, &expr, input_schema)
+    };
+    let keys = node.keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
+    let spec = SessionWindowSpec { keys: keys.clone(), time: col(&node.time_col)?, gap_ms: node.gap_ms, schema: Arc::new(node.schema.as_arrow().clone()) };
+    Ok(vec![Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs: lower(&node.input, cat)?,
+        key: keys,
+        chain: StatelessChain::default(),
+        keep_late: cat.late_sink().is_some(),
+    }))])
 }
 
 fn unsupported(plan: &LogicalPlan, what: &str) -> PlanError {
     let node = plan.display().to_string();
     PlanError::Unsupported(format!(
-        "`{node}` needs {what}, which streaming jobs do not support yet; this version runs stateless queries \
-         (projection, filter, CASE, casts, functions, UNION ALL)"
+        "`{node}` needs {what}, which streaming jobs do not support yet; this version runs projections, filters, \
+         functions, UNION ALL and window aggregations over window TVFs"
     ))
 }
 

@@ -12,8 +12,10 @@ pub mod error;
 pub mod functions;
 pub mod script;
 pub mod types;
+pub mod windows;
 
 pub use datafusion::sql::sqlparser;
 pub use ddl::{ColumnDef, ColumnKind, TableDef, WatermarkDef};
 pub use error::{Result, SqlError};
 pub use script::{parse_script, InsertDef, Statement};
+pub use windows::SessionSpec;

@@ -25,6 +25,8 @@ pub enum Statement {
     StatementSet(Vec<InsertDef>),
     Set { key: String, value: String },
     Query(Box<Query>),
+    /// A SESSION window TVF used by the statements after it (see [`crate::windows`]).
+    DefineSession(crate::windows::SessionSpec),
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,9 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
     let mut out = Vec::new();
     let mut set: Option<Vec<InsertDef>> = None;
     for mut unit in units {
+        let mut sessions = Vec::new();
+        unit = crate::windows::rewrite_tvfs(unit, &mut sessions)?;
+        out.extend(sessions.into_iter().map(Statement::DefineSession));
         if starts_with(&unit, &["EXECUTE", "STATEMENT", "SET", "BEGIN"]) {
             open_set(&mut set, &unit[0])?;
             unit = drop_words(unit, 4);

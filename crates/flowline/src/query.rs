@@ -28,9 +28,16 @@ pub async fn query(sql: &str, init: Option<&Path>) -> Result<Vec<RecordBatch>> {
         }
     }
     let mut stmts = flowline_sql::parse_script(sql)?;
-    let Some(Statement::Query(q)) = stmts.pop().filter(|_| stmts.is_empty()) else {
+    let Some(Statement::Query(q)) = stmts.pop() else {
         bail!("flowline query takes one SELECT statement");
     };
+    for stmt in stmts {
+        match stmt {
+            // Window TVFs the SELECT uses.
+            Statement::DefineSession(_) => catalog.apply(stmt).await?,
+            _ => bail!("flowline query takes one SELECT statement"),
+        }
+    }
     let plan = catalog.plan_query_ast(*q).await?;
     let df = DataFrame::new(catalog.ctx.state(), plan);
     Ok(df.collect().await?)

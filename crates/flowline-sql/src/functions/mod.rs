@@ -9,6 +9,7 @@
 mod datetime;
 mod misc;
 mod string;
+pub mod window;
 
 use std::sync::Arc;
 
@@ -74,6 +75,7 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     fns.extend(datetime::functions());
     fns.extend(string::functions());
     fns.extend(misc::functions());
+    fns.extend(window::functions());
     fns.into_iter().map(Arc::new).collect()
 }
 

@@ -1,0 +1,304 @@
+//! Window aggregation: `GROUP BY window_start, window_end[, keys]` over a window TVF.
+//!
+//! ```text
+//! batch ─eval group exprs─▶ rows split by (window_end, window_start) ─▶ per open window:
+//!        GroupValues::intern(keys) → group ids ─▶ GroupsAccumulator::update_batch (vectorised)
+//! watermark W ─▶ every window with window_end - 1 <= W fires: keys + accumulators emitted, state dropped
+//! ```
+//!
+//! State is one hash table of keys and one accumulator per aggregate for each open window, and it
+//! is released when the window fires, as in Flink. A row whose window has already fired is late:
+//! it is dropped and counted (or handed to the late-row output when the job asks for one).
+//! Window assignment happened upstream (the TVF rewrite's functions, HOP/CUMULATE unnested), so
+//! TUMBLE, HOP, CUMULATE and SESSION share this operator.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::compute::{cast, filter_record_batch, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::common::{exec_err, Result};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use flowline_common::limits::BATCH_ROWS_MAX;
+
+use crate::{Operator, OperatorContext, OperatorFactory};
+
+/// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
+#[derive(Clone, Debug)]
+pub struct AggregateCall {
+    pub expr: Arc<AggregateFunctionExpr>,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// The plan of a window aggregation; the planner builds it, each subtask creates its operator.
+#[derive(Clone)]
+pub struct WindowAggregateSpec {
+    /// Group expressions over input rows, in output order.
+    pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    /// Positions of `window_start` and `window_end` among `group_exprs`.
+    pub start: usize,
+    pub end: usize,
+    pub aggregates: Vec<AggregateCall>,
+    /// Output: the group columns, then one column per aggregate.
+    pub schema: SchemaRef,
+}
+
+impl fmt::Debug for WindowAggregateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = |n: usize| self.schema.field(n).name().clone();
+        let groups: Vec<String> = (0..self.group_exprs.len()).map(names).collect();
+        let aggs: Vec<String> = self.aggregates.iter().map(|a| a.expr.name().to_string()).collect();
+        write!(f, "WindowAggregate(group=[{}], aggs=[{}])", groups.join(", "), aggs.join(", "))
+    }
+}
+
+impl OperatorFactory for WindowAggregateSpec {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(WindowAggregate::new(Arc::new(self.clone()), ctx.keep_late)?))
+    }
+}
+
+/// The state of one open window.
+struct Window {
+    /// Interned non-window keys; `None` when the only keys are the window columns.
+    groups: Option<Box<dyn GroupValues>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    num_groups: usize,
+}
+
+pub struct WindowAggregate {
+    spec: Arc<WindowAggregateSpec>,
+    /// Positions in `group_exprs` of the non-window keys.
+    key_positions: Vec<usize>,
+    key_schema: SchemaRef,
+    /// Open windows by (window_end, window_start): the first ones fire first.
+    windows: BTreeMap<(i64, i64), Window>,
+    watermark: i64,
+    late_rows: u64,
+    keep_late: bool,
+    late: Vec<RecordBatch>,
+    group_ids: Vec<usize>,
+}
+
+impl WindowAggregate {
+    pub fn new(spec: Arc<WindowAggregateSpec>, keep_late: bool) -> Result<Self> {
+        let key_positions: Vec<usize> = (0..spec.group_exprs.len()).filter(|i| *i != spec.start && *i != spec.end).collect();
+        let key_schema = Arc::new(Schema::new(key_positions.iter().map(|i| spec.schema.field(*i).clone()).collect::<Vec<Field>>()));
+        Ok(Self {
+            spec,
+            key_positions,
+            key_schema,
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            late_rows: 0,
+            keep_late,
+            late: Vec::new(),
+            group_ids: Vec::new(),
+        })
+    }
+
+    fn new_window(&self) -> Result<Window> {
+        let groups = if self.key_positions.is_empty() { None } else { Some(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?) };
+        let accumulators = self.spec.aggregates.iter().map(|a| create_accumulator(&a.expr)).collect::<Result<Vec<_>>>()?;
+        Ok(Window { groups, accumulators, num_groups: 0 })
+    }
+
+    /// Fires every window that ends at or before `watermark + 1`.
+    fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        let keep = match watermark.checked_add(2) {
+            Some(bound) => self.windows.split_off(&(bound, i64::MIN)),
+            None => BTreeMap::new(),
+        };
+        let fired = std::mem::replace(&mut self.windows, keep);
+        let mut out = Vec::new();
+        for ((end, start), window) in fired {
+            if window.num_groups == 0 {
+                continue;
+            }
+            let batch = self.emit(start, end, window)?;
+            let mut offset = 0;
+            while offset < batch.num_rows() {
+                let len = BATCH_ROWS_MAX.min(batch.num_rows() - offset);
+                out.push(batch.slice(offset, len));
+                offset += len;
+            }
+        }
+        Ok(out)
+    }
+
+    fn emit(&self, start: i64, end: i64, mut window: Window) -> Result<RecordBatch> {
+        let n = window.num_groups;
+        let mut keys = match window.groups.as_mut() {
+            Some(g) => g.emit(EmitTo::All)?,
+            None => Vec::new(),
+        }
+        .into_iter();
+        let schema = &self.spec.schema;
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for i in 0..self.spec.group_exprs.len() {
+            let col = if i == self.spec.start || i == self.spec.end {
+                let v = if i == self.spec.start { start } else { end };
+                let arr: ArrayRef = Arc::new(TimestampMillisecondArray::from_value(v, n));
+                cast(&arr, schema.field(i).data_type())?
+            } else {
+                match keys.next() {
+                    Some(k) => k,
+                    None => return exec_err!("window aggregate: group keys out of step"),
+                }
+            };
+            columns.push(col);
+        }
+        for acc in window.accumulators.iter_mut() {
+            columns.push(acc.evaluate(EmitTo::All)?);
+        }
+        // Accumulators may produce a slightly different nullability or type parameters; the
+        // planner's schema is the contract.
+        let columns = columns
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+
+    fn update(&mut self, window_key: (i64, i64), keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>]) -> Result<()> {
+        if !self.windows.contains_key(&window_key) {
+            let w = self.new_window()?;
+            self.windows.insert(window_key, w);
+        }
+        let window = self.windows.get_mut(&window_key).expect("window just inserted");
+        let rows = args.iter().flatten().chain(keys).map(|a| a.len()).next().unwrap_or(0);
+        self.group_ids.clear();
+        match window.groups.as_mut() {
+            Some(g) => {
+                g.intern(keys, &mut self.group_ids)?;
+                window.num_groups = g.len();
+            }
+            None => {
+                self.group_ids.resize(rows, 0);
+                window.num_groups = 1;
+            }
+        }
+        for ((acc, values), filter) in window.accumulators.iter_mut().zip(args).zip(filters) {
+            acc.update_batch(values, &self.group_ids, filter.as_ref(), window.num_groups)?;
+        }
+        Ok(())
+    }
+}
+
+/// A vectorised accumulator where the aggregate has one, else DataFusion's row adapter.
+fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn GroupsAccumulator>> {
+    if expr.groups_accumulator_supported() {
+        expr.create_groups_accumulator()
+    } else {
+        let e = expr.clone();
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || e.create_accumulator())))
+    }
+}
+
+/// Millisecond values of a timestamp column.
+fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(a.as_primitive::<TimestampMillisecondType>().clone()),
+        DataType::Timestamp(_, _) => Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone()),
+        other => exec_err!("window_start/window_end must be timestamps, got {other}"),
+    }
+}
+
+impl Operator for WindowAggregate {
+    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let rows = batch.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
+        let groups = self.spec.group_exprs.iter().map(eval).collect::<Result<Vec<_>>>()?;
+        let (starts, ends) = (millis(&groups[self.spec.start])?, millis(&groups[self.spec.end])?);
+        let keys: Vec<ArrayRef> = self.key_positions.iter().map(|i| groups[*i].clone()).collect();
+        let mut args = Vec::with_capacity(self.spec.aggregates.len());
+        let mut filters = Vec::with_capacity(self.spec.aggregates.len());
+        for a in &self.spec.aggregates {
+            args.push(a.expr.expressions().iter().map(eval).collect::<Result<Vec<_>>>()?);
+            filters.push(match &a.filter {
+                Some(f) => Some(eval(f)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+
+        // Rows by window. A batch usually spans a handful of windows, so a short list beats a map.
+        let mut by_window: Vec<((i64, i64), Vec<u32>)> = Vec::new();
+        for i in 0..rows {
+            if ends.is_null(i) || starts.is_null(i) {
+                continue;
+            }
+            let key = (ends.value(i), starts.value(i));
+            match by_window.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, idx)) => idx.push(i as u32),
+                None => by_window.push((key, vec![i as u32])),
+            }
+        }
+        let mut late_mask = Vec::new();
+        for (key, idx) in by_window {
+            if key.0 - 1 <= self.watermark {
+                self.late_rows += idx.len() as u64;
+                if self.keep_late {
+                    late_mask.extend(idx);
+                }
+                continue;
+            }
+            if idx.len() == rows {
+                self.update(key, &keys, &args, &filters)?;
+            } else {
+                let idx = UInt32Array::from(idx);
+                let pick = |a: &ArrayRef| take(a, &idx, None);
+                let keys = keys.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()?;
+                let args = args.iter().map(|v| v.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
+                let filters = filters
+                    .iter()
+                    .map(|f| f.as_ref().map(|f| take(f, &idx, None).map(|a| a.as_boolean().clone())).transpose())
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                self.update(key, &keys, &args, &filters)?;
+            }
+        }
+        if !late_mask.is_empty() {
+            let mut mask = vec![false; rows];
+            late_mask.into_iter().for_each(|i| mask[i as usize] = true);
+            self.late.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, ts: i64) -> Result<Vec<RecordBatch>> {
+        if ts <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = ts;
+        self.fire(ts)
+    }
+
+    fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
+        self.fire(i64::MAX - 2)
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late)
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.windows
+            .values()
+            .map(|w| w.groups.as_ref().map_or(0, |g| g.size()) + w.accumulators.iter().map(|a| a.size()).sum::<usize>())
+            .sum()
+    }
+
+    fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+}

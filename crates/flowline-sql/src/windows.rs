@@ -1,0 +1,370 @@
+//! Window table-valued functions: `TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), size))` and HOP,
+//! CUMULATE and SESSION, with positional or named (`DATA =>`, `TIMECOL =>`, ...) arguments.
+//!
+//! sqlparser cannot parse `TABLE t` or `DESCRIPTOR(ts)` as function arguments, so the rewrite
+//! works on the tokens of a statement, before parsing:
+//!
+//! ```text
+//! TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+//!   ──▶ (SELECT *, __flowline_window_bound(window_start, 10000) AS window_end, ... AS window_time
+//!        FROM (SELECT *, __flowline_tumble(ts, 10000, 0) AS window_start FROM t) AS __flowline_w)
+//! TABLE(HOP(...))       same, with `unnest(__flowline_hop(ts, slide, size, offset)) AS window_start`
+//! TABLE(CUMULATE(...))  window_start by TUMBLE of `size`, `unnest(__flowline_cumulate(..)) AS window_end`
+//! TABLE(SESSION(...))   ──▶ __flowline_session_N, a table the catalog defines from a [`SessionSpec`]
+//! ```
+//!
+//! TUMBLE, HOP and CUMULATE assign windows row by row, so plain SQL functions express them and
+//! batch and streaming plans share them. A session depends on its neighbours: the catalog plans
+//! it as window functions in batch and as a session operator in streaming.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use crate::error::Result;
+use crate::functions::window as f;
+use crate::script::DIALECT;
+use crate::types::err_at;
+
+/// A SESSION window TVF, named so that the query can refer to it as a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSpec {
+    /// The table name the rewritten query uses.
+    pub name: String,
+    /// The input relation as SQL: a table name or a parenthesised query.
+    pub input: String,
+    /// The time attribute column.
+    pub time_col: String,
+    /// `PARTITION BY` columns; empty means one session sequence for the whole stream.
+    pub keys: Vec<String>,
+    pub gap_ms: i64,
+}
+
+/// Prefix of the tables that stand for SESSION TVFs.
+pub const SESSION_PREFIX: &str = "__flowline_session_";
+
+static SESSION_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Rewrites every window TVF in a statement's tokens; SESSION TVFs are appended to `sessions`.
+pub fn rewrite_tvfs(tokens: Vec<TokenWithSpan>, sessions: &mut Vec<SessionSpec>) -> Result<Vec<TokenWithSpan>> {
+    let mut out = Vec::with_capacity(tokens.len());
+    let mut i = 0;
+    while i < tokens.len() {
+        if let Some(kind) = tvf_at(&tokens, i) {
+            let open = i + 3;
+            let close = matching(&tokens, open).ok_or_else(|| err_at(&tokens[open], format!("{kind}(...) is not closed")))?;
+            if !matches!(tokens.get(close + 1).map(|t| &t.token), Some(Token::RParen)) {
+                return Err(err_at(&tokens[close], format!("expected ')' to close TABLE({kind}(...))")));
+            }
+            let args = rewrite_tvfs(tokens[open + 1..close].to_vec(), sessions)?;
+            let sql = expand(kind, &tokens[i], &args, sessions)?;
+            out.extend(tokenize_at(&sql, &tokens[i])?);
+            i = close + 2;
+        } else {
+            out.push(tokens[i].clone());
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `TABLE ( KIND (` at position i.
+fn tvf_at(t: &[TokenWithSpan], i: usize) -> Option<&'static str> {
+    if i + 3 >= t.len() || !is_word(&t[i], "TABLE") || t[i + 1].token != Token::LParen || t[i + 3].token != Token::LParen {
+        return None;
+    }
+    ["TUMBLE", "HOP", "CUMULATE", "SESSION"].into_iter().find(|k| is_word(&t[i + 2], k))
+}
+
+fn is_word(t: &TokenWithSpan, w: &str) -> bool {
+    matches!(&t.token, Token::Word(x) if x.quote_style.is_none() && x.value.eq_ignore_ascii_case(w))
+}
+
+/// Index of the `)` matching the `(` at `open`.
+fn matching(t: &[TokenWithSpan], open: usize) -> Option<usize> {
+    let mut depth = 0;
+    for (j, tok) in t.iter().enumerate().skip(open) {
+        match tok.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Splits at top-level commas.
+fn split_args(t: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (j, tok) in t.iter().enumerate() {
+        match tok.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                out.push(&t[start..j]);
+                start = j + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < t.len() {
+        out.push(&t[start..]);
+    }
+    out
+}
+
+fn text(t: &[TokenWithSpan]) -> String {
+    t.iter().map(|x| x.token.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+/// An identifier's name (unquoted); anything else as text.
+fn ident(t: &[TokenWithSpan]) -> String {
+    match t {
+        [TokenWithSpan { token: Token::Word(w), .. }] => w.value.clone(),
+        _ => text(t),
+    }
+}
+
+/// Quotes a name for the generated SQL.
+pub fn quote(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+fn tokenize_at(sql: &str, at: &TokenWithSpan) -> Result<Vec<TokenWithSpan>> {
+    let toks = Tokenizer::new(&DIALECT, sql)
+        .tokenize()
+        .map_err(|e| err_at(at, format!("internal error rewriting a window TVF: {e}")))?;
+    Ok(toks
+        .into_iter()
+        .filter(|t| !matches!(t, Token::Whitespace(_)))
+        .map(|token| TokenWithSpan { token, span: at.span })
+        .collect())
+}
+
+/// The parsed arguments of a window TVF.
+#[derive(Default)]
+struct Args {
+    input: Option<String>,
+    keys: Vec<String>,
+    time_col: Option<String>,
+    /// Interval arguments by parameter name (SIZE, SLIDE, STEP, OFFSET, GAP), in ms.
+    intervals: Vec<(&'static str, i64)>,
+}
+
+fn params(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "TUMBLE" => &["DATA", "TIMECOL", "SIZE", "OFFSET"],
+        "HOP" => &["DATA", "TIMECOL", "SLIDE", "SIZE", "OFFSET"],
+        "CUMULATE" => &["DATA", "TIMECOL", "STEP", "SIZE", "OFFSET"],
+        _ => &["DATA", "TIMECOL", "GAP"],
+    }
+}
+
+fn parse_args(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan]) -> Result<Args> {
+    let names = params(kind);
+    let mut args = Args::default();
+    for (pos, arg) in split_args(tokens).into_iter().enumerate() {
+        let first = arg.first().unwrap_or(at);
+        let (name, value) = match (arg.first(), arg.get(1)) {
+            (Some(TokenWithSpan { token: Token::Word(w), .. }), Some(TokenWithSpan { token: Token::RArrow, .. })) => {
+                let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(&w.value)) else {
+                    return Err(err_at(first, format!("{kind} has no parameter '{}'; its parameters are {}", w.value, names.join(", "))));
+                };
+                (*n, &arg[2..])
+            }
+            _ => match names.get(pos) {
+                Some(n) => (*n, arg),
+                None => return Err(err_at(first, format!("{kind} takes at most {} arguments: {}", names.len(), names.join(", ")))),
+            },
+        };
+        let vfirst = value.first().unwrap_or(first);
+        match name {
+            "DATA" => {
+                let value = if is_word(vfirst, "TABLE") { &value[1..] } else { value };
+                let cut = value.iter().position(|t| is_word(t, "PARTITION")).unwrap_or(value.len());
+                if cut == 0 {
+                    return Err(err_at(vfirst, format!("{kind}: expected `TABLE <name>` as the first argument")));
+                }
+                args.input = Some(text(&value[..cut]));
+                if cut < value.len() {
+                    if kind != "SESSION" {
+                        return Err(err_at(&value[cut], format!("{kind} does not take PARTITION BY; only SESSION does")));
+                    }
+                    let keys = &value[cut + 1..];
+                    if keys.is_empty() || !is_word(&keys[0], "BY") {
+                        return Err(err_at(&value[cut], "expected PARTITION BY <column> or PARTITION BY (<column>, ...)"));
+                    }
+                    let keys = &keys[1..];
+                    let inner = match keys.first().map(|t| &t.token) {
+                        Some(Token::LParen) if matches!(keys.last().map(|t| &t.token), Some(Token::RParen)) => &keys[1..keys.len() - 1],
+                        _ => keys,
+                    };
+                    args.keys = split_args(inner).into_iter().map(ident).collect();
+                }
+            }
+            "TIMECOL" => {
+                let ok = value.len() == 4
+                    && is_word(&value[0], "DESCRIPTOR")
+                    && value[1].token == Token::LParen
+                    && matches!(value[2].token, Token::Word(_))
+                    && value[3].token == Token::RParen;
+                if !ok {
+                    return Err(err_at(vfirst, format!("{kind}: expected DESCRIPTOR(<time column>) as the time argument, found `{}`", text(value))));
+                }
+                args.time_col = Some(ident(&value[2..3]));
+            }
+            _ => {
+                let ms = interval_ms(value).map_err(|m| err_at(vfirst, format!("{kind} {name}: {m}")))?;
+                args.intervals.push((name, ms));
+            }
+        }
+    }
+    Ok(args)
+}
+
+/// `INTERVAL '10' SECOND`, `INTERVAL '5' MINUTES`, `INTERVAL '1 hour'` → milliseconds.
+pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
+    let shown = text(t);
+    let bad = || format!("expected an interval such as INTERVAL '10' SECOND, found `{shown}`");
+    if t.is_empty() || !is_word(&t[0], "INTERVAL") {
+        return Err(bad());
+    }
+    let Some(Token::SingleQuotedString(value)) = t.get(1).map(|x| &x.token) else { return Err(bad()) };
+    let (number, unit) = match t.get(2).map(|x| &x.token) {
+        Some(Token::Word(w)) if t.len() == 3 => (value.trim().to_string(), w.value.clone()),
+        None => match value.trim().split_once(char::is_whitespace) {
+            Some((n, u)) => (n.to_string(), u.trim().to_string()),
+            None => return Err(bad()),
+        },
+        _ => return Err(bad()),
+    };
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    let unit_ms = match unit.to_ascii_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return Err(format!("unsupported interval unit '{unit}'; use MILLISECOND, SECOND, MINUTE, HOUR or DAY")),
+    };
+    Ok(n * unit_ms)
+}
+
+fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sessions: &mut Vec<SessionSpec>) -> Result<String> {
+    let args = parse_args(kind, at, tokens)?;
+    let need = |name: &str| -> Result<i64> {
+        match args.intervals.iter().find(|(n, _)| *n == name) {
+            Some((_, v)) if *v > 0 || name == "OFFSET" => Ok(*v),
+            Some(_) => Err(err_at(at, format!("{kind} {name} must be a positive interval"))),
+            None if name == "OFFSET" => Ok(0),
+            None => Err(err_at(at, format!("{kind} needs a {name} argument: {kind}({})", params(kind).join(", ")))),
+        }
+    };
+    let input = args.input.clone().ok_or_else(|| err_at(at, format!("{kind} needs a DATA argument: TABLE <name>")))?;
+    let ts_name = args.time_col.clone().ok_or_else(|| err_at(at, format!("{kind} needs a TIMECOL argument: DESCRIPTOR(<time column>)")))?;
+    let ts = quote(&ts_name);
+    let from = format!("FROM {input}) AS __flowline_w)");
+    Ok(match kind {
+        "TUMBLE" => {
+            let (size, offset) = (need("SIZE")?, need("OFFSET")?);
+            format!(
+                "(SELECT *, {b}(window_start, {size}) AS window_end, {t}(window_start, {size}, {ts}) AS window_time \
+                 FROM (SELECT *, {tu}({ts}, {size}, {offset}) AS window_start {from}",
+                b = f::BOUND,
+                t = f::TIME,
+                tu = f::TUMBLE
+            )
+        }
+        "HOP" => {
+            let (slide, size, offset) = (need("SLIDE")?, need("SIZE")?, need("OFFSET")?);
+            if size % slide != 0 {
+                return Err(err_at(at, format!("HOP size ({size} ms) must be an integral multiple of the slide ({slide} ms)")));
+            }
+            format!(
+                "(SELECT *, {b}(window_start, {size}) AS window_end, {t}(window_start, {size}, {ts}) AS window_time \
+                 FROM (SELECT *, unnest({h}({ts}, {slide}, {size}, {offset})) AS window_start {from}",
+                b = f::BOUND,
+                t = f::TIME,
+                h = f::HOP
+            )
+        }
+        "CUMULATE" => {
+            let (step, size, offset) = (need("STEP")?, need("SIZE")?, need("OFFSET")?);
+            if size % step != 0 {
+                return Err(err_at(at, format!("CUMULATE size ({size} ms) must be an integral multiple of the step ({step} ms)")));
+            }
+            format!(
+                "(SELECT *, {t}(window_end, 0, {ts}) AS window_time \
+                 FROM (SELECT *, {tu}({ts}, {size}, {offset}) AS window_start, unnest({c}({ts}, {step}, {size}, {offset})) AS window_end {from}",
+                t = f::TIME,
+                tu = f::TUMBLE,
+                c = f::CUMULATE
+            )
+        }
+        _ => {
+            let gap = need("GAP")?;
+            let name = format!("{SESSION_PREFIX}{}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
+            sessions.push(SessionSpec { name: name.clone(), input, time_col: ts_name, keys: args.keys, gap_ms: gap });
+            name
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rewrite(sql: &str) -> (String, Vec<SessionSpec>) {
+        let toks: Vec<TokenWithSpan> = Tokenizer::new(&DIALECT, sql)
+            .tokenize_with_location()
+            .unwrap()
+            .into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        let mut s = Vec::new();
+        let out = rewrite_tvfs(toks, &mut s).map_err(|e| e.to_string());
+        (out.map(|t| text(&t)).unwrap_or_else(|e| e), s)
+    }
+
+    #[test]
+    fn positional_and_named_arguments_give_the_same_query() {
+        let (a, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECONDS))");
+        let (b, _) = rewrite("SELECT * FROM TABLE(TUMBLE(DATA => TABLE bid, SIZE => INTERVAL '10' SECOND, TIMECOL => DESCRIPTOR(ts)))");
+        assert_eq!(a, b);
+        assert!(a.contains("__flowline_tumble ( `ts` , 10000 , 0 ) AS window_start"), "{a}");
+    }
+
+    #[test]
+    fn hop_checks_its_sizes() {
+        let (ok, _) = rewrite("SELECT * FROM TABLE(HOP(TABLE bid, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) AS w");
+        assert!(ok.contains("unnest ( __flowline_hop ( `ts` , 2000 , 10000 , 0 ) )"), "{ok}");
+        assert!(ok.ends_with("AS w"), "{ok}");
+        let (bad, _) = rewrite("SELECT * FROM TABLE(HOP(TABLE bid, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND))");
+        assert!(bad.contains("integral multiple"), "{bad}");
+    }
+
+    #[test]
+    fn session_becomes_a_named_table() {
+        let (q, s) = rewrite("SELECT * FROM TABLE(SESSION(TABLE bid PARTITION BY (bidder, auction), DESCRIPTOR(ts), INTERVAL '5' MINUTES))");
+        assert_eq!(s.len(), 1);
+        assert_eq!(s[0].keys, vec!["bidder", "auction"]);
+        assert_eq!(s[0].gap_ms, 300_000);
+        assert_eq!(q, format!("SELECT * FROM {}", s[0].name));
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, ts, INTERVAL '10' SECOND))");
+        assert!(e.contains("DESCRIPTOR"), "{e}");
+        let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' WEEKS))");
+        assert!(e.contains("unsupported interval unit"), "{e}");
+        let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts)))");
+        assert!(e.contains("needs a SIZE"), "{e}");
+    }
+}

@@ -100,7 +100,8 @@ impl Catalog {
 
     fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
         let physical = def.physical_schema();
-        if !self.batch {
+        // Streaming plans only need the schema; so do write-only tables in batch mode.
+        if !self.batch || factory.source.is_none() {
             return Ok(Arc::new(EmptyTable::new(physical)));
         }
         let batches = tokio::task::block_in_place(|| flowline_connectors::read_bounded(def, factory, options))?;

@@ -79,18 +79,32 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
                 out.push(Statement::StatementSet(set.take().unwrap_or_default()));
                 continue;
             }
-            match parse_statement(unit)? {
+            match legacy_windows(parse_statement(unit)?, &mut out)? {
                 Statement::Insert(insert) => inserts.push(insert),
                 _ => return Err(SqlError::new("a statement set may contain only INSERT INTO statements", 0, 0)),
             }
             continue;
         }
-        out.push(parse_statement(unit)?);
+        let stmt = legacy_windows(parse_statement(unit)?, &mut out)?;
+        out.push(stmt);
     }
     if set.is_some() {
         return Err(SqlError::new("statement set is not closed: expected END", 0, 0));
     }
     Ok(out)
+}
+
+/// Rewrites legacy group windows of a statement's query; their SESSION tables go to `out` first.
+fn legacy_windows(mut stmt: Statement, out: &mut Vec<Statement>) -> Result<Statement> {
+    let mut sessions = Vec::new();
+    match &mut stmt {
+        Statement::Insert(i) => crate::windows::rewrite_group_windows(&mut i.query, &mut sessions)?,
+        Statement::CreateView(v) => crate::windows::rewrite_group_windows(&mut v.query, &mut sessions)?,
+        Statement::Query(q) => crate::windows::rewrite_group_windows(q, &mut sessions)?,
+        _ => {}
+    }
+    out.extend(sessions.into_iter().map(Statement::DefineSession));
+    Ok(stmt)
 }
 
 fn open_set(set: &mut Option<Vec<InsertDef>>, at: &TokenWithSpan) -> Result<()> {

@@ -19,6 +19,12 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, Expr, FunctionArguments, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor,
+};
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 
 use crate::error::Result;
@@ -258,16 +264,28 @@ pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
 
 fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sessions: &mut Vec<SessionSpec>) -> Result<String> {
     let args = parse_args(kind, at, tokens)?;
-    let need = |name: &str| -> Result<i64> {
-        match args.intervals.iter().find(|(n, _)| *n == name) {
+    let input = args.input.clone().ok_or_else(|| err_at(at, format!("{kind} needs a DATA argument: TABLE <name>")))?;
+    let ts = args.time_col.clone().ok_or_else(|| err_at(at, format!("{kind} needs a TIMECOL argument: DESCRIPTOR(<time column>)")))?;
+    window_sql(kind, input, ts, args.keys, &args.intervals, sessions).map_err(|m| err_at(at, m))
+}
+
+/// The relation a window TVF stands for: a parenthesised query, or a SESSION table's name.
+fn window_sql(
+    kind: &str,
+    input: String,
+    ts_name: String,
+    keys: Vec<String>,
+    intervals: &[(&'static str, i64)],
+    sessions: &mut Vec<SessionSpec>,
+) -> std::result::Result<String, String> {
+    let need = |name: &str| -> std::result::Result<i64, String> {
+        match intervals.iter().find(|(n, _)| *n == name) {
             Some((_, v)) if *v > 0 || name == "OFFSET" => Ok(*v),
-            Some(_) => Err(err_at(at, format!("{kind} {name} must be a positive interval"))),
+            Some(_) => Err(format!("{kind} {name} must be a positive interval")),
             None if name == "OFFSET" => Ok(0),
-            None => Err(err_at(at, format!("{kind} needs a {name} argument: {kind}({})", params(kind).join(", ")))),
+            None => Err(format!("{kind} needs a {name} argument: {kind}({})", params(kind).join(", "))),
         }
     };
-    let input = args.input.clone().ok_or_else(|| err_at(at, format!("{kind} needs a DATA argument: TABLE <name>")))?;
-    let ts_name = args.time_col.clone().ok_or_else(|| err_at(at, format!("{kind} needs a TIMECOL argument: DESCRIPTOR(<time column>)")))?;
     let ts = quote(&ts_name);
     let from = format!("FROM {input}) AS __flowline_w)");
     Ok(match kind {
@@ -284,7 +302,7 @@ fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sess
         "HOP" => {
             let (slide, size, offset) = (need("SLIDE")?, need("SIZE")?, need("OFFSET")?);
             if size % slide != 0 {
-                return Err(err_at(at, format!("HOP size ({size} ms) must be an integral multiple of the slide ({slide} ms)")));
+                return Err(format!("HOP size ({size} ms) must be an integral multiple of the slide ({slide} ms)"));
             }
             format!(
                 "(SELECT *, {b}(window_start, {size}) AS window_end, {t}(window_start, {size}, {ts}) AS window_time \
@@ -297,7 +315,7 @@ fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sess
         "CUMULATE" => {
             let (step, size, offset) = (need("STEP")?, need("SIZE")?, need("OFFSET")?);
             if size % step != 0 {
-                return Err(err_at(at, format!("CUMULATE size ({size} ms) must be an integral multiple of the step ({step} ms)")));
+                return Err(format!("CUMULATE size ({size} ms) must be an integral multiple of the step ({step} ms)"));
             }
             format!(
                 "(SELECT *, {t}(window_end, 0, {ts}) AS window_time \
@@ -310,10 +328,148 @@ fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sess
         _ => {
             let gap = need("GAP")?;
             let name = format!("{SESSION_PREFIX}{}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
-            sessions.push(SessionSpec { name: name.clone(), input, time_col: ts_name, keys: args.keys, gap_ms: gap });
+            sessions.push(SessionSpec { name: name.clone(), input, time_col: ts_name, keys, gap_ms: gap });
             name
         }
     })
+}
+
+/// Legacy group windows: `GROUP BY TUMBLE(ts, INTERVAL ...)` (and HOP, SESSION) with
+/// `TUMBLE_START/_END/_ROWTIME/_PROCTIME(...)` in the select list become the window TVF form:
+/// the FROM relation is wrapped in the TVF and the group window becomes `window_start, window_end`.
+/// For SESSION the other GROUP BY columns partition the sessions, as in Flink.
+pub fn rewrite_group_windows(query: &mut Query, sessions: &mut Vec<SessionSpec>) -> Result<()> {
+    if let Some(with) = query.with.as_mut() {
+        for cte in with.cte_tables.iter_mut() {
+            rewrite_group_windows(&mut cte.query, sessions)?;
+        }
+    }
+    rewrite_set_expr(&mut query.body, sessions)
+}
+
+fn rewrite_set_expr(body: &mut SetExpr, sessions: &mut Vec<SessionSpec>) -> Result<()> {
+    match body {
+        SetExpr::Select(select) => {
+            for twj in select.from.iter_mut() {
+                for factor in std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation)) {
+                    if let TableFactor::Derived { subquery, .. } = factor {
+                        rewrite_group_windows(subquery, sessions)?;
+                    }
+                }
+            }
+            rewrite_select(select, sessions)
+        }
+        SetExpr::Query(q) => rewrite_group_windows(q, sessions),
+        SetExpr::SetOperation { left, right, .. } => {
+            rewrite_set_expr(left, sessions)?;
+            rewrite_set_expr(right, sessions)
+        }
+        _ => Ok(()),
+    }
+}
+
+fn legacy_error(msg: impl Into<String>) -> crate::error::SqlError {
+    crate::error::SqlError::new(msg.into(), 0, 0)
+}
+
+fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Result<()> {
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else { return Ok(()) };
+    let kinds = ["tumble", "hop", "session"];
+    let Some(pos) = exprs.iter().position(|e| matches!(e, Expr::Function(f) if kinds.contains(&f.name.to_string().to_ascii_lowercase().as_str())))
+    else {
+        return Ok(());
+    };
+    let Expr::Function(func) = exprs[pos].clone() else { return Ok(()) };
+    let kind = func.name.to_string().to_ascii_uppercase();
+    let args: Vec<String> = match &func.args {
+        FunctionArguments::List(list) => list.args.iter().map(|a| a.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    let names: &[&'static str] = match kind.as_str() {
+        "TUMBLE" => &["SIZE", "OFFSET"],
+        "HOP" => &["SLIDE", "SIZE"],
+        _ => &["GAP"],
+    };
+    if args.len() < 2 || args.len() > names.len() + 1 {
+        return Err(legacy_error(format!("group window {kind}(<time column>, {}) has the wrong number of arguments", names.join(", "))));
+    }
+    let ts = args[0].trim_matches('`').to_string();
+    let mut intervals = Vec::new();
+    for (name, text) in names.iter().zip(&args[1..]) {
+        let toks: Vec<TokenWithSpan> = Tokenizer::new(&DIALECT, text)
+            .tokenize_with_location()
+            .map_err(|e| legacy_error(e.to_string()))?
+            .into_iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+            .collect();
+        intervals.push((*name, interval_ms(&toks).map_err(|m| legacy_error(format!("group window {kind} {name}: {m}")))?));
+    }
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return Err(legacy_error(format!("group window {kind}(...) needs exactly one table in FROM")));
+    }
+    let (input, alias) = match &select.from[0].relation {
+        TableFactor::Table { name, alias, .. } => (name.to_string(), alias.clone()),
+        TableFactor::Derived { subquery, alias, .. } => (format!("({subquery})"), alias.clone()),
+        other => return Err(legacy_error(format!("group window {kind}(...) over `{other}` is not supported"))),
+    };
+    let keys: Vec<String> = exprs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != pos)
+        .map(|(_, e)| match e {
+            Expr::Identifier(i) => Ok(i.value.clone()),
+            Expr::CompoundIdentifier(parts) => Ok(parts.last().map(|i| i.value.clone()).unwrap_or_default()),
+            other => Err(legacy_error(format!("SESSION group window: GROUP BY {other} must be a column"))),
+        })
+        .collect::<Result<Vec<_>>>()
+        .or_else(|e| if kind == "SESSION" { Err(e) } else { Ok(Vec::new()) })?;
+    let relation_sql = window_sql(&kind, input, ts, if kind == "SESSION" { keys } else { Vec::new() }, &intervals, sessions).map_err(legacy_error)?;
+    let parsed = Parser::new(&DIALECT)
+        .try_with_sql(&format!("SELECT 1 FROM {relation_sql}"))
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| legacy_error(format!("internal error rewriting a group window: {e}")))?;
+    let SetExpr::Select(inner) = *parsed.body else { return Err(legacy_error("internal error rewriting a group window")) };
+    let mut relation = inner.from.into_iter().next().map(|t| t.relation).ok_or_else(|| legacy_error("internal error rewriting a group window"))?;
+    match &mut relation {
+        TableFactor::Derived { alias: a, .. } | TableFactor::Table { alias: a, .. } => *a = alias,
+        _ => {}
+    }
+    select.from[0].relation = relation;
+    exprs.splice(pos..=pos, [Expr::Identifier(Ident::new("window_start")), Expr::Identifier(Ident::new("window_end"))]);
+
+    // TUMBLE_START(...) → window_start, and so on, wherever they appear.
+    let prefix = kind.to_ascii_lowercase();
+    let mut uses_time = false;
+    let mut replace = |expr: &mut Expr| {
+        if let Expr::Function(f) = expr {
+            let name = f.name.to_string().to_ascii_lowercase();
+            let column = match name.strip_prefix(&prefix).and_then(|r| r.strip_prefix('_')) {
+                Some("start") => "window_start",
+                Some("end") => "window_end",
+                Some("rowtime") | Some("proctime") => {
+                    uses_time = true;
+                    "window_time"
+                }
+                _ => return ControlFlow::<()>::Continue(()),
+            };
+            *expr = Expr::Identifier(Ident::new(column));
+        }
+        ControlFlow::Continue(())
+    };
+    for item in select.projection.iter_mut() {
+        if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item {
+            let _ = visit_expressions_mut(e, &mut replace);
+        }
+    }
+    if let Some(h) = select.having.as_mut() {
+        let _ = visit_expressions_mut(h, &mut replace);
+    }
+    if uses_time {
+        if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+            exprs.push(Expr::Identifier(Ident::new("window_time")));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

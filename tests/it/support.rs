@@ -41,7 +41,7 @@ pub async fn stream_select(ddl: &str, select: &str, parallelism: usize) -> anyho
     }
     let Some(Statement::Query(q)) = flowline_sql::parse_script(select)?.pop() else { anyhow::bail!("not a query: {select}") };
     let pipeline = catalog.plan_select(*q).await?;
-    let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism, config: Default::default() };
+    let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism, config: catalog.config.clone() };
     let out = run_job(&graph, &MetricsRegistry::new(), &StopSignal::new()).await?;
     Ok(out.collected.into_iter().flatten().collect())
 }

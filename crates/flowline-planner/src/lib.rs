@@ -70,13 +70,14 @@ pub struct Branch {
     pub watermark: Option<WatermarkSpec>,
 }
 
-/// Watermark generation fused into a source: `chain` computes the watermark expression (one
-/// TIMESTAMP column) from the same raw batch as [`Branch::chain`], before any filter.
+/// Watermark generation fused into a source.
 #[derive(Clone, Debug)]
-pub struct WatermarkSpec {
-    pub chain: StatelessChain,
-    /// `WATERMARK FOR <column> AS <expr>`, for `explain`.
-    pub text: String,
+pub enum WatermarkSpec {
+    /// `WATERMARK FOR`: `chain` computes the watermark expression (one TIMESTAMP column) from
+    /// the same raw batch as [`Branch::chain`], before any filter; `text` is the clause.
+    EventTime { chain: StatelessChain, text: String },
+    /// A `PROCTIME()` column: the watermark is the wall clock.
+    ProcessingTime,
 }
 
 /// A node of a pipeline's dataflow tree; its rows flow to its parent.
@@ -126,7 +127,11 @@ impl Node {
                     }
                     None => vec!["*".into()],
                 };
-                let wm = b.watermark.as_ref().map(|w| format!(" {}", w.text)).unwrap_or_default();
+                let wm = match &b.watermark {
+                    Some(WatermarkSpec::EventTime { text, .. }) => format!(" {text}"),
+                    Some(WatermarkSpec::ProcessingTime) => " watermark=PROCTIME()".into(),
+                    None => String::new(),
+                };
                 out.push_str(&format!(
                     "{pad}<- Source: {} [connector={}] columns=[{}]{wm}\n",
                     b.source.table.name,

@@ -22,6 +22,7 @@ use flowline_operators::{AggregateCall, ChainStep, SessionWindowSpec, StatelessC
 
 use crate::catalog::{df_error, Catalog};
 use crate::session::SessionWindowNode;
+use flowline_sql::ColumnKind;
 use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
 
 pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
@@ -97,6 +98,8 @@ fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Bran
         if let Some((wm_plan, text)) = cat.watermark_plan(&binding.table.name) {
             let wm = watermark_branch(wm_plan, cat)?;
             attach_watermark(&mut branch, wm, text.clone());
+        } else if binding.table.columns.iter().any(|c| matches!(&c.kind, ColumnKind::Computed { expr } if is_proctime(expr))) {
+            branch.watermark = Some(WatermarkSpec::ProcessingTime);
         }
     }
     Ok(branch)
@@ -150,7 +153,11 @@ fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
         chain.steps.insert(0, select(&wanted));
     }
     branch.projection = if branch.projection.is_none() && read == all { None } else { Some(read) };
-    branch.watermark = Some(WatermarkSpec { chain, text });
+    branch.watermark = Some(WatermarkSpec::EventTime { chain, text });
+}
+
+fn is_proctime(expr: &flowline_sql::sqlparser::ast::Expr) -> bool {
+    matches!(expr, flowline_sql::sqlparser::ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime"))
 }
 
 #[allow(deprecated)]

@@ -27,7 +27,7 @@ use flowline_common::{Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
 use flowline_connectors::{ConnectorError, Poll, Sink, Source, TaskContext};
 use flowline_operators::{Operator, OperatorContext};
-use flowline_planner::{Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding};
+use flowline_planner::{Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding, WatermarkSpec};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -284,8 +284,8 @@ impl SourceTask {
                     idle = false;
                     self.source_counters.add(&batch);
                     self.chain_in.add(&batch);
-                    if let Some(wm) = &self.branch.watermark {
-                        if let Some(ts) = batch_max_millis(&wm.chain.apply(batch.clone()).map_err(|e| self.op_err(e))?) {
+                    if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
+                        if let Some(ts) = batch_max_millis(&chain.apply(batch.clone()).map_err(|e| self.op_err(e))?) {
                             watermark = watermark.max(ts);
                         }
                     }
@@ -296,6 +296,9 @@ impl SourceTask {
                             return Ok(()); // the consumers are gone: the job is failing elsewhere
                         }
                     }
+                    if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
+                        watermark = now_millis() - 1;
+                    }
                     if watermark > sent_watermark {
                         sent_watermark = watermark;
                         self.watermark.set(watermark.max(0) as u64);
@@ -303,6 +306,14 @@ impl SourceTask {
                     }
                 }
                 Poll::Pending(wait) => {
+                    // Processing time passes while nothing arrives.
+                    if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
+                        let now = now_millis() - 1;
+                        if now > sent_watermark {
+                            sent_watermark = now;
+                            self.output.broadcast(Message::Watermark(now));
+                        }
+                    }
                     if let Some(timeout) = self.idle_timeout {
                         if !idle && last_input.elapsed() >= timeout {
                             idle = true;
@@ -316,6 +327,10 @@ impl SourceTask {
         }
         Ok(())
     }
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The largest timestamp of a one-column batch, in ms.

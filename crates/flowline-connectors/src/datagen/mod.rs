@@ -185,7 +185,9 @@ impl Source for DatagenSource {
         if let Some(l) = self.rows_left.as_mut() {
             *l -= n as u64;
         }
-        Ok(Poll::Batch(RecordBatch::try_new(self.schema.clone(), columns)?))
+        // With no column projected (e.g. only PROCTIME() is used) the batch still has n rows.
+        let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
+        Ok(Poll::Batch(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?))
     }
 }
 

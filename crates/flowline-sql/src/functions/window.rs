@@ -13,7 +13,7 @@ use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMillisecondType};
 use datafusion::common::{plan_err, Result};
-use datafusion::logical_expr::ScalarUDF;
+use datafusion::logical_expr::{ScalarUDF, Signature, Volatility};
 
 use super::{arity, immutable, udf};
 
@@ -30,7 +30,20 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         udf(CUMULATE, immutable(&[4]), list_type, cumulate_eval),
         udf(BOUND, immutable(&[2]), bound_type, bound_eval),
         udf(TIME, immutable(&[3]), time_type, time_eval),
+        udf(PROCTIME, Signature::exact(vec![], Volatility::Volatile), proctime_type, proctime_eval),
     ]
+}
+
+/// Flink's `PROCTIME()`: the wall clock when the row is processed, as TIMESTAMP_LTZ(3).
+pub const PROCTIME: &str = "proctime";
+
+fn proctime_type(_: &[DataType]) -> Result<DataType> {
+    Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(crate::types::LTZ_TIME_ZONE.into())))
+}
+
+fn proctime_eval(_: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+    Ok(Arc::new(TimestampMillisecondArray::from_value(now, rows).with_timezone(crate::types::LTZ_TIME_ZONE)))
 }
 
 const TS_MS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);

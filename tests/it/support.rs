@@ -39,8 +39,8 @@ pub async fn stream_select(ddl: &str, select: &str, parallelism: usize) -> anyho
     for stmt in flowline_sql::parse_script(ddl)? {
         catalog.apply(stmt).await?;
     }
-    let Some(Statement::Query(q)) = flowline_sql::parse_script(select)?.pop() else { anyhow::bail!("not a query: {select}") };
-    let pipeline = catalog.plan_select(*q).await?;
+    let q = query_of(&mut catalog, select).await?;
+    let pipeline = catalog.plan_select(q).await?;
     let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism, config: catalog.config.clone() };
     let out = run_job(&graph, &MetricsRegistry::new(), &StopSignal::new()).await?;
     Ok(out.collected.into_iter().flatten().collect())
@@ -52,7 +52,17 @@ pub async fn batch_select(ddl: &str, select: &str) -> anyhow::Result<Vec<RecordB
     for stmt in flowline_sql::parse_script(ddl)? {
         catalog.apply(stmt).await?;
     }
-    let Some(Statement::Query(q)) = flowline_sql::parse_script(select)?.pop() else { anyhow::bail!("not a query: {select}") };
-    let plan = catalog.plan_query_ast(*q).await?;
+    let q = query_of(&mut catalog, select).await?;
+    let plan = catalog.plan_query_ast(q).await?;
     Ok(datafusion::dataframe::DataFrame::new(catalog.ctx.state(), plan).collect().await?)
+}
+
+/// The SELECT of `sql`, after applying what its window TVFs define (SESSION tables).
+async fn query_of(catalog: &mut Catalog, sql: &str) -> anyhow::Result<flowline_sql::sqlparser::ast::Query> {
+    let mut stmts = flowline_sql::parse_script(sql)?;
+    let Some(Statement::Query(q)) = stmts.pop() else { anyhow::bail!("not a query: {sql}") };
+    for stmt in stmts {
+        catalog.apply(stmt).await?;
+    }
+    Ok(*q)
 }

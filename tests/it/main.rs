@@ -3,4 +3,5 @@
 mod bad_input;
 mod golden;
 mod oracle;
+mod window_oracle;
 mod support;

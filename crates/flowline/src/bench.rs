@@ -14,6 +14,41 @@ pub enum Workload {
     Nexmark,
     /// JSON-lines file → filter → Parquet files
     JsonParquet,
+    /// nexmark bids → TUMBLE 10 s, COUNT(*) and MAX(price) per auction → blackhole
+    Tumble,
+    /// nexmark bids → HOP 2 s / 10 s (five windows per bid), COUNT(*) per auction → blackhole
+    Hop,
+    /// nexmark bids → SESSION with a 10 s gap per bidder, COUNT(*) and MAX(price) → blackhole
+    Session,
+}
+
+/// The sink and INSERT of a nexmark-fed workload.
+fn nexmark_query(w: Workload) -> (&'static str, &'static str) {
+    match w {
+        Workload::Tumble => (
+            "nexmark TUMBLE 10 s per auction",
+            "CREATE TABLE sink (auction BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), bids BIGINT, top BIGINT) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT auction, window_start, window_end, COUNT(*), MAX(price) \
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+        ),
+        Workload::Hop => (
+            "nexmark HOP 2 s / 10 s per auction",
+            "CREATE TABLE sink (auction BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), bids BIGINT) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT auction, window_start, window_end, COUNT(*) \
+             FROM TABLE(HOP(TABLE bid, DESCRIPTOR(date_time), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+        ),
+        Workload::Session => (
+            "nexmark SESSION 10 s gap per bidder",
+            "CREATE TABLE sink (bidder BIGINT, ws TIMESTAMP(3), we TIMESTAMP(3), bids BIGINT, top BIGINT) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT bidder, window_start, window_end, COUNT(*), MAX(price) \
+             FROM TABLE(SESSION(TABLE bid PARTITION BY bidder, DESCRIPTOR(date_time), INTERVAL '10' SECOND)) GROUP BY bidder, window_start, window_end;",
+        ),
+        _ => (
+            "nexmark q1-shape",
+            "CREATE TABLE sink (auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3)) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT auction, bidder, 0.908 * price AS price, date_time FROM bid;",
+        ),
+    }
 }
 
 #[derive(Args)]
@@ -63,21 +98,19 @@ fn peak_rss_mb() -> f64 {
 pub async fn run(args: BenchArgs) -> Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(args.parallelism);
     match args.workload {
-        Workload::Nexmark => {
-            let script = format!(
-                "{}\nCREATE TABLE sink (auction BIGINT, bidder BIGINT, price DECIMAL(23, 3), date_time TIMESTAMP(3)) WITH ('connector' = 'blackhole');\n\
-                 INSERT INTO sink SELECT auction, bidder, 0.908 * price AS price, date_time FROM bid;",
-                NEXMARK_DDL.replace("{events}", &args.events.to_string())
-            );
+        Workload::Nexmark | Workload::Tumble | Workload::Hop | Workload::Session => {
+            let (name, query) = nexmark_query(args.workload);
+            let script = format!("{}\n{query}", NEXMARK_DDL.replace("{events}", &args.events.to_string()));
             let (elapsed, metrics) = run_script(&script, args.parallelism).await?;
             let events = metrics.total("flowline_source_rows_total") as f64;
             let rate = events / elapsed.as_secs_f64();
             println!(
-                "nexmark q1-shape: {events:.0} events in {:.2?} with parallelism {} -> {:.0} events/s, {:.0} events/s/core; peak RSS {:.0} MB",
+                "{name}: {events:.0} events in {:.2?} with parallelism {} -> {:.0} events/s, {:.0} events/s/core; {} rows out; peak RSS {:.0} MB",
                 elapsed,
                 args.parallelism,
                 rate,
                 rate / cores as f64,
+                metrics.total("flowline_sink_rows_total"),
                 peak_rss_mb()
             );
         }

@@ -25,9 +25,16 @@ use crate::session::SessionWindowNode;
 use flowline_sql::ColumnKind;
 use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
 
+/// Lowers a query's plan. Watermarks are generated only under operators that use event time:
+/// a stateless pipeline neither needs them nor pays for the columns they read.
 pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
+    lower_node(plan, cat, false)
+}
+
+fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node>> {
+    let lower = |p: &LogicalPlan, c: &Catalog| lower_node(p, c, timed);
     match plan {
-        LogicalPlan::TableScan(_) => Ok(vec![Node::Source(lower_scan(plan, cat, true)?)]),
+        LogicalPlan::TableScan(_) => Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)]),
         LogicalPlan::Projection(p) => {
             let exprs = p.expr.iter().map(|e| physical(cat, e, p.input.schema())).collect::<Result<Vec<_>>>()?;
             let step = ChainStep::Project { exprs, schema: Arc::new(p.schema.as_arrow().clone()) };
@@ -193,7 +200,7 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         .collect::<Result<Vec<_>>>()?;
     let key = group_exprs.iter().enumerate().filter(|(i, _)| *i != start && *i != end).map(|(_, e)| e.clone()).collect();
     let spec = WindowAggregateSpec { group_exprs, start, end, aggregates, schema: Arc::new(out.clone()) };
-    let inputs = lower(&agg.input, cat)?;
+    let inputs = lower_node(&agg.input, cat, true)?;
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
         inputs,
@@ -213,7 +220,7 @@ fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
     let spec = SessionWindowSpec { keys: keys.clone(), time: col(&node.time_col)?, gap_ms: node.gap_ms, schema: Arc::new(node.schema.as_arrow().clone()) };
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
-        inputs: lower(&node.input, cat)?,
+        inputs: lower_node(&node.input, cat, true)?,
         key: keys,
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),

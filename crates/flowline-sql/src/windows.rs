@@ -287,7 +287,8 @@ fn window_sql(
         }
     };
     let ts = quote(&ts_name);
-    let from = format!("FROM {input}) AS __flowline_w)");
+    // Rows without a time belong to no window (Flink refuses NULL row times).
+    let from = format!("FROM {input} WHERE {ts} IS NOT NULL) AS __flowline_w)");
     Ok(match kind {
         "TUMBLE" => {
             let (size, offset) = (need("SIZE")?, need("OFFSET")?);

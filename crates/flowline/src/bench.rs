@@ -73,7 +73,7 @@ CREATE TABLE nexmark (
   bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>,
   dateTime AS CASE WHEN event_type = 0 THEN person.dateTime WHEN event_type = 1 THEN auction.dateTime ELSE bid.dateTime END,
   WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
-) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'base-time' = '2026-01-01 00:00:00');
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '{rate}', 'base-time' = '2026-01-01 00:00:00');
 CREATE VIEW bid AS SELECT bid.auction AS auction, bid.bidder AS bidder, bid.price AS price, bid.channel AS channel,
   bid.url AS url, dateTime AS date_time, bid.extra AS extra FROM nexmark WHERE event_type = 2;
 ";
@@ -100,7 +100,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     match args.workload {
         Workload::Nexmark | Workload::Tumble | Workload::Hop | Workload::Session => {
             let (name, query) = nexmark_query(args.workload);
-            let script = format!("{}\n{query}", NEXMARK_DDL.replace("{events}", &args.events.to_string()));
+            // Window workloads: 100k events per second of event time, so 10 s windows hold 1M
+            // events and keep firing (the generator's default, 10M/s, puts 20M events in 2 s).
+            let rate = if matches!(args.workload, Workload::Nexmark) { "10000000" } else { "100000" };
+            let script = format!("{}\n{query}", NEXMARK_DDL.replace("{events}", &args.events.to_string()).replace("{rate}", rate));
             let (elapsed, metrics) = run_script(&script, args.parallelism).await?;
             let events = metrics.total("flowline_source_rows_total") as f64;
             let rate = events / elapsed.as_secs_f64();
@@ -130,7 +133,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let prepare = format!(
                 "{}\nCREATE TABLE bids_json (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING)\n\
                  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');\nINSERT INTO bids_json SELECT * FROM bid;",
-                NEXMARK_DDL.replace("{events}", &(args.events * 50 / 46).to_string()),
+                NEXMARK_DDL.replace("{events}", &(args.events * 50 / 46).to_string()).replace("{rate}", "10000000"),
                 input.display()
             );
             run_script(&prepare, 1).await?;

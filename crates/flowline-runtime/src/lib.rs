@@ -473,18 +473,29 @@ impl OperatorTask {
         Ok(())
     }
 
-    /// Moves the operator's watermark to the minimum over active inputs; false if downstream is gone.
+    /// Moves the operator's watermark to the minimum over its inputs, as Flink does: an ended
+    /// input counts as +infinity (it sent its last watermark), an idle one is left out. False if
+    /// downstream is gone.
     fn advance(&mut self) -> Result<bool> {
-        let active = self.inputs.iter().filter(|(_, s)| *s == InputState::Active).map(|(w, _)| *w).min();
-        let Some(min) = active else {
-            // Nothing active: idle (if anyone is idle) until an input speaks again.
-            if !self.idle_sent && self.inputs.iter().any(|(_, s)| *s == InputState::Idle) {
-                self.idle_sent = true;
-                self.output.broadcast(Message::Idle);
-            }
-            return Ok(true);
-        };
-        self.idle_sent = false;
+        let active = self
+            .inputs
+            .iter()
+            .filter_map(|(w, s)| match s {
+                InputState::Active => Some(*w),
+                InputState::Ended => Some(i64::MAX),
+                InputState::Idle => None,
+            })
+            .min();
+        let all_idle = !self.inputs.iter().any(|(_, s)| *s == InputState::Active);
+        if all_idle && self.inputs.iter().any(|(_, s)| *s == InputState::Idle) && !self.idle_sent {
+            // Idle until an input speaks again.
+            self.idle_sent = true;
+            self.output.broadcast(Message::Idle);
+        }
+        let Some(min) = active else { return Ok(true) };
+        if !all_idle {
+            self.idle_sent = false;
+        }
         if min <= self.watermark {
             return Ok(true);
         }

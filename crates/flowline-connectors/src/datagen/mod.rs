@@ -82,11 +82,12 @@ fn field_gen(table: &TableDef, o: &Options, f: &Field, subtask: usize, paralleli
             if end < start {
                 return Err(ConnectorError::config(&table.name, format!("'{}' must not be below '{}'", key("end"), key("start"))));
             }
-            // Contiguous share of the range for this subtask.
-            let len = (end - start + 1) as u128;
-            let lo = start + (len * subtask as u128 / parallelism as u128) as i64;
-            let hi = start + (len * (subtask as u128 + 1) / parallelism as u128) as i64 - 1;
-            Ok(FieldGen::Sequence { next: lo, end: hi })
+            // Contiguous share of the range for this subtask: the first `len % p` subtasks get one
+            // more value, exactly as `number-of-rows` is shared, so the two bounds agree.
+            let (len, p, i) = ((end - start + 1) as u128, parallelism as u128, subtask as u128);
+            let lo = start + (len / p * i + i.min(len % p)) as i64;
+            let size = (len / p + u128::from(i < len % p)) as i64;
+            Ok(FieldGen::Sequence { next: lo, end: lo + size - 1 })
         }
         "random" => {
             let (dmin, dmax) = match f.data_type() {

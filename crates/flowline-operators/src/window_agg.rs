@@ -16,7 +16,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array,
+};
 use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::common::{exec_err, Result};
@@ -45,8 +47,19 @@ pub struct WindowAggregateSpec {
     pub start: usize,
     pub end: usize,
     pub aggregates: Vec<AggregateCall>,
-    /// Output: the group columns, then one column per aggregate.
+    /// Output: the group columns, `__grouping_id` with grouping sets, then one column per aggregate.
     pub schema: SchemaRef,
+    pub grouping_sets: Option<GroupingSets>,
+}
+
+/// GROUPING SETS / ROLLUP / CUBE: each row is aggregated once per set, with the expressions a
+/// set leaves out set to NULL and the set's `__grouping_id` as an extra key.
+#[derive(Clone, Debug)]
+pub struct GroupingSets {
+    /// Per set, per group expression: true when the set leaves it out.
+    pub masks: Vec<Vec<bool>>,
+    pub ids: Vec<u64>,
+    pub id_type: DataType,
 }
 
 impl fmt::Debug for WindowAggregateSpec {
@@ -89,7 +102,11 @@ pub struct WindowAggregate {
 impl WindowAggregate {
     pub fn new(spec: Arc<WindowAggregateSpec>, keep_late: bool) -> Result<Self> {
         let key_positions: Vec<usize> = (0..spec.group_exprs.len()).filter(|i| *i != spec.start && *i != spec.end).collect();
-        let key_schema = Arc::new(Schema::new(key_positions.iter().map(|i| spec.schema.field(*i).clone()).collect::<Vec<Field>>()));
+        let mut key_fields: Vec<Field> = key_positions.iter().map(|i| spec.schema.field(*i).clone().with_nullable(true)).collect();
+        if spec.grouping_sets.is_some() {
+            key_fields.push(spec.schema.field(spec.group_exprs.len()).clone());
+        }
+        let key_schema = Arc::new(Schema::new(key_fields));
         Ok(Self {
             spec,
             key_positions,
@@ -104,7 +121,7 @@ impl WindowAggregate {
     }
 
     fn new_window(&self) -> Result<Window> {
-        let groups = if self.key_positions.is_empty() { None } else { Some(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?) };
+        let groups = if self.key_schema.fields().is_empty() { None } else { Some(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?) };
         let accumulators = self.spec.aggregates.iter().map(|a| create_accumulator(&a.expr)).collect::<Result<Vec<_>>>()?;
         Ok(Window { groups, accumulators, num_groups: 0 })
     }
@@ -153,6 +170,12 @@ impl WindowAggregate {
                 }
             };
             columns.push(col);
+        }
+        if self.spec.grouping_sets.is_some() {
+            match keys.next() {
+                Some(id) => columns.push(id),
+                None => return exec_err!("window aggregate: grouping id missing"),
+            }
         }
         for acc in window.accumulators.iter_mut() {
             columns.push(acc.evaluate(EmitTo::All)?);
@@ -249,8 +272,8 @@ impl Operator for WindowAggregate {
                 }
                 continue;
             }
-            if idx.len() == rows {
-                self.update(key, &keys, &args, &filters)?;
+            let (keys, args, filters) = if idx.len() == rows {
+                (keys.clone(), args.clone(), filters.clone())
             } else {
                 let idx = UInt32Array::from(idx);
                 let pick = |a: &ArrayRef| take(a, &idx, None);
@@ -260,7 +283,24 @@ impl Operator for WindowAggregate {
                     .iter()
                     .map(|f| f.as_ref().map(|f| take(f, &idx, None).map(|a| a.as_boolean().clone())).transpose())
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                self.update(key, &keys, &args, &filters)?;
+                (keys, args, filters)
+            };
+            match self.spec.grouping_sets.clone() {
+                None => self.update(key, &keys, &args, &filters)?,
+                Some(sets) => {
+                    let n = args.iter().flatten().chain(&keys).map(|a| a.len()).next().unwrap_or(0);
+                    for (mask, id) in sets.masks.iter().zip(&sets.ids) {
+                        let mut set_keys: Vec<ArrayRef> = self
+                            .key_positions
+                            .iter()
+                            .zip(&keys)
+                            .map(|(pos, k)| if mask[*pos] { new_null_array(k.data_type(), n) } else { k.clone() })
+                            .collect();
+                        let id: ArrayRef = Arc::new(UInt64Array::from_value(*id, n));
+                        set_keys.push(cast(&id, &sets.id_type)?);
+                        self.update(key, &set_keys, &args, &filters)?;
+                    }
+                }
             }
         }
         if !late_mask.is_empty() {

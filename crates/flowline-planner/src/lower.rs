@@ -13,11 +13,13 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
-use datafusion::logical_expr::{Aggregate, Expr, LogicalPlan};
+use datafusion::logical_expr::utils::{enumerate_grouping_sets, grouping_set_to_exprlist};
+use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::PhysicalExpr;
 #[allow(deprecated)] // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{AggregateCall, ChainStep, SessionWindowSpec, StatelessChain, WindowAggregateSpec};
 
 use crate::catalog::{df_error, Catalog};
@@ -169,11 +171,19 @@ fn is_proctime(expr: &flowline_sql::sqlparser::ast::Expr) -> bool {
 
 #[allow(deprecated)]
 fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> Result<Vec<Node>> {
-    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
-        return Err(unsupported(plan, "GROUPING SETS / ROLLUP / CUBE in a streaming aggregation, which"));
-    }
     let out = agg.schema.as_arrow();
-    let position = |name: &str| (0..agg.group_expr.len()).find(|i| out.field(*i).name() == name);
+    // GROUPING SETS / ROLLUP / CUBE: one list of distinct expressions and, per set, which are NULL.
+    let enumerated = enumerate_grouping_sets(agg.group_expr.clone()).map_err(df_error)?;
+    let (group_list, sets): (Vec<Expr>, Option<Vec<Vec<bool>>>) = match enumerated.first() {
+        Some(Expr::GroupingSet(GroupingSet::GroupingSets(sets))) => {
+            let distinct: Vec<Expr> = grouping_set_to_exprlist(&enumerated).map_err(df_error)?.into_iter().cloned().collect();
+            let masks = sets.iter().map(|set| distinct.iter().map(|e| !set.contains(e)).collect()).collect();
+            (distinct, Some(masks))
+        }
+        Some(Expr::GroupingSet(_)) => return Err(unsupported(plan, "this form of grouping set, which")),
+        _ => (agg.group_expr.clone(), None),
+    };
+    let position = |name: &str| (0..group_list.len()).find(|i| out.field(*i).name() == name);
     let (Some(start), Some(end)) = (position("window_start"), position("window_end")) else {
         return Err(PlanError::Unsupported(format!(
             "`{}`: a streaming GROUP BY must include window_start and window_end of a window TVF \
@@ -186,8 +196,21 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
             return Err(PlanError::Invalid(format!("`{}`: {} must be a timestamp", plan.display(), out.field(i).name())));
         }
     }
+    let grouping_sets = match sets {
+        Some(masks) => {
+            if masks.iter().any(|m| m[start] || m[end]) {
+                return Err(PlanError::Invalid(format!(
+                    "`{}`: every grouping set of a window aggregation must contain window_start and window_end",
+                    plan.display()
+                )));
+            }
+            let id_type = out.field(group_list.len()).data_type().clone();
+            Some(GroupingSets { ids: grouping_ids(&masks), masks, id_type })
+        }
+        None => None,
+    };
     let input_schema = agg.input.schema();
-    let group_exprs = agg.group_expr.iter().map(|e| physical(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
+    let group_exprs = group_list.iter().map(|e| physical(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
     let state = cat.ctx.state();
     let aggregates = agg
         .aggr_expr
@@ -198,8 +221,12 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
             Ok(AggregateCall { expr, filter })
         })
         .collect::<Result<Vec<_>>>()?;
-    let key = group_exprs.iter().enumerate().filter(|(i, _)| *i != start && *i != end).map(|(_, e)| e.clone()).collect();
-    let spec = WindowAggregateSpec { group_exprs, start, end, aggregates, schema: Arc::new(out.clone()) };
+    // With grouping sets, a key NULL in some set must not split one group across subtasks.
+    let key = match &grouping_sets {
+        Some(g) => (0..group_exprs.len()).filter(|i| *i != start && *i != end && g.masks.iter().all(|m| !m[*i])).map(|i| group_exprs[i].clone()).collect(),
+        None => group_exprs.iter().enumerate().filter(|(i, _)| *i != start && *i != end).map(|(_, e)| e.clone()).collect(),
+    };
+    let spec = WindowAggregateSpec { group_exprs, start, end, aggregates, schema: Arc::new(out.clone()), grouping_sets };
     let inputs = lower_node(&agg.input, cat, true)?;
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
@@ -208,6 +235,20 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),
     }))])
+}
+
+/// DataFusion's `__grouping_id`: one bit per expression (1 = NULL in this set, first expression
+/// in the highest bit), with repeated sets told apart by an ordinal above those bits.
+fn grouping_ids(masks: &[Vec<bool>]) -> Vec<u64> {
+    masks
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let ordinal = masks[..i].iter().filter(|o| *o == m).count() as u64;
+            let bits = m.iter().fold(0u64, |acc, null| (acc << 1) | u64::from(*null));
+            bits | (ordinal << m.len())
+        })
+        .collect()
 }
 
 fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {

@@ -45,6 +45,7 @@ fn with_flink_functions(ctx: SessionContext) -> SessionContext {
     for f in flowline_sql::functions::flink_functions() {
         ctx.register_udf(f.as_ref().clone());
     }
+    ctx.register_udaf(flowline_sql::functions::aggregate::flink_avg());
     ctx
 }
 
@@ -180,7 +181,9 @@ impl Catalog {
             self.ctx.register_table(def.name.as_str(), self.provider(&def, factory, &options)?)?;
         }
         if let Some(wm) = &def.watermark {
-            let sql = format!("SELECT {} FROM {}", wm.expr, quote(&def.name));
+            // The watermark expression and the time attribute: the source compares each row's time
+            // with the watermark of the rows before it.
+            let sql = format!("SELECT ({}) AS __flowline_watermark, {} AS __flowline_rowtime FROM {}", wm.expr, quote(&wm.column), quote(&def.name));
             let query = match flowline_sql::parse_script(&sql)?.pop() {
                 Some(Statement::Query(q)) => q,
                 _ => return Err(PlanError::Invalid(format!("internal error: cannot plan the watermark of '{}'", def.name))),

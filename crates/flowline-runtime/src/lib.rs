@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef};
-use datafusion::arrow::compute::{cast, max};
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use flowline_common::{Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
@@ -271,6 +271,16 @@ impl SourceTask {
         RuntimeError::Operator { context: format!("operator {}", self.operator), source }
     }
 
+    /// Runs the chain over source rows and sends the result; false when the consumers are gone.
+    fn forward(&mut self, batch: RecordBatch) -> Result<bool> {
+        if batch.num_rows() == 0 {
+            return Ok(true);
+        }
+        let Some(out) = self.branch.chain.apply(batch).map_err(|e| self.op_err(e))? else { return Ok(true) };
+        self.chain_out.add(&out);
+        self.output.send_batch(out).map_err(|e| self.op_err(e))
+    }
+
     fn pump(&mut self) -> Result<()> {
         let mut source = self.create()?;
         let mut watermark = i64::MIN;
@@ -284,17 +294,29 @@ impl SourceTask {
                     idle = false;
                     self.source_counters.add(&batch);
                     self.chain_in.add(&batch);
+                    let rows = batch.num_rows();
+                    let mut start = 0;
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
-                        if let Some(ts) = batch_max_millis(&chain.apply(batch.clone()).map_err(|e| self.op_err(e))?) {
-                            watermark = watermark.max(ts);
+                        let (marks, times) = watermark_columns(chain.apply(batch.clone()).map_err(|e| self.op_err(e))?)?;
+                        // Rows see the watermark of the rows before them, as if it were sent after
+                        // every row: a row behind a watermark not yet sent splits the batch there.
+                        for j in 0..rows {
+                            if times.is_valid(j) && times.value(j) <= watermark && watermark > sent_watermark {
+                                if !self.forward(batch.slice(start, j - start))? {
+                                    return Ok(());
+                                }
+                                start = j;
+                                sent_watermark = watermark;
+                                self.watermark.set(watermark.max(0) as u64);
+                                self.output.broadcast(Message::Watermark(watermark));
+                            }
+                            if marks.is_valid(j) {
+                                watermark = watermark.max(marks.value(j));
+                            }
                         }
                     }
-                    let out = self.branch.chain.apply(batch).map_err(|e| self.op_err(e))?;
-                    if let Some(out) = out {
-                        self.chain_out.add(&out);
-                        if !self.output.send_batch(out).map_err(|e| self.op_err(e))? {
-                            return Ok(()); // the consumers are gone: the job is failing elsewhere
-                        }
+                    if !self.forward(batch.slice(start, rows - start))? {
+                        return Ok(()); // the consumers are gone: the job is failing elsewhere
                     }
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
                         watermark = now_millis() - 1;
@@ -333,12 +355,17 @@ fn now_millis() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The largest timestamp of a one-column batch, in ms.
-fn batch_max_millis(batch: &Option<RecordBatch>) -> Option<i64> {
-    let batch = batch.as_ref()?;
-    let col = batch.columns().first()?;
-    let ms = cast(col, &DataType::Timestamp(TimeUnit::Millisecond, None)).ok()?;
-    max(ms.as_any().downcast_ref::<arrow::array::PrimitiveArray<TimestampMillisecondType>>()?)
+/// The watermark expression and the time attribute of each row, in ms.
+fn watermark_columns(batch: Option<RecordBatch>) -> Result<(TimestampMillisecondArray, TimestampMillisecondArray)> {
+    let millis = |c: &ArrayRef| -> Result<TimestampMillisecondArray> {
+        let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .map_err(|e| RuntimeError::Operator { context: "watermark".into(), source: e.into() })?;
+        Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+    };
+    match batch {
+        Some(b) if b.num_columns() == 2 => Ok((millis(b.column(0))?, millis(b.column(1))?)),
+        _ => Err(RuntimeError::Internal("the watermark chain must yield the watermark and the time attribute".into())),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -6,6 +6,7 @@
 //!
 //! All of them work on whole arrays; a constant pattern argument is compiled once per batch.
 
+pub mod aggregate;
 mod datetime;
 mod misc;
 mod string;

@@ -11,6 +11,7 @@
 
 pub mod chain;
 pub mod session;
+mod session_table;
 pub mod window_agg;
 
 use std::fmt;

@@ -12,19 +12,19 @@
 //! (batch, row) pairs, so memory is the rows of open sessions plus the batches they pin.
 //! A min-heap of (earliest session end, key) finds what to close without scanning every key.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, HashMap, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::limits::BATCH_ROWS_MAX;
 
+use crate::session_table::{Payload, Session, SessionTable};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone)]
@@ -51,28 +51,20 @@ impl OperatorFactory for SessionWindowSpec {
     }
 }
 
-struct Session {
-    start: i64,
-    max_ts: i64,
-    /// (arena batch id, row)
-    rows: Vec<(u64, u32)>,
-}
+/// The rows of a session: (arena batch id, row).
+type Rows = Vec<(u64, u32)>;
 
-struct KeyState {
-    key: Box<[u8]>,
-    /// Sorted by start, pairwise disjoint.
-    sessions: Vec<Session>,
-    /// The end under which this key sits in the heap (<= its earliest session end).
-    scheduled: i64,
+impl Payload for Rows {
+    fn absorb(&mut self, mut other: Self) -> Result<()> {
+        self.append(&mut other);
+        Ok(())
+    }
 }
 
 pub struct SessionWindow {
     spec: Arc<SessionWindowSpec>,
     converter: Option<RowConverter>,
-    ids: HashMap<Box<[u8]>, usize>,
-    slots: Vec<Option<KeyState>>,
-    free: Vec<usize>,
-    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    table: SessionTable<Rows>,
     /// Input batches still referenced by open sessions: id → (batch, referenced rows).
     arena: BTreeMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
@@ -80,124 +72,37 @@ pub struct SessionWindow {
     late_rows: u64,
     keep_late: bool,
     late: Vec<RecordBatch>,
-    open: usize,
+}
+
+/// A row converter for the PARTITION BY keys (None without keys).
+pub(crate) fn key_converter(keys: &[Arc<dyn PhysicalExpr>], input: &Schema) -> Result<Option<RowConverter>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(input)?))).collect::<Result<Vec<_>>>()?;
+    Ok(Some(RowConverter::new(fields)?))
 }
 
 impl SessionWindow {
     pub fn new(spec: Arc<SessionWindowSpec>, keep_late: bool) -> Result<Self> {
-        let converter = if spec.keys.is_empty() {
-            None
-        } else {
-            let n = spec.schema.fields().len() - 3;
-            let input = Arc::new(datafusion::arrow::datatypes::Schema::new(spec.schema.fields()[..n].to_vec()));
-            let fields = spec.keys.iter().map(|k| Ok(SortField::new(k.data_type(&input)?))).collect::<Result<Vec<_>>>()?;
-            Some(RowConverter::new(fields)?)
-        };
+        let n = spec.schema.fields().len() - 3;
+        let input = Schema::new(spec.schema.fields()[..n].to_vec());
         Ok(Self {
+            converter: key_converter(&spec.keys, &input)?,
+            table: SessionTable::new(spec.gap_ms),
             spec,
-            converter,
-            ids: HashMap::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
-            heap: BinaryHeap::new(),
             arena: BTreeMap::new(),
             next_batch: 0,
             watermark: i64::MIN,
             late_rows: 0,
             keep_late,
             late: Vec::new(),
-            open: 0,
         })
-    }
-
-    fn slot_for(&mut self, key: &[u8]) -> usize {
-        if let Some(id) = self.ids.get(key) {
-            return *id;
-        }
-        let state = KeyState { key: key.into(), sessions: Vec::new(), scheduled: i64::MAX };
-        let id = match self.free.pop() {
-            Some(id) => {
-                self.slots[id] = Some(state);
-                id
-            }
-            None => {
-                self.slots.push(Some(state));
-                self.slots.len() - 1
-            }
-        };
-        self.ids.insert(key.into(), id);
-        id
-    }
-
-    /// Adds one row; false when it is late.
-    fn insert(&mut self, slot: usize, ts: i64, at: (u64, u32)) -> bool {
-        let gap = self.spec.gap_ms;
-        let state = self.slots[slot].as_mut().expect("live key");
-        let touching: Vec<usize> =
-            (0..state.sessions.len()).filter(|i| ts <= state.sessions[*i].max_ts + gap && ts + gap >= state.sessions[*i].start).collect();
-        let end = match touching.first() {
-            None => {
-                if ts + gap - 1 <= self.watermark {
-                    return false;
-                }
-                let pos = state.sessions.partition_point(|s| s.start < ts);
-                state.sessions.insert(pos, Session { start: ts, max_ts: ts, rows: vec![at] });
-                self.open += 1;
-                ts + gap
-            }
-            Some(&first) => {
-                // Touching sessions are consecutive (sorted and disjoint): fold the rest into the first.
-                let last = *touching.last().expect("non-empty");
-                let mut merged: Vec<Session> = state.sessions.drain(first + 1..=last).collect();
-                self.open -= merged.len();
-                let s = &mut state.sessions[first];
-                for m in merged.iter_mut() {
-                    s.start = s.start.min(m.start);
-                    s.max_ts = s.max_ts.max(m.max_ts);
-                    s.rows.append(&mut m.rows);
-                }
-                s.start = s.start.min(ts);
-                s.max_ts = s.max_ts.max(ts);
-                s.rows.push(at);
-                s.max_ts + gap
-            }
-        };
-        if end < state.scheduled {
-            state.scheduled = end;
-            self.heap.push(Reverse((end, slot)));
-        }
-        true
     }
 
     /// Closes every session with `end - 1 <= watermark` and emits its rows.
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
-        let gap = self.spec.gap_ms;
-        let mut closed: Vec<Session> = Vec::new();
-        while let Some(Reverse((end, slot))) = self.heap.peek().copied() {
-            if end - 1 > watermark {
-                break;
-            }
-            self.heap.pop();
-            let Some(state) = self.slots[slot].as_mut() else { continue };
-            if state.scheduled != end {
-                continue; // stale entry: the key was rescheduled
-            }
-            let (done, open): (Vec<Session>, Vec<Session>) = state.sessions.drain(..).partition(|s| s.max_ts + gap - 1 <= watermark);
-            self.open -= done.len();
-            closed.extend(done);
-            state.sessions = open;
-            match state.sessions.iter().map(|s| s.max_ts + gap).min() {
-                Some(next) => {
-                    state.scheduled = next;
-                    self.heap.push(Reverse((next, slot)));
-                }
-                None => {
-                    let state = self.slots[slot].take().expect("live key");
-                    self.ids.remove(&state.key);
-                    self.free.push(slot);
-                }
-            }
-        }
+        let closed: Vec<Session<Rows>> = self.table.close(watermark).into_iter().map(|(_, s)| s).collect();
         if closed.is_empty() {
             return Ok(Vec::new());
         }
@@ -206,7 +111,7 @@ impl SessionWindow {
             out.push(self.emit(chunk)?);
         }
         for s in &closed {
-            for (b, _) in &s.rows {
+            for (b, _) in &s.payload {
                 if let Some(entry) = self.arena.get_mut(b) {
                     entry.1 -= 1;
                     if entry.1 == 0 {
@@ -218,14 +123,14 @@ impl SessionWindow {
         Ok(out)
     }
 
-    fn emit(&self, sessions: &[Session]) -> Result<RecordBatch> {
+    fn emit(&self, sessions: &[Session<Rows>]) -> Result<RecordBatch> {
         let gap = self.spec.gap_ms;
         let mut batch_pos: HashMap<u64, usize> = HashMap::default();
         let mut batches: Vec<&RecordBatch> = Vec::new();
         let mut picks = Vec::new();
         let (mut starts, mut ends) = (Vec::new(), Vec::new());
         for s in sessions {
-            for (b, r) in &s.rows {
+            for (b, r) in &s.payload {
                 let pos = *batch_pos.entry(*b).or_insert_with(|| {
                     batches.push(&self.arena[b].0);
                     batches.len() - 1
@@ -241,11 +146,7 @@ impl SessionWindow {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
             columns.push(interleave(&arrays, &picks)?);
         }
-        let time_type = self.spec.schema.field(n_in + 2).data_type().clone();
-        let times: TimestampMillisecondArray = ends.iter().map(|e| e - 1).collect::<Vec<i64>>().into();
-        columns.push(Arc::new(TimestampMillisecondArray::from(starts)) as ArrayRef);
-        columns.push(Arc::new(TimestampMillisecondArray::from(ends)) as ArrayRef);
-        columns.push(cast(&(Arc::new(times) as ArrayRef), &time_type)?);
+        columns.extend(window_columns(&starts, &ends, self.spec.schema.field(n_in + 2).data_type())?);
         let columns = columns
             .into_iter()
             .zip(self.spec.schema.fields())
@@ -255,17 +156,27 @@ impl SessionWindow {
     }
 }
 
+/// window_start, window_end and window_time (typed `time_type`) columns.
+pub(crate) fn window_columns(starts: &[i64], ends: &[i64], time_type: &DataType) -> Result<Vec<ArrayRef>> {
+    let times: TimestampMillisecondArray = ends.iter().map(|e| e - 1).collect::<Vec<i64>>().into();
+    Ok(vec![
+        Arc::new(TimestampMillisecondArray::from(starts.to_vec())) as ArrayRef,
+        Arc::new(TimestampMillisecondArray::from(ends.to_vec())) as ArrayRef,
+        cast(&(Arc::new(times) as ArrayRef), time_type)?,
+    ])
+}
+
 /// Groups sessions into runs of about `rows` rows (a session is never split).
-fn chunks(sessions: &[Session], rows: usize) -> Vec<&[Session]> {
+fn chunks(sessions: &[Session<Rows>], rows: usize) -> Vec<&[Session<Rows>]> {
     let mut out = Vec::new();
     let (mut start, mut count) = (0, 0);
     for (i, s) in sessions.iter().enumerate() {
-        if count > 0 && count + s.rows.len() > rows {
+        if count > 0 && count + s.payload.len() > rows {
             out.push(&sessions[start..i]);
             start = i;
             count = 0;
         }
-        count += s.rows.len();
+        count += s.payload.len();
     }
     if start < sessions.len() {
         out.push(&sessions[start..]);
@@ -273,7 +184,7 @@ fn chunks(sessions: &[Session], rows: usize) -> Vec<&[Session]> {
     out
 }
 
-fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
+pub(crate) fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
     match a.data_type() {
         DataType::Timestamp(_, _) => Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone()),
         other => exec_err!("SESSION time attribute must be a timestamp, got {other}"),
@@ -300,24 +211,24 @@ impl Operator for SessionWindow {
                 continue;
             }
             let slot = match &key_rows {
-                Some(k) => self.slot_for(k.row(i).as_ref()),
-                None => self.slot_for(&[]),
+                Some(k) => self.table.slot_for(k.row(i).as_ref()),
+                None => self.table.slot_for(&[]),
             };
-            if self.insert(slot, times.value(i), (id, i as u32)) {
-                referenced += 1;
-            } else {
-                self.late_rows += 1;
-                if self.keep_late {
-                    late.push(i);
+            match self.table.insert(slot, times.value(i), self.watermark, || Ok(Vec::new()))? {
+                Some(session) => {
+                    session.payload.push((id, i as u32));
+                    referenced += 1;
                 }
-                // A key created for a late row has no session: forget it.
-                if self.slots[slot].as_ref().is_some_and(|s| s.sessions.is_empty()) {
-                    let state = self.slots[slot].take().expect("live key");
-                    self.ids.remove(&state.key);
-                    self.free.push(slot);
+                None => {
+                    self.late_rows += 1;
+                    if self.keep_late {
+                        late.push(i);
+                    }
+                    self.table.release_if_empty(slot);
                 }
             }
         }
+        self.table.take_merges();
         if !late.is_empty() {
             let mut mask = vec![false; rows];
             late.into_iter().for_each(|i| mask[i] = true);
@@ -350,10 +261,10 @@ impl Operator for SessionWindow {
     }
 
     fn state_bytes(&self) -> usize {
-        self.arena.values().map(|(b, _)| b.get_array_memory_size()).sum::<usize>() + self.ids.len() * 64
+        self.arena.values().map(|(b, _)| b.get_array_memory_size()).sum::<usize>() + self.table.keys() * 64
     }
 
     fn open_windows(&self) -> usize {
-        self.open
+        self.table.open()
     }
 }

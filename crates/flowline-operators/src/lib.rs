@@ -20,7 +20,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
-pub use session::{SessionWindow, SessionWindowSpec};
+pub use session::{SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec};
 pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.

@@ -17,10 +17,12 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::compute::{cast, filter_record_batch, interleave};
+use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::compute::{cast, filter as filter_array, filter_record_batch, interleave, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, HashMap, Result};
+use datafusion::common::{exec_err, HashMap, Result, ScalarValue};
+use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::limits::BATCH_ROWS_MAX;
 
@@ -262,6 +264,250 @@ impl Operator for SessionWindow {
 
     fn state_bytes(&self) -> usize {
         self.arena.values().map(|(b, _)| b.get_array_memory_size()).sum::<usize>() + self.table.keys() * 64
+    }
+
+    fn open_windows(&self) -> usize {
+        self.table.open()
+    }
+}
+
+/// Where a column of a session aggregation's output comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SessionOutput {
+    /// The i-th PARTITION BY key.
+    Key(usize),
+    Start,
+    End,
+    Time,
+    /// The i-th aggregate.
+    Aggregate(usize),
+}
+
+/// `GROUP BY keys, window_start, window_end` directly over a SESSION TVF: sessions keep one
+/// accumulator per aggregate instead of their rows, so memory is per open session, not per row.
+/// Merging sessions merges accumulator states, as Flink's merging windows do.
+#[derive(Clone)]
+pub struct SessionAggregateSpec {
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    pub time: Arc<dyn PhysicalExpr>,
+    pub gap_ms: i64,
+    /// Over input rows (the window columns are not among their arguments).
+    pub aggregates: Vec<crate::AggregateCall>,
+    pub outputs: Vec<SessionOutput>,
+    pub schema: SchemaRef,
+    /// Schema of the input rows (for the key converter).
+    pub input_schema: SchemaRef,
+}
+
+impl fmt::Debug for SessionAggregateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
+        let aggs: Vec<String> = self.aggregates.iter().map(|a| a.expr.name().to_string()).collect();
+        write!(f, "SessionAggregate(partition=[{}], time={}, gap={}ms, aggs=[{}])", keys.join(", "), self.time, self.gap_ms, aggs.join(", "))
+    }
+}
+
+impl OperatorFactory for SessionAggregateSpec {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(SessionAggregate::new(Arc::new(self.clone()), ctx.keep_late)?))
+    }
+}
+
+type Accumulators = Vec<Box<dyn Accumulator>>;
+
+impl Payload for Accumulators {
+    fn absorb(&mut self, other: Self) -> Result<()> {
+        for (into, mut from) in self.iter_mut().zip(other) {
+            let state = from.state()?.iter().map(|v| v.to_array()).collect::<Result<Vec<_>>>()?;
+            into.merge_batch(&state)?;
+        }
+        Ok(())
+    }
+}
+
+pub struct SessionAggregate {
+    spec: Arc<SessionAggregateSpec>,
+    converter: Option<RowConverter>,
+    table: SessionTable<Accumulators>,
+    watermark: i64,
+    late_rows: u64,
+    keep_late: bool,
+    late: Vec<RecordBatch>,
+    state_bytes: usize,
+}
+
+impl SessionAggregate {
+    pub fn new(spec: Arc<SessionAggregateSpec>, keep_late: bool) -> Result<Self> {
+        Ok(Self {
+            converter: key_converter(&spec.keys, &spec.input_schema)?,
+            table: SessionTable::new(spec.gap_ms),
+            spec,
+            watermark: i64::MIN,
+            late_rows: 0,
+            keep_late,
+            late: Vec::new(),
+            state_bytes: 0,
+        })
+    }
+
+    fn new_accumulators(spec: &SessionAggregateSpec) -> Result<Accumulators> {
+        spec.aggregates.iter().map(|a| a.expr.create_accumulator()).collect()
+    }
+
+    fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        let mut closed = self.table.close(watermark);
+        let mut out = Vec::new();
+        for chunk in closed.chunks_mut(BATCH_ROWS_MAX) {
+            out.push(self.emit(chunk)?);
+        }
+        Ok(out)
+    }
+
+    fn emit(&self, sessions: &mut [(Box<[u8]>, Session<Accumulators>)]) -> Result<RecordBatch> {
+        let gap = self.spec.gap_ms;
+        let keys = match &self.converter {
+            Some(conv) => {
+                let parser = conv.parser();
+                conv.convert_rows(sessions.iter().map(|(k, _)| parser.parse(k)))?
+            }
+            None => Vec::new(),
+        };
+        let starts: Vec<i64> = sessions.iter().map(|(_, s)| s.start).collect();
+        let ends: Vec<i64> = sessions.iter().map(|(_, s)| s.max_ts + gap).collect();
+        let time_type = self
+            .spec
+            .outputs
+            .iter()
+            .position(|o| *o == SessionOutput::Time)
+            .map_or(DataType::Timestamp(TimeUnit::Millisecond, None), |i| self.spec.schema.field(i).data_type().clone());
+        let window = window_columns(&starts, &ends, &time_type)?;
+        let mut aggs = Vec::with_capacity(self.spec.aggregates.len());
+        for j in 0..self.spec.aggregates.len() {
+            let values = sessions.iter_mut().map(|(_, s)| s.payload[j].evaluate()).collect::<Result<Vec<ScalarValue>>>()?;
+            aggs.push(ScalarValue::iter_to_array(values)?);
+        }
+        let columns = self
+            .spec
+            .outputs
+            .iter()
+            .zip(self.spec.schema.fields())
+            .map(|(o, f)| {
+                let c = match o {
+                    SessionOutput::Key(i) => keys[*i].clone(),
+                    SessionOutput::Start => window[0].clone(),
+                    SessionOutput::End => window[1].clone(),
+                    SessionOutput::Time => window[2].clone(),
+                    SessionOutput::Aggregate(i) => aggs[*i].clone(),
+                };
+                if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(self.spec.schema.clone(), columns)?)
+    }
+}
+
+
+impl Operator for SessionAggregate {
+    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let rows = batch.num_rows();
+        let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
+        let times = millis(&eval(&self.spec.time)?)?;
+        let key_rows = match &self.converter {
+            Some(conv) => Some(conv.convert_columns(&self.spec.keys.iter().map(eval).collect::<Result<Vec<_>>>()?)?),
+            None => None,
+        };
+        // Assign rows to sessions first (merging as needed), then update each session's
+        // accumulators once with all of its rows of this batch.
+        let mut assigned: Vec<(u32, usize, u64)> = Vec::with_capacity(rows);
+        let mut late = Vec::new();
+        for i in 0..rows {
+            if times.is_null(i) {
+                continue;
+            }
+            let slot = match &key_rows {
+                Some(k) => self.table.slot_for(k.row(i).as_ref()),
+                None => self.table.slot_for(&[]),
+            };
+            let spec = &self.spec;
+            match self.table.insert(slot, times.value(i), self.watermark, || Self::new_accumulators(spec))? {
+                Some(session) => assigned.push((i as u32, slot, session.id)),
+                None => {
+                    self.late_rows += 1;
+                    if self.keep_late {
+                        late.push(i);
+                    }
+                    self.table.release_if_empty(slot);
+                }
+            }
+        }
+        let merged: HashMap<u64, u64> = self.table.take_merges().into_iter().collect();
+        let resolve = |mut id: u64| {
+            while let Some(next) = merged.get(&id) {
+                id = *next;
+            }
+            id
+        };
+        let mut by_session: HashMap<(usize, u64), Vec<u32>> = HashMap::default();
+        for (row, slot, id) in assigned {
+            by_session.entry((slot, resolve(id))).or_default().push(row);
+        }
+        let args = self.spec.aggregates.iter().map(|a| a.expr.expressions().iter().map(eval).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
+        let filters = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| a.filter.as_ref().map(|f| eval(f).map(|m| m.as_boolean().clone())).transpose())
+            .collect::<Result<Vec<_>>>()?;
+        for ((slot, id), idx) in by_session {
+            let Some(session) = self.table.get_mut(slot, id) else {
+                return exec_err!("session aggregate: session {id} vanished within a batch");
+            };
+            let all = idx.len() == rows;
+            let idx = UInt32Array::from(idx);
+            for ((acc, values), filter) in session.payload.iter_mut().zip(&args).zip(&filters) {
+                let mut values = if all { values.clone() } else { values.iter().map(|v| take(v, &idx, None)).collect::<std::result::Result<Vec<_>, _>>()? };
+                if let Some(f) = filter {
+                    let f = if all { f.clone() } else { take(f, &idx, None)?.as_boolean().clone() };
+                    values = values.iter().map(|v| filter_array(v, &f)).collect::<std::result::Result<Vec<_>, _>>()?;
+                }
+                acc.update_batch(&values)?;
+            }
+        }
+        if !late.is_empty() {
+            let mut mask = vec![false; rows];
+            late.into_iter().for_each(|i| mask[i] = true);
+            self.late.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, ts: i64) -> Result<Vec<RecordBatch>> {
+        if ts <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = ts;
+        let out = self.fire(ts);
+        self.state_bytes = self.table.open() * (64 + 64 * self.spec.aggregates.len()) + self.table.keys() * 64;
+        out
+    }
+
+    fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
+        let out = self.fire(i64::MAX - self.spec.gap_ms);
+        self.state_bytes = 0;
+        out
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late_rows
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.late)
+    }
+
+    /// An estimate: per open session its bounds and accumulators, per key its entry.
+    fn state_bytes(&self) -> usize {
+        self.state_bytes
     }
 
     fn open_windows(&self) -> usize {

@@ -12,6 +12,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::DFSchema;
 use datafusion::logical_expr::utils::{enumerate_grouping_sets, grouping_set_to_exprlist};
 use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan};
@@ -20,7 +21,9 @@ use datafusion::physical_expr::PhysicalExpr;
 #[allow(deprecated)] // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use flowline_operators::window_agg::GroupingSets;
-use flowline_operators::{AggregateCall, ChainStep, SessionWindowSpec, StatelessChain, WindowAggregateSpec};
+use flowline_operators::{
+    AggregateCall, ChainStep, SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain, WindowAggregateSpec,
+};
 
 use crate::catalog::{df_error, Catalog};
 use crate::session::SessionWindowNode;
@@ -171,6 +174,9 @@ fn is_proctime(expr: &flowline_sql::sqlparser::ast::Expr) -> bool {
 
 #[allow(deprecated)]
 fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> Result<Vec<Node>> {
+    if let Some(node) = session_aggregate(agg, cat)? {
+        return Ok(vec![node]);
+    }
     let out = agg.schema.as_arrow();
     // GROUPING SETS / ROLLUP / CUBE: one list of distinct expressions and, per set, which are NULL.
     let enumerated = enumerate_grouping_sets(agg.group_expr.clone()).map_err(df_error)?;
@@ -235,6 +241,95 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),
     }))])
+}
+
+/// `GROUP BY <partition keys>, window_start, window_end[, window_time]` right over a SESSION
+/// TVF, with aggregates over the input's columns: one operator that keeps accumulators per
+/// session instead of the session's rows. Anything else takes the general path (session
+/// assignment, then window aggregation).
+#[allow(deprecated)]
+fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
+    // Through aliases and projections that only pick columns (projection pushdown adds them).
+    let mut input = agg.input.as_ref();
+    loop {
+        match input {
+            LogicalPlan::SubqueryAlias(a) => input = &a.input,
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => input = &p.input,
+            _ => break,
+        }
+    }
+    let LogicalPlan::Extension(ext) = input else { return Ok(None) };
+    let Some(node) = ext.node.as_any().downcast_ref::<SessionWindowNode>() else { return Ok(None) };
+    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+        return Ok(None);
+    }
+    let window_cols = ["window_start", "window_end", "window_time"];
+    let mut outputs = Vec::new();
+    for e in &agg.group_expr {
+        let Expr::Column(c) = e else { return Ok(None) };
+        let out = match c.name.as_str() {
+            "window_start" => SessionOutput::Start,
+            "window_end" => SessionOutput::End,
+            "window_time" => SessionOutput::Time,
+            name => match node.keys.iter().position(|k| k == name) {
+                Some(i) => SessionOutput::Key(i),
+                None => return Ok(None),
+            },
+        };
+        outputs.push(out);
+    }
+    if !outputs.contains(&SessionOutput::Start) || !outputs.contains(&SessionOutput::End) || outputs.iter().filter(|o| matches!(o, SessionOutput::Key(_))).count() != node.keys.len() {
+        return Ok(None);
+    }
+    let uses_window = |e: &Expr| e.column_refs().iter().any(|c| window_cols.contains(&c.name.as_str()));
+    if agg.aggr_expr.iter().any(uses_window) {
+        return Ok(None);
+    }
+    // The aggregates run on the session's input rows: resolve their columns there, by name.
+    let input_schema = node.input.schema();
+    let state = cat.ctx.state();
+    let aggregates = agg
+        .aggr_expr
+        .iter()
+        .map(|e| {
+            let e = e
+                .clone()
+                .transform(|x| match x {
+                    Expr::Column(c) => {
+                        let field = input_schema.qualified_field_with_unqualified_name(&c.name)?;
+                        Ok(Transformed::yes(Expr::Column(field.into())))
+                    }
+                    other => Ok(Transformed::no(other)),
+                })
+                .map_err(df_error)?
+                .data;
+            let (expr, filter, _) =
+                create_aggregate_expr_and_maybe_filter(&e, input_schema, input_schema.as_arrow(), state.execution_props()).map_err(df_error)?;
+            Ok(AggregateCall { expr, filter })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    outputs.extend((0..aggregates.len()).map(SessionOutput::Aggregate));
+    let col = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let expr = Expr::Column(input_schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
+        physical(cat, &expr, input_schema)
+    };
+    let keys = node.keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
+    let spec = SessionAggregateSpec {
+        keys: keys.clone(),
+        time: col(&node.time_col)?,
+        gap_ms: node.gap_ms,
+        aggregates,
+        outputs,
+        schema: Arc::new(agg.schema.as_arrow().clone()),
+        input_schema: Arc::new(input_schema.as_arrow().clone()),
+    };
+    Ok(Some(Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs: lower_node(&node.input, cat, true)?,
+        key: keys,
+        chain: StatelessChain::default(),
+        keep_late: cat.late_sink().is_some(),
+    }))))
 }
 
 /// DataFusion's `__grouping_id`: one bit per expression (1 = NULL in this set, first expression

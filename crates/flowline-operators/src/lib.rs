@@ -58,6 +58,12 @@ pub trait Operator: Send {
     }
 }
 
+/// The rows of `batch` at `indices` (late rows kept for the late-row table).
+pub(crate) fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
+    let idx = datafusion::arrow::array::UInt32Array::from(indices.to_vec());
+    Ok(datafusion::arrow::compute::take_record_batch(batch, &idx)?)
+}
+
 /// What a subtask's operator is created with.
 #[derive(Clone, Debug, Default)]
 pub struct OperatorContext {

@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::array::UInt32Array;
-use datafusion::arrow::compute::{cast, filter as filter_array, filter_record_batch, interleave, take};
+use datafusion::arrow::compute::{cast, filter as filter_array, interleave, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, HashMap, Result, ScalarValue};
@@ -224,7 +224,7 @@ impl Operator for SessionWindow {
                 None => {
                     self.late_rows += 1;
                     if self.keep_late {
-                        late.push(i);
+                        late.push(i as u32);
                     }
                     self.table.release_if_empty(slot);
                 }
@@ -232,9 +232,7 @@ impl Operator for SessionWindow {
         }
         self.table.take_merges();
         if !late.is_empty() {
-            let mut mask = vec![false; rows];
-            late.into_iter().for_each(|i| mask[i] = true);
-            self.late.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+            self.late.push(crate::rows_at(&batch, &late)?);
         }
         if referenced > 0 {
             self.arena.insert(id, (batch, referenced));
@@ -434,7 +432,7 @@ impl Operator for SessionAggregate {
                 None => {
                     self.late_rows += 1;
                     if self.keep_late {
-                        late.push(i);
+                        late.push(i as u32);
                     }
                     self.table.release_if_empty(slot);
                 }
@@ -474,9 +472,7 @@ impl Operator for SessionAggregate {
             }
         }
         if !late.is_empty() {
-            let mut mask = vec![false; rows];
-            late.into_iter().for_each(|i| mask[i] = true);
-            self.late.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+            self.late.push(crate::rows_at(&batch, &late)?);
         }
         Ok(Vec::new())
     }

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
-use datafusion::arrow::compute::{cast, filter_record_batch, take};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -304,9 +304,8 @@ impl Operator for WindowAggregate {
             }
         }
         if !late_mask.is_empty() {
-            let mut mask = vec![false; rows];
-            late_mask.into_iter().for_each(|i| mask[i as usize] = true);
-            self.late.push(filter_record_batch(&batch, &BooleanArray::from(mask))?);
+            late_mask.sort_unstable();
+            self.late.push(crate::rows_at(&batch, &late_mask)?);
         }
         Ok(Vec::new())
     }

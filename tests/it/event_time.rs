@@ -59,3 +59,25 @@ fn window_state_is_released_when_windows_fire() {
     assert_eq!(m.total("flowline_operator_state_bytes"), 0);
     assert_eq!(late_rows(&m), 0);
 }
+
+/// Processing-time windows fire as the wall clock passes their end: 20 rows over about a
+/// second, in 200 ms windows, land in several windows and none is lost.
+#[test]
+fn processing_time_windows_fire_on_the_clock() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "CREATE TABLE g (id BIGINT, pt AS PROCTIME()) WITH ('connector' = 'datagen', 'rows-per-second' = '20', 'number-of-rows' = '20');
+        CREATE TABLE out (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');
+        INSERT INTO out SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE g, DESCRIPTOR(pt), INTERVAL '200' MILLISECOND))
+        GROUP BY window_start, window_end;",
+        dir.path().display()
+    );
+    let m = rt.block_on(run_script(&script, 1)).unwrap();
+    let windows = m.total("flowline_sink_rows_total");
+    assert!(windows >= 3, "20 rows over about a second should span several 200 ms windows, got {windows}");
+    let read = format!("CREATE TABLE r (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');", dir.path().display());
+    let total = crate::support::rows(&rt.block_on(crate::support::batch_select(&read, "SELECT SUM(n) FROM r")).unwrap());
+    assert_eq!(total, vec![vec!["20".to_string()]]);
+    assert_eq!(late_rows(&m), 0);
+}

@@ -288,7 +288,12 @@ fn window_sql(
     };
     let ts = quote(&ts_name);
     // Rows without a time belong to no window (Flink refuses NULL row times).
-    let from = format!("FROM {input} WHERE {ts} IS NOT NULL) AS __flowline_w)");
+    // Named after the input table, so unaliased expressions read `sum(bids.price)`.
+    let alias = match input.rsplit('.').next().map(|n| n.trim_matches('`')) {
+        Some(n) if !n.is_empty() && n.chars().all(|c| c.is_alphanumeric() || c == '_') => quote(n),
+        _ => "__flowline_w".to_string(),
+    };
+    let from = format!("FROM {input} WHERE {ts} IS NOT NULL) AS {alias})");
     Ok(match kind {
         "TUMBLE" => {
             let (size, offset) = (need("SIZE")?, need("OFFSET")?);

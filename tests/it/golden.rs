@@ -37,9 +37,11 @@ fn starts(sql: &str, word: &str) -> bool {
 
 fn parallelism(script: &str) -> usize {
     // Golden files pin parallelism with SET; default to 2 so the parallel path is exercised.
+    // The last SET wins, as it does in a script.
     script
         .lines()
-        .find_map(|l| l.trim().strip_prefix("SET 'parallelism.default' = '"))
+        .filter_map(|l| l.trim().strip_prefix("SET 'parallelism.default' = '"))
+        .last()
         .and_then(|v| v.trim_end_matches("';").parse().ok())
         .unwrap_or(2)
 }

@@ -105,19 +105,22 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
     let indices: Vec<usize> = projection.map_or_else(|| (0..declared.fields().len()).collect(), <[usize]>::to_vec);
     let schema: SchemaRef = Arc::new(declared.project(&indices)?);
     let wanted: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let rate_limited = opt(table, o.bool("rate.limited", false))?;
+    // Rate-limited: about ten batches per second, so time advances smoothly.
+    let batch_rows = if rate_limited {
+        ((config.first_event_rate / ctx.parallelism.max(1) as u64) / 10).clamp(1, BATCH_ROWS_MAX as u64) as usize
+    } else {
+        BATCH_ROWS_MAX
+    };
     let generator = NexmarkGenerator::new(config, ctx.subtask as u64, ctx.parallelism as u64, &wanted);
-    Ok(Box::new(NexmarkSource {
-        generator,
-        schema,
-        rate_limited: opt(table, o.bool("rate.limited", false))?,
-        started: None,
-    }))
+    Ok(Box::new(NexmarkSource { generator, schema, rate_limited, batch_rows, started: None }))
 }
 
 struct NexmarkSource {
     generator: NexmarkGenerator,
     schema: SchemaRef,
     rate_limited: bool,
+    batch_rows: usize,
     started: Option<Instant>,
 }
 
@@ -133,7 +136,7 @@ impl Source for NexmarkSource {
                 return Ok(Poll::Pending(Duration::from_millis(ahead_ms.min(100) as u64)));
             }
         }
-        let batch = self.generator.next_batch(BATCH_ROWS_MAX)?;
+        let batch = self.generator.next_batch(self.batch_rows)?;
         Ok(Poll::Batch(conform_batch(&batch, &self.schema)?))
     }
 }

@@ -16,6 +16,9 @@ pub mod window_agg;
 
 use std::fmt;
 
+use datafusion::arrow::array::{ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
@@ -58,10 +61,46 @@ pub trait Operator: Send {
     }
 }
 
-/// The rows of `batch` at `indices` (late rows kept for the late-row table).
-pub(crate) fn rows_at(batch: &RecordBatch, indices: &[u32]) -> Result<RecordBatch> {
-    let idx = datafusion::arrow::array::UInt32Array::from(indices.to_vec());
-    Ok(datafusion::arrow::compute::take_record_batch(batch, &idx)?)
+/// Rows an operator found late: counted, and kept for the late-row table when the job has one.
+pub(crate) struct LateRows {
+    total: u64,
+    keep: bool,
+    kept: Vec<RecordBatch>,
+}
+
+impl LateRows {
+    pub fn new(keep: bool) -> Self {
+        Self { total: 0, keep, kept: Vec::new() }
+    }
+
+    /// Records the rows of `batch` at `rows` (ascending) as late.
+    pub fn add(&mut self, batch: &RecordBatch, rows: &[u32]) -> Result<()> {
+        self.total += rows.len() as u64;
+        if self.keep && !rows.is_empty() {
+            let idx = datafusion::arrow::array::UInt32Array::from(rows.to_vec());
+            self.kept.push(datafusion::arrow::compute::take_record_batch(batch, &idx)?);
+        }
+        Ok(())
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn take(&mut self) -> Vec<RecordBatch> {
+        std::mem::take(&mut self.kept)
+    }
+}
+
+/// Millisecond values of a timestamp column of any unit (`what` names it in the error).
+pub(crate) fn millis(a: &ArrayRef, what: &str) -> Result<TimestampMillisecondArray> {
+    match a.data_type() {
+        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(a.as_primitive::<TimestampMillisecondType>().clone()),
+        DataType::Timestamp(_, _) => {
+            Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone())
+        }
+        other => datafusion::common::exec_err!("{what} must be a timestamp, got {other}"),
+    }
 }
 
 /// What a subtask's operator is created with.

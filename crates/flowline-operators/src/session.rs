@@ -19,15 +19,15 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::{cast, filter as filter_array, interleave, take};
-use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{exec_err, HashMap, Result, ScalarValue};
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::limits::BATCH_ROWS_MAX;
 
 use crate::session_table::{Payload, Session, SessionTable};
-use crate::{Operator, OperatorContext, OperatorFactory};
+use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone)]
 pub struct SessionWindowSpec {
@@ -54,9 +54,9 @@ impl OperatorFactory for SessionWindowSpec {
 }
 
 /// The rows of a session: (arena batch id, row).
-type Rows = Vec<(u64, u32)>;
+type HeldRows = Vec<(u64, u32)>;
 
-impl Payload for Rows {
+impl Payload for HeldRows {
     fn absorb(&mut self, mut other: Self) -> Result<()> {
         self.append(&mut other);
         Ok(())
@@ -66,14 +66,12 @@ impl Payload for Rows {
 pub struct SessionWindow {
     spec: Arc<SessionWindowSpec>,
     converter: Option<RowConverter>,
-    table: SessionTable<Rows>,
+    table: SessionTable<HeldRows>,
     /// Input batches still referenced by open sessions: id → (batch, referenced rows).
     arena: BTreeMap<u64, (RecordBatch, usize)>,
     next_batch: u64,
     watermark: i64,
-    late_rows: u64,
-    keep_late: bool,
-    late: Vec<RecordBatch>,
+    late: LateRows,
 }
 
 /// A row converter for the PARTITION BY keys (None without keys).
@@ -96,15 +94,13 @@ impl SessionWindow {
             arena: BTreeMap::new(),
             next_batch: 0,
             watermark: i64::MIN,
-            late_rows: 0,
-            keep_late,
-            late: Vec::new(),
+            late: LateRows::new(keep_late),
         })
     }
 
     /// Closes every session with `end - 1 <= watermark` and emits its rows.
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
-        let closed: Vec<Session<Rows>> = self.table.close(watermark).into_iter().map(|(_, s)| s).collect();
+        let closed: Vec<Session<HeldRows>> = self.table.close(watermark).into_iter().map(|(_, s)| s).collect();
         if closed.is_empty() {
             return Ok(Vec::new());
         }
@@ -125,7 +121,7 @@ impl SessionWindow {
         Ok(out)
     }
 
-    fn emit(&self, sessions: &[Session<Rows>]) -> Result<RecordBatch> {
+    fn emit(&self, sessions: &[Session<HeldRows>]) -> Result<RecordBatch> {
         let gap = self.spec.gap_ms;
         let mut batch_pos: HashMap<u64, usize> = HashMap::default();
         let mut batches: Vec<&RecordBatch> = Vec::new();
@@ -169,7 +165,7 @@ pub(crate) fn window_columns(starts: &[i64], ends: &[i64], time_type: &DataType)
 }
 
 /// Groups sessions into runs of about `rows` rows (a session is never split).
-fn chunks(sessions: &[Session<Rows>], rows: usize) -> Vec<&[Session<Rows>]> {
+fn chunks(sessions: &[Session<HeldRows>], rows: usize) -> Vec<&[Session<HeldRows>]> {
     let mut out = Vec::new();
     let (mut start, mut count) = (0, 0);
     for (i, s) in sessions.iter().enumerate() {
@@ -186,24 +182,37 @@ fn chunks(sessions: &[Session<Rows>], rows: usize) -> Vec<&[Session<Rows>]> {
     out
 }
 
-pub(crate) fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
-    match a.data_type() {
-        DataType::Timestamp(_, _) => Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone()),
-        other => exec_err!("SESSION time attribute must be a timestamp, got {other}"),
+/// Each row's time and, with PARTITION BY, its key in row format.
+fn times_and_keys(
+    batch: &RecordBatch,
+    time: &Arc<dyn PhysicalExpr>,
+    keys: &[Arc<dyn PhysicalExpr>],
+    converter: Option<&RowConverter>,
+) -> Result<(TimestampMillisecondArray, Option<Rows>)> {
+    let rows = batch.num_rows();
+    let times = millis(&time.evaluate(batch)?.into_array(rows)?, "the SESSION time attribute")?;
+    let key_rows = match converter {
+        Some(conv) => {
+            let cols = keys.iter().map(|k| k.evaluate(batch).and_then(|v| v.into_array(rows))).collect::<Result<Vec<_>>>()?;
+            Some(conv.convert_columns(&cols)?)
+        }
+        None => None,
+    };
+    Ok((times, key_rows))
+}
+
+/// The session-table slot of row `i`'s key.
+fn slot_of<P: Payload>(table: &mut SessionTable<P>, key_rows: &Option<Rows>, i: usize) -> usize {
+    match key_rows {
+        Some(k) => table.slot_for(k.row(i).as_ref()),
+        None => table.slot_for(&[]),
     }
 }
 
 impl Operator for SessionWindow {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
-        let times = millis(&self.spec.time.evaluate(&batch)?.into_array(rows)?)?;
-        let key_rows = match &self.converter {
-            Some(conv) => {
-                let cols = self.spec.keys.iter().map(|k| k.evaluate(&batch).and_then(|v| v.into_array(rows))).collect::<Result<Vec<_>>>()?;
-                Some(conv.convert_columns(&cols)?)
-            }
-            None => None,
-        };
+        let (times, key_rows) = times_and_keys(&batch, &self.spec.time, &self.spec.keys, self.converter.as_ref())?;
         let id = self.next_batch;
         self.next_batch += 1;
         let mut referenced = 0;
@@ -212,28 +221,20 @@ impl Operator for SessionWindow {
             if times.is_null(i) {
                 continue;
             }
-            let slot = match &key_rows {
-                Some(k) => self.table.slot_for(k.row(i).as_ref()),
-                None => self.table.slot_for(&[]),
-            };
+            let slot = slot_of(&mut self.table, &key_rows, i);
             match self.table.insert(slot, times.value(i), self.watermark, || Ok(Vec::new()))? {
                 Some(session) => {
                     session.payload.push((id, i as u32));
                     referenced += 1;
                 }
                 None => {
-                    self.late_rows += 1;
-                    if self.keep_late {
-                        late.push(i as u32);
-                    }
+                    late.push(i as u32);
                     self.table.release_if_empty(slot);
                 }
             }
         }
         self.table.take_merges();
-        if !late.is_empty() {
-            self.late.push(crate::rows_at(&batch, &late)?);
-        }
+        self.late.add(&batch, &late)?;
         if referenced > 0 {
             self.arena.insert(id, (batch, referenced));
         }
@@ -253,11 +254,11 @@ impl Operator for SessionWindow {
     }
 
     fn late_rows(&self) -> u64 {
-        self.late_rows
+        self.late.total()
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late)
+        self.late.take()
     }
 
     fn state_bytes(&self) -> usize {
@@ -328,9 +329,7 @@ pub struct SessionAggregate {
     converter: Option<RowConverter>,
     table: SessionTable<Accumulators>,
     watermark: i64,
-    late_rows: u64,
-    keep_late: bool,
-    late: Vec<RecordBatch>,
+    late: LateRows,
     state_bytes: usize,
 }
 
@@ -341,9 +340,7 @@ impl SessionAggregate {
             table: SessionTable::new(spec.gap_ms),
             spec,
             watermark: i64::MIN,
-            late_rows: 0,
-            keep_late,
-            late: Vec::new(),
+            late: LateRows::new(keep_late),
             state_bytes: 0,
         })
     }
@@ -409,11 +406,7 @@ impl Operator for SessionAggregate {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
-        let times = millis(&eval(&self.spec.time)?)?;
-        let key_rows = match &self.converter {
-            Some(conv) => Some(conv.convert_columns(&self.spec.keys.iter().map(eval).collect::<Result<Vec<_>>>()?)?),
-            None => None,
-        };
+        let (times, key_rows) = times_and_keys(&batch, &self.spec.time, &self.spec.keys, self.converter.as_ref())?;
         // Assign rows to sessions first (merging as needed), then update each session's
         // accumulators once with all of its rows of this batch.
         let mut assigned: Vec<(u32, usize, u64)> = Vec::with_capacity(rows);
@@ -422,18 +415,12 @@ impl Operator for SessionAggregate {
             if times.is_null(i) {
                 continue;
             }
-            let slot = match &key_rows {
-                Some(k) => self.table.slot_for(k.row(i).as_ref()),
-                None => self.table.slot_for(&[]),
-            };
+            let slot = slot_of(&mut self.table, &key_rows, i);
             let spec = &self.spec;
             match self.table.insert(slot, times.value(i), self.watermark, || Self::new_accumulators(spec))? {
                 Some(session) => assigned.push((i as u32, slot, session.id)),
                 None => {
-                    self.late_rows += 1;
-                    if self.keep_late {
-                        late.push(i as u32);
-                    }
+                    late.push(i as u32);
                     self.table.release_if_empty(slot);
                 }
             }
@@ -471,9 +458,7 @@ impl Operator for SessionAggregate {
                 acc.update_batch(&values)?;
             }
         }
-        if !late.is_empty() {
-            self.late.push(crate::rows_at(&batch, &late)?);
-        }
+        self.late.add(&batch, &late)?;
         Ok(Vec::new())
     }
 
@@ -494,11 +479,11 @@ impl Operator for SessionAggregate {
     }
 
     fn late_rows(&self) -> u64 {
-        self.late_rows
+        self.late.total()
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late)
+        self.late.take()
     }
 
     /// An estimate: per open session its bounds and accumulators, per key its entry.

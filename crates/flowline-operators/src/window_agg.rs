@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit, TimestampMillisecondType};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{exec_err, Result};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
@@ -29,7 +29,7 @@ use datafusion::physical_plan::aggregates::group_values::{new_group_values, Grou
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use flowline_common::limits::BATCH_ROWS_MAX;
 
-use crate::{Operator, OperatorContext, OperatorFactory};
+use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory};
 
 /// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
 #[derive(Clone, Debug)]
@@ -93,9 +93,7 @@ pub struct WindowAggregate {
     /// Open windows by (window_end, window_start): the first ones fire first.
     windows: BTreeMap<(i64, i64), Window>,
     watermark: i64,
-    late_rows: u64,
-    keep_late: bool,
-    late: Vec<RecordBatch>,
+    late: LateRows,
     group_ids: Vec<usize>,
 }
 
@@ -113,9 +111,7 @@ impl WindowAggregate {
             key_schema,
             windows: BTreeMap::new(),
             watermark: i64::MIN,
-            late_rows: 0,
-            keep_late,
-            late: Vec::new(),
+            late: LateRows::new(keep_late),
             group_ids: Vec::new(),
         })
     }
@@ -190,13 +186,13 @@ impl WindowAggregate {
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 
-    fn update(&mut self, window_key: (i64, i64), keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>]) -> Result<()> {
+    /// Adds `rows` rows to the window `window_key`.
+    fn update(&mut self, window_key: (i64, i64), rows: usize, keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>]) -> Result<()> {
         if !self.windows.contains_key(&window_key) {
             let w = self.new_window()?;
             self.windows.insert(window_key, w);
         }
         let window = self.windows.get_mut(&window_key).expect("window just inserted");
-        let rows = args.iter().flatten().chain(keys).map(|a| a.len()).next().unwrap_or(0);
         self.group_ids.clear();
         match window.groups.as_mut() {
             Some(g) => {
@@ -225,21 +221,12 @@ fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Group
     }
 }
 
-/// Millisecond values of a timestamp column.
-fn millis(a: &ArrayRef) -> Result<TimestampMillisecondArray> {
-    match a.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(a.as_primitive::<TimestampMillisecondType>().clone()),
-        DataType::Timestamp(_, _) => Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone()),
-        other => exec_err!("window_start/window_end must be timestamps, got {other}"),
-    }
-}
-
 impl Operator for WindowAggregate {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
         let groups = self.spec.group_exprs.iter().map(eval).collect::<Result<Vec<_>>>()?;
-        let (starts, ends) = (millis(&groups[self.spec.start])?, millis(&groups[self.spec.end])?);
+        let (starts, ends) = (millis(&groups[self.spec.start], "window_start")?, millis(&groups[self.spec.end], "window_end")?);
         let keys: Vec<ArrayRef> = self.key_positions.iter().map(|i| groups[*i].clone()).collect();
         let mut args = Vec::with_capacity(self.spec.aggregates.len());
         let mut filters = Vec::with_capacity(self.spec.aggregates.len());
@@ -263,17 +250,18 @@ impl Operator for WindowAggregate {
                 None => by_window.push((key, vec![i as u32])),
             }
         }
-        let mut late_mask = Vec::new();
+        let spec = self.spec.clone();
+        let mut late = Vec::new();
         for (key, idx) in by_window {
             if key.0 - 1 <= self.watermark {
-                self.late_rows += idx.len() as u64;
-                if self.keep_late {
-                    late_mask.extend(idx);
-                }
+                late.extend(idx);
                 continue;
             }
-            let (keys, args, filters) = if idx.len() == rows {
-                (keys.clone(), args.clone(), filters.clone())
+            // The rows of this window: the whole batch as it is, or picked out.
+            let n = idx.len();
+            let picked;
+            let (keys, args, filters) = if n == rows {
+                (&keys, &args, &filters)
             } else {
                 let idx = UInt32Array::from(idx);
                 let pick = |a: &ArrayRef| take(a, &idx, None);
@@ -283,30 +271,28 @@ impl Operator for WindowAggregate {
                     .iter()
                     .map(|f| f.as_ref().map(|f| take(f, &idx, None).map(|a| a.as_boolean().clone())).transpose())
                     .collect::<std::result::Result<Vec<_>, _>>()?;
-                (keys, args, filters)
+                picked = (keys, args, filters);
+                (&picked.0, &picked.1, &picked.2)
             };
-            match self.spec.grouping_sets.clone() {
-                None => self.update(key, &keys, &args, &filters)?,
+            match &spec.grouping_sets {
+                None => self.update(key, n, keys, args, filters)?,
                 Some(sets) => {
-                    let n = args.iter().flatten().chain(&keys).map(|a| a.len()).next().unwrap_or(0);
                     for (mask, id) in sets.masks.iter().zip(&sets.ids) {
                         let mut set_keys: Vec<ArrayRef> = self
                             .key_positions
                             .iter()
-                            .zip(&keys)
+                            .zip(keys)
                             .map(|(pos, k)| if mask[*pos] { new_null_array(k.data_type(), n) } else { k.clone() })
                             .collect();
                         let id: ArrayRef = Arc::new(UInt64Array::from_value(*id, n));
                         set_keys.push(cast(&id, &sets.id_type)?);
-                        self.update(key, &set_keys, &args, &filters)?;
+                        self.update(key, n, &set_keys, args, filters)?;
                     }
                 }
             }
         }
-        if !late_mask.is_empty() {
-            late_mask.sort_unstable();
-            self.late.push(crate::rows_at(&batch, &late_mask)?);
-        }
+        late.sort_unstable();
+        self.late.add(&batch, &late)?;
         Ok(Vec::new())
     }
 
@@ -323,11 +309,11 @@ impl Operator for WindowAggregate {
     }
 
     fn late_rows(&self) -> u64 {
-        self.late_rows
+        self.late.total()
     }
 
     fn take_late(&mut self) -> Vec<RecordBatch> {
-        std::mem::take(&mut self.late)
+        self.late.take()
     }
 
     fn state_bytes(&self) -> usize {

@@ -172,7 +172,6 @@ fn is_proctime(expr: &flowline_sql::sqlparser::ast::Expr) -> bool {
     matches!(expr, flowline_sql::sqlparser::ast::Expr::Function(f) if f.name.to_string().eq_ignore_ascii_case("proctime"))
 }
 
-#[allow(deprecated)]
 fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> Result<Vec<Node>> {
     if let Some(node) = session_aggregate(agg, cat)? {
         return Ok(vec![node]);
@@ -217,16 +216,7 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     };
     let input_schema = agg.input.schema();
     let group_exprs = group_list.iter().map(|e| physical(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
-    let state = cat.ctx.state();
-    let aggregates = agg
-        .aggr_expr
-        .iter()
-        .map(|e| {
-            let (expr, filter, _order) =
-                create_aggregate_expr_and_maybe_filter(e, input_schema, input_schema.as_arrow(), state.execution_props()).map_err(df_error)?;
-            Ok(AggregateCall { expr, filter })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let aggregates = agg.aggr_expr.iter().map(|e| aggregate_call(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
     // With grouping sets, a key NULL in some set must not split one group across subtasks.
     let key = match &grouping_sets {
         Some(g) => (0..group_exprs.len()).filter(|i| *i != start && *i != end && g.masks.iter().all(|m| !m[*i])).map(|i| group_exprs[i].clone()).collect(),
@@ -247,7 +237,6 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
 /// TVF, with aggregates over the input's columns: one operator that keeps accumulators per
 /// session instead of the session's rows. Anything else takes the general path (session
 /// assignment, then window aggregation).
-#[allow(deprecated)]
 fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
     // Through aliases and projections that only pick columns (projection pushdown adds them).
     let mut input = agg.input.as_ref();
@@ -287,7 +276,6 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
     }
     // The aggregates run on the session's input rows: resolve their columns there, by name.
     let input_schema = node.input.schema();
-    let state = cat.ctx.state();
     let aggregates = agg
         .aggr_expr
         .iter()
@@ -303,20 +291,14 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
                 })
                 .map_err(df_error)?
                 .data;
-            let (expr, filter, _) =
-                create_aggregate_expr_and_maybe_filter(&e, input_schema, input_schema.as_arrow(), state.execution_props()).map_err(df_error)?;
-            Ok(AggregateCall { expr, filter })
+            aggregate_call(cat, &e, input_schema)
         })
         .collect::<Result<Vec<_>>>()?;
     outputs.extend((0..aggregates.len()).map(SessionOutput::Aggregate));
-    let col = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
-        let expr = Expr::Column(input_schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
-        physical(cat, &expr, input_schema)
-    };
-    let keys = node.keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
+    let keys = node.keys.iter().map(|k| column(cat, input_schema, k)).collect::<Result<Vec<_>>>()?;
     let spec = SessionAggregateSpec {
         keys: keys.clone(),
-        time: col(&node.time_col)?,
+        time: column(cat, input_schema, &node.time_col)?,
         gap_ms: node.gap_ms,
         aggregates,
         outputs,
@@ -348,12 +330,8 @@ fn grouping_ids(masks: &[Vec<bool>]) -> Vec<u64> {
 
 fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
     let input_schema = node.input.schema();
-    let col = |name: &str| -> Result<Arc<dyn PhysicalExpr>> {
-        let expr = Expr::Column(input_schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
-        physical(cat, &expr, input_schema)
-    };
-    let keys = node.keys.iter().map(|k| col(k)).collect::<Result<Vec<_>>>()?;
-    let spec = SessionWindowSpec { keys: keys.clone(), time: col(&node.time_col)?, gap_ms: node.gap_ms, schema: Arc::new(node.schema.as_arrow().clone()) };
+    let keys = node.keys.iter().map(|k| column(cat, input_schema, k)).collect::<Result<Vec<_>>>()?;
+    let spec = SessionWindowSpec { keys: keys.clone(), time: column(cat, input_schema, &node.time_col)?, gap_ms: node.gap_ms, schema: Arc::new(node.schema.as_arrow().clone()) };
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
         inputs: lower_node(&node.input, cat, true)?,
@@ -369,6 +347,20 @@ fn unsupported(plan: &LogicalPlan, what: &str) -> PlanError {
         "`{node}` needs {what}, which streaming jobs do not support yet; this version runs projections, filters, \
          functions, UNION ALL and window aggregations over window TVFs"
     ))
+}
+
+/// A column of `schema` by its unqualified name, as a physical expression.
+fn column(cat: &Catalog, schema: &DFSchema, name: &str) -> Result<Arc<dyn PhysicalExpr>> {
+    let expr = Expr::Column(schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
+    physical(cat, &expr, schema)
+}
+
+/// A physical aggregate (and its FILTER) over rows of `schema`.
+#[allow(deprecated)]
+fn aggregate_call(cat: &Catalog, e: &Expr, schema: &DFSchema) -> Result<AggregateCall> {
+    let state = cat.ctx.state();
+    let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(e, schema, schema.as_arrow(), state.execution_props()).map_err(df_error)?;
+    Ok(AggregateCall { expr, filter })
 }
 
 fn physical(cat: &Catalog, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {

@@ -53,6 +53,12 @@ fn float_field(f: &FieldRef) -> FieldRef {
     Arc::new(Field::new(f.name(), DataType::Float64, true))
 }
 
+/// Calls `f` with `args` as DataFusion's Float64 average sees them: DOUBLE input and result.
+fn as_float<R>(args: AccumulatorArgs, f: impl FnOnce(AccumulatorArgs) -> R) -> R {
+    let fields: Vec<FieldRef> = args.expr_fields.iter().map(float_field).collect();
+    f(AccumulatorArgs { return_field: Arc::new(Field::new(args.name, DataType::Float64, true)), expr_fields: &fields, ..args })
+}
+
 impl AggregateUDFImpl for FlinkAvg {
     fn name(&self) -> &str {
         "avg"
@@ -82,12 +88,7 @@ impl AggregateUDFImpl for FlinkAvg {
         if !integer(&out) {
             return self.inner.inner().accumulator(args);
         }
-        let fields: Vec<FieldRef> = args.expr_fields.iter().map(float_field).collect();
-        let inner = self.inner.inner().accumulator(AccumulatorArgs {
-            return_field: Arc::new(Field::new(args.name, DataType::Float64, true)),
-            expr_fields: &fields,
-            ..args
-        })?;
+        let inner = as_float(args, |a| self.inner.inner().accumulator(a))?;
         Ok(Box::new(IntegerAvg { inner, out }))
     }
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -105,24 +106,14 @@ impl AggregateUDFImpl for FlinkAvg {
         if !integer(args.return_field.data_type()) {
             return self.inner.inner().groups_accumulator_supported(args);
         }
-        let fields: Vec<FieldRef> = args.expr_fields.iter().map(float_field).collect();
-        self.inner.inner().groups_accumulator_supported(AccumulatorArgs {
-            return_field: Arc::new(Field::new(args.name, DataType::Float64, true)),
-            expr_fields: &fields,
-            ..args
-        })
+        as_float(args, |a| self.inner.inner().groups_accumulator_supported(a))
     }
     fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
         let out = args.return_field.data_type().clone();
         if !integer(&out) {
             return self.inner.inner().create_groups_accumulator(args);
         }
-        let fields: Vec<FieldRef> = args.expr_fields.iter().map(float_field).collect();
-        let inner = self.inner.inner().create_groups_accumulator(AccumulatorArgs {
-            return_field: Arc::new(Field::new(args.name, DataType::Float64, true)),
-            expr_fields: &fields,
-            ..args
-        })?;
+        let inner = as_float(args, |a| self.inner.inner().create_groups_accumulator(a))?;
         Ok(Box::new(IntegerGroupsAvg { inner, out }))
     }
 }

@@ -7,11 +7,12 @@
 //!  source ──Message::Batch/Watermark/Barrier/End──▶ operator ──▶ ... ──▶ sink
 //! ```
 
+pub mod failpoint;
 pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod options;
 
-pub use message::Message;
+pub use message::{Barrier, Message};
 pub use metrics::{Counter, Gauge, MetricsRegistry};
 pub use options::{OptionError, OptionSpec, Options};

@@ -19,3 +19,15 @@ pub const SINK_FILE_SIZE_DEFAULT_BYTES: u64 = 128 << 20;
 
 /// Default time after which the filesystem sink rolls a file (Flink's default: 30 min).
 pub const SINK_ROLLOVER_INTERVAL_DEFAULT_MS: u64 = 30 * 60 * 1000;
+
+/// Rows held back during barrier alignment (exactly-once) from inputs that already delivered the
+/// barrier. Past this the checkpoint is declined and the rows flow on, rather than memory growing
+/// behind a slow input.
+pub const ALIGNMENT_BUFFER_MAX_BYTES: usize = 256 << 20;
+
+/// Default number of complete checkpoints kept. Flink keeps one; two let a damaged latest
+/// checkpoint fall back to the one before.
+pub const CHECKPOINTS_RETAINED_DEFAULT: usize = 2;
+
+/// Default time after which an incomplete checkpoint is abandoned (Flink's default: 10 min).
+pub const CHECKPOINT_TIMEOUT_DEFAULT_MS: u64 = 10 * 60 * 1000;

@@ -21,8 +21,18 @@ pub enum Message {
     /// The producer has had no input for the idle timeout; it rejoins with its next `Batch` or
     /// `Watermark`.
     Idle,
-    /// Checkpoint alignment marker.
-    Barrier(u64),
+    /// Checkpoint alignment marker: everything the producer sent before it belongs to the
+    /// checkpoint, everything after to the next one.
+    Barrier(Barrier),
     /// The input is exhausted.
     End,
+}
+
+/// A checkpoint barrier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub id: u64,
+    /// The job stops after this checkpoint (stop with a final checkpoint): tasks snapshot,
+    /// forward the barrier and exit without flushing open windows or sending `End`.
+    pub stop: bool,
 }

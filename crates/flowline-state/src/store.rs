@@ -1,0 +1,172 @@
+//! Where checkpoint files live: a local directory (default) or any `object_store` URL.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+
+/// A flat namespace of small files, `dir/name`. `put` is atomic: a reader sees the whole file
+/// or none of it.
+pub trait CheckpointStore: Send + Sync {
+    fn put(&self, path: &str, data: &[u8]) -> io::Result<()>;
+    fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
+    /// Names of the entries directly under the root (checkpoint directories and files).
+    fn list_root(&self) -> io::Result<Vec<String>>;
+    /// Removes `dir` and everything under it; a missing directory is not an error.
+    fn delete_dir(&self, dir: &str) -> io::Result<()>;
+    /// For messages: the directory or URL.
+    fn describe(&self) -> String;
+}
+
+/// Opens `location`: a plain path or `file://` URL is a local directory; other URL schemes go
+/// to `object_store` (S3, GCS and Azure need the `cloud` build feature).
+pub fn open_store(location: &str) -> io::Result<Arc<dyn CheckpointStore>> {
+    match location.split_once("://") {
+        None => Ok(Arc::new(LocalDir::new(PathBuf::from(location))?)),
+        Some(("file", path)) => Ok(Arc::new(ObjectStoreDir::local(path)?)),
+        Some((scheme, _)) => Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "checkpoint storage '{location}': the '{scheme}' scheme needs a build with the `cloud` feature of flowline-state \
+                 (this binary supports local paths and file:// URLs)"
+            ),
+        )),
+    }
+}
+
+/// Checkpoints in a local directory. Every file is written to a temporary name, fsynced, renamed
+/// into place and its directory fsynced, so a crash or power loss leaves the old or the new file.
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    pub fn new(root: PathBuf) -> io::Result<Self> {
+        std::fs::create_dir_all(&root).map_err(|e| with_path(e, &root))?;
+        Ok(Self { root })
+    }
+}
+
+fn with_path(e: io::Error, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// fsync of a directory, so a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| with_path(e, dir))
+}
+
+impl CheckpointStore for LocalDir {
+    fn put(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        let target = self.root.join(path);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir))?;
+        let tmp = dir.join(format!(".{}.tmp", target.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+        f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| with_path(e, &tmp))?;
+        std::fs::rename(&tmp, &target).map_err(|e| with_path(e, &target))?;
+        sync_dir(&dir)
+    }
+
+    fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        let p = self.root.join(path);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(with_path(e, &p)),
+        }
+    }
+
+    fn list_root(&self) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(&self.root).map_err(|e| with_path(e, &self.root))? {
+            out.push(e?.file_name().to_string_lossy().into_owned());
+        }
+        Ok(out)
+    }
+
+    fn delete_dir(&self, dir: &str) -> io::Result<()> {
+        let p = self.root.join(dir);
+        match std::fs::remove_dir_all(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, &p)),
+            _ => Ok(()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.root.display().to_string()
+    }
+}
+
+/// Checkpoints in an `object_store`. Object stores publish a `put` atomically.
+pub struct ObjectStoreDir {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    url: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl ObjectStoreDir {
+    fn local(path: &str) -> io::Result<Self> {
+        std::fs::create_dir_all(path).map_err(|e| with_path(e, Path::new(path)))?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(io::Error::other)?;
+        Self::new(Arc::new(store), ObjectPath::default(), format!("file://{path}"))
+    }
+
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: ObjectPath, url: String) -> io::Result<Self> {
+        // Its own small runtime: callers are blocking threads and may sit inside the job's runtime.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(Self { store, prefix, url, runtime })
+    }
+
+    fn path(&self, p: &str) -> ObjectPath {
+        p.split('/').fold(self.prefix.clone(), |acc, part| acc.clone().join(part))
+    }
+}
+
+impl CheckpointStore for ObjectStoreDir {
+    fn put(&self, path: &str, data: &[u8]) -> io::Result<()> {
+        let payload = PutPayload::from(data.to_vec());
+        self.runtime.block_on(self.store.put(&self.path(path), payload)).map(|_| ()).map_err(io::Error::other)
+    }
+
+    fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
+        self.runtime.block_on(async {
+            match self.store.get(&self.path(path)).await {
+                Ok(r) => Ok(Some(r.bytes().await.map_err(io::Error::other)?.to_vec())),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(io::Error::other(e)),
+            }
+        })
+    }
+
+    fn list_root(&self) -> io::Result<Vec<String>> {
+        self.runtime.block_on(async {
+            let listing = self.store.list_with_delimiter(Some(&self.prefix)).await.map_err(io::Error::other)?;
+            let dirs = listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string));
+            let files = listing.objects.iter().filter_map(|o| o.location.filename().map(str::to_string));
+            Ok(dirs.chain(files).collect())
+        })
+    }
+
+    fn delete_dir(&self, dir: &str) -> io::Result<()> {
+        self.runtime.block_on(async {
+            let prefix = self.path(dir);
+            let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(io::Error::other)?;
+            for o in objects {
+                match self.store.delete(&o.location).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(io::Error::other(e)),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn describe(&self) -> String {
+        self.url.clone()
+    }
+}

@@ -39,7 +39,7 @@ pub fn read_bounded(table: &flowline_sql::TableDef, factory: &ConnectorFactory, 
         return Err(ConnectorError::config(&table.name, format!("the table is unbounded and cannot be read by a batch query; {hint}")));
     }
     let create = factory.source.ok_or_else(|| ConnectorError::config(&table.name, format!("connector '{}' cannot be read", factory.name)))?;
-    let ctx = TaskContext { table: table.name.clone(), subtask: 0, parallelism: 1, metrics: MetricsRegistry::new() };
+    let ctx = TaskContext { table: table.name.clone(), subtask: 0, parallelism: 1, metrics: MetricsRegistry::new(), job: None, state_dir: None };
     let mut source = create(table, options, &ctx, None)?;
     let mut out = Vec::new();
     loop {
@@ -59,6 +59,11 @@ pub struct TaskContext {
     pub subtask: usize,
     pub parallelism: usize,
     pub metrics: MetricsRegistry,
+    /// The job's id when checkpointing is on: exactly-once sinks name their files with it, so a
+    /// restarted job finds (and commits or cleans up) what it left behind.
+    pub job: Option<String>,
+    /// The job's local state directory (write-ahead logs), when it has one.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl TaskContext {
@@ -87,8 +92,18 @@ pub enum Poll {
 /// not block for long inside `poll`: return `Pending` instead so cancellation stays prompt.
 /// Batches carry exactly the table's physical columns, in declared order (partition columns
 /// included); projections are applied by the runtime.
+///
+/// Checkpoints: `snapshot` returns the source's position after the rows it has returned so far;
+/// `restore` (called before the first `poll`) continues from such a position, so that the rows
+/// after it come again, exactly. `checkpoint_complete(id)` says checkpoint `id` is durable (a
+/// write-ahead log may drop what lies before the oldest retained checkpoint's position).
 pub trait Source: Send {
     fn poll(&mut self) -> Result<Poll>;
+    fn snapshot(&mut self) -> Result<Vec<u8>>;
+    fn restore(&mut self, position: &[u8]) -> Result<()>;
+    fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Consumes the rows of one subtask.
@@ -96,7 +111,25 @@ pub trait Source: Send {
 /// Contract: `write` per batch, in order; `on_timer` at least every `timer_interval` when it
 /// returns `Some` (rolling files by time); `finish` once when the input ends (flush, close,
 /// make output visible). A sink dropped without `finish` leaves no visible partial output.
+///
+/// Two-phase commit when the job checkpoints: `pre_commit(id)` on checkpoint `id`'s barrier
+/// flushes what was written and returns the committables (stored in the checkpoint);
+/// `commit(id)` publishes everything pre-committed up to `id` once the checkpoint is complete;
+/// `restore(id, committables)` at start commits what checkpoint `id` recorded (idempotently)
+/// and removes what no complete checkpoint covers. The defaults make an at-least-once sink.
 pub trait Sink: Send {
+    fn exactly_once(&self) -> bool {
+        false
+    }
+    fn pre_commit(&mut self, _id: u64) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    fn commit(&mut self, _id: u64) -> Result<()> {
+        Ok(())
+    }
+    fn restore(&mut self, _id: u64, _committables: &[u8]) -> Result<()> {
+        Ok(())
+    }
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
     fn timer_interval(&self) -> Option<Duration> {
         None

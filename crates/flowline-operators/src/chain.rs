@@ -126,6 +126,12 @@ fn unnest(batch: &RecordBatch, list: usize, sources: &[usize], preserve_nulls: b
 }
 
 impl Operator for StatelessChain {
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    fn restore(&mut self, _state: &[u8]) -> Result<()> {
+        Ok(())
+    }
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         Ok(self.apply(batch)?.into_iter().collect())
     }

@@ -33,9 +33,14 @@ pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 /// - `on_end`: the input is exhausted; emit everything still held.
 ///
 /// `on_watermark` receives the merged watermark of all inputs; the runtime forwards it
-/// downstream after the rows it returns. Checkpointing adds `on_barrier` (snapshot state) with
-/// the exactly-once work.
+/// downstream after the rows it returns.
+///
+/// Checkpoints: `snapshot` (on an aligned barrier) returns the operator's whole state as bytes
+/// and leaves the operator as it was; `restore` (before any other hook) loads such bytes. The
+/// runtime keeps the watermark itself and replays it with `on_watermark` after `restore`.
 pub trait Operator: Send {
+    fn snapshot(&mut self) -> Result<Vec<u8>>;
+    fn restore(&mut self, state: &[u8]) -> Result<()>;
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
     fn on_watermark(&mut self, _ts: i64) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
@@ -115,4 +120,50 @@ pub struct OperatorContext {
 /// `flowline explain`.
 pub trait OperatorFactory: Send + Sync + fmt::Debug {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>>;
+}
+
+/// Encodes batches (each with its own schema) as a sequence of length-prefixed Arrow IPC streams.
+pub fn encode_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for b in batches {
+        let mut buf = Vec::new();
+        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &b.schema())?;
+        w.write(b)?;
+        w.finish()?;
+        drop(w);
+        out.extend_from_slice(&(buf.len() as u64).to_le_bytes());
+        out.extend_from_slice(&buf);
+    }
+    Ok(out)
+}
+
+/// The batches [`encode_batches`] wrote.
+pub fn decode_batches(mut bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < 8 {
+            return datafusion::common::exec_err!("operator state is truncated");
+        }
+        let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
+        let Some(stream) = bytes.get(8..8 + n) else { return datafusion::common::exec_err!("operator state is truncated") };
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(stream), None)?;
+        for b in reader {
+            out.push(b?);
+        }
+        bytes = &bytes[8 + n..];
+    }
+    Ok(out)
+}
+
+/// An `Int64` column of `n` copies of `v` (window bounds and session times in state batches).
+pub(crate) fn repeat_i64(v: i64, n: usize) -> ArrayRef {
+    std::sync::Arc::new(datafusion::arrow::array::Int64Array::from_value(v, n))
+}
+
+/// A state batch from columns, every field nullable and named by position.
+pub(crate) fn state_batch(columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let fields: Vec<Field> = columns.iter().enumerate().map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true)).collect();
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(std::sync::Arc::new(Schema::new(fields)), columns, &options)?)
 }

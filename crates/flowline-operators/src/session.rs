@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMillisecondArray};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::{cast, filter as filter_array, interleave, take};
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
@@ -209,7 +210,86 @@ fn slot_of<P: Payload>(table: &mut SessionTable<P>, key_rows: &Option<Rows>, i: 
     }
 }
 
+/// Session metadata of a snapshot: `[key, start, max_ts]`, a row per session (a NULL key
+/// without PARTITION BY).
+fn session_meta(sessions: &[(Option<Box<[u8]>>, i64, i64)]) -> Result<RecordBatch> {
+    let keys: BinaryArray = sessions.iter().map(|(k, _, _)| k.as_deref()).collect();
+    let starts: Int64Array = sessions.iter().map(|(_, s, _)| Some(*s)).collect();
+    let ends: Int64Array = sessions.iter().map(|(_, _, e)| Some(*e)).collect();
+    crate::state_batch(vec![Arc::new(keys), Arc::new(starts), Arc::new(ends)], sessions.len())
+}
+
+/// Reads [`session_meta`] back: (key, start, max_ts) per session.
+fn read_session_meta(b: &RecordBatch) -> Result<Vec<(Vec<u8>, i64, i64)>> {
+    if b.num_columns() < 3 {
+        return exec_err!("session state has too few columns");
+    }
+    let keys = b.column(0).as_binary::<i32>();
+    let starts = b.column(1).as_primitive::<Int64Type>();
+    let ends = b.column(2).as_primitive::<Int64Type>();
+    Ok((0..b.num_rows()).map(|i| (if keys.is_null(i) { Vec::new() } else { keys.value(i).to_vec() }, starts.value(i), ends.value(i))).collect())
+}
+
 impl Operator for SessionWindow {
+    /// Two batches: the sessions (key, start, max_ts), then every held row with its session's
+    /// index in front.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut meta = Vec::new();
+        let mut refs: Vec<(usize, usize)> = Vec::new();
+        let mut owner: Vec<u32> = Vec::new();
+        let arena: Vec<(u64, &RecordBatch)> = self.arena.iter().map(|(id, (b, _))| (*id, b)).collect();
+        let position = |id: u64| arena.binary_search_by_key(&id, |(i, _)| *i).ok();
+        let has_keys = self.converter.is_some();
+        for (key, s) in self.table.iter_mut() {
+            let idx = meta.len() as u32;
+            meta.push((has_keys.then(|| key.into()), s.start, s.max_ts));
+            for (b, row) in &s.payload {
+                let Some(p) = position(*b) else { return exec_err!("session window: a held row's batch is gone") };
+                refs.push((p, *row as usize));
+                owner.push(idx);
+            }
+        }
+        let n = self.spec.schema.fields().len() - 3;
+        let rows = if refs.is_empty() {
+            None
+        } else {
+            let columns = (0..n)
+                .map(|c| {
+                    let arrays: Vec<&dyn Array> = arena.iter().map(|(_, b)| b.column(c).as_ref()).collect();
+                    interleave(&arrays, &refs)
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let mut all: Vec<ArrayRef> = vec![Arc::new(UInt32Array::from(owner))];
+            all.extend(columns);
+            Some(crate::state_batch(all, refs.len())?)
+        };
+        let mut batches = vec![session_meta(&meta)?];
+        batches.extend(rows);
+        crate::encode_batches(&batches)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let batches = crate::decode_batches(state)?;
+        let Some(meta) = batches.first() else { return Ok(()) };
+        let sessions = read_session_meta(meta)?;
+        let mut payloads: Vec<HeldRows> = vec![Vec::new(); sessions.len()];
+        if let Some(rows) = batches.get(1) {
+            let owner = rows.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            for (i, o) in owner.values().iter().enumerate() {
+                payloads[*o as usize].push((self.next_batch, i as u32));
+            }
+            let n = self.spec.schema.fields().len() - 3;
+            let input = Arc::new(Schema::new(self.spec.schema.fields()[..n].to_vec()));
+            let batch = RecordBatch::try_new(input, rows.columns()[1..].to_vec())?;
+            self.arena.insert(self.next_batch, (batch, rows.num_rows()));
+            self.next_batch += 1;
+        }
+        for ((key, start, max_ts), payload) in sessions.into_iter().zip(payloads) {
+            self.table.load(&key, start, max_ts, payload);
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let (times, key_rows) = times_and_keys(&batch, &self.spec.time, &self.spec.keys, self.converter.as_ref())?;
@@ -403,6 +483,56 @@ impl SessionAggregate {
 
 
 impl Operator for SessionAggregate {
+    /// The sessions (key, start, max_ts) with each aggregate's state columns after them. The
+    /// accumulators are rebuilt from their state, since taking it may consume it.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let has_keys = self.converter.is_some();
+        let mut meta = Vec::new();
+        let mut states: Vec<Vec<Vec<ScalarValue>>> = vec![Vec::new(); self.spec.aggregates.len()];
+        let spec = self.spec.clone();
+        for (key, s) in self.table.iter_mut() {
+            meta.push((has_keys.then(|| key.into()), s.start, s.max_ts));
+            let mut fresh = Self::new_accumulators(&spec)?;
+            for ((acc, new), out) in s.payload.iter_mut().zip(fresh.iter_mut()).zip(states.iter_mut()) {
+                let state = acc.state()?;
+                let arrays = state.iter().map(|v| v.to_array()).collect::<Result<Vec<_>>>()?;
+                new.merge_batch(&arrays)?;
+                out.push(state);
+            }
+            s.payload = fresh;
+        }
+        if meta.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut columns = session_meta(&meta)?.columns().to_vec();
+        for per_session in states {
+            let width = per_session.first().map_or(0, Vec::len);
+            for f in 0..width {
+                columns.push(ScalarValue::iter_to_array(per_session.iter().map(|s| s[f].clone()))?);
+            }
+        }
+        crate::encode_batches(&[crate::state_batch(columns, meta.len())?])
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            let sessions = read_session_meta(&batch)?;
+            for (i, (key, start, max_ts)) in sessions.into_iter().enumerate() {
+                let mut accs = Self::new_accumulators(&self.spec)?;
+                let mut col = 3;
+                for (acc, a) in accs.iter_mut().zip(&self.spec.aggregates) {
+                    let width = a.expr.state_fields()?.len();
+                    let Some(cols) = batch.columns().get(col..col + width) else { return exec_err!("session aggregate state has too few columns") };
+                    let row: Vec<ArrayRef> = cols.iter().map(|c| c.slice(i, 1)).collect();
+                    acc.merge_batch(&row)?;
+                    col += width;
+                }
+                self.table.load(&key, start, max_ts, accs);
+            }
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));

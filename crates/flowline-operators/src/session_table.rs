@@ -140,6 +140,29 @@ impl<P: Payload> SessionTable<P> {
         Ok(Some(&mut state.sessions[pos]))
     }
 
+    /// Every open session with its key (for snapshots).
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut Session<P>)> {
+        self.slots.iter_mut().flatten().flat_map(|k| {
+            let key: &[u8] = &k.key;
+            k.sessions.iter_mut().map(move |s| (key, s))
+        })
+    }
+
+    /// Adds a session read back from a snapshot.
+    pub fn load(&mut self, key: &[u8], start: i64, max_ts: i64, payload: P) {
+        let slot = self.slot_for(key);
+        let state = self.slots[slot].as_mut().expect("live key");
+        let pos = state.sessions.partition_point(|s| s.start < start);
+        state.sessions.insert(pos, Session { id: self.next_id, start, max_ts, payload });
+        self.next_id += 1;
+        self.open += 1;
+        let end = max_ts + self.gap;
+        if end < state.scheduled {
+            state.scheduled = end;
+            self.heap.push(Reverse((end, slot)));
+        }
+    }
+
     /// The merges since the last call.
     pub fn take_merges(&mut self) -> Vec<(u64, u64)> {
         std::mem::take(&mut self.merges)

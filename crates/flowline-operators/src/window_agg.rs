@@ -221,7 +221,78 @@ fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Group
     }
 }
 
+impl WindowAggregate {
+    /// One state batch per open window: `[window_end, window_start, keys..., accumulator states...]`,
+    /// a row per group. The window is rebuilt from it, since emitting state consumes it.
+    fn snapshot_window(&self, key: (i64, i64), window: &mut Window) -> Result<RecordBatch> {
+        let n = window.num_groups;
+        let keys = match window.groups.as_mut() {
+            Some(g) => g.emit(EmitTo::All)?,
+            None => Vec::new(),
+        };
+        let mut states = Vec::new();
+        for acc in window.accumulators.iter_mut() {
+            states.push(acc.state(EmitTo::All)?);
+        }
+        let mut columns = vec![crate::repeat_i64(key.0, n), crate::repeat_i64(key.1, n)];
+        columns.extend(keys);
+        columns.extend(states.into_iter().flatten());
+        let batch = crate::state_batch(columns, n)?;
+        *window = self.load_window(&batch)?;
+        Ok(batch)
+    }
+
+    /// A window from its state batch.
+    fn load_window(&self, batch: &RecordBatch) -> Result<Window> {
+        let n = batch.num_rows();
+        let mut window = self.new_window()?;
+        let nkeys = self.key_schema.fields().len();
+        let keys: Vec<ArrayRef> = batch.columns()[2..2 + nkeys].to_vec();
+        let mut ids = Vec::with_capacity(n);
+        match window.groups.as_mut() {
+            Some(g) => {
+                g.intern(&keys, &mut ids)?;
+                window.num_groups = g.len();
+            }
+            None => {
+                ids.resize(n, 0);
+                window.num_groups = n.min(1);
+            }
+        }
+        let mut col = 2 + nkeys;
+        for (acc, a) in window.accumulators.iter_mut().zip(&self.spec.aggregates) {
+            let width = a.expr.state_fields()?.len();
+            let Some(state) = batch.columns().get(col..col + width) else { return exec_err!("window aggregate state has too few columns") };
+            acc.merge_batch(state, &ids, window.num_groups)?;
+            col += width;
+        }
+        Ok(window)
+    }
+}
+
 impl Operator for WindowAggregate {
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut windows = std::mem::take(&mut self.windows);
+        let mut batches = Vec::with_capacity(windows.len());
+        for (key, window) in windows.iter_mut() {
+            batches.push(self.snapshot_window(*key, window)?);
+        }
+        self.windows = windows;
+        crate::encode_batches(&batches)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_rows() == 0 || batch.num_columns() < 2 {
+                continue;
+            }
+            let (end, start) = (batch.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0));
+            let window = self.load_window(&batch)?;
+            self.windows.insert((end, start), window);
+        }
+        Ok(())
+    }
+
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));

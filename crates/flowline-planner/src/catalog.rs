@@ -23,7 +23,7 @@ use crate::{PlanError, Pipeline, Result, SinkTarget, TableBinding, JOB_OPTIONS};
 pub const RAW_PREFIX: &str = "__flowline_raw_";
 
 /// Flink options accepted in `SET` that do not change anything yet (they belong to later work).
-const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.exec.state.ttl", "execution.checkpointing.interval", "table.local-time-zone"];
+const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.exec.state.ttl", "table.local-time-zone"];
 
 /// A DataFusion session configured for Flink SQL: case-sensitive identifiers, Flink functions.
 pub fn new_session() -> SessionContext {

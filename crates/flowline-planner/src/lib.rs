@@ -193,6 +193,13 @@ pub const JOB_OPTIONS: &[&str] = &[
     "table.exec.source.idle-timeout",
     "execution.runtime-mode",
     "table.exec.late-data.sink",
+    "execution.checkpointing.interval",
+    "execution.checkpointing.mode",
+    "execution.checkpointing.timeout",
+    "execution.checkpointing.num-retained",
+    "execution.checkpointing.dir",
+    "state.checkpoints.num-retained",
+    "state.checkpoints.dir",
 ];
 
 impl JobGraph {

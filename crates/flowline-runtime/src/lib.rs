@@ -13,6 +13,7 @@
 //! producer's thread. A stop request (Ctrl-C, SIGTERM) makes every source send `End`, so
 //! operators flush, sinks finish and publish their files. The first error stops the job.
 
+mod checkpoint;
 mod exchange;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,7 +24,7 @@ use arrow::record_batch::RecordBatch;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
-use flowline_common::{Counter, Gauge, Message, MetricsRegistry};
+use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
 use flowline_connectors::{ConnectorError, Poll, Sink, Source, TaskContext};
 use flowline_operators::{Operator, OperatorContext};
@@ -31,6 +32,8 @@ use flowline_planner::{Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBi
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use checkpoint::{envelope, open_envelope, Aligner, Step, TaskCheckpoint, TaskRegistry};
+pub use checkpoint::CheckpointConfig;
 use exchange::{Envelope, Inbox, Output, Route};
 
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +53,31 @@ pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 /// Longest a source thread sleeps before it looks at the stop flag again.
 const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 
-/// A request to stop the job cleanly; cheap to clone and check.
+/// A request to stop the job; cheap to clone and check.
+///
+/// `stop` is the clean stop (Ctrl-C, SIGTERM): without checkpoints sources end their input, so
+/// windows flush and files are published; with checkpoints a final checkpoint is taken and the
+/// job exits without flushing, to resume later. `abort` (a task failed) makes sources quit
+/// without ending their input, so nothing half-done is published.
 #[derive(Clone, Default)]
-pub struct StopSignal(Arc<AtomicBool>);
+pub struct StopSignal(Arc<(AtomicBool, AtomicBool)>);
 
 impl StopSignal {
     pub fn new() -> Self {
         Self::default()
     }
     pub fn stop(&self) {
-        self.0.store(true, Ordering::Relaxed)
+        self.0 .0.store(true, Ordering::Relaxed)
     }
     pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0 .0.load(Ordering::Relaxed)
+    }
+    pub fn abort(&self) {
+        self.0 .1.store(true, Ordering::Relaxed);
+        self.stop();
+    }
+    pub fn is_aborted(&self) -> bool {
+        self.0 .1.load(Ordering::Relaxed)
     }
 }
 
@@ -88,23 +103,64 @@ impl Counters {
     }
 }
 
+type BlockingTask = Box<dyn FnOnce() -> Result<()> + Send>;
+type AsyncTask = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send>>;
+
 /// Everything a task builder needs to know about the job.
 struct Ctx<'a> {
     metrics: &'a MetricsRegistry,
     stop: &'a StopSignal,
     parallelism: usize,
     idle_timeout: Option<Duration>,
-    tasks: &'a mut JoinSet<Result<()>>,
+    /// Tasks built, started once the restored checkpoint (if any) is known to fit.
+    blocking: Vec<BlockingTask>,
+    futures: Vec<AsyncTask>,
+    registry: TaskRegistry,
+    checkpoint: Option<&'a dyn Fn(String) -> TaskCheckpoint>,
+    job: Option<String>,
+    state_dir: Option<std::path::PathBuf>,
     /// Late-row sink inboxes of the current pipeline (one per subtask), if it has one.
     late: Option<Inbox>,
     late_schema: Option<SchemaRef>,
+    /// `p<index>.<sink table>`: prefixes task keys and metric labels.
     pipeline: String,
     operators: usize,
+    sources: usize,
+}
+
+impl Ctx<'_> {
+    fn task_context(&self, table: &str, subtask: usize) -> TaskContext {
+        TaskContext {
+            table: table.to_string(),
+            subtask,
+            parallelism: self.parallelism,
+            metrics: self.metrics.clone(),
+            job: self.job.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+    }
+
+    /// Registers a task for checkpoints; its handle when the job checkpoints.
+    fn register(&mut self, key: String, descriptor: String) -> Option<TaskCheckpoint> {
+        self.registry.tasks.insert(key.clone(), descriptor);
+        self.checkpoint.map(|f| f(key))
+    }
+}
+
+/// Where a job keeps local state (write-ahead logs) and how it checkpoints.
+#[derive(Default)]
+pub struct JobState {
+    pub dir: Option<std::path::PathBuf>,
+    pub checkpoint: Option<CheckpointConfig>,
 }
 
 /// Runs the job to completion (bounded inputs) or until `stop` is signalled.
 pub async fn run_job(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSignal) -> Result<JobOutput> {
-    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    run_job_with_state(graph, metrics, stop, JobState::default()).await
+}
+
+/// [`run_job`] with a state directory and checkpoints: resumes from `state.checkpoint.restored`.
+pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSignal, state: JobState) -> Result<JobOutput> {
     let idle_timeout = match graph.config.get("table.exec.source.idle-timeout") {
         Some(v) => {
             let d = flowline_common::options::parse_duration(v)
@@ -112,6 +168,31 @@ pub async fn run_job(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSig
             (!d.is_zero()).then_some(d)
         }
         None => None,
+    };
+    let (mut coordinator, handles) = match &state.checkpoint {
+        Some(cfg) => {
+            let (c, h) = checkpoint::coordinator(cfg, metrics, stop);
+            (Some(c), Some(h))
+        }
+        None => (None, None),
+    };
+    let handle_fn: Option<&dyn Fn(String) -> TaskCheckpoint> = handles.as_ref().map(|h| h as &dyn Fn(String) -> TaskCheckpoint);
+    let mut ctx = Ctx {
+        metrics,
+        stop,
+        parallelism: graph.parallelism,
+        idle_timeout,
+        blocking: Vec::new(),
+        futures: Vec::new(),
+        registry: TaskRegistry::default(),
+        checkpoint: handle_fn,
+        job: state.checkpoint.as_ref().map(|c| c.job.clone()),
+        state_dir: state.dir.clone(),
+        late: None,
+        late_schema: None,
+        pipeline: String::new(),
+        operators: 0,
+        sources: 0,
     };
     let mut collected = Vec::new();
     for (pi, pipeline) in graph.pipelines.iter().enumerate() {
@@ -123,51 +204,72 @@ pub async fn run_job(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSig
         };
         let p = graph.parallelism;
         let sink_inbox = Inbox::new(p);
-        let mut late_inbox = None;
-        if let Some(late) = &pipeline.late_sink {
-            late_inbox = Some((Inbox::new(p), late.clone()));
-        }
-        let mut ctx = Ctx {
-            metrics,
-            stop,
-            parallelism: p,
-            idle_timeout,
-            tasks: &mut tasks,
-            late: late_inbox.as_ref().map(|(i, _)| i.clone()),
-            late_schema: pipeline.late_sink.as_ref().map(|b| b.table.physical_schema()),
-            pipeline: sink_name.clone(),
-            operators: 0,
-        };
+        let late_inbox = pipeline.late_sink.as_ref().map(|late| (Inbox::new(p), late.clone()));
+        ctx.late = late_inbox.as_ref().map(|(i, _)| i.clone());
+        ctx.late_schema = pipeline.late_sink.as_ref().map(|b| b.table.physical_schema());
+        ctx.pipeline = format!("p{pi}.{sink_name}");
+        ctx.operators = 0;
+        ctx.sources = 0;
         for node in &pipeline.inputs {
             spawn_node(node, &sink_inbox, Route::Forward, &mut ctx)?;
         }
         // Sinks last: they know their producer counts only now.
+        let mut sinks = Vec::new();
         for (subtask, rx, producers) in sink_inbox.into_receivers() {
             let sink: Box<dyn Sink> = match &pipeline.sink {
-                SinkTarget::Table(b) => create_sink(b, subtask, p, metrics)?,
+                SinkTarget::Table(b) => create_sink(b, subtask, &ctx)?,
                 SinkTarget::Collect => Box::new(CollectSink { batches: out.clone() }),
             };
-            let st = subtask.to_string();
-            let counters = Counters::new(metrics, "flowline_sink_rows_total", "flowline_sink_batches_total", &[("table", &sink_name), ("subtask", &st)]);
-            tasks.spawn(sink_task(sink, rx, producers, counters));
+            let descriptor = match &pipeline.sink {
+                SinkTarget::Table(b) => format!("sink {} ({})", b.table.name, b.factory.name),
+                SinkTarget::Collect => "sink SELECT".to_string(),
+            };
+            sinks.push((format!("{}.sink", ctx.pipeline), descriptor, sink_name.clone(), subtask, rx, producers, sink));
         }
         if let Some((inbox, binding)) = late_inbox {
             for (subtask, rx, producers) in inbox.into_receivers() {
-                let sink = create_sink(&binding, subtask, p, metrics)?;
-                let st = subtask.to_string();
-                let counters =
-                    Counters::new(metrics, "flowline_sink_rows_total", "flowline_sink_batches_total", &[("table", &binding.table.name), ("subtask", &st)]);
-                tasks.spawn(sink_task(sink, rx, producers, counters));
+                let sink = create_sink(&binding, subtask, &ctx)?;
+                let descriptor = format!("late-row sink {} ({})", binding.table.name, binding.factory.name);
+                sinks.push((format!("{}.late", ctx.pipeline), descriptor, binding.table.name.clone(), subtask, rx, producers, sink));
             }
         }
+        for (name, descriptor, table, subtask, rx, producers, sink) in sinks {
+            let st = subtask.to_string();
+            let counters = Counters::new(metrics, "flowline_sink_rows_total", "flowline_sink_batches_total", &[("table", &table), ("subtask", &st)]);
+            let cp = ctx.register(format!("{name}#{subtask}"), descriptor);
+            let task = SinkTask { sink, rx, producers, counters, checkpoint: cp, stop: stop.clone(), name: format!("{name}#{subtask}") };
+            ctx.futures.push(Box::pin(task.run()));
+        }
+    }
+
+    let Ctx { blocking, futures, registry, .. } = ctx;
+    if let (Some(cfg), Some(c)) = (&state.checkpoint, coordinator.as_mut()) {
+        if let Some(r) = &cfg.restored {
+            registry.check(r, graph.parallelism, &cfg.store.location())?;
+        }
+        c.set_tasks(registry.tasks.clone(), graph.parallelism);
+    }
+    let coordinator = coordinator.map(|c| tokio::spawn(c.run()));
+    if state.checkpoint.as_ref().is_some_and(|c| c.restored.is_some()) {
+        failpoint::hit("restore");
+    }
+    let mut tasks: JoinSet<Result<()>> = JoinSet::new();
+    for t in blocking {
+        tasks.spawn_blocking(t);
+    }
+    for f in futures {
+        tasks.spawn(f);
     }
     let mut first_error = None;
     while let Some(res) = tasks.join_next().await {
         let res = res.map_err(|e| RuntimeError::Internal(format!("task panicked: {e}"))).and_then(|r| r);
         if let Err(e) = res {
-            stop.stop();
+            stop.abort();
             first_error.get_or_insert(e);
         }
+    }
+    if let Some(c) = coordinator {
+        c.abort();
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -176,28 +278,25 @@ pub async fn run_job(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSig
     Ok(JobOutput { collected })
 }
 
-fn create_sink(b: &TableBinding, subtask: usize, parallelism: usize, metrics: &MetricsRegistry) -> Result<Box<dyn Sink>> {
+fn create_sink(b: &TableBinding, subtask: usize, ctx: &Ctx) -> Result<Box<dyn Sink>> {
     let create = b.factory.sink.ok_or_else(|| RuntimeError::Internal(format!("{} has no sink", b.factory.name)))?;
-    let ctx = TaskContext { table: b.table.name.clone(), subtask, parallelism, metrics: metrics.clone() };
-    Ok(create(&b.table, &b.options, &ctx)?)
+    Ok(create(&b.table, &b.options, &ctx.task_context(&b.table.name, subtask))?)
 }
 
 /// Spawns `parallelism` subtasks of `node`, whose rows go to `target` by `route`.
 fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Result<()> {
     match node {
         Node::Source(branch) => {
+            ctx.sources += 1;
+            let table = &branch.source.table.name;
+            let op = format!("{}.source{}.{}", ctx.pipeline, ctx.sources, table);
             for subtask in 0..ctx.parallelism {
                 let output = target.output(subtask, route.clone());
                 let st = subtask.to_string();
-                let op = format!("{}.source.{}", ctx.pipeline, branch.source.table.name);
+                let checkpoint = ctx.register(format!("{op}#{subtask}"), format!("source {table} ({})", branch.source.factory.name));
                 let task = SourceTask {
                     branch: branch.clone(),
-                    ctx: TaskContext {
-                        table: branch.source.table.name.clone(),
-                        subtask,
-                        parallelism: ctx.parallelism,
-                        metrics: ctx.metrics.clone(),
-                    },
+                    ctx: ctx.task_context(table, subtask),
                     output,
                     stop: ctx.stop.clone(),
                     idle_timeout: ctx.idle_timeout,
@@ -205,14 +304,17 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                         ctx.metrics,
                         "flowline_source_rows_total",
                         "flowline_source_batches_total",
-                        &[("table", &branch.source.table.name), ("subtask", &st)],
+                        &[("table", table), ("subtask", &st)],
                     ),
                     chain_in: Counters::new(ctx.metrics, "flowline_operator_rows_in_total", "flowline_operator_batches_in_total", &[("operator", &op), ("subtask", &st)]),
                     chain_out: Counters::new(ctx.metrics, "flowline_operator_rows_out_total", "flowline_operator_batches_out_total", &[("operator", &op), ("subtask", &st)]),
-                    watermark: ctx.metrics.gauge("flowline_source_watermark_ms", "source watermark (ms since epoch)", &[("table", &branch.source.table.name), ("subtask", &st)]),
-                    operator: op,
+                    watermark: ctx.metrics.gauge("flowline_source_watermark_ms", "source watermark (ms since epoch)", &[("table", table), ("subtask", &st)]),
+                    operator: op.clone(),
+                    checkpoint,
+                    marks: (i64::MIN, i64::MIN),
+                    send_end: true,
                 };
-                ctx.tasks.spawn_blocking(move || task.run());
+                ctx.blocking.push(Box::new(move || task.run()));
             }
         }
         Node::Operator(op) => {
@@ -232,8 +334,9 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                 let operator = op.operator.create(&OperatorContext { subtask, keep_late: late.is_some() }).map_err(|source| {
                     RuntimeError::Operator { context: format!("creating operator {name}"), source }
                 })?;
-                let task = OperatorTask::new(op, operator, name.clone(), subtask, rx, producers, output, late, ctx);
-                ctx.tasks.spawn_blocking(move || task.run());
+                let checkpoint = ctx.register(format!("{name}#{subtask}"), format!("{:?}", op.operator));
+                let task = OperatorTask::new(op, operator, name.clone(), subtask, rx, producers, output, late, checkpoint, ctx);
+                ctx.blocking.push(Box::new(move || task.run()));
             }
         }
     }
@@ -251,6 +354,11 @@ struct SourceTask {
     chain_out: Counters,
     watermark: Gauge,
     operator: String,
+    checkpoint: Option<TaskCheckpoint>,
+    /// (watermark from the rows so far, watermark sent): part of the checkpointed position.
+    marks: (i64, i64),
+    /// False after a stop barrier or an abort: consumers must not take the input as complete.
+    send_end: bool,
 }
 
 impl SourceTask {
@@ -262,8 +370,10 @@ impl SourceTask {
 
     fn run(mut self) -> Result<()> {
         let res = self.pump();
-        // Whatever happened, tell the consumers this input is over (they may already be gone).
-        self.output.broadcast(Message::End);
+        // Tell the consumers this input is over (they may already be gone), unless it is not.
+        if self.send_end && !self.stop.is_aborted() {
+            self.output.broadcast(Message::End);
+        }
         res
     }
 
@@ -281,13 +391,62 @@ impl SourceTask {
         self.output.send_batch(out).map_err(|e| self.op_err(e))
     }
 
+    fn snapshot(&self, source: &mut dyn Source) -> Result<Vec<u8>> {
+        let position = source.snapshot()?;
+        Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), &position))
+    }
+
+    fn send_watermark(&mut self, w: i64) {
+        self.marks.1 = w;
+        self.watermark.set(w.max(0) as u64);
+        self.output.broadcast(Message::Watermark(w));
+    }
+
+    /// Takes a checkpoint if one was triggered since the last; `Some(stop)` when it did.
+    fn on_trigger(&mut self, source: &mut dyn Source, last: &mut u64) -> Result<Option<bool>> {
+        let Some(cp) = &self.checkpoint else { return Ok(None) };
+        let trigger = *cp.trigger.borrow();
+        let Some(barrier) = trigger.filter(|b| b.id > *last) else { return Ok(None) };
+        *last = barrier.id;
+        let started = Instant::now();
+        let state = self.snapshot(source)?;
+        cp.save(barrier.id, state, started.elapsed());
+        self.output.broadcast(Message::Barrier(barrier));
+        Ok(Some(barrier.stop))
+    }
+
     fn pump(&mut self) -> Result<()> {
         let mut source = self.create()?;
-        let mut watermark = i64::MIN;
-        let mut sent_watermark = i64::MIN;
+        if let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) {
+            let (header, position) = open_envelope(state)?;
+            source.restore(position)?;
+            self.marks = (header["watermark"].as_i64().unwrap_or(i64::MIN), header["sent"].as_i64().unwrap_or(i64::MIN));
+            if self.marks.1 > i64::MIN {
+                let w = self.marks.1;
+                self.send_watermark(w);
+            }
+        }
+        let mut last_trigger = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());
+        let mut completed = last_trigger;
         let mut last_input = Instant::now();
         let mut idle = false;
-        while !self.stop.is_stopped() {
+        loop {
+            if self.stop.is_aborted() || (self.checkpoint.is_none() && self.stop.is_stopped()) {
+                return Ok(());
+            }
+            if let Some(stop) = self.on_trigger(source.as_mut(), &mut last_trigger)? {
+                if stop {
+                    self.send_end = false;
+                    return Ok(());
+                }
+            }
+            if let Some(cp) = &self.checkpoint {
+                let done = *cp.completed.borrow();
+                if done > completed {
+                    completed = done;
+                    source.checkpoint_complete(done)?;
+                }
+            }
             match source.poll()? {
                 Poll::Batch(batch) => {
                     last_input = Instant::now();
@@ -301,17 +460,16 @@ impl SourceTask {
                         // Rows see the watermark of the rows before them, as if it were sent after
                         // every row: a row behind a watermark not yet sent splits the batch there.
                         for j in 0..rows {
-                            if times.is_valid(j) && times.value(j) <= watermark && watermark > sent_watermark {
+                            let (watermark, sent) = self.marks;
+                            if times.is_valid(j) && times.value(j) <= watermark && watermark > sent {
                                 if !self.forward(batch.slice(start, j - start))? {
                                     return Ok(());
                                 }
                                 start = j;
-                                sent_watermark = watermark;
-                                self.watermark.set(watermark.max(0) as u64);
-                                self.output.broadcast(Message::Watermark(watermark));
+                                self.send_watermark(watermark);
                             }
                             if marks.is_valid(j) {
-                                watermark = watermark.max(marks.value(j));
+                                self.marks.0 = self.marks.0.max(marks.value(j));
                             }
                         }
                     }
@@ -319,21 +477,20 @@ impl SourceTask {
                         return Ok(()); // the consumers are gone: the job is failing elsewhere
                     }
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
-                        watermark = now_millis() - 1;
+                        self.marks.0 = now_millis() - 1;
                     }
-                    if watermark > sent_watermark {
-                        sent_watermark = watermark;
-                        self.watermark.set(watermark.max(0) as u64);
-                        self.output.broadcast(Message::Watermark(watermark));
+                    if self.marks.0 > self.marks.1 {
+                        let w = self.marks.0;
+                        self.send_watermark(w);
                     }
                 }
                 Poll::Pending(wait) => {
                     // Processing time passes while nothing arrives.
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
                         let now = now_millis() - 1;
-                        if now > sent_watermark {
-                            sent_watermark = now;
-                            self.output.broadcast(Message::Watermark(now));
+                        if now > self.marks.1 {
+                            self.marks.0 = now;
+                            self.send_watermark(now);
                         }
                     }
                     if let Some(timeout) = self.idle_timeout {
@@ -344,10 +501,16 @@ impl SourceTask {
                     }
                     std::thread::sleep(wait.min(STOP_CHECK_INTERVAL))
                 }
-                Poll::End => return Ok(()),
+                Poll::End => {
+                    if let Some(cp) = &self.checkpoint {
+                        // Later checkpoints record this source at its end.
+                        let state = self.snapshot(source.as_mut())?;
+                        drop(cp.finished(state));
+                    }
+                    return Ok(());
+                }
             }
         }
-        Ok(())
     }
 }
 
@@ -393,6 +556,10 @@ struct OperatorTask {
     state_bytes: Gauge,
     open_windows: Gauge,
     watermark_gauge: Gauge,
+    aligner: Aligner,
+    checkpoint: Option<TaskCheckpoint>,
+    /// A stop barrier passed: exit without flushing or sending `End`.
+    stopped: bool,
 }
 
 impl OperatorTask {
@@ -406,6 +573,7 @@ impl OperatorTask {
         producers: usize,
         output: Output,
         late: Option<Output>,
+        checkpoint: Option<TaskCheckpoint>,
         ctx: &Ctx,
     ) -> Self {
         let st = subtask.to_string();
@@ -428,6 +596,9 @@ impl OperatorTask {
             state_bytes: m.gauge("flowline_operator_state_bytes", "bytes of operator state (open windows)", &labels),
             open_windows: m.gauge("flowline_operator_open_windows", "windows or sessions open", &labels),
             watermark_gauge: m.gauge("flowline_operator_watermark_ms", "operator input watermark (ms since epoch)", &labels),
+            aligner: Aligner::new(producers, checkpoint.as_ref().is_none_or(|c| c.exactly_once)),
+            checkpoint,
+            stopped: false,
             name,
         }
     }
@@ -438,58 +609,122 @@ impl OperatorTask {
 
     fn run(mut self) -> Result<()> {
         let res = self.pump();
-        self.output.broadcast(Message::End);
-        if let Some(late) = &mut self.late {
-            late.broadcast(Message::End);
+        if !self.stopped {
+            self.output.broadcast(Message::End);
+            if let Some(late) = &mut self.late {
+                late.broadcast(Message::End);
+            }
         }
         res
     }
 
+    fn restore(&mut self) -> Result<()> {
+        let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) else { return Ok(()) };
+        let (header, payload) = open_envelope(state)?;
+        self.operator.restore(payload).map_err(|e| self.err(e))?;
+        for (input, w) in self.inputs.iter_mut().zip(header["inputs"].as_array().into_iter().flatten()) {
+            input.0 = w.as_i64().unwrap_or(i64::MIN);
+        }
+        let w = header["watermark"].as_i64().unwrap_or(i64::MIN);
+        if w > i64::MIN {
+            // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
+            self.watermark = w;
+            let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
+            self.emit(out)?;
+            self.output.broadcast(Message::Watermark(w));
+        }
+        self.publish_state();
+        Ok(())
+    }
+
+    fn on_barrier(&mut self, barrier: Barrier) -> Result<()> {
+        let Some(cp) = &self.checkpoint else { return Ok(()) };
+        let started = Instant::now();
+        let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
+        let inputs: Vec<i64> = self.inputs.iter().map(|(w, _)| *w).collect();
+        let state = envelope(serde_json::json!({"watermark": self.watermark, "inputs": inputs}), &payload);
+        cp.save(barrier.id, state, started.elapsed());
+        self.output.broadcast(Message::Barrier(barrier));
+        if let Some(late) = &self.late {
+            late.broadcast(Message::Barrier(barrier));
+        }
+        self.stopped = barrier.stop;
+        Ok(())
+    }
+
     fn pump(&mut self) -> Result<()> {
         let mut ended = 0;
+        self.restore()?;
         if self.inputs.is_empty() {
             return self.finish();
         }
-        while let Some(Envelope { from, msg }) = self.rx.blocking_recv() {
-            match msg {
-                Message::Batch(batch) => {
-                    self.inputs[from].1 = InputState::Active;
-                    self.rows_in.add(&batch);
-                    let out = self.operator.on_batch(batch).map_err(|e| self.err(e))?;
-                    if !self.emit(out)? {
-                        return Ok(());
+        let mut steps = Vec::new();
+        loop {
+            let env = match self.aligner.next_pending() {
+                Some(e) => e,
+                None => match self.rx.blocking_recv() {
+                    Some(e) => e,
+                    // Every producer gone without End: an upstream task failed, or a stop
+                    // barrier passed; stop without flushing.
+                    None => return Ok(()),
+                },
+            };
+            self.aligner.accept(env, &mut steps);
+            for step in steps.drain(..) {
+                let Envelope { from, msg } = match step {
+                    Step::Deliver(e) => e,
+                    Step::Aligned(b) => {
+                        self.on_barrier(b)?;
+                        if self.stopped {
+                            return Ok(());
+                        }
+                        continue;
                     }
-                    self.route_late()?;
+                    Step::Decline(id) => {
+                        if let Some(cp) = &self.checkpoint {
+                            cp.decline(id, format!("operator {}: barrier alignment buffered more than its limit", self.name));
+                        }
+                        continue;
+                    }
+                };
+                match msg {
+                    Message::Batch(batch) => {
+                        self.inputs[from].1 = InputState::Active;
+                        self.rows_in.add(&batch);
+                        let out = self.operator.on_batch(batch).map_err(|e| self.err(e))?;
+                        if !self.emit(out)? {
+                            return Ok(());
+                        }
+                        self.route_late()?;
+                    }
+                    Message::Watermark(ts) => {
+                        let input = &mut self.inputs[from];
+                        input.0 = input.0.max(ts);
+                        input.1 = InputState::Active;
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::Idle => {
+                        self.inputs[from].1 = InputState::Idle;
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::End => {
+                        self.inputs[from].1 = InputState::Ended;
+                        ended += 1;
+                        if ended == self.inputs.len() {
+                            return self.finish();
+                        }
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::Barrier(_) => {}
                 }
-                Message::Watermark(ts) => {
-                    let input = &mut self.inputs[from];
-                    input.0 = input.0.max(ts);
-                    input.1 = InputState::Active;
-                    if !self.advance()? {
-                        return Ok(());
-                    }
-                }
-                Message::Idle => {
-                    self.inputs[from].1 = InputState::Idle;
-                    if !self.advance()? {
-                        return Ok(());
-                    }
-                }
-                Message::End => {
-                    self.inputs[from].1 = InputState::Ended;
-                    ended += 1;
-                    if ended == self.inputs.len() {
-                        return self.finish();
-                    }
-                    if !self.advance()? {
-                        return Ok(());
-                    }
-                }
-                Message::Barrier(_) => {}
             }
         }
-        // Every producer gone without End: an upstream task failed; stop without flushing.
-        Ok(())
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -497,6 +732,11 @@ impl OperatorTask {
         self.emit(out)?;
         self.route_late()?;
         self.publish_state();
+        if let Some(cp) = &self.checkpoint {
+            // Everything is emitted: later checkpoints record this operator as empty.
+            let state = envelope(serde_json::json!({"watermark": i64::MIN, "inputs": []}), &[]);
+            drop(cp.finished(state));
+        }
         Ok(())
     }
 
@@ -583,49 +823,139 @@ fn conform_by_name(batch: &RecordBatch, schema: &SchemaRef) -> datafusion::error
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
-async fn sink_task(
-    mut sink: Box<dyn Sink>,
-    mut rx: mpsc::Receiver<Envelope>,
+struct SinkTask {
+    sink: Box<dyn Sink>,
+    rx: mpsc::Receiver<Envelope>,
     producers: usize,
     counters: Counters,
-) -> Result<()> {
-    let mut ended = 0;
-    if producers == 0 {
-        tokio::task::block_in_place(|| sink.finish())?;
-        return Ok(());
-    }
-    let mut timer = sink.timer_interval().map(|d| {
-        let mut t = tokio::time::interval(d);
-        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        t
-    });
-    loop {
-        let msg = match timer.as_mut() {
-            Some(t) => tokio::select! {
-                m = rx.recv() => m,
-                _ = t.tick() => {
-                    tokio::task::block_in_place(|| sink.on_timer())?;
-                    continue;
-                }
-            },
-            None => rx.recv().await,
-        };
-        match msg.map(|e| e.msg) {
-            Some(Message::Batch(batch)) => {
-                counters.add(&batch);
-                tokio::task::block_in_place(|| sink.write(batch))?;
-            }
-            Some(Message::End) => {
-                ended += 1;
-                if ended == producers {
-                    tokio::task::block_in_place(|| sink.finish())?;
-                    return Ok(());
-                }
-            }
-            Some(Message::Watermark(_)) | Some(Message::Barrier(_)) | Some(Message::Idle) => {}
-            // Every sender gone without End: an upstream task failed; drop the sink unfinished.
-            None => return Ok(()),
+    checkpoint: Option<TaskCheckpoint>,
+    stop: StopSignal,
+    name: String,
+}
+
+impl SinkTask {
+    async fn run(mut self) -> Result<()> {
+        if let Some(cp) = &self.checkpoint {
+            // Publish what the restored checkpoint covers; remove what none does.
+            let (id, committables) = match cp.restored() {
+                Some((id, state)) => (id, open_envelope(state)?.1.to_vec()),
+                None => (cp.restored_id(), Vec::new()),
+            };
+            tokio::task::block_in_place(|| self.sink.restore(id, &committables))?;
         }
+        let res = self.pump().await;
+        if res.is_err() {
+            self.stop.abort();
+        }
+        res
+    }
+
+    /// Flushes for checkpoint `id` and hands the committables to the checkpoint.
+    fn pre_commit(&mut self, id: u64) -> Result<Vec<u8>> {
+        let committables = tokio::task::block_in_place(|| self.sink.pre_commit(id))?;
+        Ok(envelope(serde_json::json!({}), &committables))
+    }
+
+    /// Waits until checkpoint `id` (or a later one) is complete, then commits; false if the
+    /// job was aborted first.
+    async fn commit_when_complete(&mut self, mut completed: tokio::sync::watch::Receiver<u64>, id: u64) -> Result<bool> {
+        loop {
+            let done = *completed.borrow_and_update();
+            if done >= id {
+                tokio::task::block_in_place(|| self.sink.commit(done))?;
+                return Ok(true);
+            }
+            if self.stop.is_aborted() {
+                return Ok(false);
+            }
+            let _ = tokio::time::timeout(STOP_CHECK_INTERVAL, completed.changed()).await;
+        }
+    }
+
+    async fn pump(&mut self) -> Result<()> {
+        let mut ended = 0;
+        let mut last_barrier = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());
+        if self.producers == 0 {
+            return self.finish(last_barrier).await;
+        }
+        let mut aligner = Aligner::new(self.producers, self.checkpoint.as_ref().is_none_or(|c| c.exactly_once));
+        let mut timer = self.sink.timer_interval().map(|d| {
+            let mut t = tokio::time::interval(d);
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            t
+        });
+        let mut completed = self.checkpoint.as_ref().map(|c| c.completed.clone());
+        let mut steps = Vec::new();
+        loop {
+            let env = match aligner.next_pending() {
+                Some(e) => Some(e),
+                None => tokio::select! {
+                    m = self.rx.recv() => m,
+                    _ = async { timer.as_mut().expect("guarded").tick().await }, if timer.is_some() => {
+                        tokio::task::block_in_place(|| self.sink.on_timer())?;
+                        continue;
+                    }
+                    _ = async { completed.as_mut().expect("guarded").changed().await }, if completed.is_some() => {
+                        let done = *completed.as_mut().expect("guarded").borrow_and_update();
+                        tokio::task::block_in_place(|| self.sink.commit(done))?;
+                        continue;
+                    }
+                },
+            };
+            // Every sender gone without End: an upstream task failed; drop the sink unfinished.
+            let Some(env) = env else { return Ok(()) };
+            aligner.accept(env, &mut steps);
+            for step in std::mem::take(&mut steps) {
+                match step {
+                    Step::Aligned(b) => {
+                        last_barrier = b.id;
+                        if let Some(cp) = self.checkpoint.clone() {
+                            let started = Instant::now();
+                            let state = self.pre_commit(b.id)?;
+                            cp.save(b.id, state, started.elapsed());
+                            if b.stop {
+                                self.commit_when_complete(cp.completed.clone(), b.id).await?;
+                                return Ok(());
+                            }
+                        }
+                    }
+                    Step::Decline(id) => {
+                        if let Some(cp) = &self.checkpoint {
+                            cp.decline(id, format!("sink {}: barrier alignment buffered more than its limit", self.name));
+                        }
+                    }
+                    Step::Deliver(Envelope { msg: Message::Batch(batch), .. }) => {
+                        self.counters.add(&batch);
+                        tokio::task::block_in_place(|| self.sink.write(batch))?;
+                    }
+                    Step::Deliver(Envelope { msg: Message::End, .. }) => {
+                        ended += 1;
+                        if ended == self.producers {
+                            return self.finish(last_barrier).await;
+                        }
+                    }
+                    Step::Deliver(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The input is complete. Without checkpoints: finish (publish). With them: pre-commit the
+    /// rest, and publish once a checkpoint that records it is complete.
+    async fn finish(&mut self, last_barrier: u64) -> Result<()> {
+        let Some(cp) = self.checkpoint.clone() else {
+            return Ok(tokio::task::block_in_place(|| self.sink.finish())?);
+        };
+        let state = self.pre_commit(last_barrier + 1)?;
+        let done = cp.finished(state);
+        let id = tokio::select! {
+            id = done => id.ok(),
+            _ = async { while !self.stop.is_aborted() { tokio::time::sleep(STOP_CHECK_INTERVAL).await } } => None,
+        };
+        if let Some(id) = id {
+            tokio::task::block_in_place(|| self.sink.commit(id))?;
+        }
+        Ok(())
     }
 }
 

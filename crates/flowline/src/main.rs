@@ -28,9 +28,24 @@ enum Command {
         /// Subtasks per operator (overrides SET 'parallelism.default'; default: number of cores)
         #[arg(long, short = 'p')]
         parallelism: Option<usize>,
-        /// Serve /metrics and /healthz on this address while running, e.g. 127.0.0.1:9249
+        /// Serve /metrics, /healthz and HTTP ingest (POST /v1/ingest/{table}) on this address
+        /// while running, e.g. 127.0.0.1:9249
         #[arg(long)]
         http: Option<String>,
+        /// Where the job keeps checkpoints and write-ahead logs
+        /// (default: .flowline/<pipeline name>/ next to the pipeline)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Discard existing checkpoints and start from the beginning
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// Stop a running pipeline cleanly: it takes a final checkpoint and exits
+    Stop {
+        pipeline: PathBuf,
+        /// The state directory the pipeline runs with (default as for `run`)
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// Run a batch SQL query over tables declared in a script or over files, and print the result
     Query {
@@ -92,7 +107,11 @@ fn describe(e: &anyhow::Error) -> String {
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run { pipeline, parallelism, http } => run(&pipeline, parallelism, http.as_deref()).await,
+        Command::Run { pipeline, parallelism, http, state_dir, fresh } => {
+            let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&pipeline));
+            run(&pipeline, parallelism, http.as_deref(), &state_dir, fresh).await
+        }
+        Command::Stop { pipeline, state_dir } => stop(&state_dir.unwrap_or_else(|| default_state_dir(&pipeline))),
         Command::Query { sql, init, format } => query::run(&sql, init.as_deref(), &format).await,
         Command::Explain { pipeline, verbose, parallelism } => {
             let text = read_script(&pipeline)?;
@@ -108,10 +127,43 @@ fn read_script(path: &std::path::Path) -> Result<String> {
     std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }
 
-async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Option<&str>) -> Result<()> {
+/// `.flowline/<pipeline file stem>/` next to the pipeline.
+fn default_state_dir(pipeline: &std::path::Path) -> PathBuf {
+    let stem = pipeline.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+    pipeline.parent().unwrap_or(std::path::Path::new(".")).join(".flowline").join(stem)
+}
+
+const PID_FILE: &str = "pid";
+
+/// Sends SIGTERM to the pipeline running with `state_dir`.
+fn stop(state_dir: &std::path::Path) -> Result<()> {
+    let pid_file = state_dir.join(PID_FILE);
+    let pid = std::fs::read_to_string(&pid_file).with_context(|| format!("no running pipeline recorded in {}", pid_file.display()))?;
+    let pid = pid.trim();
+    let status = std::process::Command::new("kill").args(["-TERM", pid]).status().context("cannot run kill")?;
+    anyhow::ensure!(status.success(), "process {pid} (from {}) is not running", pid_file.display());
+    eprintln!("flowline: asked process {pid} to stop (it takes a final checkpoint first)");
+    Ok(())
+}
+
+async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Option<&str>, state_dir: &std::path::Path, fresh: bool) -> Result<()> {
     let started = Instant::now();
     let text = read_script(pipeline)?;
     let graph = flowline_planner::plan_script(&text, parallelism).await.with_context(|| format!("in {}", pipeline.display()))?;
+    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, state_dir, fresh)?;
+    if let Some(r) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
+        if r.manifest.finished {
+            eprintln!(
+                "flowline: the pipeline already finished (checkpoint {} in {}); nothing to do. Run with --fresh to run it again.",
+                r.manifest.id,
+                checkpoint.as_ref().map(|c| c.store.location()).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        eprintln!("flowline: resuming from checkpoint {}", r.manifest.id);
+    }
+    let _ = std::fs::write(state_dir.join(PID_FILE), std::process::id().to_string());
     let metrics = MetricsRegistry::new();
     if let Some(addr) = http {
         let bound = flowline_server::serve(addr, metrics.clone()).await?;
@@ -120,7 +172,10 @@ async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Optio
     let stop = StopSignal::new();
     spawn_signal_handler(stop.clone());
     eprintln!("flowline: running {} pipeline(s) with parallelism {}", graph.pipelines.len(), graph.parallelism);
-    flowline_runtime::run_job(&graph, &metrics, &stop).await?;
+    let state = flowline_runtime::JobState { dir: Some(state_dir.to_path_buf()), checkpoint };
+    let res = flowline_runtime::run_job_with_state(&graph, &metrics, &stop, state).await;
+    let _ = std::fs::remove_file(state_dir.join(PID_FILE));
+    res?;
     eprintln!(
         "flowline: {} in {:.2?}: read {} rows, wrote {} rows",
         if stop.is_stopped() { "stopped" } else { "finished" },
@@ -147,7 +202,7 @@ fn spawn_signal_handler(stop: StopSignal) {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
-        eprintln!("flowline: stopping (finishing open files)...");
+        eprintln!("flowline: stopping...");
         stop.stop();
     });
 }

@@ -145,6 +145,7 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         batch_rows: (rate as usize / 10).clamp(1, BATCH_ROWS_MAX),
         started: None,
         emitted: 0,
+        paced_from: 0,
         rng: SplitMix64::new(seed),
         scratch: Vec::new(),
     }))
@@ -158,6 +159,8 @@ struct DatagenSource {
     batch_rows: usize,
     started: Option<Instant>,
     emitted: u64,
+    /// `emitted` when this run started (pacing counts from there after a restore).
+    paced_from: u64,
     rng: SplitMix64,
     scratch: Vec<u8>,
 }
@@ -170,8 +173,9 @@ impl Source for DatagenSource {
         }
         // Pace to `rate` rows per second since the start.
         let due = (started.elapsed().as_secs_f64() * self.rate as f64) as u64;
-        if self.emitted >= due + self.batch_rows as u64 {
-            let ahead = (self.emitted - due) as f64 / self.rate as f64;
+        let emitted = self.emitted - self.paced_from;
+        if emitted >= due + self.batch_rows as u64 {
+            let ahead = (emitted - due) as f64 / self.rate as f64;
             return Ok(Poll::Pending(Duration::from_secs_f64(ahead.min(0.1))));
         }
         let n = self.rows_left.map_or(self.batch_rows, |l| (l as usize).min(self.batch_rows));
@@ -189,6 +193,29 @@ impl Source for DatagenSource {
         // With no column projected (e.g. only PROCTIME() is used) the batch still has n rows.
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
         Ok(Poll::Batch(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?))
+    }
+
+    /// Rows emitted, rows left, the random generator's state and each sequence's next value:
+    /// the rows after a restore are the ones the failed run would have produced next.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let sequences: Vec<Option<i64>> = self.gens.iter().map(|g| match g { FieldGen::Sequence { next, .. } => Some(*next), _ => None }).collect();
+        let v = serde_json::json!({"emitted": self.emitted, "rows_left": self.rows_left, "rng": self.rng.state(), "sequences": sequences});
+        Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let v: serde_json::Value = serde_json::from_slice(position)
+            .map_err(|e| ConnectorError::config("datagen", format!("the checkpointed position is not valid: {e}")))?;
+        self.emitted = v["emitted"].as_u64().unwrap_or(0);
+        self.paced_from = self.emitted;
+        self.rows_left = v["rows_left"].as_u64();
+        self.rng = SplitMix64::new(v["rng"].as_u64().unwrap_or(0));
+        for (g, s) in self.gens.iter_mut().zip(v["sequences"].as_array().into_iter().flatten()) {
+            if let (FieldGen::Sequence { next, .. }, Some(n)) = (g, s.as_i64()) {
+                *next = n;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,11 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         rollover: opt(table, o.duration("sink.rolling-policy.rollover-interval"))?
             .unwrap_or(Duration::from_millis(SINK_ROLLOVER_INTERVAL_DEFAULT_MS)),
         check_interval: opt(table, o.duration("sink.rolling-policy.check-interval"))?.unwrap_or(CHECK_INTERVAL_DEFAULT),
-        run_id: uuid::Uuid::new_v4().to_string(),
+        run_id: ctx.job.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        two_phase: ctx.job.is_some(),
+        epoch: 1,
+        closed: Vec::new(),
+        pending: Vec::new(),
         subtask: ctx.subtask,
         counter: 0,
         open: HashMap::new(),
@@ -74,7 +78,16 @@ struct FileSink {
     file_size_max: u64,
     rollover: Duration,
     check_interval: Duration,
+    /// The job id with checkpointing (stable across restarts), else a fresh id per run.
     run_id: String,
+    /// Exactly-once: closed files stay in progress until their checkpoint completes.
+    two_phase: bool,
+    /// The checkpoint the files being written now belong to (named with it).
+    epoch: u64,
+    /// Closed files not yet handed to a checkpoint: (in-progress path, final path).
+    closed: Vec<(PathBuf, PathBuf)>,
+    /// Files pre-committed with checkpoint `id`, waiting for it to complete.
+    pending: Vec<(u64, Vec<(PathBuf, PathBuf)>)>,
     subtask: usize,
     counter: u64,
     /// Open file per partition directory ("" when unpartitioned).
@@ -90,7 +103,11 @@ impl FileSink {
     fn open_part(&mut self, dir: &str) -> Result<OpenPart> {
         let dir_path = self.root.join(dir);
         std::fs::create_dir_all(&dir_path).map_err(|e| self.io(&dir_path, e))?;
-        let name = format!("part-{}-{}-{}{}", self.run_id, self.subtask, self.counter, extension(&self.format));
+        let name = if self.two_phase {
+            format!("part-{}-{}-{}-{}{}", self.run_id, self.subtask, self.epoch, self.counter, extension(&self.format))
+        } else {
+            format!("part-{}-{}-{}{}", self.run_id, self.subtask, self.counter, extension(&self.format))
+        };
         self.counter += 1;
         let in_progress = dir_path.join(format!(".{name}.inprogress"));
         let final_path = dir_path.join(name);
@@ -100,10 +117,56 @@ impl FileSink {
         Ok(OpenPart { writer, in_progress, final_path, opened: Instant::now(), last_write: 0 })
     }
 
-    fn close_part(&self, part: OpenPart) -> Result<()> {
+    fn close_part(&mut self, part: OpenPart) -> Result<()> {
         let OpenPart { writer, in_progress, final_path, .. } = part;
         writer.finish().map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
+        if self.two_phase {
+            self.closed.push((in_progress, final_path));
+            return Ok(());
+        }
         std::fs::rename(&in_progress, &final_path).map_err(|e| self.io(&final_path, e))
+    }
+
+    /// Publishes a pre-committed file. Already published (a second commit of the same
+    /// checkpoint, or a restore after the commit): nothing to do.
+    fn publish(&self, in_progress: &Path, final_path: &Path) -> Result<()> {
+        match std::fs::rename(in_progress, final_path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && final_path.exists() => Ok(()),
+            Err(e) => Err(self.io(final_path, e)),
+        }
+    }
+
+    /// Removes what no complete checkpoint covers: this subtask's in-progress files, and its
+    /// published files of checkpoints after `restored` (published by a checkpoint whose
+    /// manifest was later found damaged; the replay writes those rows again).
+    fn clean_up(&self, restored: u64) -> Result<()> {
+        let prefix = format!("part-{}-{}-", self.run_id, self.subtask);
+        let mut dirs = vec![self.root.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| self.io(&dir, e))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| self.io(&dir, e))?;
+                let path = entry.path();
+                if entry.file_type().map_err(|e| self.io(&path, e))?.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let orphan = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".inprogress")) {
+                    Some(n) => n.starts_with(&prefix),
+                    None => name
+                        .strip_prefix(&prefix)
+                        .and_then(|rest| rest.split('-').next())
+                        .and_then(|epoch| epoch.parse::<u64>().ok())
+                        .is_some_and(|epoch| epoch > restored),
+                };
+                if orphan {
+                    std::fs::remove_file(&path).map_err(|e| self.io(&path, e))?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn write_part(&mut self, dir: String, batch: &RecordBatch) -> Result<()> {
@@ -170,6 +233,50 @@ fn escape_partition(v: &str, out: &mut String) {
 }
 
 impl Sink for FileSink {
+    fn exactly_once(&self) -> bool {
+        self.two_phase
+    }
+
+    fn pre_commit(&mut self, id: u64) -> Result<Vec<u8>> {
+        let parts: Vec<OpenPart> = self.open.drain().map(|(_, p)| p).collect();
+        for p in parts {
+            self.close_part(p)?;
+        }
+        let closed = std::mem::take(&mut self.closed);
+        if !closed.is_empty() {
+            self.pending.push((id, closed));
+        }
+        self.epoch = id + 1;
+        let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
+        let files: Vec<[String; 2]> = self.pending.iter().flat_map(|(_, f)| f).map(|(a, b)| [rel(a), rel(b)]).collect();
+        Ok(serde_json::to_vec(&files).expect("JSON values serialize"))
+    }
+
+    fn commit(&mut self, id: u64) -> Result<()> {
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(e, _)| *e <= id);
+        self.pending = later;
+        for (i, (a, b)) in due.iter().flat_map(|(_, f)| f).enumerate() {
+            if i == 1 {
+                flowline_common::failpoint::hit("sink.mid-commit");
+            }
+            self.publish(a, b)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, id: u64, committables: &[u8]) -> Result<()> {
+        if !committables.is_empty() {
+            let files: Vec<[String; 2]> = serde_json::from_slice(committables)
+                .map_err(|e| ConnectorError::config(&self.table, format!("the checkpoint's list of files to commit is not valid: {e}")))?;
+            for [a, b] in files {
+                self.publish(&self.root.join(a), &self.root.join(b))?;
+            }
+        }
+        self.clean_up(id)?;
+        self.epoch = id + 1;
+        Ok(())
+    }
+
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());

@@ -47,6 +47,7 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         out_schema,
         default_partition: o.get("partition.default-name").unwrap_or(DEFAULT_PARTITION_NAME).to_string(),
         current: None,
+        done: Vec::new(),
         parse_errors: ctx.counter("flowline_source_parse_errors_total", "rows skipped because they could not be parsed"),
         ignore_key,
     }))
@@ -96,6 +97,8 @@ struct OpenFile {
     /// Partition column values of this file, from its `k=v` directories.
     partition: Vec<(String, Option<String>)>,
     skipped_reported: u64,
+    /// Bytes (line formats) or rows (Parquet) of the file behind the rows returned so far.
+    consumed: u64,
 }
 
 struct FileSource {
@@ -107,6 +110,8 @@ struct FileSource {
     out_schema: SchemaRef,
     default_partition: String,
     current: Option<OpenFile>,
+    /// Files read to the end, for the checkpointed position.
+    done: Vec<PathBuf>,
     parse_errors: Counter,
     ignore_key: String,
 }
@@ -141,7 +146,7 @@ impl FileSource {
             }
         };
         let partition = partition_values(&self.root, &path, &self.default_partition);
-        Ok(OpenFile { path, reader, partition, skipped_reported: 0 })
+        Ok(OpenFile { path, reader, partition, skipped_reported: 0, consumed: 0 })
     }
 
     /// Reads the next batch of the open file; `None` at its end.
@@ -153,10 +158,9 @@ impl FileSource {
         loop {
             match &mut open.reader {
                 Reader::Parquet(r) => {
-                    return r
-                        .next()
-                        .transpose()
-                        .map_err(|source| ConnectorError::Format { table: table.clone(), path: path.clone(), source });
+                    let batch = r.next().transpose().map_err(|source| ConnectorError::Format { table: table.clone(), path: path.clone(), source })?;
+                    open.consumed += batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+                    return Ok(batch);
                 }
                 Reader::Lines { file, decoder, carry, eof } => {
                     if *eof && carry.is_empty() {
@@ -187,6 +191,7 @@ impl FileSource {
                     if chunk.is_empty() {
                         continue;
                     }
+                    open.consumed += chunk.len() as u64;
                     let batch = decoder.decode_chunk(&chunk).map_err(|e| ConnectorError::Decode {
                         table: table.clone(),
                         path: path.clone(),
@@ -286,8 +291,61 @@ impl Source for FileSource {
                     let partition = self.current.as_ref().map(|c| c.partition.clone()).unwrap_or_default();
                     return Ok(Poll::Batch(self.complete(batch, &partition)?));
                 }
-                None => self.current = None,
+                None => {
+                    if let Some(done) = self.current.take() {
+                        self.done.push(done.path);
+                    }
+                }
             }
         }
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let path = |p: &Path| serde_json::Value::String(p.to_string_lossy().into_owned());
+        let v = serde_json::json!({
+            "done": self.done.iter().map(|p| path(p)).collect::<Vec<_>>(),
+            "current": self.current.as_ref().map(|c| path(&c.path)),
+            "offset": self.current.as_ref().map_or(0, |c| c.consumed),
+        });
+        Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let table = self.table.clone();
+        let bad = |why: String| ConnectorError::config(&table, format!("cannot resume from the checkpointed position: {why}"));
+        let v: serde_json::Value = serde_json::from_slice(position).map_err(|e| bad(e.to_string()))?;
+        let done: Vec<PathBuf> = v["done"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(PathBuf::from).collect();
+        self.files.retain(|f| !done.contains(f));
+        self.done = done;
+        if let Some(current) = v["current"].as_str().map(PathBuf::from) {
+            let Some(i) = self.files.iter().position(|f| *f == current) else {
+                return Err(bad(format!("the file {} it was reading is gone", current.display())));
+            };
+            self.files.remove(i);
+            let offset = v["offset"].as_u64().unwrap_or(0);
+            let mut open = self.open(current)?;
+            let path = open.path.clone();
+            match &mut open.reader {
+                Reader::Lines { file, .. } => {
+                    use std::io::Seek;
+                    file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| ConnectorError::Io { table: table.clone(), path, source: e })?;
+                    open.consumed = offset;
+                    self.current = Some(open);
+                }
+                Reader::Parquet(_) => {
+                    // Skip the rows already returned (the reader's batches are the same as then).
+                    self.current = Some(open);
+                    while self.current.as_ref().is_some_and(|c| c.consumed < offset) {
+                        if self.read()?.is_none() {
+                            break;
+                        }
+                    }
+                    if self.current.as_ref().is_some_and(|c| c.consumed != offset) {
+                        return Err(bad(format!("the Parquet file no longer has row {offset} at a batch boundary")));
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 }

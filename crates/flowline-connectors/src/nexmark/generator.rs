@@ -209,6 +209,15 @@ impl NexmarkGenerator {
         self.subtask + k * self.parallelism
     }
 
+    /// Events produced so far (the checkpointed position).
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    pub fn set_produced(&mut self, produced: u64) {
+        self.produced = produced;
+    }
+
     pub fn exhausted(&self) -> bool {
         self.c.events_num.is_some_and(|n| self.event_number(self.produced) >= n)
     }

@@ -1,0 +1,609 @@
+//! Checkpoints: the coordinator, each task's handle on it, and barrier alignment.
+//!
+//! ```text
+//!  coordinator ──trigger(n)──▶ sources: record position, send Barrier(n) downstream
+//!  operator: Barrier(n) from every input (inputs that delivered it wait: alignment)
+//!            ─▶ snapshot state ─▶ forward Barrier(n)
+//!  sink:     aligned Barrier(n) ─▶ pre-commit (flush files to in-progress names)
+//!  every task ──state──▶ store (a writer thread) ──ack──▶ coordinator
+//!  coordinator: all acked ─▶ manifest n ─▶ completed = n ─▶ sinks commit (publish files)
+//! ```
+//!
+//! A task whose input is exhausted reports `Finished` with its final state; later checkpoints
+//! use that state for it, and a sink that finished learns from the reply which checkpoint made
+//! its last files safe to publish. When every task has finished, a final checkpoint is taken
+//! (its manifest says `finished`), so running a finished pipeline again does nothing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
+use flowline_state::{Checkpoints, Manifest, Restored, TaskEntry};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::exchange::Envelope;
+use crate::{RuntimeError, StopSignal};
+
+/// How the job checkpoints (from `SET` options and the command line).
+pub struct CheckpointConfig {
+    pub interval: Duration,
+    /// EXACTLY_ONCE aligns barriers; AT_LEAST_ONCE lets rows from inputs that delivered the
+    /// barrier through before the snapshot (they may be processed again after a restore).
+    pub exactly_once: bool,
+    pub timeout: Duration,
+    pub retained: usize,
+    pub store: Checkpoints,
+    pub job: String,
+    /// The checkpoint to resume from.
+    pub restored: Option<Restored>,
+}
+
+pub(crate) enum Report {
+    Ack { id: u64, key: String, bytes: u64, pause: Duration },
+    Decline { id: u64, key: String, reason: String },
+    Finished { key: String, state: Vec<u8>, reply: Option<oneshot::Sender<u64>> },
+}
+
+/// A task's handle on the checkpoint machinery.
+#[derive(Clone)]
+pub(crate) struct TaskCheckpoint {
+    pub key: String,
+    reports: mpsc::UnboundedSender<Report>,
+    pub trigger: watch::Receiver<Option<Barrier>>,
+    pub completed: watch::Receiver<u64>,
+    store: Checkpoints,
+    pub exactly_once: bool,
+    restored: Option<Arc<(u64, BTreeMap<String, Vec<u8>>)>>,
+}
+
+impl TaskCheckpoint {
+    /// This task's state in the checkpoint the job resumes from: (checkpoint id, bytes).
+    pub fn restored(&self) -> Option<(u64, &[u8])> {
+        let r = self.restored.as_ref()?;
+        r.1.get(&self.key).map(|s| (r.0, s.as_slice()))
+    }
+
+    pub fn restored_id(&self) -> u64 {
+        self.restored.as_ref().map_or(0, |r| r.0)
+    }
+
+    /// Writes the state on a background thread, then acknowledges the checkpoint; `pause` is
+    /// how long the task stopped processing to take it.
+    pub fn save(&self, id: u64, state: Vec<u8>, pause: Duration) {
+        let (store, reports, key) = (self.store.clone(), self.reports.clone(), self.key.clone());
+        std::thread::spawn(move || {
+            let report = match store.put_task(id, &key, state) {
+                Ok(bytes) => Report::Ack { id, key, bytes, pause },
+                Err(e) => Report::Decline { id, key, reason: e.to_string() },
+            };
+            let _ = reports.send(report);
+        });
+    }
+
+    pub fn decline(&self, id: u64, reason: String) {
+        let _ = self.reports.send(Report::Decline { id, key: self.key.clone(), reason });
+    }
+
+    /// The task has finished; `state` stands for it in later checkpoints. The receiver yields
+    /// the first checkpoint completed with it.
+    pub fn finished(&self, state: Vec<u8>) -> oneshot::Receiver<u64> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.reports.send(Report::Finished { key: self.key.clone(), state, reply: Some(tx) });
+        rx
+    }
+}
+
+/// A task's state in a checkpoint: runtime fields (watermarks) as JSON, then the
+/// operator's, source's or sink's own bytes.
+pub(crate) fn envelope(header: serde_json::Value, payload: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(&header).expect("JSON values serialize");
+    let mut out = Vec::with_capacity(4 + h.len() + payload.len());
+    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    out
+}
+
+pub(crate) fn open_envelope(bytes: &[u8]) -> crate::Result<(serde_json::Value, &[u8])> {
+    let bad = || RuntimeError::Config("a task's checkpointed state is malformed".into());
+    let n = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes")) as usize;
+    let header = serde_json::from_slice(bytes.get(4..4 + n).ok_or_else(bad)?).map_err(|_| bad())?;
+    Ok((header, &bytes[4 + n..]))
+}
+
+/// The tasks of a job as checkpoints know them: key → descriptor.
+#[derive(Default)]
+pub(crate) struct TaskRegistry {
+    pub tasks: BTreeMap<String, String>,
+}
+
+impl TaskRegistry {
+    /// Refuses a checkpoint taken by a different pipeline, saying what differs.
+    pub fn check(&self, r: &Restored, parallelism: usize, location: &str) -> crate::Result<()> {
+        let id = r.manifest.id;
+        let fresh = "run with --fresh to discard the checkpoints and start over (output already committed stays)";
+        if r.manifest.parallelism != parallelism {
+            return Err(RuntimeError::Config(format!(
+                "checkpoint {id} in {location} was taken with parallelism {}, this run has {parallelism}; \
+                 rescaling state is not supported yet: run with -p {}, or {fresh}",
+                r.manifest.parallelism, r.manifest.parallelism
+            )));
+        }
+        let mut diffs = Vec::new();
+        for (k, d) in &self.tasks {
+            match r.manifest.tasks.get(k) {
+                None => diffs.push(format!("{k} ({d}) is new")),
+                Some(e) if e.descriptor != *d => diffs.push(format!("{k} was {} and is now {d}", e.descriptor)),
+                _ => {}
+            }
+        }
+        for (k, e) in &r.manifest.tasks {
+            if !self.tasks.contains_key(k) {
+                diffs.push(format!("{k} ({}) is gone", e.descriptor));
+            }
+        }
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        diffs.truncate(5);
+        Err(RuntimeError::Config(format!(
+            "the pipeline no longer matches its checkpoint {id} in {location}: {}; {fresh}",
+            diffs.join("; ")
+        )))
+    }
+}
+
+struct InFlight {
+    id: u64,
+    stop: bool,
+    started: Instant,
+    acked: BTreeMap<String, u64>,
+    pause: Duration,
+}
+
+struct CoordinatorMetrics {
+    completed: Counter,
+    failed: Counter,
+    duration: Gauge,
+    bytes: Gauge,
+    pause: Gauge,
+}
+
+pub(crate) struct Coordinator {
+    tasks: BTreeMap<String, String>,
+    parallelism: usize,
+    interval: Duration,
+    timeout: Duration,
+    retained: usize,
+    store: Checkpoints,
+    job: String,
+    finished: BTreeMap<String, Vec<u8>>,
+    waiters: Vec<oneshot::Sender<u64>>,
+    inflight: Option<InFlight>,
+    next_id: u64,
+    next_due: Instant,
+    trigger: watch::Sender<Option<Barrier>>,
+    completed: watch::Sender<u64>,
+    reports: mpsc::UnboundedReceiver<Report>,
+    stop: StopSignal,
+    /// A stop checkpoint completed, or the final one: nothing more to do.
+    done: bool,
+    metrics: CoordinatorMetrics,
+}
+
+/// Creates the coordinator and the factory of task handles.
+pub(crate) fn coordinator(cfg: &CheckpointConfig, metrics: &MetricsRegistry, stop: &StopSignal) -> (Coordinator, impl Fn(String) -> TaskCheckpoint) {
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let (trigger, trigger_rx) = watch::channel(None);
+    let restored_id = cfg.restored.as_ref().map_or(0, |r| r.manifest.id);
+    let (completed, completed_rx) = watch::channel(restored_id);
+    let restored = cfg.restored.as_ref().map(|r| Arc::new((r.manifest.id, r.states.clone())));
+    let (store, exactly_once) = (cfg.store.clone(), cfg.exactly_once);
+    let handle = move |key: String| TaskCheckpoint {
+        key,
+        reports: reports_tx.clone(),
+        trigger: trigger_rx.clone(),
+        completed: completed_rx.clone(),
+        store: store.clone(),
+        exactly_once,
+        restored: restored.clone(),
+    };
+    let m = |name, help| metrics.gauge(name, help, &[]);
+    let c = Coordinator {
+        tasks: BTreeMap::new(),
+        parallelism: 0,
+        interval: cfg.interval,
+        timeout: cfg.timeout,
+        retained: cfg.retained,
+        store: cfg.store.clone(),
+        job: cfg.job.clone(),
+        finished: BTreeMap::new(),
+        waiters: Vec::new(),
+        inflight: None,
+        next_id: restored_id + 1,
+        next_due: Instant::now() + cfg.interval,
+        trigger,
+        completed,
+        reports,
+        stop: stop.clone(),
+        done: false,
+        metrics: CoordinatorMetrics {
+            completed: metrics.counter("flowline_checkpoints_completed_total", "checkpoints completed", &[]),
+            failed: metrics.counter("flowline_checkpoints_failed_total", "checkpoints that failed or timed out", &[]),
+            duration: m("flowline_checkpoint_duration_ms", "trigger to manifest, last checkpoint"),
+            bytes: m("flowline_checkpoint_bytes", "state bytes of the last checkpoint"),
+            pause: m("flowline_checkpoint_pause_us", "longest time a task stopped processing to snapshot, last checkpoint"),
+        },
+    };
+    (c, handle)
+}
+
+impl Coordinator {
+    pub fn set_tasks(&mut self, tasks: BTreeMap<String, String>, parallelism: usize) {
+        self.tasks = tasks;
+        self.parallelism = parallelism;
+    }
+
+    pub async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20).min(self.interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                r = self.reports.recv() => match r {
+                    Some(r) => self.on_report(r).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.on_tick().await,
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) {
+        if let Some(f) = &self.inflight {
+            if f.started.elapsed() > self.timeout {
+                let id = f.id;
+                self.fail(id, format!("not complete after {:?} (execution.checkpointing.timeout)", self.timeout));
+            }
+            return;
+        }
+        if self.done {
+            return;
+        }
+        let all_finished = self.tasks.keys().all(|k| self.finished.contains_key(k));
+        if self.stop.is_stopped() {
+            self.start(true).await;
+        } else if all_finished || Instant::now() >= self.next_due {
+            self.start(false).await;
+        }
+    }
+
+    async fn start(&mut self, stop: bool) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.inflight = Some(InFlight { id, stop, started: Instant::now(), acked: BTreeMap::new(), pause: Duration::ZERO });
+        let _ = self.trigger.send(Some(Barrier { id, stop }));
+        self.check_complete().await;
+    }
+
+    fn fail(&mut self, id: u64, reason: String) {
+        if self.inflight.as_ref().is_none_or(|f| f.id != id) {
+            return;
+        }
+        let f = self.inflight.take().expect("checked");
+        eprintln!("flowline: checkpoint {id} failed: {reason}");
+        self.metrics.failed.inc();
+        self.next_due = Instant::now() + self.interval;
+        if f.stop {
+            eprintln!("flowline: stopping without a final checkpoint; the next run resumes from the last complete one");
+            self.stop.abort();
+            self.done = true;
+        }
+    }
+
+    async fn on_report(&mut self, r: Report) {
+        match r {
+            Report::Ack { id, key, bytes, pause } => {
+                if let Some(f) = self.inflight.as_mut().filter(|f| f.id == id) {
+                    f.acked.insert(key, bytes);
+                    f.pause = f.pause.max(pause);
+                    self.check_complete().await;
+                }
+            }
+            Report::Decline { id, key, reason } => self.fail(id, format!("task {key}: {reason}")),
+            Report::Finished { key, state, reply } => {
+                self.finished.insert(key, state);
+                self.waiters.extend(reply);
+                self.check_complete().await;
+            }
+        }
+    }
+
+    async fn check_complete(&mut self) {
+        let Some(f) = &self.inflight else { return };
+        if !self.tasks.keys().all(|k| f.acked.contains_key(k) || self.finished.contains_key(k)) {
+            return;
+        }
+        let f = self.inflight.take().expect("checked");
+        let id = f.id;
+        match self.complete(&f).await {
+            Ok(()) => {
+                let _ = self.completed.send(id);
+                for w in self.waiters.drain(..) {
+                    let _ = w.send(id);
+                }
+                self.metrics.completed.inc();
+                self.metrics.duration.set(f.started.elapsed().as_millis() as u64);
+                self.metrics.pause.set(f.pause.as_micros() as u64);
+                self.next_due = Instant::now() + self.interval;
+                let all_finished = self.tasks.keys().all(|k| self.finished.contains_key(k));
+                if f.stop || all_finished {
+                    self.done = true;
+                }
+            }
+            Err(e) => {
+                self.inflight = Some(f);
+                self.fail(id, e.to_string());
+            }
+        }
+    }
+
+    /// Writes the finished tasks' states and then the manifest.
+    async fn complete(&mut self, f: &InFlight) -> Result<(), flowline_state::StateError> {
+        let id = f.id;
+        let mut manifest = Manifest { id, job: self.job.clone(), finished: false, parallelism: self.parallelism, tasks: BTreeMap::new() };
+        let mut to_write = Vec::new();
+        for (key, descriptor) in &self.tasks {
+            let bytes = match f.acked.get(key) {
+                Some(b) => *b,
+                None => {
+                    let state = self.finished.get(key).cloned().unwrap_or_default();
+                    let n = state.len() as u64;
+                    to_write.push((key.clone(), state));
+                    n
+                }
+            };
+            manifest.tasks.insert(key.clone(), TaskEntry { descriptor: descriptor.clone(), bytes });
+        }
+        manifest.finished = self.tasks.keys().all(|k| self.finished.contains_key(k) && !f.acked.contains_key(k));
+        let total: u64 = manifest.tasks.values().map(|t| t.bytes).sum();
+        let store = self.store.clone();
+        let retained = self.retained;
+        let res = tokio::task::spawn_blocking(move || {
+            for (key, state) in to_write {
+                store.put_task(id, &key, state)?;
+            }
+            failpoint::hit("checkpoint.after-state");
+            store.put_manifest(&manifest)?;
+            failpoint::hit("checkpoint.after-manifest");
+            store.prune(id, retained)
+        })
+        .await;
+        self.metrics.bytes.set(total);
+        match res {
+            Ok(r) => r,
+            Err(e) => Err(flowline_state::StateError::Io { location: self.store.location(), source: std::io::Error::other(e.to_string()) }),
+        }
+    }
+}
+
+/// Barrier alignment over a task's producers. Messages go in as they arrive; what comes out,
+/// in order, is the barriers that completed alignment and the messages to process. While a
+/// checkpoint aligns (exactly-once), messages from producers that already delivered its barrier
+/// are held back, so the snapshot holds exactly what came before the barrier on every input.
+pub(crate) struct Aligner {
+    exactly_once: bool,
+    producers: usize,
+    ended: Vec<bool>,
+    aligning: Option<(Barrier, Vec<bool>)>,
+    blocked: VecDeque<Envelope>,
+    blocked_bytes: usize,
+    pending: VecDeque<Envelope>,
+    /// Barriers up to this id were declined here (alignment buffer full): drop them.
+    declined: u64,
+}
+
+pub(crate) enum Step {
+    Aligned(Barrier),
+    Deliver(Envelope),
+    /// Alignment was abandoned (the buffer is full): decline this checkpoint.
+    Decline(u64),
+}
+
+impl Aligner {
+    pub fn new(producers: usize, exactly_once: bool) -> Self {
+        Self {
+            exactly_once,
+            producers,
+            ended: vec![false; producers],
+            aligning: None,
+            blocked: VecDeque::new(),
+            blocked_bytes: 0,
+            pending: VecDeque::new(),
+            declined: 0,
+        }
+    }
+
+    /// A message released by an earlier alignment, to process before reading the channel.
+    pub fn next_pending(&mut self) -> Option<Envelope> {
+        self.pending.pop_front()
+    }
+
+    /// Takes one message; pushes what to do, in order, onto `out`.
+    pub fn accept(&mut self, env: Envelope, out: &mut Vec<Step>) {
+        let from = env.from;
+        match &env.msg {
+            Message::Barrier(b) => {
+                let b = *b;
+                if b.id <= self.declined {
+                    return;
+                }
+                let needed = self.producers - self.ended.iter().filter(|e| **e).count();
+                let (_, got) = self.aligning.get_or_insert_with(|| (b, vec![false; self.producers]));
+                got[from] = true;
+                if got.iter().filter(|g| **g).count() < needed {
+                    failpoint::hit("checkpoint.alignment");
+                    return;
+                }
+                self.release();
+                out.push(Step::Aligned(b));
+            }
+            Message::End => {
+                self.ended[from] = true;
+                let complete = match &self.aligning {
+                    Some((_, got)) => {
+                        let needed = (0..self.producers).filter(|i| !self.ended[*i]).count();
+                        let have = (0..self.producers).filter(|i| !self.ended[*i] && got[*i]).count();
+                        have == needed
+                    }
+                    None => false,
+                };
+                if complete {
+                    let (b, _) = self.aligning.clone().expect("aligning");
+                    self.release();
+                    out.push(Step::Aligned(b));
+                }
+                out.push(Step::Deliver(env));
+            }
+            _ => {
+                let blocked = self.exactly_once && self.aligning.as_ref().is_some_and(|(_, got)| got[from]);
+                if !blocked {
+                    out.push(Step::Deliver(env));
+                    return;
+                }
+                if let Message::Batch(b) = &env.msg {
+                    self.blocked_bytes += b.get_array_memory_size();
+                }
+                self.blocked.push_back(env);
+                if self.blocked_bytes > flowline_common::limits::ALIGNMENT_BUFFER_MAX_BYTES {
+                    let (b, _) = self.aligning.clone().expect("aligning");
+                    self.declined = b.id;
+                    self.release();
+                    out.push(Step::Decline(b.id));
+                }
+            }
+        }
+    }
+
+    /// Ends the alignment: held messages go before everything not yet processed.
+    fn release(&mut self) {
+        self.aligning = None;
+        self.blocked_bytes = 0;
+        let mut released = std::mem::take(&mut self.blocked);
+        released.append(&mut self.pending);
+        self.pending = released;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(from: usize, msg: Message) -> Envelope {
+        Envelope { from, msg }
+    }
+
+    fn kinds(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Aligned(b) => format!("aligned {}", b.id),
+                Step::Deliver(e) => format!("{}:{:?}", e.from, std::mem::discriminant(&e.msg)).split(':').next().unwrap().to_string()
+                    + match e.msg {
+                        Message::Watermark(w) => format!(" w{w}"),
+                        Message::End => " end".to_string(),
+                        _ => String::new(),
+                    }
+                    .as_str(),
+                Step::Decline(id) => format!("decline {id}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn exactly_once_holds_back_inputs_past_the_barrier() {
+        let mut a = Aligner::new(2, true);
+        let mut out = Vec::new();
+        let b1 = Barrier { id: 1, stop: false };
+        a.accept(env(0, Message::Barrier(b1)), &mut out);
+        a.accept(env(0, Message::Watermark(5)), &mut out); // held: producer 0 is past the barrier
+        a.accept(env(1, Message::Watermark(3)), &mut out); // producer 1 is not
+        assert_eq!(kinds(&out), vec!["1 w3"]);
+        out.clear();
+        a.accept(env(1, Message::Barrier(b1)), &mut out);
+        assert_eq!(kinds(&out), vec!["aligned 1"]);
+        let released = a.next_pending().unwrap();
+        assert!(matches!(released.msg, Message::Watermark(5)));
+        assert!(a.next_pending().is_none());
+    }
+
+    #[test]
+    fn at_least_once_does_not_hold_back() {
+        let mut a = Aligner::new(2, false);
+        let mut out = Vec::new();
+        let b1 = Barrier { id: 1, stop: false };
+        a.accept(env(0, Message::Barrier(b1)), &mut out);
+        a.accept(env(0, Message::Watermark(5)), &mut out);
+        assert_eq!(kinds(&out), vec!["0 w5"]);
+    }
+
+    #[test]
+    fn an_ended_input_completes_the_alignment() {
+        let mut a = Aligner::new(2, true);
+        let mut out = Vec::new();
+        a.accept(env(0, Message::Barrier(Barrier { id: 4, stop: false })), &mut out);
+        a.accept(env(1, Message::End), &mut out);
+        assert_eq!(kinds(&out), vec!["aligned 4", "1 end"]);
+        out.clear();
+        // Later barriers need only the live input.
+        a.accept(env(0, Message::Barrier(Barrier { id: 5, stop: false })), &mut out);
+        assert_eq!(kinds(&out), vec!["aligned 5"]);
+    }
+}
+
+impl CheckpointConfig {
+    /// From the job's `SET` options: `None` when `execution.checkpointing.interval` is unset or
+    /// zero. Checkpoints go to `execution.checkpointing.dir` (a path or URL), else to
+    /// `<state_dir>/checkpoints`. `fresh` discards existing checkpoints first.
+    pub fn from_options(config: &BTreeMap<String, String>, state_dir: &std::path::Path, fresh: bool) -> crate::Result<Option<Self>> {
+        let get = |k: &str| config.get(k).map(String::as_str);
+        let duration = |k: &str| -> crate::Result<Option<Duration>> {
+            get(k)
+                .map(|v| flowline_common::options::parse_duration(v).map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}"))))
+                .transpose()
+        };
+        let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero()) else { return Ok(None) };
+        let exactly_once = match get("execution.checkpointing.mode").map(str::to_ascii_uppercase).as_deref() {
+            None | Some("EXACTLY_ONCE") => true,
+            Some("AT_LEAST_ONCE") => false,
+            Some(other) => {
+                return Err(RuntimeError::Config(format!("invalid 'execution.checkpointing.mode' = '{other}'; valid: EXACTLY_ONCE, AT_LEAST_ONCE")))
+            }
+        };
+        let timeout = duration("execution.checkpointing.timeout")?.unwrap_or(Duration::from_millis(flowline_common::limits::CHECKPOINT_TIMEOUT_DEFAULT_MS));
+        let retained_key = ["execution.checkpointing.num-retained", "state.checkpoints.num-retained"].into_iter().find(|k| config.contains_key(*k));
+        let retained = match retained_key {
+            Some(k) => get(k)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| RuntimeError::Config(format!("invalid '{k}': expected a whole number >= 1")))?,
+            None => flowline_common::limits::CHECKPOINTS_RETAINED_DEFAULT,
+        };
+        let location = get("execution.checkpointing.dir")
+            .or(get("state.checkpoints.dir"))
+            .map(str::to_string)
+            .unwrap_or_else(|| state_dir.join("checkpoints").to_string_lossy().into_owned());
+        let store = Checkpoints::open(&location).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        if fresh {
+            store.clear().map_err(|e| RuntimeError::Config(e.to_string()))?;
+        }
+        let job = store.job_id().map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let restored = store.latest().map_err(|e| RuntimeError::Config(e.to_string()))?;
+        if let Some(r) = &restored {
+            for s in &r.skipped {
+                eprintln!("flowline: warning: skipping a damaged checkpoint: {s}");
+            }
+        }
+        Ok(Some(Self { interval, exactly_once, timeout, retained, store, job, restored }))
+    }
+}

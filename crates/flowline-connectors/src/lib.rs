@@ -18,6 +18,7 @@ mod conform;
 pub mod datagen;
 mod error;
 pub mod filesystem;
+pub mod http;
 pub mod nexmark;
 pub mod print;
 pub mod registry;

@@ -4,7 +4,7 @@ use flowline_common::{OptionSpec, Options};
 use flowline_formats::{format_option_specs, FORMATS};
 use flowline_sql::TableDef;
 
-use crate::{blackhole, datagen, filesystem, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
+use crate::{blackhole, datagen, filesystem, http, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
 
 /// Builds one subtask's source. `projection` lists the physical columns (by index) the job
 /// reads; the source returns exactly those, in that order.
@@ -35,6 +35,16 @@ fn no_checks(_: &TableDef, _: &Options) -> Result<()> {
 
 /// Every connector, by name. Add new connectors here.
 pub static CONNECTORS: &[ConnectorFactory] = &[
+    ConnectorFactory {
+        name: "http",
+        doc: "rows posted to POST /v1/ingest/{table} (flowline run --http ADDR), durable in a write-ahead log before acknowledged",
+        options: http::OPTIONS,
+        uses_format: false,
+        source: Some(http::create_source),
+        sink: None,
+        validate: http::validate,
+        unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
+    },
     ConnectorFactory {
         name: "blackhole",
         doc: "discards all rows",

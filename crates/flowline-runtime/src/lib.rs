@@ -434,17 +434,17 @@ impl SourceTask {
             if self.stop.is_aborted() || (self.checkpoint.is_none() && self.stop.is_stopped()) {
                 return Ok(());
             }
-            if let Some(stop) = self.on_trigger(source.as_mut(), &mut last_trigger)? {
-                if stop {
-                    self.send_end = false;
-                    return Ok(());
-                }
-            }
             if let Some(cp) = &self.checkpoint {
                 let done = *cp.completed.borrow();
                 if done > completed {
                     completed = done;
                     source.checkpoint_complete(done)?;
+                }
+            }
+            if let Some(stop) = self.on_trigger(source.as_mut(), &mut last_trigger)? {
+                if stop {
+                    self.send_end = false;
+                    return Ok(());
                 }
             }
             match source.poll()? {

@@ -214,6 +214,14 @@ impl NexmarkGenerator {
         self.produced
     }
 
+    pub fn base_time(&self) -> i64 {
+        self.c.base_time_ms
+    }
+
+    pub fn set_base_time(&mut self, ms: i64) {
+        self.c.base_time_ms = ms;
+    }
+
     pub fn set_produced(&mut self, produced: u64) {
         self.produced = produced;
     }

@@ -142,15 +142,21 @@ impl Source for NexmarkSource {
         Ok(Poll::Batch(conform_batch(&batch, &self.schema)?))
     }
 
-    /// The position is the count of events produced: every event is a function of its number.
+    /// The position is the count of events produced (every event is a function of its number)
+    /// and the base time (which defaults to the start of the first run).
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        Ok(self.generator.produced().to_string().into_bytes())
+        let v = serde_json::json!({"produced": self.generator.produced(), "base_time": self.generator.base_time()});
+        Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let produced = std::str::from_utf8(position).ok().and_then(|s| s.parse().ok());
-        let produced = produced.ok_or_else(|| ConnectorError::config("nexmark", "the checkpointed position is not an event count"))?;
+        let v: serde_json::Value = serde_json::from_slice(position)
+            .map_err(|e| ConnectorError::config("nexmark", format!("the checkpointed position is not valid: {e}")))?;
+        let (Some(produced), Some(base)) = (v["produced"].as_u64(), v["base_time"].as_i64()) else {
+            return Err(ConnectorError::config("nexmark", "the checkpointed position lacks 'produced' or 'base_time'"));
+        };
         self.generator.set_produced(produced);
+        self.generator.set_base_time(base);
         Ok(())
     }
 }

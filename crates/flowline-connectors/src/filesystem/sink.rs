@@ -256,10 +256,10 @@ impl Sink for FileSink {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(e, _)| *e <= id);
         self.pending = later;
         for (i, (a, b)) in due.iter().flat_map(|(_, f)| f).enumerate() {
-            if i == 1 {
+            self.publish(a, b)?;
+            if i == 0 {
                 flowline_common::failpoint::hit("sink.mid-commit");
             }
-            self.publish(a, b)?;
         }
         Ok(())
     }

@@ -1,0 +1,112 @@
+//! Checkpoint and restore of every stateful operator: a run stopped with a final checkpoint and
+//! resumed gives the rows of a run that was never stopped.
+
+use std::path::Path;
+use std::time::Duration;
+
+use flowline_common::MetricsRegistry;
+use flowline_runtime::{CheckpointConfig, JobState, StopSignal};
+
+const SOURCE: &str = "
+SET 'execution.checkpointing.interval' = '30ms';
+CREATE TABLE bids (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS bid.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '1' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
+        'base-time' = '2026-01-01 00:00:00');
+CREATE VIEW b AS SELECT bid.channel AS channel, bid.price AS price, dateTime FROM bids WHERE event_type = 2;
+";
+
+/// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
+/// session aggregation, and session assignment (rows held per session).
+const QUERIES: &[(&str, &str)] = &[
+    ("a BIGINT, ws TIMESTAMP(3), n BIGINT, p BIGINT",
+     "SELECT bid.auction, window_start, COUNT(*), MAX(bid.price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end"),
+    ("ws TIMESTAMP(3), n BIGINT, d BIGINT",
+     "SELECT window_start, COUNT(*), COUNT(DISTINCT bid.bidder) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND, INTERVAL '300' MILLISECOND)) WHERE event_type = 2 GROUP BY window_start, window_end"),
+    ("ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT",
+     "SELECT window_start, window_end, SUM(bid.price) FROM TABLE(CUMULATE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND, INTERVAL '400' MILLISECOND)) WHERE event_type = 2 GROUP BY window_start, window_end"),
+    ("c STRING, ws TIMESTAMP(3), we TIMESTAMP(3), n BIGINT",
+     "SELECT channel, window_start, window_end, COUNT(*) FROM TABLE(SESSION(TABLE b PARTITION BY channel, DESCRIPTOR(dateTime), INTERVAL '5' MILLISECOND)) GROUP BY channel, window_start, window_end"),
+    ("c STRING, p BIGINT, ws TIMESTAMP(3)",
+     "SELECT channel, price, window_start FROM TABLE(SESSION(TABLE b PARTITION BY channel, DESCRIPTOR(dateTime), INTERVAL '5' MILLISECOND)) WHERE price < 1000"),
+];
+
+fn script(out: &Path, cols: &str, query: &str) -> String {
+    format!(
+        "{SOURCE}CREATE TABLE out ({cols}) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');\nINSERT INTO out {query};",
+        out.display()
+    )
+}
+
+/// Runs until the end, or until `stop_after` and then a stop with a final checkpoint.
+async fn run(script: &str, state: &Path, stop_after: Option<Duration>) -> anyhow::Result<()> {
+    let graph = flowline_planner::plan_script(script, Some(2)).await?;
+    let checkpoint = CheckpointConfig::from_options(&graph.config, state, false)?;
+    let stop = StopSignal::new();
+    if let Some(d) = stop_after {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.stop();
+        });
+    }
+    let job = JobState { dir: Some(state.to_path_buf()), checkpoint };
+    flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job).await?;
+    Ok(())
+}
+
+fn lines(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".inprogress"), "in-progress file left visible: {name}");
+        if !name.starts_with('.') {
+            out.extend(std::fs::read_to_string(&p).unwrap().lines().map(str::to_string));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_resume_gives_the_uninterrupted_result() {
+    for (i, (cols, query)) in QUERIES.iter().enumerate() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        run(&script(&a, cols, query), &d.path().join("state_a"), None).await.unwrap();
+        let expected = lines(&a);
+        assert!(!expected.is_empty(), "query {i} produced nothing");
+        // Stop twice mid-run (final checkpoint each time), then run to the end.
+        let s = script(&b, cols, query);
+        let state = d.path().join("state_b");
+        run(&s, &state, Some(Duration::from_millis(250))).await.unwrap();
+        run(&s, &state, Some(Duration::from_millis(250))).await.unwrap();
+        run(&s, &state, None).await.unwrap();
+        let got = lines(&b);
+        assert_eq!(got.len(), expected.len(), "query {i}: row count after stop and resume");
+        assert_eq!(got, expected, "query {i}: rows after stop and resume");
+        // A finished job run again does nothing (its last checkpoint says so).
+        let graph = flowline_planner::plan_script(&s, Some(2)).await.unwrap();
+        let c = CheckpointConfig::from_options(&graph.config, &state, false).unwrap().unwrap();
+        assert!(c.restored.unwrap().manifest.finished);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_pipeline_is_refused_and_fresh_starts_over() {
+    let d = tempfile::tempdir().unwrap();
+    let state = d.path().join("state");
+    let (cols, query) = QUERIES[0];
+    run(&script(&d.path().join("a"), cols, query), &state, Some(Duration::from_millis(200))).await.unwrap();
+    let (cols2, query2) = QUERIES[1];
+    let changed = script(&d.path().join("a"), cols2, query2);
+    let err = run(&changed, &state, None).await.unwrap_err().to_string();
+    assert!(err.contains("no longer matches its checkpoint") && err.contains("--fresh"), "{err}");
+    let graph = flowline_planner::plan_script(&changed, Some(2)).await.unwrap();
+    let c = CheckpointConfig::from_options(&graph.config, &state, true).unwrap().unwrap();
+    assert!(c.restored.is_none(), "--fresh discards the checkpoints");
+}

@@ -36,16 +36,6 @@ fn no_checks(_: &TableDef, _: &Options) -> Result<()> {
 /// Every connector, by name. Add new connectors here.
 pub static CONNECTORS: &[ConnectorFactory] = &[
     ConnectorFactory {
-        name: "http",
-        doc: "rows posted to POST /v1/ingest/{table} (flowline run --http ADDR), durable in a write-ahead log before acknowledged",
-        options: http::OPTIONS,
-        uses_format: false,
-        source: Some(http::create_source),
-        sink: None,
-        validate: http::validate,
-        unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
-    },
-    ConnectorFactory {
         name: "blackhole",
         doc: "discards all rows",
         options: blackhole::OPTIONS,
@@ -77,6 +67,16 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: Some(filesystem::create_sink),
         validate: filesystem::validate,
         unbounded_hint: bounded,
+    },
+    ConnectorFactory {
+        name: "http",
+        doc: "rows posted to POST /v1/ingest/{table} (flowline run --http ADDR), durable in a write-ahead log before acknowledged",
+        options: http::OPTIONS,
+        uses_format: false,
+        source: Some(http::create_source),
+        sink: None,
+        validate: http::validate,
+        unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
     },
     ConnectorFactory {
         name: "nexmark",

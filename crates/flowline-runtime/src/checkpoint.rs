@@ -179,7 +179,8 @@ pub(crate) struct Coordinator {
     store: Checkpoints,
     job: String,
     finished: BTreeMap<String, Vec<u8>>,
-    waiters: Vec<oneshot::Sender<u64>>,
+    /// Finished tasks waiting for a checkpoint that records their final state.
+    waiters: Vec<(String, oneshot::Sender<u64>)>,
     inflight: Option<InFlight>,
     next_id: u64,
     next_due: Instant,
@@ -312,8 +313,8 @@ impl Coordinator {
             }
             Report::Decline { id, key, reason } => self.fail(id, format!("task {key}: {reason}")),
             Report::Finished { key, state, reply } => {
-                self.finished.insert(key, state);
-                self.waiters.extend(reply);
+                self.finished.insert(key.clone(), state);
+                self.waiters.extend(reply.map(|r| (key, r)));
                 self.check_complete().await;
             }
         }
@@ -329,7 +330,11 @@ impl Coordinator {
         match self.complete(&f).await {
             Ok(()) => {
                 let _ = self.completed.send(id);
-                for w in self.waiters.drain(..) {
+                // A task that acknowledged this checkpoint before it finished is recorded with
+                // its acknowledged state here: it waits for the next one.
+                let (ready, waiting): (Vec<_>, Vec<_>) = self.waiters.drain(..).partition(|(k, _)| !f.acked.contains_key(k));
+                self.waiters = waiting;
+                for (_, w) in ready {
                     let _ = w.send(id);
                 }
                 self.metrics.completed.inc();

@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Scratch directory for json-parquet (default: a new temporary directory)
     #[arg(long)]
     dir: Option<std::path::PathBuf>,
+    /// Checkpoint at this interval (e.g. 1s) into a temporary state directory
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
 }
 
 const NEXMARK_DDL: &str = "
@@ -78,12 +81,30 @@ CREATE VIEW bid AS SELECT bid.auction AS auction, bid.bidder AS bidder, bid.pric
   bid.url AS url, dateTime AS date_time, bid.extra AS extra FROM nexmark WHERE event_type = 2;
 ";
 
-async fn run_script(script: &str, parallelism: usize) -> Result<(Duration, MetricsRegistry)> {
-    let graph = flowline_planner::plan_script(script, Some(parallelism)).await?;
+async fn run_script(script: &str, parallelism: usize, checkpoint_interval: Option<&str>) -> Result<(Duration, MetricsRegistry)> {
+    let script = match checkpoint_interval {
+        Some(i) => format!("SET 'execution.checkpointing.interval' = '{i}';\n{script}"),
+        None => script.to_string(),
+    };
+    let graph = flowline_planner::plan_script(&script, Some(parallelism)).await?;
     let metrics = MetricsRegistry::new();
+    let state = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
+    let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, &state, true)?;
     let started = Instant::now();
-    flowline_runtime::run_job(&graph, &metrics, &StopSignal::new()).await?;
-    Ok((started.elapsed(), metrics))
+    let job = flowline_runtime::JobState { dir: Some(state.clone()), checkpoint };
+    let res = flowline_runtime::run_job_with_state(&graph, &metrics, &StopSignal::new(), job).await;
+    let elapsed = started.elapsed();
+    let _ = std::fs::remove_dir_all(&state);
+    res?;
+    if checkpoint_interval.is_some() {
+        println!(
+            "checkpoints: {} completed, last {} bytes, longest task pause in the last one {} us",
+            metrics.total("flowline_checkpoints_completed_total"),
+            metrics.total("flowline_checkpoint_bytes"),
+            metrics.total("flowline_checkpoint_pause_us")
+        );
+    }
+    Ok((elapsed, metrics))
 }
 
 fn peak_rss_mb() -> f64 {
@@ -104,7 +125,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             // events and keep firing (the generator's default, 10M/s, puts 20M events in 2 s).
             let rate = if matches!(args.workload, Workload::Nexmark) { "10000000" } else { "100000" };
             let script = format!("{}\n{query}", NEXMARK_DDL.replace("{events}", &args.events.to_string()).replace("{rate}", rate));
-            let (elapsed, metrics) = run_script(&script, args.parallelism).await?;
+            let (elapsed, metrics) = run_script(&script, args.parallelism, args.checkpoint_interval.as_deref()).await?;
             let events = metrics.total("flowline_source_rows_total") as f64;
             let rate = events / elapsed.as_secs_f64();
             println!(
@@ -136,7 +157,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 NEXMARK_DDL.replace("{events}", &(args.events * 50 / 46).to_string()).replace("{rate}", "10000000"),
                 input.display()
             );
-            run_script(&prepare, 1).await?;
+            run_script(&prepare, 1, None).await?;
             let bytes = dir_size(&input)?;
             let script = format!(
                 "CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING)\n\
@@ -147,7 +168,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 input.display(),
                 output.display()
             );
-            let (elapsed, metrics) = run_script(&script, args.parallelism).await?;
+            let (elapsed, metrics) = run_script(&script, args.parallelism, args.checkpoint_interval.as_deref()).await?;
             let rows = metrics.total("flowline_source_rows_total") as f64;
             let mb = bytes as f64 / 1e6;
             println!(

@@ -154,12 +154,8 @@ async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Optio
     let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, state_dir, fresh)?;
     if let Some(r) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
         if r.manifest.finished {
-            eprintln!(
-                "flowline: the pipeline already finished (checkpoint {} in {}); nothing to do. Run with --fresh to run it again.",
-                r.manifest.id,
-                checkpoint.as_ref().map(|c| c.store.location()).unwrap_or_default()
-            );
-            return Ok(());
+            // Running it again only publishes what the last checkpoint left uncommitted.
+            eprintln!("flowline: the pipeline already finished (checkpoint {}); run with --fresh to run it again", r.manifest.id);
         }
         eprintln!("flowline: resuming from checkpoint {}", r.manifest.id);
     }

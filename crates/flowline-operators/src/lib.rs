@@ -155,6 +155,19 @@ pub fn decode_batches(mut bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
+/// Each aggregate's state columns in a state batch, which start at column `first`.
+pub(crate) fn state_columns<'a>(aggregates: &[AggregateCall], batch: &'a RecordBatch, first: usize) -> Result<Vec<&'a [ArrayRef]>> {
+    let mut col = first;
+    let mut out = Vec::with_capacity(aggregates.len());
+    for a in aggregates {
+        let width = a.expr.state_fields()?.len();
+        let Some(cols) = batch.columns().get(col..col + width) else { return datafusion::common::exec_err!("operator state has too few columns") };
+        out.push(cols);
+        col += width;
+    }
+    Ok(out)
+}
+
 /// An `Int64` column of `n` copies of `v` (window bounds and session times in state batches).
 pub(crate) fn repeat_i64(v: i64, n: usize) -> ArrayRef {
     std::sync::Arc::new(datafusion::arrow::array::Int64Array::from_value(v, n))

@@ -517,15 +517,12 @@ impl Operator for SessionAggregate {
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         for batch in crate::decode_batches(state)? {
             let sessions = read_session_meta(&batch)?;
+            let states = crate::state_columns(&self.spec.aggregates, &batch, 3)?;
             for (i, (key, start, max_ts)) in sessions.into_iter().enumerate() {
                 let mut accs = Self::new_accumulators(&self.spec)?;
-                let mut col = 3;
-                for (acc, a) in accs.iter_mut().zip(&self.spec.aggregates) {
-                    let width = a.expr.state_fields()?.len();
-                    let Some(cols) = batch.columns().get(col..col + width) else { return exec_err!("session aggregate state has too few columns") };
+                for (acc, cols) in accs.iter_mut().zip(&states) {
                     let row: Vec<ArrayRef> = cols.iter().map(|c| c.slice(i, 1)).collect();
                     acc.merge_batch(&row)?;
-                    col += width;
                 }
                 self.table.load(&key, start, max_ts, accs);
             }

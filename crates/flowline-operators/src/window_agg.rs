@@ -259,12 +259,9 @@ impl WindowAggregate {
                 window.num_groups = n.min(1);
             }
         }
-        let mut col = 2 + nkeys;
-        for (acc, a) in window.accumulators.iter_mut().zip(&self.spec.aggregates) {
-            let width = a.expr.state_fields()?.len();
-            let Some(state) = batch.columns().get(col..col + width) else { return exec_err!("window aggregate state has too few columns") };
+        let states = crate::state_columns(&self.spec.aggregates, batch, 2 + nkeys)?;
+        for (acc, state) in window.accumulators.iter_mut().zip(states) {
             acc.merge_batch(state, &ids, window.num_groups)?;
-            col += width;
         }
         Ok(window)
     }

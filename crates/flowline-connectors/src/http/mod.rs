@@ -260,11 +260,10 @@ fn split_rows(body: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
     Ok(body.split(|b| *b == b'\n').map(|l| l.trim_ascii()).filter(|l| !l.is_empty()).collect())
 }
 
-/// The top-level elements of a JSON array, by scanning brackets outside strings.
-fn split_array(a: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
-    let mut out = Vec::new();
-    let (mut depth, mut in_str, mut esc, mut start) = (0usize, false, false, 1usize);
-    for (i, &c) in a.iter().enumerate() {
+/// Calls `f(index, byte)` for every `[`, `]`, `{`, `}` and `,` outside JSON strings.
+fn scan_structure(bytes: &[u8], mut f: impl FnMut(usize, u8) -> std::result::Result<(), String>) -> std::result::Result<bool, String> {
+    let (mut in_str, mut esc) = (false, false);
+    for (i, &c) in bytes.iter().enumerate() {
         if in_str {
             match (esc, c) {
                 (true, _) => esc = false,
@@ -276,6 +275,19 @@ fn split_array(a: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
         }
         match c {
             b'"' => in_str = true,
+            b'[' | b']' | b'{' | b'}' | b',' => f(i, c)?,
+            _ => {}
+        }
+    }
+    Ok(!in_str)
+}
+
+/// The top-level elements of a JSON array.
+fn split_array(a: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 1usize);
+    let closed = scan_structure(a, |i, c| {
+        match c {
             b'[' | b'{' => depth += 1,
             b']' | b'}' => {
                 depth = depth.checked_sub(1).ok_or("the JSON array is malformed (unbalanced brackets)")?;
@@ -289,34 +301,25 @@ fn split_array(a: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
                     }
                 }
             }
-            b',' if depth == 1 => {
+            _ if depth == 1 => {
                 out.push(a[start..i].trim_ascii());
                 start = i + 1;
             }
             _ => {}
         }
-    }
-    if depth != 0 || in_str {
+        Ok(())
+    })?;
+    if depth != 0 || !closed {
         return Err("the JSON array is not closed".into());
     }
     Ok(out)
 }
 
-/// Deepest nesting of arrays and objects in `l` (outside strings).
+/// Deepest nesting of arrays and objects in `l`.
 fn json_depth(l: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_str, mut esc) = (0usize, 0usize, false, false);
-    for &c in l {
-        if in_str {
-            match (esc, c) {
-                (true, _) => esc = false,
-                (false, b'\\') => esc = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
+    let (mut depth, mut max) = (0usize, 0usize);
+    let _ = scan_structure(l, |_, c| {
         match c {
-            b'"' => in_str = true,
             b'[' | b'{' => {
                 depth += 1;
                 max = max.max(depth);
@@ -324,7 +327,8 @@ fn json_depth(l: &[u8]) -> usize {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
-    }
+        Ok(())
+    });
     max
 }
 
@@ -398,8 +402,8 @@ struct HttpSource {
     projection: Vec<usize>,
     /// The log takes requests once the source has restored its position.
     registered: bool,
-    /// Positions of checkpoints taken and not yet complete, oldest first.
-    checkpoints: Vec<(u64, wal::Position)>,
+    /// Positions of the checkpoints taken, oldest first (trimmed as they complete).
+    checkpoints: Vec<wal::Position>,
     checkpointing: bool,
 }
 
@@ -434,7 +438,7 @@ impl Source for HttpSource {
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let (seg, off) = self.reader.position();
-        self.checkpoints.push((u64::MAX, (seg, off)));
+        self.checkpoints.push((seg, off));
         Ok(serde_json::to_vec(&serde_json::json!({"segment": seg, "offset": off})).expect("JSON values serialize"))
     }
 
@@ -456,7 +460,7 @@ impl Source for HttpSource {
         if self.checkpoints.len() >= 2 {
             let keep_from = self.checkpoints.len() - 2;
             self.checkpoints.drain(..keep_from);
-            let oldest = self.checkpoints[0].1;
+            let oldest = self.checkpoints[0];
             self.wal.truncate_before(oldest).map_err(|e| self.err(e))?;
         }
         Ok(())

@@ -212,7 +212,9 @@ def main():
             for fp in ["checkpoint.alignment", "checkpoint.after-state", "checkpoint.after-manifest", "sink.mid-commit", "restore"]:
                 name = "fp_" + fp.replace(".", "_").replace("-", "_")
                 path = write_pipeline(d, name, **kw)
-                env = dict(os.environ, FLOWLINE_FAILPOINTS=f"{fp}=abort@{rnd.randint(2, 6)}")
+                # A commit with several files is rare in a short run: stop at the first one.
+                at = 1 if fp == "sink.mid-commit" else rnd.randint(2, 6)
+                env = dict(os.environ, FLOWLINE_FAILPOINTS=f"{fp}=abort@{at}")
                 # The restore failpoint only fires on a restart: crash once first.
                 if fp == "restore":
                     proc = subprocess.Popen([args.binary, "run", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

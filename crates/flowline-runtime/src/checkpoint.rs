@@ -37,6 +37,56 @@ pub struct CheckpointConfig {
     pub job: String,
     /// The checkpoint to resume from.
     pub restored: Option<Restored>,
+    /// When reading the checkpoints began: recovery time is measured from here.
+    pub opened: Instant,
+}
+
+/// Counts down the operator tasks still rebuilding their state; the last one reports how long
+/// recovery took (reading the checkpoint and rebuilding every operator) as `flowline_restore_ms`.
+#[derive(Clone)]
+pub(crate) struct RestoreClock {
+    pending: Arc<std::sync::atomic::AtomicUsize>,
+    opened: Instant,
+    id: u64,
+    bytes: u64,
+    gauge: Gauge,
+}
+
+impl RestoreClock {
+    pub(crate) fn new(cfg: &CheckpointConfig, metrics: &MetricsRegistry) -> Option<Self> {
+        let r = cfg.restored.as_ref()?;
+        Some(Self {
+            pending: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            opened: cfg.opened,
+            id: r.manifest.id,
+            bytes: r.states.values().map(|s| s.len() as u64).sum(),
+            gauge: metrics.gauge("flowline_restore_ms", "time to read the restored checkpoint and rebuild every operator's state", &[]),
+        })
+    }
+
+    /// One more task will call [`RestoreClock::done`]; all must enlist before any runs.
+    pub(crate) fn enlist(&self) {
+        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(crate) fn done(self) {
+        if self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.report();
+        }
+    }
+
+    /// For a job without operator tasks: nothing to wait for.
+    pub(crate) fn report_if_idle(&self) {
+        if self.pending.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            self.report();
+        }
+    }
+
+    fn report(&self) {
+        let ms = self.opened.elapsed().as_millis() as u64;
+        self.gauge.set(ms.max(1));
+        eprintln!("flowline: restored checkpoint {} ({:.1} MB of state) in {ms} ms", self.id, self.bytes as f64 / 1e6);
+    }
 }
 
 pub(crate) enum Report {
@@ -577,6 +627,7 @@ impl CheckpointConfig {
                 .map(|v| flowline_common::options::parse_duration(v).map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}"))))
                 .transpose()
         };
+        let opened = Instant::now();
         let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero()) else { return Ok(None) };
         let exactly_once = match get("execution.checkpointing.mode").map(str::to_ascii_uppercase).as_deref() {
             None | Some("EXACTLY_ONCE") => true,
@@ -609,6 +660,6 @@ impl CheckpointConfig {
                 eprintln!("flowline: warning: skipping a damaged checkpoint: {s}");
             }
         }
-        Ok(Some(Self { interval, exactly_once, timeout, retained, store, job, restored }))
+        Ok(Some(Self { interval, exactly_once, timeout, retained, store, job, restored, opened }))
     }
 }

@@ -116,7 +116,7 @@ struct Ctx<'a> {
     blocking: Vec<BlockingTask>,
     futures: Vec<AsyncTask>,
     registry: TaskRegistry,
-    checkpoint: Option<&'a dyn Fn(String) -> TaskCheckpoint>,
+    checkpoint: Option<&'a (dyn Fn(String) -> TaskCheckpoint + Sync)>,
     job: Option<String>,
     state_dir: Option<std::path::PathBuf>,
     /// Late-row sink inboxes of the current pipeline (one per subtask), if it has one.
@@ -126,6 +126,7 @@ struct Ctx<'a> {
     pipeline: String,
     operators: usize,
     sources: usize,
+    restoring: Option<checkpoint::RestoreClock>,
 }
 
 impl Ctx<'_> {
@@ -176,7 +177,7 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         }
         None => (None, None),
     };
-    let handle_fn: Option<&dyn Fn(String) -> TaskCheckpoint> = handles.as_ref().map(|h| h as &dyn Fn(String) -> TaskCheckpoint);
+    let handle_fn: Option<&(dyn Fn(String) -> TaskCheckpoint + Sync)> = handles.as_ref().map(|h| h as &(dyn Fn(String) -> TaskCheckpoint + Sync));
     let mut ctx = Ctx {
         metrics,
         stop,
@@ -193,6 +194,7 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         pipeline: String::new(),
         operators: 0,
         sources: 0,
+        restoring: state.checkpoint.as_ref().and_then(|c| checkpoint::RestoreClock::new(c, metrics)),
     };
     let mut collected = Vec::new();
     for (pi, pipeline) in graph.pipelines.iter().enumerate() {
@@ -242,7 +244,7 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         }
     }
 
-    let Ctx { blocking, futures, registry, .. } = ctx;
+    let Ctx { blocking, futures, registry, restoring, .. } = ctx;
     if let (Some(cfg), Some(c)) = (&state.checkpoint, coordinator.as_mut()) {
         if let Some(r) = &cfg.restored {
             registry.check(r, graph.parallelism, &cfg.store.location())?;
@@ -252,6 +254,9 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
     let coordinator = coordinator.map(|c| tokio::spawn(c.run()));
     if state.checkpoint.as_ref().is_some_and(|c| c.restored.is_some()) {
         failpoint::hit("restore");
+    }
+    if let Some(r) = &restoring {
+        r.report_if_idle();
     }
     let mut tasks: JoinSet<Result<()>> = JoinSet::new();
     for t in blocking {
@@ -558,6 +563,7 @@ struct OperatorTask {
     watermark_gauge: Gauge,
     aligner: Aligner,
     checkpoint: Option<TaskCheckpoint>,
+    restoring: Option<checkpoint::RestoreClock>,
     /// A stop barrier passed: exit without flushing or sending `End`.
     stopped: bool,
 }
@@ -598,6 +604,7 @@ impl OperatorTask {
             watermark_gauge: m.gauge("flowline_operator_watermark_ms", "operator input watermark (ms since epoch)", &labels),
             aligner: Aligner::new(producers, checkpoint.as_ref().is_none_or(|c| c.exactly_once)),
             checkpoint,
+            restoring: ctx.restoring.clone().inspect(|r| r.enlist()),
             stopped: false,
             name,
         }
@@ -655,6 +662,9 @@ impl OperatorTask {
     fn pump(&mut self) -> Result<()> {
         let mut ended = 0;
         self.restore()?;
+        if let Some(r) = self.restoring.take() {
+            r.done();
+        }
         if self.inputs.is_empty() {
             return self.finish();
         }

@@ -20,6 +20,8 @@ pub enum Workload {
     Hop,
     /// nexmark bids → SESSION with a 10 s gap per bidder, COUNT(*) and MAX(price) → blackhole
     Session,
+    /// NDJSON bids POSTed to /v1/ingest (durable before the 2xx) → http source → blackhole
+    HttpIngest,
 }
 
 /// The sink and INSERT of a nexmark-fed workload.
@@ -66,6 +68,12 @@ pub struct BenchArgs {
     /// Checkpoint at this interval (e.g. 1s) into a temporary state directory
     #[arg(long)]
     checkpoint_interval: Option<String>,
+    /// http-ingest: rows per request
+    #[arg(long, default_value_t = 1000)]
+    batch: usize,
+    /// http-ingest: concurrent client connections
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
 }
 
 const NEXMARK_DDL: &str = "
@@ -138,6 +146,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 peak_rss_mb()
             );
         }
+        Workload::HttpIngest => http_ingest(&args).await?,
         Workload::JsonParquet => {
             let tmp;
             let dir = match &args.dir {
@@ -185,6 +194,182 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A client on the same machine posts batched NDJSON bids over `connections` keep-alive
+/// connections; every request is acknowledged only once its rows are fsynced in the WAL.
+/// Reports acknowledged events/s, request latency percentiles, and the end-to-end rate (until
+/// the pipeline has read every acknowledged row).
+async fn http_ingest(args: &BenchArgs) -> Result<()> {
+    // Client and server share the machine: the rate per core is over all of its cores.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let interval = args.checkpoint_interval.as_deref().unwrap_or("1s");
+    let script = format!(
+        "SET 'execution.checkpointing.interval' = '{interval}';\n\
+         CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING) WITH ('connector' = 'http');\n\
+         CREATE TABLE sink (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING) WITH ('connector' = 'blackhole');\n\
+         INSERT INTO sink SELECT * FROM bids;"
+    );
+    let graph = flowline_planner::plan_script(&script, Some(args.parallelism)).await?;
+    let metrics = MetricsRegistry::new();
+    let state = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
+    let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, &state, true)?;
+    let stop = StopSignal::new();
+    let job = {
+        let (graph, metrics, stop) = (graph.clone(), metrics.clone(), stop.clone());
+        let job = flowline_runtime::JobState { dir: Some(state.clone()), checkpoint };
+        tokio::spawn(async move { flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job).await })
+    };
+    let addr = flowline_server::serve("127.0.0.1:0", metrics.clone()).await?;
+
+    // Distinct bodies so the WAL sees varied data; cycled over the requests.
+    let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..16u64).map(|b| bid_body(b, args.batch)).collect());
+    let body_bytes = bodies.iter().map(|b| b.len() as u64).sum::<u64>() / bodies.len() as u64;
+    let requests = args.events.div_ceil(args.batch as u64);
+    let next = Arc::new(AtomicU64::new(0));
+    let throttled = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..args.connections {
+        let (bodies, next, throttled) = (bodies.clone(), next.clone(), throttled.clone());
+        clients.spawn(async move {
+            let mut conn = HttpClient::connect(addr).await?;
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>(latencies);
+                }
+                let body = &bodies[(i % bodies.len() as u64) as usize];
+                loop {
+                    let t = Instant::now();
+                    let (status, text) = conn.post("/v1/ingest/bids", body).await?;
+                    match status {
+                        200 => {
+                            latencies.push(t.elapsed());
+                            break;
+                        }
+                        // Starting (503) or behind (429): back off as the server asks.
+                        429 | 503 => {
+                            throttled.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        _ => anyhow::bail!("ingest answered {status}: {text}"),
+                    }
+                }
+            }
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(r) = clients.join_next().await {
+        latencies.extend(r??);
+    }
+    let acked = started.elapsed();
+    let events = requests * args.batch as u64;
+    while metrics.total("flowline_source_rows_total") < events && started.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drained = started.elapsed();
+    stop.stop();
+    job.await??;
+    let _ = std::fs::remove_dir_all(&state);
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    let rate = events as f64 / acked.as_secs_f64();
+    println!(
+        "http ingest: {events} events in {} requests of {} rows ({:.0} KB) over {} connections, parallelism {}: \
+         acknowledged in {acked:.2?} -> {rate:.0} events/s ({:.0} MB/s), {:.0} events/s per machine core; read by the pipeline in {drained:.2?} -> {:.0} events/s; \
+         request latency p50 {:.1?} p99 {:.1?} max {:.1?}; {} requests throttled (429/503); {} checkpoints; peak RSS {:.0} MB",
+        requests,
+        args.batch,
+        body_bytes as f64 / 1e3,
+        args.connections,
+        args.parallelism,
+        (body_bytes * requests) as f64 / 1e6 / acked.as_secs_f64(),
+        rate / cores as f64,
+        events as f64 / drained.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default(),
+        throttled.load(Ordering::Relaxed),
+        metrics.total("flowline_checkpoints_completed_total"),
+        peak_rss_mb()
+    );
+    Ok(())
+}
+
+/// `rows` NDJSON bids, deterministic for `seed`.
+fn bid_body(seed: u64, rows: usize) -> Vec<u8> {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(rows * 160);
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in 0..rows as u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = seed * rows as u64 + i;
+        let _ = writeln!(
+            s,
+            r#"{{"auction": {}, "bidder": {}, "price": {}, "channel": "channel-{}", "url": "https://www.nexmark.com/item.htm?query=1&channel_id={}", "date_time": "2026-01-01 00:{:02}:{:02}.{:03}", "extra": ""}}"#,
+            1000 + x % 10_000,
+            2000 + (x >> 16) % 100_000,
+            (x >> 32) % 10_000_000,
+            x % 4,
+            x % 1000,
+            (n / 60_000) % 60,
+            (n / 1000) % 60,
+            n % 1000
+        );
+    }
+    s.into_bytes()
+}
+
+/// A minimal HTTP/1.1 keep-alive client: the bench measures the server, not a client library.
+struct HttpClient {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+}
+
+impl HttpClient {
+    async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
+        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream: tokio::io::BufReader::new(stream), host: addr.to_string() })
+    }
+
+    async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, String)> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-ndjson\r\nContent-Length: {}\r\n\r\n",
+            self.host,
+            body.len()
+        );
+        let s = self.stream.get_mut();
+        s.write_all(head.as_bytes()).await?;
+        s.write_all(body).await?;
+        let mut line = String::new();
+        self.stream.read_line(&mut line).await?;
+        let status: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).with_context(|| format!("bad status line {line:?}"))?;
+        let mut length = 0usize;
+        loop {
+            line.clear();
+            self.stream.read_line(&mut line).await?;
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = l.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().context("bad Content-Length")?;
+                }
+            }
+        }
+        let mut buf = vec![0; length];
+        self.stream.read_exact(&mut buf).await?;
+        Ok((status, String::from_utf8_lossy(&buf).into_owned()))
+    }
 }
 
 fn dir_size(path: &Path) -> Result<u64> {

@@ -124,15 +124,18 @@ pub trait OperatorFactory: Send + Sync + fmt::Debug {
 
 /// Encodes batches (each with its own schema) as a sequence of length-prefixed Arrow IPC streams.
 pub fn encode_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
+    // Written in place (a length placeholder, then the stream): state can be large and the
+    // task is paused meanwhile.
+    let mut out = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size() + 1024).sum());
     for b in batches {
-        let mut buf = Vec::new();
-        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut buf, &b.schema())?;
+        let at = out.len();
+        out.extend_from_slice(&[0; 8]);
+        let mut w = datafusion::arrow::ipc::writer::StreamWriter::try_new(&mut out, &b.schema())?;
         w.write(b)?;
         w.finish()?;
         drop(w);
-        out.extend_from_slice(&(buf.len() as u64).to_le_bytes());
-        out.extend_from_slice(&buf);
+        let n = (out.len() - at - 8) as u64;
+        out[at..at + 8].copy_from_slice(&n.to_le_bytes());
     }
     Ok(out)
 }

@@ -77,13 +77,19 @@ impl OperatorFactory for WindowAggregateSpec {
     }
 }
 
-/// The state of one open window.
+/// The state of one open window: a live table that rows update, and the state batches taken
+/// at earlier checkpoints (or restored) that have not been merged into it yet. A group may be in
+/// both; merging (at fire time, or when the frozen batches pile up) combines them.
 struct Window {
     /// Interned non-window keys; `None` when the only keys are the window columns.
     groups: Option<Box<dyn GroupValues>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     num_groups: usize,
+    frozen: Vec<RecordBatch>,
 }
+
+/// Frozen state batches a window may hold before a checkpoint compacts them into one.
+const FROZEN_BATCHES_MAX: usize = 8;
 
 pub struct WindowAggregate {
     spec: Arc<WindowAggregateSpec>,
@@ -119,7 +125,7 @@ impl WindowAggregate {
     fn new_window(&self) -> Result<Window> {
         let groups = if self.key_schema.fields().is_empty() { None } else { Some(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?) };
         let accumulators = self.spec.aggregates.iter().map(|a| create_accumulator(&a.expr)).collect::<Result<Vec<_>>>()?;
-        Ok(Window { groups, accumulators, num_groups: 0 })
+        Ok(Window { groups, accumulators, num_groups: 0, frozen: Vec::new() })
     }
 
     /// Fires every window that ends at or before `watermark + 1`.
@@ -131,7 +137,7 @@ impl WindowAggregate {
         let fired = std::mem::replace(&mut self.windows, keep);
         let mut out = Vec::new();
         for ((end, start), window) in fired {
-            if window.num_groups == 0 {
+            if window.num_groups == 0 && window.frozen.is_empty() {
                 continue;
             }
             let batch = self.emit(start, end, window)?;
@@ -146,6 +152,9 @@ impl WindowAggregate {
     }
 
     fn emit(&self, start: i64, end: i64, mut window: Window) -> Result<RecordBatch> {
+        for batch in std::mem::take(&mut window.frozen) {
+            self.merge_state(&mut window, &batch)?;
+        }
         let n = window.num_groups;
         let mut keys = match window.groups.as_mut() {
             Some(g) => g.emit(EmitTo::All)?,
@@ -222,30 +231,45 @@ fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Group
 }
 
 impl WindowAggregate {
-    /// One state batch per open window: `[window_end, window_start, keys..., accumulator states...]`,
-    /// a row per group. The window is rebuilt from it, since emitting state consumes it.
-    fn snapshot_window(&self, key: (i64, i64), window: &mut Window) -> Result<RecordBatch> {
+    /// A window's state as batches `[window_end, window_start, keys..., accumulator states...]`,
+    /// a row per group. Emitting state consumes the live table, so it is frozen as one more batch
+    /// and the live table starts empty: the pause is proportional to what changed since the last
+    /// checkpoint, not to the whole state. Too many frozen batches are compacted into one.
+    fn snapshot_window(&self, key: (i64, i64), window: &mut Window) -> Result<Vec<RecordBatch>> {
         let n = window.num_groups;
-        let keys = match window.groups.as_mut() {
-            Some(g) => g.emit(EmitTo::All)?,
-            None => Vec::new(),
-        };
-        let mut states = Vec::new();
-        for acc in window.accumulators.iter_mut() {
-            states.push(acc.state(EmitTo::All)?);
+        if n > 0 {
+            let keys = match window.groups.as_mut() {
+                Some(g) => g.emit(EmitTo::All)?,
+                None => Vec::new(),
+            };
+            let mut states = Vec::new();
+            for acc in window.accumulators.iter_mut() {
+                states.push(acc.state(EmitTo::All)?);
+            }
+            let mut columns = vec![crate::repeat_i64(key.0, n), crate::repeat_i64(key.1, n)];
+            columns.extend(keys);
+            columns.extend(states.into_iter().flatten());
+            let frozen = std::mem::take(&mut window.frozen);
+            *window = self.new_window()?;
+            window.frozen = frozen;
+            window.frozen.push(crate::state_batch(columns, n)?);
         }
-        let mut columns = vec![crate::repeat_i64(key.0, n), crate::repeat_i64(key.1, n)];
-        columns.extend(keys);
-        columns.extend(states.into_iter().flatten());
-        let batch = crate::state_batch(columns, n)?;
-        *window = self.load_window(&batch)?;
-        Ok(batch)
+        if window.frozen.len() > FROZEN_BATCHES_MAX {
+            let mut merged = self.new_window()?;
+            for batch in std::mem::take(&mut window.frozen) {
+                self.merge_state(&mut merged, &batch)?;
+            }
+            window.frozen = self.snapshot_window(key, &mut merged)?;
+        }
+        Ok(window.frozen.clone())
     }
 
-    /// A window from its state batch.
-    fn load_window(&self, batch: &RecordBatch) -> Result<Window> {
+    /// Merges a state batch into the window's live table.
+    fn merge_state(&self, window: &mut Window, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
-        let mut window = self.new_window()?;
+        if n == 0 {
+            return Ok(());
+        }
         let nkeys = self.key_schema.fields().len();
         let keys: Vec<ArrayRef> = batch.columns()[2..2 + nkeys].to_vec();
         let mut ids = Vec::with_capacity(n);
@@ -256,14 +280,14 @@ impl WindowAggregate {
             }
             None => {
                 ids.resize(n, 0);
-                window.num_groups = n.min(1);
+                window.num_groups = 1;
             }
         }
         let states = crate::state_columns(&self.spec.aggregates, batch, 2 + nkeys)?;
         for (acc, state) in window.accumulators.iter_mut().zip(states) {
             acc.merge_batch(state, &ids, window.num_groups)?;
         }
-        Ok(window)
+        Ok(())
     }
 }
 
@@ -272,7 +296,7 @@ impl Operator for WindowAggregate {
         let mut windows = std::mem::take(&mut self.windows);
         let mut batches = Vec::with_capacity(windows.len());
         for (key, window) in windows.iter_mut() {
-            batches.push(self.snapshot_window(*key, window)?);
+            batches.extend(self.snapshot_window(*key, window)?);
         }
         self.windows = windows;
         crate::encode_batches(&batches)
@@ -284,8 +308,12 @@ impl Operator for WindowAggregate {
                 continue;
             }
             let (end, start) = (batch.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0));
-            let window = self.load_window(&batch)?;
-            self.windows.insert((end, start), window);
+            // Kept frozen: merged into the live table when the window fires.
+            if !self.windows.contains_key(&(end, start)) {
+                let w = self.new_window()?;
+                self.windows.insert((end, start), w);
+            }
+            self.windows.get_mut(&(end, start)).expect("window just inserted").frozen.push(batch);
         }
         Ok(())
     }
@@ -387,7 +415,11 @@ impl Operator for WindowAggregate {
     fn state_bytes(&self) -> usize {
         self.windows
             .values()
-            .map(|w| w.groups.as_ref().map_or(0, |g| g.size()) + w.accumulators.iter().map(|a| a.size()).sum::<usize>())
+            .map(|w| {
+                w.groups.as_ref().map_or(0, |g| g.size())
+                    + w.accumulators.iter().map(|a| a.size()).sum::<usize>()
+                    + w.frozen.iter().map(|b| b.get_array_memory_size()).sum::<usize>()
+            })
             .sum()
     }
 

@@ -144,22 +144,25 @@ impl TaskCheckpoint {
     }
 }
 
-/// A task's state in a checkpoint: runtime fields (watermarks) as JSON, then the
-/// operator's, source's or sink's own bytes.
-pub(crate) fn envelope(header: serde_json::Value, payload: &[u8]) -> Vec<u8> {
+/// A task's state in a checkpoint: the operator's, source's or sink's own bytes, then the
+/// runtime fields (watermarks) as JSON, then the JSON's length. The header trails so that a large
+/// payload is extended in place, not copied, while the task is paused.
+pub(crate) fn envelope(header: serde_json::Value, mut payload: Vec<u8>) -> Vec<u8> {
     let h = serde_json::to_vec(&header).expect("JSON values serialize");
-    let mut out = Vec::with_capacity(4 + h.len() + payload.len());
-    out.extend_from_slice(&(h.len() as u32).to_le_bytes());
-    out.extend_from_slice(&h);
-    out.extend_from_slice(payload);
-    out
+    // Room for the store's frame (checksum and magic) too.
+    payload.reserve_exact(h.len() + 4 + 8);
+    payload.extend_from_slice(&h);
+    payload.extend_from_slice(&(h.len() as u32).to_le_bytes());
+    payload
 }
 
 pub(crate) fn open_envelope(bytes: &[u8]) -> crate::Result<(serde_json::Value, &[u8])> {
     let bad = || RuntimeError::Config("a task's checkpointed state is malformed".into());
-    let n = u32::from_le_bytes(bytes.get(..4).ok_or_else(bad)?.try_into().expect("4 bytes")) as usize;
-    let header = serde_json::from_slice(bytes.get(4..4 + n).ok_or_else(bad)?).map_err(|_| bad())?;
-    Ok((header, &bytes[4 + n..]))
+    let end = bytes.len().checked_sub(4).ok_or_else(bad)?;
+    let n = u32::from_le_bytes(bytes[end..].try_into().expect("4 bytes")) as usize;
+    let start = end.checked_sub(n).ok_or_else(bad)?;
+    let header = serde_json::from_slice(&bytes[start..end]).map_err(|_| bad())?;
+    Ok((header, &bytes[..start]))
 }
 
 /// The tasks of a job as checkpoints know them: key → descriptor.

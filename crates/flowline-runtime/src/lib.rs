@@ -398,7 +398,7 @@ impl SourceTask {
 
     fn snapshot(&self, source: &mut dyn Source) -> Result<Vec<u8>> {
         let position = source.snapshot()?;
-        Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), &position))
+        Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), position))
     }
 
     fn send_watermark(&mut self, w: i64) {
@@ -649,7 +649,7 @@ impl OperatorTask {
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
         let inputs: Vec<i64> = self.inputs.iter().map(|(w, _)| *w).collect();
-        let state = envelope(serde_json::json!({"watermark": self.watermark, "inputs": inputs}), &payload);
+        let state = envelope(serde_json::json!({"watermark": self.watermark, "inputs": inputs}), payload);
         cp.save(barrier.id, state, started.elapsed());
         self.output.broadcast(Message::Barrier(barrier));
         if let Some(late) = &self.late {
@@ -744,7 +744,7 @@ impl OperatorTask {
         self.publish_state();
         if let Some(cp) = &self.checkpoint {
             // Everything is emitted: later checkpoints record this operator as empty.
-            let state = envelope(serde_json::json!({"watermark": i64::MIN, "inputs": []}), &[]);
+            let state = envelope(serde_json::json!({"watermark": i64::MIN, "inputs": []}), Vec::new());
             drop(cp.finished(state));
         }
         Ok(())
@@ -863,7 +863,7 @@ impl SinkTask {
     /// Flushes for checkpoint `id` and hands the committables to the checkpoint.
     fn pre_commit(&mut self, id: u64) -> Result<Vec<u8>> {
         let committables = tokio::task::block_in_place(|| self.sink.pre_commit(id))?;
-        Ok(envelope(serde_json::json!({}), &committables))
+        Ok(envelope(serde_json::json!({}), committables))
     }
 
     /// Waits until checkpoint `id` (or a later one) is complete, then commits; false if the

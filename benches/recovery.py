@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Recovery time after SIGKILL with a large window state (docs/BENCHMARKS.md).
+
+    benches/recovery.py BINARY [--state-mb 1024] [--parallelism 2]
+
+Runs datagen → TUMBLE 1 day GROUP BY a near-unique key (so every row opens a group and no
+window fires) with checkpoints, waits until the operators hold --state-mb of state and a
+checkpoint covering it has completed, kills the process with SIGKILL, restarts it and reports:
+the time from the restart to every operator having rebuilt its state (the job's own
+`flowline_restore_ms`, which covers reading and verifying the checkpoint), the wall time from
+exec to that point, and the time to the first checkpoint after the restart.
+"""
+import argparse, os, re, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
+
+PIPELINE = """
+SET 'execution.checkpointing.interval' = '{interval}';
+SET 'execution.checkpointing.timeout' = '10min';
+SET 'parallelism.default' = '{parallelism}';
+CREATE TABLE src (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+  WITH ('connector' = 'datagen', 'rows-per-second' = '{rate}',
+        'fields.k.min' = '0', 'fields.k.max' = '1000000000000', 'fields.v.min' = '0', 'fields.v.max' = '1000000');
+CREATE TABLE out (k BIGINT, ws TIMESTAMP(3), n BIGINT, s BIGINT, m BIGINT) WITH ('connector' = 'blackhole');
+INSERT INTO out SELECT k, window_start, COUNT(*), SUM(v), MAX(v)
+FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '1' DAY)) GROUP BY k, window_start, window_end;
+"""
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def metrics(port):
+    """Sums of each metric family, or None while the server is not up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except Exception:
+        return None
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name = re.split(r"[{ ]", line, 1)[0]
+        out[name] = out.get(name, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def start(binary, pipeline, port, log):
+    return subprocess.Popen([binary, "run", pipeline, "--http", f"127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=log)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--state-mb", type=int, default=1024, help="in-memory window state to build before the kill")
+    ap.add_argument("--parallelism", type=int, default=2)
+    ap.add_argument("--rate", type=int, default=3_000_000)
+    ap.add_argument("--interval", default="5s")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        pipeline = os.path.join(d, "recovery.sql")
+        with open(pipeline, "w") as f:
+            f.write(PIPELINE.format(interval=args.interval, parallelism=args.parallelism, rate=args.rate))
+        port = free_port()
+        log1 = open(os.path.join(d, "run1.log"), "w")
+        proc = start(args.binary, pipeline, port, log1)
+        t0 = time.time()
+        target = args.state_mb * 1024 * 1024
+        built_at = None
+        while True:
+            time.sleep(0.5)
+            if proc.poll() is not None:
+                sys.exit(f"the pipeline exited early: {open(log1.name).read()}")
+            m = metrics(port)
+            if not m:
+                continue
+            state = m.get("flowline_operator_state_bytes", 0)
+            done = m.get("flowline_checkpoints_completed_total", 0)
+            if built_at is None and state >= target:
+                built_at = done
+                print(f"state {state / 2**20:.0f} MiB after {time.time() - t0:.0f} s; waiting for a checkpoint that covers it")
+            if built_at is not None and done >= built_at + 2:
+                break
+            if time.time() - t0 > 900:
+                sys.exit("state did not reach the target in 15 minutes")
+        groups = m.get("flowline_operator_rows_in_total", 0)
+        ckpt_bytes = m.get("flowline_checkpoint_bytes", 0)
+        pause_ms = m.get("flowline_checkpoint_pause_us", 0) / 1000
+        ckpt_ms = m.get("flowline_checkpoint_duration_ms", 0)
+        state = m.get("flowline_operator_state_bytes", 0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        print(f"killed with {state / 2**20:.0f} MiB of operator state (~{groups / 1e6:.1f} M rows in); last checkpoint "
+              f"{ckpt_bytes / 2**20:.0f} MiB, took {ckpt_ms:.0f} ms, longest task pause {pause_ms:.0f} ms")
+
+        log2_path = os.path.join(d, "run2.log")
+        log2 = open(log2_path, "w")
+        port = free_port()
+        t1 = time.time()
+        proc = start(args.binary, pipeline, port, log2)
+        restored_wall = restored_ms = None
+        while True:
+            time.sleep(0.02)
+            text = open(log2_path).read()
+            hit = re.search(r"restored checkpoint (\d+) \(([\d.]+) MB of state\) in (\d+) ms", text)
+            if hit and restored_wall is None:
+                restored_wall = time.time() - t1
+                restored_ms = int(hit.group(3))
+            if proc.poll() is not None:
+                sys.exit(f"the restarted pipeline exited: {text}")
+            if restored_wall is not None:
+                m = metrics(port)
+                if m and m.get("flowline_checkpoints_completed_total", 0) >= 1:
+                    first_ckpt = time.time() - t1
+                    break
+            if time.time() - t1 > 300:
+                sys.exit(f"no recovery in 5 minutes: {text}")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        print(f"recovery: state rebuilt {restored_ms} ms after the checkpoint was opened ({restored_wall:.2f} s from exec); "
+              f"first checkpoint after the restart completed {first_ckpt:.2f} s from exec")
+
+
+if __name__ == "__main__":
+    main()

@@ -90,12 +90,14 @@ def main():
         groups = m.get("flowline_operator_rows_in_total", 0)
         ckpt_bytes = m.get("flowline_checkpoint_bytes", 0)
         pause_ms = m.get("flowline_checkpoint_pause_us", 0) / 1000
+        pause_max_ms = m.get("flowline_checkpoint_pause_max_us", 0) / 1000
         ckpt_ms = m.get("flowline_checkpoint_duration_ms", 0)
         state = m.get("flowline_operator_state_bytes", 0)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         print(f"killed with {state / 2**20:.0f} MiB of operator state (~{groups / 1e6:.1f} M rows in); last checkpoint "
-              f"{ckpt_bytes / 2**20:.0f} MiB, took {ckpt_ms:.0f} ms, longest task pause {pause_ms:.0f} ms")
+              f"{ckpt_bytes / 2**20:.0f} MiB, took {ckpt_ms:.0f} ms, longest task pause {pause_ms:.0f} ms "
+              f"(longest of any checkpoint: {pause_max_ms:.0f} ms)")
 
         log2_path = os.path.join(d, "run2.log")
         log2 = open(log2_path, "w")

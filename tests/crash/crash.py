@@ -182,29 +182,39 @@ def main():
         expected, _ = rows(os.path.join(d, "ref"))
         print(f"fault-free run: {sum(expected.values())} rows")
 
-        crash = write_pipeline(d, "crash", **kw)
+        # Rounds: a run killed often enough still finishes its input; then a fresh round starts,
+        # until --kills kills have happened. Each round's output must equal the fault-free run's.
         duration = args.events / args.rate
-        for i in range(args.kills):
-            proc = subprocess.Popen([args.binary, "run", crash], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            time.sleep(rnd.uniform(0.05, max(0.1, duration / 4)))
-            if proc.poll() is not None:
-                err = proc.stderr.read()
-                if proc.returncode != 0:
-                    print(f"FAIL run {i} exited with {proc.returncode}: {err}")
-                    sys.exit(1)
-                break
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            _, bad = rows(os.path.join(d, "crash"))
-            if bad:
-                print(f"FAIL: in-progress files visible as output after kill {i}: {bad[:3]}")
-                ok = False
-        p = run(args.binary, crash)
-        if p.returncode != 0:
-            print(p.stderr)
-            sys.exit(1)
-        got, bad = rows(os.path.join(d, "crash"))
-        ok &= compare(expected, got, f"SIGKILL x{args.kills}")
+        kills, round_ = 0, 0
+        while kills < args.kills:
+            name = f"crash{round_}"
+            crash = write_pipeline(d, name, **kw)
+            round_kills = 0
+            while kills < args.kills:
+                proc = subprocess.Popen([args.binary, "run", crash], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                time.sleep(rnd.uniform(0.05, max(0.1, duration / 4)))
+                if proc.poll() is not None:
+                    err = proc.stderr.read()
+                    if proc.returncode != 0:
+                        print(f"FAIL run {kills} exited with {proc.returncode}: {err}")
+                        sys.exit(1)
+                    break
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                round_kills += 1
+                _, bad = rows(os.path.join(d, name))
+                if bad:
+                    print(f"FAIL: in-progress files visible as output after kill {kills}: {bad[:3]}")
+                    ok = False
+            p = run(args.binary, crash)
+            if p.returncode != 0:
+                print(p.stderr)
+                sys.exit(1)
+            got, bad = rows(os.path.join(d, name))
+            ok &= compare(expected, got, f"round {round_}, SIGKILL x{round_kills}")
+            round_ += 1
+        print(f"{kills} kills in {round_} rounds")
 
         ok &= http_scenario(args.binary, d, args.http_kills if args.http_kills is not None else args.kills, rnd)
 

@@ -221,6 +221,7 @@ struct CoordinatorMetrics {
     duration: Gauge,
     bytes: Gauge,
     pause: Gauge,
+    pause_max: Gauge,
 }
 
 pub(crate) struct Coordinator {
@@ -288,6 +289,7 @@ pub(crate) fn coordinator(cfg: &CheckpointConfig, metrics: &MetricsRegistry, sto
             duration: m("flowline_checkpoint_duration_ms", "trigger to manifest, last checkpoint"),
             bytes: m("flowline_checkpoint_bytes", "state bytes of the last checkpoint"),
             pause: m("flowline_checkpoint_pause_us", "longest time a task stopped processing to snapshot, last checkpoint"),
+            pause_max: m("flowline_checkpoint_pause_max_us", "longest time a task stopped processing to snapshot, any checkpoint of this run"),
         },
     };
     (c, handle)
@@ -393,6 +395,7 @@ impl Coordinator {
                 self.metrics.completed.inc();
                 self.metrics.duration.set(f.started.elapsed().as_millis() as u64);
                 self.metrics.pause.set(f.pause.as_micros() as u64);
+                self.metrics.pause_max.set(self.metrics.pause_max.get().max(f.pause.as_micros() as u64));
                 self.next_due = Instant::now() + self.interval;
                 let all_finished = self.tasks.keys().all(|k| self.finished.contains_key(k));
                 if f.stop || all_finished {

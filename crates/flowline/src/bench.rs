@@ -106,10 +106,11 @@ async fn run_script(script: &str, parallelism: usize, checkpoint_interval: Optio
     res?;
     if checkpoint_interval.is_some() {
         println!(
-            "checkpoints: {} completed, last {} bytes, longest task pause in the last one {} us",
+            "checkpoints: {} completed, last {:.1} MB, longest task pause {} us (last checkpoint), {} us (any)",
             metrics.total("flowline_checkpoints_completed_total"),
-            metrics.total("flowline_checkpoint_bytes"),
-            metrics.total("flowline_checkpoint_pause_us")
+            metrics.total("flowline_checkpoint_bytes") as f64 / 1e6,
+            metrics.total("flowline_checkpoint_pause_us"),
+            metrics.total("flowline_checkpoint_pause_max_us")
         );
     }
     Ok((elapsed, metrics))

@@ -437,7 +437,12 @@ impl Coordinator {
             failpoint::hit("checkpoint.after-state");
             store.put_manifest(&manifest)?;
             failpoint::hit("checkpoint.after-manifest");
-            store.prune(id, retained)
+            // The checkpoint is complete with its manifest: failing to remove old ones only
+            // leaves them behind (retried at the next checkpoint).
+            if let Err(e) = store.prune(id, retained) {
+                eprintln!("flowline: warning: cannot remove old checkpoints: {e}");
+            }
+            Ok(())
         })
         .await;
         self.metrics.bytes.set(total);

@@ -21,18 +21,17 @@ pub trait CheckpointStore: Send + Sync {
     fn describe(&self) -> String;
 }
 
-/// Opens `location`: a plain path or `file://` URL is a local directory; other URL schemes go
-/// to `object_store` (S3, GCS and Azure need the `cloud` build feature).
+/// Opens `location`: a plain path or `file://` URL is a local directory; `s3://bucket/prefix`
+/// and `gs://bucket/prefix` go to `object_store`, configured from the environment (`AWS_*`,
+/// `GOOGLE_*`, as object_store's builders read them).
 pub fn open_store(location: &str) -> io::Result<Arc<dyn CheckpointStore>> {
     match location.split_once("://") {
         None => Ok(Arc::new(LocalDir::new(PathBuf::from(location))?)),
         Some(("file", path)) => Ok(Arc::new(ObjectStoreDir::local(path)?)),
+        Some(("s3" | "s3a" | "gs", _)) => Ok(Arc::new(ObjectStoreDir::cloud(location)?)),
         Some((scheme, _)) => Err(io::Error::new(
             io::ErrorKind::Unsupported,
-            format!(
-                "checkpoint storage '{location}': the '{scheme}' scheme needs a build with the `cloud` feature of flowline-state \
-                 (this binary supports local paths and file:// URLs)"
-            ),
+            format!("checkpoint storage '{location}': the '{scheme}' scheme is not supported; use a local path, file://, s3:// or gs://"),
         )),
     }
 }
@@ -106,7 +105,17 @@ pub struct ObjectStoreDir {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     url: String,
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until dropped.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for ObjectStoreDir {
+    fn drop(&mut self) {
+        // May be dropped inside the job's runtime, where a blocking shutdown is refused.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl ObjectStoreDir {
@@ -116,10 +125,45 @@ impl ObjectStoreDir {
         Self::new(Arc::new(store), ObjectPath::default(), format!("file://{path}"))
     }
 
+    /// `s3://bucket/prefix` or `gs://bucket/prefix`, credentials and endpoint from the environment.
+    fn cloud(location: &str) -> io::Result<Self> {
+        let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("checkpoint storage '{location}': {e}"));
+        let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(bad("the URL names no bucket (expected scheme://bucket/prefix)".into()));
+        }
+        let store: Arc<dyn ObjectStore> = match url.scheme() {
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location).build().map_err(|e| bad(e.to_string()))?,
+            ),
+            _ => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(location.replacen("s3a://", "s3://", 1))
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
+            ),
+        };
+        let prefix = ObjectPath::from_url_path(url.path()).map_err(|e| bad(e.to_string()))?;
+        Self::new(store, prefix, location.to_string())
+    }
+
     pub fn new(store: Arc<dyn ObjectStore>, prefix: ObjectPath, url: String) -> io::Result<Self> {
         // Its own small runtime: callers are blocking threads and may sit inside the job's runtime.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { store, prefix, url, runtime })
+        Ok(Self { store, prefix, url, runtime: Some(runtime) })
+    }
+
+    /// Runs `f` on the store's own runtime, from a thread of its own when the caller is already
+    /// inside a runtime (tokio refuses to block a thread that drives async tasks).
+    fn block<F: std::future::Future + Send>(&self, f: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        let rt = self.runtime.as_ref().expect("runtime present until drop");
+        if tokio::runtime::Handle::try_current().is_err() {
+            return rt.block_on(f);
+        }
+        std::thread::scope(|s| s.spawn(|| rt.block_on(f)).join().expect("object store call panicked"))
     }
 
     fn path(&self, p: &str) -> ObjectPath {
@@ -130,11 +174,11 @@ impl ObjectStoreDir {
 impl CheckpointStore for ObjectStoreDir {
     fn put(&self, path: &str, data: &[u8]) -> io::Result<()> {
         let payload = PutPayload::from(data.to_vec());
-        self.runtime.block_on(self.store.put(&self.path(path), payload)).map(|_| ()).map_err(io::Error::other)
+        self.block(self.store.put(&self.path(path), payload)).map(|_| ()).map_err(io::Error::other)
     }
 
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
-        self.runtime.block_on(async {
+        self.block(async {
             match self.store.get(&self.path(path)).await {
                 Ok(r) => Ok(Some(r.bytes().await.map_err(io::Error::other)?.to_vec())),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
@@ -144,7 +188,7 @@ impl CheckpointStore for ObjectStoreDir {
     }
 
     fn list_root(&self) -> io::Result<Vec<String>> {
-        self.runtime.block_on(async {
+        self.block(async {
             let listing = self.store.list_with_delimiter(Some(&self.prefix)).await.map_err(io::Error::other)?;
             let dirs = listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string));
             let files = listing.objects.iter().filter_map(|o| o.location.filename().map(str::to_string));
@@ -153,7 +197,7 @@ impl CheckpointStore for ObjectStoreDir {
     }
 
     fn delete_dir(&self, dir: &str) -> io::Result<()> {
-        self.runtime.block_on(async {
+        self.block(async {
             let prefix = self.path(dir);
             let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(io::Error::other)?;
             for o in objects {

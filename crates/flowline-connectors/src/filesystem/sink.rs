@@ -121,6 +121,9 @@ impl FileSink {
         let OpenPart { writer, in_progress, final_path, .. } = part;
         writer.finish().map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
         if self.two_phase {
+            // Durable before the checkpoint that will publish it can complete: after a power loss
+            // the file the manifest promises is there whole.
+            std::fs::File::open(&in_progress).and_then(|f| f.sync_all()).map_err(|e| self.io(&in_progress, e))?;
             self.closed.push((in_progress, final_path));
             return Ok(());
         }
@@ -256,11 +259,17 @@ impl Sink for FileSink {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(e, _)| *e <= id);
         self.pending = later;
         let total: usize = due.iter().map(|(_, f)| f.len()).sum();
+        let mut dirs = std::collections::BTreeSet::new();
         for (i, (a, b)) in due.iter().flat_map(|(_, f)| f).enumerate() {
             self.publish(a, b)?;
+            dirs.extend(b.parent().map(Path::to_path_buf));
             if i == 0 && total > 1 {
                 flowline_common::failpoint::hit("sink.mid-commit");
             }
+        }
+        // The renames themselves durable (a crash before this is covered: restore publishes again).
+        for d in dirs {
+            std::fs::File::open(&d).and_then(|f| f.sync_all()).map_err(|e| self.io(&d, e))?;
         }
         Ok(())
     }

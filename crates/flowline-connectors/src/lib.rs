@@ -19,6 +19,7 @@ pub mod datagen;
 mod error;
 pub mod filesystem;
 pub mod http;
+pub mod kafka;
 pub mod nexmark;
 pub mod print;
 pub mod registry;
@@ -46,7 +47,7 @@ pub fn read_bounded(table: &flowline_sql::TableDef, factory: &ConnectorFactory, 
     loop {
         match source.poll()? {
             Poll::Batch(b) => out.push(b),
-            Poll::Pending(d) => std::thread::sleep(d),
+            Poll::Pending(d) | Poll::Idle(d) => std::thread::sleep(d),
             Poll::End => return Ok(out),
         }
     }
@@ -82,6 +83,9 @@ pub enum Poll {
     Batch(RecordBatch),
     /// Nothing now; poll again after at most this long (rate limits, idle inputs).
     Pending(Duration),
+    /// Nothing now, and nothing to read at all (e.g. more subtasks than Kafka partitions): the
+    /// source does not hold back event time. Poll again after about this long.
+    Idle(Duration),
     /// The source is exhausted (bounded input).
     End,
 }

@@ -4,7 +4,7 @@ use flowline_common::{OptionSpec, Options};
 use flowline_formats::{format_option_specs, FORMATS};
 use flowline_sql::TableDef;
 
-use crate::{blackhole, datagen, filesystem, http, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
+use crate::{blackhole, datagen, filesystem, http, kafka, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
 
 /// Builds one subtask's source. `projection` lists the physical columns (by index) the job
 /// reads; the source returns exactly those, in that order.
@@ -79,6 +79,18 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
     },
     ConnectorFactory {
+        name: "kafka",
+        doc: "reads and writes Kafka topics (json, csv, raw); offsets are part of checkpoints",
+        options: kafka::OPTIONS,
+        uses_format: false,
+        source: Some(kafka::create_source),
+        sink: Some(kafka::create_sink),
+        validate: kafka::validate,
+        unbounded_hint: |o| {
+            (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
+        },
+    },
+    ConnectorFactory {
         name: "nexmark",
         doc: "the Nexmark benchmark's event generator (persons, auctions, bids)",
         options: nexmark::OPTIONS,
@@ -123,6 +135,12 @@ pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options
                 return Err(ConnectorError::config(&table.name, format!("unknown format '{f}'; valid formats: {}", FORMATS.join(", "))))
             }
             Some(f) => specs.extend_from_slice(format_option_specs(f)),
+        }
+    }
+    if factory.name == "kafka" {
+        // Message formats: 'format' / 'value.format' / 'key.format', each with its options.
+        for f in kafka::named_formats(&options) {
+            specs.extend_from_slice(format_option_specs(f));
         }
     }
     options.validate(&specs).map_err(|source| ConnectorError::Option { table: table.name.clone(), source })?;

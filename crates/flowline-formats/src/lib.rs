@@ -4,6 +4,7 @@
 //! file bytes ──▶ LineChunkDecoder<Json|Csv> ──▶ RecordBatch      (fast path: whole chunks;
 //!                                                                 slow path on error: line by line)
 //! RecordBatch ──▶ BatchWriter (json lines, csv, parquet) ──▶ file
+//! messages ⇄ RecordBuffer ⇄ RecordDecoder / RecordEncoder (json, csv, raw; one record each)
 //! ```
 //!
 //! Option keys follow Flink: `format` picks the format, `<format>.<option>` configures it
@@ -13,12 +14,14 @@ pub mod csv;
 pub mod json;
 mod lines;
 pub mod parquet;
+mod records;
 pub mod text;
 mod writer;
 
 use flowline_common::{OptionError, OptionSpec, Options};
 
 pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
+pub use records::{RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS};
 pub use writer::{create_writer, BatchWriter};
 
 /// Formats a connector may name in `'format'`.

@@ -42,6 +42,11 @@ impl<F: LineFormat> LineChunkDecoder<F> {
         Self { format, probe, ignore_errors, next_line: 1, skipped: 0 }
     }
 
+    /// Counts lines from 1 again: the next chunk is a new input (one buffer of records).
+    pub fn restart_lines(&mut self) {
+        self.next_line = 1;
+    }
+
     /// Decodes a chunk that ends at a line boundary (or at end of input).
     pub fn decode_chunk(&mut self, chunk: &[u8]) -> Result<Option<RecordBatch>, DecodeError> {
         let first_line = self.next_line;

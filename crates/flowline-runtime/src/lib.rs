@@ -489,6 +489,13 @@ impl SourceTask {
                         self.send_watermark(w);
                     }
                 }
+                Poll::Idle(wait) => {
+                    if !idle {
+                        idle = true;
+                        self.output.broadcast(Message::Idle);
+                    }
+                    std::thread::sleep(wait.min(STOP_CHECK_INTERVAL))
+                }
                 Poll::Pending(wait) => {
                     // Processing time passes while nothing arrives.
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {

@@ -1,0 +1,224 @@
+//! `kafka`: a partitioned source whose offsets are part of checkpoints, and a sink.
+//!
+//! ```text
+//! source subtask i: partitions p with index(p) % parallelism == i (assigned, not subscribed)
+//!   BaseConsumer::poll ─▶ RecordBuffer (key, value) ─▶ RecordDecoder ─▶ batch
+//!   snapshot = next offset per partition; restore seeks there; the group offset is committed
+//!   after a checkpoint completes (for monitoring only, as in Flink)
+//! sink subtask: RecordEncoder ─▶ ThreadedProducer::send; at-least-once flushes at the barrier
+//! ```
+//!
+//! The client is rdkafka (librdkafka built from its bundled source): the mature Kafka client,
+//! with idempotence and transactions; option keys follow Flink's Kafka connector.
+
+mod sink;
+mod source;
+
+use flowline_common::{OptionSpec, Options};
+use flowline_formats::{RecordFormat, RECORD_FORMATS};
+use flowline_sql::TableDef;
+
+use crate::{ConnectorError, Result};
+
+pub use sink::create_sink;
+pub use source::create_source;
+
+pub const OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required("connector", "kafka"),
+    OptionSpec::optional("topic", "topic name, or names separated by ';'"),
+    OptionSpec::optional("topic-pattern", "regular expression of topic names to read (source)"),
+    OptionSpec::required("properties.bootstrap.servers", "comma-separated host:port of Kafka brokers"),
+    OptionSpec::optional("properties.group.id", "consumer group: group-offsets startup, and where offsets are committed for monitoring"),
+    OptionSpec::optional("properties.*", "passed to the Kafka client (librdkafka names; common Java-only ones are translated or ignored)"),
+    OptionSpec::optional("format", "value format: json, csv, raw"),
+    OptionSpec::optional("value.format", "value format: json, csv, raw (same as 'format')"),
+    OptionSpec::optional("key.format", "key format: json, csv, raw"),
+    OptionSpec::optional("key.fields", "columns carried in the message key, separated by ';'"),
+    OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
+    OptionSpec::optional("value.fields-include", "ALL (default) or EXCEPT_KEY: whether the value also carries the key columns"),
+    OptionSpec::optional("scan.startup.mode", "earliest-offset, latest-offset, group-offsets (default), timestamp, specific-offsets"),
+    OptionSpec::optional("scan.startup.specific-offsets", "'partition:0,offset:42;partition:1,offset:300'"),
+    OptionSpec::optional("scan.startup.timestamp-millis", "start at the first record at or after this time (ms since epoch)"),
+    OptionSpec::optional("scan.bounded.mode", "unbounded (default), latest-offset, group-offsets, timestamp, specific-offsets"),
+    OptionSpec::optional("scan.bounded.specific-offsets", "stop offsets (exclusive): 'partition:0,offset:42;...'"),
+    OptionSpec::optional("scan.bounded.timestamp-millis", "stop before the first record at or after this time"),
+    OptionSpec::optional("scan.topic-partition-discovery.interval", "accepted; partitions are read as they are at start"),
+    OptionSpec::optional("sink.partitioner", "default (by key, else sticky), fixed (subtask i writes partition i mod n), round-robin"),
+    OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default); exactly-once is not built yet"),
+    OptionSpec::optional("sink.transactional-id-prefix", "for exactly-once (not built yet)"),
+    OptionSpec::optional("sink.parallelism", "accepted; the job's parallelism is used"),
+];
+
+/// The formats this connector's options name, for the registry's option check.
+pub fn named_formats(o: &Options) -> Vec<&str> {
+    ["format", "value.format", "key.format"].iter().filter_map(|k| o.get(k)).collect()
+}
+
+pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
+    let cfg = |e: String| ConnectorError::config(&table.name, e);
+    if o.get("format").is_some() && o.get("value.format").is_some() {
+        return Err(cfg("set either 'format' or 'value.format', not both".into()));
+    }
+    let layout = Layout::new(table, o)?;
+    if o.get("topic").is_some() == o.get("topic-pattern").is_some() {
+        return Err(cfg("set exactly one of 'topic' and 'topic-pattern'".into()));
+    }
+    if let Some(g) = o.get("sink.delivery-guarantee") {
+        match g {
+            "none" | "at-least-once" => {}
+            "exactly-once" => {
+                return Err(cfg(
+                    "'sink.delivery-guarantee' = 'exactly-once' is not built yet (Kafka transactions tied to checkpoints); \
+                     use 'at-least-once', or the filesystem sink for exactly-once output"
+                        .into(),
+                ))
+            }
+            other => return Err(cfg(format!("invalid 'sink.delivery-guarantee' = '{other}'; valid: none, at-least-once, exactly-once"))),
+        }
+    }
+    if let Some(p) = o.get("sink.partitioner") {
+        if !matches!(p, "default" | "fixed" | "round-robin") {
+            return Err(cfg(format!("invalid 'sink.partitioner' = '{p}'; valid: default, fixed, round-robin")));
+        }
+    }
+    let _ = layout;
+    Ok(())
+}
+
+/// Which columns travel in the key and which in the value, and their formats.
+pub(crate) struct Layout {
+    pub value_format: RecordFormat,
+    pub key_format: Option<RecordFormat>,
+    /// Physical column indices in the key, in key order.
+    pub key_columns: Vec<usize>,
+    /// Physical column indices in the value, in value order.
+    pub value_columns: Vec<usize>,
+    /// Schemas as the formats see them (key columns without `key.fields-prefix`).
+    pub key_schema: arrow::datatypes::SchemaRef,
+    pub value_schema: arrow::datatypes::SchemaRef,
+}
+
+impl Layout {
+    pub fn new(table: &TableDef, o: &Options) -> Result<Self> {
+        let cfg = |e: String| ConnectorError::config(&table.name, e);
+        let format_key = if o.get("value.format").is_some() { "value.format" } else { "format" };
+        if o.get(format_key).is_none() {
+            return Err(cfg(format!("connector 'kafka' requires option 'format' (or 'value.format'); valid formats: {}", RECORD_FORMATS.join(", "))));
+        }
+        let fmt = |key: &str| RecordFormat::from_options(o, key).map_err(|e| cfg(e.to_string()));
+        let value_format = fmt(format_key)?;
+        let schema = table.physical_schema();
+        let prefix = o.get("key.fields-prefix").unwrap_or("");
+        let key_names: Vec<&str> = o.get("key.fields").map(|k| k.split(';').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let key_format = match (o.get("key.format"), key_names.is_empty()) {
+            (Some(_), false) => Some(fmt("key.format")?),
+            (Some(_), true) => return Err(cfg("'key.format' needs 'key.fields': the columns the key carries".into())),
+            (None, false) => return Err(cfg("'key.fields' needs 'key.format'".into())),
+            (None, true) => None,
+        };
+        let mut key_columns = Vec::new();
+        for name in &key_names {
+            let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
+                return Err(cfg(format!("'key.fields' names '{name}', which is not a physical column")));
+            };
+            if !name.starts_with(prefix) {
+                return Err(cfg(format!("key column '{name}' does not start with 'key.fields-prefix' '{prefix}'")));
+            }
+            key_columns.push(i);
+        }
+        let except_key = match o.get("value.fields-include").map(str::to_ascii_uppercase).as_deref() {
+            None | Some("ALL") => false,
+            Some("EXCEPT_KEY") => true,
+            Some(other) => return Err(cfg(format!("invalid 'value.fields-include' = '{other}'; valid: ALL, EXCEPT_KEY"))),
+        };
+        if !prefix.is_empty() && !except_key {
+            return Err(cfg("'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY' (as in Flink)".into()));
+        }
+        let value_columns: Vec<usize> = (0..schema.fields().len()).filter(|i| !except_key || !key_columns.contains(i)).collect();
+        let project = |cols: &[usize], strip: &str| {
+            let fields: Vec<arrow::datatypes::Field> = cols
+                .iter()
+                .map(|i| {
+                    let f = schema.field(*i);
+                    f.clone().with_name(f.name().strip_prefix(strip).unwrap_or(f.name()))
+                })
+                .collect();
+            std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
+        };
+        let layout = Self {
+            key_schema: project(&key_columns, prefix),
+            value_schema: project(&value_columns, ""),
+            value_format,
+            key_format,
+            key_columns,
+            value_columns,
+        };
+        layout.value_format.check_schema(&layout.value_schema).map_err(|e| cfg(format!("value: {e}")))?;
+        if let Some(k) = &layout.key_format {
+            k.check_schema(&layout.key_schema).map_err(|e| cfg(format!("key: {e}")))?;
+        }
+        Ok(layout)
+    }
+}
+
+/// The client configuration from `properties.*`. Java-client keys that librdkafka spells
+/// differently are translated; Java-only ones with no meaning here are dropped.
+pub(crate) fn client_config(o: &Options) -> rdkafka::ClientConfig {
+    let mut c = rdkafka::ClientConfig::new();
+    for (k, v) in o.map() {
+        let Some(key) = k.strip_prefix("properties.") else { continue };
+        let key = match key {
+            "max.request.size" => "message.max.bytes",
+            "key.deserializer" | "value.deserializer" | "key.serializer" | "value.serializer" | "max.poll.records" | "partition.discovery.interval.ms" => {
+                continue
+            }
+            k => k,
+        };
+        c.set(key, v);
+    }
+    c
+}
+
+/// `'partition:0,offset:42;partition:1,offset:300'` → [(0, 42), (1, 300)].
+pub(crate) fn parse_specific_offsets(table: &str, key: &str, text: &str) -> Result<Vec<(i32, i64)>> {
+    let bad = || ConnectorError::config(table, format!("invalid '{key}' = '{text}': expected 'partition:0,offset:42;partition:1,offset:300'"));
+    let mut out = Vec::new();
+    for part in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (p, off) = part.split_once(',').ok_or_else(bad)?;
+        let p = p.trim().strip_prefix("partition:").and_then(|v| v.trim().parse().ok()).ok_or_else(bad)?;
+        let off = off.trim().strip_prefix("offset:").and_then(|v| v.trim().parse().ok()).ok_or_else(bad)?;
+        out.push((p, off));
+    }
+    Ok(out)
+}
+
+/// A Kafka client error with what to check.
+pub(crate) fn kafka_error(table: &str, what: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let hint = match e.rdkafka_error_code() {
+        Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => "; the topic does not exist (create it, or enable auto-creation on the broker)",
+        Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) | Some(C::ClusterAuthorizationFailed) => {
+            "; the broker refused: check the principal's ACLs and 'properties.sasl.*' / 'properties.security.protocol'"
+        }
+        Some(C::MessageSizeTooLarge) | Some(C::InvalidMessageSize) => {
+            "; a record is larger than the broker or topic allows (max.message.bytes): raise it, or 'properties.message.max.bytes' on the client"
+        }
+        Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure) | Some(C::OperationTimedOut) | Some(C::MessageTimedOut) => {
+            "; is 'properties.bootstrap.servers' right and the broker reachable?"
+        }
+        _ => "",
+    };
+    ConnectorError::config(table, format!("kafka: {what}: {e}{hint}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specific_offsets_parse_and_errors_show_the_syntax() {
+        assert_eq!(parse_specific_offsets("t", "k", "partition:0,offset:42; partition:1,offset:300").unwrap(), vec![(0, 42), (1, 300)]);
+        let e = parse_specific_offsets("t", "k", "0:42").unwrap_err().to_string();
+        assert!(e.contains("partition:0,offset:42"), "{e}");
+    }
+}

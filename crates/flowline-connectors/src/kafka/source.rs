@@ -1,0 +1,510 @@
+//! The Kafka source: assigned partitions, offsets in checkpoints, bounded reads.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::ArrayRef;
+use arrow::record_batch::RecordBatch;
+use flowline_common::Options;
+use flowline_formats::{RecordBuffer, RecordDecoder};
+use flowline_sql::TableDef;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Message, Offset, TopicPartitionList};
+
+use super::{client_config, kafka_error, parse_specific_offsets, Layout};
+use crate::{ConnectorError, Poll, Result, Source, TaskContext};
+
+/// How long metadata and offset lookups may take before the source gives up.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Records per batch, and bytes of payload, before a batch is decoded and sent.
+const BATCH_RECORDS_MAX: usize = 8192;
+const BATCH_BYTES_MAX: usize = 4 << 20;
+/// What librdkafka prefetches per partition at most, unless the table sets it: consuming stops
+/// when the pipeline stops polling (backpressure), so this bounds the buffered bytes.
+const PREFETCH_KBYTES_DEFAULT: &str = "8192";
+
+type Tp = (String, i32);
+
+pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+    let layout = Layout::new(table, o)?;
+    let name = table.name.clone();
+    let mut config = client_config(o);
+    if o.get("properties.group.id").is_none() {
+        // librdkafka wants a group id for a consumer; offsets are ours, so any stable one works.
+        config.set("group.id", format!("flowline-{}", name));
+    }
+    config.set("enable.auto.commit", "false");
+    if o.get("properties.queued.max.messages.kbytes").is_none() {
+        config.set("queued.max.messages.kbytes", PREFETCH_KBYTES_DEFAULT);
+    }
+    let bounded_mode = o.get("scan.bounded.mode").unwrap_or("unbounded").to_string();
+    if bounded_mode != "unbounded" {
+        config.set("enable.partition.eof", "true");
+    }
+    let consumer: BaseConsumer = config.create().map_err(|e| kafka_error(&name, "cannot create the consumer", e))?;
+
+    // Every partition of the topics, in a fixed order; this subtask takes every n-th.
+    let all = partitions(&consumer, table, o)?;
+    let mine: Vec<Tp> = all.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism == ctx.subtask).map(|(_, tp)| tp).collect();
+
+    let stops = match bounded_mode.as_str() {
+        "unbounded" => None,
+        mode => Some(stop_offsets(&consumer, &name, o, mode, &mine)?),
+    };
+    let value = RecordDecoder::new(&layout.value_format, layout.value_schema.clone()).map_err(|e| ConnectorError::config(&name, e.to_string()))?;
+    let key = match &layout.key_format {
+        Some(f) => Some(RecordDecoder::new(f, layout.key_schema.clone()).map_err(|e| ConnectorError::config(&name, e.to_string()))?),
+        None => None,
+    };
+    let width = table.physical_schema().fields().len();
+    let projection = projection.map(<[usize]>::to_vec).unwrap_or_else(|| (0..width).collect());
+    let schema = Arc::new(table.physical_schema().project(&projection).map_err(|e| ConnectorError::config(&name, e.to_string()))?);
+    Ok(Box::new(KafkaSource {
+        table: name,
+        options: o.clone(),
+        consumer,
+        partitions: mine,
+        positions: BTreeMap::new(),
+        started: false,
+        stops,
+        done: Vec::new(),
+        layout,
+        value,
+        key,
+        value_buf: RecordBuffer::default(),
+        key_buf: RecordBuffer::default(),
+        projection,
+        schema,
+        snapshots: BTreeMap::new(),
+        skipped: ctx.counter("flowline_source_records_skipped_total", "records dropped as undecodable (ignore-parse-errors)"),
+        skipped_seen: 0,
+    }))
+}
+
+/// The (topic, partition) pairs of `topic` / `topic-pattern`, sorted.
+fn partitions(consumer: &BaseConsumer, table: &TableDef, o: &Options) -> Result<Vec<Tp>> {
+    let name = &table.name;
+    let topics: Vec<String> = match o.get("topic") {
+        Some(t) => t.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        None => {
+            let pattern = o.get("topic-pattern").unwrap_or_default();
+            let re = regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|e| ConnectorError::config(name, format!("invalid 'topic-pattern' = '{pattern}': {e}")))?;
+            let md = consumer.fetch_metadata(None, LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot list topics", e))?;
+            let mut found: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).filter(|t| re.is_match(t)).collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(ConnectorError::config(name, format!("kafka: no topic matches 'topic-pattern' = '{pattern}'")));
+            }
+            found
+        }
+    };
+    let mut out = Vec::new();
+    for topic in topics {
+        let md = consumer.fetch_metadata(Some(&topic), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, &format!("cannot read metadata of topic '{topic}'"), e))?;
+        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+            return Err(ConnectorError::config(name, format!("kafka: topic '{topic}' not found")));
+        };
+        if let Some(err) = t.error() {
+            let e = KafkaError::MetadataFetch(err.into());
+            return Err(kafka_error(name, &format!("topic '{topic}'"), e));
+        }
+        if t.partitions().is_empty() {
+            return Err(ConnectorError::config(name, format!("kafka: topic '{topic}' does not exist or has no partitions")));
+        }
+        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+        ids.sort_unstable();
+        out.extend(ids.into_iter().map(|p| (topic.clone(), p)));
+    }
+    Ok(out)
+}
+
+fn tpl_of(tps: &[Tp], offset: Offset) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p) in tps {
+        let _ = tpl.add_partition_offset(t, *p, offset);
+    }
+    tpl
+}
+
+fn offsets_of(tpl: &TopicPartitionList) -> BTreeMap<Tp, Offset> {
+    tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect()
+}
+
+/// Exclusive stop offsets per partition for a bounded read.
+fn stop_offsets(consumer: &BaseConsumer, name: &str, o: &Options, mode: &str, tps: &[Tp]) -> Result<BTreeMap<Tp, i64>> {
+    let high = |tp: &Tp| -> Result<i64> {
+        let (_, hi) = consumer.fetch_watermarks(&tp.0, tp.1, LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot read the end offset", e))?;
+        Ok(hi)
+    };
+    let mut out = BTreeMap::new();
+    match mode {
+        "latest-offset" => {
+            for tp in tps {
+                out.insert(tp.clone(), high(tp)?);
+            }
+        }
+        "specific-offsets" => {
+            let text = o.get("scan.bounded.specific-offsets").ok_or_else(|| {
+                ConnectorError::config(name, "'scan.bounded.mode' = 'specific-offsets' needs 'scan.bounded.specific-offsets'")
+            })?;
+            let given: BTreeMap<i32, i64> = parse_specific_offsets(name, "scan.bounded.specific-offsets", text)?.into_iter().collect();
+            for tp in tps {
+                let stop = match given.get(&tp.1) {
+                    Some(s) => *s,
+                    None => high(tp)?,
+                };
+                out.insert(tp.clone(), stop);
+            }
+        }
+        "timestamp" => {
+            let ts: i64 = o
+                .get("scan.bounded.timestamp-millis")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| ConnectorError::config(name, "'scan.bounded.mode' = 'timestamp' needs 'scan.bounded.timestamp-millis' (ms since epoch)"))?;
+            let found = consumer.offsets_for_times(tpl_of(tps, Offset::Offset(ts)), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot look up offsets by time", e))?;
+            for (tp, off) in offsets_of(&found) {
+                let stop = match off {
+                    Offset::Offset(n) => n,
+                    _ => high(&tp)?,
+                };
+                out.insert(tp, stop);
+            }
+        }
+        "group-offsets" => {
+            let committed = consumer.committed_offsets(tpl_of(tps, Offset::Invalid), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot read the group's offsets", e))?;
+            for (tp, off) in offsets_of(&committed) {
+                let Offset::Offset(n) = off else {
+                    return Err(ConnectorError::config(name, format!("kafka: the group has no committed offset for {}-{} to stop at", tp.0, tp.1)));
+                };
+                out.insert(tp, n);
+            }
+        }
+        other => {
+            return Err(ConnectorError::config(
+                name,
+                format!("invalid 'scan.bounded.mode' = '{other}'; valid: unbounded, latest-offset, group-offsets, timestamp, specific-offsets"),
+            ))
+        }
+    }
+    Ok(out)
+}
+
+struct KafkaSource {
+    table: String,
+    options: Options,
+    consumer: BaseConsumer,
+    partitions: Vec<Tp>,
+    /// Next offset to read per partition: what a checkpoint records.
+    positions: BTreeMap<Tp, i64>,
+    started: bool,
+    stops: Option<BTreeMap<Tp, i64>>,
+    /// Partitions that reached their stop offset.
+    done: Vec<Tp>,
+    layout: Layout,
+    value: RecordDecoder,
+    key: Option<RecordDecoder>,
+    value_buf: RecordBuffer,
+    key_buf: RecordBuffer,
+    projection: Vec<usize>,
+    schema: arrow::datatypes::SchemaRef,
+    /// Positions by checkpoint id, until the checkpoint completes (then committed to the group).
+    snapshots: BTreeMap<u64, BTreeMap<Tp, i64>>,
+    skipped: flowline_common::Counter,
+    skipped_seen: u64,
+}
+
+impl KafkaSource {
+    /// Assigns the partitions: restored positions, else the startup mode's offsets.
+    fn start(&mut self) -> Result<()> {
+        self.started = true;
+        let fresh: Vec<Tp> = self.partitions.iter().filter(|tp| !self.positions.contains_key(*tp)).cloned().collect();
+        let mut starts: BTreeMap<Tp, Offset> = self.positions.iter().map(|(tp, o)| (tp.clone(), Offset::Offset(*o))).collect();
+        if !fresh.is_empty() {
+            starts.extend(self.startup_offsets(&fresh)?);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &self.partitions {
+            let off = starts.get(tp).copied().unwrap_or(Offset::Beginning);
+            tpl.add_partition_offset(&tp.0, tp.1, off).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
+        }
+        self.consumer.assign(&tpl).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
+        // Partitions already at their stop offset are done before reading anything.
+        if let Some(stops) = &self.stops {
+            for tp in &self.partitions {
+                if let (Some(Offset::Offset(at)), Some(stop)) = (starts.get(tp), stops.get(tp)) {
+                    if at >= stop {
+                        self.done.push(tp.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn startup_offsets(&self, tps: &[Tp]) -> Result<BTreeMap<Tp, Offset>> {
+        let (o, name) = (&self.options, &self.table);
+        let mode = o.get("scan.startup.mode").unwrap_or("group-offsets");
+        let all = |off: Offset| tps.iter().map(|tp| (tp.clone(), off)).collect::<BTreeMap<_, _>>();
+        match mode {
+            "earliest-offset" => Ok(all(Offset::Beginning)),
+            "latest-offset" => Ok(all(Offset::End)),
+            "timestamp" => {
+                let ts: i64 = o.get("scan.startup.timestamp-millis").and_then(|v| v.parse().ok()).ok_or_else(|| {
+                    ConnectorError::config(name, "'scan.startup.mode' = 'timestamp' needs 'scan.startup.timestamp-millis' (ms since epoch)")
+                })?;
+                let found = self
+                    .consumer
+                    .offsets_for_times(tpl_of(tps, Offset::Offset(ts)), LOOKUP_TIMEOUT)
+                    .map_err(|e| kafka_error(name, "cannot look up offsets by time", e))?;
+                // No record at or after the time: start at the end.
+                Ok(offsets_of(&found).into_iter().map(|(tp, off)| (tp, if matches!(off, Offset::Offset(_)) { off } else { Offset::End })).collect())
+            }
+            "specific-offsets" => {
+                let text = o.get("scan.startup.specific-offsets").ok_or_else(|| {
+                    ConnectorError::config(name, "'scan.startup.mode' = 'specific-offsets' needs 'scan.startup.specific-offsets'")
+                })?;
+                let given: BTreeMap<i32, i64> = parse_specific_offsets(name, "scan.startup.specific-offsets", text)?.into_iter().collect();
+                let (named, rest): (Vec<Tp>, Vec<Tp>) = tps.iter().cloned().partition(|tp| given.contains_key(&tp.1));
+                // Partitions not named start from the group's offsets, as in Flink.
+                let mut out = self.group_offsets(&rest)?;
+                out.extend(named.into_iter().map(|tp| {
+                    let off = given[&tp.1];
+                    (tp, Offset::Offset(off))
+                }));
+                Ok(out)
+            }
+            "group-offsets" => self.group_offsets(tps),
+            other => Err(ConnectorError::config(
+                name,
+                format!("invalid 'scan.startup.mode' = '{other}'; valid: earliest-offset, latest-offset, group-offsets, timestamp, specific-offsets"),
+            )),
+        }
+    }
+
+    /// The group's committed offsets; without one, `properties.auto.offset.reset` decides.
+    fn group_offsets(&self, tps: &[Tp]) -> Result<BTreeMap<Tp, Offset>> {
+        if tps.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let name = &self.table;
+        let committed = self
+            .consumer
+            .committed_offsets(tpl_of(tps, Offset::Invalid), LOOKUP_TIMEOUT)
+            .map_err(|e| kafka_error(name, "cannot read the group's committed offsets", e))?;
+        let reset = self.options.get("properties.auto.offset.reset");
+        let mut out = BTreeMap::new();
+        for (tp, off) in offsets_of(&committed) {
+            let off = match (off, reset) {
+                (Offset::Offset(n), _) if n >= 0 => Offset::Offset(n),
+                (_, Some("earliest" | "smallest" | "beginning")) => Offset::Beginning,
+                (_, Some("latest" | "largest" | "end")) => Offset::End,
+                _ => {
+                    return Err(ConnectorError::config(
+                        name,
+                        format!(
+                            "kafka: group '{}' has no committed offset for {}-{}; set 'scan.startup.mode' (e.g. 'earliest-offset') or 'properties.auto.offset.reset'",
+                            self.options.get("properties.group.id").unwrap_or("(none)"),
+                            tp.0,
+                            tp.1
+                        ),
+                    ))
+                }
+            };
+            out.insert(tp, off);
+        }
+        Ok(out)
+    }
+
+    fn stop_of(&self, tp: &Tp) -> Option<i64> {
+        self.stops.as_ref().and_then(|s| s.get(tp).copied())
+    }
+
+    fn all_done(&self) -> bool {
+        self.stops.is_some() && self.partitions.iter().all(|tp| self.done.contains(tp))
+    }
+
+    fn mark_done(&mut self, tp: Tp) {
+        if !self.done.contains(&tp) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            let _ = self.consumer.pause(&tpl);
+            self.done.push(tp);
+        }
+    }
+
+    /// Decodes what the buffers hold into one batch of the projected columns.
+    fn flush(&mut self) -> Result<Option<RecordBatch>> {
+        if self.value_buf.is_empty() {
+            return Ok(None);
+        }
+        let where_ = |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
+        let value = self.value.decode(&self.value_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka value: {}: {}", where_(&e), e.reason)))?;
+        let key = match self.key.as_mut() {
+            Some(k) => k.decode(&self.key_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka key: {}: {}", where_(&e), e.reason)))?,
+            None => None,
+        };
+        self.value_buf.clear();
+        self.key_buf.clear();
+        let skipped = self.value.skipped() + self.key.as_ref().map_or(0, |k| k.skipped());
+        if skipped > self.skipped_seen {
+            self.skipped.add(skipped - self.skipped_seen);
+            self.skipped_seen = skipped;
+        }
+        let Some(value) = value else { return Ok(None) };
+        let rows = value.num_rows();
+        let width = self.layout.value_columns.len().max(self.layout.key_columns.iter().max().map_or(0, |m| m + 1));
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; width.max(self.layout.value_columns.iter().max().map_or(0, |m| m + 1))];
+        for (j, i) in self.layout.value_columns.iter().enumerate() {
+            columns[*i] = Some(value.column(j).clone());
+        }
+        if let Some(key) = key {
+            if key.num_rows() != rows {
+                return Err(ConnectorError::config(
+                    &self.table,
+                    "kafka: keys and values decoded to different row counts (a record's key or value was skipped as undecodable); \
+                     ignore-parse-errors with 'key.fields' needs both to decode",
+                ));
+            }
+            for (j, i) in self.layout.key_columns.iter().enumerate() {
+                if columns[*i].is_none() {
+                    columns[*i] = Some(key.column(j).clone());
+                }
+            }
+        }
+        let out: Vec<ArrayRef> = self
+            .projection
+            .iter()
+            .map(|i| columns.get(*i).cloned().flatten().ok_or_else(|| ConnectorError::config(&self.table, format!("internal: column {i} not decoded"))))
+            .collect::<Result<_>>()?;
+        Ok(Some(RecordBatch::try_new(self.schema.clone(), out).map_err(|e| ConnectorError::config(&self.table, e.to_string()))?))
+    }
+}
+
+impl Source for KafkaSource {
+    fn poll(&mut self) -> Result<Poll> {
+        if !self.started {
+            self.start()?;
+        }
+        if self.partitions.is_empty() {
+            // More subtasks than partitions: nothing to read, and this subtask must not hold
+            // back event time.
+            return Ok(if self.stops.is_some() { Poll::End } else { Poll::Idle(Duration::from_millis(100)) });
+        }
+        let value_json = self.value.is_json();
+        let key_json = self.key.as_ref().is_some_and(|k| k.is_json());
+        let raw_value = !value_json && matches!(self.layout.value_format, flowline_formats::RecordFormat::Raw);
+        while self.value_buf.len() < BATCH_RECORDS_MAX && self.value_buf.bytes_len() < BATCH_BYTES_MAX {
+            if self.all_done() {
+                break;
+            }
+            let wait = if self.value_buf.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            let msg = match self.consumer.poll(wait) {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.on_end_of_partition(p);
+                    continue;
+                }
+                Some(Err(e)) => return Err(kafka_error(&self.table, "cannot read", e)),
+            };
+            let tp = (msg.topic().to_string(), msg.partition());
+            let offset = msg.offset();
+            if let Some(stop) = self.stop_of(&tp) {
+                if offset >= stop {
+                    drop(msg);
+                    self.mark_done(tp);
+                    continue;
+                }
+            }
+            let payload = msg.payload();
+            if payload.is_some() || raw_value {
+                self.value_buf.push(payload, value_json);
+                if self.key.is_some() {
+                    self.key_buf.push(msg.key(), key_json);
+                }
+            }
+            drop(msg);
+            self.positions.insert(tp.clone(), offset + 1);
+            if self.stop_of(&tp).is_some_and(|s| offset + 1 >= s) {
+                self.mark_done(tp);
+            }
+        }
+        if let Some(batch) = self.flush()? {
+            return Ok(Poll::Batch(batch));
+        }
+        if self.all_done() {
+            return Ok(Poll::End);
+        }
+        Ok(Poll::Pending(Duration::from_millis(10)))
+    }
+
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let positions: BTreeMap<String, i64> = self.positions.iter().map(|((t, p), o)| (format!("{p}:{t}"), *o)).collect();
+        let id = self.snapshots.keys().next_back().map_or(1, |k| k + 1);
+        self.snapshots.insert(id, self.positions.clone());
+        Ok(serde_json::to_vec(&serde_json::json!({"positions": positions, "done": self.done.iter().map(|(t, p)| format!("{p}:{t}")).collect::<Vec<_>>()}))
+            .expect("JSON values serialize"))
+    }
+
+    fn restore(&mut self, position: &[u8]) -> Result<()> {
+        let bad = || ConnectorError::config(&self.table, "the checkpointed Kafka position is malformed");
+        let v: serde_json::Value = serde_json::from_slice(position).map_err(|_| bad())?;
+        let split = |k: &str| -> Option<Tp> {
+            let (p, t) = k.split_once(':')?;
+            Some((t.to_string(), p.parse().ok()?))
+        };
+        for (k, o) in v["positions"].as_object().ok_or_else(bad)? {
+            let tp = split(k).ok_or_else(bad)?;
+            self.positions.insert(tp, o.as_i64().ok_or_else(bad)?);
+        }
+        for d in v["done"].as_array().into_iter().flatten() {
+            if let Some(tp) = d.as_str().and_then(split) {
+                if self.partitions.contains(&tp) {
+                    self.done.push(tp);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
+        // The newest snapshot is covered by a completed checkpoint: report its offsets to the
+        // group (monitoring and group-offsets startup; recovery uses the checkpoint).
+        let Some((_, positions)) = self.snapshots.pop_last() else { return Ok(()) };
+        self.snapshots.clear();
+        if positions.is_empty() || self.options.get("properties.group.id").is_none() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in &positions {
+            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        }
+        // Best effort: a failed commit only makes the group's lag look larger.
+        let _ = self.consumer.commit(&tpl, CommitMode::Async);
+        Ok(())
+    }
+}
+
+impl KafkaSource {
+    /// The consumer read everything a partition (of one of the topics) has now. Its fetch
+    /// position is past every record and transaction marker, so a partition whose position
+    /// reached its stop offset is done even when the last offsets before the stop held no
+    /// records.
+    fn on_end_of_partition(&mut self, p: i32) {
+        let Ok(positions) = self.consumer.position() else { return };
+        let positions = offsets_of(&positions);
+        let finished: Vec<Tp> = self
+            .partitions
+            .iter()
+            .filter(|tp| tp.1 == p && !self.done.contains(*tp))
+            .filter(|tp| matches!((positions.get(*tp), self.stop_of(tp)), (Some(Offset::Offset(at)), Some(stop)) if *at >= stop))
+            .cloned()
+            .collect();
+        for tp in finished {
+            self.mark_done(tp);
+        }
+    }
+}

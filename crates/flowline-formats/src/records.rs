@@ -1,0 +1,363 @@
+//! One record per message (Kafka keys and values): `json`, `csv` and `raw`.
+//!
+//! ```text
+//! messages ──push──▶ RecordBuffer (records joined by '\n') ──RecordDecoder──▶ RecordBatch
+//! RecordBatch ──RecordEncoder──▶ RecordBuffer ──record(i)──▶ one message per row
+//! ```
+//!
+//! Decoding reuses the line decoders of files: a buffer of many records goes to the vectorised
+//! arrow decoder in one call, and only a failing buffer is retried record by record to name the
+//! bad one (or skip it with `<format>.ignore-parse-errors`).
+
+use std::sync::Arc;
+
+use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
+use arrow_schema::{DataType, SchemaRef};
+use flowline_common::Options;
+
+use crate::csv::{CsvLines, CsvOptions};
+use crate::json::{JsonLines, JsonOptions};
+use crate::text::sql_timestamps_as_strings;
+use crate::{FormatError, LineChunkDecoder, LineFormat, Result};
+
+/// Formats a message-carrying connector may name in `format`, `key.format` or `value.format`.
+pub const RECORD_FORMATS: &[&str] = &["json", "csv", "raw"];
+
+/// A record format with its parsed options.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordFormat {
+    Json(JsonOptions),
+    Csv(CsvOptions),
+    /// The whole message as the single column (STRING or BYTES).
+    Raw,
+}
+
+impl RecordFormat {
+    /// The format named by option `key` (`format`, `key.format`, `value.format`) and its options.
+    pub fn from_options(options: &Options, key: &str) -> Result<Self> {
+        match options.require(key)? {
+            "json" => Ok(RecordFormat::Json(JsonOptions::from_options(options)?)),
+            "csv" => Ok(RecordFormat::Csv(CsvOptions::from_options(options)?)),
+            "raw" => Ok(RecordFormat::Raw),
+            other => Err(options.invalid(key, format!("unknown format '{other}'; valid formats: {}", RECORD_FORMATS.join(", "))).into()),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            RecordFormat::Json(_) => "json",
+            RecordFormat::Csv(_) => "csv",
+            RecordFormat::Raw => "raw",
+        }
+    }
+
+    pub fn ignore_parse_errors(&self) -> bool {
+        match self {
+            RecordFormat::Json(o) => o.ignore_parse_errors,
+            RecordFormat::Csv(o) => o.ignore_parse_errors,
+            RecordFormat::Raw => false,
+        }
+    }
+
+    /// Checks that `schema` can be carried: raw needs exactly one STRING or BYTES column.
+    pub fn check_schema(&self, schema: &SchemaRef) -> Result<()> {
+        if matches!(self, RecordFormat::Raw) {
+            let ok = schema.fields().len() == 1 && matches!(schema.field(0).data_type(), DataType::Utf8 | DataType::Binary);
+            if !ok {
+                return Err(FormatError::Unsupported(format!(
+                    "format 'raw' carries exactly one STRING or BYTES column, the table has {}",
+                    schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Records one after another, each followed by `'\n'`; `None` payloads (Kafka tombstones) are
+/// remembered but hold no bytes.
+#[derive(Default, Debug)]
+pub struct RecordBuffer {
+    bytes: Vec<u8>,
+    /// Per record: the end of its bytes (exclusive, before the '\n'), or `None` for no payload.
+    ends: Vec<Option<usize>>,
+}
+
+impl RecordBuffer {
+    /// Appends one record. Newlines inside a JSON record are whitespace and become spaces, so
+    /// one record is one line.
+    pub fn push(&mut self, payload: Option<&[u8]>, json: bool) {
+        match payload {
+            None => self.ends.push(None),
+            Some(p) => {
+                let start = self.bytes.len();
+                self.bytes.extend_from_slice(p);
+                if json {
+                    for b in &mut self.bytes[start..] {
+                        if *b == b'\n' || *b == b'\r' {
+                            *b = b' ';
+                        }
+                    }
+                }
+                self.ends.push(Some(self.bytes.len()));
+                self.bytes.push(b'\n');
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn bytes_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Record `i`'s bytes, `None` for no payload.
+    pub fn record(&self, i: usize) -> Option<&[u8]> {
+        let end = self.ends[i]?;
+        let start = self.ends[..i].iter().rev().find_map(|e| *e).map_or(0, |e| e + 1);
+        Some(&self.bytes[start..end])
+    }
+
+    /// Records as (start, end) ranges, `None` for no payload: one pass, for encoders' callers.
+    pub fn ranges(&self) -> impl Iterator<Item = Option<(usize, usize)>> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |e| {
+            e.map(|end| {
+                let r = (start, end);
+                start = end + 1;
+                r
+            })
+        })
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// A record that could not be decoded: its index in the buffer and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("record {index}: {reason}")]
+pub struct RecordError {
+    pub index: usize,
+    pub reason: String,
+}
+
+impl<T: LineFormat + ?Sized> LineFormat for Box<T> {
+    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+        (**self).decode(bytes)
+    }
+    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, String> {
+        (**self).flush()
+    }
+    fn reset(&mut self) {
+        (**self).reset()
+    }
+}
+
+/// Decodes buffers of records into batches of `schema`.
+pub struct RecordDecoder {
+    schema: SchemaRef,
+    lines: Option<LineChunkDecoder<Box<dyn LineFormat>>>,
+    json: bool,
+}
+
+impl RecordDecoder {
+    pub fn new(format: &RecordFormat, schema: SchemaRef) -> Result<Self> {
+        format.check_schema(&schema)?;
+        let lines: Option<LineChunkDecoder<Box<dyn LineFormat>>> = match format {
+            RecordFormat::Json(o) => Some(LineChunkDecoder::new(
+                Box::new(JsonLines::new(schema.clone(), o)?),
+                Box::new(JsonLines::new(schema.clone(), o)?),
+                o.ignore_parse_errors,
+            )),
+            RecordFormat::Csv(o) => Some(LineChunkDecoder::new(
+                Box::new(CsvLines::new(schema.clone(), o)?),
+                Box::new(CsvLines::new(schema.clone(), o)?),
+                o.ignore_parse_errors,
+            )),
+            RecordFormat::Raw => None,
+        };
+        Ok(Self { schema, lines, json: matches!(format, RecordFormat::Json(_)) })
+    }
+
+    /// Whether [`RecordBuffer::push`] should be told the records are JSON.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
+    /// Records skipped so far as undecodable (with `ignore-parse-errors`).
+    pub fn skipped(&self) -> u64 {
+        self.lines.as_ref().map_or(0, |l| l.skipped)
+    }
+
+    /// The rows of `records`. Records without payload produce no row (json, csv) or a NULL
+    /// (raw). The error names the index of the first bad record.
+    pub fn decode(&mut self, records: &RecordBuffer) -> std::result::Result<Option<RecordBatch>, RecordError> {
+        let Some(lines) = self.lines.as_mut() else {
+            return raw_batch(&self.schema, records).map(Some).map_err(|e| RecordError { index: 0, reason: e.to_string() });
+        };
+        if records.bytes.is_empty() {
+            return Ok(None);
+        }
+        // Line numbers count from 1 per call: a fresh line counter for each buffer.
+        lines.restart_lines();
+        lines.decode_chunk(&records.bytes).map_err(|e| {
+            // Line n is the n-th record with a payload.
+            let index = records.ends.iter().enumerate().filter(|(_, e)| e.is_some()).nth(e.line as usize - 1).map_or(0, |(i, _)| i);
+            RecordError { index, reason: e.reason }
+        })
+    }
+}
+
+fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> {
+    let values = records.ranges().map(|r| r.map(|(s, e)| &records.bytes[s..e]));
+    let column: ArrayRef = match schema.field(0).data_type() {
+        DataType::Utf8 => {
+            let strings: Vec<Option<String>> = values.map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect();
+            Arc::new(StringArray::from(strings))
+        }
+        _ => Arc::new(BinaryArray::from_iter(values)),
+    };
+    Ok(RecordBatch::try_new(schema.clone(), vec![column])?)
+}
+
+/// Encodes batches, one record per row.
+pub struct RecordEncoder {
+    format: RecordFormat,
+}
+
+impl RecordEncoder {
+    pub fn new(format: &RecordFormat, schema: &SchemaRef) -> Result<Self> {
+        format.check_schema(schema)?;
+        Ok(Self { format: format.clone() })
+    }
+
+    /// Appends one record per row of `batch` to `out`.
+    pub fn encode(&self, batch: &RecordBatch, out: &mut RecordBuffer) -> Result<()> {
+        let mut text = Vec::new();
+        match &self.format {
+            RecordFormat::Raw => {
+                let col = batch.column(0);
+                for i in 0..batch.num_rows() {
+                    if col.is_null(i) {
+                        out.push(None, false);
+                    } else if let Some(s) = col.as_any().downcast_ref::<StringArray>() {
+                        out.push(Some(s.value(i).as_bytes()), false);
+                    } else if let Some(b) = col.as_any().downcast_ref::<BinaryArray>() {
+                        out.push(Some(b.value(i)), false);
+                    }
+                }
+                return Ok(());
+            }
+            RecordFormat::Json(o) => {
+                let batch = if o.iso_timestamps { batch.clone() } else { sql_timestamps_as_strings(batch)? };
+                let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut text);
+                w.write(&batch)?;
+                w.finish()?;
+            }
+            RecordFormat::Csv(o) => {
+                let batch = sql_timestamps_as_strings(batch)?;
+                let mut w = arrow_csv::WriterBuilder::new()
+                    .with_header(false)
+                    .with_delimiter(o.delimiter)
+                    .with_quote(o.quote.unwrap_or(b'"'))
+                    .build(&mut text);
+                w.write(&batch)?;
+            }
+        }
+        // One line per row; a CSV field may hold a newline inside quotes.
+        let quote = match &self.format {
+            RecordFormat::Csv(o) => Some(o.quote.unwrap_or(b'"')),
+            _ => None,
+        };
+        let (mut start, mut quoted) = (0, false);
+        for (i, b) in text.iter().enumerate() {
+            if Some(*b) == quote {
+                quoted = !quoted;
+            } else if *b == b'\n' && !quoted {
+                let end = if i > start && text[i - 1] == b'\r' { i - 1 } else { i };
+                out.push(Some(&text[start..end]), false);
+                start = i + 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::Int64Array;
+    use arrow_schema::{Field, Schema};
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]))
+    }
+
+    fn json() -> RecordFormat {
+        RecordFormat::Json(JsonOptions::from_options(&Options::default()).unwrap())
+    }
+
+    #[test]
+    fn json_round_trip_and_bad_record_index() {
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])), Arc::new(StringArray::from(vec![Some("a\nb"), Some("x"), None]))],
+        )
+        .unwrap();
+        let mut buf = RecordBuffer::default();
+        RecordEncoder::new(&json(), &schema()).unwrap().encode(&batch, &mut buf).unwrap();
+        assert_eq!(buf.len(), 3);
+        assert_eq!(buf.record(0).unwrap(), br#"{"id":1,"name":"a\nb"}"#);
+        let mut dec = RecordDecoder::new(&json(), schema()).unwrap();
+        let mut input = RecordBuffer::default();
+        for i in 0..3 {
+            input.push(buf.record(i), true);
+        }
+        assert_eq!(dec.decode(&input).unwrap().unwrap(), batch);
+
+        // A pretty-printed record, a tombstone, then a bad one: the error names record 2.
+        let mut bad = RecordBuffer::default();
+        bad.push(Some(b"{\n  \"id\": 5\n}"), true);
+        bad.push(None, true);
+        bad.push(Some(b"{\"id\": \"x\"}"), true);
+        let err = dec.decode(&bad).unwrap_err();
+        assert_eq!(err.index, 2, "{err}");
+    }
+
+    #[test]
+    fn csv_records_keep_quoted_newlines() {
+        let csv = RecordFormat::Csv(CsvOptions::from_options(&Options::default()).unwrap());
+        let batch =
+            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["x\ny", "z"]))]).unwrap();
+        let mut buf = RecordBuffer::default();
+        RecordEncoder::new(&csv, &schema()).unwrap().encode(&batch, &mut buf).unwrap();
+        assert_eq!(buf.len(), 2);
+        assert_eq!(buf.record(0).unwrap(), b"1,\"x\ny\"");
+    }
+
+    #[test]
+    fn raw_needs_one_string_or_bytes_column() {
+        assert!(RecordDecoder::new(&RecordFormat::Raw, schema()).is_err());
+        let one = Arc::new(Schema::new(vec![Field::new("line", DataType::Utf8, true)]));
+        let mut dec = RecordDecoder::new(&RecordFormat::Raw, one).unwrap();
+        let mut buf = RecordBuffer::default();
+        buf.push(Some(b"hello"), false);
+        buf.push(None, false);
+        let b = dec.decode(&buf).unwrap().unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert!(b.column(0).is_null(1));
+    }
+}

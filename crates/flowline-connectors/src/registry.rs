@@ -23,6 +23,8 @@ pub struct ConnectorFactory {
     pub validate: fn(&TableDef, &Options) -> Result<()>,
     /// `Some(how to bound it)` when a source with these options never ends.
     pub unbounded_hint: fn(&Options) -> Option<&'static str>,
+    /// Keys of `METADATA [FROM 'key']` columns the source fills (after the physical columns).
+    pub metadata_keys: &'static [&'static str],
 }
 
 fn bounded(_: &Options) -> Option<&'static str> {
@@ -44,6 +46,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: Some(|_, _, _| Ok(Box::new(blackhole::BlackholeSink))),
         validate: no_checks,
         unbounded_hint: bounded,
+        metadata_keys: &[],
     },
     ConnectorFactory {
         name: "datagen",
@@ -57,6 +60,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             let seq = o.map().iter().any(|(k, v)| k.ends_with(".kind") && v == "sequence");
             (o.get("number-of-rows").is_none() && !seq).then_some("set 'number-of-rows' or a sequence field")
         },
+        metadata_keys: &[],
     },
     ConnectorFactory {
         name: "filesystem",
@@ -67,6 +71,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: Some(filesystem::create_sink),
         validate: filesystem::validate,
         unbounded_hint: bounded,
+        metadata_keys: &[],
     },
     ConnectorFactory {
         name: "http",
@@ -77,6 +82,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: None,
         validate: http::validate,
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
+        metadata_keys: &[],
     },
     ConnectorFactory {
         name: "kafka",
@@ -89,6 +95,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: |o| {
             (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
         },
+        metadata_keys: kafka::METADATA_KEYS,
     },
     ConnectorFactory {
         name: "nexmark",
@@ -99,6 +106,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: None,
         validate: nexmark::validate,
         unbounded_hint: |o| o.get("events.num").filter(|n| n.trim() != "0").is_none().then_some("set 'events.num'"),
+        metadata_keys: &[],
     },
     ConnectorFactory {
         name: "print",
@@ -109,6 +117,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         sink: Some(|_, o, ctx| Ok(Box::new(print::PrintSink::new(o, ctx)?))),
         validate: no_checks,
         unbounded_hint: bounded,
+        metadata_keys: &[],
     },
 ];
 

@@ -34,17 +34,20 @@ pub struct LineChunkDecoder<F> {
     next_line: u64,
     /// Lines skipped because they could not be decoded (only with `ignore_errors`).
     pub skipped: u64,
+    /// The line numbers skipped since the last [`LineChunkDecoder::restart_lines`].
+    pub skipped_lines: Vec<u64>,
 }
 
 impl<F: LineFormat> LineChunkDecoder<F> {
     /// `probe` is a second decoder of the same format, used to test single lines.
     pub fn new(format: F, probe: F, ignore_errors: bool) -> Self {
-        Self { format, probe, ignore_errors, next_line: 1, skipped: 0 }
+        Self { format, probe, ignore_errors, next_line: 1, skipped: 0, skipped_lines: Vec::new() }
     }
 
     /// Counts lines from 1 again: the next chunk is a new input (one buffer of records).
     pub fn restart_lines(&mut self) {
         self.next_line = 1;
+        self.skipped_lines.clear();
     }
 
     /// Decodes a chunk that ends at a line boundary (or at end of input).
@@ -72,6 +75,7 @@ impl<F: LineFormat> LineChunkDecoder<F> {
                 self.probe.reset();
                 if self.ignore_errors {
                     self.skipped += 1;
+                    self.skipped_lines.push(first_line + i as u64);
                     continue;
                 }
                 return Err(DecodeError { line: first_line + i as u64, reason });

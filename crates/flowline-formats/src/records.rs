@@ -202,6 +202,13 @@ impl RecordDecoder {
         self.lines.as_ref().map_or(0, |l| l.skipped)
     }
 
+    /// Indices of the records the last [`RecordDecoder::decode`] skipped as undecodable.
+    pub fn last_skipped(&self, records: &RecordBuffer) -> Vec<usize> {
+        let Some(lines) = self.lines.as_ref() else { return Vec::new() };
+        let with_payload: Vec<usize> = records.ends.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i).collect();
+        lines.skipped_lines.iter().filter_map(|l| with_payload.get(*l as usize - 1).copied()).collect()
+    }
+
     /// The rows of `records`. Records without payload produce no row (json, csv) or a NULL
     /// (raw). The error names the index of the first bad record.
     pub fn decode(&mut self, records: &RecordBuffer) -> std::result::Result<Option<RecordBatch>, RecordError> {

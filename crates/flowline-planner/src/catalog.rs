@@ -100,7 +100,7 @@ impl Catalog {
     }
 
     fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
-        let physical = def.physical_schema();
+        let physical = def.source_schema();
         // Streaming plans only need the schema; so do write-only tables in batch mode.
         if !self.batch || factory.source.is_none() {
             return Ok(Arc::new(EmptyTable::new(physical)));
@@ -147,15 +147,18 @@ impl Catalog {
 
     async fn create_table(&mut self, def: TableDef) -> Result<()> {
         self.check_new_name(&def.name, def.line, def.column)?;
-        if let Some(c) = def.columns.iter().find(|c| matches!(c.kind, ColumnKind::Metadata { .. })) {
-            return Err(SqlError::new(
-                format!("column '{}' of table '{}': METADATA columns are not supported by connector '{}'", c.name, def.name, def.connector().unwrap_or("?")),
-                def.line,
-                def.column,
-            )
-            .into());
-        }
         let (factory, options) = flowline_connectors::connector(&def)?;
+        for (name, _, key) in def.metadata_columns() {
+            if !factory.metadata_keys.contains(&key) {
+                let valid = if factory.metadata_keys.is_empty() { "none".to_string() } else { factory.metadata_keys.join(", ") };
+                return Err(SqlError::new(
+                    format!("column '{name}' of table '{}': connector '{}' has no metadata '{key}'; its metadata keys: {valid}", def.name, factory.name),
+                    def.line,
+                    def.column,
+                )
+                .into());
+            }
+        }
         if def.has_derived_columns() {
             let raw = format!("{RAW_PREFIX}{}", def.name);
             self.ctx.register_table(raw.as_str(), self.provider(&def, factory, &options)?)?;

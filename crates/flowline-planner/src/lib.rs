@@ -122,7 +122,7 @@ impl Node {
             Node::Source(b) => {
                 let cols: Vec<String> = match &b.projection {
                     Some(p) => {
-                        let s = b.source.table.physical_schema();
+                        let s = b.source.table.source_schema();
                         p.iter().map(|i| s.field(*i).name().clone()).collect()
                     }
                     None => vec!["*".into()],

@@ -141,7 +141,7 @@ fn watermark_branch(plan: &LogicalPlan, cat: &Catalog) -> Result<Branch> {
 
 /// Reads the columns both chains need; each chain first picks its own columns.
 fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
-    let physical = branch.source.table.physical_schema();
+    let physical = branch.source.table.source_schema();
     let all: Vec<usize> = (0..physical.fields().len()).collect();
     let main = branch.projection.clone().unwrap_or_else(|| all.clone());
     let wanted = wm.projection.clone().unwrap_or_else(|| all.clone());

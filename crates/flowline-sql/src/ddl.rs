@@ -64,6 +64,22 @@ impl TableDef {
         Arc::new(Schema::new(fields))
     }
 
+    /// What a source produces: the physical columns, then the metadata columns (`METADATA`
+    /// columns, in declared order), each under its column name.
+    pub fn source_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self.physical_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.extend(self.metadata_columns().map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)));
+        Arc::new(Schema::new(fields))
+    }
+
+    /// `(column name, type, metadata key)` of each METADATA column; the key defaults to the name.
+    pub fn metadata_columns(&self) -> impl Iterator<Item = (&str, &DataType, &str)> {
+        self.columns.iter().filter_map(|c| match &c.kind {
+            ColumnKind::Metadata { data_type, key, .. } => Some((c.name.as_str(), data_type, key.as_deref().unwrap_or(c.name.as_str()))),
+            _ => None,
+        })
+    }
+
     /// True if the table declares computed or metadata columns on top of its physical ones.
     pub fn has_derived_columns(&self) -> bool {
         self.columns.iter().any(|c| !matches!(c.kind, ColumnKind::Physical { .. }))

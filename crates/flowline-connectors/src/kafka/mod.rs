@@ -49,6 +49,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional("sink.parallelism", "accepted; the job's parallelism is used"),
 ];
 
+/// `METADATA FROM '<key>'` columns the source fills, as Flink's Kafka connector names them.
+pub const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "timestamp-type"];
+
 /// The formats this connector's options name, for the registry's option check.
 pub fn named_formats(o: &Options) -> Vec<&str> {
     ["format", "value.format", "key.format"].iter().filter_map(|k| o.get(k)).collect()

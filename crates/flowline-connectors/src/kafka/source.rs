@@ -59,8 +59,11 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         None => None,
     };
     let width = table.physical_schema().fields().len();
-    let projection = projection.map(<[usize]>::to_vec).unwrap_or_else(|| (0..width).collect());
-    let schema = Arc::new(table.physical_schema().project(&projection).map_err(|e| ConnectorError::config(&name, e.to_string()))?);
+    let source_schema = table.source_schema();
+    let metadata: Vec<(String, arrow::datatypes::DataType)> = table.metadata_columns().map(|(_, t, key)| (key.to_string(), t.clone())).collect();
+    let projection = projection.map(<[usize]>::to_vec).unwrap_or_else(|| (0..source_schema.fields().len()).collect());
+    let schema = Arc::new(source_schema.project(&projection).map_err(|e| ConnectorError::config(&name, e.to_string()))?);
+    let wants_meta = projection.iter().any(|i| *i >= width);
     Ok(Box::new(KafkaSource {
         table: name,
         options: o.clone(),
@@ -77,6 +80,9 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         key_buf: RecordBuffer::default(),
         projection,
         schema,
+        width,
+        metadata,
+        meta: if wants_meta { Some(Vec::new()) } else { None },
         snapshots: BTreeMap::new(),
         skipped: ctx.counter("flowline_source_records_skipped_total", "records dropped as undecodable (ignore-parse-errors)"),
         skipped_seen: 0,
@@ -192,6 +198,15 @@ fn stop_offsets(consumer: &BaseConsumer, name: &str, o: &Options, mode: &str, tp
     Ok(out)
 }
 
+/// What METADATA columns can show of one record.
+struct RecordMeta {
+    topic_index: usize,
+    partition: i32,
+    offset: i64,
+    /// Milliseconds, and whether the producer set it (CreateTime) or the broker (LogAppendTime).
+    timestamp: Option<(i64, &'static str)>,
+}
+
 struct KafkaSource {
     table: String,
     options: Options,
@@ -208,8 +223,15 @@ struct KafkaSource {
     key: Option<RecordDecoder>,
     value_buf: RecordBuffer,
     key_buf: RecordBuffer,
+    /// Columns to return, indices into the table's source schema (physical, then metadata).
     projection: Vec<usize>,
     schema: arrow::datatypes::SchemaRef,
+    /// Physical columns; metadata columns follow.
+    width: usize,
+    /// Key and declared type of each metadata column.
+    metadata: Vec<(String, arrow::datatypes::DataType)>,
+    /// Per buffered record, when a metadata column is read.
+    meta: Option<Vec<RecordMeta>>,
     /// Positions by checkpoint id, until the checkpoint completes (then committed to the group).
     snapshots: BTreeMap<u64, BTreeMap<Tp, i64>>,
     skipped: flowline_common::Counter,
@@ -342,6 +364,7 @@ impl KafkaSource {
         }
         let where_ = |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
         let value = self.value.decode(&self.value_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka value: {}: {}", where_(&e), e.reason)))?;
+        let skipped_records = self.value.last_skipped(&self.value_buf);
         let key = match self.key.as_mut() {
             Some(k) => k.decode(&self.key_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka key: {}: {}", where_(&e), e.reason)))?,
             None => None,
@@ -353,10 +376,23 @@ impl KafkaSource {
             self.skipped.add(skipped - self.skipped_seen);
             self.skipped_seen = skipped;
         }
+        let mut meta = self.meta.as_mut().map(std::mem::take).unwrap_or_default();
         let Some(value) = value else { return Ok(None) };
         let rows = value.num_rows();
-        let width = self.layout.value_columns.len().max(self.layout.key_columns.iter().max().map_or(0, |m| m + 1));
-        let mut columns: Vec<Option<ArrayRef>> = vec![None; width.max(self.layout.value_columns.iter().max().map_or(0, |m| m + 1))];
+        let mut columns: Vec<Option<ArrayRef>> = vec![None; self.width + self.metadata.len()];
+        if self.meta.is_some() {
+            // Records the value format skipped have no row.
+            if !skipped_records.is_empty() {
+                let mut i = 0;
+                meta.retain(|_| {
+                    i += 1;
+                    !skipped_records.contains(&(i - 1))
+                });
+            }
+            for (j, (key, data_type)) in self.metadata.iter().enumerate() {
+                columns[self.width + j] = Some(self.metadata_column(key, data_type, &meta)?);
+            }
+        }
         for (j, i) in self.layout.value_columns.iter().enumerate() {
             columns[*i] = Some(value.column(j).clone());
         }
@@ -425,6 +461,15 @@ impl Source for KafkaSource {
                 if self.key.is_some() {
                     self.key_buf.push(msg.key(), key_json);
                 }
+                if let Some(meta) = self.meta.as_mut() {
+                    let timestamp = match msg.timestamp() {
+                        rdkafka::Timestamp::CreateTime(t) => Some((t, "CreateTime")),
+                        rdkafka::Timestamp::LogAppendTime(t) => Some((t, "LogAppendTime")),
+                        rdkafka::Timestamp::NotAvailable => None,
+                    };
+                    let topic_index = self.partitions.iter().position(|p| p.0 == tp.0).unwrap_or(0);
+                    meta.push(RecordMeta { topic_index, partition: tp.1, offset, timestamp });
+                }
             }
             drop(msg);
             self.positions.insert(tp.clone(), offset + 1);
@@ -489,6 +534,21 @@ impl Source for KafkaSource {
 }
 
 impl KafkaSource {
+    /// One METADATA column of the buffered records, cast to its declared type.
+    fn metadata_column(&self, key: &str, data_type: &arrow::datatypes::DataType, meta: &[RecordMeta]) -> Result<ArrayRef> {
+        use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
+        let array: ArrayRef = match key {
+            "topic" => Arc::new(StringArray::from_iter_values(meta.iter().map(|m| self.partitions[m.topic_index].0.as_str()))),
+            "partition" => Arc::new(Int32Array::from_iter_values(meta.iter().map(|m| m.partition))),
+            "offset" => Arc::new(Int64Array::from_iter_values(meta.iter().map(|m| m.offset))),
+            "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(meta.iter().map(|m| m.timestamp.map(|t| t.0)))),
+            "timestamp-type" => Arc::new(StringArray::from_iter(meta.iter().map(|m| Some(m.timestamp.map_or("NoTimestampType", |t| t.1))))),
+            other => return Err(ConnectorError::config(&self.table, format!("kafka has no metadata '{other}'"))),
+        };
+        arrow::compute::cast(&array, data_type)
+            .map_err(|e| ConnectorError::config(&self.table, format!("metadata '{key}' cannot be read as {data_type}: {e}")))
+    }
+
     /// The consumer read everything a partition (of one of the topics) has now. Its fetch
     /// position is past every record and transaction marker, so a partition whose position
     /// reached its stop offset is done even when the last offsets before the stop held no

@@ -222,6 +222,27 @@ def main():
                                           + "CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT id FROM m;"))
             c.expect(p.returncode != 0 and "no metadata 'nope'" in p.stderr and "partition" in p.stderr, "an unknown metadata key lists the valid ones", p.stderr[-300:])
 
+            # 6c. A watermark per partition: three partitions over the same 200 s of event time, read
+            # by one subtask. The client reads them in chunks, one ahead of the others; with a single
+            # watermark the others' rows would be late and dropped.
+            create_topic(servers, "times", 3)
+            per = 20000
+            trecs = []
+            for part in range(3):
+                for i in range(per):
+                    ms = i * 10
+                    trecs.append((None, json.dumps({"k": part, "ts": f"2026-01-01 00:{ms // 60000:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"}).encode()))
+            tends = produce(servers, "times", trecs, partition_of=lambda i: i // per)
+            out4 = os.path.join(d, "times")
+            wm = table("t", servers, "times", "k INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND",
+                       {"format": "json", "scan.startup.mode": "earliest-offset", "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": stops(tends)})
+            p = run(args.binary, pipeline("times", wm + f"CREATE TABLE out (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out4}', 'format' = 'csv');\n"
+                                          "INSERT INTO out SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end;",
+                                          "SET 'parallelism.default' = '1';\n"))
+            counts = [int(l.split(",")[1]) for l in lines(out4)]
+            c.expect(p.returncode == 0 and len(counts) == 20 and all(n == 3000 for n in counts),
+                     f"watermark per partition: {len(counts)} windows of 20, counts {sorted(set(counts))} (expected 3000 each)", p.stderr[-400:])
+
             # 7. Errors: unreachable broker, missing topic.
             dead = f"127.0.0.1:{free_port()}"
             t0 = time.time()

@@ -109,6 +109,15 @@ pub trait Source: Send {
     fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
         Ok(())
     }
+    /// For a source of independent splits (Kafka partitions), the split (`0..splits()`) every
+    /// row of the last batch came from: the runtime keeps a watermark per split and sends their
+    /// minimum, so a split read ahead does not make another's rows late.
+    fn split_of_last_batch(&self) -> Option<usize> {
+        None
+    }
+    fn splits(&self) -> usize {
+        1
+    }
 }
 
 /// Consumes the rows of one subtask.

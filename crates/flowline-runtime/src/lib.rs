@@ -317,6 +317,7 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                     operator: op.clone(),
                     checkpoint,
                     marks: (i64::MIN, i64::MIN),
+                    splits: Vec::new(),
                     send_end: true,
                 };
                 ctx.blocking.push(Box::new(move || task.run()));
@@ -362,6 +363,10 @@ struct SourceTask {
     checkpoint: Option<TaskCheckpoint>,
     /// (watermark from the rows so far, watermark sent): part of the checkpointed position.
     marks: (i64, i64),
+    /// Per split of a split source (Kafka partitions): the highest watermark expression seen
+    /// and when its last batch came. The source's watermark is the minimum over the splits that
+    /// are not idle, as Flink's per-partition watermarks.
+    splits: Vec<(i64, Instant)>,
     /// False after a stop barrier or an abort: consumers must not take the input as complete.
     send_end: bool,
 }
@@ -399,6 +404,13 @@ impl SourceTask {
     fn snapshot(&self, source: &mut dyn Source) -> Result<Vec<u8>> {
         let position = source.snapshot()?;
         Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), position))
+    }
+
+    /// The minimum over the splits that delivered within the idle timeout (all of them without
+    /// one); `i64::MIN` while an active split has shown no row.
+    fn splits_watermark(&self) -> i64 {
+        let active = |t: &Instant| self.idle_timeout.is_none_or(|d| t.elapsed() < d);
+        self.splits.iter().filter(|(_, t)| active(t)).map(|(w, _)| *w).min().unwrap_or(i64::MIN)
     }
 
     fn send_watermark(&mut self, w: i64) {
@@ -460,6 +472,15 @@ impl SourceTask {
                     self.chain_in.add(&batch);
                     let rows = batch.num_rows();
                     let mut start = 0;
+                    let split = source.split_of_last_batch();
+                    if let Some(s) = split {
+                        if self.splits.is_empty() {
+                            self.splits = vec![(i64::MIN, Instant::now()); source.splits().max(1)];
+                        }
+                        if let Some(entry) = self.splits.get_mut(s) {
+                            entry.1 = Instant::now();
+                        }
+                    }
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
                         let (marks, times) = watermark_columns(chain.apply(batch.clone()).map_err(|e| self.op_err(e))?)?;
                         // Rows see the watermark of the rows before them, as if it were sent after
@@ -474,7 +495,14 @@ impl SourceTask {
                                 self.send_watermark(watermark);
                             }
                             if marks.is_valid(j) {
-                                self.marks.0 = self.marks.0.max(marks.value(j));
+                                match split.filter(|s| *s < self.splits.len()) {
+                                    Some(s) if marks.value(j) > self.splits[s].0 => {
+                                        self.splits[s].0 = marks.value(j);
+                                        self.marks.0 = self.marks.0.max(self.splits_watermark());
+                                    }
+                                    Some(_) => {}
+                                    None => self.marks.0 = self.marks.0.max(marks.value(j)),
+                                }
                             }
                         }
                     }
@@ -497,6 +525,17 @@ impl SourceTask {
                     std::thread::sleep(wait.min(STOP_CHECK_INTERVAL))
                 }
                 Poll::Pending(wait) => {
+                    // A split gone idle no longer holds back the others.
+                    if !self.splits.is_empty() && matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. })) {
+                        let w = self.splits_watermark();
+                        if w > self.marks.0 {
+                            self.marks.0 = w;
+                        }
+                        if self.marks.0 > self.marks.1 {
+                            let w = self.marks.0;
+                            self.send_watermark(w);
+                        }
+                    }
                     // Processing time passes while nothing arrives.
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
                         let now = now_millis() - 1;

@@ -76,13 +76,13 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         layout,
         value,
         key,
-        value_buf: RecordBuffer::default(),
-        key_buf: RecordBuffer::default(),
+        buf: Buffered { meta: wants_meta.then(Vec::new), ..Default::default() },
         projection,
         schema,
         width,
         metadata,
-        meta: if wants_meta { Some(Vec::new()) } else { None },
+        batch_split: None,
+        stash: None,
         snapshots: BTreeMap::new(),
         skipped: ctx.counter("flowline_source_records_skipped_total", "records dropped as undecodable (ignore-parse-errors)"),
         skipped_seen: 0,
@@ -207,6 +207,39 @@ struct RecordMeta {
     timestamp: Option<(i64, &'static str)>,
 }
 
+/// Records read and not yet decoded.
+#[derive(Default)]
+struct Buffered {
+    value: RecordBuffer,
+    key: RecordBuffer,
+    /// Per record, when a metadata column is read.
+    meta: Option<Vec<RecordMeta>>,
+}
+
+/// How records are buffered: the formats' needs.
+#[derive(Clone, Copy)]
+struct Shape {
+    value_json: bool,
+    key_json: bool,
+    raw_value: bool,
+    has_key: bool,
+}
+
+impl Buffered {
+    fn push(&mut self, shape: Shape, topic_index: usize, partition: i32, offset: i64, payload: Option<&[u8]>, key: Option<&[u8]>, timestamp: Option<(i64, &'static str)>) {
+        if payload.is_none() && !shape.raw_value {
+            return; // a tombstone: no row in json or csv
+        }
+        self.value.push(payload, shape.value_json);
+        if shape.has_key {
+            self.key.push(key, shape.key_json);
+        }
+        if let Some(meta) = self.meta.as_mut() {
+            meta.push(RecordMeta { topic_index, partition, offset, timestamp });
+        }
+    }
+}
+
 struct KafkaSource {
     table: String,
     options: Options,
@@ -221,8 +254,7 @@ struct KafkaSource {
     layout: Layout,
     value: RecordDecoder,
     key: Option<RecordDecoder>,
-    value_buf: RecordBuffer,
-    key_buf: RecordBuffer,
+    buf: Buffered,
     /// Columns to return, indices into the table's source schema (physical, then metadata).
     projection: Vec<usize>,
     schema: arrow::datatypes::SchemaRef,
@@ -230,8 +262,9 @@ struct KafkaSource {
     width: usize,
     /// Key and declared type of each metadata column.
     metadata: Vec<(String, arrow::datatypes::DataType)>,
-    /// Per buffered record, when a metadata column is read.
-    meta: Option<Vec<RecordMeta>>,
+    /// The partition (index in `partitions`) of the records buffered, and of the last batch.
+    batch_split: Option<usize>,
+    stash: Option<Stashed>,
     /// Positions by checkpoint id, until the checkpoint completes (then committed to the group).
     snapshots: BTreeMap<u64, BTreeMap<Tp, i64>>,
     skipped: flowline_common::Counter,
@@ -359,28 +392,28 @@ impl KafkaSource {
 
     /// Decodes what the buffers hold into one batch of the projected columns.
     fn flush(&mut self) -> Result<Option<RecordBatch>> {
-        if self.value_buf.is_empty() {
+        if self.buf.value.is_empty() {
             return Ok(None);
         }
         let where_ = |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
-        let value = self.value.decode(&self.value_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka value: {}: {}", where_(&e), e.reason)))?;
-        let skipped_records = self.value.last_skipped(&self.value_buf);
+        let value = self.value.decode(&self.buf.value).map_err(|e| ConnectorError::config(&self.table, format!("kafka value: {}: {}", where_(&e), e.reason)))?;
+        let skipped_records = self.value.last_skipped(&self.buf.value);
         let key = match self.key.as_mut() {
-            Some(k) => k.decode(&self.key_buf).map_err(|e| ConnectorError::config(&self.table, format!("kafka key: {}: {}", where_(&e), e.reason)))?,
+            Some(k) => k.decode(&self.buf.key).map_err(|e| ConnectorError::config(&self.table, format!("kafka key: {}: {}", where_(&e), e.reason)))?,
             None => None,
         };
-        self.value_buf.clear();
-        self.key_buf.clear();
+        self.buf.value.clear();
+        self.buf.key.clear();
         let skipped = self.value.skipped() + self.key.as_ref().map_or(0, |k| k.skipped());
         if skipped > self.skipped_seen {
             self.skipped.add(skipped - self.skipped_seen);
             self.skipped_seen = skipped;
         }
-        let mut meta = self.meta.as_mut().map(std::mem::take).unwrap_or_default();
+        let mut meta = self.buf.meta.as_mut().map(std::mem::take).unwrap_or_default();
         let Some(value) = value else { return Ok(None) };
         let rows = value.num_rows();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.width + self.metadata.len()];
-        if self.meta.is_some() {
+        if self.buf.meta.is_some() {
             // Records the value format skipped have no row.
             if !skipped_records.is_empty() {
                 let mut i = 0;
@@ -432,11 +465,20 @@ impl Source for KafkaSource {
         let value_json = self.value.is_json();
         let key_json = self.key.as_ref().is_some_and(|k| k.is_json());
         let raw_value = !value_json && matches!(self.layout.value_format, flowline_formats::RecordFormat::Raw);
-        while self.value_buf.len() < BATCH_RECORDS_MAX && self.value_buf.bytes_len() < BATCH_BYTES_MAX {
+        // A batch holds one partition's records (the runtime keeps a watermark per partition):
+        // a record of another partition waits for the next poll.
+        self.batch_split = None;
+        let shape = Shape { value_json, key_json, raw_value, has_key: self.key.is_some() };
+        if let Some(r) = self.stash.take() {
+            let topic_index = self.partitions.iter().position(|p| p.0 == r.tp.0).unwrap_or(0);
+            self.buf.push(shape, topic_index, r.tp.1, r.offset, r.payload.as_deref(), r.key.as_deref(), r.timestamp);
+            self.advance(&r.tp, r.offset);
+        }
+        while self.buf.value.len() < BATCH_RECORDS_MAX && self.buf.value.bytes_len() < BATCH_BYTES_MAX {
             if self.all_done() {
                 break;
             }
-            let wait = if self.value_buf.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            let wait = if self.buf.value.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
             let msg = match self.consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => m,
@@ -455,27 +497,20 @@ impl Source for KafkaSource {
                     continue;
                 }
             }
-            let payload = msg.payload();
-            if payload.is_some() || raw_value {
-                self.value_buf.push(payload, value_json);
-                if self.key.is_some() {
-                    self.key_buf.push(msg.key(), key_json);
-                }
-                if let Some(meta) = self.meta.as_mut() {
-                    let timestamp = match msg.timestamp() {
-                        rdkafka::Timestamp::CreateTime(t) => Some((t, "CreateTime")),
-                        rdkafka::Timestamp::LogAppendTime(t) => Some((t, "LogAppendTime")),
-                        rdkafka::Timestamp::NotAvailable => None,
-                    };
-                    let topic_index = self.partitions.iter().position(|p| p.0 == tp.0).unwrap_or(0);
-                    meta.push(RecordMeta { topic_index, partition: tp.1, offset, timestamp });
-                }
+            let timestamp = match msg.timestamp() {
+                rdkafka::Timestamp::CreateTime(t) => Some((t, "CreateTime")),
+                rdkafka::Timestamp::LogAppendTime(t) => Some((t, "LogAppendTime")),
+                rdkafka::Timestamp::NotAvailable => None,
+            };
+            let split = self.partitions.iter().position(|p| *p == tp);
+            if self.batch_split.is_some() && split != self.batch_split {
+                self.stash = Some(Stashed { tp, offset, payload: msg.payload().map(<[u8]>::to_vec), key: msg.key().map(<[u8]>::to_vec), timestamp });
+                break;
             }
+            let topic_index = self.partitions.iter().position(|p| p.0 == tp.0).unwrap_or(0);
+            self.buf.push(shape, topic_index, tp.1, offset, msg.payload(), msg.key(), timestamp);
             drop(msg);
-            self.positions.insert(tp.clone(), offset + 1);
-            if self.stop_of(&tp).is_some_and(|s| offset + 1 >= s) {
-                self.mark_done(tp);
-            }
+            self.advance(&tp, offset);
         }
         if let Some(batch) = self.flush()? {
             return Ok(Poll::Batch(batch));
@@ -484,6 +519,14 @@ impl Source for KafkaSource {
             return Ok(Poll::End);
         }
         Ok(Poll::Pending(Duration::from_millis(10)))
+    }
+
+    fn split_of_last_batch(&self) -> Option<usize> {
+        self.batch_split
+    }
+
+    fn splits(&self) -> usize {
+        self.partitions.len()
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
@@ -533,7 +576,25 @@ impl Source for KafkaSource {
     }
 }
 
+/// A record read while the batch held another partition's.
+struct Stashed {
+    tp: Tp,
+    offset: i64,
+    payload: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    timestamp: Option<(i64, &'static str)>,
+}
+
 impl KafkaSource {
+    /// A record buffered: its partition's position moves past it.
+    fn advance(&mut self, tp: &Tp, offset: i64) {
+        self.batch_split = self.partitions.iter().position(|p| p == tp);
+        self.positions.insert(tp.clone(), offset + 1);
+        if self.stop_of(tp).is_some_and(|s| offset + 1 >= s) {
+            self.mark_done(tp.clone());
+        }
+    }
+
     /// One METADATA column of the buffered records, cast to its declared type.
     fn metadata_column(&self, key: &str, data_type: &arrow::datatypes::DataType, meta: &[RecordMeta]) -> Result<ArrayRef> {
         use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMillisecondArray};

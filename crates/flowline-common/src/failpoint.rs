@@ -47,5 +47,6 @@ pub const FAILPOINTS: &[(&str, &str)] = &[
     ("checkpoint.after-state", "every task's state is written, the manifest is not"),
     ("checkpoint.after-manifest", "the manifest is written, sinks have not committed"),
     ("sink.mid-commit", "a sink has published some of a checkpoint's files, not all"),
+    ("kafka.before-commit", "a Kafka exactly-once sink has written a checkpoint's records in a transaction, not committed it"),
     ("restore", "state is read back, the job has not started processing"),
 ];

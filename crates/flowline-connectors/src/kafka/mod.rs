@@ -44,8 +44,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional("scan.bounded.timestamp-millis", "stop before the first record at or after this time"),
     OptionSpec::optional("scan.topic-partition-discovery.interval", "accepted; partitions are read as they are at start"),
     OptionSpec::optional("sink.partitioner", "default (by key, else sticky), fixed (subtask i writes partition i mod n), round-robin"),
-    OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default); exactly-once is not built yet"),
-    OptionSpec::optional("sink.transactional-id-prefix", "for exactly-once (not built yet)"),
+    OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default), exactly-once (Kafka transactions committed with checkpoints)"),
+    OptionSpec::optional("sink.transactional-id-prefix", "exactly-once: prefix of the transactional ids (<prefix>-<table>-<subtask>)"),
     OptionSpec::optional("sink.parallelism", "accepted; the job's parallelism is used"),
 ];
 
@@ -70,11 +70,9 @@ pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
         match g {
             "none" | "at-least-once" => {}
             "exactly-once" => {
-                return Err(cfg(
-                    "'sink.delivery-guarantee' = 'exactly-once' is not built yet (Kafka transactions tied to checkpoints); \
-                     use 'at-least-once', or the filesystem sink for exactly-once output"
-                        .into(),
-                ))
+                if o.get("sink.transactional-id-prefix").is_none() {
+                    return Err(cfg("'sink.delivery-guarantee' = 'exactly-once' needs 'sink.transactional-id-prefix' (unique per job writing to the cluster)".into()));
+                }
             }
             other => return Err(cfg(format!("invalid 'sink.delivery-guarantee' = '{other}'; valid: none, at-least-once, exactly-once"))),
         }

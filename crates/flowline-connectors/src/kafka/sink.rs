@@ -1,4 +1,16 @@
-//! The Kafka sink: one record per row; at-least-once flushes every record at the barrier.
+//! The Kafka sink: one record per row.
+//!
+//! - `none`: records are sent as they come.
+//! - `at-least-once`: every record sent before a barrier is acknowledged before the checkpoint
+//!   can complete.
+//! - `exactly-once`: a checkpoint's records are held (in memory and in the checkpoint) and
+//!   written in one Kafka transaction once the checkpoint is complete. The transaction also
+//!   commits the checkpoint id as the offset of a marker group (`<prefix>-<table>-<subtask>`),
+//!   atomically with the records; after a crash, a restore reads the marker to know whether the
+//!   restored checkpoint's records were committed, and writes them again only if not. The
+//!   transactional id is stable per subtask, so `init_transactions` fences a zombie and aborts
+//!   the transaction it left open. (librdkafka cannot resume another producer's transaction as
+//!   Flink's Java client does, hence holding the records until the checkpoint is complete.)
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,13 +22,16 @@ use flowline_sql::TableDef;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{client_config, kafka_error, Layout};
 use crate::{ConnectorError, Result, Sink, TaskContext};
 
 /// How long a flush (barrier, end of input) may wait for the broker's acknowledgements.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of records one exactly-once subtask may hold for the checkpoints not yet complete.
+const EXACTLY_ONCE_HELD_MAX: usize = 256 << 20;
 
 pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
     let layout = Layout::new(table, o)?;
@@ -24,6 +39,13 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
     let topic = o.get("topic").filter(|t| !t.contains(';')).ok_or_else(|| ConnectorError::config(&name, "a Kafka sink needs one 'topic'"))?.to_string();
     let guarantee = o.get("sink.delivery-guarantee").unwrap_or("at-least-once").to_string();
     let mut config = client_config(o);
+    let transactional = (guarantee == "exactly-once").then(|| {
+        let prefix = o.get("sink.transactional-id-prefix").unwrap_or("flowline");
+        format!("{prefix}-{name}-{}", ctx.subtask)
+    });
+    if let Some(id) = &transactional {
+        config.set("transactional.id", id);
+    }
     if guarantee == "at-least-once" && o.get("properties.enable.idempotence").is_none() {
         // Retries without reordering or duplicates from the client itself.
         config.set("enable.idempotence", "true");
@@ -31,6 +53,17 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
     let errors = Arc::new(Mutex::new(None));
     let producer: ThreadedProducer<Delivery> =
         config.create_with_context(Delivery { first_error: errors.clone() }).map_err(|e| kafka_error(&name, "cannot create the producer", e))?;
+    let exactly_once = match &transactional {
+        Some(id) => {
+            // Fences an earlier producer with this id and aborts what it left open.
+            producer.init_transactions(FLUSH_TIMEOUT).map_err(|e| kafka_error(&name, &format!("cannot start transactions for '{id}'"), e))?;
+            let mut mc = client_config(o);
+            mc.set("group.id", id).set("enable.auto.commit", "false");
+            let marker: BaseConsumer = mc.create().map_err(|e| kafka_error(&name, "cannot create the marker client", e))?;
+            Some(ExactlyOnce { marker, current: Held::default(), staged: Vec::new() })
+        }
+        None => None,
+    };
     let partitions = match o.get("sink.partitioner") {
         Some("fixed") => {
             let md = producer.client().fetch_metadata(Some(&topic), Duration::from_secs(15)).map_err(|e| kafka_error(&name, &format!("cannot read metadata of topic '{topic}'"), e))?;
@@ -58,6 +91,7 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         layout,
         fixed_partition: partitions.map(|n| ctx.subtask as i32 % n),
         flush_at_barrier: guarantee != "none",
+        exactly_once,
         value_buf: RecordBuffer::default(),
         key_buf: RecordBuffer::default(),
     }))
@@ -92,9 +126,145 @@ struct KafkaSink {
     flush_at_barrier: bool,
     value_buf: RecordBuffer,
     key_buf: RecordBuffer,
+    exactly_once: Option<ExactlyOnce>,
+}
+
+/// Records held for one checkpoint: `(partition or -1, key, value)` encoded back to back.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    records: usize,
+}
+
+impl Held {
+    fn push(&mut self, partition: i32, key: Option<&[u8]>, value: Option<&[u8]>) {
+        self.bytes.extend_from_slice(&partition.to_le_bytes());
+        for part in [key, value] {
+            match part {
+                Some(b) => {
+                    self.bytes.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    self.bytes.extend_from_slice(b);
+                }
+                None => self.bytes.extend_from_slice(&u32::MAX.to_le_bytes()),
+            }
+        }
+        self.records += 1;
+    }
+
+    /// The records back: `(partition, key, value)`; `None` if the bytes are malformed.
+    fn records(bytes: &[u8]) -> Option<Vec<(i32, Option<&[u8]>, Option<&[u8]>)>> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        while at < bytes.len() {
+            let partition = u32_at(at)? as i32;
+            at += 4;
+            let mut parts = [None, None];
+            for part in &mut parts {
+                let n = u32_at(at)?;
+                at += 4;
+                if n != u32::MAX {
+                    *part = Some(bytes.get(at..at + n as usize)?);
+                    at += n as usize;
+                }
+            }
+            out.push((partition, parts[0], parts[1]));
+        }
+        Some(out)
+    }
+}
+
+struct ExactlyOnce {
+    /// Reads and writes the marker group's offset.
+    marker: BaseConsumer,
+    current: Held,
+    /// Pre-committed checkpoints' records, waiting for their checkpoint to complete.
+    staged: Vec<(u64, Vec<u8>)>,
+}
+
+/// The committables of an exactly-once sink: `(checkpoint, records)` per staged checkpoint.
+fn encode_staged(staged: &[(u64, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (id, bytes) in staged {
+        out.extend_from_slice(&id.to_le_bytes());
+        out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+        out.extend_from_slice(bytes);
+    }
+    out
+}
+
+fn decode_staged(mut bytes: &[u8]) -> Option<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let id = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+        let n = u64::from_le_bytes(bytes.get(8..16)?.try_into().ok()?) as usize;
+        out.push((id, bytes.get(16..16 + n)?.to_vec()));
+        bytes = &bytes[16 + n..];
+    }
+    Some(out)
 }
 
 impl KafkaSink {
+    /// The marker partition: the checkpoint id committed with each transaction is stored as the
+    /// marker group's offset of the sink topic's partition 0.
+    fn marker_tpl(&self, id: Option<u64>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        let off = id.map_or(Offset::Invalid, |i| Offset::Offset(i as i64));
+        let _ = tpl.add_partition_offset(&self.topic, 0, off);
+        tpl
+    }
+
+    /// The last checkpoint whose records were committed, from the marker group.
+    fn committed_marker(&self) -> Result<u64> {
+        let eo = self.exactly_once.as_ref().expect("exactly-once sink");
+        let tpl = eo.marker.committed_offsets(self.marker_tpl(None), FLUSH_TIMEOUT).map_err(|e| kafka_error(&self.table, "cannot read the commit marker", e))?;
+        Ok(tpl.elements().first().and_then(|e| match e.offset() {
+            Offset::Offset(n) if n >= 0 => Some(n as u64),
+            _ => None,
+        }).unwrap_or(0))
+    }
+
+    /// Writes held records in one transaction that also commits `id` as the marker.
+    fn write_transaction(&self, id: u64, bytes: &[u8]) -> Result<()> {
+        let eo = self.exactly_once.as_ref().expect("exactly-once sink");
+        let records = Held::records(bytes).ok_or_else(|| ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed"))?;
+        let tx = |what: &str, e| kafka_error(&self.table, &format!("transaction for checkpoint {id}: {what}"), e);
+        self.producer.begin_transaction().map_err(|e| tx("begin", e))?;
+        for (partition, key, value) in records {
+            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
+            if let Some(v) = value {
+                record = record.payload(v);
+            }
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            if partition >= 0 {
+                record = record.partition(partition);
+            }
+            self.send(record)?;
+        }
+        let group = eo.marker.group_metadata().ok_or_else(|| ConnectorError::config(&self.table, "kafka: no group metadata for the commit marker"))?;
+        self.producer.send_offsets_to_transaction(&self.marker_tpl(Some(id)), &group, FLUSH_TIMEOUT).map_err(|e| tx("commit marker", e))?;
+        flowline_common::failpoint::hit("kafka.before-commit");
+        self.producer.commit_transaction(FLUSH_TIMEOUT).map_err(|e| tx("commit", e))?;
+        self.check()
+    }
+
+    fn send<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>) -> Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                // The client's queue is full: wait for deliveries (backpressure).
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                    self.check()?;
+                }
+                Err((e, _)) => return Err(kafka_error(&self.table, &format!("cannot write to topic '{}'", self.topic), e)),
+            }
+        }
+    }
+
     fn check(&self) -> Result<()> {
         match self.errors.lock().expect("delivery error lock").take() {
             Some(e) => Err(kafka_error(&self.table, &format!("a record could not be written to topic '{}'", self.topic), e)),
@@ -122,6 +292,21 @@ impl Sink for KafkaSink {
         }
         let values: Vec<_> = self.value_buf.ranges().collect();
         let keys: Vec<_> = if self.key.is_some() { self.key_buf.ranges().collect() } else { Vec::new() };
+        if let Some(eo) = self.exactly_once.as_mut() {
+            let bytes = |r: &Option<(usize, usize)>, b: &RecordBuffer| r.map(|(s, e)| b.bytes()[s..e].to_vec());
+            for (i, v) in values.iter().enumerate() {
+                let key = keys.get(i).and_then(|k| bytes(k, &self.key_buf));
+                eo.current.push(self.fixed_partition.unwrap_or(-1), key.as_deref(), bytes(v, &self.value_buf).as_deref());
+            }
+            let held = eo.current.bytes.len() + eo.staged.iter().map(|(_, b)| b.len()).sum::<usize>();
+            if held > EXACTLY_ONCE_HELD_MAX {
+                return Err(ConnectorError::config(
+                    &self.table,
+                    format!("kafka exactly-once: more than {} MB of records wait for a checkpoint; checkpoint more often", EXACTLY_ONCE_HELD_MAX >> 20),
+                ));
+            }
+            return Ok(());
+        }
         for (i, v) in values.iter().enumerate() {
             let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
             if let Some((s, e)) = v {
@@ -133,24 +318,23 @@ impl Sink for KafkaSink {
             if let Some(p) = self.fixed_partition {
                 record = record.partition(p);
             }
-            let mut record = record;
-            loop {
-                match self.producer.send(record) {
-                    Ok(()) => break,
-                    // The client's queue is full: wait for deliveries (backpressure).
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                        record = r;
-                        std::thread::sleep(Duration::from_millis(5));
-                        self.check()?;
-                    }
-                    Err((e, _)) => return Err(kafka_error(&self.table, &format!("cannot write to topic '{}'", self.topic), e)),
-                }
-            }
+            self.send(record)?;
         }
         Ok(())
     }
 
-    fn pre_commit(&mut self, _id: u64) -> Result<Vec<u8>> {
+    fn exactly_once(&self) -> bool {
+        self.exactly_once.is_some()
+    }
+
+    fn pre_commit(&mut self, id: u64) -> Result<Vec<u8>> {
+        if let Some(eo) = self.exactly_once.as_mut() {
+            let held = std::mem::take(&mut eo.current);
+            if held.records > 0 {
+                eo.staged.push((id, held.bytes));
+            }
+            return Ok(encode_staged(&eo.staged));
+        }
         // At-least-once: every record before the barrier is acknowledged before the checkpoint
         // can complete; after a restore they may be written again.
         if self.flush_at_barrier {
@@ -159,7 +343,43 @@ impl Sink for KafkaSink {
         Ok(Vec::new())
     }
 
+    fn commit(&mut self, id: u64) -> Result<()> {
+        let Some(eo) = self.exactly_once.as_mut() else { return Ok(()) };
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut eo.staged).into_iter().partition(|(e, _)| *e <= id);
+        eo.staged = later;
+        for (epoch, bytes) in due {
+            self.write_transaction(epoch, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn restore(&mut self, _id: u64, committables: &[u8]) -> Result<()> {
+        if self.exactly_once.is_none() || committables.is_empty() {
+            return Ok(());
+        }
+        let staged = decode_staged(committables).ok_or_else(|| ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed"))?;
+        // Written already if the marker says so (the crash came after the commit).
+        let committed = self.committed_marker()?;
+        for (epoch, bytes) in staged.into_iter().filter(|(e, _)| *e > committed) {
+            self.write_transaction(epoch, &bytes)?;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<()> {
+        if let Some(eo) = self.exactly_once.as_mut() {
+            // Without checkpoints: the whole input in one transaction at the end.
+            let held = std::mem::take(&mut eo.current);
+            let staged = std::mem::take(&mut eo.staged);
+            let id = self.committed_marker()? + 1;
+            for (_, bytes) in staged {
+                self.write_transaction(id, &bytes)?;
+            }
+            if held.records > 0 {
+                self.write_transaction(id, &held.bytes)?;
+            }
+            return Ok(());
+        }
         self.flush()
     }
 }

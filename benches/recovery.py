@@ -10,7 +10,7 @@ the time from the restart to every operator having rebuilt its state (the job's 
 `flowline_restore_ms`, which covers reading and verifying the checkpoint), the wall time from
 exec to that point, and the time to the first checkpoint after the restart.
 """
-import argparse, os, re, signal, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, os, re, signal, subprocess, sys, tempfile, time, urllib.request
 
 PIPELINE = """
 SET 'execution.checkpointing.interval' = '{interval}';
@@ -25,12 +25,8 @@ FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '1' DAY)) GROUP BY k, wind
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "crash"))
+from crash import free_port  # noqa: E402
 
 
 def metrics(port):

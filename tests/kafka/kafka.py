@@ -13,18 +13,13 @@ missing topic give clear errors.
 Known broker limits (tansu 0.6): ListOffsets(latest) returns a wrong end offset, so bounded reads
 here use 'specific-offsets' (the end offsets the producer reported) rather than 'latest-offset'.
 """
-import argparse, collections, json, os, random, signal, socket, subprocess, sys, tempfile, time
+import argparse, collections, json, os, random, signal, subprocess, sys, tempfile, time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "crash"))
+from crash import free_port  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_broker():

@@ -1,7 +1,7 @@
 //! The explicit list of connectors and option validation.
 
 use flowline_common::{OptionSpec, Options};
-use flowline_formats::{format_option_specs, FORMATS};
+use flowline_formats::{format_option_specs, FORMATS, RECORD_FORMATS};
 use flowline_sql::TableDef;
 
 use crate::{blackhole, datagen, filesystem, http, kafka, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
@@ -11,12 +11,20 @@ use crate::{blackhole, datagen, filesystem, http, kafka, nexmark, print, Connect
 pub type SourceFn = fn(&TableDef, &Options, &TaskContext, Option<&[usize]>) -> Result<Box<dyn Source>>;
 pub type SinkFn = fn(&TableDef, &Options, &TaskContext) -> Result<Box<dyn Sink>>;
 
+/// Where a connector names its formats, and which it can use.
+pub struct FormatOptions {
+    /// Option keys naming a format; the first (`format`) is required unless another is set.
+    pub keys: &'static [&'static str],
+    pub valid: &'static [&'static str],
+}
+
 pub struct ConnectorFactory {
     pub name: &'static str,
     pub doc: &'static str,
     pub options: &'static [OptionSpec],
-    /// Whether `'format'` selects a format whose `<format>.*` options are accepted too.
-    pub uses_format: bool,
+    /// The options that name formats (`format`, or Kafka's `value.format` and `key.format`);
+    /// each named format's `<format>.*` options are accepted too.
+    pub formats: Option<FormatOptions>,
     pub source: Option<SourceFn>,
     pub sink: Option<SinkFn>,
     /// Checks beyond option keys (values, schema), run at planning time.
@@ -41,7 +49,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "blackhole",
         doc: "discards all rows",
         options: blackhole::OPTIONS,
-        uses_format: false,
+        formats: None,
         source: None,
         sink: Some(|_, _, _| Ok(Box::new(blackhole::BlackholeSink))),
         validate: no_checks,
@@ -52,7 +60,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "datagen",
         doc: "generates random or sequential rows",
         options: datagen::OPTIONS,
-        uses_format: false,
+        formats: None,
         source: Some(datagen::create_source),
         sink: None,
         validate: datagen::validate,
@@ -66,7 +74,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "filesystem",
         doc: "reads and writes files (json, csv, parquet) in a directory",
         options: filesystem::OPTIONS,
-        uses_format: true,
+        formats: Some(FormatOptions { keys: &["format"], valid: FORMATS }),
         source: Some(filesystem::create_source),
         sink: Some(filesystem::create_sink),
         validate: filesystem::validate,
@@ -77,7 +85,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "http",
         doc: "rows posted to POST /v1/ingest/{table} (flowline run --http ADDR), durable in a write-ahead log before acknowledged",
         options: http::OPTIONS,
-        uses_format: false,
+        formats: None,
         source: Some(http::create_source),
         sink: None,
         validate: http::validate,
@@ -88,7 +96,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "kafka",
         doc: "reads and writes Kafka topics (json, csv, raw); offsets are part of checkpoints",
         options: kafka::OPTIONS,
-        uses_format: false,
+        formats: Some(FormatOptions { keys: &["format", "value.format", "key.format"], valid: RECORD_FORMATS }),
         source: Some(kafka::create_source),
         sink: Some(kafka::create_sink),
         validate: kafka::validate,
@@ -101,7 +109,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "nexmark",
         doc: "the Nexmark benchmark's event generator (persons, auctions, bids)",
         options: nexmark::OPTIONS,
-        uses_format: false,
+        formats: None,
         source: Some(nexmark::create_source),
         sink: None,
         validate: nexmark::validate,
@@ -112,7 +120,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "print",
         doc: "prints rows to stdout as +I[...]",
         options: print::OPTIONS,
-        uses_format: false,
+        formats: None,
         source: None,
         sink: Some(|_, o, ctx| Ok(Box::new(print::PrintSink::new(o, ctx)?))),
         validate: no_checks,
@@ -132,24 +140,16 @@ pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options
     };
     let options = Options::new(format!("connector '{name}'"), table.options.clone());
     let mut specs: Vec<OptionSpec> = factory.options.to_vec();
-    if factory.uses_format {
-        match options.get("format") {
-            None => {
-                return Err(ConnectorError::config(
-                    &table.name,
-                    format!("connector '{name}' requires option 'format'; valid formats: {}", FORMATS.join(", ")),
-                ))
-            }
-            Some(f) if !FORMATS.contains(&f) => {
-                return Err(ConnectorError::config(&table.name, format!("unknown format '{f}'; valid formats: {}", FORMATS.join(", "))))
-            }
-            Some(f) => specs.extend_from_slice(format_option_specs(f)),
+    if let Some(f) = &factory.formats {
+        let valid = f.valid.join(", ");
+        if !f.keys.iter().any(|k| options.get(k).is_some()) {
+            return Err(ConnectorError::config(&table.name, format!("connector '{name}' requires option '{}'; valid formats: {valid}", f.keys[0])));
         }
-    }
-    if factory.name == "kafka" {
-        // Message formats: 'format' / 'value.format' / 'key.format', each with its options.
-        for f in kafka::named_formats(&options) {
-            specs.extend_from_slice(format_option_specs(f));
+        for format in f.keys.iter().filter_map(|k| options.get(k)) {
+            if !f.valid.contains(&format) {
+                return Err(ConnectorError::config(&table.name, format!("unknown format '{format}'; valid formats: {valid}")));
+            }
+            specs.extend_from_slice(format_option_specs(format));
         }
     }
     options.validate(&specs).map_err(|source| ConnectorError::Option { table: table.name.clone(), source })?;

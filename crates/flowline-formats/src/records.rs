@@ -204,7 +204,7 @@ impl RecordDecoder {
 
     /// Indices of the records the last [`RecordDecoder::decode`] skipped as undecodable.
     pub fn last_skipped(&self, records: &RecordBuffer) -> Vec<usize> {
-        let Some(lines) = self.lines.as_ref() else { return Vec::new() };
+        let Some(lines) = self.lines.as_ref().filter(|l| !l.skipped_lines.is_empty()) else { return Vec::new() };
         let with_payload: Vec<usize> = records.ends.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i).collect();
         lines.skipped_lines.iter().filter_map(|l| with_payload.get(*l as usize - 1).copied()).collect()
     }
@@ -232,8 +232,14 @@ fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> 
     let values = records.ranges().map(|r| r.map(|(s, e)| &records.bytes[s..e]));
     let column: ArrayRef = match schema.field(0).data_type() {
         DataType::Utf8 => {
-            let strings: Vec<Option<String>> = values.map(|v| v.map(|b| String::from_utf8_lossy(b).into_owned())).collect();
-            Arc::new(StringArray::from(strings))
+            let mut b = arrow_array::builder::StringBuilder::with_capacity(records.len(), records.bytes.len());
+            for v in values {
+                match v {
+                    Some(bytes) => b.append_value(String::from_utf8_lossy(bytes)),
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
         }
         _ => Arc::new(BinaryArray::from_iter(values)),
     };

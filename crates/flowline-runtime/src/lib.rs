@@ -406,11 +406,12 @@ impl SourceTask {
         Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), position))
     }
 
-    /// The minimum over the splits that delivered within the idle timeout (all of them without
-    /// one); `i64::MIN` while an active split has shown no row.
-    fn splits_watermark(&self) -> i64 {
+    /// The minimum watermark over the splits (but `except`) that delivered within the idle
+    /// timeout (all of them without one); `None` when no split counts. A split that has shown
+    /// no row yet holds it at `i64::MIN`.
+    fn splits_min(&self, except: Option<usize>) -> Option<i64> {
         let active = |t: &Instant| self.idle_timeout.is_none_or(|d| t.elapsed() < d);
-        self.splits.iter().filter(|(_, t)| active(t)).map(|(w, _)| *w).min().unwrap_or(i64::MIN)
+        self.splits.iter().enumerate().filter(|(i, (_, t))| Some(*i) != except && active(t)).map(|(_, (w, _))| *w).min()
     }
 
     fn send_watermark(&mut self, w: i64) {
@@ -481,6 +482,9 @@ impl SourceTask {
                             entry.1 = Instant::now();
                         }
                     }
+                    let split = split.filter(|s| *s < self.splits.len());
+                    // The batch moves only its own split: the others' minimum is fixed meanwhile.
+                    let others = split.map(|s| self.splits_min(Some(s)).unwrap_or(i64::MAX));
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
                         let (marks, times) = watermark_columns(chain.apply(batch.clone()).map_err(|e| self.op_err(e))?)?;
                         // Rows see the watermark of the rows before them, as if it were sent after
@@ -495,13 +499,13 @@ impl SourceTask {
                                 self.send_watermark(watermark);
                             }
                             if marks.is_valid(j) {
-                                match split.filter(|s| *s < self.splits.len()) {
-                                    Some(s) if marks.value(j) > self.splits[s].0 => {
-                                        self.splits[s].0 = marks.value(j);
-                                        self.marks.0 = self.marks.0.max(self.splits_watermark());
+                                match (split, others) {
+                                    (Some(s), Some(others)) => {
+                                        let own = &mut self.splits[s].0;
+                                        *own = (*own).max(marks.value(j));
+                                        self.marks.0 = self.marks.0.max((*own).min(others));
                                     }
-                                    Some(_) => {}
-                                    None => self.marks.0 = self.marks.0.max(marks.value(j)),
+                                    _ => self.marks.0 = self.marks.0.max(marks.value(j)),
                                 }
                             }
                         }
@@ -527,7 +531,7 @@ impl SourceTask {
                 Poll::Pending(wait) => {
                     // A split gone idle no longer holds back the others.
                     if !self.splits.is_empty() && matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. })) {
-                        let w = self.splits_watermark();
+                        let w = self.splits_min(None).unwrap_or(i64::MIN);
                         if w > self.marks.0 {
                             self.marks.0 = w;
                         }

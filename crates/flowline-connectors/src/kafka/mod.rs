@@ -52,11 +52,6 @@ pub const OPTIONS: &[OptionSpec] = &[
 /// `METADATA FROM '<key>'` columns the source fills, as Flink's Kafka connector names them.
 pub const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "timestamp-type"];
 
-/// The formats this connector's options name, for the registry's option check.
-pub fn named_formats(o: &Options) -> Vec<&str> {
-    ["format", "value.format", "key.format"].iter().filter_map(|k| o.get(k)).collect()
-}
-
 pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
     let cfg = |e: String| ConnectorError::config(&table.name, e);
     if o.get("format").is_some() && o.get("value.format").is_some() {

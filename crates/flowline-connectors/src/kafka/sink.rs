@@ -293,10 +293,10 @@ impl Sink for KafkaSink {
         let values: Vec<_> = self.value_buf.ranges().collect();
         let keys: Vec<_> = if self.key.is_some() { self.key_buf.ranges().collect() } else { Vec::new() };
         if let Some(eo) = self.exactly_once.as_mut() {
-            let bytes = |r: &Option<(usize, usize)>, b: &RecordBuffer| r.map(|(s, e)| b.bytes()[s..e].to_vec());
+            let (value_bytes, key_bytes) = (self.value_buf.bytes(), self.key_buf.bytes());
             for (i, v) in values.iter().enumerate() {
-                let key = keys.get(i).and_then(|k| bytes(k, &self.key_buf));
-                eo.current.push(self.fixed_partition.unwrap_or(-1), key.as_deref(), bytes(v, &self.value_buf).as_deref());
+                let key = keys.get(i).copied().flatten().map(|(s, e)| &key_bytes[s..e]);
+                eo.current.push(self.fixed_partition.unwrap_or(-1), key, v.map(|(s, e)| &value_bytes[s..e]));
             }
             let held = eo.current.bytes.len() + eo.staged.iter().map(|(_, b)| b.len()).sum::<usize>();
             if held > EXACTLY_ONCE_HELD_MAX {

@@ -51,7 +51,10 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
 
     let stops = match bounded_mode.as_str() {
         "unbounded" => None,
-        mode => Some(stop_offsets(&consumer, &name, o, mode, &mine)?),
+        mode => {
+            let found = stop_offsets(&consumer, &name, o, mode, &mine)?;
+            Some(mine.iter().map(|tp| found.get(tp).copied().unwrap_or(i64::MAX)).collect())
+        }
     };
     let value = RecordDecoder::new(&layout.value_format, layout.value_schema.clone()).map_err(|e| ConnectorError::config(&name, e.to_string()))?;
     let key = match &layout.key_format {
@@ -68,11 +71,12 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         table: name,
         options: o.clone(),
         consumer,
+        positions: vec![None; mine.len()],
+        done: vec![false; mine.len()],
+        remaining: mine.len(),
         partitions: mine,
-        positions: BTreeMap::new(),
         started: false,
         stops,
-        done: Vec::new(),
         layout,
         value,
         key,
@@ -200,8 +204,8 @@ fn stop_offsets(consumer: &BaseConsumer, name: &str, o: &Options, mode: &str, tp
 
 /// What METADATA columns can show of one record.
 struct RecordMeta {
-    topic_index: usize,
-    partition: i32,
+    /// Index of its partition in `KafkaSource::partitions` (topic and partition id).
+    split: usize,
     offset: i64,
     /// Milliseconds, and whether the producer set it (CreateTime) or the broker (LogAppendTime).
     timestamp: Option<(i64, &'static str)>,
@@ -226,7 +230,7 @@ struct Shape {
 }
 
 impl Buffered {
-    fn push(&mut self, shape: Shape, topic_index: usize, partition: i32, offset: i64, payload: Option<&[u8]>, key: Option<&[u8]>, timestamp: Option<(i64, &'static str)>) {
+    fn push(&mut self, shape: Shape, split: usize, offset: i64, payload: Option<&[u8]>, key: Option<&[u8]>, timestamp: Option<(i64, &'static str)>) {
         if payload.is_none() && !shape.raw_value {
             return; // a tombstone: no row in json or csv
         }
@@ -235,7 +239,7 @@ impl Buffered {
             self.key.push(key, shape.key_json);
         }
         if let Some(meta) = self.meta.as_mut() {
-            meta.push(RecordMeta { topic_index, partition, offset, timestamp });
+            meta.push(RecordMeta { split, offset, timestamp });
         }
     }
 }
@@ -244,13 +248,16 @@ struct KafkaSource {
     table: String,
     options: Options,
     consumer: BaseConsumer,
+    /// The assigned partitions; per-partition state below is indexed like this list.
     partitions: Vec<Tp>,
-    /// Next offset to read per partition: what a checkpoint records.
-    positions: BTreeMap<Tp, i64>,
+    /// Next offset to read per partition (once read or restored): what a checkpoint records.
+    positions: Vec<Option<i64>>,
     started: bool,
-    stops: Option<BTreeMap<Tp, i64>>,
-    /// Partitions that reached their stop offset.
-    done: Vec<Tp>,
+    /// Exclusive stop offset per partition, for a bounded read.
+    stops: Option<Vec<i64>>,
+    /// Partitions that reached their stop offset, and how many have not.
+    done: Vec<bool>,
+    remaining: usize,
     layout: Layout,
     value: RecordDecoder,
     key: Option<RecordDecoder>,
@@ -266,7 +273,7 @@ struct KafkaSource {
     batch_split: Option<usize>,
     stash: Option<Stashed>,
     /// Positions by checkpoint id, until the checkpoint completes (then committed to the group).
-    snapshots: BTreeMap<u64, BTreeMap<Tp, i64>>,
+    snapshots: BTreeMap<u64, Vec<Option<i64>>>,
     skipped: flowline_common::Counter,
     skipped_seen: u64,
 }
@@ -275,25 +282,31 @@ impl KafkaSource {
     /// Assigns the partitions: restored positions, else the startup mode's offsets.
     fn start(&mut self) -> Result<()> {
         self.started = true;
-        let fresh: Vec<Tp> = self.partitions.iter().filter(|tp| !self.positions.contains_key(*tp)).cloned().collect();
-        let mut starts: BTreeMap<Tp, Offset> = self.positions.iter().map(|(tp, o)| (tp.clone(), Offset::Offset(*o))).collect();
-        if !fresh.is_empty() {
-            starts.extend(self.startup_offsets(&fresh)?);
-        }
+        let fresh: Vec<Tp> = self.partitions.iter().zip(&self.positions).filter(|(_, p)| p.is_none()).map(|(tp, _)| tp.clone()).collect();
+        let found = if fresh.is_empty() { BTreeMap::new() } else { self.startup_offsets(&fresh)? };
+        let starts: Vec<Offset> = self
+            .partitions
+            .iter()
+            .zip(&self.positions)
+            .map(|(tp, p)| match p {
+                Some(o) => Offset::Offset(*o),
+                None => found.get(tp).copied().unwrap_or(Offset::Beginning),
+            })
+            .collect();
         let mut tpl = TopicPartitionList::new();
-        for tp in &self.partitions {
-            let off = starts.get(tp).copied().unwrap_or(Offset::Beginning);
-            tpl.add_partition_offset(&tp.0, tp.1, off).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
+        for (tp, off) in self.partitions.iter().zip(&starts) {
+            tpl.add_partition_offset(&tp.0, tp.1, *off).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
         }
         self.consumer.assign(&tpl).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
-        // Partitions already at their stop offset are done before reading anything.
-        if let Some(stops) = &self.stops {
-            for tp in &self.partitions {
-                if let (Some(Offset::Offset(at)), Some(stop)) = (starts.get(tp), stops.get(tp)) {
-                    if at >= stop {
-                        self.done.push(tp.clone());
-                    }
-                }
+        // Partitions a restore found done, or already at their stop offset: nothing to fetch.
+        for i in (0..self.partitions.len()).filter(|i| self.done[*i]) {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.partitions[i].0, self.partitions[i].1);
+            let _ = self.consumer.pause(&tpl);
+        }
+        for (i, off) in starts.iter().enumerate() {
+            if matches!((off, self.stop_of(i)), (Offset::Offset(at), Some(stop)) if *at >= stop) {
+                self.mark_done(i);
             }
         }
         Ok(())
@@ -373,20 +386,31 @@ impl KafkaSource {
         Ok(out)
     }
 
-    fn stop_of(&self, tp: &Tp) -> Option<i64> {
-        self.stops.as_ref().and_then(|s| s.get(tp).copied())
+    fn stop_of(&self, split: usize) -> Option<i64> {
+        self.stops.as_ref().map(|s| s[split])
     }
 
     fn all_done(&self) -> bool {
-        self.stops.is_some() && self.partitions.iter().all(|tp| self.done.contains(tp))
+        self.stops.is_some() && self.remaining == 0
     }
 
-    fn mark_done(&mut self, tp: Tp) {
-        if !self.done.contains(&tp) {
+    fn mark_done(&mut self, split: usize) {
+        if !self.done[split] {
+            let (topic, partition) = &self.partitions[split];
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&tp.0, tp.1);
+            tpl.add_partition(topic, *partition);
             let _ = self.consumer.pause(&tpl);
-            self.done.push(tp);
+            self.done[split] = true;
+            self.remaining -= 1;
+        }
+    }
+
+    /// The index of an assigned partition, without allocating: usually the batch's own.
+    fn split_of(&self, topic: &str, partition: i32) -> Option<usize> {
+        let is = |i: usize| self.partitions[i].1 == partition && self.partitions[i].0 == topic;
+        match self.batch_split {
+            Some(i) if is(i) => Some(i),
+            _ => (0..self.partitions.len()).find(|i| is(*i)),
         }
     }
 
@@ -417,9 +441,11 @@ impl KafkaSource {
             // Records the value format skipped have no row.
             if !skipped_records.is_empty() {
                 let mut i = 0;
+                let mut skipped = skipped_records.iter().peekable();
                 meta.retain(|_| {
+                    let keep = skipped.next_if_eq(&&i).is_none();
                     i += 1;
-                    !skipped_records.contains(&(i - 1))
+                    keep
                 });
             }
             for (j, (key, data_type)) in self.metadata.iter().enumerate() {
@@ -470,9 +496,8 @@ impl Source for KafkaSource {
         self.batch_split = None;
         let shape = Shape { value_json, key_json, raw_value, has_key: self.key.is_some() };
         if let Some(r) = self.stash.take() {
-            let topic_index = self.partitions.iter().position(|p| p.0 == r.tp.0).unwrap_or(0);
-            self.buf.push(shape, topic_index, r.tp.1, r.offset, r.payload.as_deref(), r.key.as_deref(), r.timestamp);
-            self.advance(&r.tp, r.offset);
+            self.buf.push(shape, r.split, r.offset, r.payload.as_deref(), r.key.as_deref(), r.timestamp);
+            self.advance(r.split, r.offset);
         }
         while self.buf.value.len() < BATCH_RECORDS_MAX && self.buf.value.bytes_len() < BATCH_BYTES_MAX {
             if self.all_done() {
@@ -488,29 +513,25 @@ impl Source for KafkaSource {
                 }
                 Some(Err(e)) => return Err(kafka_error(&self.table, "cannot read", e)),
             };
-            let tp = (msg.topic().to_string(), msg.partition());
+            let Some(split) = self.split_of(msg.topic(), msg.partition()) else { continue };
             let offset = msg.offset();
-            if let Some(stop) = self.stop_of(&tp) {
-                if offset >= stop {
-                    drop(msg);
-                    self.mark_done(tp);
-                    continue;
-                }
+            if self.stop_of(split).is_some_and(|stop| offset >= stop) {
+                drop(msg);
+                self.mark_done(split);
+                continue;
             }
             let timestamp = match msg.timestamp() {
                 rdkafka::Timestamp::CreateTime(t) => Some((t, "CreateTime")),
                 rdkafka::Timestamp::LogAppendTime(t) => Some((t, "LogAppendTime")),
                 rdkafka::Timestamp::NotAvailable => None,
             };
-            let split = self.partitions.iter().position(|p| *p == tp);
-            if self.batch_split.is_some() && split != self.batch_split {
-                self.stash = Some(Stashed { tp, offset, payload: msg.payload().map(<[u8]>::to_vec), key: msg.key().map(<[u8]>::to_vec), timestamp });
+            if self.batch_split.is_some_and(|b| b != split) {
+                self.stash = Some(Stashed { split, offset, payload: msg.payload().map(<[u8]>::to_vec), key: msg.key().map(<[u8]>::to_vec), timestamp });
                 break;
             }
-            let topic_index = self.partitions.iter().position(|p| p.0 == tp.0).unwrap_or(0);
-            self.buf.push(shape, topic_index, tp.1, offset, msg.payload(), msg.key(), timestamp);
+            self.buf.push(shape, split, offset, msg.payload(), msg.key(), timestamp);
             drop(msg);
-            self.advance(&tp, offset);
+            self.advance(split, offset);
         }
         if let Some(batch) = self.flush()? {
             return Ok(Poll::Batch(batch));
@@ -530,28 +551,33 @@ impl Source for KafkaSource {
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let positions: BTreeMap<String, i64> = self.positions.iter().map(|((t, p), o)| (format!("{p}:{t}"), *o)).collect();
+        let name = |i: usize| format!("{}:{}", self.partitions[i].1, self.partitions[i].0);
+        let positions: BTreeMap<String, i64> = self.positions.iter().enumerate().filter_map(|(i, o)| Some((name(i), (*o)?))).collect();
+        let done: Vec<String> = (0..self.partitions.len()).filter(|i| self.done[*i]).map(name).collect();
         let id = self.snapshots.keys().next_back().map_or(1, |k| k + 1);
         self.snapshots.insert(id, self.positions.clone());
-        Ok(serde_json::to_vec(&serde_json::json!({"positions": positions, "done": self.done.iter().map(|(t, p)| format!("{p}:{t}")).collect::<Vec<_>>()}))
-            .expect("JSON values serialize"))
+        Ok(serde_json::to_vec(&serde_json::json!({"positions": positions, "done": done})).expect("JSON values serialize"))
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
         let bad = || ConnectorError::config(&self.table, "the checkpointed Kafka position is malformed");
         let v: serde_json::Value = serde_json::from_slice(position).map_err(|_| bad())?;
-        let split = |k: &str| -> Option<Tp> {
-            let (p, t) = k.split_once(':')?;
-            Some((t.to_string(), p.parse().ok()?))
+        // "<partition>:<topic>" → the index of an assigned partition (others are not ours).
+        let split = |k: &str| -> Result<Option<usize>> {
+            let (p, t) = k.split_once(':').ok_or_else(bad)?;
+            let p: i32 = p.parse().map_err(|_| bad())?;
+            Ok(self.partitions.iter().position(|tp| tp.1 == p && tp.0 == t))
         };
         for (k, o) in v["positions"].as_object().ok_or_else(bad)? {
-            let tp = split(k).ok_or_else(bad)?;
-            self.positions.insert(tp, o.as_i64().ok_or_else(bad)?);
+            if let Some(i) = split(k)? {
+                self.positions[i] = Some(o.as_i64().ok_or_else(bad)?);
+            }
         }
         for d in v["done"].as_array().into_iter().flatten() {
-            if let Some(tp) = d.as_str().and_then(split) {
-                if self.partitions.contains(&tp) {
-                    self.done.push(tp);
+            if let Some(i) = split(d.as_str().ok_or_else(bad)?)? {
+                if !self.done[i] {
+                    self.done[i] = true;
+                    self.remaining -= 1;
                 }
             }
         }
@@ -563,12 +589,14 @@ impl Source for KafkaSource {
         // group (monitoring and group-offsets startup; recovery uses the checkpoint).
         let Some((_, positions)) = self.snapshots.pop_last() else { return Ok(()) };
         self.snapshots.clear();
-        if positions.is_empty() || self.options.get("properties.group.id").is_none() {
+        if positions.iter().all(Option::is_none) || self.options.get("properties.group.id").is_none() {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in &positions {
-            let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+        for ((t, p), o) in self.partitions.iter().zip(&positions) {
+            if let Some(o) = o {
+                let _ = tpl.add_partition_offset(t, *p, Offset::Offset(*o));
+            }
         }
         // Best effort: a failed commit only makes the group's lag look larger.
         let _ = self.consumer.commit(&tpl, CommitMode::Async);
@@ -578,7 +606,7 @@ impl Source for KafkaSource {
 
 /// A record read while the batch held another partition's.
 struct Stashed {
-    tp: Tp,
+    split: usize,
     offset: i64,
     payload: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
@@ -587,11 +615,11 @@ struct Stashed {
 
 impl KafkaSource {
     /// A record buffered: its partition's position moves past it.
-    fn advance(&mut self, tp: &Tp, offset: i64) {
-        self.batch_split = self.partitions.iter().position(|p| p == tp);
-        self.positions.insert(tp.clone(), offset + 1);
-        if self.stop_of(tp).is_some_and(|s| offset + 1 >= s) {
-            self.mark_done(tp.clone());
+    fn advance(&mut self, split: usize, offset: i64) {
+        self.batch_split = Some(split);
+        self.positions[split] = Some(offset + 1);
+        if self.stop_of(split).is_some_and(|s| offset + 1 >= s) {
+            self.mark_done(split);
         }
     }
 
@@ -599,8 +627,8 @@ impl KafkaSource {
     fn metadata_column(&self, key: &str, data_type: &arrow::datatypes::DataType, meta: &[RecordMeta]) -> Result<ArrayRef> {
         use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
         let array: ArrayRef = match key {
-            "topic" => Arc::new(StringArray::from_iter_values(meta.iter().map(|m| self.partitions[m.topic_index].0.as_str()))),
-            "partition" => Arc::new(Int32Array::from_iter_values(meta.iter().map(|m| m.partition))),
+            "topic" => Arc::new(StringArray::from_iter_values(meta.iter().map(|m| self.partitions[m.split].0.as_str()))),
+            "partition" => Arc::new(Int32Array::from_iter_values(meta.iter().map(|m| self.partitions[m.split].1))),
             "offset" => Arc::new(Int64Array::from_iter_values(meta.iter().map(|m| m.offset))),
             "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(meta.iter().map(|m| m.timestamp.map(|t| t.0)))),
             "timestamp-type" => Arc::new(StringArray::from_iter(meta.iter().map(|m| Some(m.timestamp.map_or("NoTimestampType", |t| t.1))))),
@@ -617,15 +645,12 @@ impl KafkaSource {
     fn on_end_of_partition(&mut self, p: i32) {
         let Ok(positions) = self.consumer.position() else { return };
         let positions = offsets_of(&positions);
-        let finished: Vec<Tp> = self
-            .partitions
-            .iter()
-            .filter(|tp| tp.1 == p && !self.done.contains(*tp))
-            .filter(|tp| matches!((positions.get(*tp), self.stop_of(tp)), (Some(Offset::Offset(at)), Some(stop)) if *at >= stop))
-            .cloned()
+        let finished: Vec<usize> = (0..self.partitions.len())
+            .filter(|i| self.partitions[*i].1 == p && !self.done[*i])
+            .filter(|i| matches!((positions.get(&self.partitions[*i]), self.stop_of(*i)), (Some(Offset::Offset(at)), Some(stop)) if *at >= stop))
             .collect();
-        for tp in finished {
-            self.mark_done(tp);
+        for i in finished {
+            self.mark_done(i);
         }
     }
 }

@@ -56,7 +56,10 @@ async fn run(script: &str, state: &Path, stop_after: Option<Duration>) -> anyhow
             s.stop();
         });
     }
-    let job = JobState { dir: Some(state.to_path_buf()), checkpoint };
+    let job = JobState {
+        dir: Some(state.to_path_buf()),
+        checkpoint,
+    };
     flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job).await?;
     Ok(())
 }
@@ -66,9 +69,17 @@ fn lines(dir: &Path) -> Vec<String> {
     for e in std::fs::read_dir(dir).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(!name.ends_with(".inprogress"), "in-progress file left visible: {name}");
+        assert!(
+            !name.ends_with(".inprogress"),
+            "in-progress file left visible: {name}"
+        );
         if !name.starts_with('.') {
-            out.extend(std::fs::read_to_string(&p).unwrap().lines().map(str::to_string));
+            out.extend(
+                std::fs::read_to_string(&p)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_string),
+            );
         }
     }
     out.sort();
@@ -81,22 +92,35 @@ async fn stop_and_resume_gives_the_uninterrupted_result() {
         let d = tempfile::tempdir().unwrap();
         let (a, b) = (d.path().join("a"), d.path().join("b"));
         // The reference never checkpoints: a snapshot that lost state would show.
-        let reference = script(&a, cols, query).replace("SET 'execution.checkpointing.interval' = '30ms';", "");
-        run(&reference, &d.path().join("state_a"), None).await.unwrap();
+        let reference =
+            script(&a, cols, query).replace("SET 'execution.checkpointing.interval' = '30ms';", "");
+        run(&reference, &d.path().join("state_a"), None)
+            .await
+            .unwrap();
         let expected = lines(&a);
         assert!(!expected.is_empty(), "query {i} produced nothing");
         // Stop twice mid-run (final checkpoint each time), then run to the end.
         let s = script(&b, cols, query);
         let state = d.path().join("state_b");
-        run(&s, &state, Some(Duration::from_millis(250))).await.unwrap();
-        run(&s, &state, Some(Duration::from_millis(250))).await.unwrap();
+        run(&s, &state, Some(Duration::from_millis(250)))
+            .await
+            .unwrap();
+        run(&s, &state, Some(Duration::from_millis(250)))
+            .await
+            .unwrap();
         run(&s, &state, None).await.unwrap();
         let got = lines(&b);
-        assert_eq!(got.len(), expected.len(), "query {i}: row count after stop and resume");
+        assert_eq!(
+            got.len(),
+            expected.len(),
+            "query {i}: row count after stop and resume"
+        );
         assert_eq!(got, expected, "query {i}: rows after stop and resume");
         // A finished job run again does nothing (its last checkpoint says so).
         let graph = flowline_planner::plan_script(&s, Some(2)).await.unwrap();
-        let c = CheckpointConfig::from_options(&graph.config, &state, false).unwrap().unwrap();
+        let c = CheckpointConfig::from_options(&graph.config, &state, false)
+            .unwrap()
+            .unwrap();
         assert!(c.restored.unwrap().manifest.finished);
     }
 }
@@ -106,12 +130,25 @@ async fn a_changed_pipeline_is_refused_and_fresh_starts_over() {
     let d = tempfile::tempdir().unwrap();
     let state = d.path().join("state");
     let (cols, query) = QUERIES[0];
-    run(&script(&d.path().join("a"), cols, query), &state, Some(Duration::from_millis(200))).await.unwrap();
+    run(
+        &script(&d.path().join("a"), cols, query),
+        &state,
+        Some(Duration::from_millis(200)),
+    )
+    .await
+    .unwrap();
     let (cols2, query2) = QUERIES[1];
     let changed = script(&d.path().join("a"), cols2, query2);
     let err = run(&changed, &state, None).await.unwrap_err().to_string();
-    assert!(err.contains("no longer matches its checkpoint") && err.contains("--fresh"), "{err}");
-    let graph = flowline_planner::plan_script(&changed, Some(2)).await.unwrap();
-    let c = CheckpointConfig::from_options(&graph.config, &state, true).unwrap().unwrap();
+    assert!(
+        err.contains("no longer matches its checkpoint") && err.contains("--fresh"),
+        "{err}"
+    );
+    let graph = flowline_planner::plan_script(&changed, Some(2))
+        .await
+        .unwrap();
+    let c = CheckpointConfig::from_options(&graph.config, &state, true)
+        .unwrap()
+        .unwrap();
     assert!(c.restored.is_none(), "--fresh discards the checkpoints");
 }

@@ -13,7 +13,11 @@ fn late_rows(metrics: &flowline_common::MetricsRegistry) -> u64 {
 /// are late: dropped and counted.
 #[test]
 fn idle_sources_do_not_stall_time() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("a.json"),
@@ -34,17 +38,34 @@ fn idle_sources_do_not_stall_time() {
         )
     };
     let held = rt.block_on(run_script(&script(""), 1)).unwrap();
-    assert_eq!(late_rows(&held), 0, "without an idle timeout nothing fires before the generator ends");
+    assert_eq!(
+        late_rows(&held),
+        0,
+        "without an idle timeout nothing fires before the generator ends"
+    );
     assert_eq!(held.total("flowline_sink_rows_total"), 3);
 
-    let idle = rt.block_on(run_script(&script("SET 'table.exec.source.idle-timeout' = '100 ms';"), 1)).unwrap();
-    assert!(late_rows(&idle) >= 2, "the generator's later rows arrive after their window fired: {}", late_rows(&idle));
+    let idle = rt
+        .block_on(run_script(
+            &script("SET 'table.exec.source.idle-timeout' = '100 ms';"),
+            1,
+        ))
+        .unwrap();
+    assert!(
+        late_rows(&idle) >= 2,
+        "the generator's later rows arrive after their window fired: {}",
+        late_rows(&idle)
+    );
     assert_eq!(idle.total("flowline_sink_rows_total"), 3);
 }
 
 #[test]
 fn window_state_is_released_when_windows_fire() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let script = "CREATE TABLE nexmark (event_type INT, \
         bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>, \
         ts AS bid.dateTime, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
@@ -64,7 +85,11 @@ fn window_state_is_released_when_windows_fire() {
 /// second, in 200 ms windows, land in several windows and none is lost.
 #[test]
 fn processing_time_windows_fire_on_the_clock() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "CREATE TABLE g (id BIGINT, pt AS PROCTIME()) WITH ('connector' = 'datagen', 'rows-per-second' = '20', 'number-of-rows' = '20');
@@ -75,9 +100,15 @@ fn processing_time_windows_fire_on_the_clock() {
     );
     let m = rt.block_on(run_script(&script, 1)).unwrap();
     let windows = m.total("flowline_sink_rows_total");
-    assert!(windows >= 3, "20 rows over about a second should span several 200 ms windows, got {windows}");
+    assert!(
+        windows >= 3,
+        "20 rows over about a second should span several 200 ms windows, got {windows}"
+    );
     let read = format!("CREATE TABLE r (ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'csv');", dir.path().display());
-    let total = crate::support::rows(&rt.block_on(crate::support::batch_select(&read, "SELECT SUM(n) FROM r")).unwrap());
+    let total = crate::support::rows(
+        &rt.block_on(crate::support::batch_select(&read, "SELECT SUM(n) FROM r"))
+            .unwrap(),
+    );
     assert_eq!(total, vec![vec!["20".to_string()]]);
     assert_eq!(late_rows(&m), 0);
 }

@@ -32,7 +32,9 @@ fn err(e: impl std::fmt::Display) -> DbError {
 }
 
 fn starts(sql: &str, word: &str) -> bool {
-    sql.trim_start().get(..word.len()).is_some_and(|w| w.eq_ignore_ascii_case(word))
+    sql.trim_start()
+        .get(..word.len())
+        .is_some_and(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn parallelism(script: &str) -> usize {
@@ -61,26 +63,35 @@ impl sqllogictest::DB for FlowlineDb {
         }
         let p = parallelism(&self.script);
         if starts(&sql, "SELECT") || starts(&sql, "WITH") {
-            let batches = self.runtime.block_on(stream_select(&self.script, &sql, p)).map_err(|e| DbError(format!("{e:#}")))?;
+            let batches = self
+                .runtime
+                .block_on(stream_select(&self.script, &sql, p))
+                .map_err(|e| DbError(format!("{e:#}")))?;
             let rows = rows(&batches);
             let types = vec![DefaultColumnType::Any; rows.first().map_or(0, Vec::len)];
             return Ok(DBOutput::Rows { types, rows });
         }
         if starts(&sql, "INSERT") || starts(&sql, "EXECUTE") {
             let script = format!("{}\n{sql};", self.script);
-            let metrics = self.runtime.block_on(run_script(&script, p)).map_err(|e| DbError(format!("{e:#}")))?;
-            return Ok(DBOutput::StatementComplete(metrics.total("flowline_sink_rows_total")));
+            let metrics = self
+                .runtime
+                .block_on(run_script(&script, p))
+                .map_err(|e| DbError(format!("{e:#}")))?;
+            return Ok(DBOutput::StatementComplete(
+                metrics.total("flowline_sink_rows_total"),
+            ));
         }
         // DDL or SET: check it by planning the script so far, then keep it.
         let candidate = format!("{}\n{sql};", self.script);
-        self.runtime.block_on(async {
-            let mut catalog = flowline_planner::Catalog::new();
-            for stmt in flowline_sql::parse_script(&candidate)? {
-                catalog.apply(stmt).await?;
-            }
-            Ok::<_, anyhow::Error>(())
-        })
-        .map_err(|e| DbError(format!("{e:#}")))?;
+        self.runtime
+            .block_on(async {
+                let mut catalog = flowline_planner::Catalog::new();
+                for stmt in flowline_sql::parse_script(&candidate)? {
+                    catalog.apply(stmt).await?;
+                }
+                Ok::<_, anyhow::Error>(())
+            })
+            .map_err(|e| DbError(format!("{e:#}")))?;
         self.script = candidate;
         Ok(DBOutput::StatementComplete(0))
     }
@@ -89,7 +100,11 @@ impl sqllogictest::DB for FlowlineDb {
 #[test]
 fn slt_files() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/slt");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "slt")).collect();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
     files.sort();
     assert!(!files.is_empty(), "no .slt files in {}", root.display());
     let mut failures = Vec::new();
@@ -98,12 +113,20 @@ fn slt_files() {
             Ok(FlowlineDb {
                 dir: tempfile::tempdir().map_err(err)?,
                 script: String::new(),
-                runtime: tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(err)?,
+                runtime: tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(err)?,
             })
         });
         if let Err(e) = runner.run_file(file) {
             failures.push(format!("{}: {e}", file.display()));
         }
     }
-    assert!(failures.is_empty(), "golden failures:\n{}", failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "golden failures:\n{}",
+        failures.join("\n\n")
+    );
 }

@@ -5,5 +5,5 @@ mod checkpoint;
 mod event_time;
 mod golden;
 mod oracle;
-mod window_oracle;
 mod support;
+mod window_oracle;

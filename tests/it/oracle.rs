@@ -7,7 +7,9 @@ use crate::support::{batch_select, rows, run_script, sorted, stream_select};
 
 fn json_rows(seed: u64, n: usize) -> String {
     // A small deterministic generator: keys, prices, names with NULLs and odd characters.
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = move || {
         x ^= x << 13;
         x ^= x >> 7;
@@ -53,19 +55,32 @@ fn ddl(path: &std::path::Path) -> String {
 }
 
 fn check(seed: u64, n: usize, parallelism: usize, files: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = json_rows(seed, n);
     let lines: Vec<&str> = data.lines().collect();
     let per = lines.len().div_ceil(files).max(1);
     for (i, chunk) in lines.chunks(per).enumerate() {
-        std::fs::write(dir.path().join(format!("part-{i}.json")), chunk.join("\n") + "\n").unwrap();
+        std::fs::write(
+            dir.path().join(format!("part-{i}.json")),
+            chunk.join("\n") + "\n",
+        )
+        .unwrap();
     }
     let ddl = ddl(dir.path());
     for q in QUERIES {
-        let streamed = sorted(rows(&rt.block_on(stream_select(&ddl, q, parallelism)).unwrap()));
+        let streamed = sorted(rows(
+            &rt.block_on(stream_select(&ddl, q, parallelism)).unwrap(),
+        ));
         let batch = sorted(rows(&rt.block_on(batch_select(&ddl, q)).unwrap()));
-        assert_eq!(streamed, batch, "query {q} (seed {seed}, parallelism {parallelism}, files {files})");
+        assert_eq!(
+            streamed, batch,
+            "query {q} (seed {seed}, parallelism {parallelism}, files {files})"
+        );
     }
 }
 
@@ -80,7 +95,11 @@ proptest! {
 
 #[test]
 fn parallel_run_gives_the_same_rows_as_serial() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let nexmark = "CREATE TABLE nexmark (event_type INT, \
         bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>) \
@@ -100,7 +119,9 @@ fn parallel_run_gives_the_same_rows_as_serial() {
              WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'parquet');",
             out.display()
         );
-        results.push(sorted(rows(&rt.block_on(batch_select(&read, "SELECT * FROM r")).unwrap())));
+        results.push(sorted(rows(
+            &rt.block_on(batch_select(&read, "SELECT * FROM r")).unwrap(),
+        )));
     }
     assert_eq!(results[0].len(), 4600);
     assert_eq!(results[0], results[1]);

@@ -12,7 +12,11 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Vec<String>> {
     let options = FormatOptions::default().with_null("NULL");
     let mut out = Vec::new();
     for b in batches {
-        let fmts: Vec<ArrayFormatter> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap()).collect();
+        let fmts: Vec<ArrayFormatter> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options).unwrap())
+            .collect();
         for r in 0..b.num_rows() {
             out.push(fmts.iter().map(|f| f.value(r).to_string()).collect());
         }
@@ -34,14 +38,22 @@ pub async fn run_script(script: &str, parallelism: usize) -> anyhow::Result<Metr
 }
 
 /// Runs a SELECT as a streaming job over the tables of `ddl`, collecting its rows.
-pub async fn stream_select(ddl: &str, select: &str, parallelism: usize) -> anyhow::Result<Vec<RecordBatch>> {
+pub async fn stream_select(
+    ddl: &str,
+    select: &str,
+    parallelism: usize,
+) -> anyhow::Result<Vec<RecordBatch>> {
     let mut catalog = Catalog::new();
     for stmt in flowline_sql::parse_script(ddl)? {
         catalog.apply(stmt).await?;
     }
     let q = query_of(&mut catalog, select).await?;
     let pipeline = catalog.plan_select(q).await?;
-    let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism, config: catalog.config.clone() };
+    let graph = flowline_planner::JobGraph {
+        pipelines: vec![pipeline],
+        parallelism,
+        config: catalog.config.clone(),
+    };
     let out = run_job(&graph, &MetricsRegistry::new(), &StopSignal::new()).await?;
     Ok(out.collected.into_iter().flatten().collect())
 }
@@ -54,13 +66,22 @@ pub async fn batch_select(ddl: &str, select: &str) -> anyhow::Result<Vec<RecordB
     }
     let q = query_of(&mut catalog, select).await?;
     let plan = catalog.plan_query_ast(q).await?;
-    Ok(datafusion::dataframe::DataFrame::new(catalog.ctx.state(), plan).collect().await?)
+    Ok(
+        datafusion::dataframe::DataFrame::new(catalog.ctx.state(), plan)
+            .collect()
+            .await?,
+    )
 }
 
 /// The SELECT of `sql`, after applying what its window TVFs define (SESSION tables).
-async fn query_of(catalog: &mut Catalog, sql: &str) -> anyhow::Result<flowline_sql::sqlparser::ast::Query> {
+async fn query_of(
+    catalog: &mut Catalog,
+    sql: &str,
+) -> anyhow::Result<flowline_sql::sqlparser::ast::Query> {
     let mut stmts = flowline_sql::parse_script(sql)?;
-    let Some(Statement::Query(q)) = stmts.pop() else { anyhow::bail!("not a query: {sql}") };
+    let Some(Statement::Query(q)) = stmts.pop() else {
+        anyhow::bail!("not a query: {sql}")
+    };
     for stmt in stmts {
         catalog.apply(stmt).await?;
     }

@@ -24,10 +24,18 @@ fn json_rows(seed: u64, n: usize, keys: u64) -> String {
         let r = next();
         t += (r % 3000) as i64;
         let ts = t - ((r >> 12) % 4001) as i64;
-        let v = if (r >> 24) % 10 == 0 { "null".to_string() } else { ((r >> 28) % 1000).to_string() };
+        let v = if (r >> 24) % 10 == 0 {
+            "null".to_string()
+        } else {
+            ((r >> 28) % 1000).to_string()
+        };
         let secs = ts.div_euclid(1000);
         let dt = chrono_like(secs);
-        out.push_str(&format!("{{\"k\": {}, \"v\": {v}, \"ts\": \"{dt}.{:03}\"}}\n", (r >> 40) % keys, ts.rem_euclid(1000)));
+        out.push_str(&format!(
+            "{{\"k\": {}, \"v\": {v}, \"ts\": \"{dt}.{:03}\"}}\n",
+            (r >> 40) % keys,
+            ts.rem_euclid(1000)
+        ));
     }
     out
 }
@@ -47,7 +55,12 @@ fn chrono_like(secs: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// (streaming query, batch query with explicit windows); both yield k, window start (ms), aggregates.
@@ -89,14 +102,22 @@ const CASES: &[(&str, &str)] = &[
 ];
 
 fn check(seed: u64, n: usize, keys: u64, parallelism: usize, files: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = json_rows(seed, n, keys);
     let lines: Vec<&str> = data.lines().collect();
     let per = lines.len().div_ceil(files).max(1);
     // Consecutive chunks in name order: subtask s reads chunks s, s + p, ... in order.
     for (i, chunk) in lines.chunks(per).enumerate() {
-        std::fs::write(dir.path().join(format!("part-{i:03}.json")), chunk.join("\n") + "\n").unwrap();
+        std::fs::write(
+            dir.path().join(format!("part-{i:03}.json")),
+            chunk.join("\n") + "\n",
+        )
+        .unwrap();
     }
     let ddl = format!(
         "CREATE TABLE src (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
@@ -104,7 +125,10 @@ fn check(seed: u64, n: usize, keys: u64, parallelism: usize, files: usize) {
         dir.path().display()
     );
     for (streaming, batch) in CASES {
-        let streamed = sorted(rows(&rt.block_on(stream_select(&ddl, streaming, parallelism)).unwrap()));
+        let streamed = sorted(rows(
+            &rt.block_on(stream_select(&ddl, streaming, parallelism))
+                .unwrap(),
+        ));
         let expected = sorted(rows(&rt.block_on(batch_select(&ddl, batch)).unwrap()));
         assert_eq!(streamed, expected, "{streaming}\n(seed {seed}, rows {n}, keys {keys}, parallelism {parallelism}, files {files})");
     }

@@ -21,7 +21,11 @@ fn points() -> &'static Option<Mutex<HashMap<String, Point>>> {
         let mut map = HashMap::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (name, action) = item.split_once('=').unwrap_or((item, "abort"));
-            let after = action.strip_prefix("abort").and_then(|n| n.strip_prefix('@')).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let after = action
+                .strip_prefix("abort")
+                .and_then(|n| n.strip_prefix('@'))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(1);
             map.insert(name.to_string(), Point { after, hits: 0 });
         }
         Some(Mutex::new(map))

@@ -62,7 +62,12 @@ impl MetricsRegistry {
     /// Returns the counter `name{labels}`, creating it on first use. Registering the same
     /// series twice returns the same counter (subtasks of one operator share nothing, they
     /// carry a `subtask` label).
-    pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
+    pub fn counter(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Counter {
         Counter(self.series(name, help, Kind::Counter, labels))
     }
 
@@ -70,10 +75,20 @@ impl MetricsRegistry {
         Gauge(self.series(name, help, Kind::Gauge, labels))
     }
 
-    fn series(&self, name: &'static str, help: &'static str, kind: Kind, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
+    fn series(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+    ) -> Arc<AtomicU64> {
         let key = render_labels(labels);
         let mut families = self.families.lock().expect("metrics lock poisoned");
-        let family = families.entry(name).or_insert_with(|| Family { help, kind, series: BTreeMap::new() });
+        let family = families.entry(name).or_insert_with(|| Family {
+            help,
+            kind,
+            series: BTreeMap::new(),
+        });
         assert_eq!(family.kind, kind, "metric {name} registered as two kinds");
         family.series.entry(key).or_default().clone()
     }
@@ -115,7 +130,10 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
         if i > 0 {
             s.push(',');
         }
-        let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
         let _ = write!(s, "{k}=\"{v}\"");
     }
     s.push('}');
@@ -124,8 +142,14 @@ fn render_labels(labels: &[(&str, &str)]) -> String {
 
 /// Resident set size of this process in bytes (Linux; 0 elsewhere).
 pub fn process_rss_bytes() -> u64 {
-    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else { return 0 };
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let Ok(statm) = std::fs::read_to_string("/proc/self/statm") else {
+        return 0;
+    };
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -136,12 +160,28 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = MetricsRegistry::new();
-        m.counter("flowline_rows_in_total", "rows in", &[("operator", "a\"b"), ("subtask", "0")]).add(3);
-        m.counter("flowline_rows_in_total", "rows in", &[("operator", "a\"b"), ("subtask", "0")]).add(2);
+        m.counter(
+            "flowline_rows_in_total",
+            "rows in",
+            &[("operator", "a\"b"), ("subtask", "0")],
+        )
+        .add(3);
+        m.counter(
+            "flowline_rows_in_total",
+            "rows in",
+            &[("operator", "a\"b"), ("subtask", "0")],
+        )
+        .add(2);
         m.gauge("flowline_rss_bytes", "rss", &[]).set(7);
         let text = m.render();
-        assert!(text.contains("# TYPE flowline_rows_in_total counter"), "{text}");
-        assert!(text.contains("flowline_rows_in_total{operator=\"a\\\"b\",subtask=\"0\"} 5"), "{text}");
+        assert!(
+            text.contains("# TYPE flowline_rows_in_total counter"),
+            "{text}"
+        );
+        assert!(
+            text.contains("flowline_rows_in_total{operator=\"a\\\"b\",subtask=\"0\"} 5"),
+            "{text}"
+        );
         assert!(text.contains("flowline_rss_bytes 7"), "{text}");
         assert_eq!(m.total("flowline_rows_in_total"), 5);
     }

@@ -8,11 +8,24 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum OptionError {
     #[error("unknown option '{key}' for {owner}; valid options: {valid}")]
-    Unknown { owner: String, key: String, valid: String },
+    Unknown {
+        owner: String,
+        key: String,
+        valid: String,
+    },
     #[error("{owner} requires option '{key}' ({doc})")]
-    Missing { owner: String, key: String, doc: &'static str },
+    Missing {
+        owner: String,
+        key: String,
+        doc: &'static str,
+    },
     #[error("invalid value '{value}' for option '{key}' of {owner}: {reason}")]
-    Invalid { owner: String, key: String, value: String, reason: String },
+    Invalid {
+        owner: String,
+        key: String,
+        value: String,
+        reason: String,
+    },
 }
 
 /// One accepted option key. `#` in a key matches one dotted segment (`fields.#.kind`), a
@@ -26,10 +39,18 @@ pub struct OptionSpec {
 
 impl OptionSpec {
     pub const fn optional(key: &'static str, doc: &'static str) -> Self {
-        Self { key, required: false, doc }
+        Self {
+            key,
+            required: false,
+            doc,
+        }
     }
     pub const fn required(key: &'static str, doc: &'static str) -> Self {
-        Self { key, required: true, doc }
+        Self {
+            key,
+            required: true,
+            doc,
+        }
     }
 
     fn matches(&self, key: &str) -> bool {
@@ -58,7 +79,10 @@ pub struct Options {
 
 impl Options {
     pub fn new(owner: impl Into<String>, map: BTreeMap<String, String>) -> Self {
-        Self { owner: owner.into(), map }
+        Self {
+            owner: owner.into(),
+            map,
+        }
     }
 
     pub fn owner(&self) -> &str {
@@ -85,7 +109,11 @@ impl Options {
         }
         for spec in specs.iter().filter(|s| s.required) {
             if !self.map.contains_key(spec.key) {
-                return Err(OptionError::Missing { owner: self.owner.clone(), key: spec.key.into(), doc: spec.doc });
+                return Err(OptionError::Missing {
+                    owner: self.owner.clone(),
+                    key: spec.key.into(),
+                    doc: spec.doc,
+                });
             }
         }
         Ok(())
@@ -96,8 +124,11 @@ impl Options {
     }
 
     pub fn require(&self, key: &str) -> Result<&str, OptionError> {
-        self.get(key)
-            .ok_or_else(|| OptionError::Missing { owner: self.owner.clone(), key: key.into(), doc: "required" })
+        self.get(key).ok_or_else(|| OptionError::Missing {
+            owner: self.owner.clone(),
+            key: key.into(),
+            doc: "required",
+        })
     }
 
     pub fn invalid(&self, key: &str, reason: impl Into<String>) -> OptionError {
@@ -116,7 +147,11 @@ impl Options {
     {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => v.trim().parse().map(Some).map_err(|e: T::Err| self.invalid(key, e.to_string())),
+            Some(v) => v
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|e: T::Err| self.invalid(key, e.to_string())),
         }
     }
 
@@ -133,7 +168,9 @@ impl Options {
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, OptionError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_duration(v).map(Some).map_err(|r| self.invalid(key, r)),
+            Some(v) => parse_duration(v)
+                .map(Some)
+                .map_err(|r| self.invalid(key, r)),
         }
     }
 
@@ -141,14 +178,18 @@ impl Options {
     pub fn memory_size(&self, key: &str) -> Result<Option<u64>, OptionError> {
         match self.get(key) {
             None => Ok(None),
-            Some(v) => parse_memory_size(v).map(Some).map_err(|r| self.invalid(key, r)),
+            Some(v) => parse_memory_size(v)
+                .map(Some)
+                .map_err(|r| self.invalid(key, r)),
         }
     }
 }
 
 fn split_number_unit(text: &str) -> Result<(u64, String), String> {
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     if digits == 0 {
         return Err("expected a number followed by an optional unit".into());
     }
@@ -164,7 +205,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" | "min" | "mins" | "minute" | "minutes" => n * 60_000,
         "h" | "hour" | "hours" => n * 3_600_000,
         "d" | "day" | "days" => n * 86_400_000,
-        other => return Err(format!("unknown time unit '{other}' (use ms, s, min, h or d)")),
+        other => {
+            return Err(format!(
+                "unknown time unit '{other}' (use ms, s, min, h or d)"
+            ))
+        }
     };
     Ok(Duration::from_millis(ms))
 }
@@ -177,7 +222,11 @@ pub fn parse_memory_size(text: &str) -> Result<u64, String> {
         "m" | "mb" | "mebibytes" => 1 << 20,
         "g" | "gb" | "gibibytes" => 1 << 30,
         "t" | "tb" | "tebibytes" => 1 << 40,
-        other => return Err(format!("unknown size unit '{other}' (use b, kb, mb, gb or tb)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use b, kb, mb, gb or tb)"
+            ))
+        }
     };
     Ok(n * mult)
 }
@@ -187,15 +236,31 @@ mod tests {
     use super::*;
 
     fn opts(pairs: &[(&str, &str)]) -> Options {
-        Options::new("connector 'x'", pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Options::new(
+            "connector 'x'",
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
     fn unknown_key_lists_valid_ones() {
-        let specs = [OptionSpec::required("path", "where"), OptionSpec::optional("fields.#.kind", "")];
-        let err = opts(&[("path", "/a"), ("pth", "x")]).validate(&specs).unwrap_err();
-        assert_eq!(err.to_string(), "unknown option 'pth' for connector 'x'; valid options: fields.#.kind, path");
-        assert!(opts(&[("path", "/a"), ("fields.f.kind", "random")]).validate(&specs).is_ok());
+        let specs = [
+            OptionSpec::required("path", "where"),
+            OptionSpec::optional("fields.#.kind", ""),
+        ];
+        let err = opts(&[("path", "/a"), ("pth", "x")])
+            .validate(&specs)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown option 'pth' for connector 'x'; valid options: fields.#.kind, path"
+        );
+        assert!(opts(&[("path", "/a"), ("fields.f.kind", "random")])
+            .validate(&specs)
+            .is_ok());
         let err = opts(&[]).validate(&specs).unwrap_err();
         assert!(err.to_string().contains("requires option 'path'"), "{err}");
     }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use arrow::array::{new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StructArray};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, StructArray,
+};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Fields, SchemaRef};
 use arrow::error::ArrowError;
@@ -11,7 +13,10 @@ use arrow::error::ArrowError;
 /// and become NULL; nested ROW fields are matched by name too.
 pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     if batch.schema().fields() == schema.fields() {
-        return Ok(RecordBatch::try_new(schema.clone(), batch.columns().to_vec())?);
+        return Ok(RecordBatch::try_new(
+            schema.clone(),
+            batch.columns().to_vec(),
+        )?);
     }
     let rows = batch.num_rows();
     let columns = schema
@@ -20,10 +25,17 @@ pub fn conform_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBa
         .map(|f| match batch.column_by_name(f.name()) {
             Some(col) => conform_array(col, f.data_type()),
             None if f.is_nullable() => Ok(new_null_array(f.data_type(), rows)),
-            None => Err(ArrowError::SchemaError(format!("column '{}' is missing and is NOT NULL", f.name()))),
+            None => Err(ArrowError::SchemaError(format!(
+                "column '{}' is missing and is NOT NULL",
+                f.name()
+            ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    RecordBatch::try_new_with_options(schema.clone(), columns, &RecordBatchOptions::new().with_row_count(Some(rows)))
+    RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
 }
 
 fn conform_array(col: &ArrayRef, target: &DataType) -> Result<ArrayRef, ArrowError> {
@@ -44,5 +56,9 @@ fn conform_struct(col: &StructArray, have: &Fields, want: &Fields) -> Result<Arr
             None => Ok(new_null_array(f.data_type(), col.len())),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Arc::new(StructArray::try_new(want.clone(), children, col.nulls().cloned())?))
+    Ok(Arc::new(StructArray::try_new(
+        want.clone(),
+        children,
+        col.nulls().cloned(),
+    )?))
 }

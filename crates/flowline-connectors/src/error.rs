@@ -12,11 +12,25 @@ pub enum ConnectorError {
     Config { table: String, message: String },
     /// A record that cannot be decoded (bad input data).
     #[error("table '{table}': cannot parse {path}, line {line}: {reason} (set '{ignore_key}' = 'true' to skip and count bad rows)")]
-    Decode { table: String, path: PathBuf, line: u64, reason: String, ignore_key: String },
+    Decode {
+        table: String,
+        path: PathBuf,
+        line: u64,
+        reason: String,
+        ignore_key: String,
+    },
     #[error("table '{table}': {path}: {source}")]
-    Io { table: String, path: PathBuf, source: std::io::Error },
+    Io {
+        table: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("table '{table}': {path}: {source}")]
-    Format { table: String, path: PathBuf, source: FormatError },
+    Format {
+        table: String,
+        path: PathBuf,
+        source: FormatError,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -25,6 +39,9 @@ pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
 impl ConnectorError {
     pub fn config(table: &str, message: impl Into<String>) -> Self {
-        ConnectorError::Config { table: table.to_string(), message: message.into() }
+        ConnectorError::Config {
+            table: table.to_string(),
+            message: message.into(),
+        }
     }
 }

@@ -36,12 +36,31 @@ pub use registry::{connector, ConnectorFactory, CONNECTORS};
 
 /// Reads a bounded table to the end with one subtask (batch queries). An unbounded table is
 /// refused with the option that would bound it.
-pub fn read_bounded(table: &flowline_sql::TableDef, factory: &ConnectorFactory, options: &flowline_common::Options) -> Result<Vec<RecordBatch>> {
+pub fn read_bounded(
+    table: &flowline_sql::TableDef,
+    factory: &ConnectorFactory,
+    options: &flowline_common::Options,
+) -> Result<Vec<RecordBatch>> {
     if let Some(hint) = (factory.unbounded_hint)(options) {
-        return Err(ConnectorError::config(&table.name, format!("the table is unbounded and cannot be read by a batch query; {hint}")));
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("the table is unbounded and cannot be read by a batch query; {hint}"),
+        ));
     }
-    let create = factory.source.ok_or_else(|| ConnectorError::config(&table.name, format!("connector '{}' cannot be read", factory.name)))?;
-    let ctx = TaskContext { table: table.name.clone(), subtask: 0, parallelism: 1, metrics: MetricsRegistry::new(), job: None, state_dir: None };
+    let create = factory.source.ok_or_else(|| {
+        ConnectorError::config(
+            &table.name,
+            format!("connector '{}' cannot be read", factory.name),
+        )
+    })?;
+    let ctx = TaskContext {
+        table: table.name.clone(),
+        subtask: 0,
+        parallelism: 1,
+        metrics: MetricsRegistry::new(),
+        job: None,
+        state_dir: None,
+    };
     let mut source = create(table, options, &ctx, None)?;
     let mut out = Vec::new();
     loop {
@@ -72,7 +91,8 @@ impl TaskContext {
     /// A counter labelled with this table and subtask.
     pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
         let subtask = self.subtask.to_string();
-        self.metrics.counter(name, help, &[("table", &self.table), ("subtask", &subtask)])
+        self.metrics
+            .counter(name, help, &[("table", &self.table), ("subtask", &subtask)])
     }
 }
 

@@ -4,11 +4,15 @@ use flowline_common::{OptionSpec, Options};
 use flowline_formats::{format_option_specs, FORMATS, RECORD_FORMATS};
 use flowline_sql::TableDef;
 
-use crate::{blackhole, datagen, filesystem, http, kafka, nexmark, print, ConnectorError, Result, Sink, Source, TaskContext};
+use crate::{
+    blackhole, datagen, filesystem, http, kafka, nexmark, print, ConnectorError, Result, Sink,
+    Source, TaskContext,
+};
 
 /// Builds one subtask's source. `projection` lists the physical columns (by index) the job
 /// reads; the source returns exactly those, in that order.
-pub type SourceFn = fn(&TableDef, &Options, &TaskContext, Option<&[usize]>) -> Result<Box<dyn Source>>;
+pub type SourceFn =
+    fn(&TableDef, &Options, &TaskContext, Option<&[usize]>) -> Result<Box<dyn Source>>;
 pub type SinkFn = fn(&TableDef, &Options, &TaskContext) -> Result<Box<dyn Sink>>;
 
 /// Where a connector names its formats, and which it can use.
@@ -131,33 +135,65 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
 
 /// Looks up a table's connector and validates its options (keys, required keys, format).
 pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options)> {
-    let names = || CONNECTORS.iter().map(|c| c.name).collect::<Vec<_>>().join(", ");
+    let names = || {
+        CONNECTORS
+            .iter()
+            .map(|c| c.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     let Some(name) = table.connector() else {
-        return Err(ConnectorError::config(&table.name, format!("missing option 'connector'; valid connectors: {}", names())));
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("missing option 'connector'; valid connectors: {}", names()),
+        ));
     };
     let Some(factory) = CONNECTORS.iter().find(|c| c.name == name) else {
-        return Err(ConnectorError::config(&table.name, format!("unknown connector '{name}'; valid connectors: {}", names())));
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("unknown connector '{name}'; valid connectors: {}", names()),
+        ));
     };
     let options = Options::new(format!("connector '{name}'"), table.options.clone());
     let mut specs: Vec<OptionSpec> = factory.options.to_vec();
     if let Some(f) = &factory.formats {
         let valid = f.valid.join(", ");
         if !f.keys.iter().any(|k| options.get(k).is_some()) {
-            return Err(ConnectorError::config(&table.name, format!("connector '{name}' requires option '{}'; valid formats: {valid}", f.keys[0])));
+            return Err(ConnectorError::config(
+                &table.name,
+                format!(
+                    "connector '{name}' requires option '{}'; valid formats: {valid}",
+                    f.keys[0]
+                ),
+            ));
         }
         for format in f.keys.iter().filter_map(|k| options.get(k)) {
             if !f.valid.contains(&format) {
-                return Err(ConnectorError::config(&table.name, format!("unknown format '{format}'; valid formats: {valid}")));
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!("unknown format '{format}'; valid formats: {valid}"),
+                ));
             }
             specs.extend_from_slice(format_option_specs(format));
         }
     }
-    options.validate(&specs).map_err(|source| ConnectorError::Option { table: table.name.clone(), source })?;
+    options
+        .validate(&specs)
+        .map_err(|source| ConnectorError::Option {
+            table: table.name.clone(),
+            source,
+        })?;
     (factory.validate)(table, &options)?;
     Ok((factory, options))
 }
 
 /// Shorthand used by connectors to turn option errors into connector errors.
-pub(crate) fn opt<T>(table: &TableDef, r: std::result::Result<T, flowline_common::OptionError>) -> Result<T> {
-    r.map_err(|source| ConnectorError::Option { table: table.name.clone(), source })
+pub(crate) fn opt<T>(
+    table: &TableDef,
+    r: std::result::Result<T, flowline_common::OptionError>,
+) -> Result<T> {
+    r.map_err(|source| ConnectorError::Option {
+        table: table.name.clone(),
+        source,
+    })
 }

@@ -10,13 +10,28 @@ use crate::lines::LineFormat;
 use crate::Result;
 
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::optional("csv.field-delimiter", "field separator, one character (default ',')"),
+    OptionSpec::optional(
+        "csv.field-delimiter",
+        "field separator, one character (default ',')",
+    ),
     OptionSpec::optional("csv.quote-character", "quote character (default '\"')"),
-    OptionSpec::optional("csv.disable-quote-character", "treat quotes as ordinary characters"),
+    OptionSpec::optional(
+        "csv.disable-quote-character",
+        "treat quotes as ordinary characters",
+    ),
     OptionSpec::optional("csv.allow-comments", "ignore lines starting with '#'"),
-    OptionSpec::optional("csv.ignore-parse-errors", "skip (and count) rows that cannot be parsed instead of failing"),
-    OptionSpec::optional("csv.null-literal", "string that stands for NULL (default: empty field)"),
-    OptionSpec::optional("csv.escape-character", "escape character inside quoted fields"),
+    OptionSpec::optional(
+        "csv.ignore-parse-errors",
+        "skip (and count) rows that cannot be parsed instead of failing",
+    ),
+    OptionSpec::optional(
+        "csv.null-literal",
+        "string that stands for NULL (default: empty field)",
+    ),
+    OptionSpec::optional(
+        "csv.escape-character",
+        "escape character inside quoted fields",
+    ),
 ];
 
 const CSV_BATCH_ROWS: usize = 16 * 1024;
@@ -33,7 +48,14 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        Self { delimiter: b',', quote: Some(b'"'), escape: None, allow_comments: false, ignore_parse_errors: false, null_literal: None }
+        Self {
+            delimiter: b',',
+            quote: Some(b'"'),
+            escape: None,
+            allow_comments: false,
+            ignore_parse_errors: false,
+            null_literal: None,
+        }
     }
 }
 
@@ -81,12 +103,20 @@ pub struct CsvLines {
 impl CsvLines {
     pub fn new(schema: SchemaRef, options: &CsvOptions) -> Result<Self> {
         let decoder = build(&schema, options)?;
-        Ok(Self { schema, options: options.clone(), decoder, pending: Vec::new() })
+        Ok(Self {
+            schema,
+            options: options.clone(),
+            decoder,
+            pending: Vec::new(),
+        })
     }
 }
 
 fn build(schema: &SchemaRef, o: &CsvOptions) -> Result<Decoder> {
-    let mut b = ReaderBuilder::new(schema.clone()).with_header(false).with_batch_size(CSV_BATCH_ROWS).with_delimiter(o.delimiter);
+    let mut b = ReaderBuilder::new(schema.clone())
+        .with_header(false)
+        .with_batch_size(CSV_BATCH_ROWS)
+        .with_delimiter(o.delimiter);
     if let Some(q) = o.quote {
         b = b.with_quote(q);
     }
@@ -97,7 +127,8 @@ fn build(schema: &SchemaRef, o: &CsvOptions) -> Result<Decoder> {
         b = b.with_comment(b'#');
     }
     if let Some(null) = &o.null_literal {
-        let re = regex::Regex::new(&format!("^{}$", regex::escape(null))).map_err(|e| crate::FormatError::Unsupported(e.to_string()))?;
+        let re = regex::Regex::new(&format!("^{}$", regex::escape(null)))
+            .map_err(|e| crate::FormatError::Unsupported(e.to_string()))?;
         b = b.with_null_regex(re);
     }
     Ok(b.build_decoder())
@@ -124,12 +155,15 @@ impl LineFormat for CsvLines {
         }
         let mut all = std::mem::take(&mut self.pending);
         all.extend(last);
-        arrow_select::concat::concat_batches(&self.schema, &all).map(Some).map_err(|e| e.to_string())
+        arrow_select::concat::concat_batches(&self.schema, &all)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     fn reset(&mut self) {
         self.pending.clear();
-        self.decoder = build(&self.schema, &self.options).expect("rebuilding a decoder that built before");
+        self.decoder =
+            build(&self.schema, &self.options).expect("rebuilding a decoder that built before");
     }
 }
 
@@ -142,9 +176,16 @@ mod tests {
 
     #[test]
     fn bad_csv_line_is_named() {
-        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
         let o = CsvOptions::default();
-        let mut d = LineChunkDecoder::new(CsvLines::new(schema.clone(), &o).unwrap(), CsvLines::new(schema, &o).unwrap(), false);
+        let mut d = LineChunkDecoder::new(
+            CsvLines::new(schema.clone(), &o).unwrap(),
+            CsvLines::new(schema, &o).unwrap(),
+            false,
+        );
         let b = d.decode_chunk(b"1,x\n2,\"y,z\"\n").unwrap().unwrap();
         assert_eq!(b.num_rows(), 2);
         let err = d.decode_chunk(b"3,a\nfour,b\n").unwrap_err();

@@ -10,9 +10,18 @@ use crate::lines::LineFormat;
 use crate::Result;
 
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::optional("json.ignore-parse-errors", "skip (and count) rows that cannot be parsed instead of failing"),
-    OptionSpec::optional("json.fail-on-missing-field", "fail when a field is missing (default false: NULL)"),
-    OptionSpec::optional("json.timestamp-format.standard", "SQL (default) or ISO-8601"),
+    OptionSpec::optional(
+        "json.ignore-parse-errors",
+        "skip (and count) rows that cannot be parsed instead of failing",
+    ),
+    OptionSpec::optional(
+        "json.fail-on-missing-field",
+        "fail when a field is missing (default false: NULL)",
+    ),
+    OptionSpec::optional(
+        "json.timestamp-format.standard",
+        "SQL (default) or ISO-8601",
+    ),
 ];
 
 /// Rows per decoded batch; a chunk of `READ_CHUNK_BYTES` rarely holds more.
@@ -31,7 +40,14 @@ impl JsonOptions {
         let iso_timestamps = match o.get("json.timestamp-format.standard") {
             None | Some("SQL") => false,
             Some("ISO-8601") => true,
-            Some(_) => return Err(o.invalid("json.timestamp-format.standard", "expected 'SQL' or 'ISO-8601'").into()),
+            Some(_) => {
+                return Err(o
+                    .invalid(
+                        "json.timestamp-format.standard",
+                        "expected 'SQL' or 'ISO-8601'",
+                    )
+                    .into())
+            }
         };
         Ok(Self {
             ignore_parse_errors: o.bool("json.ignore-parse-errors", false)?,
@@ -52,14 +68,21 @@ pub struct JsonLines {
 impl JsonLines {
     pub fn new(schema: SchemaRef, options: &JsonOptions) -> Result<Self> {
         let decoder = build(&schema, options.fail_on_missing_field)?;
-        Ok(Self { schema, strict: options.fail_on_missing_field, decoder, pending: Vec::new() })
+        Ok(Self {
+            schema,
+            strict: options.fail_on_missing_field,
+            decoder,
+            pending: Vec::new(),
+        })
     }
 }
 
 fn build(schema: &SchemaRef, strict: bool) -> Result<Decoder> {
     // Unknown fields are ignored, as Flink does; missing fields are checked after decoding.
     let _ = strict;
-    Ok(ReaderBuilder::new(schema.clone()).with_batch_size(JSON_BATCH_ROWS).build_decoder()?)
+    Ok(ReaderBuilder::new(schema.clone())
+        .with_batch_size(JSON_BATCH_ROWS)
+        .build_decoder()?)
 }
 
 impl LineFormat for JsonLines {
@@ -89,12 +112,15 @@ impl LineFormat for JsonLines {
         }
         let mut all = std::mem::take(&mut self.pending);
         all.extend(last);
-        arrow_select::concat::concat_batches(&self.schema, &all).map(Some).map_err(|e| e.to_string())
+        arrow_select::concat::concat_batches(&self.schema, &all)
+            .map(Some)
+            .map_err(|e| e.to_string())
     }
 
     fn reset(&mut self) {
         self.pending.clear();
-        self.decoder = build(&self.schema, self.strict).expect("rebuilding a decoder that built before");
+        self.decoder =
+            build(&self.schema, self.strict).expect("rebuilding a decoder that built before");
     }
 }
 
@@ -103,7 +129,10 @@ impl LineFormat for JsonLines {
 fn check_no_missing(batch: &RecordBatch) -> Result<(), String> {
     for (i, col) in batch.columns().iter().enumerate() {
         if col.null_count() > 0 {
-            return Err(format!("field '{}' is missing (json.fail-on-missing-field is true)", batch.schema().field(i).name()));
+            return Err(format!(
+                "field '{}' is missing (json.fail-on-missing-field is true)",
+                batch.schema().field(i).name()
+            ));
         }
     }
     Ok(())
@@ -117,27 +146,45 @@ mod tests {
     use std::sync::Arc;
 
     fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true), Field::new("b", DataType::Utf8, true)]))
+        Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]))
     }
 
     fn decoder(ignore: bool) -> LineChunkDecoder<JsonLines> {
-        let o = JsonOptions { ignore_parse_errors: ignore, ..Default::default() };
-        LineChunkDecoder::new(JsonLines::new(schema(), &o).unwrap(), JsonLines::new(schema(), &o).unwrap(), ignore)
+        let o = JsonOptions {
+            ignore_parse_errors: ignore,
+            ..Default::default()
+        };
+        LineChunkDecoder::new(
+            JsonLines::new(schema(), &o).unwrap(),
+            JsonLines::new(schema(), &o).unwrap(),
+            ignore,
+        )
     }
 
     #[test]
     fn bad_line_is_named() {
         let mut d = decoder(false);
-        let b = d.decode_chunk(b"{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\n").unwrap().unwrap();
+        let b = d
+            .decode_chunk(b"{\"a\":1,\"b\":\"x\"}\n{\"a\":2}\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(b.num_rows(), 2);
-        let err = d.decode_chunk(b"{\"a\":3}\n{\"a\":\"oops\"}\n{\"a\":5}\n").unwrap_err();
+        let err = d
+            .decode_chunk(b"{\"a\":3}\n{\"a\":\"oops\"}\n{\"a\":5}\n")
+            .unwrap_err();
         assert_eq!(err.line, 4, "{err}");
     }
 
     #[test]
     fn ignore_parse_errors_skips_and_counts() {
         let mut d = decoder(true);
-        let b = d.decode_chunk(b"{\"a\":1}\n{not json\n{\"a\":3}\n").unwrap().unwrap();
+        let b = d
+            .decode_chunk(b"{\"a\":1}\n{not json\n{\"a\":3}\n")
+            .unwrap()
+            .unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!(d.skipped, 1);
     }

@@ -21,7 +21,9 @@ mod writer;
 use flowline_common::{OptionError, OptionSpec, Options};
 
 pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
-pub use records::{RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS};
+pub use records::{
+    RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS,
+};
 pub use writer::{create_writer, BatchWriter};
 
 /// Formats a connector may name in `'format'`.
@@ -84,9 +86,21 @@ pub fn format_option_specs(format: &str) -> &'static [OptionSpec] {
 pub fn format_from_options(options: &Options, key: &str) -> Result<FormatConfig> {
     let name = options.require(key)?;
     match name {
-        "json" => Ok(FormatConfig::Json(json::JsonOptions::from_options(options)?)),
+        "json" => Ok(FormatConfig::Json(json::JsonOptions::from_options(
+            options,
+        )?)),
         "csv" => Ok(FormatConfig::Csv(csv::CsvOptions::from_options(options)?)),
-        "parquet" => Ok(FormatConfig::Parquet(parquet::ParquetOptions::from_options(options)?)),
-        other => Err(options.invalid(key, format!("unknown format '{other}'; valid formats: {}", FORMATS.join(", "))).into()),
+        "parquet" => Ok(FormatConfig::Parquet(
+            parquet::ParquetOptions::from_options(options)?,
+        )),
+        other => Err(options
+            .invalid(
+                key,
+                format!(
+                    "unknown format '{other}'; valid formats: {}",
+                    FORMATS.join(", ")
+                ),
+            )
+            .into()),
     }
 }

@@ -41,7 +41,14 @@ pub struct LineChunkDecoder<F> {
 impl<F: LineFormat> LineChunkDecoder<F> {
     /// `probe` is a second decoder of the same format, used to test single lines.
     pub fn new(format: F, probe: F, ignore_errors: bool) -> Self {
-        Self { format, probe, ignore_errors, next_line: 1, skipped: 0, skipped_lines: Vec::new() }
+        Self {
+            format,
+            probe,
+            ignore_errors,
+            next_line: 1,
+            skipped: 0,
+            skipped_lines: Vec::new(),
+        }
     }
 
     /// Counts lines from 1 again: the next chunk is a new input (one buffer of records).
@@ -64,7 +71,11 @@ impl<F: LineFormat> LineChunkDecoder<F> {
         }
     }
 
-    fn slow_path(&mut self, chunk: &[u8], first_line: u64) -> Result<Option<RecordBatch>, DecodeError> {
+    fn slow_path(
+        &mut self,
+        chunk: &[u8],
+        first_line: u64,
+    ) -> Result<Option<RecordBatch>, DecodeError> {
         let mut good: Vec<u8> = Vec::with_capacity(chunk.len());
         for (i, line) in chunk.split_inclusive(|b| *b == b'\n').enumerate() {
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -78,7 +89,10 @@ impl<F: LineFormat> LineChunkDecoder<F> {
                     self.skipped_lines.push(first_line + i as u64);
                     continue;
                 }
-                return Err(DecodeError { line: first_line + i as u64, reason });
+                return Err(DecodeError {
+                    line: first_line + i as u64,
+                    reason,
+                });
             }
             good.extend_from_slice(line);
             if !line.ends_with(b"\n") {
@@ -86,7 +100,10 @@ impl<F: LineFormat> LineChunkDecoder<F> {
             }
         }
         let decoded = self.format.decode(&good).and_then(|_| self.format.flush());
-        decoded.map_err(|reason| DecodeError { line: first_line, reason: format!("internal error: {reason}") })
+        decoded.map_err(|reason| DecodeError {
+            line: first_line,
+            reason: format!("internal error: {reason}"),
+        })
     }
 }
 

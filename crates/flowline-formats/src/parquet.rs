@@ -14,10 +14,22 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use crate::{FormatError, Result};
 
 pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::optional("parquet.compression", "SNAPPY (default), ZSTD, LZ4, UNCOMPRESSED"),
-    OptionSpec::optional("parquet.page.size", "target data page size in bytes (default 1 MB)"),
-    OptionSpec::optional("parquet.dictionary.enable", "dictionary encoding (default true)"),
-    OptionSpec::optional("parquet.row-group.rows", "rows per row group (default 1048576)"),
+    OptionSpec::optional(
+        "parquet.compression",
+        "SNAPPY (default), ZSTD, LZ4, UNCOMPRESSED",
+    ),
+    OptionSpec::optional(
+        "parquet.page.size",
+        "target data page size in bytes (default 1 MB)",
+    ),
+    OptionSpec::optional(
+        "parquet.dictionary.enable",
+        "dictionary encoding (default true)",
+    ),
+    OptionSpec::optional(
+        "parquet.row-group.rows",
+        "rows per row group (default 1048576)",
+    ),
 ];
 
 /// Rows per row group: big enough for good compression and statistics, bounded so a writer's
@@ -34,24 +46,42 @@ pub struct ParquetOptions {
 
 impl Default for ParquetOptions {
     fn default() -> Self {
-        Self { compression: Compression::SNAPPY, page_size_bytes: None, dictionary: true, row_group_rows: ROW_GROUP_ROWS_DEFAULT }
+        Self {
+            compression: Compression::SNAPPY,
+            page_size_bytes: None,
+            dictionary: true,
+            row_group_rows: ROW_GROUP_ROWS_DEFAULT,
+        }
     }
 }
 
 impl ParquetOptions {
     pub fn from_options(o: &Options) -> Result<Self> {
-        let compression = match o.get("parquet.compression").map(str::to_ascii_uppercase).as_deref() {
+        let compression = match o
+            .get("parquet.compression")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("SNAPPY") => Compression::SNAPPY,
             Some("ZSTD") => Compression::ZSTD(ZstdLevel::default()),
             Some("LZ4") => Compression::LZ4_RAW,
             Some("UNCOMPRESSED") | Some("NONE") => Compression::UNCOMPRESSED,
-            Some(_) => return Err(o.invalid("parquet.compression", "expected SNAPPY, ZSTD, LZ4 or UNCOMPRESSED").into()),
+            Some(_) => {
+                return Err(o
+                    .invalid(
+                        "parquet.compression",
+                        "expected SNAPPY, ZSTD, LZ4 or UNCOMPRESSED",
+                    )
+                    .into())
+            }
         };
         Ok(Self {
             compression,
             page_size_bytes: o.parse("parquet.page.size")?,
             dictionary: o.bool("parquet.dictionary.enable", true)?,
-            row_group_rows: o.parse("parquet.row-group.rows")?.unwrap_or(ROW_GROUP_ROWS_DEFAULT),
+            row_group_rows: o
+                .parse("parquet.row-group.rows")?
+                .unwrap_or(ROW_GROUP_ROWS_DEFAULT),
         })
     }
 
@@ -87,15 +117,32 @@ impl ParquetFileReader {
             if let Ok(i) = file_schema.index_of(f.name()) {
                 wanted.push(i);
             } else if !f.is_nullable() {
-                return Err(FormatError::Unsupported(format!("column '{}' (NOT NULL) is missing from the file", f.name())));
+                return Err(FormatError::Unsupported(format!(
+                    "column '{}' (NOT NULL) is missing from the file",
+                    f.name()
+                )));
             }
         }
         wanted.sort_unstable();
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-        let read_names: Vec<String> = wanted.iter().map(|i| file_schema.field(*i).name().clone()).collect();
-        let sources = schema.fields().iter().map(|f| read_names.iter().position(|n| n == f.name())).collect();
-        let inner = builder.with_projection(mask).with_batch_size(batch_rows).build()?;
-        Ok(Self { inner, schema, sources })
+        let read_names: Vec<String> = wanted
+            .iter()
+            .map(|i| file_schema.field(*i).name().clone())
+            .collect();
+        let sources = schema
+            .fields()
+            .iter()
+            .map(|f| read_names.iter().position(|n| n == f.name()))
+            .collect();
+        let inner = builder
+            .with_projection(mask)
+            .with_batch_size(batch_rows)
+            .build()?;
+        Ok(Self {
+            inner,
+            schema,
+            sources,
+        })
     }
 
     fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
@@ -112,7 +159,12 @@ impl ParquetFileReader {
                         Ok(col.clone())
                     } else {
                         arrow_cast::cast(col, f.data_type()).map_err(|e| {
-                            FormatError::Unsupported(format!("column '{}': cannot read {} as {}: {e}", f.name(), col.data_type(), f.data_type()))
+                            FormatError::Unsupported(format!(
+                                "column '{}': cannot read {} as {}: {e}",
+                                f.name(),
+                                col.data_type(),
+                                f.data_type()
+                            ))
                         })
                     }
                 }
@@ -120,7 +172,11 @@ impl ParquetFileReader {
             })
             .collect::<Result<_>>()?;
         let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &opts)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &opts,
+        )?)
     }
 }
 
@@ -128,6 +184,10 @@ impl Iterator for ParquetFileReader {
     type Item = Result<RecordBatch>;
     fn next(&mut self) -> Option<Self::Item> {
         let batch = self.inner.next()?;
-        Some(batch.map_err(FormatError::from).and_then(|b| self.conform(b)))
+        Some(
+            batch
+                .map_err(FormatError::from)
+                .and_then(|b| self.conform(b)),
+        )
     }
 }

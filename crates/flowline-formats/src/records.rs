@@ -39,7 +39,15 @@ impl RecordFormat {
             "json" => Ok(RecordFormat::Json(JsonOptions::from_options(options)?)),
             "csv" => Ok(RecordFormat::Csv(CsvOptions::from_options(options)?)),
             "raw" => Ok(RecordFormat::Raw),
-            other => Err(options.invalid(key, format!("unknown format '{other}'; valid formats: {}", RECORD_FORMATS.join(", "))).into()),
+            other => Err(options
+                .invalid(
+                    key,
+                    format!(
+                        "unknown format '{other}'; valid formats: {}",
+                        RECORD_FORMATS.join(", ")
+                    ),
+                )
+                .into()),
         }
     }
 
@@ -62,11 +70,20 @@ impl RecordFormat {
     /// Checks that `schema` can be carried: raw needs exactly one STRING or BYTES column.
     pub fn check_schema(&self, schema: &SchemaRef) -> Result<()> {
         if matches!(self, RecordFormat::Raw) {
-            let ok = schema.fields().len() == 1 && matches!(schema.field(0).data_type(), DataType::Utf8 | DataType::Binary);
+            let ok = schema.fields().len() == 1
+                && matches!(
+                    schema.field(0).data_type(),
+                    DataType::Utf8 | DataType::Binary
+                );
             if !ok {
                 return Err(FormatError::Unsupported(format!(
                     "format 'raw' carries exactly one STRING or BYTES column, the table has {}",
-                    schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{} {}", f.name(), f.data_type()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )));
             }
         }
@@ -125,7 +142,11 @@ impl RecordBuffer {
     /// Record `i`'s bytes, `None` for no payload.
     pub fn record(&self, i: usize) -> Option<&[u8]> {
         let end = self.ends[i]?;
-        let start = self.ends[..i].iter().rev().find_map(|e| *e).map_or(0, |e| e + 1);
+        let start = self.ends[..i]
+            .iter()
+            .rev()
+            .find_map(|e| *e)
+            .map_or(0, |e| e + 1);
         Some(&self.bytes[start..end])
     }
 
@@ -189,7 +210,11 @@ impl RecordDecoder {
             )),
             RecordFormat::Raw => None,
         };
-        Ok(Self { schema, lines, json: matches!(format, RecordFormat::Json(_)) })
+        Ok(Self {
+            schema,
+            lines,
+            json: matches!(format, RecordFormat::Json(_)),
+        })
     }
 
     /// Whether [`RecordBuffer::push`] should be told the records are JSON.
@@ -204,16 +229,36 @@ impl RecordDecoder {
 
     /// Indices of the records the last [`RecordDecoder::decode`] skipped as undecodable.
     pub fn last_skipped(&self, records: &RecordBuffer) -> Vec<usize> {
-        let Some(lines) = self.lines.as_ref().filter(|l| !l.skipped_lines.is_empty()) else { return Vec::new() };
-        let with_payload: Vec<usize> = records.ends.iter().enumerate().filter(|(_, e)| e.is_some()).map(|(i, _)| i).collect();
-        lines.skipped_lines.iter().filter_map(|l| with_payload.get(*l as usize - 1).copied()).collect()
+        let Some(lines) = self.lines.as_ref().filter(|l| !l.skipped_lines.is_empty()) else {
+            return Vec::new();
+        };
+        let with_payload: Vec<usize> = records
+            .ends
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_some())
+            .map(|(i, _)| i)
+            .collect();
+        lines
+            .skipped_lines
+            .iter()
+            .filter_map(|l| with_payload.get(*l as usize - 1).copied())
+            .collect()
     }
 
     /// The rows of `records`. Records without payload produce no row (json, csv) or a NULL
     /// (raw). The error names the index of the first bad record.
-    pub fn decode(&mut self, records: &RecordBuffer) -> std::result::Result<Option<RecordBatch>, RecordError> {
+    pub fn decode(
+        &mut self,
+        records: &RecordBuffer,
+    ) -> std::result::Result<Option<RecordBatch>, RecordError> {
         let Some(lines) = self.lines.as_mut() else {
-            return raw_batch(&self.schema, records).map(Some).map_err(|e| RecordError { index: 0, reason: e.to_string() });
+            return raw_batch(&self.schema, records)
+                .map(Some)
+                .map_err(|e| RecordError {
+                    index: 0,
+                    reason: e.to_string(),
+                });
         };
         if records.bytes.is_empty() {
             return Ok(None);
@@ -222,17 +267,31 @@ impl RecordDecoder {
         lines.restart_lines();
         lines.decode_chunk(&records.bytes).map_err(|e| {
             // Line n is the n-th record with a payload.
-            let index = records.ends.iter().enumerate().filter(|(_, e)| e.is_some()).nth(e.line as usize - 1).map_or(0, |(i, _)| i);
-            RecordError { index, reason: e.reason }
+            let index = records
+                .ends
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.is_some())
+                .nth(e.line as usize - 1)
+                .map_or(0, |(i, _)| i);
+            RecordError {
+                index,
+                reason: e.reason,
+            }
         })
     }
 }
 
 fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> {
-    let values = records.ranges().map(|r| r.map(|(s, e)| &records.bytes[s..e]));
+    let values = records
+        .ranges()
+        .map(|r| r.map(|(s, e)| &records.bytes[s..e]));
     let column: ArrayRef = match schema.field(0).data_type() {
         DataType::Utf8 => {
-            let mut b = arrow_array::builder::StringBuilder::with_capacity(records.len(), records.bytes.len());
+            let mut b = arrow_array::builder::StringBuilder::with_capacity(
+                records.len(),
+                records.bytes.len(),
+            );
             for v in values {
                 match v {
                     Some(bytes) => b.append_value(String::from_utf8_lossy(bytes)),
@@ -254,7 +313,9 @@ pub struct RecordEncoder {
 impl RecordEncoder {
     pub fn new(format: &RecordFormat, schema: &SchemaRef) -> Result<Self> {
         format.check_schema(schema)?;
-        Ok(Self { format: format.clone() })
+        Ok(Self {
+            format: format.clone(),
+        })
     }
 
     /// Appends one record per row of `batch` to `out`.
@@ -275,8 +336,14 @@ impl RecordEncoder {
                 return Ok(());
             }
             RecordFormat::Json(o) => {
-                let batch = if o.iso_timestamps { batch.clone() } else { sql_timestamps_as_strings(batch)? };
-                let mut w = arrow_json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow_json::writer::LineDelimited>(&mut text);
+                let batch = if o.iso_timestamps {
+                    batch.clone()
+                } else {
+                    sql_timestamps_as_strings(batch)?
+                };
+                let mut w = arrow_json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build::<_, arrow_json::writer::LineDelimited>(&mut text);
                 w.write(&batch)?;
                 w.finish()?;
             }
@@ -300,7 +367,11 @@ impl RecordEncoder {
             if Some(*b) == quote {
                 quoted = !quoted;
             } else if *b == b'\n' && !quoted {
-                let end = if i > start && text[i - 1] == b'\r' { i - 1 } else { i };
+                let end = if i > start && text[i - 1] == b'\r' {
+                    i - 1
+                } else {
+                    i
+                };
                 out.push(Some(&text[start..end]), false);
                 start = i + 1;
             }
@@ -316,7 +387,10 @@ mod tests {
     use arrow_schema::{Field, Schema};
 
     fn schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true), Field::new("name", DataType::Utf8, true)]))
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]))
     }
 
     fn json() -> RecordFormat {
@@ -327,11 +401,17 @@ mod tests {
     fn json_round_trip_and_bad_record_index() {
         let batch = RecordBatch::try_new(
             schema(),
-            vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])), Arc::new(StringArray::from(vec![Some("a\nb"), Some("x"), None]))],
+            vec![
+                Arc::new(Int64Array::from(vec![Some(1), None, Some(3)])),
+                Arc::new(StringArray::from(vec![Some("a\nb"), Some("x"), None])),
+            ],
         )
         .unwrap();
         let mut buf = RecordBuffer::default();
-        RecordEncoder::new(&json(), &schema()).unwrap().encode(&batch, &mut buf).unwrap();
+        RecordEncoder::new(&json(), &schema())
+            .unwrap()
+            .encode(&batch, &mut buf)
+            .unwrap();
         assert_eq!(buf.len(), 3);
         assert_eq!(buf.record(0).unwrap(), br#"{"id":1,"name":"a\nb"}"#);
         let mut dec = RecordDecoder::new(&json(), schema()).unwrap();
@@ -353,10 +433,19 @@ mod tests {
     #[test]
     fn csv_records_keep_quoted_newlines() {
         let csv = RecordFormat::Csv(CsvOptions::from_options(&Options::default()).unwrap());
-        let batch =
-            RecordBatch::try_new(schema(), vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["x\ny", "z"]))]).unwrap();
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["x\ny", "z"])),
+            ],
+        )
+        .unwrap();
         let mut buf = RecordBuffer::default();
-        RecordEncoder::new(&csv, &schema()).unwrap().encode(&batch, &mut buf).unwrap();
+        RecordEncoder::new(&csv, &schema())
+            .unwrap()
+            .encode(&batch, &mut buf)
+            .unwrap();
         assert_eq!(buf.len(), 2);
         assert_eq!(buf.record(0).unwrap(), b"1,\"x\ny\"");
     }

@@ -58,7 +58,12 @@ fn timestamps_as_nanos(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
 
 /// Replaces top-level timestamp columns by strings in Flink's SQL format, for text formats.
 pub fn sql_timestamps_as_strings(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
-    if !batch.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Timestamp(..))) {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+    {
         return Ok(batch.clone());
     }
     let mut fields = Vec::new();

@@ -40,14 +40,28 @@ impl<W: Write> Write for Counting<W> {
 
 type Out = Counting<BufWriter<File>>;
 
-pub fn create_writer(format: &FormatConfig, schema: SchemaRef, file: File) -> Result<Box<dyn BatchWriter>> {
-    let out = Counting { inner: BufWriter::with_capacity(TEXT_WRITE_BUFFER_BYTES, file), bytes: 0 };
+pub fn create_writer(
+    format: &FormatConfig,
+    schema: SchemaRef,
+    file: File,
+) -> Result<Box<dyn BatchWriter>> {
+    let out = Counting {
+        inner: BufWriter::with_capacity(TEXT_WRITE_BUFFER_BYTES, file),
+        bytes: 0,
+    };
     Ok(match format {
-        FormatConfig::Json(o) => Box::new(JsonWriter { out, iso: o.iso_timestamps }),
-        FormatConfig::Csv(o) => Box::new(CsvWriter { out, delimiter: o.delimiter, quote: o.quote.unwrap_or(b'"') }),
-        FormatConfig::Parquet(o) => {
-            Box::new(ParquetWriter { inner: ArrowWriter::try_new(file_of(out)?, schema, Some(o.writer_properties()))? })
-        }
+        FormatConfig::Json(o) => Box::new(JsonWriter {
+            out,
+            iso: o.iso_timestamps,
+        }),
+        FormatConfig::Csv(o) => Box::new(CsvWriter {
+            out,
+            delimiter: o.delimiter,
+            quote: o.quote.unwrap_or(b'"'),
+        }),
+        FormatConfig::Parquet(o) => Box::new(ParquetWriter {
+            inner: ArrowWriter::try_new(file_of(out)?, schema, Some(o.writer_properties()))?,
+        }),
     })
 }
 
@@ -69,7 +83,11 @@ struct JsonWriter {
 
 impl BatchWriter for JsonWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let batch = if self.iso { batch.clone() } else { sql_timestamps_as_strings(batch)? };
+        let batch = if self.iso {
+            batch.clone()
+        } else {
+            sql_timestamps_as_strings(batch)?
+        };
         let mut w = arrow_json::WriterBuilder::new()
             .with_explicit_nulls(true)
             .build::<_, arrow_json::writer::LineDelimited>(&mut self.out);

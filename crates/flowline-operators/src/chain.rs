@@ -3,7 +3,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array,
+};
 use datafusion::arrow::compute::{filter_record_batch, take};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::{exec_err, Result};
@@ -17,11 +19,19 @@ pub enum ChainStep {
     /// Keep rows where the predicate is true (NULL counts as false).
     Filter(Arc<dyn PhysicalExpr>),
     /// Compute the output columns of `schema` from the input batch.
-    Project { exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef },
+    Project {
+        exprs: Vec<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+    },
     /// One output row per element of the list column `list` (a NULL or empty list gives none,
     /// or one NULL row with `preserve_nulls`); output column `i` is the flattened list when
     /// `sources[i] == list`, else input column `sources[i]` repeated.
-    Unnest { list: usize, sources: Vec<usize>, preserve_nulls: bool, schema: SchemaRef },
+    Unnest {
+        list: usize,
+        sources: Vec<usize>,
+        preserve_nulls: bool,
+        schema: SchemaRef,
+    },
 }
 
 impl fmt::Debug for ChainStep {
@@ -34,13 +44,25 @@ impl fmt::Debug for ChainStep {
                     .zip(schema.fields())
                     .map(|(e, field)| {
                         let e = e.to_string();
-                        if e.starts_with(&format!("{}@", field.name())) { field.name().clone() } else { format!("{e} AS {}", field.name()) }
+                        if e.starts_with(&format!("{}@", field.name())) {
+                            field.name().clone()
+                        } else {
+                            format!("{e} AS {}", field.name())
+                        }
                     })
                     .collect();
                 write!(f, "Project({})", items.join(", "))
             }
-            ChainStep::Unnest { list, schema, sources, .. } => {
-                let out = sources.iter().position(|s| s == list).map_or("?".to_string(), |i| schema.field(i).name().clone());
+            ChainStep::Unnest {
+                list,
+                schema,
+                sources,
+                ..
+            } => {
+                let out = sources
+                    .iter()
+                    .position(|s| s == list)
+                    .map_or("?".to_string(), |i| schema.field(i).name().clone());
                 write!(f, "Unnest(#{list} AS {out})")
             }
         }
@@ -64,7 +86,9 @@ impl StatelessChain {
             match step {
                 ChainStep::Filter(predicate) => {
                     let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
-                    let Some(mask) = (mask.data_type() == &DataType::Boolean).then(|| mask.as_boolean().clone()) else {
+                    let Some(mask) =
+                        (mask.data_type() == &DataType::Boolean).then(|| mask.as_boolean().clone())
+                    else {
                         return exec_err!("filter predicate {predicate} is not BOOLEAN");
                     };
                     if mask.true_count() == 0 {
@@ -83,7 +107,12 @@ impl StatelessChain {
                     let options = RecordBatchOptions::new().with_row_count(Some(rows));
                     batch = RecordBatch::try_new_with_options(schema.clone(), columns, &options)?;
                 }
-                ChainStep::Unnest { list, sources, preserve_nulls, schema } => {
+                ChainStep::Unnest {
+                    list,
+                    sources,
+                    preserve_nulls,
+                    schema,
+                } => {
                     batch = unnest(&batch, *list, sources, *preserve_nulls, schema)?;
                     if batch.num_rows() == 0 {
                         return Ok(None);
@@ -95,9 +124,18 @@ impl StatelessChain {
     }
 }
 
-fn unnest(batch: &RecordBatch, list: usize, sources: &[usize], preserve_nulls: bool, schema: &SchemaRef) -> Result<RecordBatch> {
+fn unnest(
+    batch: &RecordBatch,
+    list: usize,
+    sources: &[usize],
+    preserve_nulls: bool,
+    schema: &SchemaRef,
+) -> Result<RecordBatch> {
     let Some(lists) = batch.column(list).as_list_opt::<i32>() else {
-        return exec_err!("unnest: column {list} is not a list but {}", batch.column(list).data_type());
+        return exec_err!(
+            "unnest: column {list} is not a list but {}",
+            batch.column(list).data_type()
+        );
     };
     let offsets = lists.value_offsets();
     let mut rows: Vec<u32> = Vec::with_capacity(lists.values().len());
@@ -119,10 +157,20 @@ fn unnest(batch: &RecordBatch, list: usize, sources: &[usize], preserve_nulls: b
     let (rows, values) = (UInt32Array::from(rows), UInt32Array::from(values));
     let columns = sources
         .iter()
-        .map(|s| if *s == list { take(lists.values(), &values, None) } else { take(batch.column(*s), &rows, None) })
+        .map(|s| {
+            if *s == list {
+                take(lists.values(), &values, None)
+            } else {
+                take(batch.column(*s), &rows, None)
+            }
+        })
         .collect::<std::result::Result<Vec<ArrayRef>, _>>()?;
     let options = RecordBatchOptions::new().with_row_count(Some(rows.len()));
-    Ok(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
 }
 
 impl Operator for StatelessChain {

@@ -23,7 +23,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
-pub use session::{SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec};
+pub use session::{
+    SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,
+};
 pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.
@@ -75,7 +77,11 @@ pub(crate) struct LateRows {
 
 impl LateRows {
     pub fn new(keep: bool) -> Self {
-        Self { total: 0, keep, kept: Vec::new() }
+        Self {
+            total: 0,
+            keep,
+            kept: Vec::new(),
+        }
     }
 
     /// Records the rows of `batch` at `rows` (ascending) as late.
@@ -83,7 +89,8 @@ impl LateRows {
         self.total += rows.len() as u64;
         if self.keep && !rows.is_empty() {
             let idx = datafusion::arrow::array::UInt32Array::from(rows.to_vec());
-            self.kept.push(datafusion::arrow::compute::take_record_batch(batch, &idx)?);
+            self.kept
+                .push(datafusion::arrow::compute::take_record_batch(batch, &idx)?);
         }
         Ok(())
     }
@@ -100,9 +107,13 @@ impl LateRows {
 /// Millisecond values of a timestamp column of any unit (`what` names it in the error).
 pub(crate) fn millis(a: &ArrayRef, what: &str) -> Result<TimestampMillisecondArray> {
     match a.data_type() {
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Ok(a.as_primitive::<TimestampMillisecondType>().clone()),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            Ok(a.as_primitive::<TimestampMillisecondType>().clone())
+        }
         DataType::Timestamp(_, _) => {
-            Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?.as_primitive::<TimestampMillisecondType>().clone())
+            Ok(cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))?
+                .as_primitive::<TimestampMillisecondType>()
+                .clone())
         }
         other => datafusion::common::exec_err!("{what} must be a timestamp, got {other}"),
     }
@@ -126,7 +137,12 @@ pub trait OperatorFactory: Send + Sync + fmt::Debug {
 pub fn encode_batches(batches: &[RecordBatch]) -> Result<Vec<u8>> {
     // Written in place (a length placeholder, then the stream): state can be large and the
     // task is paused meanwhile.
-    let mut out = Vec::with_capacity(batches.iter().map(|b| b.get_array_memory_size() + 1024).sum());
+    let mut out = Vec::with_capacity(
+        batches
+            .iter()
+            .map(|b| b.get_array_memory_size() + 1024)
+            .sum(),
+    );
     for b in batches {
         let at = out.len();
         out.extend_from_slice(&[0; 8]);
@@ -148,8 +164,13 @@ pub fn decode_batches(mut bytes: &[u8]) -> Result<Vec<RecordBatch>> {
             return datafusion::common::exec_err!("operator state is truncated");
         }
         let n = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes")) as usize;
-        let Some(stream) = bytes.get(8..8 + n) else { return datafusion::common::exec_err!("operator state is truncated") };
-        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(stream), None)?;
+        let Some(stream) = bytes.get(8..8 + n) else {
+            return datafusion::common::exec_err!("operator state is truncated");
+        };
+        let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+            std::io::Cursor::new(stream),
+            None,
+        )?;
         for b in reader {
             out.push(b?);
         }
@@ -159,12 +180,18 @@ pub fn decode_batches(mut bytes: &[u8]) -> Result<Vec<RecordBatch>> {
 }
 
 /// Each aggregate's state columns in a state batch, which start at column `first`.
-pub(crate) fn state_columns<'a>(aggregates: &[AggregateCall], batch: &'a RecordBatch, first: usize) -> Result<Vec<&'a [ArrayRef]>> {
+pub(crate) fn state_columns<'a>(
+    aggregates: &[AggregateCall],
+    batch: &'a RecordBatch,
+    first: usize,
+) -> Result<Vec<&'a [ArrayRef]>> {
     let mut col = first;
     let mut out = Vec::with_capacity(aggregates.len());
     for a in aggregates {
         let width = a.expr.state_fields()?.len();
-        let Some(cols) = batch.columns().get(col..col + width) else { return datafusion::common::exec_err!("operator state has too few columns") };
+        let Some(cols) = batch.columns().get(col..col + width) else {
+            return datafusion::common::exec_err!("operator state has too few columns");
+        };
         out.push(cols);
         col += width;
     }
@@ -179,7 +206,15 @@ pub(crate) fn repeat_i64(v: i64, n: usize) -> ArrayRef {
 /// A state batch from columns, every field nullable and named by position.
 pub(crate) fn state_batch(columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{Field, Schema};
-    let fields: Vec<Field> = columns.iter().enumerate().map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true)).collect();
+    let fields: Vec<Field> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Field::new(format!("c{i}"), c.data_type().clone(), true))
+        .collect();
     let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-    Ok(RecordBatch::try_new_with_options(std::sync::Arc::new(Schema::new(fields)), columns, &options)?)
+    Ok(RecordBatch::try_new_with_options(
+        std::sync::Arc::new(Schema::new(fields)),
+        columns,
+        &options,
+    )?)
 }

@@ -16,10 +16,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMillisecondArray};
-use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::array::UInt32Array;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryArray, Int64Array, RecordBatch, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::{cast, filter as filter_array, interleave, take};
+use datafusion::arrow::datatypes::Int64Type;
 use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{exec_err, HashMap, Result, ScalarValue};
@@ -44,13 +46,22 @@ pub struct SessionWindowSpec {
 impl fmt::Debug for SessionWindowSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
-        write!(f, "SessionWindow(partition=[{}], time={}, gap={}ms)", keys.join(", "), self.time, self.gap_ms)
+        write!(
+            f,
+            "SessionWindow(partition=[{}], time={}, gap={}ms)",
+            keys.join(", "),
+            self.time,
+            self.gap_ms
+        )
     }
 }
 
 impl OperatorFactory for SessionWindowSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(SessionWindow::new(Arc::new(self.clone()), ctx.keep_late)?))
+        Ok(Box::new(SessionWindow::new(
+            Arc::new(self.clone()),
+            ctx.keep_late,
+        )?))
     }
 }
 
@@ -76,11 +87,17 @@ pub struct SessionWindow {
 }
 
 /// A row converter for the PARTITION BY keys (None without keys).
-pub(crate) fn key_converter(keys: &[Arc<dyn PhysicalExpr>], input: &Schema) -> Result<Option<RowConverter>> {
+pub(crate) fn key_converter(
+    keys: &[Arc<dyn PhysicalExpr>],
+    input: &Schema,
+) -> Result<Option<RowConverter>> {
     if keys.is_empty() {
         return Ok(None);
     }
-    let fields = keys.iter().map(|k| Ok(SortField::new(k.data_type(input)?))).collect::<Result<Vec<_>>>()?;
+    let fields = keys
+        .iter()
+        .map(|k| Ok(SortField::new(k.data_type(input)?)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(Some(RowConverter::new(fields)?))
 }
 
@@ -101,7 +118,12 @@ impl SessionWindow {
 
     /// Closes every session with `end - 1 <= watermark` and emits its rows.
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
-        let closed: Vec<Session<HeldRows>> = self.table.close(watermark).into_iter().map(|(_, s)| s).collect();
+        let closed: Vec<Session<HeldRows>> = self
+            .table
+            .close(watermark)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         if closed.is_empty() {
             return Ok(Vec::new());
         }
@@ -145,18 +167,32 @@ impl SessionWindow {
             let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
             columns.push(interleave(&arrays, &picks)?);
         }
-        columns.extend(window_columns(&starts, &ends, self.spec.schema.field(n_in + 2).data_type())?);
+        columns.extend(window_columns(
+            &starts,
+            &ends,
+            self.spec.schema.field(n_in + 2).data_type(),
+        )?);
         let columns = columns
             .into_iter()
             .zip(self.spec.schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(self.spec.schema.clone(), columns)?)
     }
 }
 
 /// window_start, window_end and window_time (typed `time_type`) columns.
-pub(crate) fn window_columns(starts: &[i64], ends: &[i64], time_type: &DataType) -> Result<Vec<ArrayRef>> {
+pub(crate) fn window_columns(
+    starts: &[i64],
+    ends: &[i64],
+    time_type: &DataType,
+) -> Result<Vec<ArrayRef>> {
     let times: TimestampMillisecondArray = ends.iter().map(|e| e - 1).collect::<Vec<i64>>().into();
     Ok(vec![
         Arc::new(TimestampMillisecondArray::from(starts.to_vec())) as ArrayRef,
@@ -191,10 +227,16 @@ fn times_and_keys(
     converter: Option<&RowConverter>,
 ) -> Result<(TimestampMillisecondArray, Option<Rows>)> {
     let rows = batch.num_rows();
-    let times = millis(&time.evaluate(batch)?.into_array(rows)?, "the SESSION time attribute")?;
+    let times = millis(
+        &time.evaluate(batch)?.into_array(rows)?,
+        "the SESSION time attribute",
+    )?;
     let key_rows = match converter {
         Some(conv) => {
-            let cols = keys.iter().map(|k| k.evaluate(batch).and_then(|v| v.into_array(rows))).collect::<Result<Vec<_>>>()?;
+            let cols = keys
+                .iter()
+                .map(|k| k.evaluate(batch).and_then(|v| v.into_array(rows)))
+                .collect::<Result<Vec<_>>>()?;
             Some(conv.convert_columns(&cols)?)
         }
         None => None,
@@ -216,7 +258,10 @@ fn session_meta(sessions: &[(Option<Box<[u8]>>, i64, i64)]) -> Result<RecordBatc
     let keys: BinaryArray = sessions.iter().map(|(k, _, _)| k.as_deref()).collect();
     let starts: Int64Array = sessions.iter().map(|(_, s, _)| Some(*s)).collect();
     let ends: Int64Array = sessions.iter().map(|(_, _, e)| Some(*e)).collect();
-    crate::state_batch(vec![Arc::new(keys), Arc::new(starts), Arc::new(ends)], sessions.len())
+    crate::state_batch(
+        vec![Arc::new(keys), Arc::new(starts), Arc::new(ends)],
+        sessions.len(),
+    )
 }
 
 /// Reads [`session_meta`] back: (key, start, max_ts) per session.
@@ -227,7 +272,19 @@ fn read_session_meta(b: &RecordBatch) -> Result<Vec<(Vec<u8>, i64, i64)>> {
     let keys = b.column(0).as_binary::<i32>();
     let starts = b.column(1).as_primitive::<Int64Type>();
     let ends = b.column(2).as_primitive::<Int64Type>();
-    Ok((0..b.num_rows()).map(|i| (if keys.is_null(i) { Vec::new() } else { keys.value(i).to_vec() }, starts.value(i), ends.value(i))).collect())
+    Ok((0..b.num_rows())
+        .map(|i| {
+            (
+                if keys.is_null(i) {
+                    Vec::new()
+                } else {
+                    keys.value(i).to_vec()
+                },
+                starts.value(i),
+                ends.value(i),
+            )
+        })
+        .collect())
 }
 
 impl Operator for SessionWindow {
@@ -237,14 +294,17 @@ impl Operator for SessionWindow {
         let mut meta = Vec::new();
         let mut refs: Vec<(usize, usize)> = Vec::new();
         let mut owner: Vec<u32> = Vec::new();
-        let arena: Vec<(u64, &RecordBatch)> = self.arena.iter().map(|(id, (b, _))| (*id, b)).collect();
+        let arena: Vec<(u64, &RecordBatch)> =
+            self.arena.iter().map(|(id, (b, _))| (*id, b)).collect();
         let position = |id: u64| arena.binary_search_by_key(&id, |(i, _)| *i).ok();
         let has_keys = self.converter.is_some();
         for (key, s) in self.table.iter_mut() {
             let idx = meta.len() as u32;
             meta.push((has_keys.then(|| key.into()), s.start, s.max_ts));
             for (b, row) in &s.payload {
-                let Some(p) = position(*b) else { return exec_err!("session window: a held row's batch is gone") };
+                let Some(p) = position(*b) else {
+                    return exec_err!("session window: a held row's batch is gone");
+                };
                 refs.push((p, *row as usize));
                 owner.push(idx);
             }
@@ -255,7 +315,8 @@ impl Operator for SessionWindow {
         } else {
             let columns = (0..n)
                 .map(|c| {
-                    let arrays: Vec<&dyn Array> = arena.iter().map(|(_, b)| b.column(c).as_ref()).collect();
+                    let arrays: Vec<&dyn Array> =
+                        arena.iter().map(|(_, b)| b.column(c).as_ref()).collect();
                     interleave(&arrays, &refs)
                 })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -270,11 +331,15 @@ impl Operator for SessionWindow {
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
         let batches = crate::decode_batches(state)?;
-        let Some(meta) = batches.first() else { return Ok(()) };
+        let Some(meta) = batches.first() else {
+            return Ok(());
+        };
         let sessions = read_session_meta(meta)?;
         let mut payloads: Vec<HeldRows> = vec![Vec::new(); sessions.len()];
         if let Some(rows) = batches.get(1) {
-            let owner = rows.column(0).as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let owner = rows
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
             for (i, o) in owner.values().iter().enumerate() {
                 payloads[*o as usize].push((self.next_batch, i as u32));
             }
@@ -292,7 +357,12 @@ impl Operator for SessionWindow {
 
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
-        let (times, key_rows) = times_and_keys(&batch, &self.spec.time, &self.spec.keys, self.converter.as_ref())?;
+        let (times, key_rows) = times_and_keys(
+            &batch,
+            &self.spec.time,
+            &self.spec.keys,
+            self.converter.as_ref(),
+        )?;
         let id = self.next_batch;
         self.next_batch += 1;
         let mut referenced = 0;
@@ -302,7 +372,10 @@ impl Operator for SessionWindow {
                 continue;
             }
             let slot = slot_of(&mut self.table, &key_rows, i);
-            match self.table.insert(slot, times.value(i), self.watermark, || Ok(Vec::new()))? {
+            match self
+                .table
+                .insert(slot, times.value(i), self.watermark, || Ok(Vec::new()))?
+            {
                 Some(session) => {
                     session.payload.push((id, i as u32));
                     referenced += 1;
@@ -342,7 +415,11 @@ impl Operator for SessionWindow {
     }
 
     fn state_bytes(&self) -> usize {
-        self.arena.values().map(|(b, _)| b.get_array_memory_size()).sum::<usize>() + self.table.keys() * 64
+        self.arena
+            .values()
+            .map(|(b, _)| b.get_array_memory_size())
+            .sum::<usize>()
+            + self.table.keys() * 64
     }
 
     fn open_windows(&self) -> usize {
@@ -381,14 +458,28 @@ pub struct SessionAggregateSpec {
 impl fmt::Debug for SessionAggregateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let keys: Vec<String> = self.keys.iter().map(|k| k.to_string()).collect();
-        let aggs: Vec<String> = self.aggregates.iter().map(|a| a.expr.name().to_string()).collect();
-        write!(f, "SessionAggregate(partition=[{}], time={}, gap={}ms, aggs=[{}])", keys.join(", "), self.time, self.gap_ms, aggs.join(", "))
+        let aggs: Vec<String> = self
+            .aggregates
+            .iter()
+            .map(|a| a.expr.name().to_string())
+            .collect();
+        write!(
+            f,
+            "SessionAggregate(partition=[{}], time={}, gap={}ms, aggs=[{}])",
+            keys.join(", "),
+            self.time,
+            self.gap_ms,
+            aggs.join(", ")
+        )
     }
 }
 
 impl OperatorFactory for SessionAggregateSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(SessionAggregate::new(Arc::new(self.clone()), ctx.keep_late)?))
+        Ok(Box::new(SessionAggregate::new(
+            Arc::new(self.clone()),
+            ctx.keep_late,
+        )?))
     }
 }
 
@@ -397,7 +488,11 @@ type Accumulators = Vec<Box<dyn Accumulator>>;
 impl Payload for Accumulators {
     fn absorb(&mut self, other: Self) -> Result<()> {
         for (into, mut from) in self.iter_mut().zip(other) {
-            let state = from.state()?.iter().map(|v| v.to_array()).collect::<Result<Vec<_>>>()?;
+            let state = from
+                .state()?
+                .iter()
+                .map(|v| v.to_array())
+                .collect::<Result<Vec<_>>>()?;
             into.merge_batch(&state)?;
         }
         Ok(())
@@ -426,7 +521,10 @@ impl SessionAggregate {
     }
 
     fn new_accumulators(spec: &SessionAggregateSpec) -> Result<Accumulators> {
-        spec.aggregates.iter().map(|a| a.expr.create_accumulator()).collect()
+        spec.aggregates
+            .iter()
+            .map(|a| a.expr.create_accumulator())
+            .collect()
     }
 
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
@@ -454,11 +552,16 @@ impl SessionAggregate {
             .outputs
             .iter()
             .position(|o| *o == SessionOutput::Time)
-            .map_or(DataType::Timestamp(TimeUnit::Millisecond, None), |i| self.spec.schema.field(i).data_type().clone());
+            .map_or(DataType::Timestamp(TimeUnit::Millisecond, None), |i| {
+                self.spec.schema.field(i).data_type().clone()
+            });
         let window = window_columns(&starts, &ends, &time_type)?;
         let mut aggs = Vec::with_capacity(self.spec.aggregates.len());
         for j in 0..self.spec.aggregates.len() {
-            let values = sessions.iter_mut().map(|(_, s)| s.payload[j].evaluate()).collect::<Result<Vec<ScalarValue>>>()?;
+            let values = sessions
+                .iter_mut()
+                .map(|(_, s)| s.payload[j].evaluate())
+                .collect::<Result<Vec<ScalarValue>>>()?;
             aggs.push(ScalarValue::iter_to_array(values)?);
         }
         let columns = self
@@ -474,13 +577,16 @@ impl SessionAggregate {
                     SessionOutput::Time => window[2].clone(),
                     SessionOutput::Aggregate(i) => aggs[*i].clone(),
                 };
-                if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) }
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(self.spec.schema.clone(), columns)?)
     }
 }
-
 
 impl Operator for SessionAggregate {
     /// The sessions (key, start, max_ts) with each aggregate's state columns after them. The
@@ -493,9 +599,17 @@ impl Operator for SessionAggregate {
         for (key, s) in self.table.iter_mut() {
             meta.push((has_keys.then(|| key.into()), s.start, s.max_ts));
             let mut fresh = Self::new_accumulators(&spec)?;
-            for ((acc, new), out) in s.payload.iter_mut().zip(fresh.iter_mut()).zip(states.iter_mut()) {
+            for ((acc, new), out) in s
+                .payload
+                .iter_mut()
+                .zip(fresh.iter_mut())
+                .zip(states.iter_mut())
+            {
                 let state = acc.state()?;
-                let arrays = state.iter().map(|v| v.to_array()).collect::<Result<Vec<_>>>()?;
+                let arrays = state
+                    .iter()
+                    .map(|v| v.to_array())
+                    .collect::<Result<Vec<_>>>()?;
                 new.merge_batch(&arrays)?;
                 out.push(state);
             }
@@ -508,7 +622,9 @@ impl Operator for SessionAggregate {
         for per_session in states {
             let width = per_session.first().map_or(0, Vec::len);
             for f in 0..width {
-                columns.push(ScalarValue::iter_to_array(per_session.iter().map(|s| s[f].clone()))?);
+                columns.push(ScalarValue::iter_to_array(
+                    per_session.iter().map(|s| s[f].clone()),
+                )?);
             }
         }
         crate::encode_batches(&[crate::state_batch(columns, meta.len())?])
@@ -533,7 +649,12 @@ impl Operator for SessionAggregate {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
-        let (times, key_rows) = times_and_keys(&batch, &self.spec.time, &self.spec.keys, self.converter.as_ref())?;
+        let (times, key_rows) = times_and_keys(
+            &batch,
+            &self.spec.time,
+            &self.spec.keys,
+            self.converter.as_ref(),
+        )?;
         // Assign rows to sessions first (merging as needed), then update each session's
         // accumulators once with all of its rows of this batch.
         let mut assigned: Vec<(u32, usize, u64)> = Vec::with_capacity(rows);
@@ -544,7 +665,11 @@ impl Operator for SessionAggregate {
             }
             let slot = slot_of(&mut self.table, &key_rows, i);
             let spec = &self.spec;
-            match self.table.insert(slot, times.value(i), self.watermark, || Self::new_accumulators(spec))? {
+            match self
+                .table
+                .insert(slot, times.value(i), self.watermark, || {
+                    Self::new_accumulators(spec)
+                })? {
                 Some(session) => assigned.push((i as u32, slot, session.id)),
                 None => {
                     late.push(i as u32);
@@ -563,12 +688,28 @@ impl Operator for SessionAggregate {
         for (row, slot, id) in assigned {
             by_session.entry((slot, resolve(id))).or_default().push(row);
         }
-        let args = self.spec.aggregates.iter().map(|a| a.expr.expressions().iter().map(eval).collect::<Result<Vec<_>>>()).collect::<Result<Vec<_>>>()?;
+        let args = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| {
+                a.expr
+                    .expressions()
+                    .iter()
+                    .map(eval)
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
         let filters = self
             .spec
             .aggregates
             .iter()
-            .map(|a| a.filter.as_ref().map(|f| eval(f).map(|m| m.as_boolean().clone())).transpose())
+            .map(|a| {
+                a.filter
+                    .as_ref()
+                    .map(|f| eval(f).map(|m| m.as_boolean().clone()))
+                    .transpose()
+            })
             .collect::<Result<Vec<_>>>()?;
         for ((slot, id), idx) in by_session {
             let Some(session) = self.table.get_mut(slot, id) else {
@@ -577,10 +718,24 @@ impl Operator for SessionAggregate {
             let all = idx.len() == rows;
             let idx = UInt32Array::from(idx);
             for ((acc, values), filter) in session.payload.iter_mut().zip(&args).zip(&filters) {
-                let mut values = if all { values.clone() } else { values.iter().map(|v| take(v, &idx, None)).collect::<std::result::Result<Vec<_>, _>>()? };
+                let mut values = if all {
+                    values.clone()
+                } else {
+                    values
+                        .iter()
+                        .map(|v| take(v, &idx, None))
+                        .collect::<std::result::Result<Vec<_>, _>>()?
+                };
                 if let Some(f) = filter {
-                    let f = if all { f.clone() } else { take(f, &idx, None)?.as_boolean().clone() };
-                    values = values.iter().map(|v| filter_array(v, &f)).collect::<std::result::Result<Vec<_>, _>>()?;
+                    let f = if all {
+                        f.clone()
+                    } else {
+                        take(f, &idx, None)?.as_boolean().clone()
+                    };
+                    values = values
+                        .iter()
+                        .map(|v| filter_array(v, &f))
+                        .collect::<std::result::Result<Vec<_>, _>>()?;
                 }
                 acc.update_batch(&values)?;
             }
@@ -595,7 +750,8 @@ impl Operator for SessionAggregate {
         }
         self.watermark = ts;
         let out = self.fire(ts);
-        self.state_bytes = self.table.open() * (64 + 64 * self.spec.aggregates.len()) + self.table.keys() * 64;
+        self.state_bytes =
+            self.table.open() * (64 + 64 * self.spec.aggregates.len()) + self.table.keys() * 64;
         out
     }
 

@@ -71,7 +71,11 @@ impl<P: Payload> SessionTable<P> {
         if let Some(id) = self.ids.get(key) {
             return *id;
         }
-        let state = KeyState { key: key.into(), sessions: Vec::new(), scheduled: i64::MAX };
+        let state = KeyState {
+            key: key.into(),
+            sessions: Vec::new(),
+            scheduled: i64::MAX,
+        };
         let id = match self.free.pop() {
             Some(id) => {
                 self.slots[id] = Some(state);
@@ -88,7 +92,10 @@ impl<P: Payload> SessionTable<P> {
 
     /// Forgets a key that holds no session (e.g. created for a late row).
     pub fn release_if_empty(&mut self, slot: usize) {
-        if self.slots[slot].as_ref().is_some_and(|s| s.sessions.is_empty()) {
+        if self.slots[slot]
+            .as_ref()
+            .is_some_and(|s| s.sessions.is_empty())
+        {
             let state = self.slots[slot].take().expect("live key");
             self.ids.remove(&state.key);
             self.free.push(slot);
@@ -97,17 +104,34 @@ impl<P: Payload> SessionTable<P> {
 
     /// Adds a row at `ts` to the key in `slot`: the session it joins (after merging every session
     /// it touches), or `None` when it opens a session that is already late.
-    pub fn insert(&mut self, slot: usize, ts: i64, watermark: i64, new: impl FnOnce() -> Result<P>) -> Result<Option<&mut Session<P>>> {
+    pub fn insert(
+        &mut self,
+        slot: usize,
+        ts: i64,
+        watermark: i64,
+        new: impl FnOnce() -> Result<P>,
+    ) -> Result<Option<&mut Session<P>>> {
         let gap = self.gap;
         let state = self.slots[slot].as_mut().expect("live key");
-        let first = state.sessions.iter().position(|s| ts <= s.max_ts + gap && ts + gap >= s.start);
+        let first = state
+            .sessions
+            .iter()
+            .position(|s| ts <= s.max_ts + gap && ts + gap >= s.start);
         let pos = match first {
             None => {
                 if ts + gap - 1 <= watermark {
                     return Ok(None);
                 }
                 let pos = state.sessions.partition_point(|s| s.start < ts);
-                state.sessions.insert(pos, Session { id: self.next_id, start: ts, max_ts: ts, payload: new()? });
+                state.sessions.insert(
+                    pos,
+                    Session {
+                        id: self.next_id,
+                        start: ts,
+                        max_ts: ts,
+                        payload: new()?,
+                    },
+                );
                 self.next_id += 1;
                 self.open += 1;
                 pos
@@ -115,7 +139,10 @@ impl<P: Payload> SessionTable<P> {
             Some(first) => {
                 // Touching sessions are consecutive (sorted and disjoint): fold the rest into the first.
                 let mut last = first;
-                while last + 1 < state.sessions.len() && ts + gap >= state.sessions[last + 1].start && ts <= state.sessions[last + 1].max_ts + gap {
+                while last + 1 < state.sessions.len()
+                    && ts + gap >= state.sessions[last + 1].start
+                    && ts <= state.sessions[last + 1].max_ts + gap
+                {
                     last += 1;
                 }
                 let absorbed: Vec<Session<P>> = state.sessions.drain(first + 1..=last).collect();
@@ -153,7 +180,15 @@ impl<P: Payload> SessionTable<P> {
         let slot = self.slot_for(key);
         let state = self.slots[slot].as_mut().expect("live key");
         let pos = state.sessions.partition_point(|s| s.start < start);
-        state.sessions.insert(pos, Session { id: self.next_id, start, max_ts, payload });
+        state.sessions.insert(
+            pos,
+            Session {
+                id: self.next_id,
+                start,
+                max_ts,
+                payload,
+            },
+        );
         self.next_id += 1;
         self.open += 1;
         let end = max_ts + self.gap;
@@ -170,7 +205,11 @@ impl<P: Payload> SessionTable<P> {
 
     /// The session with `id` of the key in `slot`.
     pub fn get_mut(&mut self, slot: usize, id: u64) -> Option<&mut Session<P>> {
-        self.slots[slot].as_mut()?.sessions.iter_mut().find(|s| s.id == id)
+        self.slots[slot]
+            .as_mut()?
+            .sessions
+            .iter_mut()
+            .find(|s| s.id == id)
     }
 
     /// Removes and returns every session with `end - 1 <= watermark`, with its key.
@@ -182,11 +221,16 @@ impl<P: Payload> SessionTable<P> {
                 break;
             }
             self.heap.pop();
-            let Some(state) = self.slots[slot].as_mut() else { continue };
+            let Some(state) = self.slots[slot].as_mut() else {
+                continue;
+            };
             if state.scheduled != end {
                 continue; // stale entry: the key was rescheduled
             }
-            let (done, open): (Vec<Session<P>>, Vec<Session<P>>) = state.sessions.drain(..).partition(|s| s.max_ts + gap - 1 <= watermark);
+            let (done, open): (Vec<Session<P>>, Vec<Session<P>>) = state
+                .sessions
+                .drain(..)
+                .partition(|s| s.max_ts + gap - 1 <= watermark);
             self.open -= done.len();
             closed.extend(done.into_iter().map(|s| (state.key.clone(), s)));
             state.sessions = open;

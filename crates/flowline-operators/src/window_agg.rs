@@ -17,7 +17,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray, UInt32Array, UInt64Array,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, TimestampMillisecondArray,
+    UInt32Array, UInt64Array,
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -66,14 +67,26 @@ impl fmt::Debug for WindowAggregateSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names = |n: usize| self.schema.field(n).name().clone();
         let groups: Vec<String> = (0..self.group_exprs.len()).map(names).collect();
-        let aggs: Vec<String> = self.aggregates.iter().map(|a| a.expr.name().to_string()).collect();
-        write!(f, "WindowAggregate(group=[{}], aggs=[{}])", groups.join(", "), aggs.join(", "))
+        let aggs: Vec<String> = self
+            .aggregates
+            .iter()
+            .map(|a| a.expr.name().to_string())
+            .collect();
+        write!(
+            f,
+            "WindowAggregate(group=[{}], aggs=[{}])",
+            groups.join(", "),
+            aggs.join(", ")
+        )
     }
 }
 
 impl OperatorFactory for WindowAggregateSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(WindowAggregate::new(Arc::new(self.clone()), ctx.keep_late)?))
+        Ok(Box::new(WindowAggregate::new(
+            Arc::new(self.clone()),
+            ctx.keep_late,
+        )?))
     }
 }
 
@@ -105,8 +118,13 @@ pub struct WindowAggregate {
 
 impl WindowAggregate {
     pub fn new(spec: Arc<WindowAggregateSpec>, keep_late: bool) -> Result<Self> {
-        let key_positions: Vec<usize> = (0..spec.group_exprs.len()).filter(|i| *i != spec.start && *i != spec.end).collect();
-        let mut key_fields: Vec<Field> = key_positions.iter().map(|i| spec.schema.field(*i).clone().with_nullable(true)).collect();
+        let key_positions: Vec<usize> = (0..spec.group_exprs.len())
+            .filter(|i| *i != spec.start && *i != spec.end)
+            .collect();
+        let mut key_fields: Vec<Field> = key_positions
+            .iter()
+            .map(|i| spec.schema.field(*i).clone().with_nullable(true))
+            .collect();
         if spec.grouping_sets.is_some() {
             key_fields.push(spec.schema.field(spec.group_exprs.len()).clone());
         }
@@ -123,9 +141,26 @@ impl WindowAggregate {
     }
 
     fn new_window(&self) -> Result<Window> {
-        let groups = if self.key_schema.fields().is_empty() { None } else { Some(new_group_values(self.key_schema.clone(), &GroupOrdering::None)?) };
-        let accumulators = self.spec.aggregates.iter().map(|a| create_accumulator(&a.expr)).collect::<Result<Vec<_>>>()?;
-        Ok(Window { groups, accumulators, num_groups: 0, frozen: Vec::new() })
+        let groups = if self.key_schema.fields().is_empty() {
+            None
+        } else {
+            Some(new_group_values(
+                self.key_schema.clone(),
+                &GroupOrdering::None,
+            )?)
+        };
+        let accumulators = self
+            .spec
+            .aggregates
+            .iter()
+            .map(|a| create_accumulator(&a.expr))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Window {
+            groups,
+            accumulators,
+            num_groups: 0,
+            frozen: Vec::new(),
+        })
     }
 
     /// Fires every window that ends at or before `watermark + 1`.
@@ -190,18 +225,34 @@ impl WindowAggregate {
         let columns = columns
             .into_iter()
             .zip(schema.fields())
-            .map(|(c, f)| if c.data_type() == f.data_type() { Ok(c) } else { cast(&c, f.data_type()) })
+            .map(|(c, f)| {
+                if c.data_type() == f.data_type() {
+                    Ok(c)
+                } else {
+                    cast(&c, f.data_type())
+                }
+            })
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(RecordBatch::try_new(schema.clone(), columns)?)
     }
 
     /// Adds `rows` rows to the window `window_key`.
-    fn update(&mut self, window_key: (i64, i64), rows: usize, keys: &[ArrayRef], args: &[Vec<ArrayRef>], filters: &[Option<BooleanArray>]) -> Result<()> {
+    fn update(
+        &mut self,
+        window_key: (i64, i64),
+        rows: usize,
+        keys: &[ArrayRef],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<BooleanArray>],
+    ) -> Result<()> {
         if !self.windows.contains_key(&window_key) {
             let w = self.new_window()?;
             self.windows.insert(window_key, w);
         }
-        let window = self.windows.get_mut(&window_key).expect("window just inserted");
+        let window = self
+            .windows
+            .get_mut(&window_key)
+            .expect("window just inserted");
         self.group_ids.clear();
         match window.groups.as_mut() {
             Some(g) => {
@@ -226,7 +277,9 @@ fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Group
         expr.create_groups_accumulator()
     } else {
         let e = expr.clone();
-        Ok(Box::new(GroupsAccumulatorAdapter::new(move || e.create_accumulator())))
+        Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+            e.create_accumulator()
+        })))
     }
 }
 
@@ -307,13 +360,26 @@ impl Operator for WindowAggregate {
             if batch.num_rows() == 0 || batch.num_columns() < 2 {
                 continue;
             }
-            let (end, start) = (batch.column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0));
+            let (end, start) = (
+                batch
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .value(0),
+                batch
+                    .column(1)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                    .value(0),
+            );
             // Kept frozen: merged into the live table when the window fires.
             if !self.windows.contains_key(&(end, start)) {
                 let w = self.new_window()?;
                 self.windows.insert((end, start), w);
             }
-            self.windows.get_mut(&(end, start)).expect("window just inserted").frozen.push(batch);
+            self.windows
+                .get_mut(&(end, start))
+                .expect("window just inserted")
+                .frozen
+                .push(batch);
         }
         Ok(())
     }
@@ -321,13 +387,31 @@ impl Operator for WindowAggregate {
     fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
-        let groups = self.spec.group_exprs.iter().map(eval).collect::<Result<Vec<_>>>()?;
-        let (starts, ends) = (millis(&groups[self.spec.start], "window_start")?, millis(&groups[self.spec.end], "window_end")?);
-        let keys: Vec<ArrayRef> = self.key_positions.iter().map(|i| groups[*i].clone()).collect();
+        let groups = self
+            .spec
+            .group_exprs
+            .iter()
+            .map(eval)
+            .collect::<Result<Vec<_>>>()?;
+        let (starts, ends) = (
+            millis(&groups[self.spec.start], "window_start")?,
+            millis(&groups[self.spec.end], "window_end")?,
+        );
+        let keys: Vec<ArrayRef> = self
+            .key_positions
+            .iter()
+            .map(|i| groups[*i].clone())
+            .collect();
         let mut args = Vec::with_capacity(self.spec.aggregates.len());
         let mut filters = Vec::with_capacity(self.spec.aggregates.len());
         for a in &self.spec.aggregates {
-            args.push(a.expr.expressions().iter().map(eval).collect::<Result<Vec<_>>>()?);
+            args.push(
+                a.expr
+                    .expressions()
+                    .iter()
+                    .map(eval)
+                    .collect::<Result<Vec<_>>>()?,
+            );
             filters.push(match &a.filter {
                 Some(f) => Some(eval(f)?.as_boolean().clone()),
                 None => None,
@@ -361,11 +445,25 @@ impl Operator for WindowAggregate {
             } else {
                 let idx = UInt32Array::from(idx);
                 let pick = |a: &ArrayRef| take(a, &idx, None);
-                let keys = keys.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()?;
-                let args = args.iter().map(|v| v.iter().map(pick).collect::<std::result::Result<Vec<_>, _>>()).collect::<std::result::Result<Vec<_>, _>>()?;
+                let keys = keys
+                    .iter()
+                    .map(pick)
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                let args = args
+                    .iter()
+                    .map(|v| {
+                        v.iter()
+                            .map(pick)
+                            .collect::<std::result::Result<Vec<_>, _>>()
+                    })
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
                 let filters = filters
                     .iter()
-                    .map(|f| f.as_ref().map(|f| take(f, &idx, None).map(|a| a.as_boolean().clone())).transpose())
+                    .map(|f| {
+                        f.as_ref()
+                            .map(|f| take(f, &idx, None).map(|a| a.as_boolean().clone()))
+                            .transpose()
+                    })
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 picked = (keys, args, filters);
                 (&picked.0, &picked.1, &picked.2)
@@ -378,7 +476,13 @@ impl Operator for WindowAggregate {
                             .key_positions
                             .iter()
                             .zip(keys)
-                            .map(|(pos, k)| if mask[*pos] { new_null_array(k.data_type(), n) } else { k.clone() })
+                            .map(|(pos, k)| {
+                                if mask[*pos] {
+                                    new_null_array(k.data_type(), n)
+                                } else {
+                                    k.clone()
+                                }
+                            })
                             .collect();
                         let id: ArrayRef = Arc::new(UInt64Array::from_value(*id, n));
                         set_keys.push(cast(&id, &sets.id_type)?);
@@ -418,7 +522,10 @@ impl Operator for WindowAggregate {
             .map(|w| {
                 w.groups.as_ref().map_or(0, |g| g.size())
                     + w.accumulators.iter().map(|a| a.size()).sum::<usize>()
-                    + w.frozen.iter().map(|b| b.get_array_memory_size()).sum::<usize>()
+                    + w.frozen
+                        .iter()
+                        .map(|b| b.get_array_memory_size())
+                        .sum::<usize>()
             })
             .sum()
     }

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::datasource::empty::EmptyTable;
 use datafusion::datasource::ViewTable;
 use datafusion::error::DataFusionError;
-use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -17,7 +17,7 @@ use flowline_sql::{ColumnKind, InsertDef, SessionSpec, SqlError, Statement, Tabl
 use crate::lower::lower;
 use crate::session::SessionWindowNode;
 use crate::sink_types::sink_cast_step;
-use crate::{PlanError, Pipeline, Result, SinkTarget, TableBinding, JOB_OPTIONS};
+use crate::{Pipeline, PlanError, Result, SinkTarget, TableBinding, JOB_OPTIONS};
 
 /// Prefix of the hidden table holding only the physical columns of a table with computed columns.
 pub const RAW_PREFIX: &str = "__flowline_raw_";
@@ -31,7 +31,9 @@ pub fn new_session() -> SessionContext {
 }
 
 fn base_session() -> SessionContext {
-    let mut config = SessionConfig::new().with_target_partitions(1).with_information_schema(false);
+    let mut config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_information_schema(false);
     config.options_mut().sql_parser.enable_ident_normalization = false;
     config.options_mut().sql_parser.collect_spans = true;
     // Flink types `0.908` as DECIMAL(3, 3), not DOUBLE.
@@ -71,7 +73,11 @@ impl Default for Catalog {
 pub fn df_error(e: DataFusionError) -> PlanError {
     if let Some(diag) = e.diagnostic() {
         if let Some(span) = diag.span {
-            return PlanError::Sql(SqlError::new(diag.message.clone(), span.start.line, span.start.column));
+            return PlanError::Sql(SqlError::new(
+                diag.message.clone(),
+                span.start.line,
+                span.start.column,
+            ));
         }
     }
     let root = e.find_root();
@@ -80,7 +86,12 @@ pub fn df_error(e: DataFusionError) -> PlanError {
 
 fn strip_prefixes(s: &str) -> String {
     let mut s = s;
-    for p in ["Error during planning: ", "Schema error: ", "Optimizer rule", "SQL error: "] {
+    for p in [
+        "Error during planning: ",
+        "Schema error: ",
+        "Optimizer rule",
+        "SQL error: ",
+    ] {
         if let Some(rest) = s.strip_prefix(p) {
             s = rest;
         }
@@ -90,28 +101,57 @@ fn strip_prefixes(s: &str) -> String {
 
 impl Catalog {
     pub fn new() -> Self {
-        Self { ctx: new_session(), batch: false, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new(), watermarks: BTreeMap::new() }
+        Self {
+            ctx: new_session(),
+            batch: false,
+            tables: BTreeMap::new(),
+            views: Vec::new(),
+            config: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
+        }
     }
 
     /// A catalog for batch queries: declared tables are loaded (they must be bounded) and file
     /// paths can be queried directly as tables (`SELECT * FROM "data/x.parquet"`).
     pub fn new_batch() -> Self {
-        Self { ctx: with_flink_functions(base_session().enable_url_table()), batch: true, tables: BTreeMap::new(), views: Vec::new(), config: BTreeMap::new(), watermarks: BTreeMap::new() }
+        Self {
+            ctx: with_flink_functions(base_session().enable_url_table()),
+            batch: true,
+            tables: BTreeMap::new(),
+            views: Vec::new(),
+            config: BTreeMap::new(),
+            watermarks: BTreeMap::new(),
+        }
     }
 
-    fn provider(&self, def: &TableDef, factory: &'static flowline_connectors::ConnectorFactory, options: &flowline_common::Options) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
+    fn provider(
+        &self,
+        def: &TableDef,
+        factory: &'static flowline_connectors::ConnectorFactory,
+        options: &flowline_common::Options,
+    ) -> Result<Arc<dyn datafusion::catalog::TableProvider>> {
         let physical = def.source_schema();
         // Streaming plans only need the schema; so do write-only tables in batch mode.
         if !self.batch || factory.source.is_none() {
             return Ok(Arc::new(EmptyTable::new(physical)));
         }
-        let batches = tokio::task::block_in_place(|| flowline_connectors::read_bounded(def, factory, options))?;
-        Ok(Arc::new(datafusion::datasource::MemTable::try_new(physical, vec![batches])?))
+        let batches = tokio::task::block_in_place(|| {
+            flowline_connectors::read_bounded(def, factory, options)
+        })?;
+        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+            physical,
+            vec![batches],
+        )?))
     }
 
     fn check_new_name(&self, name: &str, line: u64, column: u64) -> Result<()> {
         if self.tables.contains_key(name) || self.views.iter().any(|v| v == name) {
-            return Err(SqlError::new(format!("a table or view named '{name}' already exists"), line, column).into());
+            return Err(SqlError::new(
+                format!("a table or view named '{name}' already exists"),
+                line,
+                column,
+            )
+            .into());
         }
         Ok(())
     }
@@ -123,20 +163,32 @@ impl Catalog {
             Statement::CreateView(view) => self.create_view(view).await,
             Statement::Set { key, value } => self.set(key, value),
             Statement::DefineSession(spec) => self.define_session(spec).await,
-            Statement::Insert(_) | Statement::StatementSet(_) | Statement::Query(_) => {
-                Err(PlanError::Invalid("internal error: Catalog::apply given a query statement".into()))
-            }
+            Statement::Insert(_) | Statement::StatementSet(_) | Statement::Query(_) => Err(
+                PlanError::Invalid("internal error: Catalog::apply given a query statement".into()),
+            ),
         }
     }
 
     fn set(&mut self, key: String, value: String) -> Result<()> {
         if !JOB_OPTIONS.contains(&key.as_str()) && !ACCEPTED_NOOP_OPTIONS.contains(&key.as_str()) {
-            let mut valid: Vec<&str> = JOB_OPTIONS.iter().chain(ACCEPTED_NOOP_OPTIONS).copied().collect();
+            let mut valid: Vec<&str> = JOB_OPTIONS
+                .iter()
+                .chain(ACCEPTED_NOOP_OPTIONS)
+                .copied()
+                .collect();
             valid.sort_unstable();
-            return Err(PlanError::Invalid(format!("unknown option '{key}' in SET; valid options: {}", valid.join(", "))));
+            return Err(PlanError::Invalid(format!(
+                "unknown option '{key}' in SET; valid options: {}",
+                valid.join(", ")
+            )));
         }
-        if key == "execution.runtime-mode" && !value.eq_ignore_ascii_case("streaming") && !value.eq_ignore_ascii_case("batch") {
-            return Err(PlanError::Invalid(format!("invalid value '{value}' for 'execution.runtime-mode': expected streaming or batch")));
+        if key == "execution.runtime-mode"
+            && !value.eq_ignore_ascii_case("streaming")
+            && !value.eq_ignore_ascii_case("batch")
+        {
+            return Err(PlanError::Invalid(format!(
+                "invalid value '{value}' for 'execution.runtime-mode': expected streaming or batch"
+            )));
         }
         if ACCEPTED_NOOP_OPTIONS.contains(&key.as_str()) {
             eprintln!("warning: SET '{key}' has no effect in this version of Flowline");
@@ -150,7 +202,11 @@ impl Catalog {
         let (factory, options) = flowline_connectors::connector(&def)?;
         for (name, _, key) in def.metadata_columns() {
             if !factory.metadata_keys.contains(&key) {
-                let valid = if factory.metadata_keys.is_empty() { "none".to_string() } else { factory.metadata_keys.join(", ") };
+                let valid = if factory.metadata_keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    factory.metadata_keys.join(", ")
+                };
                 return Err(SqlError::new(
                     format!("column '{name}' of table '{}': connector '{}' has no metadata '{key}'; its metadata keys: {valid}", def.name, factory.name),
                     def.line,
@@ -161,7 +217,8 @@ impl Catalog {
         }
         if def.has_derived_columns() {
             let raw = format!("{RAW_PREFIX}{}", def.name);
-            self.ctx.register_table(raw.as_str(), self.provider(&def, factory, &options)?)?;
+            self.ctx
+                .register_table(raw.as_str(), self.provider(&def, factory, &options)?)?;
             let cols: Vec<String> = def
                 .columns
                 .iter()
@@ -173,28 +230,56 @@ impl Catalog {
             let sql = format!("SELECT {} FROM {}", cols.join(", "), quote(&raw));
             let query = match flowline_sql::parse_script(&sql)?.pop() {
                 Some(Statement::Query(q)) => q,
-                _ => return Err(PlanError::Invalid(format!("internal error: cannot plan computed columns of '{}'", def.name))),
+                _ => {
+                    return Err(PlanError::Invalid(format!(
+                        "internal error: cannot plan computed columns of '{}'",
+                        def.name
+                    )))
+                }
             };
             let plan = self.plan_query_ast(*query).await.map_err(|e| match e {
-                PlanError::Sql(s) => PlanError::Sql(SqlError::new(format!("computed column of table '{}': {}", def.name, s.message), def.line, def.column)),
+                PlanError::Sql(s) => PlanError::Sql(SqlError::new(
+                    format!("computed column of table '{}': {}", def.name, s.message),
+                    def.line,
+                    def.column,
+                )),
                 other => other,
             })?;
-            self.ctx.register_table(def.name.as_str(), Arc::new(ViewTable::new(plan, Some(sql))))?;
+            self.ctx
+                .register_table(def.name.as_str(), Arc::new(ViewTable::new(plan, Some(sql))))?;
         } else {
-            self.ctx.register_table(def.name.as_str(), self.provider(&def, factory, &options)?)?;
+            self.ctx
+                .register_table(def.name.as_str(), self.provider(&def, factory, &options)?)?;
         }
         if let Some(wm) = &def.watermark {
             // The watermark expression and the time attribute: the source compares each row's time
             // with the watermark of the rows before it.
-            let sql = format!("SELECT ({}) AS __flowline_watermark, {} AS __flowline_rowtime FROM {}", wm.expr, quote(&wm.column), quote(&def.name));
+            let sql = format!(
+                "SELECT ({}) AS __flowline_watermark, {} AS __flowline_rowtime FROM {}",
+                wm.expr,
+                quote(&wm.column),
+                quote(&def.name)
+            );
             let query = match flowline_sql::parse_script(&sql)?.pop() {
                 Some(Statement::Query(q)) => q,
-                _ => return Err(PlanError::Invalid(format!("internal error: cannot plan the watermark of '{}'", def.name))),
+                _ => {
+                    return Err(PlanError::Invalid(format!(
+                        "internal error: cannot plan the watermark of '{}'",
+                        def.name
+                    )))
+                }
             };
             let plan = self.plan_query(*query).await.map_err(|e| {
-                PlanError::Sql(SqlError::new(format!("WATERMARK FOR {} of table '{}': {e}", wm.column, def.name), def.line, def.column))
+                PlanError::Sql(SqlError::new(
+                    format!("WATERMARK FOR {} of table '{}': {e}", wm.column, def.name),
+                    def.line,
+                    def.column,
+                ))
             })?;
-            if !matches!(plan.schema().field(0).data_type(), DataType::Timestamp(_, _)) {
+            if !matches!(
+                plan.schema().field(0).data_type(),
+                DataType::Timestamp(_, _)
+            ) {
                 return Err(SqlError::new(
                     format!(
                         "WATERMARK FOR {} of table '{}': the watermark expression must be a TIMESTAMP(3) or TIMESTAMP_LTZ(3), got {}",
@@ -207,9 +292,19 @@ impl Catalog {
                 )
                 .into());
             }
-            self.watermarks.insert(def.name.clone(), (plan, format!("WATERMARK FOR {} AS {}", wm.column, wm.expr)));
+            self.watermarks.insert(
+                def.name.clone(),
+                (plan, format!("WATERMARK FOR {} AS {}", wm.column, wm.expr)),
+            );
         }
-        self.tables.insert(def.name.clone(), TableBinding { table: def, factory, options });
+        self.tables.insert(
+            def.name.clone(),
+            TableBinding {
+                table: def,
+                factory,
+                options,
+            },
+        );
         Ok(())
     }
 
@@ -218,24 +313,53 @@ impl Catalog {
         let input_sql = format!("SELECT * FROM {}", spec.input);
         let input = match flowline_sql::parse_script(&input_sql)?.pop() {
             Some(Statement::Query(q)) => *q,
-            _ => return Err(PlanError::Invalid(format!("SESSION: cannot read the input `{}`", spec.input))),
+            _ => {
+                return Err(PlanError::Invalid(format!(
+                    "SESSION: cannot read the input `{}`",
+                    spec.input
+                )))
+            }
         };
         let input = self.plan_query_ast(input).await?;
         let plan = if self.batch {
-            let columns: Vec<String> = input.schema().fields().iter().map(|f| f.name().clone()).collect();
+            let columns: Vec<String> = input
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect();
             // Validate names and types the same way the streaming node does.
-            SessionWindowNode::try_new(input, spec.time_col.clone(), spec.keys.clone(), spec.gap_ms).map_err(df_error)?;
+            SessionWindowNode::try_new(
+                input,
+                spec.time_col.clone(),
+                spec.keys.clone(),
+                spec.gap_ms,
+            )
+            .map_err(df_error)?;
             let sql = crate::session::batch_sql(&spec, &columns);
             let query = match flowline_sql::parse_script(&sql)?.pop() {
                 Some(Statement::Query(q)) => *q,
-                _ => return Err(PlanError::Invalid("internal error: cannot plan a SESSION window".into())),
+                _ => {
+                    return Err(PlanError::Invalid(
+                        "internal error: cannot plan a SESSION window".into(),
+                    ))
+                }
             };
             self.plan_query_ast(query).await?
         } else {
-            let node = SessionWindowNode::try_new(input, spec.time_col.clone(), spec.keys.clone(), spec.gap_ms).map_err(df_error)?;
-            LogicalPlan::Extension(Extension { node: Arc::new(node) })
+            let node = SessionWindowNode::try_new(
+                input,
+                spec.time_col.clone(),
+                spec.keys.clone(),
+                spec.gap_ms,
+            )
+            .map_err(df_error)?;
+            LogicalPlan::Extension(Extension {
+                node: Arc::new(node),
+            })
         };
-        self.ctx.register_table(spec.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
+        self.ctx
+            .register_table(spec.name.as_str(), Arc::new(ViewTable::new(plan, None)))?;
         Ok(())
     }
 
@@ -250,7 +374,9 @@ impl Catalog {
     }
 
     fn late_sink_binding(&self) -> Result<Option<TableBinding>> {
-        let Some(name) = self.late_sink() else { return Ok(None) };
+        let Some(name) = self.late_sink() else {
+            return Ok(None);
+        };
         match self.tables.get(name) {
             Some(b) if b.factory.sink.is_some() => Ok(Some(b.clone())),
             Some(b) => Err(PlanError::Invalid(format!(
@@ -267,7 +393,10 @@ impl Catalog {
         self.check_new_name(&view.name, 0, 0)?;
         let sql = view.query.to_string();
         let plan = self.plan_query_ast(*view.query).await?;
-        self.ctx.register_table(view.name.as_str(), Arc::new(ViewTable::new(plan, Some(sql))))?;
+        self.ctx.register_table(
+            view.name.as_str(),
+            Arc::new(ViewTable::new(plan, Some(sql))),
+        )?;
         self.views.push(view.name);
         Ok(())
     }
@@ -275,7 +404,11 @@ impl Catalog {
     /// Plans (without optimising) a query AST.
     pub async fn plan_query_ast(&self, query: Query) -> Result<LogicalPlan> {
         let stmt = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query))));
-        self.ctx.state().statement_to_plan(stmt).await.map_err(df_error)
+        self.ctx
+            .state()
+            .statement_to_plan(stmt)
+            .await
+            .map_err(df_error)
     }
 
     /// Plans and optimises a query.
@@ -289,7 +422,11 @@ impl Catalog {
         let at = |msg: String| PlanError::Sql(SqlError::new(msg, insert.line, insert.column));
         let Some(sink) = self.tables.get(&insert.table) else {
             let known: Vec<&str> = self.tables.keys().map(String::as_str).collect();
-            return Err(at(format!("INSERT INTO '{}': no such table; declared tables: {}", insert.table, known.join(", "))));
+            return Err(at(format!(
+                "INSERT INTO '{}': no such table; declared tables: {}",
+                insert.table,
+                known.join(", ")
+            )));
         };
         if sink.factory.sink.is_none() {
             return Err(at(format!(
@@ -299,10 +436,11 @@ impl Catalog {
         }
         let plan = self.plan_query((*insert.query).clone()).await?;
         let mut inputs = lower(&plan, self)?;
-        let (cast, schema) = sink_cast_step(&self.ctx, &plan, &sink.table, &insert.columns).map_err(|e| match e {
-            PlanError::Invalid(m) => at(m),
-            other => other,
-        })?;
+        let (cast, schema) = sink_cast_step(&self.ctx, &plan, &sink.table, &insert.columns)
+            .map_err(|e| match e {
+                PlanError::Invalid(m) => at(m),
+                other => other,
+            })?;
         for node in &mut inputs {
             node.chain_mut().steps.push(cast.clone());
         }
@@ -322,7 +460,14 @@ impl Catalog {
         let inputs = lower(&plan, self)?;
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let late_sink = self.late_sink_binding()?;
-        Ok(Pipeline { name: "SELECT".into(), inputs, sink: SinkTarget::Collect, schema, logical_plan: plan, late_sink })
+        Ok(Pipeline {
+            name: "SELECT".into(),
+            inputs,
+            sink: SinkTarget::Collect,
+            schema,
+            logical_plan: plan,
+            late_sink,
+        })
     }
 
     /// The binding of a table scanned by a plan (its raw name when it has computed columns).

@@ -21,9 +21,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::Options;
 use flowline_connectors::ConnectorFactory;
-use datafusion::physical_expr::PhysicalExpr;
 use flowline_operators::{OperatorFactory, StatelessChain};
 use flowline_sql::{SqlError, TableDef};
 
@@ -142,7 +142,11 @@ impl Node {
             Node::Operator(op) => {
                 out.push_str(&format!("{pad}<- {:?}\n", op.operator));
                 let key: Vec<String> = op.key.iter().map(|k| k.to_string()).collect();
-                let exchange = if key.is_empty() { "single subtask".to_string() } else { format!("hash[{}]", key.join(", ")) };
+                let exchange = if key.is_empty() {
+                    "single subtask".to_string()
+                } else {
+                    format!("hash[{}]", key.join(", "))
+                };
                 out.push_str(&format!("{pad}   <- Exchange: {exchange}\n"));
                 for (i, input) in op.inputs.iter().enumerate() {
                     if op.inputs.len() > 1 {
@@ -205,10 +209,16 @@ pub const JOB_OPTIONS: &[&str] = &[
 impl JobGraph {
     /// The dataflow as text: one block per pipeline.
     pub fn explain(&self, verbose: bool) -> String {
-        let mut out = format!("Job: {} pipeline(s), parallelism {}\n", self.pipelines.len(), self.parallelism);
+        let mut out = format!(
+            "Job: {} pipeline(s), parallelism {}\n",
+            self.pipelines.len(),
+            self.parallelism
+        );
         for p in &self.pipelines {
             let sink = match &p.sink {
-                SinkTarget::Table(t) => format!("Sink: {} [connector={}]", t.table.name, t.factory.name),
+                SinkTarget::Table(t) => {
+                    format!("Sink: {} [connector={}]", t.table.name, t.factory.name)
+                }
                 SinkTarget::Collect => "Sink: collect (query result)".to_string(),
             };
             out.push_str(&format!("\n{}\n", p.name));
@@ -220,7 +230,10 @@ impl JobGraph {
                 node.explain(&mut out, 2);
             }
             if let Some(late) = &p.late_sink {
-                out.push_str(&format!("  Late rows: {} [connector={}]\n", late.table.name, late.factory.name));
+                out.push_str(&format!(
+                    "  Late rows: {} [connector={}]\n",
+                    late.table.name, late.factory.name
+                ));
             }
             if verbose {
                 out.push_str("  DataFusion logical plan:\n");
@@ -250,17 +263,26 @@ pub async fn plan_script(text: &str, parallelism_override: Option<usize>) -> Res
         }
     }
     if inserts.is_empty() {
-        return Err(PlanError::Invalid("the script has no INSERT INTO statement: nothing to run".into()));
+        return Err(PlanError::Invalid(
+            "the script has no INSERT INTO statement: nothing to run".into(),
+        ));
     }
     let mut pipelines = Vec::new();
     for insert in &inserts {
         pipelines.push(catalog.plan_insert(insert).await?);
     }
     let parallelism = resolve_parallelism(&catalog.config, parallelism_override)?;
-    Ok(JobGraph { pipelines, parallelism, config: catalog.config.clone() })
+    Ok(JobGraph {
+        pipelines,
+        parallelism,
+        config: catalog.config.clone(),
+    })
 }
 
-pub(crate) fn resolve_parallelism(config: &BTreeMap<String, String>, over: Option<usize>) -> Result<usize> {
+pub(crate) fn resolve_parallelism(
+    config: &BTreeMap<String, String>,
+    over: Option<usize>,
+) -> Result<usize> {
     if let Some(p) = over {
         return Ok(p.max(1));
     }
@@ -270,7 +292,11 @@ pub(crate) fn resolve_parallelism(config: &BTreeMap<String, String>, over: Optio
             .parse::<usize>()
             .ok()
             .filter(|p| *p > 0)
-            .ok_or_else(|| PlanError::Invalid(format!("invalid value '{v}' for 'parallelism.default': expected a positive integer"))),
+            .ok_or_else(|| {
+                PlanError::Invalid(format!(
+                    "invalid value '{v}' for 'parallelism.default': expected a positive integer"
+                ))
+            }),
         None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
     }
 }

@@ -18,17 +18,19 @@ use datafusion::logical_expr::utils::{enumerate_grouping_sets, grouping_set_to_e
 use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan};
 use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::PhysicalExpr;
-#[allow(deprecated)] // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
+#[allow(deprecated)]
+// its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
-    AggregateCall, ChainStep, SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain, WindowAggregateSpec,
+    AggregateCall, ChainStep, SessionAggregateSpec, SessionOutput, SessionWindowSpec,
+    StatelessChain, WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
 use crate::session::SessionWindowNode;
-use flowline_sql::ColumnKind;
 use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
+use flowline_sql::ColumnKind;
 
 /// Lowers a query's plan. Watermarks are generated only under operators that use event time:
 /// a stateless pipeline neither needs them nor pays for the columns they read.
@@ -41,8 +43,15 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
     match plan {
         LogicalPlan::TableScan(_) => Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)]),
         LogicalPlan::Projection(p) => {
-            let exprs = p.expr.iter().map(|e| physical(cat, e, p.input.schema())).collect::<Result<Vec<_>>>()?;
-            let step = ChainStep::Project { exprs, schema: Arc::new(p.schema.as_arrow().clone()) };
+            let exprs = p
+                .expr
+                .iter()
+                .map(|e| physical(cat, e, p.input.schema()))
+                .collect::<Result<Vec<_>>>()?;
+            let step = ChainStep::Project {
+                exprs,
+                schema: Arc::new(p.schema.as_arrow().clone()),
+            };
             fuse(lower(&p.input, cat)?, step)
         }
         LogicalPlan::Filter(f) => {
@@ -60,7 +69,10 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             Ok(all)
         }
         LogicalPlan::Unnest(u) => {
-            if u.list_type_columns.len() != 1 || !u.struct_type_columns.is_empty() || u.list_type_columns[0].1.depth != 1 {
+            if u.list_type_columns.len() != 1
+                || !u.struct_type_columns.is_empty()
+                || u.list_type_columns[0].1.depth != 1
+            {
                 return Err(unsupported(plan, "an unnest of more than one list"));
             }
             let step = ChainStep::Unnest {
@@ -72,25 +84,33 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             fuse(lower(&u.input, cat)?, step)
         }
         LogicalPlan::Aggregate(agg) => lower_window_aggregate(plan, agg, cat),
-        LogicalPlan::Extension(ext) => match ext.node.as_any().downcast_ref::<SessionWindowNode>() {
-            Some(node) => lower_session(node, cat),
-            None => Err(unsupported(plan, "an operator")),
-        },
+        LogicalPlan::Extension(ext) => {
+            match ext.node.as_any().downcast_ref::<SessionWindowNode>() {
+                Some(node) => lower_session(node, cat),
+                None => Err(unsupported(plan, "an operator")),
+            }
+        }
         other => Err(unsupported(other, "a stateful operator")),
     }
 }
 
 fn fuse(mut nodes: Vec<Node>, step: ChainStep) -> Result<Vec<Node>> {
-    nodes.iter_mut().for_each(|n| n.chain_mut().steps.push(step.clone()));
+    nodes
+        .iter_mut()
+        .for_each(|n| n.chain_mut().steps.push(step.clone()));
     Ok(nodes)
 }
 
 /// A scan becomes a source branch; with `watermark`, the table's WATERMARK FOR is fused in.
 fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Branch> {
-    let LogicalPlan::TableScan(scan) = plan else { return Err(unsupported(plan, "a table scan")) };
+    let LogicalPlan::TableScan(scan) = plan else {
+        return Err(unsupported(plan, "a table scan"));
+    };
     let name = scan.table_name.table();
     let Some(binding) = cat.binding_for_scan(name) else {
-        return Err(PlanError::Unsupported(format!("'{name}' is not a table declared with CREATE TABLE")));
+        return Err(PlanError::Unsupported(format!(
+            "'{name}' is not a table declared with CREATE TABLE"
+        )));
     };
     if binding.factory.source.is_none() {
         return Err(PlanError::Invalid(format!(
@@ -103,14 +123,26 @@ fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Bran
     }
     let mut chain = StatelessChain::default();
     for f in &scan.filters {
-        chain.steps.push(ChainStep::Filter(physical(cat, f, &scan.projected_schema)?));
+        chain
+            .steps
+            .push(ChainStep::Filter(physical(cat, f, &scan.projected_schema)?));
     }
-    let mut branch = Branch { source: binding.clone(), projection: scan.projection.clone(), chain, watermark: None };
+    let mut branch = Branch {
+        source: binding.clone(),
+        projection: scan.projection.clone(),
+        chain,
+        watermark: None,
+    };
     if watermark {
         if let Some((wm_plan, text)) = cat.watermark_plan(&binding.table.name) {
             let wm = watermark_branch(wm_plan, cat)?;
             attach_watermark(&mut branch, wm, text.clone());
-        } else if binding.table.columns.iter().any(|c| matches!(&c.kind, ColumnKind::Computed { expr } if is_proctime(expr))) {
+        } else if binding
+            .table
+            .columns
+            .iter()
+            .any(|c| matches!(&c.kind, ColumnKind::Computed { expr } if is_proctime(expr)))
+        {
             branch.watermark = Some(WatermarkSpec::ProcessingTime);
         }
     }
@@ -124,8 +156,15 @@ fn watermark_branch(plan: &LogicalPlan, cat: &Catalog) -> Result<Branch> {
     loop {
         match node {
             LogicalPlan::Projection(p) => {
-                let exprs = p.expr.iter().map(|e| physical(cat, e, p.input.schema())).collect::<Result<Vec<_>>>()?;
-                steps.push(ChainStep::Project { exprs, schema: Arc::new(p.schema.as_arrow().clone()) });
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| physical(cat, e, p.input.schema()))
+                    .collect::<Result<Vec<_>>>()?;
+                steps.push(ChainStep::Project {
+                    exprs,
+                    schema: Arc::new(p.schema.as_arrow().clone()),
+                });
                 node = &p.input;
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
@@ -148,13 +187,22 @@ fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
     let mut read = main.clone();
     read.extend(wanted.iter().filter(|c| !main.contains(c)));
     let select = |cols: &[usize]| -> ChainStep {
-        let positions: Vec<usize> = cols.iter().map(|c| read.iter().position(|r| r == c).expect("column read")).collect();
+        let positions: Vec<usize> = cols
+            .iter()
+            .map(|c| read.iter().position(|r| r == c).expect("column read"))
+            .collect();
         let exprs = positions
             .iter()
             .zip(cols)
-            .map(|(pos, c)| Arc::new(Column::new(physical.field(*c).name(), *pos)) as Arc<dyn PhysicalExpr>)
+            .map(|(pos, c)| {
+                Arc::new(Column::new(physical.field(*c).name(), *pos)) as Arc<dyn PhysicalExpr>
+            })
             .collect();
-        let schema = Arc::new(Schema::new(cols.iter().map(|c| physical.field(*c).clone()).collect::<Vec<Field>>()));
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|c| physical.field(*c).clone())
+                .collect::<Vec<Field>>(),
+        ));
         ChainStep::Project { exprs, schema }
     };
     if read.len() > main.len() {
@@ -164,7 +212,11 @@ fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
     if read != wanted {
         chain.steps.insert(0, select(&wanted));
     }
-    branch.projection = if branch.projection.is_none() && read == all { None } else { Some(read) };
+    branch.projection = if branch.projection.is_none() && read == all {
+        None
+    } else {
+        Some(read)
+    };
     branch.watermark = Some(WatermarkSpec::EventTime { chain, text });
 }
 
@@ -181,11 +233,20 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     let enumerated = enumerate_grouping_sets(agg.group_expr.clone()).map_err(df_error)?;
     let (group_list, sets): (Vec<Expr>, Option<Vec<Vec<bool>>>) = match enumerated.first() {
         Some(Expr::GroupingSet(GroupingSet::GroupingSets(sets))) => {
-            let distinct: Vec<Expr> = grouping_set_to_exprlist(&enumerated).map_err(df_error)?.into_iter().cloned().collect();
-            let masks = sets.iter().map(|set| distinct.iter().map(|e| !set.contains(e)).collect()).collect();
+            let distinct: Vec<Expr> = grouping_set_to_exprlist(&enumerated)
+                .map_err(df_error)?
+                .into_iter()
+                .cloned()
+                .collect();
+            let masks = sets
+                .iter()
+                .map(|set| distinct.iter().map(|e| !set.contains(e)).collect())
+                .collect();
             (distinct, Some(masks))
         }
-        Some(Expr::GroupingSet(_)) => return Err(unsupported(plan, "this form of grouping set, which")),
+        Some(Expr::GroupingSet(_)) => {
+            return Err(unsupported(plan, "this form of grouping set, which"))
+        }
         _ => (agg.group_expr.clone(), None),
     };
     let position = |name: &str| (0..group_list.len()).find(|i| out.field(*i).name() == name);
@@ -198,7 +259,11 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     };
     for i in [start, end] {
         if !matches!(out.field(i).data_type(), DataType::Timestamp(_, _)) {
-            return Err(PlanError::Invalid(format!("`{}`: {} must be a timestamp", plan.display(), out.field(i).name())));
+            return Err(PlanError::Invalid(format!(
+                "`{}`: {} must be a timestamp",
+                plan.display(),
+                out.field(i).name()
+            )));
         }
     }
     let grouping_sets = match sets {
@@ -210,19 +275,45 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
                 )));
             }
             let id_type = out.field(group_list.len()).data_type().clone();
-            Some(GroupingSets { ids: grouping_ids(&masks), masks, id_type })
+            Some(GroupingSets {
+                ids: grouping_ids(&masks),
+                masks,
+                id_type,
+            })
         }
         None => None,
     };
     let input_schema = agg.input.schema();
-    let group_exprs = group_list.iter().map(|e| physical(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
-    let aggregates = agg.aggr_expr.iter().map(|e| aggregate_call(cat, e, input_schema)).collect::<Result<Vec<_>>>()?;
+    let group_exprs = group_list
+        .iter()
+        .map(|e| physical(cat, e, input_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let aggregates = agg
+        .aggr_expr
+        .iter()
+        .map(|e| aggregate_call(cat, e, input_schema))
+        .collect::<Result<Vec<_>>>()?;
     // With grouping sets, a key NULL in some set must not split one group across subtasks.
     let key = match &grouping_sets {
-        Some(g) => (0..group_exprs.len()).filter(|i| *i != start && *i != end && g.masks.iter().all(|m| !m[*i])).map(|i| group_exprs[i].clone()).collect(),
-        None => group_exprs.iter().enumerate().filter(|(i, _)| *i != start && *i != end).map(|(_, e)| e.clone()).collect(),
+        Some(g) => (0..group_exprs.len())
+            .filter(|i| *i != start && *i != end && g.masks.iter().all(|m| !m[*i]))
+            .map(|i| group_exprs[i].clone())
+            .collect(),
+        None => group_exprs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != start && *i != end)
+            .map(|(_, e)| e.clone())
+            .collect(),
     };
-    let spec = WindowAggregateSpec { group_exprs, start, end, aggregates, schema: Arc::new(out.clone()), grouping_sets };
+    let spec = WindowAggregateSpec {
+        group_exprs,
+        start,
+        end,
+        aggregates,
+        schema: Arc::new(out.clone()),
+        grouping_sets,
+    };
     let inputs = lower_node(&agg.input, cat, true)?;
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
@@ -243,13 +334,23 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
     loop {
         match input {
             LogicalPlan::SubqueryAlias(a) => input = &a.input,
-            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => input = &p.input,
+            LogicalPlan::Projection(p) if p.expr.iter().all(|e| matches!(e, Expr::Column(_))) => {
+                input = &p.input
+            }
             _ => break,
         }
     }
-    let LogicalPlan::Extension(ext) = input else { return Ok(None) };
-    let Some(node) = ext.node.as_any().downcast_ref::<SessionWindowNode>() else { return Ok(None) };
-    if agg.group_expr.iter().any(|e| matches!(e, Expr::GroupingSet(_))) {
+    let LogicalPlan::Extension(ext) = input else {
+        return Ok(None);
+    };
+    let Some(node) = ext.node.as_any().downcast_ref::<SessionWindowNode>() else {
+        return Ok(None);
+    };
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
         return Ok(None);
     }
     let window_cols = ["window_start", "window_end", "window_time"];
@@ -267,10 +368,21 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
         };
         outputs.push(out);
     }
-    if !outputs.contains(&SessionOutput::Start) || !outputs.contains(&SessionOutput::End) || outputs.iter().filter(|o| matches!(o, SessionOutput::Key(_))).count() != node.keys.len() {
+    if !outputs.contains(&SessionOutput::Start)
+        || !outputs.contains(&SessionOutput::End)
+        || outputs
+            .iter()
+            .filter(|o| matches!(o, SessionOutput::Key(_)))
+            .count()
+            != node.keys.len()
+    {
         return Ok(None);
     }
-    let uses_window = |e: &Expr| e.column_refs().iter().any(|c| window_cols.contains(&c.name.as_str()));
+    let uses_window = |e: &Expr| {
+        e.column_refs()
+            .iter()
+            .any(|c| window_cols.contains(&c.name.as_str()))
+    };
     if agg.aggr_expr.iter().any(uses_window) {
         return Ok(None);
     }
@@ -295,7 +407,11 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
         })
         .collect::<Result<Vec<_>>>()?;
     outputs.extend((0..aggregates.len()).map(SessionOutput::Aggregate));
-    let keys = node.keys.iter().map(|k| column(cat, input_schema, k)).collect::<Result<Vec<_>>>()?;
+    let keys = node
+        .keys
+        .iter()
+        .map(|k| column(cat, input_schema, k))
+        .collect::<Result<Vec<_>>>()?;
     let spec = SessionAggregateSpec {
         keys: keys.clone(),
         time: column(cat, input_schema, &node.time_col)?,
@@ -322,7 +438,9 @@ fn grouping_ids(masks: &[Vec<bool>]) -> Vec<u64> {
         .enumerate()
         .map(|(i, m)| {
             let ordinal = masks[..i].iter().filter(|o| *o == m).count() as u64;
-            let bits = m.iter().fold(0u64, |acc, null| (acc << 1) | u64::from(*null));
+            let bits = m
+                .iter()
+                .fold(0u64, |acc, null| (acc << 1) | u64::from(*null));
             bits | (ordinal << m.len())
         })
         .collect()
@@ -330,8 +448,17 @@ fn grouping_ids(masks: &[Vec<bool>]) -> Vec<u64> {
 
 fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
     let input_schema = node.input.schema();
-    let keys = node.keys.iter().map(|k| column(cat, input_schema, k)).collect::<Result<Vec<_>>>()?;
-    let spec = SessionWindowSpec { keys: keys.clone(), time: column(cat, input_schema, &node.time_col)?, gap_ms: node.gap_ms, schema: Arc::new(node.schema.as_arrow().clone()) };
+    let keys = node
+        .keys
+        .iter()
+        .map(|k| column(cat, input_schema, k))
+        .collect::<Result<Vec<_>>>()?;
+    let spec = SessionWindowSpec {
+        keys: keys.clone(),
+        time: column(cat, input_schema, &node.time_col)?,
+        gap_ms: node.gap_ms,
+        schema: Arc::new(node.schema.as_arrow().clone()),
+    };
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
         inputs: lower_node(&node.input, cat, true)?,
@@ -351,7 +478,12 @@ fn unsupported(plan: &LogicalPlan, what: &str) -> PlanError {
 
 /// A column of `schema` by its unqualified name, as a physical expression.
 fn column(cat: &Catalog, schema: &DFSchema, name: &str) -> Result<Arc<dyn PhysicalExpr>> {
-    let expr = Expr::Column(schema.qualified_field_with_unqualified_name(name).map_err(df_error)?.into());
+    let expr = Expr::Column(
+        schema
+            .qualified_field_with_unqualified_name(name)
+            .map_err(df_error)?
+            .into(),
+    );
     physical(cat, &expr, schema)
 }
 
@@ -359,12 +491,21 @@ fn column(cat: &Catalog, schema: &DFSchema, name: &str) -> Result<Arc<dyn Physic
 #[allow(deprecated)]
 fn aggregate_call(cat: &Catalog, e: &Expr, schema: &DFSchema) -> Result<AggregateCall> {
     let state = cat.ctx.state();
-    let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(e, schema, schema.as_arrow(), state.execution_props()).map_err(df_error)?;
+    let (expr, filter, _order) = create_aggregate_expr_and_maybe_filter(
+        e,
+        schema,
+        schema.as_arrow(),
+        state.execution_props(),
+    )
+    .map_err(df_error)?;
     Ok(AggregateCall { expr, filter })
 }
 
 fn physical(cat: &Catalog, expr: &Expr, schema: &DFSchema) -> Result<Arc<dyn PhysicalExpr>> {
-    cat.ctx.state().create_physical_expr(expr.clone(), schema).map_err(df_error)
+    cat.ctx
+        .state()
+        .create_physical_expr(expr.clone(), schema)
+        .map_err(df_error)
 }
 
 /// Renames/casts columns of one UNION input to the union's schema.
@@ -382,5 +523,8 @@ fn conform_step(input: &Schema, target: &Schema) -> Result<ChainStep> {
             }
         })
         .collect();
-    Ok(ChainStep::Project { exprs, schema: Arc::new(target.clone()) })
+    Ok(ChainStep::Project {
+        exprs,
+        schema: Arc::new(target.clone()),
+    })
 }

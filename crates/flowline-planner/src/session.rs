@@ -30,14 +30,29 @@ pub struct SessionWindowNode {
 
 impl PartialOrd for SessionWindowNode {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        (&self.time_col, &self.keys, self.gap_ms).partial_cmp(&(&other.time_col, &other.keys, other.gap_ms))
+        (&self.time_col, &self.keys, self.gap_ms).partial_cmp(&(
+            &other.time_col,
+            &other.keys,
+            other.gap_ms,
+        ))
     }
 }
 
 impl SessionWindowNode {
-    pub fn try_new(input: LogicalPlan, time_col: String, keys: Vec<String>, gap_ms: i64) -> Result<Self> {
+    pub fn try_new(
+        input: LogicalPlan,
+        time_col: String,
+        keys: Vec<String>,
+        gap_ms: i64,
+    ) -> Result<Self> {
         let schema = session_schema(input.schema(), &time_col, &keys)?;
-        Ok(Self { input, time_col, keys, gap_ms, schema })
+        Ok(Self {
+            input,
+            time_col,
+            keys,
+            gap_ms,
+            schema,
+        })
     }
 }
 
@@ -47,26 +62,48 @@ fn session_schema(input: &DFSchema, time_col: &str, keys: &[String]) -> Result<D
     let names: Vec<&String> = input.fields().iter().map(|f| f.name()).collect();
     for k in keys {
         if !names.contains(&k) {
-            return plan_err!("SESSION PARTITION BY {k}: no such column; the input has {}", join(&names));
+            return plan_err!(
+                "SESSION PARTITION BY {k}: no such column; the input has {}",
+                join(&names)
+            );
         }
     }
     let Some(time) = input.fields().iter().find(|f| f.name() == time_col) else {
-        return plan_err!("SESSION DESCRIPTOR({time_col}): no such column; the input has {}", join(&names));
+        return plan_err!(
+            "SESSION DESCRIPTOR({time_col}): no such column; the input has {}",
+            join(&names)
+        );
     };
     let tz = match time.data_type() {
         DataType::Timestamp(_, tz) => tz.clone(),
-        other => return plan_err!("SESSION DESCRIPTOR({time_col}): the time attribute must be a TIMESTAMP, got {other}"),
+        other => return plan_err!(
+            "SESSION DESCRIPTOR({time_col}): the time attribute must be a TIMESTAMP, got {other}"
+        ),
     };
     for name in ["window_start", "window_end", "window_time"] {
         if names.iter().any(|n| *n == name) {
-            return plan_err!("SESSION: the input already has a column named {name}; rename it first");
+            return plan_err!(
+                "SESSION: the input already has a column named {name}; rename it first"
+            );
         }
     }
     let extra = DFSchema::from_unqualified_fields(
         vec![
-            Field::new("window_start", DataType::Timestamp(TimeUnit::Millisecond, None), false),
-            Field::new("window_end", DataType::Timestamp(TimeUnit::Millisecond, None), false),
-            Field::new("window_time", DataType::Timestamp(TimeUnit::Millisecond, tz), false),
+            Field::new(
+                "window_start",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new(
+                "window_end",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                false,
+            ),
+            Field::new(
+                "window_time",
+                DataType::Timestamp(TimeUnit::Millisecond, tz),
+                false,
+            ),
         ]
         .into(),
         Default::default(),
@@ -77,7 +114,11 @@ fn session_schema(input: &DFSchema, time_col: &str, keys: &[String]) -> Result<D
 }
 
 fn join(names: &[&String]) -> String {
-    names.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl UserDefinedLogicalNodeCore for SessionWindowNode {
@@ -94,10 +135,22 @@ impl UserDefinedLogicalNodeCore for SessionWindowNode {
         Vec::new()
     }
     fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "SessionWindow: partition=[{}], time={}, gap={}ms", self.keys.join(", "), self.time_col, self.gap_ms)
+        write!(
+            f,
+            "SessionWindow: partition=[{}], time={}, gap={}ms",
+            self.keys.join(", "),
+            self.time_col,
+            self.gap_ms
+        )
     }
-    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, mut inputs: Vec<LogicalPlan>) -> Result<Self> {
-        let Some(input) = inputs.pop() else { return plan_err!("SessionWindow takes one input") };
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        mut inputs: Vec<LogicalPlan>,
+    ) -> Result<Self> {
+        let Some(input) = inputs.pop() else {
+            return plan_err!("SessionWindow takes one input");
+        };
         Self::try_new(input, self.time_col.clone(), self.keys.clone(), self.gap_ms)
     }
     /// Only the columns used above, the keys and the time attribute are read.
@@ -114,7 +167,11 @@ impl UserDefinedLogicalNodeCore for SessionWindowNode {
     }
     fn prevent_predicate_push_down_columns(&self) -> std::collections::HashSet<String> {
         // Filtering rows before sessionisation would change the sessions.
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 }
 
@@ -123,8 +180,16 @@ pub fn batch_sql(spec: &SessionSpec, columns: &[String]) -> String {
     let ts = &quote(&spec.time_col);
     let gap = spec.gap_ms;
     let keys: Vec<String> = spec.keys.iter().map(|k| quote(k)).collect();
-    let part = if keys.is_empty() { String::new() } else { format!("PARTITION BY {}", keys.join(", ")) };
-    let by_session = if spec.keys.is_empty() { "PARTITION BY __flowline_sid".to_string() } else { format!("{part}, __flowline_sid") };
+    let part = if keys.is_empty() {
+        String::new()
+    } else {
+        format!("PARTITION BY {}", keys.join(", "))
+    };
+    let by_session = if spec.keys.is_empty() {
+        "PARTITION BY __flowline_sid".to_string()
+    } else {
+        format!("{part}, __flowline_sid")
+    };
     let cols: Vec<String> = columns.iter().map(|c| quote(c)).collect();
     let cols = cols.join(", ");
     format!(

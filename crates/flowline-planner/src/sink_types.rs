@@ -16,10 +16,19 @@ use crate::{PlanError, Result};
 
 /// The last chain step of an INSERT: cast each query column to its sink column's type, fill
 /// columns left out of `INSERT INTO t (cols)` with NULL. Refuses lossy or nonsensical writes.
-pub(crate) fn sink_cast_step(_ctx: &SessionContext, plan: &LogicalPlan, sink: &TableDef, columns: &[String]) -> Result<(ChainStep, SchemaRef)> {
+pub(crate) fn sink_cast_step(
+    _ctx: &SessionContext,
+    plan: &LogicalPlan,
+    sink: &TableDef,
+    columns: &[String],
+) -> Result<(ChainStep, SchemaRef)> {
     let sink_schema = sink.physical_schema();
     let query = plan.schema().as_arrow();
-    let names: Vec<String> = sink_schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = sink_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     // For each sink column, the query column that feeds it.
     let sources: Vec<Option<usize>> = if columns.is_empty() {
         if query.fields().len() != sink_schema.fields().len() {
@@ -43,10 +52,17 @@ pub(crate) fn sink_cast_step(_ctx: &SessionContext, plan: &LogicalPlan, sink: &T
         }
         for c in columns {
             if !names.contains(c) {
-                return Err(PlanError::Invalid(format!("INSERT INTO '{}': no column '{c}'; columns: {}", sink.name, names.join(", "))));
+                return Err(PlanError::Invalid(format!(
+                    "INSERT INTO '{}': no column '{c}'; columns: {}",
+                    sink.name,
+                    names.join(", ")
+                )));
             }
         }
-        names.iter().map(|n| columns.iter().position(|c| c == n)).collect()
+        names
+            .iter()
+            .map(|n| columns.iter().position(|c| c == n))
+            .collect()
     };
     let mut exprs: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
     for (j, (field, src)) in sink_schema.fields().iter().zip(&sources).enumerate() {
@@ -58,7 +74,9 @@ pub(crate) fn sink_cast_step(_ctx: &SessionContext, plan: &LogicalPlan, sink: &T
                     field.name()
                 )));
             }
-            exprs.push(Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?)));
+            exprs.push(Arc::new(Literal::new(ScalarValue::try_from(
+                field.data_type(),
+            )?)));
             continue;
         };
         let from = query.field(i).data_type();
@@ -75,9 +93,19 @@ pub(crate) fn sink_cast_step(_ctx: &SessionContext, plan: &LogicalPlan, sink: &T
             )));
         }
         let col: Arc<dyn PhysicalExpr> = Arc::new(Column::new(query.field(i).name(), i));
-        exprs.push(if from == to { col } else { Arc::new(CastExpr::new(col, to.clone(), None)) });
+        exprs.push(if from == to {
+            col
+        } else {
+            Arc::new(CastExpr::new(col, to.clone(), None))
+        });
     }
-    Ok((ChainStep::Project { exprs, schema: sink_schema.clone() }, sink_schema))
+    Ok((
+        ChainStep::Project {
+            exprs,
+            schema: sink_schema.clone(),
+        },
+        sink_schema,
+    ))
 }
 
 fn int_rank(t: &DataType) -> Option<u8> {
@@ -108,7 +136,10 @@ pub(crate) fn writable(from: &DataType, to: &DataType) -> bool {
         (Time32(_) | Time64(_), Time32(_) | Time64(_)) => true,
         (List(a), List(b)) => writable(a.data_type(), b.data_type()),
         (Struct(a), Struct(b)) => {
-            a.len() == b.len() && a.iter().zip(b.iter()).all(|(x, y)| x.name() == y.name() && writable(x.data_type(), y.data_type()))
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b.iter())
+                    .all(|(x, y)| x.name() == y.name() && writable(x.data_type(), y.data_type()))
         }
         (Map(a, _), Map(b, _)) => writable(a.data_type(), b.data_type()),
         _ => false,

@@ -60,17 +60,26 @@ impl RestoreClock {
             opened: cfg.opened,
             id: r.manifest.id,
             bytes: r.states.values().map(|s| s.len() as u64).sum(),
-            gauge: metrics.gauge("flowline_restore_ms", "time to read the restored checkpoint and rebuild every operator's state", &[]),
+            gauge: metrics.gauge(
+                "flowline_restore_ms",
+                "time to read the restored checkpoint and rebuild every operator's state",
+                &[],
+            ),
         })
     }
 
     /// One more task will call [`RestoreClock::done`]; all must enlist before any runs.
     pub(crate) fn enlist(&self) {
-        self.pending.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub(crate) fn done(self) {
-        if self.pending.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        if self
+            .pending
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
             self.report();
         }
     }
@@ -85,14 +94,31 @@ impl RestoreClock {
     fn report(&self) {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.gauge.set(ms.max(1));
-        eprintln!("flowline: restored checkpoint {} ({:.1} MB of state) in {ms} ms", self.id, self.bytes as f64 / 1e6);
+        eprintln!(
+            "flowline: restored checkpoint {} ({:.1} MB of state) in {ms} ms",
+            self.id,
+            self.bytes as f64 / 1e6
+        );
     }
 }
 
 pub(crate) enum Report {
-    Ack { id: u64, key: String, bytes: u64, pause: Duration },
-    Decline { id: u64, key: String, reason: String },
-    Finished { key: String, state: Vec<u8>, reply: Option<oneshot::Sender<u64>> },
+    Ack {
+        id: u64,
+        key: String,
+        bytes: u64,
+        pause: Duration,
+    },
+    Decline {
+        id: u64,
+        key: String,
+        reason: String,
+    },
+    Finished {
+        key: String,
+        state: Vec<u8>,
+        reply: Option<oneshot::Sender<u64>>,
+    },
 }
 
 /// A task's handle on the checkpoint machinery.
@@ -124,22 +150,39 @@ impl TaskCheckpoint {
         let (store, reports, key) = (self.store.clone(), self.reports.clone(), self.key.clone());
         std::thread::spawn(move || {
             let report = match store.put_task(id, &key, state) {
-                Ok(bytes) => Report::Ack { id, key, bytes, pause },
-                Err(e) => Report::Decline { id, key, reason: e.to_string() },
+                Ok(bytes) => Report::Ack {
+                    id,
+                    key,
+                    bytes,
+                    pause,
+                },
+                Err(e) => Report::Decline {
+                    id,
+                    key,
+                    reason: e.to_string(),
+                },
             };
             let _ = reports.send(report);
         });
     }
 
     pub fn decline(&self, id: u64, reason: String) {
-        let _ = self.reports.send(Report::Decline { id, key: self.key.clone(), reason });
+        let _ = self.reports.send(Report::Decline {
+            id,
+            key: self.key.clone(),
+            reason,
+        });
     }
 
     /// The task has finished; `state` stands for it in later checkpoints. The receiver yields
     /// the first checkpoint completed with it.
     pub fn finished(&self, state: Vec<u8>) -> oneshot::Receiver<u64> {
         let (tx, rx) = oneshot::channel();
-        let _ = self.reports.send(Report::Finished { key: self.key.clone(), state, reply: Some(tx) });
+        let _ = self.reports.send(Report::Finished {
+            key: self.key.clone(),
+            state,
+            reply: Some(tx),
+        });
         rx
     }
 }
@@ -187,7 +230,9 @@ impl TaskRegistry {
         for (k, d) in &self.tasks {
             match r.manifest.tasks.get(k) {
                 None => diffs.push(format!("{k} ({d}) is new")),
-                Some(e) if e.descriptor != *d => diffs.push(format!("{k} was {} and is now {d}", e.descriptor)),
+                Some(e) if e.descriptor != *d => {
+                    diffs.push(format!("{k} was {} and is now {d}", e.descriptor))
+                }
                 _ => {}
             }
         }
@@ -248,12 +293,19 @@ pub(crate) struct Coordinator {
 }
 
 /// Creates the coordinator and the factory of task handles.
-pub(crate) fn coordinator(cfg: &CheckpointConfig, metrics: &MetricsRegistry, stop: &StopSignal) -> (Coordinator, impl Fn(String) -> TaskCheckpoint) {
+pub(crate) fn coordinator(
+    cfg: &CheckpointConfig,
+    metrics: &MetricsRegistry,
+    stop: &StopSignal,
+) -> (Coordinator, impl Fn(String) -> TaskCheckpoint) {
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let (trigger, trigger_rx) = watch::channel(None);
     let restored_id = cfg.restored.as_ref().map_or(0, |r| r.manifest.id);
     let (completed, completed_rx) = watch::channel(restored_id);
-    let restored = cfg.restored.as_ref().map(|r| Arc::new((r.manifest.id, r.states.clone())));
+    let restored = cfg
+        .restored
+        .as_ref()
+        .map(|r| Arc::new((r.manifest.id, r.states.clone())));
     let (store, exactly_once) = (cfg.store.clone(), cfg.exactly_once);
     let handle = move |key: String| TaskCheckpoint {
         key,
@@ -284,12 +336,32 @@ pub(crate) fn coordinator(cfg: &CheckpointConfig, metrics: &MetricsRegistry, sto
         stop: stop.clone(),
         done: false,
         metrics: CoordinatorMetrics {
-            completed: metrics.counter("flowline_checkpoints_completed_total", "checkpoints completed", &[]),
-            failed: metrics.counter("flowline_checkpoints_failed_total", "checkpoints that failed or timed out", &[]),
-            duration: m("flowline_checkpoint_duration_ms", "trigger to manifest, last checkpoint"),
-            bytes: m("flowline_checkpoint_bytes", "state bytes of the last checkpoint"),
-            pause: m("flowline_checkpoint_pause_us", "longest time a task stopped processing to snapshot, last checkpoint"),
-            pause_max: m("flowline_checkpoint_pause_max_us", "longest time a task stopped processing to snapshot, any checkpoint of this run"),
+            completed: metrics.counter(
+                "flowline_checkpoints_completed_total",
+                "checkpoints completed",
+                &[],
+            ),
+            failed: metrics.counter(
+                "flowline_checkpoints_failed_total",
+                "checkpoints that failed or timed out",
+                &[],
+            ),
+            duration: m(
+                "flowline_checkpoint_duration_ms",
+                "trigger to manifest, last checkpoint",
+            ),
+            bytes: m(
+                "flowline_checkpoint_bytes",
+                "state bytes of the last checkpoint",
+            ),
+            pause: m(
+                "flowline_checkpoint_pause_us",
+                "longest time a task stopped processing to snapshot, last checkpoint",
+            ),
+            pause_max: m(
+                "flowline_checkpoint_pause_max_us",
+                "longest time a task stopped processing to snapshot, any checkpoint of this run",
+            ),
         },
     };
     (c, handle)
@@ -319,7 +391,13 @@ impl Coordinator {
         if let Some(f) = &self.inflight {
             if f.started.elapsed() > self.timeout {
                 let id = f.id;
-                self.fail(id, format!("not complete after {:?} (execution.checkpointing.timeout)", self.timeout));
+                self.fail(
+                    id,
+                    format!(
+                        "not complete after {:?} (execution.checkpointing.timeout)",
+                        self.timeout
+                    ),
+                );
             }
             return;
         }
@@ -337,7 +415,13 @@ impl Coordinator {
     async fn start(&mut self, stop: bool) {
         let id = self.next_id;
         self.next_id += 1;
-        self.inflight = Some(InFlight { id, stop, started: Instant::now(), acked: BTreeMap::new(), pause: Duration::ZERO });
+        self.inflight = Some(InFlight {
+            id,
+            stop,
+            started: Instant::now(),
+            acked: BTreeMap::new(),
+            pause: Duration::ZERO,
+        });
         let _ = self.trigger.send(Some(Barrier { id, stop }));
         self.check_complete().await;
     }
@@ -359,7 +443,12 @@ impl Coordinator {
 
     async fn on_report(&mut self, r: Report) {
         match r {
-            Report::Ack { id, key, bytes, pause } => {
+            Report::Ack {
+                id,
+                key,
+                bytes,
+                pause,
+            } => {
                 if let Some(f) = self.inflight.as_mut().filter(|f| f.id == id) {
                     f.acked.insert(key, bytes);
                     f.pause = f.pause.max(pause);
@@ -377,7 +466,11 @@ impl Coordinator {
 
     async fn check_complete(&mut self) {
         let Some(f) = &self.inflight else { return };
-        if !self.tasks.keys().all(|k| f.acked.contains_key(k) || self.finished.contains_key(k)) {
+        if !self
+            .tasks
+            .keys()
+            .all(|k| f.acked.contains_key(k) || self.finished.contains_key(k))
+        {
             return;
         }
         let f = self.inflight.take().expect("checked");
@@ -387,15 +480,22 @@ impl Coordinator {
                 let _ = self.completed.send(id);
                 // A task that acknowledged this checkpoint before it finished is recorded with
                 // its acknowledged state here: it waits for the next one.
-                let (ready, waiting): (Vec<_>, Vec<_>) = self.waiters.drain(..).partition(|(k, _)| !f.acked.contains_key(k));
+                let (ready, waiting): (Vec<_>, Vec<_>) = self
+                    .waiters
+                    .drain(..)
+                    .partition(|(k, _)| !f.acked.contains_key(k));
                 self.waiters = waiting;
                 for (_, w) in ready {
                     let _ = w.send(id);
                 }
                 self.metrics.completed.inc();
-                self.metrics.duration.set(f.started.elapsed().as_millis() as u64);
+                self.metrics
+                    .duration
+                    .set(f.started.elapsed().as_millis() as u64);
                 self.metrics.pause.set(f.pause.as_micros() as u64);
-                self.metrics.pause_max.set(self.metrics.pause_max.get().max(f.pause.as_micros() as u64));
+                self.metrics
+                    .pause_max
+                    .set(self.metrics.pause_max.get().max(f.pause.as_micros() as u64));
                 self.next_due = Instant::now() + self.interval;
                 let all_finished = self.tasks.keys().all(|k| self.finished.contains_key(k));
                 if f.stop || all_finished {
@@ -412,7 +512,13 @@ impl Coordinator {
     /// Writes the finished tasks' states and then the manifest.
     async fn complete(&mut self, f: &InFlight) -> Result<(), flowline_state::StateError> {
         let id = f.id;
-        let mut manifest = Manifest { id, job: self.job.clone(), finished: false, parallelism: self.parallelism, tasks: BTreeMap::new() };
+        let mut manifest = Manifest {
+            id,
+            job: self.job.clone(),
+            finished: false,
+            parallelism: self.parallelism,
+            tasks: BTreeMap::new(),
+        };
         let mut to_write = Vec::new();
         for (key, descriptor) in &self.tasks {
             let bytes = match f.acked.get(key) {
@@ -424,9 +530,18 @@ impl Coordinator {
                     n
                 }
             };
-            manifest.tasks.insert(key.clone(), TaskEntry { descriptor: descriptor.clone(), bytes });
+            manifest.tasks.insert(
+                key.clone(),
+                TaskEntry {
+                    descriptor: descriptor.clone(),
+                    bytes,
+                },
+            );
         }
-        manifest.finished = self.tasks.keys().all(|k| self.finished.contains_key(k) && !f.acked.contains_key(k));
+        manifest.finished = self
+            .tasks
+            .keys()
+            .all(|k| self.finished.contains_key(k) && !f.acked.contains_key(k));
         let total: u64 = manifest.tasks.values().map(|t| t.bytes).sum();
         let store = self.store.clone();
         let retained = self.retained;
@@ -448,7 +563,10 @@ impl Coordinator {
         self.metrics.bytes.set(total);
         match res {
             Ok(r) => r,
-            Err(e) => Err(flowline_state::StateError::Io { location: self.store.location(), source: std::io::Error::other(e.to_string()) }),
+            Err(e) => Err(flowline_state::StateError::Io {
+                location: self.store.location(),
+                source: std::io::Error::other(e.to_string()),
+            }),
         }
     }
 }
@@ -505,7 +623,9 @@ impl Aligner {
                     return;
                 }
                 let needed = self.producers - self.ended.iter().filter(|e| **e).count();
-                let (_, got) = self.aligning.get_or_insert_with(|| (b, vec![false; self.producers]));
+                let (_, got) = self
+                    .aligning
+                    .get_or_insert_with(|| (b, vec![false; self.producers]));
                 got[from] = true;
                 if got.iter().filter(|g| **g).count() < needed {
                     failpoint::hit("checkpoint.alignment");
@@ -519,7 +639,9 @@ impl Aligner {
                 let complete = match &self.aligning {
                     Some((_, got)) => {
                         let needed = (0..self.producers).filter(|i| !self.ended[*i]).count();
-                        let have = (0..self.producers).filter(|i| !self.ended[*i] && got[*i]).count();
+                        let have = (0..self.producers)
+                            .filter(|i| !self.ended[*i] && got[*i])
+                            .count();
                         have == needed
                     }
                     None => false,
@@ -532,7 +654,8 @@ impl Aligner {
                 out.push(Step::Deliver(env));
             }
             _ => {
-                let blocked = self.exactly_once && self.aligning.as_ref().is_some_and(|(_, got)| got[from]);
+                let blocked =
+                    self.exactly_once && self.aligning.as_ref().is_some_and(|(_, got)| got[from]);
                 if !blocked {
                     out.push(Step::Deliver(env));
                     return;
@@ -574,13 +697,19 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Step::Aligned(b) => format!("aligned {}", b.id),
-                Step::Deliver(e) => format!("{}:{:?}", e.from, std::mem::discriminant(&e.msg)).split(':').next().unwrap().to_string()
-                    + match e.msg {
-                        Message::Watermark(w) => format!(" w{w}"),
-                        Message::End => " end".to_string(),
-                        _ => String::new(),
-                    }
-                    .as_str(),
+                Step::Deliver(e) => {
+                    format!("{}:{:?}", e.from, std::mem::discriminant(&e.msg))
+                        .split(':')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                        + match e.msg {
+                            Message::Watermark(w) => format!(" w{w}"),
+                            Message::End => " end".to_string(),
+                            _ => String::new(),
+                        }
+                        .as_str()
+                }
                 Step::Decline(id) => format!("decline {id}"),
             })
             .collect()
@@ -617,12 +746,18 @@ mod tests {
     fn an_ended_input_completes_the_alignment() {
         let mut a = Aligner::new(2, true);
         let mut out = Vec::new();
-        a.accept(env(0, Message::Barrier(Barrier { id: 4, stop: false })), &mut out);
+        a.accept(
+            env(0, Message::Barrier(Barrier { id: 4, stop: false })),
+            &mut out,
+        );
         a.accept(env(1, Message::End), &mut out);
         assert_eq!(kinds(&out), vec!["aligned 4", "1 end"]);
         out.clear();
         // Later barriers need only the live input.
-        a.accept(env(0, Message::Barrier(Barrier { id: 5, stop: false })), &mut out);
+        a.accept(
+            env(0, Message::Barrier(Barrier { id: 5, stop: false })),
+            &mut out,
+        );
         assert_eq!(kinds(&out), vec!["aligned 5"]);
     }
 }
@@ -631,15 +766,25 @@ impl CheckpointConfig {
     /// From the job's `SET` options: `None` when `execution.checkpointing.interval` is unset or
     /// zero. Checkpoints go to `execution.checkpointing.dir` (a path or URL), else to
     /// `<state_dir>/checkpoints`. `fresh` discards existing checkpoints first.
-    pub fn from_options(config: &BTreeMap<String, String>, state_dir: &std::path::Path, fresh: bool) -> crate::Result<Option<Self>> {
+    pub fn from_options(
+        config: &BTreeMap<String, String>,
+        state_dir: &std::path::Path,
+        fresh: bool,
+    ) -> crate::Result<Option<Self>> {
         let get = |k: &str| config.get(k).map(String::as_str);
         let duration = |k: &str| -> crate::Result<Option<Duration>> {
             get(k)
-                .map(|v| flowline_common::options::parse_duration(v).map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}"))))
+                .map(|v| {
+                    flowline_common::options::parse_duration(v)
+                        .map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}")))
+                })
                 .transpose()
         };
         let opened = Instant::now();
-        let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero()) else { return Ok(None) };
+        let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero())
+        else {
+            return Ok(None);
+        };
         let exactly_once = match get("execution.checkpointing.mode").map(str::to_ascii_uppercase).as_deref() {
             None | Some("EXACTLY_ONCE") => true,
             Some("AT_LEAST_ONCE") => false,
@@ -647,30 +792,55 @@ impl CheckpointConfig {
                 return Err(RuntimeError::Config(format!("invalid 'execution.checkpointing.mode' = '{other}'; valid: EXACTLY_ONCE, AT_LEAST_ONCE")))
             }
         };
-        let timeout = duration("execution.checkpointing.timeout")?.unwrap_or(Duration::from_millis(flowline_common::limits::CHECKPOINT_TIMEOUT_DEFAULT_MS));
-        let retained_key = ["execution.checkpointing.num-retained", "state.checkpoints.num-retained"].into_iter().find(|k| config.contains_key(*k));
+        let timeout = duration("execution.checkpointing.timeout")?.unwrap_or(
+            Duration::from_millis(flowline_common::limits::CHECKPOINT_TIMEOUT_DEFAULT_MS),
+        );
+        let retained_key = [
+            "execution.checkpointing.num-retained",
+            "state.checkpoints.num-retained",
+        ]
+        .into_iter()
+        .find(|k| config.contains_key(*k));
         let retained = match retained_key {
             Some(k) => get(k)
                 .and_then(|v| v.parse::<usize>().ok())
                 .filter(|n| *n >= 1)
-                .ok_or_else(|| RuntimeError::Config(format!("invalid '{k}': expected a whole number >= 1")))?,
+                .ok_or_else(|| {
+                    RuntimeError::Config(format!("invalid '{k}': expected a whole number >= 1"))
+                })?,
             None => flowline_common::limits::CHECKPOINTS_RETAINED_DEFAULT,
         };
         let location = get("execution.checkpointing.dir")
             .or(get("state.checkpoints.dir"))
             .map(str::to_string)
             .unwrap_or_else(|| state_dir.join("checkpoints").to_string_lossy().into_owned());
-        let store = Checkpoints::open(&location).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let store =
+            Checkpoints::open(&location).map_err(|e| RuntimeError::Config(e.to_string()))?;
         if fresh {
-            store.clear().map_err(|e| RuntimeError::Config(e.to_string()))?;
+            store
+                .clear()
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
         }
-        let job = store.job_id().map_err(|e| RuntimeError::Config(e.to_string()))?;
-        let restored = store.latest().map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let job = store
+            .job_id()
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let restored = store
+            .latest()
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
         if let Some(r) = &restored {
             for s in &r.skipped {
                 eprintln!("flowline: warning: skipping a damaged checkpoint: {s}");
             }
         }
-        Ok(Some(Self { interval, exactly_once, timeout, retained, store, job, restored, opened }))
+        Ok(Some(Self {
+            interval,
+            exactly_once,
+            timeout,
+            retained,
+            store,
+            job,
+            restored,
+            opened,
+        }))
     }
 }

@@ -42,8 +42,15 @@ pub struct Inbox(Arc<Mutex<InboxInner>>);
 
 impl Inbox {
     pub fn new(subtasks: usize) -> Self {
-        let (txs, rxs) = (0..subtasks).map(|_| mpsc::channel(CHANNEL_CAPACITY_BATCHES)).map(|(t, r)| (t, Some(r))).unzip();
-        Inbox(Arc::new(Mutex::new(InboxInner { txs, rxs, producers: vec![0; subtasks] })))
+        let (txs, rxs) = (0..subtasks)
+            .map(|_| mpsc::channel(CHANNEL_CAPACITY_BATCHES))
+            .map(|(t, r)| (t, Some(r)))
+            .unzip();
+        Inbox(Arc::new(Mutex::new(InboxInner {
+            txs,
+            rxs,
+            producers: vec![0; subtasks],
+        })))
     }
 
     /// Registers producer subtask `subtask` and returns its output into this inbox.
@@ -62,7 +69,11 @@ impl Inbox {
                 (inner.txs[j].clone(), from)
             })
             .collect();
-        Output { targets, route, hashes: Vec::new() }
+        Output {
+            targets,
+            route,
+            hashes: Vec::new(),
+        }
     }
 
     /// The receivers, each with its subtask index and producer count; the inbox keeps no sender.
@@ -70,7 +81,12 @@ impl Inbox {
         let mut inner = self.0.lock().expect("inbox lock");
         inner.txs.clear();
         let producers = inner.producers.clone();
-        inner.rxs.iter_mut().enumerate().filter_map(|(i, r)| r.take().map(|r| (i, r, producers[i]))).collect()
+        inner
+            .rxs
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, r)| r.take().map(|r| (i, r, producers[i])))
+            .collect()
     }
 }
 
@@ -92,7 +108,10 @@ impl Output {
             _ => return Ok(self.send(0, batch)),
         };
         let rows = batch.num_rows();
-        let arrays = keys.iter().map(|k| k.evaluate(&batch).and_then(|v| v.into_array(rows))).collect::<Result<Vec<_>>>()?;
+        let arrays = keys
+            .iter()
+            .map(|k| k.evaluate(&batch).and_then(|v| v.into_array(rows)))
+            .collect::<Result<Vec<_>>>()?;
         self.hashes.clear();
         self.hashes.resize(rows, 0);
         create_hashes(&arrays, &HASH_SEED, &mut self.hashes)?;
@@ -105,7 +124,11 @@ impl Output {
             if idx.is_empty() {
                 continue;
             }
-            let part = if idx.len() == rows { batch.clone() } else { take_record_batch(&batch, &UInt32Array::from(idx))? };
+            let part = if idx.len() == rows {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(idx))?
+            };
             if !self.send(t, part) {
                 return Ok(false);
             }
@@ -115,13 +138,20 @@ impl Output {
 
     fn send(&self, target: usize, batch: RecordBatch) -> bool {
         let (tx, from) = &self.targets[target];
-        tx.blocking_send(Envelope { from: *from, msg: Message::Batch(batch) }).is_ok()
+        tx.blocking_send(Envelope {
+            from: *from,
+            msg: Message::Batch(batch),
+        })
+        .is_ok()
     }
 
     /// Sends a control message (watermark, idle, end) to every consumer subtask this output reaches.
     pub fn broadcast(&self, msg: Message) {
         for (tx, from) in &self.targets {
-            let _ = tx.blocking_send(Envelope { from: *from, msg: msg.clone() });
+            let _ = tx.blocking_send(Envelope {
+                from: *from,
+                msg: msg.clone(),
+            });
         }
     }
 }

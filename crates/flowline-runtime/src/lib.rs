@@ -21,19 +21,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
 use flowline_connectors::{ConnectorError, Poll, Sink, Source, TaskContext};
 use flowline_operators::{Operator, OperatorContext};
-use flowline_planner::{Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding, WatermarkSpec};
+use flowline_planner::{
+    Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding, WatermarkSpec,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use checkpoint::{envelope, open_envelope, Aligner, Step, TaskCheckpoint, TaskRegistry};
 pub use checkpoint::CheckpointConfig;
+use checkpoint::{envelope, open_envelope, Aligner, Step, TaskCheckpoint, TaskRegistry};
 use exchange::{Envelope, Inbox, Output, Route};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +45,10 @@ pub enum RuntimeError {
     #[error("{0}")]
     Connector(#[from] ConnectorError),
     #[error("{context}: {source}")]
-    Operator { context: String, source: datafusion::error::DataFusionError },
+    Operator {
+        context: String,
+        source: datafusion::error::DataFusionError,
+    },
     #[error("{0}")]
     Config(String),
     #[error("internal error (a bug in Flowline): {0}")]
@@ -94,8 +101,16 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(m: &MetricsRegistry, rows: &'static str, batches: &'static str, labels: &[(&str, &str)]) -> Self {
-        Self { rows: m.counter(rows, "rows", labels), batches: m.counter(batches, "batches", labels) }
+    fn new(
+        m: &MetricsRegistry,
+        rows: &'static str,
+        batches: &'static str,
+        labels: &[(&str, &str)],
+    ) -> Self {
+        Self {
+            rows: m.counter(rows, "rows", labels),
+            batches: m.counter(batches, "batches", labels),
+        }
     }
     fn add(&self, batch: &RecordBatch) {
         self.rows.add(batch.num_rows() as u64);
@@ -156,16 +171,28 @@ pub struct JobState {
 }
 
 /// Runs the job to completion (bounded inputs) or until `stop` is signalled.
-pub async fn run_job(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSignal) -> Result<JobOutput> {
+pub async fn run_job(
+    graph: &JobGraph,
+    metrics: &MetricsRegistry,
+    stop: &StopSignal,
+) -> Result<JobOutput> {
     run_job_with_state(graph, metrics, stop, JobState::default()).await
 }
 
 /// [`run_job`] with a state directory and checkpoints: resumes from `state.checkpoint.restored`.
-pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, stop: &StopSignal, state: JobState) -> Result<JobOutput> {
+pub async fn run_job_with_state(
+    graph: &JobGraph,
+    metrics: &MetricsRegistry,
+    stop: &StopSignal,
+    state: JobState,
+) -> Result<JobOutput> {
     let idle_timeout = match graph.config.get("table.exec.source.idle-timeout") {
         Some(v) => {
-            let d = flowline_common::options::parse_duration(v)
-                .map_err(|e| RuntimeError::Config(format!("invalid 'table.exec.source.idle-timeout' = '{v}': {e}")))?;
+            let d = flowline_common::options::parse_duration(v).map_err(|e| {
+                RuntimeError::Config(format!(
+                    "invalid 'table.exec.source.idle-timeout' = '{v}': {e}"
+                ))
+            })?;
             (!d.is_zero()).then_some(d)
         }
         None => None,
@@ -177,7 +204,9 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         }
         None => (None, None),
     };
-    let handle_fn: Option<&(dyn Fn(String) -> TaskCheckpoint + Sync)> = handles.as_ref().map(|h| h as &(dyn Fn(String) -> TaskCheckpoint + Sync));
+    let handle_fn: Option<&(dyn Fn(String) -> TaskCheckpoint + Sync)> = handles
+        .as_ref()
+        .map(|h| h as &(dyn Fn(String) -> TaskCheckpoint + Sync));
     let mut ctx = Ctx {
         metrics,
         stop,
@@ -194,7 +223,10 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         pipeline: String::new(),
         operators: 0,
         sources: 0,
-        restoring: state.checkpoint.as_ref().and_then(|c| checkpoint::RestoreClock::new(c, metrics)),
+        restoring: state
+            .checkpoint
+            .as_ref()
+            .and_then(|c| checkpoint::RestoreClock::new(c, metrics)),
     };
     let mut collected = Vec::new();
     for (pi, pipeline) in graph.pipelines.iter().enumerate() {
@@ -206,9 +238,15 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         };
         let p = graph.parallelism;
         let sink_inbox = Inbox::new(p);
-        let late_inbox = pipeline.late_sink.as_ref().map(|late| (Inbox::new(p), late.clone()));
+        let late_inbox = pipeline
+            .late_sink
+            .as_ref()
+            .map(|late| (Inbox::new(p), late.clone()));
         ctx.late = late_inbox.as_ref().map(|(i, _)| i.clone());
-        ctx.late_schema = pipeline.late_sink.as_ref().map(|b| b.table.physical_schema());
+        ctx.late_schema = pipeline
+            .late_sink
+            .as_ref()
+            .map(|b| b.table.physical_schema());
         ctx.pipeline = format!("p{pi}.{sink_name}");
         ctx.operators = 0;
         ctx.sources = 0;
@@ -220,31 +258,71 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         for (subtask, rx, producers) in sink_inbox.into_receivers() {
             let sink: Box<dyn Sink> = match &pipeline.sink {
                 SinkTarget::Table(b) => create_sink(b, subtask, &ctx)?,
-                SinkTarget::Collect => Box::new(CollectSink { batches: out.clone() }),
+                SinkTarget::Collect => Box::new(CollectSink {
+                    batches: out.clone(),
+                }),
             };
             let descriptor = match &pipeline.sink {
                 SinkTarget::Table(b) => format!("sink {} ({})", b.table.name, b.factory.name),
                 SinkTarget::Collect => "sink SELECT".to_string(),
             };
-            sinks.push((format!("{}.sink", ctx.pipeline), descriptor, sink_name.clone(), subtask, rx, producers, sink));
+            sinks.push((
+                format!("{}.sink", ctx.pipeline),
+                descriptor,
+                sink_name.clone(),
+                subtask,
+                rx,
+                producers,
+                sink,
+            ));
         }
         if let Some((inbox, binding)) = late_inbox {
             for (subtask, rx, producers) in inbox.into_receivers() {
                 let sink = create_sink(&binding, subtask, &ctx)?;
-                let descriptor = format!("late-row sink {} ({})", binding.table.name, binding.factory.name);
-                sinks.push((format!("{}.late", ctx.pipeline), descriptor, binding.table.name.clone(), subtask, rx, producers, sink));
+                let descriptor = format!(
+                    "late-row sink {} ({})",
+                    binding.table.name, binding.factory.name
+                );
+                sinks.push((
+                    format!("{}.late", ctx.pipeline),
+                    descriptor,
+                    binding.table.name.clone(),
+                    subtask,
+                    rx,
+                    producers,
+                    sink,
+                ));
             }
         }
         for (name, descriptor, table, subtask, rx, producers, sink) in sinks {
             let st = subtask.to_string();
-            let counters = Counters::new(metrics, "flowline_sink_rows_total", "flowline_sink_batches_total", &[("table", &table), ("subtask", &st)]);
+            let counters = Counters::new(
+                metrics,
+                "flowline_sink_rows_total",
+                "flowline_sink_batches_total",
+                &[("table", &table), ("subtask", &st)],
+            );
             let cp = ctx.register(format!("{name}#{subtask}"), descriptor);
-            let task = SinkTask { sink, rx, producers, counters, checkpoint: cp, stop: stop.clone(), name: format!("{name}#{subtask}") };
+            let task = SinkTask {
+                sink,
+                rx,
+                producers,
+                counters,
+                checkpoint: cp,
+                stop: stop.clone(),
+                name: format!("{name}#{subtask}"),
+            };
             ctx.futures.push(Box::pin(task.run()));
         }
     }
 
-    let Ctx { blocking, futures, registry, restoring, .. } = ctx;
+    let Ctx {
+        blocking,
+        futures,
+        registry,
+        restoring,
+        ..
+    } = ctx;
     if let (Some(cfg), Some(c)) = (&state.checkpoint, coordinator.as_mut()) {
         if let Some(r) = &cfg.restored {
             registry.check(r, graph.parallelism, &cfg.store.location())?;
@@ -252,7 +330,11 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
         c.set_tasks(registry.tasks.clone(), graph.parallelism);
     }
     let coordinator = coordinator.map(|c| tokio::spawn(c.run()));
-    if state.checkpoint.as_ref().is_some_and(|c| c.restored.is_some()) {
+    if state
+        .checkpoint
+        .as_ref()
+        .is_some_and(|c| c.restored.is_some())
+    {
         failpoint::hit("restore");
     }
     if let Some(r) = &restoring {
@@ -267,7 +349,9 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
     }
     let mut first_error = None;
     while let Some(res) = tasks.join_next().await {
-        let res = res.map_err(|e| RuntimeError::Internal(format!("task panicked: {e}"))).and_then(|r| r);
+        let res = res
+            .map_err(|e| RuntimeError::Internal(format!("task panicked: {e}")))
+            .and_then(|r| r);
         if let Err(e) = res {
             stop.abort();
             first_error.get_or_insert(e);
@@ -279,13 +363,23 @@ pub async fn run_job_with_state(graph: &JobGraph, metrics: &MetricsRegistry, sto
     if let Some(e) = first_error {
         return Err(e);
     }
-    let collected = collected.into_iter().map(|c| std::mem::take(&mut *c.lock().expect("collect lock"))).collect();
+    let collected = collected
+        .into_iter()
+        .map(|c| std::mem::take(&mut *c.lock().expect("collect lock")))
+        .collect();
     Ok(JobOutput { collected })
 }
 
 fn create_sink(b: &TableBinding, subtask: usize, ctx: &Ctx) -> Result<Box<dyn Sink>> {
-    let create = b.factory.sink.ok_or_else(|| RuntimeError::Internal(format!("{} has no sink", b.factory.name)))?;
-    Ok(create(&b.table, &b.options, &ctx.task_context(&b.table.name, subtask))?)
+    let create = b
+        .factory
+        .sink
+        .ok_or_else(|| RuntimeError::Internal(format!("{} has no sink", b.factory.name)))?;
+    Ok(create(
+        &b.table,
+        &b.options,
+        &ctx.task_context(&b.table.name, subtask),
+    )?)
 }
 
 /// Spawns `parallelism` subtasks of `node`, whose rows go to `target` by `route`.
@@ -298,7 +392,10 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
             for subtask in 0..ctx.parallelism {
                 let output = target.output(subtask, route.clone());
                 let st = subtask.to_string();
-                let checkpoint = ctx.register(format!("{op}#{subtask}"), format!("source {table} ({})", branch.source.factory.name));
+                let checkpoint = ctx.register(
+                    format!("{op}#{subtask}"),
+                    format!("source {table} ({})", branch.source.factory.name),
+                );
                 let task = SourceTask {
                     branch: branch.clone(),
                     ctx: ctx.task_context(table, subtask),
@@ -311,9 +408,23 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                         "flowline_source_batches_total",
                         &[("table", table), ("subtask", &st)],
                     ),
-                    chain_in: Counters::new(ctx.metrics, "flowline_operator_rows_in_total", "flowline_operator_batches_in_total", &[("operator", &op), ("subtask", &st)]),
-                    chain_out: Counters::new(ctx.metrics, "flowline_operator_rows_out_total", "flowline_operator_batches_out_total", &[("operator", &op), ("subtask", &st)]),
-                    watermark: ctx.metrics.gauge("flowline_source_watermark_ms", "source watermark (ms since epoch)", &[("table", table), ("subtask", &st)]),
+                    chain_in: Counters::new(
+                        ctx.metrics,
+                        "flowline_operator_rows_in_total",
+                        "flowline_operator_batches_in_total",
+                        &[("operator", &op), ("subtask", &st)],
+                    ),
+                    chain_out: Counters::new(
+                        ctx.metrics,
+                        "flowline_operator_rows_out_total",
+                        "flowline_operator_batches_out_total",
+                        &[("operator", &op), ("subtask", &st)],
+                    ),
+                    watermark: ctx.metrics.gauge(
+                        "flowline_source_watermark_ms",
+                        "source watermark (ms since epoch)",
+                        &[("table", table), ("subtask", &st)],
+                    ),
                     operator: op.clone(),
                     checkpoint,
                     marks: (i64::MIN, i64::MIN),
@@ -337,11 +448,30 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                     (Some(late), true) => Some(late.output(subtask, Route::Forward)),
                     _ => None,
                 };
-                let operator = op.operator.create(&OperatorContext { subtask, keep_late: late.is_some() }).map_err(|source| {
-                    RuntimeError::Operator { context: format!("creating operator {name}"), source }
-                })?;
-                let checkpoint = ctx.register(format!("{name}#{subtask}"), format!("{:?}", op.operator));
-                let task = OperatorTask::new(op, operator, name.clone(), subtask, rx, producers, output, late, checkpoint, ctx);
+                let operator = op
+                    .operator
+                    .create(&OperatorContext {
+                        subtask,
+                        keep_late: late.is_some(),
+                    })
+                    .map_err(|source| RuntimeError::Operator {
+                        context: format!("creating operator {name}"),
+                        source,
+                    })?;
+                let checkpoint =
+                    ctx.register(format!("{name}#{subtask}"), format!("{:?}", op.operator));
+                let task = OperatorTask::new(
+                    op,
+                    operator,
+                    name.clone(),
+                    subtask,
+                    rx,
+                    producers,
+                    output,
+                    late,
+                    checkpoint,
+                    ctx,
+                );
                 ctx.blocking.push(Box::new(move || task.run()));
             }
         }
@@ -373,9 +503,20 @@ struct SourceTask {
 
 impl SourceTask {
     fn create(&self) -> Result<Box<dyn Source>> {
-        let TableBinding { table, factory, options } = &self.branch.source;
-        let create = factory.source.ok_or_else(|| RuntimeError::Internal(format!("{} has no source", factory.name)))?;
-        Ok(create(table, options, &self.ctx, self.branch.projection.as_deref())?)
+        let TableBinding {
+            table,
+            factory,
+            options,
+        } = &self.branch.source;
+        let create = factory
+            .source
+            .ok_or_else(|| RuntimeError::Internal(format!("{} has no source", factory.name)))?;
+        Ok(create(
+            table,
+            options,
+            &self.ctx,
+            self.branch.projection.as_deref(),
+        )?)
     }
 
     fn run(mut self) -> Result<()> {
@@ -388,7 +529,10 @@ impl SourceTask {
     }
 
     fn op_err(&self, source: datafusion::error::DataFusionError) -> RuntimeError {
-        RuntimeError::Operator { context: format!("operator {}", self.operator), source }
+        RuntimeError::Operator {
+            context: format!("operator {}", self.operator),
+            source,
+        }
     }
 
     /// Runs the chain over source rows and sends the result; false when the consumers are gone.
@@ -396,14 +540,19 @@ impl SourceTask {
         if batch.num_rows() == 0 {
             return Ok(true);
         }
-        let Some(out) = self.branch.chain.apply(batch).map_err(|e| self.op_err(e))? else { return Ok(true) };
+        let Some(out) = self.branch.chain.apply(batch).map_err(|e| self.op_err(e))? else {
+            return Ok(true);
+        };
         self.chain_out.add(&out);
         self.output.send_batch(out).map_err(|e| self.op_err(e))
     }
 
     fn snapshot(&self, source: &mut dyn Source) -> Result<Vec<u8>> {
         let position = source.snapshot()?;
-        Ok(envelope(serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}), position))
+        Ok(envelope(
+            serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}),
+            position,
+        ))
     }
 
     /// The minimum watermark over the splits (but `except`) that delivered within the idle
@@ -411,7 +560,12 @@ impl SourceTask {
     /// no row yet holds it at `i64::MIN`.
     fn splits_min(&self, except: Option<usize>) -> Option<i64> {
         let active = |t: &Instant| self.idle_timeout.is_none_or(|d| t.elapsed() < d);
-        self.splits.iter().enumerate().filter(|(i, (_, t))| Some(*i) != except && active(t)).map(|(_, (w, _))| *w).min()
+        self.splits
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, t))| Some(*i) != except && active(t))
+            .map(|(_, (w, _))| *w)
+            .min()
     }
 
     fn send_watermark(&mut self, w: i64) {
@@ -422,9 +576,13 @@ impl SourceTask {
 
     /// Takes a checkpoint if one was triggered since the last; `Some(stop)` when it did.
     fn on_trigger(&mut self, source: &mut dyn Source, last: &mut u64) -> Result<Option<bool>> {
-        let Some(cp) = &self.checkpoint else { return Ok(None) };
+        let Some(cp) = &self.checkpoint else {
+            return Ok(None);
+        };
         let trigger = *cp.trigger.borrow();
-        let Some(barrier) = trigger.filter(|b| b.id > *last) else { return Ok(None) };
+        let Some(barrier) = trigger.filter(|b| b.id > *last) else {
+            return Ok(None);
+        };
         *last = barrier.id;
         let started = Instant::now();
         let state = self.snapshot(source)?;
@@ -438,7 +596,10 @@ impl SourceTask {
         if let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) {
             let (header, position) = open_envelope(state)?;
             source.restore(position)?;
-            self.marks = (header["watermark"].as_i64().unwrap_or(i64::MIN), header["sent"].as_i64().unwrap_or(i64::MIN));
+            self.marks = (
+                header["watermark"].as_i64().unwrap_or(i64::MIN),
+                header["sent"].as_i64().unwrap_or(i64::MIN),
+            );
             if self.marks.1 > i64::MIN {
                 let w = self.marks.1;
                 self.send_watermark(w);
@@ -486,12 +647,15 @@ impl SourceTask {
                     // The batch moves only its own split: the others' minimum is fixed meanwhile.
                     let others = split.map(|s| self.splits_min(Some(s)).unwrap_or(i64::MAX));
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
-                        let (marks, times) = watermark_columns(chain.apply(batch.clone()).map_err(|e| self.op_err(e))?)?;
+                        let (marks, times) = watermark_columns(
+                            chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
+                        )?;
                         // Rows see the watermark of the rows before them, as if it were sent after
                         // every row: a row behind a watermark not yet sent splits the batch there.
                         for j in 0..rows {
                             let (watermark, sent) = self.marks;
-                            if times.is_valid(j) && times.value(j) <= watermark && watermark > sent {
+                            if times.is_valid(j) && times.value(j) <= watermark && watermark > sent
+                            {
                                 if !self.forward(batch.slice(start, j - start))? {
                                     return Ok(());
                                 }
@@ -530,7 +694,9 @@ impl SourceTask {
                 }
                 Poll::Pending(wait) => {
                     // A split gone idle no longer holds back the others.
-                    if !self.splits.is_empty() && matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. })) {
+                    if !self.splits.is_empty()
+                        && matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. }))
+                    {
                         let w = self.splits_min(None).unwrap_or(i64::MIN);
                         if w > self.marks.0 {
                             self.marks.0 = w;
@@ -570,19 +736,29 @@ impl SourceTask {
 }
 
 fn now_millis() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The watermark expression and the time attribute of each row, in ms.
-fn watermark_columns(batch: Option<RecordBatch>) -> Result<(TimestampMillisecondArray, TimestampMillisecondArray)> {
+fn watermark_columns(
+    batch: Option<RecordBatch>,
+) -> Result<(TimestampMillisecondArray, TimestampMillisecondArray)> {
     let millis = |c: &ArrayRef| -> Result<TimestampMillisecondArray> {
-        let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None))
-            .map_err(|e| RuntimeError::Operator { context: "watermark".into(), source: e.into() })?;
+        let ms = cast(c, &DataType::Timestamp(TimeUnit::Millisecond, None)).map_err(|e| {
+            RuntimeError::Operator {
+                context: "watermark".into(),
+                source: e.into(),
+            }
+        })?;
         Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
     };
     match batch {
         Some(b) if b.num_columns() == 2 => Ok((millis(b.column(0))?, millis(b.column(1))?)),
-        _ => Err(RuntimeError::Internal("the watermark chain must yield the watermark and the time attribute".into())),
+        _ => Err(RuntimeError::Internal(
+            "the watermark chain must yield the watermark and the time attribute".into(),
+        )),
     }
 }
 
@@ -645,14 +821,43 @@ impl OperatorTask {
             output,
             late,
             late_schema: ctx.late_schema.clone(),
-            rows_in: Counters::new(m, "flowline_operator_rows_in_total", "flowline_operator_batches_in_total", &labels),
-            rows_out: Counters::new(m, "flowline_operator_rows_out_total", "flowline_operator_batches_out_total", &labels),
-            late_rows: m.counter("flowline_late_rows_total", "rows dropped because their window had fired", &labels),
+            rows_in: Counters::new(
+                m,
+                "flowline_operator_rows_in_total",
+                "flowline_operator_batches_in_total",
+                &labels,
+            ),
+            rows_out: Counters::new(
+                m,
+                "flowline_operator_rows_out_total",
+                "flowline_operator_batches_out_total",
+                &labels,
+            ),
+            late_rows: m.counter(
+                "flowline_late_rows_total",
+                "rows dropped because their window had fired",
+                &labels,
+            ),
             late_seen: 0,
-            state_bytes: m.gauge("flowline_operator_state_bytes", "bytes of operator state (open windows)", &labels),
-            open_windows: m.gauge("flowline_operator_open_windows", "windows or sessions open", &labels),
-            watermark_gauge: m.gauge("flowline_operator_watermark_ms", "operator input watermark (ms since epoch)", &labels),
-            aligner: Aligner::new(producers, checkpoint.as_ref().is_none_or(|c| c.exactly_once)),
+            state_bytes: m.gauge(
+                "flowline_operator_state_bytes",
+                "bytes of operator state (open windows)",
+                &labels,
+            ),
+            open_windows: m.gauge(
+                "flowline_operator_open_windows",
+                "windows or sessions open",
+                &labels,
+            ),
+            watermark_gauge: m.gauge(
+                "flowline_operator_watermark_ms",
+                "operator input watermark (ms since epoch)",
+                &labels,
+            ),
+            aligner: Aligner::new(
+                producers,
+                checkpoint.as_ref().is_none_or(|c| c.exactly_once),
+            ),
             checkpoint,
             restoring: ctx.restoring.clone().inspect(|r| r.enlist()),
             stopped: false,
@@ -661,7 +866,10 @@ impl OperatorTask {
     }
 
     fn err(&self, source: datafusion::error::DataFusionError) -> RuntimeError {
-        RuntimeError::Operator { context: format!("operator {}", self.name), source }
+        RuntimeError::Operator {
+            context: format!("operator {}", self.name),
+            source,
+        }
     }
 
     fn run(mut self) -> Result<()> {
@@ -676,10 +884,16 @@ impl OperatorTask {
     }
 
     fn restore(&mut self) -> Result<()> {
-        let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) else { return Ok(()) };
+        let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) else {
+            return Ok(());
+        };
         let (header, payload) = open_envelope(state)?;
         self.operator.restore(payload).map_err(|e| self.err(e))?;
-        for (input, w) in self.inputs.iter_mut().zip(header["inputs"].as_array().into_iter().flatten()) {
+        for (input, w) in self
+            .inputs
+            .iter_mut()
+            .zip(header["inputs"].as_array().into_iter().flatten())
+        {
             input.0 = w.as_i64().unwrap_or(i64::MIN);
         }
         let w = header["watermark"].as_i64().unwrap_or(i64::MIN);
@@ -695,11 +909,16 @@ impl OperatorTask {
     }
 
     fn on_barrier(&mut self, barrier: Barrier) -> Result<()> {
-        let Some(cp) = &self.checkpoint else { return Ok(()) };
+        let Some(cp) = &self.checkpoint else {
+            return Ok(());
+        };
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
         let inputs: Vec<i64> = self.inputs.iter().map(|(w, _)| *w).collect();
-        let state = envelope(serde_json::json!({"watermark": self.watermark, "inputs": inputs}), payload);
+        let state = envelope(
+            serde_json::json!({"watermark": self.watermark, "inputs": inputs}),
+            payload,
+        );
         cp.save(barrier.id, state, started.elapsed());
         self.output.broadcast(Message::Barrier(barrier));
         if let Some(late) = &self.late {
@@ -742,7 +961,13 @@ impl OperatorTask {
                     }
                     Step::Decline(id) => {
                         if let Some(cp) = &self.checkpoint {
-                            cp.decline(id, format!("operator {}: barrier alignment buffered more than its limit", self.name));
+                            cp.decline(
+                                id,
+                                format!(
+                                    "operator {}: barrier alignment buffered more than its limit",
+                                    self.name
+                                ),
+                            );
                         }
                         continue;
                     }
@@ -794,7 +1019,10 @@ impl OperatorTask {
         self.publish_state();
         if let Some(cp) = &self.checkpoint {
             // Everything is emitted: later checkpoints record this operator as empty.
-            let state = envelope(serde_json::json!({"watermark": i64::MIN, "inputs": []}), Vec::new());
+            let state = envelope(
+                serde_json::json!({"watermark": i64::MIN, "inputs": []}),
+                Vec::new(),
+            );
             drop(cp.finished(state));
         }
         Ok(())
@@ -844,7 +1072,9 @@ impl OperatorTask {
 
     fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<bool> {
         for b in batches {
-            let Some(out) = self.chain.apply(b).map_err(|e| self.err(e))? else { continue };
+            let Some(out) = self.chain.apply(b).map_err(|e| self.err(e))? else {
+                continue;
+            };
             self.rows_out.add(&out);
             if !self.output.send_batch(out).map_err(|e| self.err(e))? {
                 return Ok(false);
@@ -862,8 +1092,14 @@ impl OperatorTask {
         let batches = self.operator.take_late();
         if let (Some(late), Some(schema)) = (&mut self.late, &self.late_schema) {
             for b in batches {
-                let b = conform_by_name(&b, schema).map_err(|e| RuntimeError::Operator { context: format!("late rows of {}", self.name), source: e })?;
-                late.send_batch(b).map_err(|e| RuntimeError::Operator { context: format!("late rows of {}", self.name), source: e })?;
+                let b = conform_by_name(&b, schema).map_err(|e| RuntimeError::Operator {
+                    context: format!("late rows of {}", self.name),
+                    source: e,
+                })?;
+                late.send_batch(b).map_err(|e| RuntimeError::Operator {
+                    context: format!("late rows of {}", self.name),
+                    source: e,
+                })?;
             }
         }
         Ok(())
@@ -871,7 +1107,10 @@ impl OperatorTask {
 }
 
 /// Shapes rows to `schema` by column name: matching columns are cast, missing ones are NULL.
-fn conform_by_name(batch: &RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
+fn conform_by_name(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> datafusion::error::Result<RecordBatch> {
     let columns = schema
         .fields()
         .iter()
@@ -918,7 +1157,11 @@ impl SinkTask {
 
     /// Waits until checkpoint `id` (or a later one) is complete, then commits; false if the
     /// job was aborted first.
-    async fn commit_when_complete(&mut self, mut completed: tokio::sync::watch::Receiver<u64>, id: u64) -> Result<bool> {
+    async fn commit_when_complete(
+        &mut self,
+        mut completed: tokio::sync::watch::Receiver<u64>,
+        id: u64,
+    ) -> Result<bool> {
         loop {
             let done = *completed.borrow_and_update();
             if done >= id {
@@ -938,7 +1181,10 @@ impl SinkTask {
         if self.producers == 0 {
             return self.finish(last_barrier).await;
         }
-        let mut aligner = Aligner::new(self.producers, self.checkpoint.as_ref().is_none_or(|c| c.exactly_once));
+        let mut aligner = Aligner::new(
+            self.producers,
+            self.checkpoint.as_ref().is_none_or(|c| c.exactly_once),
+        );
         let mut timer = self.sink.timer_interval().map(|d| {
             let mut t = tokio::time::interval(d);
             t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -974,21 +1220,33 @@ impl SinkTask {
                             let state = self.pre_commit(b.id)?;
                             cp.save(b.id, state, started.elapsed());
                             if b.stop {
-                                self.commit_when_complete(cp.completed.clone(), b.id).await?;
+                                self.commit_when_complete(cp.completed.clone(), b.id)
+                                    .await?;
                                 return Ok(());
                             }
                         }
                     }
                     Step::Decline(id) => {
                         if let Some(cp) = &self.checkpoint {
-                            cp.decline(id, format!("sink {}: barrier alignment buffered more than its limit", self.name));
+                            cp.decline(
+                                id,
+                                format!(
+                                    "sink {}: barrier alignment buffered more than its limit",
+                                    self.name
+                                ),
+                            );
                         }
                     }
-                    Step::Deliver(Envelope { msg: Message::Batch(batch), .. }) => {
+                    Step::Deliver(Envelope {
+                        msg: Message::Batch(batch),
+                        ..
+                    }) => {
                         self.counters.add(&batch);
                         tokio::task::block_in_place(|| self.sink.write(batch))?;
                     }
-                    Step::Deliver(Envelope { msg: Message::End, .. }) => {
+                    Step::Deliver(Envelope {
+                        msg: Message::End, ..
+                    }) => {
                         ended += 1;
                         if ended == self.producers {
                             return self.finish(last_barrier).await;
@@ -1027,9 +1285,23 @@ mod tests {
     fn late_rows_are_shaped_by_name() {
         use datafusion::arrow::array::{Int64Array, StringArray};
         use datafusion::arrow::datatypes::{Field, Schema};
-        let input = Arc::new(Schema::new(vec![Field::new("b", DataType::Int64, true), Field::new("a", DataType::Utf8, true)]));
-        let batch = RecordBatch::try_new(input, vec![Arc::new(Int64Array::from(vec![1, 2])), Arc::new(StringArray::from(vec!["x", "y"]))]).unwrap();
-        let target = Arc::new(Schema::new(vec![Field::new("a", DataType::Utf8, true), Field::new("c", DataType::Int32, true), Field::new("b", DataType::Int32, true)]));
+        let input = Arc::new(Schema::new(vec![
+            Field::new("b", DataType::Int64, true),
+            Field::new("a", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            input,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .unwrap();
+        let target = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("c", DataType::Int32, true),
+            Field::new("b", DataType::Int32, true),
+        ]));
         let out = conform_by_name(&batch, &target).unwrap();
         assert_eq!(out.num_columns(), 3);
         assert_eq!(out.column(1).null_count(), 2);

@@ -40,7 +40,11 @@ pub enum ColumnKind {
     /// `name AS expr`: computed from the physical columns of the same row.
     Computed { expr: Expr },
     /// `name TYPE METADATA [FROM 'key'] [VIRTUAL]`: provided by the connector.
-    Metadata { data_type: DataType, key: Option<String>, is_virtual: bool },
+    Metadata {
+        data_type: DataType,
+        key: Option<String>,
+        is_virtual: bool,
+    },
 }
 
 /// `WATERMARK FOR column AS expr`: kept for the event-time runtime.
@@ -57,7 +61,10 @@ impl TableDef {
             .columns
             .iter()
             .filter_map(|c| match &c.kind {
-                ColumnKind::Physical { data_type, nullable } => Some(Field::new(&c.name, data_type.clone(), *nullable)),
+                ColumnKind::Physical {
+                    data_type,
+                    nullable,
+                } => Some(Field::new(&c.name, data_type.clone(), *nullable)),
                 _ => None,
             })
             .collect();
@@ -67,22 +74,36 @@ impl TableDef {
     /// What a source produces: the physical columns, then the metadata columns (`METADATA`
     /// columns, in declared order), each under its column name.
     pub fn source_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self.physical_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-        fields.extend(self.metadata_columns().map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)));
+        let mut fields: Vec<Field> = self
+            .physical_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(
+            self.metadata_columns()
+                .map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)),
+        );
         Arc::new(Schema::new(fields))
     }
 
     /// `(column name, type, metadata key)` of each METADATA column; the key defaults to the name.
     pub fn metadata_columns(&self) -> impl Iterator<Item = (&str, &DataType, &str)> {
         self.columns.iter().filter_map(|c| match &c.kind {
-            ColumnKind::Metadata { data_type, key, .. } => Some((c.name.as_str(), data_type, key.as_deref().unwrap_or(c.name.as_str()))),
+            ColumnKind::Metadata { data_type, key, .. } => Some((
+                c.name.as_str(),
+                data_type,
+                key.as_deref().unwrap_or(c.name.as_str()),
+            )),
             _ => None,
         })
     }
 
     /// True if the table declares computed or metadata columns on top of its physical ones.
     pub fn has_derived_columns(&self) -> bool {
-        self.columns.iter().any(|c| !matches!(c.kind, ColumnKind::Physical { .. }))
+        self.columns
+            .iter()
+            .any(|c| !matches!(c.kind, ColumnKind::Physical { .. }))
     }
 
     pub fn connector(&self) -> Option<&str> {
@@ -94,7 +115,11 @@ impl TableDef {
 pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> Result<TableDef> {
     let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name_tok = parser.peek_token();
-    let name = object_name(&parser.parse_object_name(false).map_err(|e| parser_error(e, &name_tok))?);
+    let name = object_name(
+        &parser
+            .parse_object_name(false)
+            .map_err(|e| parser_error(e, &name_tok))?,
+    );
     let mut def = TableDef {
         name,
         columns: Vec::new(),
@@ -112,13 +137,17 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
                 continue;
             }
             let t = parser.peek_token();
-            parser.expect_token(&Token::RParen).map_err(|e| parser_error(e, &t))?;
+            parser
+                .expect_token(&Token::RParen)
+                .map_err(|e| parser_error(e, &t))?;
             break;
         }
     }
     if parser.parse_keyword(Keyword::COMMENT) {
         let t = parser.peek_token();
-        parser.parse_literal_string().map_err(|e| parser_error(e, &t))?;
+        parser
+            .parse_literal_string()
+            .map_err(|e| parser_error(e, &t))?;
     }
     if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
         def.partitioned_by = parse_ident_list(parser)?;
@@ -126,30 +155,52 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
     let with_tok = parser.peek_token();
     if !parser.parse_keyword(Keyword::WITH) {
         if word(&with_tok, "LIKE") {
-            return Err(err_at(&with_tok, "CREATE TABLE ... LIKE is not supported yet; list the columns explicitly"));
+            return Err(err_at(
+                &with_tok,
+                "CREATE TABLE ... LIKE is not supported yet; list the columns explicitly",
+            ));
         }
-        return Err(err_at(&with_tok, format!("expected WITH ('connector' = '...', ...), found '{}'", with_tok.token)));
+        return Err(err_at(
+            &with_tok,
+            format!(
+                "expected WITH ('connector' = '...', ...), found '{}'",
+                with_tok.token
+            ),
+        ));
     }
-    parser.expect_token(&Token::LParen).map_err(|e| parser_error(e, &with_tok))?;
+    parser
+        .expect_token(&Token::LParen)
+        .map_err(|e| parser_error(e, &with_tok))?;
     loop {
         let key_tok = parser.next_token();
         let Token::SingleQuotedString(key) = key_tok.token.clone() else {
-            return Err(err_at(&key_tok, format!("expected a quoted option key, found '{}'", key_tok.token)));
+            return Err(err_at(
+                &key_tok,
+                format!("expected a quoted option key, found '{}'", key_tok.token),
+            ));
         };
         let eq = parser.next_token();
         if eq.token != Token::Eq {
-            return Err(err_at(&eq, format!("expected '=' after option key '{key}'")));
+            return Err(err_at(
+                &eq,
+                format!("expected '=' after option key '{key}'"),
+            ));
         }
         let value_tok = parser.next_token();
         let Token::SingleQuotedString(value) = value_tok.token.clone() else {
-            return Err(err_at(&value_tok, format!("expected a quoted value for option '{key}'")));
+            return Err(err_at(
+                &value_tok,
+                format!("expected a quoted value for option '{key}'"),
+            ));
         };
         if def.options.insert(key.clone(), value).is_some() {
             return Err(err_at(&key_tok, format!("option '{key}' is given twice")));
         }
         if !parser.consume_token(&Token::Comma) {
             let t = parser.peek_token();
-            parser.expect_token(&Token::RParen).map_err(|e| parser_error(e, &t))?;
+            parser
+                .expect_token(&Token::RParen)
+                .map_err(|e| parser_error(e, &t))?;
             break;
         }
     }
@@ -161,17 +212,35 @@ fn check_table(def: &TableDef, at: &TokenWithSpan) -> Result<()> {
     let has = |n: &str| def.columns.iter().any(|c| c.name == n);
     for (i, c) in def.columns.iter().enumerate() {
         if def.columns[..i].iter().any(|o| o.name == c.name) {
-            return Err(err_at(at, format!("column '{}' is declared twice in table '{}'", c.name, def.name)));
+            return Err(err_at(
+                at,
+                format!(
+                    "column '{}' is declared twice in table '{}'",
+                    c.name, def.name
+                ),
+            ));
         }
     }
     if let Some(wm) = &def.watermark {
         if !has(&wm.column) {
-            return Err(err_at(at, format!("WATERMARK FOR '{}': no such column in table '{}'", wm.column, def.name)));
+            return Err(err_at(
+                at,
+                format!(
+                    "WATERMARK FOR '{}': no such column in table '{}'",
+                    wm.column, def.name
+                ),
+            ));
         }
     }
     for k in def.primary_key.iter().chain(&def.partitioned_by) {
         if !has(k) {
-            return Err(err_at(at, format!("column '{k}' of PRIMARY KEY / PARTITIONED BY is not a column of '{}'", def.name)));
+            return Err(err_at(
+                at,
+                format!(
+                    "column '{k}' of PRIMARY KEY / PARTITIONED BY is not a column of '{}'",
+                    def.name
+                ),
+            ));
         }
     }
     Ok(())
@@ -183,9 +252,15 @@ fn word(tok: &TokenWithSpan, w: &str) -> bool {
 
 fn parse_ident_list(parser: &mut Parser) -> Result<Vec<String>> {
     let t = parser.peek_token();
-    parser.expect_token(&Token::LParen).map_err(|e| parser_error(e, &t))?;
-    let idents = parser.parse_comma_separated(|p| p.parse_identifier()).map_err(|e| parser_error(e, &t))?;
-    parser.expect_token(&Token::RParen).map_err(|e| parser_error(e, &t))?;
+    parser
+        .expect_token(&Token::LParen)
+        .map_err(|e| parser_error(e, &t))?;
+    let idents = parser
+        .parse_comma_separated(|p| p.parse_identifier())
+        .map_err(|e| parser_error(e, &t))?;
+    parser
+        .expect_token(&Token::RParen)
+        .map_err(|e| parser_error(e, &t))?;
     Ok(idents.into_iter().map(|i| i.value).collect())
 }
 
@@ -196,9 +271,14 @@ fn parse_table_element(parser: &mut Parser, def: &mut TableDef) -> Result<()> {
         parser.next_token();
         parser.next_token();
         let col_tok = parser.peek_token();
-        let column = parser.parse_identifier().map_err(|e| parser_error(e, &col_tok))?.value;
+        let column = parser
+            .parse_identifier()
+            .map_err(|e| parser_error(e, &col_tok))?
+            .value;
         let as_tok = parser.peek_token();
-        parser.expect_keyword(Keyword::AS).map_err(|e| parser_error(e, &as_tok))?;
+        parser
+            .expect_keyword(Keyword::AS)
+            .map_err(|e| parser_error(e, &as_tok))?;
         let expr = parser.parse_expr().map_err(|e| parser_error(e, &as_tok))?;
         if def.watermark.is_some() {
             return Err(err_at(&tok, "a table may declare only one WATERMARK"));
@@ -208,16 +288,25 @@ fn parse_table_element(parser: &mut Parser, def: &mut TableDef) -> Result<()> {
     }
     if (word(&tok, "PRIMARY") && next_is(parser, 1, "KEY")) || word(&tok, "CONSTRAINT") {
         if parser.parse_keyword(Keyword::CONSTRAINT) {
-            parser.parse_identifier().map_err(|e| parser_error(e, &tok))?;
+            parser
+                .parse_identifier()
+                .map_err(|e| parser_error(e, &tok))?;
         }
         let t = parser.peek_token();
-        parser.expect_keyword(Keyword::PRIMARY).map_err(|e| parser_error(e, &t))?;
-        parser.expect_keyword(Keyword::KEY).map_err(|e| parser_error(e, &t))?;
+        parser
+            .expect_keyword(Keyword::PRIMARY)
+            .map_err(|e| parser_error(e, &t))?;
+        parser
+            .expect_keyword(Keyword::KEY)
+            .map_err(|e| parser_error(e, &t))?;
         def.primary_key = parse_ident_list(parser)?;
         expect_not_enforced(parser)?;
         return Ok(());
     }
-    let name = parser.parse_identifier().map_err(|e| parser_error(e, &tok))?.value;
+    let name = parser
+        .parse_identifier()
+        .map_err(|e| parser_error(e, &tok))?
+        .value;
     let kind = if parser.parse_keyword(Keyword::AS) {
         let expr = parser.parse_expr().map_err(|e| parser_error(e, &tok))?;
         ColumnKind::Computed { expr }
@@ -226,14 +315,25 @@ fn parse_table_element(parser: &mut Parser, def: &mut TableDef) -> Result<()> {
         if parser.parse_keyword(Keyword::METADATA) {
             let key = if parser.parse_keyword(Keyword::FROM) {
                 let kt = parser.peek_token();
-                Some(parser.parse_literal_string().map_err(|e| parser_error(e, &kt))?)
+                Some(
+                    parser
+                        .parse_literal_string()
+                        .map_err(|e| parser_error(e, &kt))?,
+                )
             } else {
                 None
             };
             let is_virtual = parser.parse_keyword(Keyword::VIRTUAL);
-            ColumnKind::Metadata { data_type: t.data_type, key, is_virtual }
+            ColumnKind::Metadata {
+                data_type: t.data_type,
+                key,
+                is_virtual,
+            }
         } else {
-            ColumnKind::Physical { data_type: t.data_type, nullable: t.nullable }
+            ColumnKind::Physical {
+                data_type: t.data_type,
+                nullable: t.nullable,
+            }
         }
     };
     if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
@@ -242,7 +342,9 @@ fn parse_table_element(parser: &mut Parser, def: &mut TableDef) -> Result<()> {
     }
     if parser.parse_keyword(Keyword::COMMENT) {
         let t = parser.peek_token();
-        parser.parse_literal_string().map_err(|e| parser_error(e, &t))?;
+        parser
+            .parse_literal_string()
+            .map_err(|e| parser_error(e, &t))?;
     }
     def.columns.push(ColumnDef { name, kind });
     Ok(())
@@ -291,9 +393,16 @@ mod tests {
         assert_eq!(t.columns.len(), 5);
         let schema = t.physical_schema();
         assert_eq!(schema.fields().len(), 4);
-        let DataType::Struct(f) = schema.field(1).data_type() else { panic!() };
-        assert_eq!(f[2].data_type(), &DataType::Timestamp(TimeUnit::Millisecond, None));
-        assert!(matches!(schema.field(2).data_type(), DataType::List(inner) if matches!(inner.data_type(), DataType::List(_))));
+        let DataType::Struct(f) = schema.field(1).data_type() else {
+            panic!()
+        };
+        assert_eq!(
+            f[2].data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, None)
+        );
+        assert!(
+            matches!(schema.field(2).data_type(), DataType::List(inner) if matches!(inner.data_type(), DataType::List(_)))
+        );
         assert!(!schema.field(3).is_nullable());
         assert_eq!(t.watermark.as_ref().unwrap().column, "dateTime");
         assert_eq!(t.primary_key, vec!["event_type"]);
@@ -303,14 +412,23 @@ mod tests {
 
     #[test]
     fn bad_type_and_options_point_at_token() {
-        let err = parse_script("CREATE TABLE t (\n  a INTEGR\n) WITH ('connector' = 'x')").unwrap_err();
+        let err =
+            parse_script("CREATE TABLE t (\n  a INTEGR\n) WITH ('connector' = 'x')").unwrap_err();
         assert_eq!((err.line, err.column), (2, 5), "{err}");
         assert!(err.message.contains("unknown type 'INTEGR'"), "{err}");
-        let err = parse_script("CREATE TABLE t (a INT) WITH ('connector' = 'x', 'connector' = 'y')").unwrap_err();
+        let err =
+            parse_script("CREATE TABLE t (a INT) WITH ('connector' = 'x', 'connector' = 'y')")
+                .unwrap_err();
         assert!(err.message.contains("given twice"), "{err}");
         let ts = table("CREATE TABLE t (a TIMESTAMP_LTZ(3), b TIMESTAMP WITH LOCAL TIME ZONE, c TIMESTAMP) WITH ('connector'='x')");
         let s = ts.physical_schema();
-        assert_eq!(s.field(0).data_type(), &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())));
-        assert_eq!(s.field(2).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+        assert_eq!(
+            s.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+        );
+        assert_eq!(
+            s.field(2).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
     }
 }

@@ -10,14 +10,22 @@ pub struct SqlError {
 
 impl SqlError {
     pub fn new(message: impl Into<String>, line: u64, column: u64) -> Self {
-        Self { message: message.into(), line, column }
+        Self {
+            message: message.into(),
+            line,
+            column,
+        }
     }
 }
 
 impl fmt::Display for SqlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "SQL error at line {}, column {}: {}", self.line, self.column, self.message)
+            write!(
+                f,
+                "SQL error at line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
         } else {
             write!(f, "SQL error: {}", self.message)
         }

@@ -23,7 +23,10 @@ pub enum Statement {
     Insert(InsertDef),
     /// `EXECUTE STATEMENT SET BEGIN ... END` (a script's plain INSERTs form one set anyway).
     StatementSet(Vec<InsertDef>),
-    Set { key: String, value: String },
+    Set {
+        key: String,
+        value: String,
+    },
     Query(Box<Query>),
     /// A SESSION window TVF used by the statements after it (see [`crate::windows`]).
     DefineSession(crate::windows::SessionSpec),
@@ -81,7 +84,13 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
             }
             match legacy_windows(parse_statement(unit)?, &mut out)? {
                 Statement::Insert(insert) => inserts.push(insert),
-                _ => return Err(SqlError::new("a statement set may contain only INSERT INTO statements", 0, 0)),
+                _ => {
+                    return Err(SqlError::new(
+                        "a statement set may contain only INSERT INTO statements",
+                        0,
+                        0,
+                    ))
+                }
             }
             continue;
         }
@@ -89,7 +98,11 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
         out.push(stmt);
     }
     if set.is_some() {
-        return Err(SqlError::new("statement set is not closed: expected END", 0, 0));
+        return Err(SqlError::new(
+            "statement set is not closed: expected END",
+            0,
+            0,
+        ));
     }
     Ok(out)
 }
@@ -99,7 +112,9 @@ fn legacy_windows(mut stmt: Statement, out: &mut Vec<Statement>) -> Result<State
     let mut sessions = Vec::new();
     match &mut stmt {
         Statement::Insert(i) => crate::windows::rewrite_group_windows(&mut i.query, &mut sessions)?,
-        Statement::CreateView(v) => crate::windows::rewrite_group_windows(&mut v.query, &mut sessions)?,
+        Statement::CreateView(v) => {
+            crate::windows::rewrite_group_windows(&mut v.query, &mut sessions)?
+        }
         Statement::Query(q) => crate::windows::rewrite_group_windows(q, &mut sessions)?,
         _ => {}
     }
@@ -157,7 +172,9 @@ fn drop_words(mut unit: Vec<TokenWithSpan>, n: usize) -> Vec<TokenWithSpan> {
 
 /// Parses one statement (without its `;`).
 fn parse_statement(unit: Vec<TokenWithSpan>) -> Result<Statement> {
-    let end = unit.last().map_or((0, 0), |t| (t.span.end.line, t.span.end.column));
+    let end = unit
+        .last()
+        .map_or((0, 0), |t| (t.span.end.line, t.span.end.column));
     parse_statement_tokens(unit).map_err(|mut e| {
         // The parser's EOF token has no position: point just past the statement instead.
         if e.message.ends_with("found: EOF") {
@@ -181,14 +198,20 @@ fn parse_statement_tokens(unit: Vec<TokenWithSpan>) -> Result<Statement> {
         } else {
             return Err(err_at(
                 &kind,
-                format!("unsupported statement 'CREATE {}'; supported: CREATE TABLE, CREATE VIEW", kind.token),
+                format!(
+                    "unsupported statement 'CREATE {}'; supported: CREATE TABLE, CREATE VIEW",
+                    kind.token
+                ),
             ));
         }
     } else if word_is(&first, "INSERT") {
         Statement::Insert(parse_insert(&mut parser, &first)?)
     } else if word_is(&first, "SET") {
         parse_set(&mut parser)?
-    } else if word_is(&first, "SELECT") || word_is(&first, "WITH") || word_is(&first, "VALUES") || first.token == Token::LParen
+    } else if word_is(&first, "SELECT")
+        || word_is(&first, "WITH")
+        || word_is(&first, "VALUES")
+        || first.token == Token::LParen
     {
         let mut query = parser.parse_query().map_err(|e| parser_error(e, &first))?;
         normalize_query(&mut query);
@@ -205,7 +228,13 @@ fn parse_statement_tokens(unit: Vec<TokenWithSpan>) -> Result<Statement> {
     };
     let rest = parser.peek_token();
     if rest.token != Token::EOF {
-        return Err(err_at(&rest, format!("unexpected '{}' after the end of the statement (missing ';'?)", rest.token)));
+        return Err(err_at(
+            &rest,
+            format!(
+                "unexpected '{}' after the end of the statement (missing ';'?)",
+                rest.token
+            ),
+        ));
     }
     Ok(stmt)
 }
@@ -213,32 +242,50 @@ fn parse_statement_tokens(unit: Vec<TokenWithSpan>) -> Result<Statement> {
 fn parse_view(parser: &mut Parser, temporary: bool) -> Result<Statement> {
     let at = parser.peek_token();
     let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name = parser.parse_object_name(false).map_err(|e| parser_error(e, &at))?;
+    let name = parser
+        .parse_object_name(false)
+        .map_err(|e| parser_error(e, &at))?;
     let as_tok = parser.peek_token();
-    parser.expect_keyword(Keyword::AS).map_err(|e| parser_error(e, &as_tok))?;
+    parser
+        .expect_keyword(Keyword::AS)
+        .map_err(|e| parser_error(e, &as_tok))?;
     let mut query = parser.parse_query().map_err(|e| parser_error(e, &as_tok))?;
     normalize_query(&mut query);
-    Ok(Statement::CreateView(ViewDef { name: object_name(&name), query, temporary }))
+    Ok(Statement::CreateView(ViewDef {
+        name: object_name(&name),
+        query,
+        temporary,
+    }))
 }
 
 fn parse_insert(parser: &mut Parser, first: &TokenWithSpan) -> Result<InsertDef> {
     parser.next_token();
     if parser.parse_keyword(Keyword::OVERWRITE) {
-        return Err(err_at(first, "INSERT OVERWRITE is not supported for streaming jobs; use INSERT INTO"));
+        return Err(err_at(
+            first,
+            "INSERT OVERWRITE is not supported for streaming jobs; use INSERT INTO",
+        ));
     }
     let at = parser.peek_token();
-    parser.expect_keyword(Keyword::INTO).map_err(|e| parser_error(e, &at))?;
+    parser
+        .expect_keyword(Keyword::INTO)
+        .map_err(|e| parser_error(e, &at))?;
     let name_tok = parser.peek_token();
-    let name = parser.parse_object_name(false).map_err(|e| parser_error(e, &name_tok))?;
+    let name = parser
+        .parse_object_name(false)
+        .map_err(|e| parser_error(e, &name_tok))?;
     let mut columns = Vec::new();
     if parser.peek_token().token == Token::LParen {
         // `INSERT INTO t (a, b) SELECT` vs `INSERT INTO t (SELECT ...)`.
         let after = parser.peek_nth_token(1);
         if !word_is(&after, "SELECT") && !word_is(&after, "WITH") {
             parser.next_token();
-            let idents =
-                parser.parse_comma_separated(|p| p.parse_identifier()).map_err(|e| parser_error(e, &name_tok))?;
-            parser.expect_token(&Token::RParen).map_err(|e| parser_error(e, &name_tok))?;
+            let idents = parser
+                .parse_comma_separated(|p| p.parse_identifier())
+                .map_err(|e| parser_error(e, &name_tok))?;
+            parser
+                .expect_token(&Token::RParen)
+                .map_err(|e| parser_error(e, &name_tok))?;
             columns = idents.into_iter().map(|i| i.value).collect();
         }
     }
@@ -279,7 +326,12 @@ fn parse_set(parser: &mut Parser) -> Result<Statement> {
         Token::SingleQuotedString(s) => s.clone(),
         Token::Number(n, _) => n.clone(),
         Token::Word(w) => w.value.clone(),
-        _ => return Err(err_at(&value_tok, "expected a quoted value in SET 'key' = 'value'")),
+        _ => {
+            return Err(err_at(
+                &value_tok,
+                "expected a quoted value in SET 'key' = 'value'",
+            ))
+        }
     };
     Ok(Statement::Set { key, value })
 }
@@ -321,8 +373,11 @@ pub(crate) fn parser_error(e: ParserError, at: &TokenWithSpan) -> SqlError {
     };
     if let Some(idx) = msg.find(" at Line: ") {
         let (text, pos) = msg.split_at(idx);
-        let nums: Vec<u64> =
-            pos.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
+        let nums: Vec<u64> = pos
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| s.parse().ok())
+            .collect();
         if nums.len() >= 2 {
             return SqlError::new(text.to_string(), nums[0], nums[1]);
         }
@@ -345,17 +400,24 @@ mod tests {
             END;";
         let stmts = parse_script(script).unwrap();
         assert_eq!(stmts.len(), 4);
-        assert!(matches!(&stmts[0], Statement::Set { key, value } if key == "parallelism.default" && value == "2"));
-        let Statement::StatementSet(set) = &stmts[3] else { panic!("{:?}", stmts[3]) };
+        assert!(
+            matches!(&stmts[0], Statement::Set { key, value } if key == "parallelism.default" && value == "2")
+        );
+        let Statement::StatementSet(set) = &stmts[3] else {
+            panic!("{:?}", stmts[3])
+        };
         assert_eq!(set.len(), 2);
         assert_eq!(set[1].columns, vec!["a".to_string()]);
-        let Statement::CreateView(v) = &stmts[2] else { panic!() };
+        let Statement::CreateView(v) = &stmts[2] else {
+            panic!()
+        };
         assert!(v.query.to_string().contains("upper(b)"), "{}", v.query);
     }
 
     #[test]
     fn errors_point_at_line_and_column() {
-        let err = parse_script("CREATE TABLE t (a INT) WITH ('connector' = 'x');\nSELEC a FROM t").unwrap_err();
+        let err = parse_script("CREATE TABLE t (a INT) WITH ('connector' = 'x');\nSELEC a FROM t")
+            .unwrap_err();
         assert_eq!((err.line, err.column), (2, 1), "{err}");
         let err = parse_script("SELECT a FROM t WHERE").unwrap_err();
         assert_eq!(err.line, 1, "{err}");

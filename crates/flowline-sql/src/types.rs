@@ -48,7 +48,10 @@ pub(crate) fn err_at(tok: &TokenWithSpan, msg: impl Into<String>) -> SqlError {
 
 impl<'p, 'a> TypeParser<'p, 'a> {
     pub fn new(parser: &'p mut Parser<'a>) -> Self {
-        Self { parser, pending_gt: 0 }
+        Self {
+            parser,
+            pending_gt: 0,
+        }
     }
 
     pub fn parse(mut self) -> Result<SqlType> {
@@ -63,7 +66,10 @@ impl<'p, 'a> TypeParser<'p, 'a> {
     fn parse_type(&mut self) -> Result<SqlType> {
         let tok = self.parser.next_token();
         let Token::Word(word) = &tok.token else {
-            return Err(err_at(&tok, format!("expected a type name, found '{}'", tok.token)));
+            return Err(err_at(
+                &tok,
+                format!("expected a type name, found '{}'", tok.token),
+            ));
         };
         let name = word.value.to_ascii_uppercase();
         let data_type = match name.as_str() {
@@ -174,19 +180,25 @@ impl<'p, 'a> TypeParser<'p, 'a> {
                 ))
             }
         };
-        let nullable = if self.pending_gt == 0 && self.parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
-            false
-        } else {
-            if self.pending_gt == 0 {
-                let _ = self.parser.parse_keyword(Keyword::NULL);
-            }
-            true
-        };
-        Ok(SqlType { data_type, nullable })
+        let nullable =
+            if self.pending_gt == 0 && self.parser.parse_keywords(&[Keyword::NOT, Keyword::NULL]) {
+                false
+            } else {
+                if self.pending_gt == 0 {
+                    let _ = self.parser.parse_keyword(Keyword::NULL);
+                }
+                true
+            };
+        Ok(SqlType {
+            data_type,
+            nullable,
+        })
     }
 
     fn without_time_zone(&mut self) {
-        let _ = self.parser.parse_keywords(&[Keyword::WITHOUT, Keyword::TIME, Keyword::ZONE]);
+        let _ = self
+            .parser
+            .parse_keywords(&[Keyword::WITHOUT, Keyword::TIME, Keyword::ZONE]);
     }
 
     fn optional_precision(&mut self) -> Result<Option<u64>> {
@@ -194,8 +206,13 @@ impl<'p, 'a> TypeParser<'p, 'a> {
             return Ok(None);
         }
         let tok = self.parser.peek_token();
-        let p = self.parser.parse_literal_uint().map_err(|e| parser_err(&tok, e))?;
-        self.parser.expect_token(&Token::RParen).map_err(|e| parser_err(&tok, e))?;
+        let p = self
+            .parser
+            .parse_literal_uint()
+            .map_err(|e| parser_err(&tok, e))?;
+        self.parser
+            .expect_token(&Token::RParen)
+            .map_err(|e| parser_err(&tok, e))?;
         Ok(Some(p))
     }
 
@@ -204,13 +221,20 @@ impl<'p, 'a> TypeParser<'p, 'a> {
             return Ok((10, 0));
         }
         let tok = self.parser.peek_token();
-        let p = self.parser.parse_literal_uint().map_err(|e| parser_err(&tok, e))?;
+        let p = self
+            .parser
+            .parse_literal_uint()
+            .map_err(|e| parser_err(&tok, e))?;
         let s = if self.parser.consume_token(&Token::Comma) {
-            self.parser.parse_literal_uint().map_err(|e| parser_err(&tok, e))?
+            self.parser
+                .parse_literal_uint()
+                .map_err(|e| parser_err(&tok, e))?
         } else {
             0
         };
-        self.parser.expect_token(&Token::RParen).map_err(|e| parser_err(&tok, e))?;
+        self.parser
+            .expect_token(&Token::RParen)
+            .map_err(|e| parser_err(&tok, e))?;
         Ok((p, s))
     }
 
@@ -257,7 +281,10 @@ fn timestamp_type(precision: u64, ltz: bool) -> DataType {
     DataType::Timestamp(unit, ltz.then(|| LTZ_TIME_ZONE.into()))
 }
 
-pub(crate) fn parser_err(at: &TokenWithSpan, e: datafusion::sql::sqlparser::parser::ParserError) -> SqlError {
+pub(crate) fn parser_err(
+    at: &TokenWithSpan,
+    e: datafusion::sql::sqlparser::parser::ParserError,
+) -> SqlError {
     crate::script::parser_error(e, at)
 }
 
@@ -278,16 +305,24 @@ pub fn flink_type_name(dt: &DataType) -> String {
         DataType::Timestamp(u, None) => format!("TIMESTAMP({})", unit_precision(u)),
         DataType::Timestamp(u, Some(_)) => format!("TIMESTAMP_LTZ({})", unit_precision(u)),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
-        DataType::List(f) | DataType::LargeList(f) => format!("ARRAY<{}>", flink_type_name(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) => {
+            format!("ARRAY<{}>", flink_type_name(f.data_type()))
+        }
         DataType::Map(f, _) => match f.data_type() {
             DataType::Struct(kv) if kv.len() == 2 => {
-                format!("MAP<{}, {}>", flink_type_name(kv[0].data_type()), flink_type_name(kv[1].data_type()))
+                format!(
+                    "MAP<{}, {}>",
+                    flink_type_name(kv[0].data_type()),
+                    flink_type_name(kv[1].data_type())
+                )
             }
             other => format!("MAP<{other}>"),
         },
         DataType::Struct(fields) => {
-            let inner: Vec<String> =
-                fields.iter().map(|f| format!("{} {}", f.name(), flink_type_name(f.data_type()))).collect();
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| format!("{} {}", f.name(), flink_type_name(f.data_type())))
+                .collect();
             format!("ROW<{}>", inner.join(", "))
         }
         DataType::Null => "NULL".into(),

@@ -22,7 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr, FunctionArguments, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableFactor,
+    visit_expressions_mut, Expr, FunctionArguments, GroupByExpr, Ident, Query, Select, SelectItem,
+    SetExpr, TableFactor,
 };
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -52,15 +53,22 @@ pub const SESSION_PREFIX: &str = "__flowline_session_";
 static SESSION_COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 /// Rewrites every window TVF in a statement's tokens; SESSION TVFs are appended to `sessions`.
-pub fn rewrite_tvfs(tokens: Vec<TokenWithSpan>, sessions: &mut Vec<SessionSpec>) -> Result<Vec<TokenWithSpan>> {
+pub fn rewrite_tvfs(
+    tokens: Vec<TokenWithSpan>,
+    sessions: &mut Vec<SessionSpec>,
+) -> Result<Vec<TokenWithSpan>> {
     let mut out = Vec::with_capacity(tokens.len());
     let mut i = 0;
     while i < tokens.len() {
         if let Some(kind) = tvf_at(&tokens, i) {
             let open = i + 3;
-            let close = matching(&tokens, open).ok_or_else(|| err_at(&tokens[open], format!("{kind}(...) is not closed")))?;
+            let close = matching(&tokens, open)
+                .ok_or_else(|| err_at(&tokens[open], format!("{kind}(...) is not closed")))?;
             if !matches!(tokens.get(close + 1).map(|t| &t.token), Some(Token::RParen)) {
-                return Err(err_at(&tokens[close], format!("expected ')' to close TABLE({kind}(...))")));
+                return Err(err_at(
+                    &tokens[close],
+                    format!("expected ')' to close TABLE({kind}(...))"),
+                ));
             }
             let args = rewrite_tvfs(tokens[open + 1..close].to_vec(), sessions)?;
             let sql = expand(kind, &tokens[i], &args, sessions)?;
@@ -76,10 +84,16 @@ pub fn rewrite_tvfs(tokens: Vec<TokenWithSpan>, sessions: &mut Vec<SessionSpec>)
 
 /// `TABLE ( KIND (` at position i.
 fn tvf_at(t: &[TokenWithSpan], i: usize) -> Option<&'static str> {
-    if i + 3 >= t.len() || !is_word(&t[i], "TABLE") || t[i + 1].token != Token::LParen || t[i + 3].token != Token::LParen {
+    if i + 3 >= t.len()
+        || !is_word(&t[i], "TABLE")
+        || t[i + 1].token != Token::LParen
+        || t[i + 3].token != Token::LParen
+    {
         return None;
     }
-    ["TUMBLE", "HOP", "CUMULATE", "SESSION"].into_iter().find(|k| is_word(&t[i + 2], k))
+    ["TUMBLE", "HOP", "CUMULATE", "SESSION"]
+        .into_iter()
+        .find(|k| is_word(&t[i + 2], k))
 }
 
 fn is_word(t: &TokenWithSpan, w: &str) -> bool {
@@ -126,13 +140,19 @@ fn split_args(t: &[TokenWithSpan]) -> Vec<&[TokenWithSpan]> {
 }
 
 fn text(t: &[TokenWithSpan]) -> String {
-    t.iter().map(|x| x.token.to_string()).collect::<Vec<_>>().join(" ")
+    t.iter()
+        .map(|x| x.token.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// An identifier's name (unquoted); anything else as text.
 fn ident(t: &[TokenWithSpan]) -> String {
     match t {
-        [TokenWithSpan { token: Token::Word(w), .. }] => w.value.clone(),
+        [TokenWithSpan {
+            token: Token::Word(w),
+            ..
+        }] => w.value.clone(),
         _ => text(t),
     }
 }
@@ -149,7 +169,10 @@ fn tokenize_at(sql: &str, at: &TokenWithSpan) -> Result<Vec<TokenWithSpan>> {
     Ok(toks
         .into_iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
-        .map(|token| TokenWithSpan { token, span: at.span })
+        .map(|token| TokenWithSpan {
+            token,
+            span: at.span,
+        })
         .collect())
 }
 
@@ -178,37 +201,82 @@ fn parse_args(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan]) 
     for (pos, arg) in split_args(tokens).into_iter().enumerate() {
         let first = arg.first().unwrap_or(at);
         let (name, value) = match (arg.first(), arg.get(1)) {
-            (Some(TokenWithSpan { token: Token::Word(w), .. }), Some(TokenWithSpan { token: Token::RArrow, .. })) => {
+            (
+                Some(TokenWithSpan {
+                    token: Token::Word(w),
+                    ..
+                }),
+                Some(TokenWithSpan {
+                    token: Token::RArrow,
+                    ..
+                }),
+            ) => {
                 let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(&w.value)) else {
-                    return Err(err_at(first, format!("{kind} has no parameter '{}'; its parameters are {}", w.value, names.join(", "))));
+                    return Err(err_at(
+                        first,
+                        format!(
+                            "{kind} has no parameter '{}'; its parameters are {}",
+                            w.value,
+                            names.join(", ")
+                        ),
+                    ));
                 };
                 (*n, &arg[2..])
             }
             _ => match names.get(pos) {
                 Some(n) => (*n, arg),
-                None => return Err(err_at(first, format!("{kind} takes at most {} arguments: {}", names.len(), names.join(", ")))),
+                None => {
+                    return Err(err_at(
+                        first,
+                        format!(
+                            "{kind} takes at most {} arguments: {}",
+                            names.len(),
+                            names.join(", ")
+                        ),
+                    ))
+                }
             },
         };
         let vfirst = value.first().unwrap_or(first);
         match name {
             "DATA" => {
-                let value = if is_word(vfirst, "TABLE") { &value[1..] } else { value };
-                let cut = value.iter().position(|t| is_word(t, "PARTITION")).unwrap_or(value.len());
+                let value = if is_word(vfirst, "TABLE") {
+                    &value[1..]
+                } else {
+                    value
+                };
+                let cut = value
+                    .iter()
+                    .position(|t| is_word(t, "PARTITION"))
+                    .unwrap_or(value.len());
                 if cut == 0 {
-                    return Err(err_at(vfirst, format!("{kind}: expected `TABLE <name>` as the first argument")));
+                    return Err(err_at(
+                        vfirst,
+                        format!("{kind}: expected `TABLE <name>` as the first argument"),
+                    ));
                 }
                 args.input = Some(text(&value[..cut]));
                 if cut < value.len() {
                     if kind != "SESSION" {
-                        return Err(err_at(&value[cut], format!("{kind} does not take PARTITION BY; only SESSION does")));
+                        return Err(err_at(
+                            &value[cut],
+                            format!("{kind} does not take PARTITION BY; only SESSION does"),
+                        ));
                     }
                     let keys = &value[cut + 1..];
                     if keys.is_empty() || !is_word(&keys[0], "BY") {
-                        return Err(err_at(&value[cut], "expected PARTITION BY <column> or PARTITION BY (<column>, ...)"));
+                        return Err(err_at(
+                            &value[cut],
+                            "expected PARTITION BY <column> or PARTITION BY (<column>, ...)",
+                        ));
                     }
                     let keys = &keys[1..];
                     let inner = match keys.first().map(|t| &t.token) {
-                        Some(Token::LParen) if matches!(keys.last().map(|t| &t.token), Some(Token::RParen)) => &keys[1..keys.len() - 1],
+                        Some(Token::LParen)
+                            if matches!(keys.last().map(|t| &t.token), Some(Token::RParen)) =>
+                        {
+                            &keys[1..keys.len() - 1]
+                        }
                         _ => keys,
                     };
                     args.keys = split_args(inner).into_iter().map(ident).collect();
@@ -226,7 +294,8 @@ fn parse_args(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan]) 
                 args.time_col = Some(ident(&value[2..3]));
             }
             _ => {
-                let ms = interval_ms(value).map_err(|m| err_at(vfirst, format!("{kind} {name}: {m}")))?;
+                let ms = interval_ms(value)
+                    .map_err(|m| err_at(vfirst, format!("{kind} {name}: {m}")))?;
                 args.intervals.push((name, ms));
             }
         }
@@ -241,7 +310,9 @@ pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
     if t.is_empty() || !is_word(&t[0], "INTERVAL") {
         return Err(bad());
     }
-    let Some(Token::SingleQuotedString(value)) = t.get(1).map(|x| &x.token) else { return Err(bad()) };
+    let Some(Token::SingleQuotedString(value)) = t.get(1).map(|x| &x.token) else {
+        return Err(bad());
+    };
     let (number, unit) = match t.get(2).map(|x| &x.token) {
         Some(Token::Word(w)) if t.len() == 3 => (value.trim().to_string(), w.value.clone()),
         None => match value.trim().split_once(char::is_whitespace) {
@@ -251,21 +322,37 @@ pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
         _ => return Err(bad()),
     };
     let n: i64 = number.parse().map_err(|_| bad())?;
-    let unit_ms = match unit.to_ascii_uppercase().trim_end_matches('S') {
-        "MILLISECOND" => 1,
-        "SECOND" => 1_000,
-        "MINUTE" => 60_000,
-        "HOUR" => 3_600_000,
-        "DAY" => 86_400_000,
-        _ => return Err(format!("unsupported interval unit '{unit}'; use MILLISECOND, SECOND, MINUTE, HOUR or DAY")),
-    };
+    let unit_ms =
+        match unit.to_ascii_uppercase().trim_end_matches('S') {
+            "MILLISECOND" => 1,
+            "SECOND" => 1_000,
+            "MINUTE" => 60_000,
+            "HOUR" => 3_600_000,
+            "DAY" => 86_400_000,
+            _ => return Err(format!(
+                "unsupported interval unit '{unit}'; use MILLISECOND, SECOND, MINUTE, HOUR or DAY"
+            )),
+        };
     Ok(n * unit_ms)
 }
 
-fn expand(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan], sessions: &mut Vec<SessionSpec>) -> Result<String> {
+fn expand(
+    kind: &'static str,
+    at: &TokenWithSpan,
+    tokens: &[TokenWithSpan],
+    sessions: &mut Vec<SessionSpec>,
+) -> Result<String> {
     let args = parse_args(kind, at, tokens)?;
-    let input = args.input.clone().ok_or_else(|| err_at(at, format!("{kind} needs a DATA argument: TABLE <name>")))?;
-    let ts = args.time_col.clone().ok_or_else(|| err_at(at, format!("{kind} needs a TIMECOL argument: DESCRIPTOR(<time column>)")))?;
+    let input = args
+        .input
+        .clone()
+        .ok_or_else(|| err_at(at, format!("{kind} needs a DATA argument: TABLE <name>")))?;
+    let ts = args.time_col.clone().ok_or_else(|| {
+        err_at(
+            at,
+            format!("{kind} needs a TIMECOL argument: DESCRIPTOR(<time column>)"),
+        )
+    })?;
     window_sql(kind, input, ts, args.keys, &args.intervals, sessions).map_err(|m| err_at(at, m))
 }
 
@@ -283,7 +370,10 @@ fn window_sql(
             Some((_, v)) if *v > 0 || name == "OFFSET" => Ok(*v),
             Some(_) => Err(format!("{kind} {name} must be a positive interval")),
             None if name == "OFFSET" => Ok(0),
-            None => Err(format!("{kind} needs a {name} argument: {kind}({})", params(kind).join(", "))),
+            None => Err(format!(
+                "{kind} needs a {name} argument: {kind}({})",
+                params(kind).join(", ")
+            )),
         }
     };
     let ts = quote(&ts_name);
@@ -308,7 +398,9 @@ fn window_sql(
         "HOP" => {
             let (slide, size, offset) = (need("SLIDE")?, need("SIZE")?, need("OFFSET")?);
             if size % slide != 0 {
-                return Err(format!("HOP size ({size} ms) must be an integral multiple of the slide ({slide} ms)"));
+                return Err(format!(
+                    "HOP size ({size} ms) must be an integral multiple of the slide ({slide} ms)"
+                ));
             }
             format!(
                 "(SELECT *, {b}(window_start, {size}) AS window_end, {t}(window_start, {size}, {ts}) AS window_time \
@@ -333,8 +425,17 @@ fn window_sql(
         }
         _ => {
             let gap = need("GAP")?;
-            let name = format!("{SESSION_PREFIX}{}", SESSION_COUNTER.fetch_add(1, Ordering::Relaxed));
-            sessions.push(SessionSpec { name: name.clone(), input, time_col: ts_name, keys, gap_ms: gap });
+            let name = format!(
+                "{SESSION_PREFIX}{}",
+                SESSION_COUNTER.fetch_add(1, Ordering::Relaxed)
+            );
+            sessions.push(SessionSpec {
+                name: name.clone(),
+                input,
+                time_col: ts_name,
+                keys,
+                gap_ms: gap,
+            });
             name
         }
     })
@@ -357,7 +458,9 @@ fn rewrite_set_expr(body: &mut SetExpr, sessions: &mut Vec<SessionSpec>) -> Resu
     match body {
         SetExpr::Select(select) => {
             for twj in select.from.iter_mut() {
-                for factor in std::iter::once(&mut twj.relation).chain(twj.joins.iter_mut().map(|j| &mut j.relation)) {
+                for factor in std::iter::once(&mut twj.relation)
+                    .chain(twj.joins.iter_mut().map(|j| &mut j.relation))
+                {
                     if let TableFactor::Derived { subquery, .. } = factor {
                         rewrite_group_windows(subquery, sessions)?;
                     }
@@ -379,13 +482,17 @@ fn legacy_error(msg: impl Into<String>) -> crate::error::SqlError {
 }
 
 fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Result<()> {
-    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else { return Ok(()) };
+    let GroupByExpr::Expressions(exprs, _) = &mut select.group_by else {
+        return Ok(());
+    };
     let kinds = ["tumble", "hop", "session"];
     let Some(pos) = exprs.iter().position(|e| matches!(e, Expr::Function(f) if kinds.contains(&f.name.to_string().to_ascii_lowercase().as_str())))
     else {
         return Ok(());
     };
-    let Expr::Function(func) = exprs[pos].clone() else { return Ok(()) };
+    let Expr::Function(func) = exprs[pos].clone() else {
+        return Ok(());
+    };
     let kind = func.name.to_string().to_ascii_uppercase();
     let args: Vec<String> = match &func.args {
         FunctionArguments::List(list) => list.args.iter().map(|a| a.to_string()).collect(),
@@ -397,7 +504,10 @@ fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Resul
         _ => &["GAP"],
     };
     if args.len() < 2 || args.len() > names.len() + 1 {
-        return Err(legacy_error(format!("group window {kind}(<time column>, {}) has the wrong number of arguments", names.join(", "))));
+        return Err(legacy_error(format!(
+            "group window {kind}(<time column>, {}) has the wrong number of arguments",
+            names.join(", ")
+        )));
     }
     let ts = args[0].trim_matches('`').to_string();
     let mut intervals = Vec::new();
@@ -408,15 +518,27 @@ fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Resul
             .into_iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_)))
             .collect();
-        intervals.push((*name, interval_ms(&toks).map_err(|m| legacy_error(format!("group window {kind} {name}: {m}")))?));
+        intervals.push((
+            *name,
+            interval_ms(&toks)
+                .map_err(|m| legacy_error(format!("group window {kind} {name}: {m}")))?,
+        ));
     }
     if select.from.len() != 1 || !select.from[0].joins.is_empty() {
-        return Err(legacy_error(format!("group window {kind}(...) needs exactly one table in FROM")));
+        return Err(legacy_error(format!(
+            "group window {kind}(...) needs exactly one table in FROM"
+        )));
     }
     let (input, alias) = match &select.from[0].relation {
         TableFactor::Table { name, alias, .. } => (name.to_string(), alias.clone()),
-        TableFactor::Derived { subquery, alias, .. } => (format!("({subquery})"), alias.clone()),
-        other => return Err(legacy_error(format!("group window {kind}(...) over `{other}` is not supported"))),
+        TableFactor::Derived {
+            subquery, alias, ..
+        } => (format!("({subquery})"), alias.clone()),
+        other => {
+            return Err(legacy_error(format!(
+                "group window {kind}(...) over `{other}` is not supported"
+            )))
+        }
     };
     let keys: Vec<String> = exprs
         .iter()
@@ -424,24 +546,55 @@ fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Resul
         .filter(|(i, _)| *i != pos)
         .map(|(_, e)| match e {
             Expr::Identifier(i) => Ok(i.value.clone()),
-            Expr::CompoundIdentifier(parts) => Ok(parts.last().map(|i| i.value.clone()).unwrap_or_default()),
-            other => Err(legacy_error(format!("SESSION group window: GROUP BY {other} must be a column"))),
+            Expr::CompoundIdentifier(parts) => {
+                Ok(parts.last().map(|i| i.value.clone()).unwrap_or_default())
+            }
+            other => Err(legacy_error(format!(
+                "SESSION group window: GROUP BY {other} must be a column"
+            ))),
         })
         .collect::<Result<Vec<_>>>()
-        .or_else(|e| if kind == "SESSION" { Err(e) } else { Ok(Vec::new()) })?;
-    let relation_sql = window_sql(&kind, input, ts, if kind == "SESSION" { keys } else { Vec::new() }, &intervals, sessions).map_err(legacy_error)?;
+        .or_else(|e| {
+            if kind == "SESSION" {
+                Err(e)
+            } else {
+                Ok(Vec::new())
+            }
+        })?;
+    let relation_sql = window_sql(
+        &kind,
+        input,
+        ts,
+        if kind == "SESSION" { keys } else { Vec::new() },
+        &intervals,
+        sessions,
+    )
+    .map_err(legacy_error)?;
     let parsed = Parser::new(&DIALECT)
         .try_with_sql(&format!("SELECT 1 FROM {relation_sql}"))
         .and_then(|mut p| p.parse_query())
         .map_err(|e| legacy_error(format!("internal error rewriting a group window: {e}")))?;
-    let SetExpr::Select(inner) = *parsed.body else { return Err(legacy_error("internal error rewriting a group window")) };
-    let mut relation = inner.from.into_iter().next().map(|t| t.relation).ok_or_else(|| legacy_error("internal error rewriting a group window"))?;
+    let SetExpr::Select(inner) = *parsed.body else {
+        return Err(legacy_error("internal error rewriting a group window"));
+    };
+    let mut relation = inner
+        .from
+        .into_iter()
+        .next()
+        .map(|t| t.relation)
+        .ok_or_else(|| legacy_error("internal error rewriting a group window"))?;
     match &mut relation {
         TableFactor::Derived { alias: a, .. } | TableFactor::Table { alias: a, .. } => *a = alias,
         _ => {}
     }
     select.from[0].relation = relation;
-    exprs.splice(pos..=pos, [Expr::Identifier(Ident::new("window_start")), Expr::Identifier(Ident::new("window_end"))]);
+    exprs.splice(
+        pos..=pos,
+        [
+            Expr::Identifier(Ident::new("window_start")),
+            Expr::Identifier(Ident::new("window_end")),
+        ],
+    );
 
     // TUMBLE_START(...) → window_start, and so on, wherever they appear.
     let prefix = kind.to_ascii_lowercase();
@@ -496,16 +649,24 @@ mod tests {
 
     #[test]
     fn positional_and_named_arguments_give_the_same_query() {
-        let (a, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECONDS))");
+        let (a, _) = rewrite(
+            "SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' SECONDS))",
+        );
         let (b, _) = rewrite("SELECT * FROM TABLE(TUMBLE(DATA => TABLE bid, SIZE => INTERVAL '10' SECOND, TIMECOL => DESCRIPTOR(ts)))");
         assert_eq!(a, b);
-        assert!(a.contains("__flowline_tumble ( `ts` , 10000 , 0 ) AS window_start"), "{a}");
+        assert!(
+            a.contains("__flowline_tumble ( `ts` , 10000 , 0 ) AS window_start"),
+            "{a}"
+        );
     }
 
     #[test]
     fn hop_checks_its_sizes() {
         let (ok, _) = rewrite("SELECT * FROM TABLE(HOP(TABLE bid, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '10' SECOND)) AS w");
-        assert!(ok.contains("unnest ( __flowline_hop ( `ts` , 2000 , 10000 , 0 ) )"), "{ok}");
+        assert!(
+            ok.contains("unnest ( __flowline_hop ( `ts` , 2000 , 10000 , 0 ) )"),
+            "{ok}"
+        );
         assert!(ok.ends_with("AS w"), "{ok}");
         let (bad, _) = rewrite("SELECT * FROM TABLE(HOP(TABLE bid, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND))");
         assert!(bad.contains("integral multiple"), "{bad}");
@@ -524,7 +685,8 @@ mod tests {
     fn errors_name_the_problem() {
         let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, ts, INTERVAL '10' SECOND))");
         assert!(e.contains("DESCRIPTOR"), "{e}");
-        let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' WEEKS))");
+        let (e, _) =
+            rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts), INTERVAL '10' WEEKS))");
         assert!(e.contains("unsupported interval unit"), "{e}");
         let (e, _) = rewrite("SELECT * FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(ts)))");
         assert!(e.contains("needs a SIZE"), "{e}");

@@ -29,7 +29,11 @@ pub enum StateError {
     #[error("checkpoint storage {location}: {source}")]
     Io { location: String, source: io::Error },
     #[error("checkpoint {id} in {location}: {reason}")]
-    Corrupt { location: String, id: u64, reason: String },
+    Corrupt {
+        location: String,
+        id: u64,
+        reason: String,
+    },
 }
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -45,13 +49,18 @@ pub fn frame(mut data: Vec<u8>) -> Vec<u8> {
 /// Checks and strips the frame; the reason when the file is damaged.
 pub fn unframe(mut data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     if data.len() < 8 || &data[data.len() - 4..] != MAGIC {
-        return Err(format!("truncated or not a checkpoint file ({} bytes)", data.len()));
+        return Err(format!(
+            "truncated or not a checkpoint file ({} bytes)",
+            data.len()
+        ));
     }
     let n = data.len() - 8;
     let stored = u32::from_le_bytes(data[n..n + 4].try_into().expect("4 bytes"));
     let actual = crc32fast::hash(&data[..n]);
     if stored != actual {
-        return Err(format!("checksum mismatch (stored {stored:08x}, computed {actual:08x})"));
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {actual:08x})"
+        ));
     }
     data.truncate(n);
     Ok(data)
@@ -81,7 +90,12 @@ impl Manifest {
         let tasks: serde_json::Map<String, serde_json::Value> = self
             .tasks
             .iter()
-            .map(|(k, t)| (k.clone(), serde_json::json!({"descriptor": t.descriptor, "bytes": t.bytes})))
+            .map(|(k, t)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"descriptor": t.descriptor, "bytes": t.bytes}),
+                )
+            })
             .collect();
         let v = serde_json::json!({
             "id": self.id, "job": self.job, "finished": self.finished, "parallelism": self.parallelism, "tasks": tasks,
@@ -90,20 +104,30 @@ impl Manifest {
     }
 
     fn from_json(b: &[u8]) -> std::result::Result<Self, String> {
-        let v: serde_json::Value = serde_json::from_slice(b).map_err(|e| format!("manifest is not JSON: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(b).map_err(|e| format!("manifest is not JSON: {e}"))?;
         let field = |k: &str| v.get(k).ok_or_else(|| format!("manifest lacks '{k}'"));
         let mut tasks = BTreeMap::new();
-        for (k, t) in field("tasks")?.as_object().ok_or("manifest 'tasks' is not an object")? {
+        for (k, t) in field("tasks")?
+            .as_object()
+            .ok_or("manifest 'tasks' is not an object")?
+        {
             tasks.insert(
                 k.clone(),
                 TaskEntry {
-                    descriptor: t.get("descriptor").and_then(|d| d.as_str()).unwrap_or_default().to_string(),
+                    descriptor: t
+                        .get("descriptor")
+                        .and_then(|d| d.as_str())
+                        .unwrap_or_default()
+                        .to_string(),
                     bytes: t.get("bytes").and_then(|d| d.as_u64()).unwrap_or_default(),
                 },
             );
         }
         Ok(Self {
-            id: field("id")?.as_u64().ok_or("manifest 'id' is not a number")?,
+            id: field("id")?
+                .as_u64()
+                .ok_or("manifest 'id' is not a number")?,
             job: field("job")?.as_str().unwrap_or_default().to_string(),
             finished: field("finished")?.as_bool().unwrap_or(false),
             parallelism: field("parallelism")?.as_u64().unwrap_or(0) as usize,
@@ -133,12 +157,23 @@ fn dir_name(id: u64) -> String {
 
 /// A task key as a file name.
 fn file_name(key: &str) -> String {
-    key.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '#') { c } else { '_' }).collect()
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '#') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Checkpoints {
     pub fn open(location: &str) -> Result<Self> {
-        let store = open_store(location).map_err(|source| StateError::Io { location: location.to_string(), source })?;
+        let store = open_store(location).map_err(|source| StateError::Io {
+            location: location.to_string(),
+            source,
+        })?;
         Ok(Self { store })
     }
 
@@ -151,7 +186,10 @@ impl Checkpoints {
     }
 
     fn io(&self, source: io::Error) -> StateError {
-        StateError::Io { location: self.location(), source }
+        StateError::Io {
+            location: self.location(),
+            source,
+        }
     }
 
     /// The job's id, created on first use. Sinks name their files with it.
@@ -162,20 +200,32 @@ impl Checkpoints {
             }
         }
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
-        self.store.put(JOB_FILE, &frame(id.clone().into_bytes())).map_err(|e| self.io(e))?;
+        self.store
+            .put(JOB_FILE, &frame(id.clone().into_bytes()))
+            .map_err(|e| self.io(e))?;
         Ok(id)
     }
 
     /// Writes one task's state for checkpoint `id`; returns its size.
     pub fn put_task(&self, id: u64, key: &str, state: Vec<u8>) -> Result<u64> {
         let n = state.len() as u64;
-        self.store.put(&format!("{}/{}", dir_name(id), file_name(key)), &frame(state)).map_err(|e| self.io(e))?;
+        self.store
+            .put(
+                &format!("{}/{}", dir_name(id), file_name(key)),
+                &frame(state),
+            )
+            .map_err(|e| self.io(e))?;
         Ok(n)
     }
 
     /// Writes the manifest: from here on the checkpoint is complete.
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
-        self.store.put(&format!("{}/{MANIFEST}", dir_name(m.id)), &frame(m.to_json())).map_err(|e| self.io(e))
+        self.store
+            .put(
+                &format!("{}/{MANIFEST}", dir_name(m.id)),
+                &frame(m.to_json()),
+            )
+            .map_err(|e| self.io(e))
     }
 
     /// Ids of checkpoint directories (complete or not), ascending.
@@ -193,11 +243,21 @@ impl Checkpoints {
 
     /// Reads checkpoint `id` and verifies every file.
     pub fn read(&self, id: u64) -> Result<Option<(Manifest, BTreeMap<String, Vec<u8>>)>> {
-        let corrupt = |reason: String| StateError::Corrupt { location: self.location(), id, reason };
-        let Some(raw) = self.store.get(&format!("{}/{MANIFEST}", dir_name(id))).map_err(|e| self.io(e))? else {
+        let corrupt = |reason: String| StateError::Corrupt {
+            location: self.location(),
+            id,
+            reason,
+        };
+        let Some(raw) = self
+            .store
+            .get(&format!("{}/{MANIFEST}", dir_name(id)))
+            .map_err(|e| self.io(e))?
+        else {
             return Ok(None); // incomplete: never finished
         };
-        let manifest = Manifest::from_json(&unframe(raw).map_err(|r| corrupt(format!("manifest: {r}")))?).map_err(corrupt)?;
+        let manifest =
+            Manifest::from_json(&unframe(raw).map_err(|r| corrupt(format!("manifest: {r}")))?)
+                .map_err(corrupt)?;
         let mut states = BTreeMap::new();
         for (key, entry) in &manifest.tasks {
             let raw = self
@@ -207,7 +267,11 @@ impl Checkpoints {
                 .ok_or_else(|| corrupt(format!("state of task {key} is missing")))?;
             let data = unframe(raw).map_err(|r| corrupt(format!("state of task {key}: {r}")))?;
             if data.len() as u64 != entry.bytes {
-                return Err(corrupt(format!("state of task {key} has {} bytes, the manifest says {}", data.len(), entry.bytes)));
+                return Err(corrupt(format!(
+                    "state of task {key} has {} bytes, the manifest says {}",
+                    data.len(),
+                    entry.bytes
+                )));
             }
             states.insert(key.clone(), data);
         }
@@ -220,7 +284,13 @@ impl Checkpoints {
         let mut skipped = Vec::new();
         for id in self.ids()?.into_iter().rev() {
             match self.read(id) {
-                Ok(Some((manifest, states))) => return Ok(Some(Restored { manifest, states, skipped })),
+                Ok(Some((manifest, states))) => {
+                    return Ok(Some(Restored {
+                        manifest,
+                        states,
+                        skipped,
+                    }))
+                }
                 Ok(None) => {}
                 Err(e @ StateError::Corrupt { .. }) => skipped.push(e.to_string()),
                 Err(e) => return Err(e),
@@ -236,8 +306,13 @@ impl Checkpoints {
         let complete: Vec<u64> = ids.iter().copied().filter(|id| *id <= completed).collect();
         let keep_from = complete.len().saturating_sub(retained.max(1));
         let keep: Vec<u64> = complete[keep_from..].to_vec();
-        for id in ids.into_iter().filter(|id| *id < completed && !keep.contains(id)) {
-            self.store.delete_dir(&dir_name(id)).map_err(|e| self.io(e))?;
+        for id in ids
+            .into_iter()
+            .filter(|id| *id < completed && !keep.contains(id))
+        {
+            self.store
+                .delete_dir(&dir_name(id))
+                .map_err(|e| self.io(e))?;
         }
         Ok(())
     }
@@ -245,9 +320,20 @@ impl Checkpoints {
     /// Removes every checkpoint and the job id (start fresh).
     pub fn clear(&self) -> Result<()> {
         for id in self.ids()? {
-            self.store.delete_dir(&dir_name(id)).map_err(|e| self.io(e))?;
+            self.store
+                .delete_dir(&dir_name(id))
+                .map_err(|e| self.io(e))?;
         }
-        self.store.put(JOB_FILE, &frame(uuid::Uuid::new_v4().simple().to_string()[..12].as_bytes().to_vec())).map_err(|e| self.io(e))
+        self.store
+            .put(
+                JOB_FILE,
+                &frame(
+                    uuid::Uuid::new_v4().simple().to_string()[..12]
+                        .as_bytes()
+                        .to_vec(),
+                ),
+            )
+            .map_err(|e| self.io(e))
     }
 }
 
@@ -256,8 +342,19 @@ mod tests {
     use super::*;
 
     fn manifest(id: u64) -> Manifest {
-        let mut m = Manifest { id, job: "j".into(), parallelism: 1, ..Default::default() };
-        m.tasks.insert("a#0".into(), TaskEntry { descriptor: "source t".into(), bytes: 3 });
+        let mut m = Manifest {
+            id,
+            job: "j".into(),
+            parallelism: 1,
+            ..Default::default()
+        };
+        m.tasks.insert(
+            "a#0".into(),
+            TaskEntry {
+                descriptor: "source t".into(),
+                bytes: 3,
+            },
+        );
         m
     }
 
@@ -268,7 +365,9 @@ mod tests {
         let mut bad = f.clone();
         bad[1] ^= 1;
         assert!(unframe(bad).unwrap_err().contains("checksum"));
-        assert!(unframe(f[..f.len() - 2].to_vec()).unwrap_err().contains("truncated"));
+        assert!(unframe(f[..f.len() - 2].to_vec())
+            .unwrap_err()
+            .contains("truncated"));
     }
 
     #[test]
@@ -305,7 +404,14 @@ mod tests {
         let c = Checkpoints::open(&format!("file://{}", dir.path().display())).unwrap();
         c.put_task(7, "op/1#0", b"abc".to_vec()).unwrap();
         let mut m = manifest(7);
-        m.tasks = [("op/1#0".to_string(), TaskEntry { descriptor: "d".into(), bytes: 3 })].into();
+        m.tasks = [(
+            "op/1#0".to_string(),
+            TaskEntry {
+                descriptor: "d".into(),
+                bytes: 3,
+            },
+        )]
+        .into();
         c.put_manifest(&m).unwrap();
         let r = c.latest().unwrap().unwrap();
         assert_eq!(r.states["op/1#0"], b"abc");

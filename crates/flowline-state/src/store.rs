@@ -55,7 +55,9 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
 
 /// fsync of a directory, so a rename in it is durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| with_path(e, dir))
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| with_path(e, dir))
 }
 
 impl CheckpointStore for LocalDir {
@@ -63,9 +65,17 @@ impl CheckpointStore for LocalDir {
         let target = self.root.join(path);
         let dir = target.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir))?;
-        let tmp = dir.join(format!(".{}.tmp", target.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            target
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("file")
+        ));
         let mut f = std::fs::File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
-        f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| with_path(e, &tmp))?;
+        f.write_all(data)
+            .and_then(|_| f.sync_all())
+            .map_err(|e| with_path(e, &tmp))?;
         std::fs::rename(&tmp, &target).map_err(|e| with_path(e, &target))?;
         sync_dir(&dir)
     }
@@ -121,20 +131,35 @@ impl Drop for ObjectStoreDir {
 impl ObjectStoreDir {
     fn local(path: &str) -> io::Result<Self> {
         std::fs::create_dir_all(path).map_err(|e| with_path(e, Path::new(path)))?;
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path).map_err(io::Error::other)?;
-        Self::new(Arc::new(store), ObjectPath::default(), format!("file://{path}"))
+        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+            .map_err(io::Error::other)?;
+        Self::new(
+            Arc::new(store),
+            ObjectPath::default(),
+            format!("file://{path}"),
+        )
     }
 
     /// `s3://bucket/prefix` or `gs://bucket/prefix`, credentials and endpoint from the environment.
     fn cloud(location: &str) -> io::Result<Self> {
-        let bad = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("checkpoint storage '{location}': {e}"));
+        let bad = |e: String| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("checkpoint storage '{location}': {e}"),
+            )
+        };
         let url = url::Url::parse(location).map_err(|e| bad(e.to_string()))?;
         if url.host_str().is_none_or(str::is_empty) {
-            return Err(bad("the URL names no bucket (expected scheme://bucket/prefix)".into()));
+            return Err(bad(
+                "the URL names no bucket (expected scheme://bucket/prefix)".into(),
+            ));
         }
         let store: Arc<dyn ObjectStore> = match url.scheme() {
             "gs" => Arc::new(
-                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(location).build().map_err(|e| bad(e.to_string()))?,
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(location)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?,
             ),
             _ => Arc::new(
                 object_store::aws::AmazonS3Builder::from_env()
@@ -149,8 +174,15 @@ impl ObjectStoreDir {
 
     pub fn new(store: Arc<dyn ObjectStore>, prefix: ObjectPath, url: String) -> io::Result<Self> {
         // Its own small runtime: callers are blocking threads and may sit inside the job's runtime.
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        Ok(Self { store, prefix, url, runtime: Some(runtime) })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            store,
+            prefix,
+            url,
+            runtime: Some(runtime),
+        })
     }
 
     /// Runs `f` on the store's own runtime, from a thread of its own when the caller is already
@@ -163,18 +195,25 @@ impl ObjectStoreDir {
         if tokio::runtime::Handle::try_current().is_err() {
             return rt.block_on(f);
         }
-        std::thread::scope(|s| s.spawn(|| rt.block_on(f)).join().expect("object store call panicked"))
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(f))
+                .join()
+                .expect("object store call panicked")
+        })
     }
 
     fn path(&self, p: &str) -> ObjectPath {
-        p.split('/').fold(self.prefix.clone(), |acc, part| acc.clone().join(part))
+        p.split('/')
+            .fold(self.prefix.clone(), |acc, part| acc.clone().join(part))
     }
 }
 
 impl CheckpointStore for ObjectStoreDir {
     fn put(&self, path: &str, data: &[u8]) -> io::Result<()> {
         let payload = PutPayload::from(data.to_vec());
-        self.block(self.store.put(&self.path(path), payload)).map(|_| ()).map_err(io::Error::other)
+        self.block(self.store.put(&self.path(path), payload))
+            .map(|_| ())
+            .map_err(io::Error::other)
     }
 
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
@@ -189,9 +228,19 @@ impl CheckpointStore for ObjectStoreDir {
 
     fn list_root(&self) -> io::Result<Vec<String>> {
         self.block(async {
-            let listing = self.store.list_with_delimiter(Some(&self.prefix)).await.map_err(io::Error::other)?;
-            let dirs = listing.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string));
-            let files = listing.objects.iter().filter_map(|o| o.location.filename().map(str::to_string));
+            let listing = self
+                .store
+                .list_with_delimiter(Some(&self.prefix))
+                .await
+                .map_err(io::Error::other)?;
+            let dirs = listing
+                .common_prefixes
+                .iter()
+                .filter_map(|p| p.filename().map(str::to_string));
+            let files = listing
+                .objects
+                .iter()
+                .filter_map(|o| o.location.filename().map(str::to_string));
             Ok(dirs.chain(files).collect())
         })
     }
@@ -199,7 +248,12 @@ impl CheckpointStore for ObjectStoreDir {
     fn delete_dir(&self, dir: &str) -> io::Result<()> {
         self.block(async {
             let prefix = self.path(dir);
-            let objects: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(io::Error::other)?;
+            let objects: Vec<_> = self
+                .store
+                .list(Some(&prefix))
+                .try_collect()
+                .await
+                .map_err(io::Error::other)?;
             for o in objects {
                 match self.store.delete(&o.location).await {
                     Ok(()) | Err(object_store::Error::NotFound { .. }) => {}

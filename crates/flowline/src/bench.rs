@@ -89,7 +89,11 @@ CREATE VIEW bid AS SELECT bid.auction AS auction, bid.bidder AS bidder, bid.pric
   bid.url AS url, dateTime AS date_time, bid.extra AS extra FROM nexmark WHERE event_type = 2;
 ";
 
-async fn run_script(script: &str, parallelism: usize, checkpoint_interval: Option<&str>) -> Result<(Duration, MetricsRegistry)> {
+async fn run_script(
+    script: &str,
+    parallelism: usize,
+    checkpoint_interval: Option<&str>,
+) -> Result<(Duration, MetricsRegistry)> {
     let script = match checkpoint_interval {
         Some(i) => format!("SET 'execution.checkpointing.interval' = '{i}';\n{script}"),
         None => script.to_string(),
@@ -99,7 +103,10 @@ async fn run_script(script: &str, parallelism: usize, checkpoint_interval: Optio
     let state = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
     let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, &state, true)?;
     let started = Instant::now();
-    let job = flowline_runtime::JobState { dir: Some(state.clone()), checkpoint };
+    let job = flowline_runtime::JobState {
+        dir: Some(state.clone()),
+        checkpoint,
+    };
     let res = flowline_runtime::run_job_with_state(&graph, &metrics, &StopSignal::new(), job).await;
     let elapsed = started.elapsed();
     let _ = std::fs::remove_dir_all(&state);
@@ -126,15 +133,31 @@ fn peak_rss_mb() -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()).min(args.parallelism);
+    let cores = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(args.parallelism);
     match args.workload {
         Workload::Nexmark | Workload::Tumble | Workload::Hop | Workload::Session => {
             let (name, query) = nexmark_query(args.workload);
             // Window workloads: 100k events per second of event time, so 10 s windows hold 1M
             // events and keep firing (the generator's default, 10M/s, puts 20M events in 2 s).
-            let rate = if matches!(args.workload, Workload::Nexmark) { "10000000" } else { "100000" };
-            let script = format!("{}\n{query}", NEXMARK_DDL.replace("{events}", &args.events.to_string()).replace("{rate}", rate));
-            let (elapsed, metrics) = run_script(&script, args.parallelism, args.checkpoint_interval.as_deref()).await?;
+            let rate = if matches!(args.workload, Workload::Nexmark) {
+                "10000000"
+            } else {
+                "100000"
+            };
+            let script = format!(
+                "{}\n{query}",
+                NEXMARK_DDL
+                    .replace("{events}", &args.events.to_string())
+                    .replace("{rate}", rate)
+            );
+            let (elapsed, metrics) = run_script(
+                &script,
+                args.parallelism,
+                args.checkpoint_interval.as_deref(),
+            )
+            .await?;
             let events = metrics.total("flowline_source_rows_total") as f64;
             let rate = events / elapsed.as_secs_f64();
             println!(
@@ -153,14 +176,16 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             let dir = match &args.dir {
                 Some(d) => d.clone(),
                 None => {
-                    tmp = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
+                    tmp =
+                        std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
                     tmp
                 }
             };
             let input = dir.join("bids.json");
             let output = dir.join("out");
             let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
             let prepare = format!(
                 "{}\nCREATE TABLE bids_json (auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, date_time TIMESTAMP(3), extra STRING)\n\
                  WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');\nINSERT INTO bids_json SELECT * FROM bid;",
@@ -178,7 +203,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
                 input.display(),
                 output.display()
             );
-            let (elapsed, metrics) = run_script(&script, args.parallelism, args.checkpoint_interval.as_deref()).await?;
+            let (elapsed, metrics) = run_script(
+                &script,
+                args.parallelism,
+                args.checkpoint_interval.as_deref(),
+            )
+            .await?;
             let rows = metrics.total("flowline_source_rows_total") as f64;
             let mb = bytes as f64 / 1e6;
             println!(
@@ -220,8 +250,13 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
     let stop = StopSignal::new();
     let job = {
         let (graph, metrics, stop) = (graph.clone(), metrics.clone(), stop.clone());
-        let job = flowline_runtime::JobState { dir: Some(state.clone()), checkpoint };
-        tokio::spawn(async move { flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job).await })
+        let job = flowline_runtime::JobState {
+            dir: Some(state.clone()),
+            checkpoint,
+        };
+        tokio::spawn(async move {
+            flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job).await
+        })
     };
     let addr = flowline_server::serve("127.0.0.1:0", metrics.clone()).await?;
 
@@ -269,7 +304,9 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
     }
     let acked = started.elapsed();
     let events = requests * args.batch as u64;
-    while metrics.total("flowline_source_rows_total") < events && started.elapsed() < Duration::from_secs(600) {
+    while metrics.total("flowline_source_rows_total") < events
+        && started.elapsed() < Duration::from_secs(600)
+    {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let drained = started.elapsed();
@@ -335,9 +372,14 @@ struct HttpClient {
 
 impl HttpClient {
     async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
-        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("cannot connect to {addr}"))?;
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream: tokio::io::BufReader::new(stream), host: addr.to_string() })
+        Ok(Self {
+            stream: tokio::io::BufReader::new(stream),
+            host: addr.to_string(),
+        })
     }
 
     async fn post(&mut self, path: &str, body: &[u8]) -> Result<(u16, String)> {
@@ -352,7 +394,11 @@ impl HttpClient {
         s.write_all(body).await?;
         let mut line = String::new();
         self.stream.read_line(&mut line).await?;
-        let status: u16 = line.split(' ').nth(1).and_then(|c| c.parse().ok()).with_context(|| format!("bad status line {line:?}"))?;
+        let status: u16 = line
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .with_context(|| format!("bad status line {line:?}"))?;
         let mut length = 0usize;
         loop {
             line.clear();

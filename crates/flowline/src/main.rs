@@ -13,7 +13,11 @@ use flowline_common::MetricsRegistry;
 use flowline_runtime::StopSignal;
 
 #[derive(Parser)]
-#[command(name = "flowline", version, about = "A real-time data warehouse in one binary: Flink SQL over streams and files")]
+#[command(
+    name = "flowline",
+    version,
+    about = "A real-time data warehouse in one binary: Flink SQL over streams and files"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,7 +77,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -107,13 +114,26 @@ fn describe(e: &anyhow::Error) -> String {
 
 async fn dispatch(command: Command) -> Result<()> {
     match command {
-        Command::Run { pipeline, parallelism, http, state_dir, fresh } => {
+        Command::Run {
+            pipeline,
+            parallelism,
+            http,
+            state_dir,
+            fresh,
+        } => {
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&pipeline));
             run(&pipeline, parallelism, http.as_deref(), &state_dir, fresh).await
         }
-        Command::Stop { pipeline, state_dir } => stop(&state_dir.unwrap_or_else(|| default_state_dir(&pipeline))),
+        Command::Stop {
+            pipeline,
+            state_dir,
+        } => stop(&state_dir.unwrap_or_else(|| default_state_dir(&pipeline))),
         Command::Query { sql, init, format } => query::run(&sql, init.as_deref(), &format).await,
-        Command::Explain { pipeline, verbose, parallelism } => {
+        Command::Explain {
+            pipeline,
+            verbose,
+            parallelism,
+        } => {
             let text = read_script(&pipeline)?;
             let graph = flowline_planner::plan_script(&text, parallelism).await?;
             print!("{}", graph.explain(verbose));
@@ -129,8 +149,14 @@ fn read_script(path: &std::path::Path) -> Result<String> {
 
 /// `.flowline/<pipeline file stem>/` next to the pipeline.
 fn default_state_dir(pipeline: &std::path::Path) -> PathBuf {
-    let stem = pipeline.file_stem().map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
-    pipeline.parent().unwrap_or(std::path::Path::new(".")).join(".flowline").join(stem)
+    let stem = pipeline
+        .file_stem()
+        .map_or_else(|| "pipeline".into(), |s| s.to_string_lossy().into_owned());
+    pipeline
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(".flowline")
+        .join(stem)
 }
 
 const PID_FILE: &str = "pid";
@@ -138,20 +164,38 @@ const PID_FILE: &str = "pid";
 /// Sends SIGTERM to the pipeline running with `state_dir`.
 fn stop(state_dir: &std::path::Path) -> Result<()> {
     let pid_file = state_dir.join(PID_FILE);
-    let pid = std::fs::read_to_string(&pid_file).with_context(|| format!("no running pipeline recorded in {}", pid_file.display()))?;
+    let pid = std::fs::read_to_string(&pid_file)
+        .with_context(|| format!("no running pipeline recorded in {}", pid_file.display()))?;
     let pid = pid.trim();
-    let status = std::process::Command::new("kill").args(["-TERM", pid]).status().context("cannot run kill")?;
-    anyhow::ensure!(status.success(), "process {pid} (from {}) is not running", pid_file.display());
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", pid])
+        .status()
+        .context("cannot run kill")?;
+    anyhow::ensure!(
+        status.success(),
+        "process {pid} (from {}) is not running",
+        pid_file.display()
+    );
     eprintln!("flowline: asked process {pid} to stop (it takes a final checkpoint first)");
     Ok(())
 }
 
-async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Option<&str>, state_dir: &std::path::Path, fresh: bool) -> Result<()> {
+async fn run(
+    pipeline: &std::path::Path,
+    parallelism: Option<usize>,
+    http: Option<&str>,
+    state_dir: &std::path::Path,
+    fresh: bool,
+) -> Result<()> {
     let started = Instant::now();
     let text = read_script(pipeline)?;
-    let graph = flowline_planner::plan_script(&text, parallelism).await.with_context(|| format!("in {}", pipeline.display()))?;
-    std::fs::create_dir_all(state_dir).with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, state_dir, fresh)?;
+    let graph = flowline_planner::plan_script(&text, parallelism)
+        .await
+        .with_context(|| format!("in {}", pipeline.display()))?;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let checkpoint =
+        flowline_runtime::CheckpointConfig::from_options(&graph.config, state_dir, fresh)?;
     if let Some(r) = checkpoint.as_ref().and_then(|c| c.restored.as_ref()) {
         if r.manifest.finished {
             // Running it again only publishes what the last checkpoint left uncommitted.
@@ -167,14 +211,25 @@ async fn run(pipeline: &std::path::Path, parallelism: Option<usize>, http: Optio
     }
     let stop = StopSignal::new();
     spawn_signal_handler(stop.clone());
-    eprintln!("flowline: running {} pipeline(s) with parallelism {}", graph.pipelines.len(), graph.parallelism);
-    let state = flowline_runtime::JobState { dir: Some(state_dir.to_path_buf()), checkpoint };
+    eprintln!(
+        "flowline: running {} pipeline(s) with parallelism {}",
+        graph.pipelines.len(),
+        graph.parallelism
+    );
+    let state = flowline_runtime::JobState {
+        dir: Some(state_dir.to_path_buf()),
+        checkpoint,
+    };
     let res = flowline_runtime::run_job_with_state(&graph, &metrics, &stop, state).await;
     let _ = std::fs::remove_file(state_dir.join(PID_FILE));
     res?;
     eprintln!(
         "flowline: {} in {:.2?}: read {} rows, wrote {} rows",
-        if stop.is_stopped() { "stopped" } else { "finished" },
+        if stop.is_stopped() {
+            "stopped"
+        } else {
+            "finished"
+        },
         started.elapsed(),
         metrics.total("flowline_source_rows_total"),
         metrics.total("flowline_sink_rows_total"),
@@ -187,10 +242,11 @@ fn spawn_signal_handler(stop: StopSignal) {
     tokio::spawn(async move {
         #[cfg(unix)]
         {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}

@@ -18,12 +18,21 @@ pub async fn run(sql: &str, init: Option<&Path>, format: &str) -> Result<()> {
 pub async fn query(sql: &str, init: Option<&Path>) -> Result<Vec<RecordBatch>> {
     let mut catalog = Catalog::new_batch();
     if let Some(path) = init {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        for stmt in flowline_sql::parse_script(&text).with_context(|| format!("in {}", path.display()))? {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        for stmt in
+            flowline_sql::parse_script(&text).with_context(|| format!("in {}", path.display()))?
+        {
             match stmt {
                 Statement::Insert(_) | Statement::StatementSet(_) => continue,
-                Statement::Query(_) => bail!("{}: an --init script declares tables; put the SELECT on the command line", path.display()),
-                other => catalog.apply(other).await.with_context(|| format!("in {}", path.display()))?,
+                Statement::Query(_) => bail!(
+                    "{}: an --init script declares tables; put the SELECT on the command line",
+                    path.display()
+                ),
+                other => catalog
+                    .apply(other)
+                    .await
+                    .with_context(|| format!("in {}", path.display()))?,
             }
         }
     }
@@ -48,7 +57,9 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String> {
         "csv" => {
             let mut buf = Vec::new();
             {
-                let mut w = datafusion::arrow::csv::WriterBuilder::new().with_header(true).build(&mut buf);
+                let mut w = datafusion::arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(&mut buf);
                 for b in batches {
                     w.write(b)?;
                 }
@@ -66,6 +77,9 @@ pub fn render(batches: &[RecordBatch], format: &str) -> Result<String> {
             }
             String::from_utf8(buf)?
         }
-        _ => format!("{}\n", datafusion::arrow::util::pretty::pretty_format_batches(batches)?),
+        _ => format!(
+            "{}\n",
+            datafusion::arrow::util::pretty::pretty_format_batches(batches)?
+        ),
     })
 }

@@ -23,14 +23,23 @@ use crate::{ConnectorError, Poll, Result, Source, TaskContext};
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "datagen"),
-    OptionSpec::optional("rows-per-second", "rows per second over all subtasks (default 10000)"),
+    OptionSpec::optional(
+        "rows-per-second",
+        "rows per second over all subtasks (default 10000)",
+    ),
     OptionSpec::optional("number-of-rows", "total rows to emit; unbounded if absent"),
     OptionSpec::optional("fields.#.kind", "random (default) or sequence"),
     OptionSpec::optional("fields.#.min", "minimum of a random number"),
     OptionSpec::optional("fields.#.max", "maximum of a random number"),
-    OptionSpec::optional("fields.#.max-past", "random timestamps lie at most this far in the past (default 0)"),
+    OptionSpec::optional(
+        "fields.#.max-past",
+        "random timestamps lie at most this far in the past (default 0)",
+    ),
     OptionSpec::optional("fields.#.length", "length of a random string (default 100)"),
-    OptionSpec::optional("fields.#.var-len", "random string lengths between 1 and length (default false)"),
+    OptionSpec::optional(
+        "fields.#.var-len",
+        "random string lengths between 1 and length (default false)",
+    ),
     OptionSpec::optional("fields.#.start", "first value of a sequence"),
     OptionSpec::optional("fields.#.end", "last value of a sequence"),
     OptionSpec::optional("fields.#.null-rate", "fraction of NULL values (default 0)"),
@@ -43,7 +52,14 @@ const STRING_LENGTH_DEFAULT: usize = 100;
 enum FieldGen {
     /// Inclusive range, split between subtasks.
     Sequence { next: i64, end: i64 },
-    Random { min: f64, max: f64, length: usize, var_len: bool, max_past_ms: i64, null_rate: f64 },
+    Random {
+        min: f64,
+        max: f64,
+        length: usize,
+        var_len: bool,
+        max_past_ms: i64,
+        null_rate: f64,
+    },
 }
 
 pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
@@ -52,7 +68,10 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
         if let Some(rest) = key.strip_prefix("fields.") {
             let field = rest.rsplit_once('.').map_or(rest, |(f, _)| f);
             if schema.index_of(field).is_err() {
-                return Err(ConnectorError::config(&table.name, format!("option '{key}' names no column '{field}'")));
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!("option '{key}' names no column '{field}'"),
+                ));
             }
         }
     }
@@ -62,32 +81,72 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
     Ok(())
 }
 
-fn field_gen(table: &TableDef, o: &Options, f: &Field, subtask: usize, parallelism: usize) -> Result<FieldGen> {
+fn field_gen(
+    table: &TableDef,
+    o: &Options,
+    f: &Field,
+    subtask: usize,
+    parallelism: usize,
+) -> Result<FieldGen> {
     let key = |s: &str| format!("fields.{}.{s}", f.name());
     let supported = matches!(
         f.data_type(),
-        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::Float32 | DataType::Float64
-            | DataType::Decimal128(..) | DataType::Utf8 | DataType::Boolean | DataType::Binary | DataType::Date32
+        DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal128(..)
+            | DataType::Utf8
+            | DataType::Boolean
+            | DataType::Binary
+            | DataType::Date32
             | DataType::Timestamp(..)
     );
     if !supported {
-        return Err(ConnectorError::config(&table.name, format!("datagen cannot generate column '{}' of type {} yet", f.name(), f.data_type())));
+        return Err(ConnectorError::config(
+            &table.name,
+            format!(
+                "datagen cannot generate column '{}' of type {} yet",
+                f.name(),
+                f.data_type()
+            ),
+        ));
     }
     match o.get(&key("kind")).unwrap_or("random") {
         "sequence" => {
-            let start: i64 = opt(table, o.parse(&key("start")))?
-                .ok_or_else(|| ConnectorError::config(&table.name, format!("a sequence needs '{}' and '{}'", key("start"), key("end"))))?;
-            let end: i64 = opt(table, o.parse(&key("end")))?
-                .ok_or_else(|| ConnectorError::config(&table.name, format!("a sequence needs '{}' and '{}'", key("start"), key("end"))))?;
+            let start: i64 = opt(table, o.parse(&key("start")))?.ok_or_else(|| {
+                ConnectorError::config(
+                    &table.name,
+                    format!("a sequence needs '{}' and '{}'", key("start"), key("end")),
+                )
+            })?;
+            let end: i64 = opt(table, o.parse(&key("end")))?.ok_or_else(|| {
+                ConnectorError::config(
+                    &table.name,
+                    format!("a sequence needs '{}' and '{}'", key("start"), key("end")),
+                )
+            })?;
             if end < start {
-                return Err(ConnectorError::config(&table.name, format!("'{}' must not be below '{}'", key("end"), key("start"))));
+                return Err(ConnectorError::config(
+                    &table.name,
+                    format!("'{}' must not be below '{}'", key("end"), key("start")),
+                ));
             }
             // Contiguous share of the range for this subtask: the first `len % p` subtasks get one
             // more value, exactly as `number-of-rows` is shared, so the two bounds agree.
-            let (len, p, i) = ((end - start + 1) as u128, parallelism as u128, subtask as u128);
+            let (len, p, i) = (
+                (end - start + 1) as u128,
+                parallelism as u128,
+                subtask as u128,
+            );
             let lo = start + (len / p * i + i.min(len % p)) as i64;
             let size = (len / p + u128::from(i < len % p)) as i64;
-            Ok(FieldGen::Sequence { next: lo, end: lo + size - 1 })
+            Ok(FieldGen::Sequence {
+                next: lo,
+                end: lo + size - 1,
+            })
         }
         "random" => {
             let (dmin, dmax) = match f.data_type() {
@@ -102,19 +161,36 @@ fn field_gen(table: &TableDef, o: &Options, f: &Field, subtask: usize, paralleli
                 max: opt(table, o.parse(&key("max")))?.unwrap_or(dmax),
                 length: opt(table, o.parse(&key("length")))?.unwrap_or(STRING_LENGTH_DEFAULT),
                 var_len: opt(table, o.bool(&key("var-len"), false))?,
-                max_past_ms: opt(table, o.duration(&key("max-past")))?.map_or(0, |d| d.as_millis() as i64),
+                max_past_ms: opt(table, o.duration(&key("max-past")))?
+                    .map_or(0, |d| d.as_millis() as i64),
                 null_rate: opt(table, o.parse(&key("null-rate")))?.unwrap_or(0.0),
             })
         }
-        other => Err(ConnectorError::config(&table.name, format!("invalid '{}' = '{other}'; valid: random, sequence", key("kind")))),
+        other => Err(ConnectorError::config(
+            &table.name,
+            format!(
+                "invalid '{}' = '{other}'; valid: random, sequence",
+                key("kind")
+            ),
+        )),
     }
 }
 
-pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+pub fn create_source(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Source>> {
     let full = table.physical_schema();
-    let indices: Vec<usize> = projection.map_or_else(|| (0..full.fields().len()).collect(), <[usize]>::to_vec);
+    let indices: Vec<usize> =
+        projection.map_or_else(|| (0..full.fields().len()).collect(), <[usize]>::to_vec);
     let schema: SchemaRef = Arc::new(full.project(&indices)?);
-    let gens = schema.fields().iter().map(|f| field_gen(table, o, f, ctx.subtask, ctx.parallelism)).collect::<Result<Vec<_>>>()?;
+    let gens = schema
+        .fields()
+        .iter()
+        .map(|f| field_gen(table, o, f, ctx.subtask, ctx.parallelism))
+        .collect::<Result<Vec<_>>>()?;
     // A sequence bounds the source even when it is not read: check the unprojected ones too.
     let bounded_by_sequence = full
         .fields()
@@ -128,14 +204,20 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         })
         .min();
     let total_rows: Option<u64> = opt(table, o.parse("number-of-rows"))?;
-    let share = |n: u64| n / ctx.parallelism as u64 + u64::from((ctx.subtask as u64) < n % ctx.parallelism as u64);
+    let share = |n: u64| {
+        n / ctx.parallelism as u64 + u64::from((ctx.subtask as u64) < n % ctx.parallelism as u64)
+    };
     let rows_left = match (total_rows.map(share), bounded_by_sequence) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };
-    let rate_total: u64 = opt(table, o.parse("rows-per-second"))?.unwrap_or(ROWS_PER_SECOND_DEFAULT);
+    let rate_total: u64 =
+        opt(table, o.parse("rows-per-second"))?.unwrap_or(ROWS_PER_SECOND_DEFAULT);
     let rate = share(rate_total).max(1);
-    let seed = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos() as u64)
+    let seed = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64)
         ^ (ctx.subtask as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     Ok(Box::new(DatagenSource {
         schema,
@@ -178,7 +260,9 @@ impl Source for DatagenSource {
             let ahead = (emitted - due) as f64 / self.rate as f64;
             return Ok(Poll::Pending(Duration::from_secs_f64(ahead.min(0.1))));
         }
-        let n = self.rows_left.map_or(self.batch_rows, |l| (l as usize).min(self.batch_rows));
+        let n = self
+            .rows_left
+            .map_or(self.batch_rows, |l| (l as usize).min(self.batch_rows));
         let columns = self
             .schema
             .fields()
@@ -192,25 +276,44 @@ impl Source for DatagenSource {
         }
         // With no column projected (e.g. only PROCTIME() is used) the batch still has n rows.
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(n));
-        Ok(Poll::Batch(RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)?))
+        Ok(Poll::Batch(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &options,
+        )?))
     }
 
     /// Rows emitted, rows left, the random generator's state and each sequence's next value:
     /// the rows after a restore are the ones the failed run would have produced next.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let sequences: Vec<Option<i64>> = self.gens.iter().map(|g| match g { FieldGen::Sequence { next, .. } => Some(*next), _ => None }).collect();
+        let sequences: Vec<Option<i64>> = self
+            .gens
+            .iter()
+            .map(|g| match g {
+                FieldGen::Sequence { next, .. } => Some(*next),
+                _ => None,
+            })
+            .collect();
         let v = serde_json::json!({"emitted": self.emitted, "rows_left": self.rows_left, "rng": self.rng.state(), "sequences": sequences});
         Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(position)
-            .map_err(|e| ConnectorError::config("datagen", format!("the checkpointed position is not valid: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(position).map_err(|e| {
+            ConnectorError::config(
+                "datagen",
+                format!("the checkpointed position is not valid: {e}"),
+            )
+        })?;
         self.emitted = v["emitted"].as_u64().unwrap_or(0);
         self.paced_from = self.emitted;
         self.rows_left = v["rows_left"].as_u64();
         self.rng = SplitMix64::new(v["rng"].as_u64().unwrap_or(0));
-        for (g, s) in self.gens.iter_mut().zip(v["sequences"].as_array().into_iter().flatten()) {
+        for (g, s) in self
+            .gens
+            .iter_mut()
+            .zip(v["sequences"].as_array().into_iter().flatten())
+        {
             if let (FieldGen::Sequence { next, .. }, Some(n)) = (g, s.as_i64()) {
                 *next = n;
             }
@@ -219,15 +322,30 @@ impl Source for DatagenSource {
     }
 }
 
-fn generate(dt: &DataType, g: &mut FieldGen, n: usize, rng: &mut SplitMix64, scratch: &mut Vec<u8>) -> Result<ArrayRef> {
+fn generate(
+    dt: &DataType,
+    g: &mut FieldGen,
+    n: usize,
+    rng: &mut SplitMix64,
+    scratch: &mut Vec<u8>,
+) -> Result<ArrayRef> {
     let values: ArrayRef = match g {
         FieldGen::Sequence { next, .. } => {
             let start = *next;
             *next += n as i64;
-            let seq: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(start..start + n as i64));
+            let seq: ArrayRef = Arc::new(arrow::array::Int64Array::from_iter_values(
+                start..start + n as i64,
+            ));
             return Ok(cast(&seq, dt)?);
         }
-        FieldGen::Random { min, max, length, var_len, max_past_ms, null_rate } => {
+        FieldGen::Random {
+            min,
+            max,
+            length,
+            var_len,
+            max_past_ms,
+            null_rate,
+        } => {
             let null_rate = *null_rate;
             let is_null = |rng: &mut SplitMix64| null_rate > 0.0 && rng.next_f64() < null_rate;
             match dt {
@@ -240,34 +358,51 @@ fn generate(dt: &DataType, g: &mut FieldGen, n: usize, rng: &mut SplitMix64, scr
                             bb.append_null();
                             continue;
                         }
-                        let len = if *var_len { 1 + rng.below(*length as u64) as usize } else { *length };
+                        let len = if *var_len {
+                            1 + rng.below(*length as u64) as usize
+                        } else {
+                            *length
+                        };
                         scratch.clear();
                         rng.fill_hex(scratch, len);
                         if matches!(dt, DataType::Utf8) {
-                            sb.append_value(std::str::from_utf8(scratch).expect("hex digits are ASCII"));
+                            sb.append_value(
+                                std::str::from_utf8(scratch).expect("hex digits are ASCII"),
+                            );
                         } else {
                             bb.append_value(&scratch);
                         }
                     }
-                    if matches!(dt, DataType::Utf8) { Arc::new(sb.finish()) } else { Arc::new(bb.finish()) }
+                    if matches!(dt, DataType::Utf8) {
+                        Arc::new(sb.finish())
+                    } else {
+                        Arc::new(bb.finish())
+                    }
                 }
                 DataType::Boolean => {
                     let mut b = BooleanBuilder::with_capacity(n);
                     for _ in 0..n {
-                        if is_null(rng) { b.append_null() } else { b.append_value(rng.next_u64() & 1 == 1) }
+                        if is_null(rng) {
+                            b.append_null()
+                        } else {
+                            b.append_value(rng.next_u64() & 1 == 1)
+                        }
                     }
                     Arc::new(b.finish())
                 }
                 DataType::Timestamp(..) | DataType::Date32 => {
                     let now = chrono::Utc::now().timestamp_millis();
                     let v: arrow::array::TimestampMillisecondArray = (0..n)
-                        .map(|_| (!is_null(rng)).then(|| now - rng.below(*max_past_ms as u64 + 1) as i64))
+                        .map(|_| {
+                            (!is_null(rng)).then(|| now - rng.below(*max_past_ms as u64 + 1) as i64)
+                        })
                         .collect();
                     return Ok(cast(&v, dt)?);
                 }
                 DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
-                    let v: arrow::array::Float64Array =
-                        (0..n).map(|_| (!is_null(rng)).then(|| *min + rng.next_f64() * (*max - *min))).collect();
+                    let v: arrow::array::Float64Array = (0..n)
+                        .map(|_| (!is_null(rng)).then(|| *min + rng.next_f64() * (*max - *min)))
+                        .collect();
                     return Ok(cast(&v, dt)?);
                 }
                 _ => {
@@ -277,7 +412,8 @@ fn generate(dt: &DataType, g: &mut FieldGen, n: usize, rng: &mut SplitMix64, scr
                     let v: arrow::array::Int64Array = (0..n)
                         .map(|_| {
                             (!is_null(rng)).then(|| {
-                                let r = ((rng.next_u64() as u128) << 64 | rng.next_u64() as u128) % span;
+                                let r = ((rng.next_u64() as u128) << 64 | rng.next_u64() as u128)
+                                    % span;
                                 (lo + r as i128) as i64
                             })
                         })

@@ -25,11 +25,26 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "filesystem"),
     OptionSpec::required("path", "a file or directory"),
     OptionSpec::required("format", "json, csv or parquet"),
-    OptionSpec::optional("partition.default-name", "directory name for NULL partition values (default __DEFAULT_PARTITION__)"),
-    OptionSpec::optional("sink.rolling-policy.file-size", "roll a file when it reaches this size (default 128MB)"),
-    OptionSpec::optional("sink.rolling-policy.rollover-interval", "roll a file after this long open (default 30 min)"),
-    OptionSpec::optional("sink.rolling-policy.check-interval", "how often to check the rollover interval (default 1 min)"),
-    OptionSpec::optional("source.monitor-interval", "continuous directory monitoring (not supported yet)"),
+    OptionSpec::optional(
+        "partition.default-name",
+        "directory name for NULL partition values (default __DEFAULT_PARTITION__)",
+    ),
+    OptionSpec::optional(
+        "sink.rolling-policy.file-size",
+        "roll a file when it reaches this size (default 128MB)",
+    ),
+    OptionSpec::optional(
+        "sink.rolling-policy.rollover-interval",
+        "roll a file after this long open (default 30 min)",
+    ),
+    OptionSpec::optional(
+        "sink.rolling-policy.check-interval",
+        "how often to check the rollover interval (default 1 min)",
+    ),
+    OptionSpec::optional(
+        "source.monitor-interval",
+        "continuous directory monitoring (not supported yet)",
+    ),
 ];
 
 pub const DEFAULT_PARTITION_NAME: &str = "__DEFAULT_PARTITION__";
@@ -41,16 +56,33 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
             "'source.monitor-interval' (continuous file monitoring) is not supported yet; the filesystem source reads the files present at start",
         ));
     }
-    opt(table, flowline_formats::format_from_options(options, "format").map_err(|e| match e {
-        flowline_formats::FormatError::Option(o) => o,
-        other => options.invalid("format", other.to_string()),
-    }))?;
+    opt(
+        table,
+        flowline_formats::format_from_options(options, "format").map_err(|e| match e {
+            flowline_formats::FormatError::Option(o) => o,
+            other => options.invalid("format", other.to_string()),
+        }),
+    )?;
     opt(table, options.memory_size("sink.rolling-policy.file-size"))?;
-    opt(table, options.duration("sink.rolling-policy.rollover-interval"))?;
-    opt(table, options.duration("sink.rolling-policy.check-interval"))?;
+    opt(
+        table,
+        options.duration("sink.rolling-policy.rollover-interval"),
+    )?;
+    opt(
+        table,
+        options.duration("sink.rolling-policy.check-interval"),
+    )?;
     for p in &table.partitioned_by {
-        if !table.physical_schema().fields().iter().any(|f| f.name() == p) {
-            return Err(ConnectorError::config(&table.name, format!("partition column '{p}' must be a physical column")));
+        if !table
+            .physical_schema()
+            .fields()
+            .iter()
+            .any(|f| f.name() == p)
+        {
+            return Err(ConnectorError::config(
+                &table.name,
+                format!("partition column '{p}' must be a physical column"),
+            ));
         }
     }
     Ok(())
@@ -61,7 +93,8 @@ fn root(options: &Options) -> PathBuf {
 }
 
 fn format(table: &TableDef, options: &Options) -> Result<flowline_formats::FormatConfig> {
-    flowline_formats::format_from_options(options, "format").map_err(|e| ConnectorError::config(&table.name, e.to_string()))
+    flowline_formats::format_from_options(options, "format")
+        .map_err(|e| ConnectorError::config(&table.name, e.to_string()))
 }
 
 /// File extension for a format (Flink writes none; tools such as DuckDB and DataFusion expect one).

@@ -27,12 +27,21 @@ const CHECK_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
     let format = format(table, o)?;
     let physical = table.physical_schema();
-    let partition_cols: Vec<usize> =
-        table.partitioned_by.iter().map(|p| physical.index_of(p)).collect::<std::result::Result<_, _>>()?;
-    let data_cols: Vec<usize> = (0..physical.fields().len()).filter(|i| !partition_cols.contains(i)).collect();
+    let partition_cols: Vec<usize> = table
+        .partitioned_by
+        .iter()
+        .map(|p| physical.index_of(p))
+        .collect::<std::result::Result<_, _>>()?;
+    let data_cols: Vec<usize> = (0..physical.fields().len())
+        .filter(|i| !partition_cols.contains(i))
+        .collect();
     let data_schema = Arc::new(physical.project(&data_cols)?);
     let root = root(o);
-    std::fs::create_dir_all(&root).map_err(|source| ConnectorError::Io { table: table.name.clone(), path: root.clone(), source })?;
+    std::fs::create_dir_all(&root).map_err(|source| ConnectorError::Io {
+        table: table.name.clone(),
+        path: root.clone(),
+        source,
+    })?;
     Ok(Box::new(FileSink {
         table: table.name.clone(),
         root,
@@ -41,12 +50,20 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         partition_cols,
         data_cols,
         partition_names: table.partitioned_by.clone(),
-        default_partition: o.get("partition.default-name").unwrap_or(DEFAULT_PARTITION_NAME).to_string(),
-        file_size_max: opt(table, o.memory_size("sink.rolling-policy.file-size"))?.unwrap_or(SINK_FILE_SIZE_DEFAULT_BYTES),
+        default_partition: o
+            .get("partition.default-name")
+            .unwrap_or(DEFAULT_PARTITION_NAME)
+            .to_string(),
+        file_size_max: opt(table, o.memory_size("sink.rolling-policy.file-size"))?
+            .unwrap_or(SINK_FILE_SIZE_DEFAULT_BYTES),
         rollover: opt(table, o.duration("sink.rolling-policy.rollover-interval"))?
             .unwrap_or(Duration::from_millis(SINK_ROLLOVER_INTERVAL_DEFAULT_MS)),
-        check_interval: opt(table, o.duration("sink.rolling-policy.check-interval"))?.unwrap_or(CHECK_INTERVAL_DEFAULT),
-        run_id: ctx.job.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        check_interval: opt(table, o.duration("sink.rolling-policy.check-interval"))?
+            .unwrap_or(CHECK_INTERVAL_DEFAULT),
+        run_id: ctx
+            .job
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         two_phase: ctx.job.is_some(),
         epoch: 1,
         closed: Vec::new(),
@@ -97,33 +114,73 @@ struct FileSink {
 
 impl FileSink {
     fn io(&self, path: &std::path::Path, source: std::io::Error) -> ConnectorError {
-        ConnectorError::Io { table: self.table.clone(), path: path.to_path_buf(), source }
+        ConnectorError::Io {
+            table: self.table.clone(),
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn open_part(&mut self, dir: &str) -> Result<OpenPart> {
         let dir_path = self.root.join(dir);
         std::fs::create_dir_all(&dir_path).map_err(|e| self.io(&dir_path, e))?;
         let name = if self.two_phase {
-            format!("part-{}-{}-{}-{}{}", self.run_id, self.subtask, self.epoch, self.counter, extension(&self.format))
+            format!(
+                "part-{}-{}-{}-{}{}",
+                self.run_id,
+                self.subtask,
+                self.epoch,
+                self.counter,
+                extension(&self.format)
+            )
         } else {
-            format!("part-{}-{}-{}{}", self.run_id, self.subtask, self.counter, extension(&self.format))
+            format!(
+                "part-{}-{}-{}{}",
+                self.run_id,
+                self.subtask,
+                self.counter,
+                extension(&self.format)
+            )
         };
         self.counter += 1;
         let in_progress = dir_path.join(format!(".{name}.inprogress"));
         let final_path = dir_path.join(name);
         let file = File::create(&in_progress).map_err(|e| self.io(&in_progress, e))?;
-        let writer = create_writer(&self.format, self.data_schema.clone(), file)
-            .map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
-        Ok(OpenPart { writer, in_progress, final_path, opened: Instant::now(), last_write: 0 })
+        let writer =
+            create_writer(&self.format, self.data_schema.clone(), file).map_err(|source| {
+                ConnectorError::Format {
+                    table: self.table.clone(),
+                    path: in_progress.clone(),
+                    source,
+                }
+            })?;
+        Ok(OpenPart {
+            writer,
+            in_progress,
+            final_path,
+            opened: Instant::now(),
+            last_write: 0,
+        })
     }
 
     fn close_part(&mut self, part: OpenPart) -> Result<()> {
-        let OpenPart { writer, in_progress, final_path, .. } = part;
-        writer.finish().map_err(|source| ConnectorError::Format { table: self.table.clone(), path: in_progress.clone(), source })?;
+        let OpenPart {
+            writer,
+            in_progress,
+            final_path,
+            ..
+        } = part;
+        writer.finish().map_err(|source| ConnectorError::Format {
+            table: self.table.clone(),
+            path: in_progress.clone(),
+            source,
+        })?;
         if self.two_phase {
             // Durable before the checkpoint that will publish it can complete: after a power loss
             // the file the manifest promises is there whole.
-            std::fs::File::open(&in_progress).and_then(|f| f.sync_all()).map_err(|e| self.io(&in_progress, e))?;
+            std::fs::File::open(&in_progress)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.io(&in_progress, e))?;
             self.closed.push((in_progress, final_path));
             return Ok(());
         }
@@ -156,7 +213,10 @@ impl FileSink {
                     continue;
                 }
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let orphan = match name.strip_prefix('.').and_then(|n| n.strip_suffix(".inprogress")) {
+                let orphan = match name
+                    .strip_prefix('.')
+                    .and_then(|n| n.strip_suffix(".inprogress"))
+                {
                     Some(n) => n.starts_with(&prefix),
                     None => name
                         .strip_prefix(&prefix)
@@ -175,7 +235,11 @@ impl FileSink {
     fn write_part(&mut self, dir: String, batch: &RecordBatch) -> Result<()> {
         if !self.open.contains_key(&dir) {
             if self.open.len() >= OPEN_PARTITIONS_MAX {
-                let oldest = self.open.iter().min_by_key(|(_, p)| p.last_write).map(|(k, _)| k.clone());
+                let oldest = self
+                    .open
+                    .iter()
+                    .min_by_key(|(_, p)| p.last_write)
+                    .map(|(k, _)| k.clone());
                 if let Some(k) = oldest {
                     let part = self.open.remove(&k).expect("key just found");
                     self.close_part(part)?;
@@ -190,7 +254,11 @@ impl FileSink {
         part.last_write = clock;
         let res = part.writer.write(batch);
         let full = part.writer.bytes_written() >= self.file_size_max;
-        res.map_err(|source| ConnectorError::Format { table: self.table.clone(), path: self.root.join(&dir), source })?;
+        res.map_err(|source| ConnectorError::Format {
+            table: self.table.clone(),
+            path: self.root.join(&dir),
+            source,
+        })?;
         if full {
             let part = self.open.remove(&dir).expect("present");
             self.close_part(part)?;
@@ -205,7 +273,10 @@ impl FileSink {
             .iter()
             .map(|i| cast(batch.column(*i), &DataType::Utf8))
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let strings: Vec<&arrow::array::StringArray> = strings.iter().map(|a| a.as_any().downcast_ref().expect("cast to Utf8")).collect();
+        let strings: Vec<&arrow::array::StringArray> = strings
+            .iter()
+            .map(|a| a.as_any().downcast_ref().expect("cast to Utf8"))
+            .collect();
         Ok((0..batch.num_rows())
             .map(|row| {
                 let mut dir = String::new();
@@ -213,7 +284,11 @@ impl FileSink {
                     if !dir.is_empty() {
                         dir.push('/');
                     }
-                    let value = if col.is_null(row) { self.default_partition.as_str() } else { col.value(row) };
+                    let value = if col.is_null(row) {
+                        self.default_partition.as_str()
+                    } else {
+                        col.value(row)
+                    };
                     dir.push_str(name);
                     dir.push('=');
                     escape_partition(value, &mut dir);
@@ -227,7 +302,11 @@ impl FileSink {
 /// Escapes characters that cannot appear in a path segment (Hive/Flink style `%XX`).
 fn escape_partition(v: &str, out: &mut String) {
     for c in v.chars() {
-        if matches!(c, '/' | '\\' | '=' | '%' | ':' | '#' | '?' | '"' | '\'' | '*' | '\n' | '\r' | '\t') || c.is_control() {
+        if matches!(
+            c,
+            '/' | '\\' | '=' | '%' | ':' | '#' | '?' | '"' | '\'' | '*' | '\n' | '\r' | '\t'
+        ) || c.is_control()
+        {
             out.push_str(&format!("%{:02X}", c as u32));
         } else {
             out.push(c);
@@ -250,13 +329,25 @@ impl Sink for FileSink {
             self.pending.push((id, closed));
         }
         self.epoch = id + 1;
-        let rel = |p: &Path| p.strip_prefix(&self.root).unwrap_or(p).to_string_lossy().into_owned();
-        let files: Vec<[String; 2]> = self.pending.iter().flat_map(|(_, f)| f).map(|(a, b)| [rel(a), rel(b)]).collect();
+        let rel = |p: &Path| {
+            p.strip_prefix(&self.root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let files: Vec<[String; 2]> = self
+            .pending
+            .iter()
+            .flat_map(|(_, f)| f)
+            .map(|(a, b)| [rel(a), rel(b)])
+            .collect();
         Ok(serde_json::to_vec(&files).expect("JSON values serialize"))
     }
 
     fn commit(&mut self, id: u64) -> Result<()> {
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending).into_iter().partition(|(e, _)| *e <= id);
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(e, _)| *e <= id);
         self.pending = later;
         let total: usize = due.iter().map(|(_, f)| f.len()).sum();
         let mut dirs = std::collections::BTreeSet::new();
@@ -269,15 +360,21 @@ impl Sink for FileSink {
         }
         // The renames themselves durable (a crash before this is covered: restore publishes again).
         for d in dirs {
-            std::fs::File::open(&d).and_then(|f| f.sync_all()).map_err(|e| self.io(&d, e))?;
+            std::fs::File::open(&d)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| self.io(&d, e))?;
         }
         Ok(())
     }
 
     fn restore(&mut self, id: u64, committables: &[u8]) -> Result<()> {
         if !committables.is_empty() {
-            let files: Vec<[String; 2]> = serde_json::from_slice(committables)
-                .map_err(|e| ConnectorError::config(&self.table, format!("the checkpoint's list of files to commit is not valid: {e}")))?;
+            let files: Vec<[String; 2]> = serde_json::from_slice(committables).map_err(|e| {
+                ConnectorError::config(
+                    &self.table,
+                    format!("the checkpoint's list of files to commit is not valid: {e}"),
+                )
+            })?;
             for [a, b] in files {
                 self.publish(&self.root.join(a), &self.root.join(b))?;
             }
@@ -300,11 +397,21 @@ impl Sink for FileSink {
         for (row, dir) in dirs.iter().enumerate() {
             groups.entry(dir.as_str()).or_default().push(row as u32);
         }
-        let data = RecordBatch::try_new(self.data_schema.clone(), self.data_cols.iter().map(|i| batch.column(*i).clone()).collect())?;
+        let data = RecordBatch::try_new(
+            self.data_schema.clone(),
+            self.data_cols
+                .iter()
+                .map(|i| batch.column(*i).clone())
+                .collect(),
+        )?;
         let mut groups: Vec<(&str, Vec<u32>)> = groups.into_iter().collect();
         groups.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (dir, rows) in groups {
-            let part = if rows.len() == data.num_rows() { data.clone() } else { take_record_batch(&data, &UInt32Array::from(rows))? };
+            let part = if rows.len() == data.num_rows() {
+                data.clone()
+            } else {
+                take_record_batch(&data, &UInt32Array::from(rows))?
+            };
             self.write_part(dir.to_string(), &part)?;
         }
         Ok(())
@@ -315,7 +422,12 @@ impl Sink for FileSink {
     }
 
     fn on_timer(&mut self) -> Result<()> {
-        let due: Vec<String> = self.open.iter().filter(|(_, p)| p.opened.elapsed() >= self.rollover).map(|(k, _)| k.clone()).collect();
+        let due: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, p)| p.opened.elapsed() >= self.rollover)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in due {
             let part = self.open.remove(&k).expect("present");
             self.close_part(part)?;

@@ -19,23 +19,48 @@ use flowline_sql::TableDef;
 use super::{format, root, DEFAULT_PARTITION_NAME};
 use crate::{ConnectorError, Poll, Result, Source, TaskContext};
 
-pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+pub fn create_source(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Source>> {
     let format = format(table, o)?;
     let root = root(o);
     let mut files = Vec::new();
-    list_files(&root, &mut files).map_err(|source| ConnectorError::Io { table: table.name.clone(), path: root.clone(), source })?;
+    list_files(&root, &mut files).map_err(|source| ConnectorError::Io {
+        table: table.name.clone(),
+        path: root.clone(),
+        source,
+    })?;
     files.sort();
-    let mine: Vec<PathBuf> = files.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism == ctx.subtask).map(|(_, f)| f).collect();
+    let mine: Vec<PathBuf> = files
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
+        .map(|(_, f)| f)
+        .collect();
     let physical = table.physical_schema();
-    let indices: Vec<usize> = projection.map_or_else(|| (0..physical.fields().len()).collect(), <[usize]>::to_vec);
+    let indices: Vec<usize> =
+        projection.map_or_else(|| (0..physical.fields().len()).collect(), <[usize]>::to_vec);
     let out_schema: SchemaRef = Arc::new(physical.project(&indices)?);
     // Columns stored in the files: the projected ones minus partition columns. For CSV all
     // non-partition columns are read, since CSV fields are positional.
     let is_partition = |name: &str| table.partitioned_by.iter().any(|p| p == name);
     let file_fields: Vec<_> = if matches!(format, FormatConfig::Csv(_)) {
-        physical.fields().iter().filter(|f| !is_partition(f.name())).cloned().collect()
+        physical
+            .fields()
+            .iter()
+            .filter(|f| !is_partition(f.name()))
+            .cloned()
+            .collect()
     } else {
-        out_schema.fields().iter().filter(|f| !is_partition(f.name())).cloned().collect()
+        out_schema
+            .fields()
+            .iter()
+            .filter(|f| !is_partition(f.name()))
+            .cloned()
+            .collect()
     };
     let ignore_key = format!("{}.ignore-parse-errors", format.name());
     Ok(Box::new(FileSource {
@@ -45,10 +70,16 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         format,
         file_schema: Arc::new(Schema::new(file_fields)),
         out_schema,
-        default_partition: o.get("partition.default-name").unwrap_or(DEFAULT_PARTITION_NAME).to_string(),
+        default_partition: o
+            .get("partition.default-name")
+            .unwrap_or(DEFAULT_PARTITION_NAME)
+            .to_string(),
         current: None,
         done: Vec::new(),
-        parse_errors: ctx.counter("flowline_source_parse_errors_total", "rows skipped because they could not be parsed"),
+        parse_errors: ctx.counter(
+            "flowline_source_parse_errors_total",
+            "rows skipped because they could not be parsed",
+        ),
         ignore_key,
     }))
 }
@@ -72,18 +103,29 @@ fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 enum Reader {
-    Lines { file: File, decoder: Box<dyn ChunkDecode>, carry: Vec<u8>, eof: bool },
+    Lines {
+        file: File,
+        decoder: Box<dyn ChunkDecode>,
+        carry: Vec<u8>,
+        eof: bool,
+    },
     Parquet(ParquetFileReader),
 }
 
 /// Object-safe view of `LineChunkDecoder<F>`.
 trait ChunkDecode: Send {
-    fn decode_chunk(&mut self, chunk: &[u8]) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError>;
+    fn decode_chunk(
+        &mut self,
+        chunk: &[u8],
+    ) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError>;
     fn skipped(&self) -> u64;
 }
 
 impl<F: LineFormat> ChunkDecode for LineChunkDecoder<F> {
-    fn decode_chunk(&mut self, chunk: &[u8]) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError> {
+    fn decode_chunk(
+        &mut self,
+        chunk: &[u8],
+    ) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError> {
         LineChunkDecoder::decode_chunk(self, chunk)
     }
     fn skipped(&self) -> u64 {
@@ -118,12 +160,20 @@ struct FileSource {
 
 impl FileSource {
     fn io_err(&self, path: &Path, source: std::io::Error) -> ConnectorError {
-        ConnectorError::Io { table: self.table.clone(), path: path.to_path_buf(), source }
+        ConnectorError::Io {
+            table: self.table.clone(),
+            path: path.to_path_buf(),
+            source,
+        }
     }
 
     fn open(&self, path: PathBuf) -> Result<OpenFile> {
         let file = File::open(&path).map_err(|e| self.io_err(&path, e))?;
-        let fmt_err = |source| ConnectorError::Format { table: self.table.clone(), path: path.clone(), source };
+        let fmt_err = |source| ConnectorError::Format {
+            table: self.table.clone(),
+            path: path.clone(),
+            source,
+        };
         let reader = match &self.format {
             FormatConfig::Json(o) => {
                 let d = LineChunkDecoder::new(
@@ -131,7 +181,12 @@ impl FileSource {
                     JsonLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
                     o.ignore_parse_errors,
                 );
-                Reader::Lines { file, decoder: Box::new(d), carry: Vec::new(), eof: false }
+                Reader::Lines {
+                    file,
+                    decoder: Box::new(d),
+                    carry: Vec::new(),
+                    eof: false,
+                }
             }
             FormatConfig::Csv(o) => {
                 let d = LineChunkDecoder::new(
@@ -139,37 +194,69 @@ impl FileSource {
                     CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
                     o.ignore_parse_errors,
                 );
-                Reader::Lines { file, decoder: Box::new(d), carry: Vec::new(), eof: false }
+                Reader::Lines {
+                    file,
+                    decoder: Box::new(d),
+                    carry: Vec::new(),
+                    eof: false,
+                }
             }
-            FormatConfig::Parquet(_) => {
-                Reader::Parquet(ParquetFileReader::open(file, self.file_schema.clone(), BATCH_ROWS_MAX).map_err(fmt_err)?)
-            }
+            FormatConfig::Parquet(_) => Reader::Parquet(
+                ParquetFileReader::open(file, self.file_schema.clone(), BATCH_ROWS_MAX)
+                    .map_err(fmt_err)?,
+            ),
         };
         let partition = partition_values(&self.root, &path, &self.default_partition);
-        Ok(OpenFile { path, reader, partition, skipped_reported: 0, consumed: 0 })
+        Ok(OpenFile {
+            path,
+            reader,
+            partition,
+            skipped_reported: 0,
+            consumed: 0,
+        })
     }
 
     /// Reads the next batch of the open file; `None` at its end.
     fn read(&mut self) -> Result<Option<RecordBatch>> {
         let table = self.table.clone();
         let ignore_key = self.ignore_key.clone();
-        let Some(open) = self.current.as_mut() else { return Ok(None) };
+        let Some(open) = self.current.as_mut() else {
+            return Ok(None);
+        };
         let path = open.path.clone();
         loop {
             match &mut open.reader {
                 Reader::Parquet(r) => {
-                    let batch = r.next().transpose().map_err(|source| ConnectorError::Format { table: table.clone(), path: path.clone(), source })?;
+                    let batch = r
+                        .next()
+                        .transpose()
+                        .map_err(|source| ConnectorError::Format {
+                            table: table.clone(),
+                            path: path.clone(),
+                            source,
+                        })?;
                     open.consumed += batch.as_ref().map_or(0, |b| b.num_rows() as u64);
                     return Ok(batch);
                 }
-                Reader::Lines { file, decoder, carry, eof } => {
+                Reader::Lines {
+                    file,
+                    decoder,
+                    carry,
+                    eof,
+                } => {
                     if *eof && carry.is_empty() {
                         return Ok(None);
                     }
                     let mut chunk = std::mem::take(carry);
                     let start = chunk.len();
                     chunk.resize(start + READ_CHUNK_BYTES, 0);
-                    let n = read_full(file, &mut chunk[start..]).map_err(|source| ConnectorError::Io { table: table.clone(), path: path.clone(), source })?;
+                    let n = read_full(file, &mut chunk[start..]).map_err(|source| {
+                        ConnectorError::Io {
+                            table: table.clone(),
+                            path: path.clone(),
+                            source,
+                        }
+                    })?;
                     chunk.truncate(start + n);
                     if n == 0 {
                         *eof = true;
@@ -192,13 +279,16 @@ impl FileSource {
                         continue;
                     }
                     open.consumed += chunk.len() as u64;
-                    let batch = decoder.decode_chunk(&chunk).map_err(|e| ConnectorError::Decode {
-                        table: table.clone(),
-                        path: path.clone(),
-                        line: e.line,
-                        reason: e.reason,
-                        ignore_key: ignore_key.clone(),
-                    })?;
+                    let batch =
+                        decoder
+                            .decode_chunk(&chunk)
+                            .map_err(|e| ConnectorError::Decode {
+                                table: table.clone(),
+                                path: path.clone(),
+                                line: e.line,
+                                reason: e.reason,
+                                ignore_key: ignore_key.clone(),
+                            })?;
                     let skipped = decoder.skipped();
                     self.parse_errors.add(skipped - open.skipped_reported);
                     open.skipped_reported = skipped;
@@ -212,7 +302,11 @@ impl FileSource {
     }
 
     /// Adds partition columns and orders columns as the output schema.
-    fn complete(&self, batch: RecordBatch, partition: &[(String, Option<String>)]) -> Result<RecordBatch> {
+    fn complete(
+        &self,
+        batch: RecordBatch,
+        partition: &[(String, Option<String>)],
+    ) -> Result<RecordBatch> {
         let rows = batch.num_rows();
         let columns = self
             .out_schema
@@ -222,7 +316,10 @@ impl FileSource {
                 if let Some(col) = batch.column_by_name(f.name()) {
                     return Ok(col.clone());
                 }
-                let value = partition.iter().find(|(k, _)| k == f.name()).and_then(|(_, v)| v.clone());
+                let value = partition
+                    .iter()
+                    .find(|(k, _)| k == f.name())
+                    .and_then(|(_, v)| v.clone());
                 let strings: ArrayRef = match value {
                     Some(v) => Arc::new(StringArray::from(vec![v; rows])),
                     None => new_null_array(&arrow::datatypes::DataType::Utf8, rows),
@@ -231,7 +328,11 @@ impl FileSource {
             })
             .collect::<Result<Vec<_>>>()?;
         let opts = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(self.out_schema.clone(), columns, &opts)?)
+        Ok(RecordBatch::try_new_with_options(
+            self.out_schema.clone(),
+            columns,
+            &opts,
+        )?)
     }
 }
 
@@ -283,12 +384,18 @@ impl Source for FileSource {
     fn poll(&mut self) -> Result<Poll> {
         loop {
             if self.current.is_none() {
-                let Some(next) = self.files.pop() else { return Ok(Poll::End) };
+                let Some(next) = self.files.pop() else {
+                    return Ok(Poll::End);
+                };
                 self.current = Some(self.open(next)?);
             }
             match self.read()? {
                 Some(batch) => {
-                    let partition = self.current.as_ref().map(|c| c.partition.clone()).unwrap_or_default();
+                    let partition = self
+                        .current
+                        .as_ref()
+                        .map(|c| c.partition.clone())
+                        .unwrap_or_default();
                     return Ok(Poll::Batch(self.complete(batch, &partition)?));
                 }
                 None => {
@@ -312,14 +419,29 @@ impl Source for FileSource {
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
         let table = self.table.clone();
-        let bad = |why: String| ConnectorError::config(&table, format!("cannot resume from the checkpointed position: {why}"));
-        let v: serde_json::Value = serde_json::from_slice(position).map_err(|e| bad(e.to_string()))?;
-        let done: Vec<PathBuf> = v["done"].as_array().into_iter().flatten().filter_map(|p| p.as_str()).map(PathBuf::from).collect();
+        let bad = |why: String| {
+            ConnectorError::config(
+                &table,
+                format!("cannot resume from the checkpointed position: {why}"),
+            )
+        };
+        let v: serde_json::Value =
+            serde_json::from_slice(position).map_err(|e| bad(e.to_string()))?;
+        let done: Vec<PathBuf> = v["done"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .map(PathBuf::from)
+            .collect();
         self.files.retain(|f| !done.contains(f));
         self.done = done;
         if let Some(current) = v["current"].as_str().map(PathBuf::from) {
             let Some(i) = self.files.iter().position(|f| *f == current) else {
-                return Err(bad(format!("the file {} it was reading is gone", current.display())));
+                return Err(bad(format!(
+                    "the file {} it was reading is gone",
+                    current.display()
+                )));
             };
             self.files.remove(i);
             let offset = v["offset"].as_u64().unwrap_or(0);
@@ -328,7 +450,13 @@ impl Source for FileSource {
             match &mut open.reader {
                 Reader::Lines { file, .. } => {
                     use std::io::Seek;
-                    file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| ConnectorError::Io { table: table.clone(), path, source: e })?;
+                    file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| {
+                        ConnectorError::Io {
+                            table: table.clone(),
+                            path,
+                            source: e,
+                        }
+                    })?;
                     open.consumed = offset;
                     self.current = Some(open);
                 }
@@ -341,7 +469,9 @@ impl Source for FileSource {
                         }
                     }
                     if self.current.as_ref().is_some_and(|c| c.consumed != offset) {
-                        return Err(bad(format!("the Parquet file no longer has row {offset} at a batch boundary")));
+                        return Err(bad(format!(
+                            "the Parquet file no longer has row {offset} at a batch boundary"
+                        )));
                     }
                 }
             }

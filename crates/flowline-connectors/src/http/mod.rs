@@ -44,17 +44,38 @@ const ERRORS_LISTED_MAX: usize = 100;
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "http"),
-    OptionSpec::optional("format", "json (NDJSON lines or one JSON array per request)"),
-    OptionSpec::optional("ingest.ignore-errors", "accept the good rows of a request with bad ones, counting the bad (default false: 400)"),
-    OptionSpec::optional("ingest.max-body-size", "largest request body, also after decompression (default 64mb)"),
-    OptionSpec::optional("ingest.max-json-depth", "deepest JSON nesting in a row (default 64)"),
-    OptionSpec::optional("ingest.max-rows", "most rows in one request (default 100000)"),
-    OptionSpec::optional("ingest.max-backlog", "bytes accepted but not yet read by the pipeline before 429 (default 256mb)"),
+    OptionSpec::optional(
+        "format",
+        "json (NDJSON lines or one JSON array per request)",
+    ),
+    OptionSpec::optional(
+        "ingest.ignore-errors",
+        "accept the good rows of a request with bad ones, counting the bad (default false: 400)",
+    ),
+    OptionSpec::optional(
+        "ingest.max-body-size",
+        "largest request body, also after decompression (default 64mb)",
+    ),
+    OptionSpec::optional(
+        "ingest.max-json-depth",
+        "deepest JSON nesting in a row (default 64)",
+    ),
+    OptionSpec::optional(
+        "ingest.max-rows",
+        "most rows in one request (default 100000)",
+    ),
+    OptionSpec::optional(
+        "ingest.max-backlog",
+        "bytes accepted but not yet read by the pipeline before 429 (default 256mb)",
+    ),
 ];
 
 pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
     if let Some(f) = o.get("format").filter(|f| *f != "json") {
-        return Err(ConnectorError::config(&table.name, format!("format '{f}' is not supported by the http connector; valid: json")));
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("format '{f}' is not supported by the http connector; valid: json"),
+        ));
     }
     Limits::from_options(table, o).map(|_| ())
 }
@@ -71,10 +92,12 @@ struct Limits {
 impl Limits {
     fn from_options(table: &TableDef, o: &Options) -> Result<Self> {
         Ok(Self {
-            body: opt(table, o.memory_size("ingest.max-body-size"))?.unwrap_or(BODY_BYTES_MAX_DEFAULT),
+            body: opt(table, o.memory_size("ingest.max-body-size"))?
+                .unwrap_or(BODY_BYTES_MAX_DEFAULT),
             depth: opt(table, o.parse("ingest.max-json-depth"))?.unwrap_or(JSON_DEPTH_MAX_DEFAULT),
             rows: opt(table, o.parse("ingest.max-rows"))?.unwrap_or(ROWS_PER_REQUEST_MAX_DEFAULT),
-            backlog: opt(table, o.memory_size("ingest.max-backlog"))?.unwrap_or(BACKLOG_BYTES_MAX_DEFAULT),
+            backlog: opt(table, o.memory_size("ingest.max-backlog"))?
+                .unwrap_or(BACKLOG_BYTES_MAX_DEFAULT),
             ignore_errors: opt(table, o.bool("ingest.ignore-errors", false))?,
         })
     }
@@ -98,12 +121,22 @@ fn tables() -> &'static Mutex<Vec<Arc<IngestTable>>> {
 
 /// The HTTP table `name` of the running job, if it has one.
 pub fn ingest_table(name: &str) -> Option<Arc<IngestTable>> {
-    tables().lock().unwrap_or_else(|e| e.into_inner()).iter().find(|t| t.name == name).cloned()
+    tables()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|t| t.name == name)
+        .cloned()
 }
 
 /// Names of the HTTP tables of the running job.
 pub fn ingest_tables() -> Vec<String> {
-    tables().lock().unwrap_or_else(|e| e.into_inner()).iter().map(|t| t.name.clone()).collect()
+    tables()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|t| t.name.clone())
+        .collect()
 }
 
 /// What an ingest request gets back.
@@ -116,7 +149,11 @@ pub struct IngestResponse {
 
 impl IngestResponse {
     fn error(status: u16, message: String) -> Self {
-        Self { status, retry_after_s: None, body: serde_json::json!({ "error": message }) }
+        Self {
+            status,
+            retry_after_s: None,
+            body: serde_json::json!({ "error": message }),
+        }
     }
 }
 
@@ -128,7 +165,15 @@ impl IngestTable {
     /// Validates, logs durably and answers one request.
     pub fn ingest(&self, body: &[u8], gzip: bool) -> IngestResponse {
         let limits = self.limits;
-        let too_large = |what: &str| IngestResponse::error(413, format!("{what} exceeds 'ingest.max-body-size' = {} bytes", limits.body));
+        let too_large = |what: &str| {
+            IngestResponse::error(
+                413,
+                format!(
+                    "{what} exceeds 'ingest.max-body-size' = {} bytes",
+                    limits.body
+                ),
+            )
+        };
         if body.len() as u64 > limits.body {
             return too_large("the request body");
         }
@@ -150,13 +195,24 @@ impl IngestTable {
             Err(e) => return IngestResponse::error(400, e),
         };
         if lines.len() > limits.rows {
-            return IngestResponse::error(413, format!("the request has {} rows; 'ingest.max-rows' = {}", lines.len(), limits.rows));
+            return IngestResponse::error(
+                413,
+                format!(
+                    "the request has {} rows; 'ingest.max-rows' = {}",
+                    lines.len(),
+                    limits.rows
+                ),
+            );
         }
         let shard = {
             let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
             let live: Vec<&Arc<Wal>> = shards.iter().flatten().collect();
             if live.is_empty() {
-                return IngestResponse { status: 503, retry_after_s: Some(1), body: serde_json::json!({"error": "the pipeline is starting"}) };
+                return IngestResponse {
+                    status: 503,
+                    retry_after_s: Some(1),
+                    body: serde_json::json!({"error": "the pipeline is starting"}),
+                };
             }
             live[self.next.fetch_add(1, Ordering::Relaxed) % live.len()].clone()
         };
@@ -174,8 +230,11 @@ impl IngestTable {
         let rejected = errors.len();
         if rejected > 0 && !limits.ignore_errors {
             self.rejected.add(rejected as u64);
-            let listed: Vec<serde_json::Value> =
-                errors.iter().take(ERRORS_LISTED_MAX).map(|(row, reason)| serde_json::json!({"row": row, "error": reason})).collect();
+            let listed: Vec<serde_json::Value> = errors
+                .iter()
+                .take(ERRORS_LISTED_MAX)
+                .map(|(row, reason)| serde_json::json!({"row": row, "error": reason}))
+                .collect();
             return IngestResponse {
                 status: 400,
                 retry_after_s: None,
@@ -190,28 +249,52 @@ impl IngestTable {
                 Err(e) => return IngestResponse::error(500, e),
             };
             if let Err(e) = shard.append(payload) {
-                return IngestResponse::error(503, format!("the write-ahead log in {} failed: {e}", shard.dir().display()));
+                return IngestResponse::error(
+                    503,
+                    format!(
+                        "the write-ahead log in {} failed: {e}",
+                        shard.dir().display()
+                    ),
+                );
             }
         }
         self.accepted.add(accepted as u64);
         self.rejected.add(rejected as u64);
-        let listed: Vec<serde_json::Value> = errors.iter().take(ERRORS_LISTED_MAX).map(|(row, reason)| serde_json::json!({"row": row, "error": reason})).collect();
-        IngestResponse { status: 200, retry_after_s: None, body: serde_json::json!({"accepted": accepted, "rejected": rejected, "errors": listed}) }
+        let listed: Vec<serde_json::Value> = errors
+            .iter()
+            .take(ERRORS_LISTED_MAX)
+            .map(|(row, reason)| serde_json::json!({"row": row, "error": reason}))
+            .collect();
+        IngestResponse {
+            status: 200,
+            retry_after_s: None,
+            body: serde_json::json!({"accepted": accepted, "rejected": rejected, "errors": listed}),
+        }
     }
 
     /// The good rows as one batch, and (row index, reason) for each bad one.
-    fn decode(&self, lines: &[&[u8]], depth_max: usize) -> std::result::Result<(Option<RecordBatch>, Vec<(usize, String)>), String> {
+    fn decode(
+        &self,
+        lines: &[&[u8]],
+        depth_max: usize,
+    ) -> std::result::Result<(Option<RecordBatch>, Vec<(usize, String)>), String> {
         let mut errors = Vec::new();
         let mut good: Vec<&[u8]> = Vec::with_capacity(lines.len());
         for (i, l) in lines.iter().enumerate() {
             match json_depth(l) {
-                d if d > depth_max => errors.push((i, format!("nesting depth {d} exceeds 'ingest.max-json-depth' = {depth_max}"))),
-                _ if !l.trim_ascii_start().starts_with(b"{") => errors.push((i, "a row must be a JSON object".to_string())),
+                d if d > depth_max => errors.push((
+                    i,
+                    format!("nesting depth {d} exceeds 'ingest.max-json-depth' = {depth_max}"),
+                )),
+                _ if !l.trim_ascii_start().starts_with(b"{") => {
+                    errors.push((i, "a row must be a JSON object".to_string()))
+                }
                 _ => good.push(l),
             }
         }
         let options = flowline_formats::json::JsonOptions::default();
-        let mut decoder = JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
+        let mut decoder =
+            JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
         let joined = join_lines(&good);
         if errors.is_empty() {
             if let Ok(b) = decode_all(&mut decoder, &joined) {
@@ -220,9 +303,12 @@ impl IngestTable {
         }
         // Slow path: row by row, to name every bad row.
         let mut batches = Vec::new();
-        let good_idx: Vec<usize> = (0..lines.len()).filter(|i| !errors.iter().any(|(e, _)| e == i)).collect();
+        let good_idx: Vec<usize> = (0..lines.len())
+            .filter(|i| !errors.iter().any(|(e, _)| e == i))
+            .collect();
         for (i, l) in good_idx.into_iter().zip(good) {
-            let mut one = JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
+            let mut one =
+                JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
             let mut line = l.to_vec();
             line.push(b'\n');
             match decode_all(&mut one, &line) {
@@ -232,7 +318,14 @@ impl IngestTable {
             }
         }
         errors.sort_by_key(|(i, _)| *i);
-        let batch = if batches.is_empty() { None } else { Some(arrow::compute::concat_batches(&self.schema, &batches).map_err(|e| e.to_string())?) };
+        let batch = if batches.is_empty() {
+            None
+        } else {
+            Some(
+                arrow::compute::concat_batches(&self.schema, &batches)
+                    .map_err(|e| e.to_string())?,
+            )
+        };
         Ok((batch, errors))
     }
 }
@@ -257,11 +350,18 @@ fn split_rows(body: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
     if trimmed.starts_with(b"[") {
         return split_array(trimmed);
     }
-    Ok(body.split(|b| *b == b'\n').map(|l| l.trim_ascii()).filter(|l| !l.is_empty()).collect())
+    Ok(body
+        .split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii())
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// Calls `f(index, byte)` for every `[`, `]`, `{`, `}` and `,` outside JSON strings.
-fn scan_structure(bytes: &[u8], mut f: impl FnMut(usize, u8) -> std::result::Result<(), String>) -> std::result::Result<bool, String> {
+fn scan_structure(
+    bytes: &[u8],
+    mut f: impl FnMut(usize, u8) -> std::result::Result<(), String>,
+) -> std::result::Result<bool, String> {
     let (mut in_str, mut esc) = (false, false);
     for (i, &c) in bytes.iter().enumerate() {
         if in_str {
@@ -290,7 +390,9 @@ fn split_array(a: &[u8]) -> std::result::Result<Vec<&[u8]>, String> {
         match c {
             b'[' | b'{' => depth += 1,
             b']' | b'}' => {
-                depth = depth.checked_sub(1).ok_or("the JSON array is malformed (unbalanced brackets)")?;
+                depth = depth
+                    .checked_sub(1)
+                    .ok_or("the JSON array is malformed (unbalanced brackets)")?;
                 if depth == 0 {
                     let last = a[start..i].trim_ascii();
                     if !last.is_empty() {
@@ -334,7 +436,8 @@ fn json_depth(l: &[u8]) -> usize {
 
 fn encode_ipc(batch: &RecordBatch) -> std::result::Result<Vec<u8>, String> {
     let mut buf = Vec::new();
-    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema()).map_err(|e| e.to_string())?;
+    let mut w = arrow::ipc::writer::StreamWriter::try_new(&mut buf, &batch.schema())
+        .map_err(|e| e.to_string())?;
     w.write(batch).map_err(|e| e.to_string())?;
     w.finish().map_err(|e| e.to_string())?;
     drop(w);
@@ -342,23 +445,40 @@ fn encode_ipc(batch: &RecordBatch) -> std::result::Result<Vec<u8>, String> {
 }
 
 fn decode_ipc(bytes: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
-    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(|e| e.to_string())?;
-    r.collect::<std::result::Result<Vec<_>, _>>().map_err(|e| e.to_string())
+    let r = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)
+        .map_err(|e| e.to_string())?;
+    r.collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+pub fn create_source(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Source>> {
     let Some(state_dir) = &ctx.state_dir else {
         return Err(ConnectorError::config(&table.name, "the http connector needs a state directory for its write-ahead log (flowline run --state-dir)"));
     };
     let schema = table.physical_schema();
     let limits = Limits::from_options(table, o)?;
-    let dir = state_dir.join("wal").join(&table.name).join(ctx.subtask.to_string());
-    let wal = Arc::new(Wal::open(dir.clone()).map_err(|source| ConnectorError::Io { table: table.name.clone(), path: dir.clone(), source })?);
-    let start = wal::segments(&dir).ok().and_then(|s| s.first().copied()).unwrap_or(0);
+    let dir = state_dir
+        .join("wal")
+        .join(&table.name)
+        .join(ctx.subtask.to_string());
+    let wal = Arc::new(Wal::open(dir.clone()).map_err(|source| ConnectorError::Io {
+        table: table.name.clone(),
+        path: dir.clone(),
+        source,
+    })?);
+    let start = wal::segments(&dir)
+        .ok()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(0);
     let ingest = {
         let mut all = tables().lock().unwrap_or_else(|e| e.into_inner());
         let t = match all.iter().find(|t| t.name == table.name) {
@@ -370,8 +490,14 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
                     limits,
                     shards: Mutex::new(vec![None; ctx.parallelism]),
                     next: AtomicUsize::new(0),
-                    accepted: ctx.counter("flowline_ingest_rows_accepted_total", "rows accepted by HTTP ingest"),
-                    rejected: ctx.counter("flowline_ingest_rows_rejected_total", "rows rejected by HTTP ingest"),
+                    accepted: ctx.counter(
+                        "flowline_ingest_rows_accepted_total",
+                        "rows accepted by HTTP ingest",
+                    ),
+                    rejected: ctx.counter(
+                        "flowline_ingest_rows_rejected_total",
+                        "rows rejected by HTTP ingest",
+                    ),
                 });
                 all.push(t.clone());
                 t
@@ -379,7 +505,8 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         };
         t.clone()
     };
-    let indices: Vec<usize> = projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
+    let indices: Vec<usize> =
+        projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
     Ok(Box::new(HttpSource {
         table: table.name.clone(),
         ingest,
@@ -409,7 +536,11 @@ struct HttpSource {
 
 impl HttpSource {
     fn err(&self, e: impl std::fmt::Display) -> ConnectorError {
-        ConnectorError::Io { table: self.table.clone(), path: self.wal.dir().to_path_buf(), source: std::io::Error::other(e.to_string()) }
+        ConnectorError::Io {
+            table: self.table.clone(),
+            path: self.wal.dir().to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        }
     }
 }
 
@@ -417,10 +548,15 @@ impl Source for HttpSource {
     fn poll(&mut self) -> Result<Poll> {
         if !self.registered {
             self.registered = true;
-            self.ingest.shards.lock().unwrap_or_else(|e| e.into_inner())[self.subtask] = Some(self.wal.clone());
+            self.ingest.shards.lock().unwrap_or_else(|e| e.into_inner())[self.subtask] =
+                Some(self.wal.clone());
         }
         let before = self.reader.position();
-        let Some((record, n)) = self.reader.next(self.wal.durable_end()).map_err(|e| self.err(e))? else {
+        let Some((record, n)) = self
+            .reader
+            .next(self.wal.durable_end())
+            .map_err(|e| self.err(e))?
+        else {
             if !self.checkpointing && before.0 > 0 {
                 self.wal.truncate_before(before).map_err(|e| self.err(e))?;
             }
@@ -428,26 +564,44 @@ impl Source for HttpSource {
         };
         self.wal.note_read(n);
         let batches = decode_ipc(&record).map_err(|e| self.err(e))?;
-        let batches = batches.iter().map(|b| b.project(&self.projection)).collect::<std::result::Result<Vec<_>, _>>()?;
+        let batches = batches
+            .iter()
+            .map(|b| b.project(&self.projection))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         match batches.len() {
             0 => Ok(Poll::Pending(Duration::ZERO)),
             1 => Ok(Poll::Batch(batches.into_iter().next().expect("one"))),
-            _ => Ok(Poll::Batch(arrow::compute::concat_batches(&batches[0].schema(), &batches)?)),
+            _ => Ok(Poll::Batch(arrow::compute::concat_batches(
+                &batches[0].schema(),
+                &batches,
+            )?)),
         }
     }
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let (seg, off) = self.reader.position();
         self.checkpoints.push((seg, off));
-        Ok(serde_json::to_vec(&serde_json::json!({"segment": seg, "offset": off})).expect("JSON values serialize"))
+        Ok(
+            serde_json::to_vec(&serde_json::json!({"segment": seg, "offset": off}))
+                .expect("JSON values serialize"),
+        )
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(position).map_err(|e| self.err(format!("bad checkpointed position: {e}")))?;
-        let pos = (v["segment"].as_u64().unwrap_or(0), v["offset"].as_u64().unwrap_or(0));
-        let first = wal::segments(self.wal.dir()).ok().and_then(|s| s.first().copied());
+        let v: serde_json::Value = serde_json::from_slice(position)
+            .map_err(|e| self.err(format!("bad checkpointed position: {e}")))?;
+        let pos = (
+            v["segment"].as_u64().unwrap_or(0),
+            v["offset"].as_u64().unwrap_or(0),
+        );
+        let first = wal::segments(self.wal.dir())
+            .ok()
+            .and_then(|s| s.first().copied());
         if first.is_some_and(|f| f > pos.0) {
-            return Err(self.err(format!("the write-ahead log no longer holds the checkpointed position (segment {})", pos.0)));
+            return Err(self.err(format!(
+                "the write-ahead log no longer holds the checkpointed position (segment {})",
+                pos.0
+            )));
         }
         self.reader = WalReader::new(self.wal.dir().to_path_buf(), pos);
         Ok(())
@@ -482,7 +636,10 @@ mod tests {
     fn bodies_split_into_rows() {
         assert_eq!(split_rows(b"{\"a\":1}\n\n{\"a\":2}\n").unwrap().len(), 2);
         let rows = split_rows(b" [ {\"a\": [1, 2]}, {\"b\": \"x,]\"} ] ").unwrap();
-        assert_eq!(rows, vec![&b"{\"a\": [1, 2]}"[..], &b"{\"b\": \"x,]\"}"[..]]);
+        assert_eq!(
+            rows,
+            vec![&b"{\"a\": [1, 2]}"[..], &b"{\"b\": \"x,]\"}"[..]]
+        );
         assert!(split_rows(b"[{\"a\":1}").is_err());
         assert_eq!(json_depth(b"{\"a\":{\"b\":[1]},\"c\":\"{{{\"}"), 3);
     }

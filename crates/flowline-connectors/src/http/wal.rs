@@ -43,7 +43,14 @@ fn segment_path(dir: &Path, seg: u64) -> PathBuf {
 /// Segment numbers present, ascending.
 pub fn segments(dir: &Path) -> std::io::Result<Vec<u64>> {
     let mut out: Vec<u64> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse()
+                .ok()
+        })
         .collect();
     out.sort_unstable();
     Ok(out)
@@ -75,7 +82,11 @@ impl Wal {
         let segs = segments(&dir)?;
         let last = segs.last().copied().unwrap_or(0);
         let path = segment_path(&dir, last);
-        let mut f = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
         f.seek(SeekFrom::Start(0))?;
         let mut valid = 0u64;
         while let Some(p) = read_record(&mut f)? {
@@ -85,27 +96,43 @@ impl Wal {
             f.set_len(valid)?;
             f.sync_all()?;
         }
-        let durable = Arc::new(Durable { end: Mutex::new((last, valid)), written: AtomicU64::new(0), read: AtomicU64::new(0) });
+        let durable = Arc::new(Durable {
+            end: Mutex::new((last, valid)),
+            written: AtomicU64::new(0),
+            read: AtomicU64::new(0),
+        });
         let (queue, rx) = mpsc::sync_channel(1024);
         let d = durable.clone();
         let wdir = dir.clone();
-        std::thread::Builder::new().name("flowline-wal".into()).spawn(move || writer(wdir, f, (last, valid), rx, d))?;
-        Ok(Self { dir, queue, durable })
+        std::thread::Builder::new()
+            .name("flowline-wal".into())
+            .spawn(move || writer(wdir, f, (last, valid), rx, d))?;
+        Ok(Self {
+            dir,
+            queue,
+            durable,
+        })
     }
 
     /// Appends one record; returns once it is on disk (fsync).
     pub fn append(&self, payload: Vec<u8>) -> std::io::Result<()> {
         let (tx, rx) = mpsc::channel();
         let n = payload.len() as u64 + 8;
-        self.queue.send((payload, tx)).map_err(|_| std::io::Error::other("the write-ahead log writer stopped"))?;
-        rx.recv().map_err(|_| std::io::Error::other("the write-ahead log writer stopped"))??;
+        self.queue
+            .send((payload, tx))
+            .map_err(|_| std::io::Error::other("the write-ahead log writer stopped"))?;
+        rx.recv()
+            .map_err(|_| std::io::Error::other("the write-ahead log writer stopped"))??;
         self.durable.written.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
     /// Bytes acknowledged but not yet read by the source.
     pub fn backlog(&self) -> u64 {
-        self.durable.written.load(Ordering::Relaxed).saturating_sub(self.durable.read.load(Ordering::Relaxed))
+        self.durable
+            .written
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.durable.read.load(Ordering::Relaxed))
     }
 
     pub fn durable_end(&self) -> Position {
@@ -129,7 +156,13 @@ impl Wal {
     }
 }
 
-fn writer(dir: PathBuf, mut f: File, mut end: Position, rx: mpsc::Receiver<(Vec<u8>, mpsc::Sender<std::io::Result<()>>)>, durable: Arc<Durable>) {
+fn writer(
+    dir: PathBuf,
+    mut f: File,
+    mut end: Position,
+    rx: mpsc::Receiver<(Vec<u8>, mpsc::Sender<std::io::Result<()>>)>,
+    durable: Arc<Durable>,
+) {
     let mut buf = Vec::new();
     while let Ok(first) = rx.recv() {
         // Group commit: everything queued now goes out with one fsync.
@@ -147,7 +180,10 @@ fn writer(dir: PathBuf, mut f: File, mut end: Position, rx: mpsc::Receiver<(Vec<
             if end.1 > 0 && end.1 + buf.len() as u64 > SEGMENT_BYTES {
                 f.sync_all()?;
                 end = (end.0 + 1, 0);
-                f = OpenOptions::new().create(true).append(true).open(segment_path(&dir, end.0))?;
+                f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(segment_path(&dir, end.0))?;
                 crate::http::sync_dir(&dir)?;
             }
             f.write_all(&buf)?;
@@ -176,7 +212,11 @@ pub struct WalReader {
 
 impl WalReader {
     pub fn new(dir: PathBuf, pos: Position) -> Self {
-        Self { dir, pos, file: None }
+        Self {
+            dir,
+            pos,
+            file: None,
+        }
     }
 
     pub fn position(&self) -> Position {

@@ -50,7 +50,13 @@ pub const OPTIONS: &[OptionSpec] = &[
 ];
 
 /// `METADATA FROM '<key>'` columns the source fills, as Flink's Kafka connector names them.
-pub const METADATA_KEYS: &[&str] = &["topic", "partition", "offset", "timestamp", "timestamp-type"];
+pub const METADATA_KEYS: &[&str] = &[
+    "topic",
+    "partition",
+    "offset",
+    "timestamp",
+    "timestamp-type",
+];
 
 pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
     let cfg = |e: String| ConnectorError::config(&table.name, e);
@@ -74,7 +80,9 @@ pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
     }
     if let Some(p) = o.get("sink.partitioner") {
         if !matches!(p, "default" | "fixed" | "round-robin") {
-            return Err(cfg(format!("invalid 'sink.partitioner' = '{p}'; valid: default, fixed, round-robin")));
+            return Err(cfg(format!(
+                "invalid 'sink.partitioner' = '{p}'; valid: default, fixed, round-robin"
+            )));
         }
     }
     let _ = layout;
@@ -97,46 +105,83 @@ pub(crate) struct Layout {
 impl Layout {
     pub fn new(table: &TableDef, o: &Options) -> Result<Self> {
         let cfg = |e: String| ConnectorError::config(&table.name, e);
-        let format_key = if o.get("value.format").is_some() { "value.format" } else { "format" };
+        let format_key = if o.get("value.format").is_some() {
+            "value.format"
+        } else {
+            "format"
+        };
         if o.get(format_key).is_none() {
-            return Err(cfg(format!("connector 'kafka' requires option 'format' (or 'value.format'); valid formats: {}", RECORD_FORMATS.join(", "))));
+            return Err(cfg(format!(
+                "connector 'kafka' requires option 'format' (or 'value.format'); valid formats: {}",
+                RECORD_FORMATS.join(", ")
+            )));
         }
         let fmt = |key: &str| RecordFormat::from_options(o, key).map_err(|e| cfg(e.to_string()));
         let value_format = fmt(format_key)?;
         let schema = table.physical_schema();
         let prefix = o.get("key.fields-prefix").unwrap_or("");
-        let key_names: Vec<&str> = o.get("key.fields").map(|k| k.split(';').map(str::trim).filter(|s| !s.is_empty()).collect()).unwrap_or_default();
+        let key_names: Vec<&str> = o
+            .get("key.fields")
+            .map(|k| {
+                k.split(';')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         let key_format = match (o.get("key.format"), key_names.is_empty()) {
             (Some(_), false) => Some(fmt("key.format")?),
-            (Some(_), true) => return Err(cfg("'key.format' needs 'key.fields': the columns the key carries".into())),
+            (Some(_), true) => {
+                return Err(cfg(
+                    "'key.format' needs 'key.fields': the columns the key carries".into(),
+                ))
+            }
             (None, false) => return Err(cfg("'key.fields' needs 'key.format'".into())),
             (None, true) => None,
         };
         let mut key_columns = Vec::new();
         for name in &key_names {
             let Some(i) = schema.fields().iter().position(|f| f.name() == name) else {
-                return Err(cfg(format!("'key.fields' names '{name}', which is not a physical column")));
+                return Err(cfg(format!(
+                    "'key.fields' names '{name}', which is not a physical column"
+                )));
             };
             if !name.starts_with(prefix) {
-                return Err(cfg(format!("key column '{name}' does not start with 'key.fields-prefix' '{prefix}'")));
+                return Err(cfg(format!(
+                    "key column '{name}' does not start with 'key.fields-prefix' '{prefix}'"
+                )));
             }
             key_columns.push(i);
         }
-        let except_key = match o.get("value.fields-include").map(str::to_ascii_uppercase).as_deref() {
+        let except_key = match o
+            .get("value.fields-include")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("ALL") => false,
             Some("EXCEPT_KEY") => true,
-            Some(other) => return Err(cfg(format!("invalid 'value.fields-include' = '{other}'; valid: ALL, EXCEPT_KEY"))),
+            Some(other) => {
+                return Err(cfg(format!(
+                    "invalid 'value.fields-include' = '{other}'; valid: ALL, EXCEPT_KEY"
+                )))
+            }
         };
         if !prefix.is_empty() && !except_key {
-            return Err(cfg("'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY' (as in Flink)".into()));
+            return Err(cfg(
+                "'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY' (as in Flink)"
+                    .into(),
+            ));
         }
-        let value_columns: Vec<usize> = (0..schema.fields().len()).filter(|i| !except_key || !key_columns.contains(i)).collect();
+        let value_columns: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !except_key || !key_columns.contains(i))
+            .collect();
         let project = |cols: &[usize], strip: &str| {
             let fields: Vec<arrow::datatypes::Field> = cols
                 .iter()
                 .map(|i| {
                     let f = schema.field(*i);
-                    f.clone().with_name(f.name().strip_prefix(strip).unwrap_or(f.name()))
+                    f.clone()
+                        .with_name(f.name().strip_prefix(strip).unwrap_or(f.name()))
                 })
                 .collect();
             std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
@@ -149,9 +194,13 @@ impl Layout {
             key_columns,
             value_columns,
         };
-        layout.value_format.check_schema(&layout.value_schema).map_err(|e| cfg(format!("value: {e}")))?;
+        layout
+            .value_format
+            .check_schema(&layout.value_schema)
+            .map_err(|e| cfg(format!("value: {e}")))?;
         if let Some(k) = &layout.key_format {
-            k.check_schema(&layout.key_schema).map_err(|e| cfg(format!("key: {e}")))?;
+            k.check_schema(&layout.key_schema)
+                .map_err(|e| cfg(format!("key: {e}")))?;
         }
         Ok(layout)
     }
@@ -162,12 +211,17 @@ impl Layout {
 pub(crate) fn client_config(o: &Options) -> rdkafka::ClientConfig {
     let mut c = rdkafka::ClientConfig::new();
     for (k, v) in o.map() {
-        let Some(key) = k.strip_prefix("properties.") else { continue };
+        let Some(key) = k.strip_prefix("properties.") else {
+            continue;
+        };
         let key = match key {
             "max.request.size" => "message.max.bytes",
-            "key.deserializer" | "value.deserializer" | "key.serializer" | "value.serializer" | "max.poll.records" | "partition.discovery.interval.ms" => {
-                continue
-            }
+            "key.deserializer"
+            | "value.deserializer"
+            | "key.serializer"
+            | "value.serializer"
+            | "max.poll.records"
+            | "partition.discovery.interval.ms" => continue,
             k => k,
         };
         c.set(key, v);
@@ -176,20 +230,38 @@ pub(crate) fn client_config(o: &Options) -> rdkafka::ClientConfig {
 }
 
 /// `'partition:0,offset:42;partition:1,offset:300'` → [(0, 42), (1, 300)].
-pub(crate) fn parse_specific_offsets(table: &str, key: &str, text: &str) -> Result<Vec<(i32, i64)>> {
-    let bad = || ConnectorError::config(table, format!("invalid '{key}' = '{text}': expected 'partition:0,offset:42;partition:1,offset:300'"));
+pub(crate) fn parse_specific_offsets(
+    table: &str,
+    key: &str,
+    text: &str,
+) -> Result<Vec<(i32, i64)>> {
+    let bad = || {
+        ConnectorError::config(table, format!("invalid '{key}' = '{text}': expected 'partition:0,offset:42;partition:1,offset:300'"))
+    };
     let mut out = Vec::new();
     for part in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
         let (p, off) = part.split_once(',').ok_or_else(bad)?;
-        let p = p.trim().strip_prefix("partition:").and_then(|v| v.trim().parse().ok()).ok_or_else(bad)?;
-        let off = off.trim().strip_prefix("offset:").and_then(|v| v.trim().parse().ok()).ok_or_else(bad)?;
+        let p = p
+            .trim()
+            .strip_prefix("partition:")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(bad)?;
+        let off = off
+            .trim()
+            .strip_prefix("offset:")
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(bad)?;
         out.push((p, off));
     }
     Ok(out)
 }
 
 /// A Kafka client error with what to check.
-pub(crate) fn kafka_error(table: &str, what: &str, e: rdkafka::error::KafkaError) -> ConnectorError {
+pub(crate) fn kafka_error(
+    table: &str,
+    what: &str,
+    e: rdkafka::error::KafkaError,
+) -> ConnectorError {
     use rdkafka::types::RDKafkaErrorCode as C;
     let hint = match e.rdkafka_error_code() {
         Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => "; the topic does not exist (create it, or enable auto-creation on the broker)",
@@ -213,8 +285,14 @@ mod tests {
 
     #[test]
     fn specific_offsets_parse_and_errors_show_the_syntax() {
-        assert_eq!(parse_specific_offsets("t", "k", "partition:0,offset:42; partition:1,offset:300").unwrap(), vec![(0, 42), (1, 300)]);
-        let e = parse_specific_offsets("t", "k", "0:42").unwrap_err().to_string();
+        assert_eq!(
+            parse_specific_offsets("t", "k", "partition:0,offset:42; partition:1,offset:300")
+                .unwrap(),
+            vec![(0, 42), (1, 300)]
+        );
+        let e = parse_specific_offsets("t", "k", "0:42")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("partition:0,offset:42"), "{e}");
     }
 }

@@ -19,10 +19,10 @@ use arrow::record_batch::RecordBatch;
 use flowline_common::Options;
 use flowline_formats::{RecordBuffer, RecordEncoder};
 use flowline_sql::TableDef;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::{client_config, kafka_error, Layout};
@@ -36,8 +36,15 @@ const EXACTLY_ONCE_HELD_MAX: usize = 256 << 20;
 pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
     let layout = Layout::new(table, o)?;
     let name = table.name.clone();
-    let topic = o.get("topic").filter(|t| !t.contains(';')).ok_or_else(|| ConnectorError::config(&name, "a Kafka sink needs one 'topic'"))?.to_string();
-    let guarantee = o.get("sink.delivery-guarantee").unwrap_or("at-least-once").to_string();
+    let topic = o
+        .get("topic")
+        .filter(|t| !t.contains(';'))
+        .ok_or_else(|| ConnectorError::config(&name, "a Kafka sink needs one 'topic'"))?
+        .to_string();
+    let guarantee = o
+        .get("sink.delivery-guarantee")
+        .unwrap_or("at-least-once")
+        .to_string();
     let mut config = client_config(o);
     let transactional = (guarantee == "exactly-once").then(|| {
         let prefix = o.get("sink.transactional-id-prefix").unwrap_or("flowline");
@@ -51,31 +58,59 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         config.set("enable.idempotence", "true");
     }
     let errors = Arc::new(Mutex::new(None));
-    let producer: ThreadedProducer<Delivery> =
-        config.create_with_context(Delivery { first_error: errors.clone() }).map_err(|e| kafka_error(&name, "cannot create the producer", e))?;
+    let producer: ThreadedProducer<Delivery> = config
+        .create_with_context(Delivery {
+            first_error: errors.clone(),
+        })
+        .map_err(|e| kafka_error(&name, "cannot create the producer", e))?;
     let exactly_once = match &transactional {
         Some(id) => {
             // Fences an earlier producer with this id and aborts what it left open.
-            producer.init_transactions(FLUSH_TIMEOUT).map_err(|e| kafka_error(&name, &format!("cannot start transactions for '{id}'"), e))?;
+            producer.init_transactions(FLUSH_TIMEOUT).map_err(|e| {
+                kafka_error(&name, &format!("cannot start transactions for '{id}'"), e)
+            })?;
             let mut mc = client_config(o);
             mc.set("group.id", id).set("enable.auto.commit", "false");
-            let marker: BaseConsumer = mc.create().map_err(|e| kafka_error(&name, "cannot create the marker client", e))?;
-            Some(ExactlyOnce { marker, current: Held::default(), staged: Vec::new() })
+            let marker: BaseConsumer = mc
+                .create()
+                .map_err(|e| kafka_error(&name, "cannot create the marker client", e))?;
+            Some(ExactlyOnce {
+                marker,
+                current: Held::default(),
+                staged: Vec::new(),
+            })
         }
         None => None,
     };
     let partitions = match o.get("sink.partitioner") {
         Some("fixed") => {
-            let md = producer.client().fetch_metadata(Some(&topic), Duration::from_secs(15)).map_err(|e| kafka_error(&name, &format!("cannot read metadata of topic '{topic}'"), e))?;
-            let n = md.topics().iter().find(|t| t.name() == topic).map_or(0, |t| t.partitions().len());
+            let md = producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(15))
+                .map_err(|e| {
+                    kafka_error(
+                        &name,
+                        &format!("cannot read metadata of topic '{topic}'"),
+                        e,
+                    )
+                })?;
+            let n = md
+                .topics()
+                .iter()
+                .find(|t| t.name() == topic)
+                .map_or(0, |t| t.partitions().len());
             if n == 0 {
-                return Err(ConnectorError::config(&name, format!("kafka: topic '{topic}' does not exist or has no partitions")));
+                return Err(ConnectorError::config(
+                    &name,
+                    format!("kafka: topic '{topic}' does not exist or has no partitions"),
+                ));
             }
             Some(n as i32)
         }
         _ => None,
     };
-    let enc = |f, s| RecordEncoder::new(f, s).map_err(|e| ConnectorError::config(&name, e.to_string()));
+    let enc =
+        |f, s| RecordEncoder::new(f, s).map_err(|e| ConnectorError::config(&name, e.to_string()));
     let value = enc(&layout.value_format, &layout.value_schema)?;
     let key = match &layout.key_format {
         Some(f) => Some(enc(f, &layout.key_schema)?),
@@ -142,7 +177,8 @@ impl Held {
         for part in [key, value] {
             match part {
                 Some(b) => {
-                    self.bytes.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                    self.bytes
+                        .extend_from_slice(&(b.len() as u32).to_le_bytes());
                     self.bytes.extend_from_slice(b);
                 }
                 None => self.bytes.extend_from_slice(&u32::MAX.to_le_bytes()),
@@ -155,7 +191,11 @@ impl Held {
     fn records(bytes: &[u8]) -> Option<Vec<(i32, Option<&[u8]>, Option<&[u8]>)>> {
         let mut out = Vec::new();
         let mut at = 0;
-        let u32_at = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")));
+        let u32_at = |at: usize| {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
         while at < bytes.len() {
             let partition = u32_at(at)? as i32;
             at += 4;
@@ -217,19 +257,36 @@ impl KafkaSink {
     /// The last checkpoint whose records were committed, from the marker group.
     fn committed_marker(&self) -> Result<u64> {
         let eo = self.exactly_once.as_ref().expect("exactly-once sink");
-        let tpl = eo.marker.committed_offsets(self.marker_tpl(None), FLUSH_TIMEOUT).map_err(|e| kafka_error(&self.table, "cannot read the commit marker", e))?;
-        Ok(tpl.elements().first().and_then(|e| match e.offset() {
-            Offset::Offset(n) if n >= 0 => Some(n as u64),
-            _ => None,
-        }).unwrap_or(0))
+        let tpl = eo
+            .marker
+            .committed_offsets(self.marker_tpl(None), FLUSH_TIMEOUT)
+            .map_err(|e| kafka_error(&self.table, "cannot read the commit marker", e))?;
+        Ok(tpl
+            .elements()
+            .first()
+            .and_then(|e| match e.offset() {
+                Offset::Offset(n) if n >= 0 => Some(n as u64),
+                _ => None,
+            })
+            .unwrap_or(0))
     }
 
     /// Writes held records in one transaction that also commits `id` as the marker.
     fn write_transaction(&self, id: u64, bytes: &[u8]) -> Result<()> {
         let eo = self.exactly_once.as_ref().expect("exactly-once sink");
-        let records = Held::records(bytes).ok_or_else(|| ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed"))?;
-        let tx = |what: &str, e| kafka_error(&self.table, &format!("transaction for checkpoint {id}: {what}"), e);
-        self.producer.begin_transaction().map_err(|e| tx("begin", e))?;
+        let records = Held::records(bytes).ok_or_else(|| {
+            ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed")
+        })?;
+        let tx = |what: &str, e| {
+            kafka_error(
+                &self.table,
+                &format!("transaction for checkpoint {id}: {what}"),
+                e,
+            )
+        };
+        self.producer
+            .begin_transaction()
+            .map_err(|e| tx("begin", e))?;
         for (partition, key, value) in records {
             let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
             if let Some(v) = value {
@@ -243,10 +300,19 @@ impl KafkaSink {
             }
             self.send(record)?;
         }
-        let group = eo.marker.group_metadata().ok_or_else(|| ConnectorError::config(&self.table, "kafka: no group metadata for the commit marker"))?;
-        self.producer.send_offsets_to_transaction(&self.marker_tpl(Some(id)), &group, FLUSH_TIMEOUT).map_err(|e| tx("commit marker", e))?;
+        let group = eo.marker.group_metadata().ok_or_else(|| {
+            ConnectorError::config(
+                &self.table,
+                "kafka: no group metadata for the commit marker",
+            )
+        })?;
+        self.producer
+            .send_offsets_to_transaction(&self.marker_tpl(Some(id)), &group, FLUSH_TIMEOUT)
+            .map_err(|e| tx("commit marker", e))?;
         flowline_common::failpoint::hit("kafka.before-commit");
-        self.producer.commit_transaction(FLUSH_TIMEOUT).map_err(|e| tx("commit", e))?;
+        self.producer
+            .commit_transaction(FLUSH_TIMEOUT)
+            .map_err(|e| tx("commit", e))?;
         self.check()
     }
 
@@ -260,20 +326,32 @@ impl KafkaSink {
                     std::thread::sleep(Duration::from_millis(5));
                     self.check()?;
                 }
-                Err((e, _)) => return Err(kafka_error(&self.table, &format!("cannot write to topic '{}'", self.topic), e)),
+                Err((e, _)) => {
+                    return Err(kafka_error(
+                        &self.table,
+                        &format!("cannot write to topic '{}'", self.topic),
+                        e,
+                    ))
+                }
             }
         }
     }
 
     fn check(&self) -> Result<()> {
         match self.errors.lock().expect("delivery error lock").take() {
-            Some(e) => Err(kafka_error(&self.table, &format!("a record could not be written to topic '{}'", self.topic), e)),
+            Some(e) => Err(kafka_error(
+                &self.table,
+                &format!("a record could not be written to topic '{}'", self.topic),
+                e,
+            )),
             None => Ok(()),
         }
     }
 
     fn flush(&self) -> Result<()> {
-        self.producer.flush(FLUSH_TIMEOUT).map_err(|e| kafka_error(&self.table, "flush", e))?;
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(|e| kafka_error(&self.table, "flush", e))?;
         self.check()
     }
 }
@@ -281,24 +359,44 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.check()?;
-        let project = |cols: &[usize]| batch.project(cols).map_err(|e| ConnectorError::config(&self.table, e.to_string()));
+        let project = |cols: &[usize]| {
+            batch
+                .project(cols)
+                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))
+        };
         self.value_buf.clear();
         self.key_buf.clear();
         let values = project(&self.layout.value_columns)?;
-        self.value.encode(&values, &mut self.value_buf).map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+        self.value
+            .encode(&values, &mut self.value_buf)
+            .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
         if let Some(k) = &self.key {
             let keys = project(&self.layout.key_columns)?;
-            k.encode(&keys, &mut self.key_buf).map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+            k.encode(&keys, &mut self.key_buf)
+                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
         }
         let values: Vec<_> = self.value_buf.ranges().collect();
-        let keys: Vec<_> = if self.key.is_some() { self.key_buf.ranges().collect() } else { Vec::new() };
+        let keys: Vec<_> = if self.key.is_some() {
+            self.key_buf.ranges().collect()
+        } else {
+            Vec::new()
+        };
         if let Some(eo) = self.exactly_once.as_mut() {
             let (value_bytes, key_bytes) = (self.value_buf.bytes(), self.key_buf.bytes());
             for (i, v) in values.iter().enumerate() {
-                let key = keys.get(i).copied().flatten().map(|(s, e)| &key_bytes[s..e]);
-                eo.current.push(self.fixed_partition.unwrap_or(-1), key, v.map(|(s, e)| &value_bytes[s..e]));
+                let key = keys
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .map(|(s, e)| &key_bytes[s..e]);
+                eo.current.push(
+                    self.fixed_partition.unwrap_or(-1),
+                    key,
+                    v.map(|(s, e)| &value_bytes[s..e]),
+                );
             }
-            let held = eo.current.bytes.len() + eo.staged.iter().map(|(_, b)| b.len()).sum::<usize>();
+            let held =
+                eo.current.bytes.len() + eo.staged.iter().map(|(_, b)| b.len()).sum::<usize>();
             if held > EXACTLY_ONCE_HELD_MAX {
                 return Err(ConnectorError::config(
                     &self.table,
@@ -344,8 +442,12 @@ impl Sink for KafkaSink {
     }
 
     fn commit(&mut self, id: u64) -> Result<()> {
-        let Some(eo) = self.exactly_once.as_mut() else { return Ok(()) };
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut eo.staged).into_iter().partition(|(e, _)| *e <= id);
+        let Some(eo) = self.exactly_once.as_mut() else {
+            return Ok(());
+        };
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut eo.staged)
+            .into_iter()
+            .partition(|(e, _)| *e <= id);
         eo.staged = later;
         for (epoch, bytes) in due {
             self.write_transaction(epoch, &bytes)?;
@@ -357,7 +459,9 @@ impl Sink for KafkaSink {
         if self.exactly_once.is_none() || committables.is_empty() {
             return Ok(());
         }
-        let staged = decode_staged(committables).ok_or_else(|| ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed"))?;
+        let staged = decode_staged(committables).ok_or_else(|| {
+            ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed")
+        })?;
         // Written already if the marker says so (the crash came after the commit).
         let committed = self.committed_marker()?;
         for (epoch, bytes) in staged.into_iter().filter(|(e, _)| *e > committed) {

@@ -27,7 +27,12 @@ const PREFETCH_KBYTES_DEFAULT: &str = "8192";
 
 type Tp = (String, i32);
 
-pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projection: Option<&[usize]>) -> Result<Box<dyn Source>> {
+pub fn create_source(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn Source>> {
     let layout = Layout::new(table, o)?;
     let name = table.name.clone();
     let mut config = client_config(o);
@@ -39,33 +44,60 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
     if o.get("properties.queued.max.messages.kbytes").is_none() {
         config.set("queued.max.messages.kbytes", PREFETCH_KBYTES_DEFAULT);
     }
-    let bounded_mode = o.get("scan.bounded.mode").unwrap_or("unbounded").to_string();
+    let bounded_mode = o
+        .get("scan.bounded.mode")
+        .unwrap_or("unbounded")
+        .to_string();
     if bounded_mode != "unbounded" {
         config.set("enable.partition.eof", "true");
     }
-    let consumer: BaseConsumer = config.create().map_err(|e| kafka_error(&name, "cannot create the consumer", e))?;
+    let consumer: BaseConsumer = config
+        .create()
+        .map_err(|e| kafka_error(&name, "cannot create the consumer", e))?;
 
     // Every partition of the topics, in a fixed order; this subtask takes every n-th.
     let all = partitions(&consumer, table, o)?;
-    let mine: Vec<Tp> = all.into_iter().enumerate().filter(|(i, _)| i % ctx.parallelism == ctx.subtask).map(|(_, tp)| tp).collect();
+    let mine: Vec<Tp> = all
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
+        .map(|(_, tp)| tp)
+        .collect();
 
     let stops = match bounded_mode.as_str() {
         "unbounded" => None,
         mode => {
             let found = stop_offsets(&consumer, &name, o, mode, &mine)?;
-            Some(mine.iter().map(|tp| found.get(tp).copied().unwrap_or(i64::MAX)).collect())
+            Some(
+                mine.iter()
+                    .map(|tp| found.get(tp).copied().unwrap_or(i64::MAX))
+                    .collect(),
+            )
         }
     };
-    let value = RecordDecoder::new(&layout.value_format, layout.value_schema.clone()).map_err(|e| ConnectorError::config(&name, e.to_string()))?;
+    let value = RecordDecoder::new(&layout.value_format, layout.value_schema.clone())
+        .map_err(|e| ConnectorError::config(&name, e.to_string()))?;
     let key = match &layout.key_format {
-        Some(f) => Some(RecordDecoder::new(f, layout.key_schema.clone()).map_err(|e| ConnectorError::config(&name, e.to_string()))?),
+        Some(f) => Some(
+            RecordDecoder::new(f, layout.key_schema.clone())
+                .map_err(|e| ConnectorError::config(&name, e.to_string()))?,
+        ),
         None => None,
     };
     let width = table.physical_schema().fields().len();
     let source_schema = table.source_schema();
-    let metadata: Vec<(String, arrow::datatypes::DataType)> = table.metadata_columns().map(|(_, t, key)| (key.to_string(), t.clone())).collect();
-    let projection = projection.map(<[usize]>::to_vec).unwrap_or_else(|| (0..source_schema.fields().len()).collect());
-    let schema = Arc::new(source_schema.project(&projection).map_err(|e| ConnectorError::config(&name, e.to_string()))?);
+    let metadata: Vec<(String, arrow::datatypes::DataType)> = table
+        .metadata_columns()
+        .map(|(_, t, key)| (key.to_string(), t.clone()))
+        .collect();
+    let projection = projection
+        .map(<[usize]>::to_vec)
+        .unwrap_or_else(|| (0..source_schema.fields().len()).collect());
+    let schema = Arc::new(
+        source_schema
+            .project(&projection)
+            .map_err(|e| ConnectorError::config(&name, e.to_string()))?,
+    );
     let wants_meta = projection.iter().any(|i| *i >= width);
     Ok(Box::new(KafkaSource {
         table: name,
@@ -80,7 +112,10 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         layout,
         value,
         key,
-        buf: Buffered { meta: wants_meta.then(Vec::new), ..Default::default() },
+        buf: Buffered {
+            meta: wants_meta.then(Vec::new),
+            ..Default::default()
+        },
         projection,
         schema,
         width,
@@ -88,7 +123,10 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
         batch_split: None,
         stash: None,
         snapshots: BTreeMap::new(),
-        skipped: ctx.counter("flowline_source_records_skipped_total", "records dropped as undecodable (ignore-parse-errors)"),
+        skipped: ctx.counter(
+            "flowline_source_records_skipped_total",
+            "records dropped as undecodable (ignore-parse-errors)",
+        ),
         skipped_seen: 0,
     }))
 }
@@ -97,32 +135,58 @@ pub fn create_source(table: &TableDef, o: &Options, ctx: &TaskContext, projectio
 fn partitions(consumer: &BaseConsumer, table: &TableDef, o: &Options) -> Result<Vec<Tp>> {
     let name = &table.name;
     let topics: Vec<String> = match o.get("topic") {
-        Some(t) => t.split(';').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect(),
+        Some(t) => t
+            .split(';')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect(),
         None => {
             let pattern = o.get("topic-pattern").unwrap_or_default();
-            let re = regex::Regex::new(&format!("^(?:{pattern})$"))
-                .map_err(|e| ConnectorError::config(name, format!("invalid 'topic-pattern' = '{pattern}': {e}")))?;
-            let md = consumer.fetch_metadata(None, LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot list topics", e))?;
-            let mut found: Vec<String> = md.topics().iter().map(|t| t.name().to_string()).filter(|t| re.is_match(t)).collect();
+            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                ConnectorError::config(name, format!("invalid 'topic-pattern' = '{pattern}': {e}"))
+            })?;
+            let md = consumer
+                .fetch_metadata(None, LOOKUP_TIMEOUT)
+                .map_err(|e| kafka_error(name, "cannot list topics", e))?;
+            let mut found: Vec<String> = md
+                .topics()
+                .iter()
+                .map(|t| t.name().to_string())
+                .filter(|t| re.is_match(t))
+                .collect();
             found.sort();
             if found.is_empty() {
-                return Err(ConnectorError::config(name, format!("kafka: no topic matches 'topic-pattern' = '{pattern}'")));
+                return Err(ConnectorError::config(
+                    name,
+                    format!("kafka: no topic matches 'topic-pattern' = '{pattern}'"),
+                ));
             }
             found
         }
     };
     let mut out = Vec::new();
     for topic in topics {
-        let md = consumer.fetch_metadata(Some(&topic), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, &format!("cannot read metadata of topic '{topic}'"), e))?;
+        let md = consumer
+            .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
+            .map_err(|e| {
+                kafka_error(name, &format!("cannot read metadata of topic '{topic}'"), e)
+            })?;
         let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return Err(ConnectorError::config(name, format!("kafka: topic '{topic}' not found")));
+            return Err(ConnectorError::config(
+                name,
+                format!("kafka: topic '{topic}' not found"),
+            ));
         };
         if let Some(err) = t.error() {
             let e = KafkaError::MetadataFetch(err.into());
             return Err(kafka_error(name, &format!("topic '{topic}'"), e));
         }
         if t.partitions().is_empty() {
-            return Err(ConnectorError::config(name, format!("kafka: topic '{topic}' does not exist or has no partitions")));
+            return Err(ConnectorError::config(
+                name,
+                format!("kafka: topic '{topic}' does not exist or has no partitions"),
+            ));
         }
         let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
         ids.sort_unstable();
@@ -140,13 +204,24 @@ fn tpl_of(tps: &[Tp], offset: Offset) -> TopicPartitionList {
 }
 
 fn offsets_of(tpl: &TopicPartitionList) -> BTreeMap<Tp, Offset> {
-    tpl.elements().iter().map(|e| ((e.topic().to_string(), e.partition()), e.offset())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| ((e.topic().to_string(), e.partition()), e.offset()))
+        .collect()
 }
 
 /// Exclusive stop offsets per partition for a bounded read.
-fn stop_offsets(consumer: &BaseConsumer, name: &str, o: &Options, mode: &str, tps: &[Tp]) -> Result<BTreeMap<Tp, i64>> {
+fn stop_offsets(
+    consumer: &BaseConsumer,
+    name: &str,
+    o: &Options,
+    mode: &str,
+    tps: &[Tp],
+) -> Result<BTreeMap<Tp, i64>> {
     let high = |tp: &Tp| -> Result<i64> {
-        let (_, hi) = consumer.fetch_watermarks(&tp.0, tp.1, LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot read the end offset", e))?;
+        let (_, hi) = consumer
+            .fetch_watermarks(&tp.0, tp.1, LOOKUP_TIMEOUT)
+            .map_err(|e| kafka_error(name, "cannot read the end offset", e))?;
         Ok(hi)
     };
     let mut out = BTreeMap::new();
@@ -230,7 +305,15 @@ struct Shape {
 }
 
 impl Buffered {
-    fn push(&mut self, shape: Shape, split: usize, offset: i64, payload: Option<&[u8]>, key: Option<&[u8]>, timestamp: Option<(i64, &'static str)>) {
+    fn push(
+        &mut self,
+        shape: Shape,
+        split: usize,
+        offset: i64,
+        payload: Option<&[u8]>,
+        key: Option<&[u8]>,
+        timestamp: Option<(i64, &'static str)>,
+    ) {
         if payload.is_none() && !shape.raw_value {
             return; // a tombstone: no row in json or csv
         }
@@ -239,7 +322,11 @@ impl Buffered {
             self.key.push(key, shape.key_json);
         }
         if let Some(meta) = self.meta.as_mut() {
-            meta.push(RecordMeta { split, offset, timestamp });
+            meta.push(RecordMeta {
+                split,
+                offset,
+                timestamp,
+            });
         }
     }
 }
@@ -282,8 +369,18 @@ impl KafkaSource {
     /// Assigns the partitions: restored positions, else the startup mode's offsets.
     fn start(&mut self) -> Result<()> {
         self.started = true;
-        let fresh: Vec<Tp> = self.partitions.iter().zip(&self.positions).filter(|(_, p)| p.is_none()).map(|(tp, _)| tp.clone()).collect();
-        let found = if fresh.is_empty() { BTreeMap::new() } else { self.startup_offsets(&fresh)? };
+        let fresh: Vec<Tp> = self
+            .partitions
+            .iter()
+            .zip(&self.positions)
+            .filter(|(_, p)| p.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        let found = if fresh.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.startup_offsets(&fresh)?
+        };
         let starts: Vec<Offset> = self
             .partitions
             .iter()
@@ -295,9 +392,12 @@ impl KafkaSource {
             .collect();
         let mut tpl = TopicPartitionList::new();
         for (tp, off) in self.partitions.iter().zip(&starts) {
-            tpl.add_partition_offset(&tp.0, tp.1, *off).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
+            tpl.add_partition_offset(&tp.0, tp.1, *off)
+                .map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
         }
-        self.consumer.assign(&tpl).map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
+        self.consumer
+            .assign(&tpl)
+            .map_err(|e| kafka_error(&self.table, "cannot assign partitions", e))?;
         // Partitions a restore found done, or already at their stop offset: nothing to fetch.
         for i in (0..self.partitions.len()).filter(|i| self.done[*i]) {
             let mut tpl = TopicPartitionList::new();
@@ -315,7 +415,11 @@ impl KafkaSource {
     fn startup_offsets(&self, tps: &[Tp]) -> Result<BTreeMap<Tp, Offset>> {
         let (o, name) = (&self.options, &self.table);
         let mode = o.get("scan.startup.mode").unwrap_or("group-offsets");
-        let all = |off: Offset| tps.iter().map(|tp| (tp.clone(), off)).collect::<BTreeMap<_, _>>();
+        let all = |off: Offset| {
+            tps.iter()
+                .map(|tp| (tp.clone(), off))
+                .collect::<BTreeMap<_, _>>()
+        };
         match mode {
             "earliest-offset" => Ok(all(Offset::Beginning)),
             "latest-offset" => Ok(all(Offset::End)),
@@ -419,11 +523,22 @@ impl KafkaSource {
         if self.buf.value.is_empty() {
             return Ok(None);
         }
-        let where_ = |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
-        let value = self.value.decode(&self.buf.value).map_err(|e| ConnectorError::config(&self.table, format!("kafka value: {}: {}", where_(&e), e.reason)))?;
+        let where_ =
+            |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
+        let value = self.value.decode(&self.buf.value).map_err(|e| {
+            ConnectorError::config(
+                &self.table,
+                format!("kafka value: {}: {}", where_(&e), e.reason),
+            )
+        })?;
         let skipped_records = self.value.last_skipped(&self.buf.value);
         let key = match self.key.as_mut() {
-            Some(k) => k.decode(&self.buf.key).map_err(|e| ConnectorError::config(&self.table, format!("kafka key: {}: {}", where_(&e), e.reason)))?,
+            Some(k) => k.decode(&self.buf.key).map_err(|e| {
+                ConnectorError::config(
+                    &self.table,
+                    format!("kafka key: {}: {}", where_(&e), e.reason),
+                )
+            })?,
             None => None,
         };
         self.buf.value.clear();
@@ -433,7 +548,12 @@ impl KafkaSource {
             self.skipped.add(skipped - self.skipped_seen);
             self.skipped_seen = skipped;
         }
-        let mut meta = self.buf.meta.as_mut().map(std::mem::take).unwrap_or_default();
+        let mut meta = self
+            .buf
+            .meta
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
         let Some(value) = value else { return Ok(None) };
         let rows = value.num_rows();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.width + self.metadata.len()];
@@ -472,9 +592,16 @@ impl KafkaSource {
         let out: Vec<ArrayRef> = self
             .projection
             .iter()
-            .map(|i| columns.get(*i).cloned().flatten().ok_or_else(|| ConnectorError::config(&self.table, format!("internal: column {i} not decoded"))))
+            .map(|i| {
+                columns.get(*i).cloned().flatten().ok_or_else(|| {
+                    ConnectorError::config(&self.table, format!("internal: column {i} not decoded"))
+                })
+            })
             .collect::<Result<_>>()?;
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), out).map_err(|e| ConnectorError::config(&self.table, e.to_string()))?))
+        Ok(Some(
+            RecordBatch::try_new(self.schema.clone(), out)
+                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?,
+        ))
     }
 }
 
@@ -486,24 +613,50 @@ impl Source for KafkaSource {
         if self.partitions.is_empty() {
             // More subtasks than partitions: nothing to read, and this subtask must not hold
             // back event time.
-            return Ok(if self.stops.is_some() { Poll::End } else { Poll::Idle(Duration::from_millis(100)) });
+            return Ok(if self.stops.is_some() {
+                Poll::End
+            } else {
+                Poll::Idle(Duration::from_millis(100))
+            });
         }
         let value_json = self.value.is_json();
         let key_json = self.key.as_ref().is_some_and(|k| k.is_json());
-        let raw_value = !value_json && matches!(self.layout.value_format, flowline_formats::RecordFormat::Raw);
+        let raw_value = !value_json
+            && matches!(
+                self.layout.value_format,
+                flowline_formats::RecordFormat::Raw
+            );
         // A batch holds one partition's records (the runtime keeps a watermark per partition):
         // a record of another partition waits for the next poll.
         self.batch_split = None;
-        let shape = Shape { value_json, key_json, raw_value, has_key: self.key.is_some() };
+        let shape = Shape {
+            value_json,
+            key_json,
+            raw_value,
+            has_key: self.key.is_some(),
+        };
         if let Some(r) = self.stash.take() {
-            self.buf.push(shape, r.split, r.offset, r.payload.as_deref(), r.key.as_deref(), r.timestamp);
+            self.buf.push(
+                shape,
+                r.split,
+                r.offset,
+                r.payload.as_deref(),
+                r.key.as_deref(),
+                r.timestamp,
+            );
             self.advance(r.split, r.offset);
         }
-        while self.buf.value.len() < BATCH_RECORDS_MAX && self.buf.value.bytes_len() < BATCH_BYTES_MAX {
+        while self.buf.value.len() < BATCH_RECORDS_MAX
+            && self.buf.value.bytes_len() < BATCH_BYTES_MAX
+        {
             if self.all_done() {
                 break;
             }
-            let wait = if self.buf.value.is_empty() { Duration::from_millis(50) } else { Duration::ZERO };
+            let wait = if self.buf.value.is_empty() {
+                Duration::from_millis(50)
+            } else {
+                Duration::ZERO
+            };
             let msg = match self.consumer.poll(wait) {
                 None => break,
                 Some(Ok(m)) => m,
@@ -513,7 +666,9 @@ impl Source for KafkaSource {
                 }
                 Some(Err(e)) => return Err(kafka_error(&self.table, "cannot read", e)),
             };
-            let Some(split) = self.split_of(msg.topic(), msg.partition()) else { continue };
+            let Some(split) = self.split_of(msg.topic(), msg.partition()) else {
+                continue;
+            };
             let offset = msg.offset();
             if self.stop_of(split).is_some_and(|stop| offset >= stop) {
                 drop(msg);
@@ -526,10 +681,17 @@ impl Source for KafkaSource {
                 rdkafka::Timestamp::NotAvailable => None,
             };
             if self.batch_split.is_some_and(|b| b != split) {
-                self.stash = Some(Stashed { split, offset, payload: msg.payload().map(<[u8]>::to_vec), key: msg.key().map(<[u8]>::to_vec), timestamp });
+                self.stash = Some(Stashed {
+                    split,
+                    offset,
+                    payload: msg.payload().map(<[u8]>::to_vec),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    timestamp,
+                });
                 break;
             }
-            self.buf.push(shape, split, offset, msg.payload(), msg.key(), timestamp);
+            self.buf
+                .push(shape, split, offset, msg.payload(), msg.key(), timestamp);
             drop(msg);
             self.advance(split, offset);
         }
@@ -552,15 +714,27 @@ impl Source for KafkaSource {
 
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let name = |i: usize| format!("{}:{}", self.partitions[i].1, self.partitions[i].0);
-        let positions: BTreeMap<String, i64> = self.positions.iter().enumerate().filter_map(|(i, o)| Some((name(i), (*o)?))).collect();
-        let done: Vec<String> = (0..self.partitions.len()).filter(|i| self.done[*i]).map(name).collect();
+        let positions: BTreeMap<String, i64> = self
+            .positions
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| Some((name(i), (*o)?)))
+            .collect();
+        let done: Vec<String> = (0..self.partitions.len())
+            .filter(|i| self.done[*i])
+            .map(name)
+            .collect();
         let id = self.snapshots.keys().next_back().map_or(1, |k| k + 1);
         self.snapshots.insert(id, self.positions.clone());
-        Ok(serde_json::to_vec(&serde_json::json!({"positions": positions, "done": done})).expect("JSON values serialize"))
+        Ok(
+            serde_json::to_vec(&serde_json::json!({"positions": positions, "done": done}))
+                .expect("JSON values serialize"),
+        )
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let bad = || ConnectorError::config(&self.table, "the checkpointed Kafka position is malformed");
+        let bad =
+            || ConnectorError::config(&self.table, "the checkpointed Kafka position is malformed");
         let v: serde_json::Value = serde_json::from_slice(position).map_err(|_| bad())?;
         // "<partition>:<topic>" → the index of an assigned partition (others are not ours).
         let split = |k: &str| -> Result<Option<usize>> {
@@ -587,9 +761,13 @@ impl Source for KafkaSource {
     fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
         // The newest snapshot is covered by a completed checkpoint: report its offsets to the
         // group (monitoring and group-offsets startup; recovery uses the checkpoint).
-        let Some((_, positions)) = self.snapshots.pop_last() else { return Ok(()) };
+        let Some((_, positions)) = self.snapshots.pop_last() else {
+            return Ok(());
+        };
         self.snapshots.clear();
-        if positions.iter().all(Option::is_none) || self.options.get("properties.group.id").is_none() {
+        if positions.iter().all(Option::is_none)
+            || self.options.get("properties.group.id").is_none()
+        {
             return Ok(());
         }
         let mut tpl = TopicPartitionList::new();
@@ -624,18 +802,41 @@ impl KafkaSource {
     }
 
     /// One METADATA column of the buffered records, cast to its declared type.
-    fn metadata_column(&self, key: &str, data_type: &arrow::datatypes::DataType, meta: &[RecordMeta]) -> Result<ArrayRef> {
+    fn metadata_column(
+        &self,
+        key: &str,
+        data_type: &arrow::datatypes::DataType,
+        meta: &[RecordMeta],
+    ) -> Result<ArrayRef> {
         use arrow::array::{Int32Array, Int64Array, StringArray, TimestampMillisecondArray};
         let array: ArrayRef = match key {
-            "topic" => Arc::new(StringArray::from_iter_values(meta.iter().map(|m| self.partitions[m.split].0.as_str()))),
-            "partition" => Arc::new(Int32Array::from_iter_values(meta.iter().map(|m| self.partitions[m.split].1))),
+            "topic" => Arc::new(StringArray::from_iter_values(
+                meta.iter().map(|m| self.partitions[m.split].0.as_str()),
+            )),
+            "partition" => Arc::new(Int32Array::from_iter_values(
+                meta.iter().map(|m| self.partitions[m.split].1),
+            )),
             "offset" => Arc::new(Int64Array::from_iter_values(meta.iter().map(|m| m.offset))),
-            "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(meta.iter().map(|m| m.timestamp.map(|t| t.0)))),
-            "timestamp-type" => Arc::new(StringArray::from_iter(meta.iter().map(|m| Some(m.timestamp.map_or("NoTimestampType", |t| t.1))))),
-            other => return Err(ConnectorError::config(&self.table, format!("kafka has no metadata '{other}'"))),
+            "timestamp" => Arc::new(TimestampMillisecondArray::from_iter(
+                meta.iter().map(|m| m.timestamp.map(|t| t.0)),
+            )),
+            "timestamp-type" => Arc::new(StringArray::from_iter(
+                meta.iter()
+                    .map(|m| Some(m.timestamp.map_or("NoTimestampType", |t| t.1))),
+            )),
+            other => {
+                return Err(ConnectorError::config(
+                    &self.table,
+                    format!("kafka has no metadata '{other}'"),
+                ))
+            }
         };
-        arrow::compute::cast(&array, data_type)
-            .map_err(|e| ConnectorError::config(&self.table, format!("metadata '{key}' cannot be read as {data_type}: {e}")))
+        arrow::compute::cast(&array, data_type).map_err(|e| {
+            ConnectorError::config(
+                &self.table,
+                format!("metadata '{key}' cannot be read as {data_type}: {e}"),
+            )
+        })
     }
 
     /// The consumer read everything a partition (of one of the topics) has now. Its fetch
@@ -643,7 +844,9 @@ impl KafkaSource {
     /// reached its stop offset is done even when the last offsets before the stop held no
     /// records.
     fn on_end_of_partition(&mut self, p: i32) {
-        let Ok(positions) = self.consumer.position() else { return };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
         let positions = offsets_of(&positions);
         let finished: Vec<usize> = (0..self.partitions.len())
             .filter(|i| self.partitions[*i].1 == p && !self.done[*i])

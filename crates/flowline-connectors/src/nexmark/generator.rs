@@ -7,7 +7,10 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, Int32Array, Int64Array, RecordBatch, StringBuilder, StructArray, TimestampMillisecondArray};
+use arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringBuilder, StructArray,
+    TimestampMillisecondArray,
+};
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef, TimeUnit};
 
@@ -38,10 +41,24 @@ const HOT_URLS: [&str; 4] = [
     "https://www.nexmark.com/apple/item.htm?query=1",
 ];
 const US_STATES: [&str; 6] = ["AZ", "CA", "ID", "OR", "WA", "WY"];
-const US_CITIES: [&str; 10] =
-    ["Phoenix", "Los Angeles", "San Francisco", "Boise", "Portland", "Bend", "Redmond", "Seattle", "Kent", "Cheyenne"];
-const FIRST_NAMES: [&str; 11] = ["Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter"];
-const LAST_NAMES: [&str; 9] = ["Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris"];
+const US_CITIES: [&str; 10] = [
+    "Phoenix",
+    "Los Angeles",
+    "San Francisco",
+    "Boise",
+    "Portland",
+    "Bend",
+    "Redmond",
+    "Seattle",
+    "Kent",
+    "Cheyenne",
+];
+const FIRST_NAMES: [&str; 11] = [
+    "Peter", "Paul", "Luke", "John", "Saul", "Vicky", "Kate", "Julie", "Sarah", "Deiter", "Walter",
+];
+const LAST_NAMES: [&str; 9] = [
+    "Shultz", "Abrams", "Spencer", "White", "Bartels", "Walton", "Smith", "Jones", "Noris",
+];
 
 #[derive(Debug, Clone)]
 pub struct NexmarkConfig {
@@ -112,7 +129,15 @@ fn auction_fields() -> Fields {
 fn bid_fields() -> Fields {
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
     let i = |n: &str| Field::new(n, DataType::Int64, true);
-    Fields::from(vec![i("auction"), i("bidder"), i("price"), s("channel"), s("url"), Field::new("dateTime", ts_type(), true), s("extra")])
+    Fields::from(vec![
+        i("auction"),
+        i("bidder"),
+        i("price"),
+        s("channel"),
+        s("url"),
+        Field::new("dateTime", ts_type(), true),
+        s("extra"),
+    ])
 }
 
 /// The columns the generator produces, as in Flink's Nexmark DDL.
@@ -145,7 +170,8 @@ impl StrCol {
         Self(StringBuilder::with_capacity(rows, rows * avg))
     }
     fn push(&mut self, bytes: &[u8]) {
-        self.0.append_value(std::str::from_utf8(bytes).expect("generated text is ASCII"));
+        self.0
+            .append_value(std::str::from_utf8(bytes).expect("generated text is ASCII"));
     }
     fn push_str(&mut self, s: &str) {
         self.0.append_value(s);
@@ -193,7 +219,11 @@ struct Bids {
 }
 
 fn struct_array(fields: Fields, children: Vec<ArrayRef>, valid: Vec<bool>) -> ArrayRef {
-    Arc::new(StructArray::new(fields, children, Some(NullBuffer::from(valid))))
+    Arc::new(StructArray::new(
+        fields,
+        children,
+        Some(NullBuffer::from(valid)),
+    ))
 }
 
 impl NexmarkGenerator {
@@ -202,7 +232,16 @@ impl NexmarkGenerator {
         let total = c.person_proportion + c.auction_proportion + c.bid_proportion;
         let want = ["event_type", "person", "auction", "bid"].map(|n| columns.contains(&n));
         let inter_event_delay_us = 1_000_000.0 / c.first_event_rate as f64;
-        Self { c, total, inter_event_delay_us, subtask, parallelism, produced: 0, want, scratch: Vec::with_capacity(256) }
+        Self {
+            c,
+            total,
+            inter_event_delay_us,
+            subtask,
+            parallelism,
+            produced: 0,
+            want,
+            scratch: Vec::with_capacity(256),
+        }
     }
 
     fn event_number(&self, k: u64) -> u64 {
@@ -227,7 +266,9 @@ impl NexmarkGenerator {
     }
 
     pub fn exhausted(&self) -> bool {
-        self.c.events_num.is_some_and(|n| self.event_number(self.produced) >= n)
+        self.c
+            .events_num
+            .is_some_and(|n| self.event_number(self.produced) >= n)
     }
 
     fn timestamp(&self, event: u64) -> i64 {
@@ -276,7 +317,8 @@ impl NexmarkGenerator {
     pub fn next_batch(&mut self, max_rows: usize) -> Result<RecordBatch> {
         let mut rows = max_rows;
         if let Some(n) = self.c.events_num {
-            let left = (n.saturating_sub(self.event_number(self.produced)) + self.parallelism - 1) / self.parallelism;
+            let left = (n.saturating_sub(self.event_number(self.produced)) + self.parallelism - 1)
+                / self.parallelism;
             rows = rows.min(left as usize);
         }
         let mut kinds = Vec::with_capacity(rows);
@@ -334,7 +376,14 @@ impl NexmarkGenerator {
                 } else {
                     p.valid.push(false);
                     p.id.push(0);
-                    for col in [&mut p.name, &mut p.email, &mut p.card, &mut p.city, &mut p.state, &mut p.extra] {
+                    for col in [
+                        &mut p.name,
+                        &mut p.email,
+                        &mut p.card,
+                        &mut p.city,
+                        &mut p.state,
+                        &mut p.extra,
+                    ] {
                         col.push(b"");
                     }
                     p.time.push(0);
@@ -345,7 +394,15 @@ impl NexmarkGenerator {
                     self.auction(a, e, ts, &mut rng);
                 } else {
                     a.valid.push(false);
-                    for col in [&mut a.id, &mut a.initial, &mut a.reserve, &mut a.time, &mut a.expires, &mut a.seller, &mut a.category] {
+                    for col in [
+                        &mut a.id,
+                        &mut a.initial,
+                        &mut a.reserve,
+                        &mut a.time,
+                        &mut a.expires,
+                        &mut a.seller,
+                        &mut a.category,
+                    ] {
                         col.push(0);
                     }
                     for col in [&mut a.item, &mut a.desc, &mut a.extra] {
@@ -378,7 +435,16 @@ impl NexmarkGenerator {
         let i64s = |v: Vec<i64>| Arc::new(Int64Array::from(v)) as ArrayRef;
         if let Some(p) = persons {
             fields.push(schema.field(1).clone());
-            let children = vec![i64s(p.id), p.name.finish(), p.email.finish(), p.card.finish(), p.city.finish(), p.state.finish(), ts(p.time), p.extra.finish()];
+            let children = vec![
+                i64s(p.id),
+                p.name.finish(),
+                p.email.finish(),
+                p.card.finish(),
+                p.city.finish(),
+                p.state.finish(),
+                ts(p.time),
+                p.extra.finish(),
+            ];
             columns.push(struct_array(person_fields(), children, p.valid));
         }
         if let Some(a) = auctions {
@@ -399,11 +465,23 @@ impl NexmarkGenerator {
         }
         if let Some(b) = bids {
             fields.push(schema.field(3).clone());
-            let children = vec![i64s(b.auction), i64s(b.bidder), i64s(b.price), b.channel.finish(), b.url.finish(), ts(b.time), b.extra.finish()];
+            let children = vec![
+                i64s(b.auction),
+                i64s(b.bidder),
+                i64s(b.price),
+                b.channel.finish(),
+                b.url.finish(),
+                ts(b.time),
+                b.extra.finish(),
+            ];
             columns.push(struct_array(bid_fields(), children, b.valid));
         }
         let options = arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            columns,
+            &options,
+        )?)
     }
 
     fn random_string(&mut self, rng: &mut SplitMix64, max_len: usize) -> usize {
@@ -413,12 +491,23 @@ impl NexmarkGenerator {
     }
 
     /// Pads an event towards its average size, as Nexmark's `nextExtra`.
-    fn extra(&mut self, rng: &mut SplitMix64, current: usize, desired_avg: usize, out: &mut StrCol) {
+    fn extra(
+        &mut self,
+        rng: &mut SplitMix64,
+        current: usize,
+        desired_avg: usize,
+        out: &mut StrCol,
+    ) {
         self.scratch.clear();
         if current < desired_avg {
             let desired = desired_avg - current;
             let delta = (desired as f64 * 0.2).round() as usize;
-            let len = desired - delta + if delta > 0 { rng.below(2 * delta as u64) as usize } else { 0 };
+            let len = desired - delta
+                + if delta > 0 {
+                    rng.below(2 * delta as u64) as usize
+                } else {
+                    0
+                };
             rng.fill_letters(&mut self.scratch, len);
         }
         out.push(&self.scratch);
@@ -474,13 +563,15 @@ impl NexmarkGenerator {
             self.random_person_id(e, rng)
         };
         a.seller.push(seller + FIRST_PERSON_ID);
-        a.category.push(FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
+        a.category
+            .push(FIRST_CATEGORY_ID + rng.below(NUM_CATEGORIES) as i64);
         let initial = Self::price(rng);
         a.initial.push(initial);
         // Auctions last about as long as it takes to generate NUM_IN_FLIGHT_AUCTIONS more.
         let events_ahead = (NUM_IN_FLIGHT_AUCTIONS as u64 * self.total) / self.c.auction_proportion;
         let horizon_ms = self.timestamp(e + events_ahead) - ts;
-        a.expires.push(ts + 1 + rng.below((horizon_ms * 2).max(1) as u64) as i64);
+        a.expires
+            .push(ts + 1 + rng.below((horizon_ms * 2).max(1) as u64) as i64);
         self.scratch.clear();
         let name_len = self.random_string(rng, 20);
         a.item.push(&self.scratch);
@@ -523,7 +614,10 @@ impl NexmarkGenerator {
                 rng.fill_letters(&mut self.scratch, 5);
                 self.scratch.push(b'/');
             }
-            let _ = write!(ByteWriter(&mut self.scratch), "item.htm?query=1&channel_id={n}");
+            let _ = write!(
+                ByteWriter(&mut self.scratch),
+                "item.htm?query=1&channel_id={n}"
+            );
             b.url.push(&self.scratch);
         }
         b.time.push(ts);
@@ -564,7 +658,11 @@ mod tests {
 
     #[test]
     fn proportions_and_determinism() {
-        let config = NexmarkConfig { events_num: Some(500), base_time_ms: 1_000, ..Default::default() };
+        let config = NexmarkConfig {
+            events_num: Some(500),
+            base_time_ms: 1_000,
+            ..Default::default()
+        };
         let one = all(config.clone(), 1);
         let rows: usize = one.iter().map(|b| b.num_rows()).sum();
         assert_eq!(rows, 500);
@@ -573,12 +671,24 @@ mod tests {
             for k in b.column(0).as_primitive::<Int32Type>().values() {
                 counts[*k as usize] += 1;
             }
-            assert_eq!(b.column(3).as_struct().null_count(), b.num_rows() - b.column(0).as_primitive::<Int32Type>().values().iter().filter(|k| **k == 2).count());
+            assert_eq!(
+                b.column(3).as_struct().null_count(),
+                b.num_rows()
+                    - b.column(0)
+                        .as_primitive::<Int32Type>()
+                        .values()
+                        .iter()
+                        .filter(|k| **k == 2)
+                        .count()
+            );
         }
         assert_eq!(counts, [10, 30, 460]);
         // Same events whatever the parallelism (as a multiset of rows).
         let render = |bs: &[RecordBatch]| {
-            let mut rows: Vec<String> = bs.iter().flat_map(|b| flowline_formats::text::flink_rows(b).unwrap()).collect();
+            let mut rows: Vec<String> = bs
+                .iter()
+                .flat_map(|b| flowline_formats::text::flink_rows(b).unwrap())
+                .collect();
             rows.sort();
             rows
         };

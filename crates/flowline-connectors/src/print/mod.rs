@@ -11,8 +11,14 @@ use crate::{ConnectorError, Result, Sink, TaskContext};
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "print"),
     OptionSpec::optional("print-identifier", "prefix of every printed row"),
-    OptionSpec::optional("standard-error", "print to stderr instead of stdout (default false)"),
-    OptionSpec::optional("sink.parallelism", "accepted for Flink compatibility; the job parallelism applies"),
+    OptionSpec::optional(
+        "standard-error",
+        "print to stderr instead of stdout (default false)",
+    ),
+    OptionSpec::optional(
+        "sink.parallelism",
+        "accepted for Flink compatibility; the job parallelism applies",
+    ),
 ];
 
 pub struct PrintSink {
@@ -22,7 +28,13 @@ pub struct PrintSink {
 
 impl PrintSink {
     pub fn new(options: &Options, ctx: &TaskContext) -> Result<Self> {
-        let stderr = options.bool("standard-error", false).map_err(|source| ConnectorError::Option { table: ctx.table.clone(), source })?;
+        let stderr =
+            options
+                .bool("standard-error", false)
+                .map_err(|source| ConnectorError::Option {
+                    table: ctx.table.clone(),
+                    source,
+                })?;
         let id = options.get("print-identifier");
         let prefix = match (id, ctx.parallelism > 1) {
             (Some(id), true) => format!("{id}:{}> ", ctx.subtask + 1),

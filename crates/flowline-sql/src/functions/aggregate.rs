@@ -13,7 +13,9 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, FieldRef};
 use datafusion::common::{plan_err, Result, ScalarValue};
 use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
-use datafusion::logical_expr::{Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility};
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, EmitTo, GroupsAccumulator, Signature, Volatility,
+};
 
 pub fn flink_avg() -> AggregateUDF {
     AggregateUDF::new_from_impl(FlinkAvg {
@@ -56,7 +58,11 @@ fn float_field(f: &FieldRef) -> FieldRef {
 /// Calls `f` with `args` as DataFusion's Float64 average sees them: DOUBLE input and result.
 fn as_float<R>(args: AccumulatorArgs, f: impl FnOnce(AccumulatorArgs) -> R) -> R {
     let fields: Vec<FieldRef> = args.expr_fields.iter().map(float_field).collect();
-    f(AccumulatorArgs { return_field: Arc::new(Field::new(args.name, DataType::Float64, true)), expr_fields: &fields, ..args })
+    f(AccumulatorArgs {
+        return_field: Arc::new(Field::new(args.name, DataType::Float64, true)),
+        expr_fields: &fields,
+        ..args
+    })
 }
 
 impl AggregateUDFImpl for FlinkAvg {
@@ -69,9 +75,11 @@ impl AggregateUDFImpl for FlinkAvg {
     fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
         match args {
             [t] if integer(t) => Ok(vec![t.clone()]),
-            [t @ (DataType::Decimal32(..) | DataType::Decimal64(..) | DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Duration(_))] => {
-                Ok(vec![t.clone()])
-            }
+            [t @ (DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+            | DataType::Duration(_))] => Ok(vec![t.clone()]),
             [t] if t.is_floating() || t.is_null() => Ok(vec![DataType::Float64]),
             [t] => plan_err!("AVG takes a number, got {t}"),
             _ => plan_err!("AVG takes one argument, got {}", args.len()),
@@ -108,7 +116,10 @@ impl AggregateUDFImpl for FlinkAvg {
         }
         as_float(args, |a| self.inner.inner().groups_accumulator_supported(a))
     }
-    fn create_groups_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn GroupsAccumulator>> {
+    fn create_groups_accumulator(
+        &self,
+        args: AccumulatorArgs,
+    ) -> Result<Box<dyn GroupsAccumulator>> {
         let out = args.return_field.data_type().clone();
         if !integer(&out) {
             return self.inner.inner().create_groups_accumulator(args);
@@ -119,7 +130,10 @@ impl AggregateUDFImpl for FlinkAvg {
 }
 
 fn to_float(values: &[ArrayRef]) -> Result<Vec<ArrayRef>> {
-    values.iter().map(|v| Ok(cast(v, &DataType::Float64)?)).collect()
+    values
+        .iter()
+        .map(|v| Ok(cast(v, &DataType::Float64)?))
+        .collect()
 }
 
 #[derive(Debug)]
@@ -134,7 +148,9 @@ impl Accumulator for IntegerAvg {
     }
     fn evaluate(&mut self) -> Result<ScalarValue> {
         match self.inner.evaluate()? {
-            ScalarValue::Float64(Some(v)) => ScalarValue::Float64(Some(v.trunc())).cast_to(&self.out),
+            ScalarValue::Float64(Some(v)) => {
+                ScalarValue::Float64(Some(v.trunc())).cast_to(&self.out)
+            }
             other => other.cast_to(&self.out),
         }
     }
@@ -155,8 +171,15 @@ struct IntegerGroupsAvg {
 }
 
 impl GroupsAccumulator for IntegerGroupsAvg {
-    fn update_batch(&mut self, values: &[ArrayRef], groups: &[usize], filter: Option<&BooleanArray>, total: usize) -> Result<()> {
-        self.inner.update_batch(&to_float(values)?, groups, filter, total)
+    fn update_batch(
+        &mut self,
+        values: &[ArrayRef],
+        groups: &[usize],
+        filter: Option<&BooleanArray>,
+        total: usize,
+    ) -> Result<()> {
+        self.inner
+            .update_batch(&to_float(values)?, groups, filter, total)
     }
     fn evaluate(&mut self, emit_to: EmitTo) -> Result<ArrayRef> {
         // Float → integer casts truncate toward zero, as Flink's integer average does.
@@ -168,7 +191,11 @@ impl GroupsAccumulator for IntegerGroupsAvg {
     fn merge_batch(&mut self, values: &[ArrayRef], groups: &[usize], total: usize) -> Result<()> {
         self.inner.merge_batch(values, groups, total)
     }
-    fn convert_to_state(&self, values: &[ArrayRef], filter: Option<&BooleanArray>) -> Result<Vec<ArrayRef>> {
+    fn convert_to_state(
+        &self,
+        values: &[ArrayRef],
+        filter: Option<&BooleanArray>,
+    ) -> Result<Vec<ArrayRef>> {
         self.inner.convert_to_state(&to_float(values)?, filter)
     }
     fn size(&self) -> usize {

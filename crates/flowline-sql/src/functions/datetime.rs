@@ -9,9 +9,11 @@ use std::sync::Arc;
 
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Builder, StringBuilder, TimestampMillisecondBuilder};
-use datafusion::arrow::compute::kernels::temporal::{date_part, DatePart};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+};
 use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::kernels::temporal::{date_part, DatePart};
 use datafusion::arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampNanosecondType};
 use datafusion::common::{exec_err, plan_err, Result};
 use datafusion::logical_expr::{ScalarUDF, Signature, TypeSignature, Volatility};
@@ -25,8 +27,18 @@ const DEFAULT_PATTERN: &str = "yyyy-MM-dd HH:mm:ss";
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
     let mut fns = vec![
-        udf("date_format", immutable(&[2]), |a| arity("DATE_FORMAT", a, &[2]).map(|_| DataType::Utf8), date_format),
-        udf("to_timestamp", immutable(&[1, 2]), |a| arity("TO_TIMESTAMP", a, &[1, 2]).map(|_| ts_ms(false)), to_timestamp),
+        udf(
+            "date_format",
+            immutable(&[2]),
+            |a| arity("DATE_FORMAT", a, &[2]).map(|_| DataType::Utf8),
+            date_format,
+        ),
+        udf(
+            "to_timestamp",
+            immutable(&[1, 2]),
+            |a| arity("TO_TIMESTAMP", a, &[1, 2]).map(|_| ts_ms(false)),
+            to_timestamp,
+        ),
         udf(
             "to_timestamp_ltz",
             immutable(&[1, 2]),
@@ -35,15 +47,32 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         ),
         udf(
             "unix_timestamp",
-            Signature::one_of(vec![TypeSignature::Nullary, TypeSignature::Any(1), TypeSignature::Any(2)], Volatility::Volatile),
+            Signature::one_of(
+                vec![
+                    TypeSignature::Nullary,
+                    TypeSignature::Any(1),
+                    TypeSignature::Any(2),
+                ],
+                Volatility::Volatile,
+            ),
             |a| arity("UNIX_TIMESTAMP", a, &[0, 1, 2]).map(|_| DataType::Int64),
             unix_timestamp,
         ),
-        udf("from_unixtime", immutable(&[1, 2]), |a| arity("FROM_UNIXTIME", a, &[1, 2]).map(|_| DataType::Utf8), from_unixtime),
+        udf(
+            "from_unixtime",
+            immutable(&[1, 2]),
+            |a| arity("FROM_UNIXTIME", a, &[1, 2]).map(|_| DataType::Utf8),
+            from_unixtime,
+        ),
     ];
     macro_rules! field {
         ($name:literal, $part:expr) => {
-            udf($name, immutable(&[1]), |a| field_type($name, a), |args, _| field(&args[0], $part))
+            udf(
+                $name,
+                immutable(&[1]),
+                |a| field_type($name, a),
+                |args, _| field(&args[0], $part),
+            )
         };
     }
     fns.extend([
@@ -68,11 +97,16 @@ fn ts_ms(ltz: bool) -> DataType {
 fn field_type(name: &str, args: &[DataType]) -> Result<DataType> {
     arity(name, args, &[1])?;
     match &args[0] {
-        DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) | DataType::Time32(_) | DataType::Time64(_) => {
-            Ok(DataType::Int64)
-        }
+        DataType::Date32
+        | DataType::Date64
+        | DataType::Timestamp(..)
+        | DataType::Time32(_)
+        | DataType::Time64(_) => Ok(DataType::Int64),
         DataType::Utf8 | DataType::Null => Ok(DataType::Int64),
-        other => plan_err!("{} expects a DATE, TIME or TIMESTAMP argument, got {other}", name.to_uppercase()),
+        other => plan_err!(
+            "{} expects a DATE, TIME or TIMESTAMP argument, got {other}",
+            name.to_uppercase()
+        ),
     }
 }
 
@@ -85,7 +119,9 @@ fn field(arg: &ArrayRef, part: DatePart) -> Result<ArrayRef> {
     let v = cast(&date_part(&arg, part)?, &DataType::Int64)?;
     if part == DatePart::DayOfWeekSunday0 {
         // Flink: 1 = Sunday ... 7 = Saturday.
-        let v = v.as_primitive::<Int64Type>().unary::<_, Int64Type>(|d| d + 1);
+        let v = v
+            .as_primitive::<Int64Type>()
+            .unary::<_, Int64Type>(|d| d + 1);
         return Ok(Arc::new(v));
     }
     Ok(v)
@@ -182,13 +218,19 @@ struct PatternCache {
 
 impl PatternCache {
     fn new() -> Self {
-        Self { java: String::from("\u{0}"), items: Vec::new(), strftime: String::new() }
+        Self {
+            java: String::from("\u{0}"),
+            items: Vec::new(),
+            strftime: String::new(),
+        }
     }
 
     fn get(&mut self, java: &str) -> Result<(&[Item<'static>], &str)> {
         if self.java != java {
             let strftime = java_to_strftime(java);
-            let items: Vec<Item<'static>> = StrftimeItems::new(&strftime).map(|i| i.to_owned()).collect();
+            let items: Vec<Item<'static>> = StrftimeItems::new(&strftime)
+                .map(|i| i.to_owned())
+                .collect();
             if items.iter().any(|i| matches!(i, Item::Error)) {
                 return exec_err!("invalid date pattern '{java}'");
             }
@@ -202,16 +244,26 @@ impl PatternCache {
 
 fn parse_datetime(s: &str, strftime: &str) -> Option<NaiveDateTime> {
     let s = s.trim();
-    NaiveDateTime::parse_from_str(s, strftime)
-        .ok()
-        .or_else(|| NaiveDate::parse_from_str(s, strftime).ok().and_then(|d| d.and_hms_opt(0, 0, 0)))
+    NaiveDateTime::parse_from_str(s, strftime).ok().or_else(|| {
+        NaiveDate::parse_from_str(s, strftime)
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+    })
 }
 
 /// Parses strings with an optional pattern column; the default pattern also accepts a fraction.
-fn parse_column(args: &[ArrayRef], rows: usize, mut emit: impl FnMut(Option<NaiveDateTime>)) -> Result<()> {
+fn parse_column(
+    args: &[ArrayRef],
+    rows: usize,
+    mut emit: impl FnMut(Option<NaiveDateTime>),
+) -> Result<()> {
     let s = as_utf8(&args[0])?;
     let s = s.as_string::<i32>();
-    let pat = if args.len() > 1 { Some(as_utf8(&args[1])?) } else { None };
+    let pat = if args.len() > 1 {
+        Some(as_utf8(&args[1])?)
+    } else {
+        None
+    };
     let pat = pat.as_ref().map(|p| p.as_string::<i32>());
     let mut cache = PatternCache::new();
     for i in 0..rows {
@@ -234,19 +286,28 @@ fn parse_column(args: &[ArrayRef], rows: usize, mut emit: impl FnMut(Option<Naiv
 
 fn to_timestamp(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let mut out = TimestampMillisecondBuilder::with_capacity(rows);
-    parse_column(args, rows, |v| out.append_option(v.map(|d| d.and_utc().timestamp_millis())))?;
+    parse_column(args, rows, |v| {
+        out.append_option(v.map(|d| d.and_utc().timestamp_millis()))
+    })?;
     Ok(Arc::new(out.finish()))
 }
 
 fn to_timestamp_ltz(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    if matches!(args[0].data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View) {
+    if matches!(
+        args[0].data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
         let plain = to_timestamp(args, rows)?;
         return Ok(cast(&plain, &ts_ms(true))?);
     }
     // TO_TIMESTAMP_LTZ(epoch, precision): precision 0 = seconds, 3 = milliseconds (the default).
     let v = cast(&args[0], &DataType::Int64)?;
     let v = v.as_primitive::<Int64Type>();
-    let precision = if args.len() > 1 { Some(cast(&args[1], &DataType::Int64)?) } else { None };
+    let precision = if args.len() > 1 {
+        Some(cast(&args[1], &DataType::Int64)?)
+    } else {
+        None
+    };
     let precision = precision.as_ref().map(|p| p.as_primitive::<Int64Type>());
     let mut out = TimestampMillisecondBuilder::with_capacity(rows).with_timezone(LTZ_TIME_ZONE);
     for i in 0..rows {
@@ -254,11 +315,14 @@ fn to_timestamp_ltz(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
             out.append_null();
             continue;
         }
-        let scale = match precision.map_or(3, |p| p.value(i)) {
-            0 => 1000,
-            3 => 1,
-            p => return exec_err!("TO_TIMESTAMP_LTZ: precision must be 0 (seconds) or 3 (milliseconds), got {p}"),
-        };
+        let scale =
+            match precision.map_or(3, |p| p.value(i)) {
+                0 => 1000,
+                3 => 1,
+                p => return exec_err!(
+                    "TO_TIMESTAMP_LTZ: precision must be 0 (seconds) or 3 (milliseconds), got {p}"
+                ),
+            };
         out.append_value(v.value(i) * scale);
     }
     Ok(Arc::new(out.finish()))
@@ -270,7 +334,9 @@ fn unix_timestamp(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         let now = chrono::Utc::now().timestamp();
         (0..rows).for_each(|_| out.append_value(now));
     } else {
-        parse_column(args, rows, |v| out.append_option(v.map(|d| d.and_utc().timestamp())))?;
+        parse_column(args, rows, |v| {
+            out.append_option(v.map(|d| d.and_utc().timestamp()))
+        })?;
     }
     Ok(Arc::new(out.finish()))
 }
@@ -280,7 +346,11 @@ fn from_unixtime(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let secs = secs.as_primitive::<Int64Type>();
     let millis: ArrayRef = Arc::new(secs.unary::<_, Int64Type>(|s| s * 1_000_000_000));
     let ts = cast(&millis, &DataType::Timestamp(TimeUnit::Nanosecond, None))?;
-    let pat: ArrayRef = if args.len() > 1 { args[1].clone() } else { constant_pattern(rows) };
+    let pat: ArrayRef = if args.len() > 1 {
+        args[1].clone()
+    } else {
+        constant_pattern(rows)
+    };
     date_format(&[ts, pat], rows)
 }
 
@@ -329,7 +399,10 @@ mod tests {
     #[test]
     fn java_patterns() {
         assert_eq!(java_to_strftime("yyyy-MM-dd HH:mm:ss"), "%Y-%m-%d %H:%M:%S");
-        assert_eq!(java_to_strftime("yyyy-MM-dd'T'HH:mm:ss.SSS"), "%Y-%m-%dT%H:%M:%S.%3f");
+        assert_eq!(
+            java_to_strftime("yyyy-MM-dd'T'HH:mm:ss.SSS"),
+            "%Y-%m-%dT%H:%M:%S.%3f"
+        );
         assert_eq!(java_to_strftime("d/M/yy '100%'"), "%-d/%-m/%y 100%%");
     }
 }

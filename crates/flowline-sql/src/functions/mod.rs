@@ -17,7 +17,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
 
 type ReturnTypeFn = fn(&[DataType]) -> Result<DataType>;
 type EvalFn = fn(&[ArrayRef], usize) -> Result<ArrayRef>;
@@ -61,13 +63,26 @@ impl ScalarUDFImpl for FlinkFunction {
     }
 }
 
-fn udf(name: &'static str, signature: Signature, return_type: ReturnTypeFn, eval: EvalFn) -> ScalarUDF {
-    ScalarUDF::new_from_impl(FlinkFunction { name, signature, return_type, eval })
+fn udf(
+    name: &'static str,
+    signature: Signature,
+    return_type: ReturnTypeFn,
+    eval: EvalFn,
+) -> ScalarUDF {
+    ScalarUDF::new_from_impl(FlinkFunction {
+        name,
+        signature,
+        return_type,
+        eval,
+    })
 }
 
 fn immutable(arities: &[usize]) -> Signature {
     use datafusion::logical_expr::TypeSignature;
-    Signature::one_of(arities.iter().map(|n| TypeSignature::Any(*n)).collect(), Volatility::Immutable)
+    Signature::one_of(
+        arities.iter().map(|n| TypeSignature::Any(*n)).collect(),
+        Volatility::Immutable,
+    )
 }
 
 /// Every Flink function Flowline adds, to be registered on each session.

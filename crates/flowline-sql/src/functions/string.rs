@@ -13,7 +13,12 @@ use super::{arity, immutable, udf};
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
     vec![
-        udf("split_index", immutable(&[3]), |a| arity("SPLIT_INDEX", a, &[3]).map(|_| DataType::Utf8), split_index),
+        udf(
+            "split_index",
+            immutable(&[3]),
+            |a| arity("SPLIT_INDEX", a, &[3]).map(|_| DataType::Utf8),
+            split_index,
+        ),
         udf(
             "regexp_extract",
             immutable(&[2, 3]),
@@ -59,7 +64,11 @@ fn split_index(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 fn regexp_extract(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     let s = as_utf8(&args[0])?;
     let pat = as_utf8(&args[1])?;
-    let group = if args.len() == 3 { Some(as_i64(&args[2])?) } else { None };
+    let group = if args.len() == 3 {
+        Some(as_i64(&args[2])?)
+    } else {
+        None
+    };
     let (s, pat) = (s.as_string::<i32>(), pat.as_string::<i32>());
     let mut out = StringBuilder::with_capacity(rows, rows * 8);
     let mut cached: Option<(String, Regex)> = None;
@@ -72,12 +81,20 @@ fn regexp_extract(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
         if cached.as_ref().is_none_or(|(cp, _)| cp != p) {
             match Regex::new(p) {
                 Ok(re) => cached = Some((p.to_string(), re)),
-                Err(e) => return exec_err!("REGEXP_EXTRACT: invalid regular expression '{p}': {e}"),
+                Err(e) => {
+                    return exec_err!("REGEXP_EXTRACT: invalid regular expression '{p}': {e}")
+                }
             }
         }
         let re = &cached.as_ref().expect("set above").1;
         let g = group.as_ref().map_or(0, |g| g.value(i));
-        let value = if g < 0 { None } else { re.captures(s.value(i)).and_then(|c| c.get(g as usize)).map(|m| m.as_str()) };
+        let value = if g < 0 {
+            None
+        } else {
+            re.captures(s.value(i))
+                .and_then(|c| c.get(g as usize))
+                .map(|m| m.as_str())
+        };
         out.append_option(value);
     }
     Ok(Arc::new(out.finish()))

@@ -8,7 +8,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int64Array, ListArray, PrimitiveArray, TimestampMillisecondArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Int64Array, ListArray, PrimitiveArray, TimestampMillisecondArray,
+};
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, TimeUnit, TimestampMillisecondType};
@@ -30,7 +32,12 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         udf(CUMULATE, immutable(&[4]), list_type, cumulate_eval),
         udf(BOUND, immutable(&[2]), bound_type, bound_eval),
         udf(TIME, immutable(&[3]), time_type, time_eval),
-        udf(PROCTIME, Signature::exact(vec![], Volatility::Volatile), proctime_type, proctime_eval),
+        udf(
+            PROCTIME,
+            Signature::exact(vec![], Volatility::Volatile),
+            proctime_type,
+            proctime_eval,
+        ),
     ]
 }
 
@@ -38,12 +45,19 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
 pub const PROCTIME: &str = "proctime";
 
 fn proctime_type(_: &[DataType]) -> Result<DataType> {
-    Ok(DataType::Timestamp(TimeUnit::Millisecond, Some(crate::types::LTZ_TIME_ZONE.into())))
+    Ok(DataType::Timestamp(
+        TimeUnit::Millisecond,
+        Some(crate::types::LTZ_TIME_ZONE.into()),
+    ))
 }
 
 fn proctime_eval(_: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-    Ok(Arc::new(TimestampMillisecondArray::from_value(now, rows).with_timezone(crate::types::LTZ_TIME_ZONE)))
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    Ok(Arc::new(
+        TimestampMillisecondArray::from_value(now, rows).with_timezone(crate::types::LTZ_TIME_ZONE),
+    ))
 }
 
 const TS_MS: DataType = DataType::Timestamp(TimeUnit::Millisecond, None);
@@ -56,7 +70,9 @@ pub fn window_start(ts: i64, size: i64, offset: i64) -> i64 {
 fn check_time(name: &str, t: &DataType) -> Result<()> {
     match t {
         DataType::Timestamp(_, _) | DataType::Null => Ok(()),
-        other => plan_err!("{name}: the time attribute must be a TIMESTAMP or TIMESTAMP_LTZ column, got {other}"),
+        other => plan_err!(
+            "{name}: the time attribute must be a TIMESTAMP or TIMESTAMP_LTZ column, got {other}"
+        ),
     }
 }
 
@@ -97,7 +113,11 @@ fn list_type(args: &[DataType]) -> Result<DataType> {
 }
 
 /// Builds a list per row from `windows(ts)`; a NULL time gives an empty list (no window).
-fn per_row_lists(ts: &TimestampMillisecondArray, per_row: usize, mut windows: impl FnMut(i64, &mut Vec<i64>)) -> ArrayRef {
+fn per_row_lists(
+    ts: &TimestampMillisecondArray,
+    per_row: usize,
+    mut windows: impl FnMut(i64, &mut Vec<i64>),
+) -> ArrayRef {
     let mut values = Vec::with_capacity(ts.len() * per_row);
     let mut offsets = Vec::with_capacity(ts.len() + 1);
     offsets.push(0i32);
@@ -109,13 +129,22 @@ fn per_row_lists(ts: &TimestampMillisecondArray, per_row: usize, mut windows: im
     }
     let values = PrimitiveArray::<TimestampMillisecondType>::from(values);
     let field = Arc::new(Field::new("item", TS_MS, true));
-    Arc::new(ListArray::new(field, OffsetBuffer::new(offsets.into()), Arc::new(values), None))
+    Arc::new(ListArray::new(
+        field,
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(values),
+        None,
+    ))
 }
 
 /// HOP(ts, slide, size, offset): the starts of every window `[s, s + size)` holding `ts`.
 fn hop_eval(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef> {
     let ts = millis(&args[0])?;
-    let (slide, size, offset) = (constant(&args[1], "slide")?, constant(&args[2], "size")?, constant(&args[3], "offset")?);
+    let (slide, size, offset) = (
+        constant(&args[1], "slide")?,
+        constant(&args[2], "size")?,
+        constant(&args[3], "offset")?,
+    );
     let per_row = (size / slide.max(1)).max(1) as usize;
     Ok(per_row_lists(&ts, per_row, |t, out| {
         let last = window_start(t, slide, offset);
@@ -134,7 +163,11 @@ fn hop_eval(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef> {
 /// CUMULATE(ts, step, size, offset): the ends of every window `[start, start + k*step)` holding `ts`.
 fn cumulate_eval(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef> {
     let ts = millis(&args[0])?;
-    let (step, size, offset) = (constant(&args[1], "step")?, constant(&args[2], "size")?, constant(&args[3], "offset")?);
+    let (step, size, offset) = (
+        constant(&args[1], "step")?,
+        constant(&args[2], "size")?,
+        constant(&args[3], "offset")?,
+    );
     let per_row = (size / step.max(1)).max(1) as usize;
     Ok(per_row_lists(&ts, per_row, |t, out| {
         let start = window_start(t, size, offset);

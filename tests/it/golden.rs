@@ -2,14 +2,14 @@
 //!
 //! The test database keeps a script: `CREATE TABLE/VIEW` and `SET` statements are checked and
 //! appended; `INSERT INTO` runs the script's job to completion; a `SELECT` runs as a streaming
-//! job whose rows are collected. `WRITE FILE path` followed by lines creates an input file.
+//! job whose rows are collected (an updating result as the table its changelog leaves behind). `WRITE FILE path` followed by lines creates an input file.
 //! `$DIR` in any statement is the test's scratch directory.
 
 use std::path::{Path, PathBuf};
 
 use sqllogictest::{DBOutput, DefaultColumnType};
 
-use crate::support::{rows, run_script, stream_select};
+use crate::support::{apply_changelog, rows, run_script, stream_select};
 
 struct FlowlineDb {
     dir: tempfile::TempDir,
@@ -67,7 +67,15 @@ impl sqllogictest::DB for FlowlineDb {
                 .runtime
                 .block_on(stream_select(&self.script, &sql, p))
                 .map_err(|e| DbError(format!("{e:#}")))?;
-            let rows = rows(&batches);
+            // An updating result is shown as the table its changelog leaves behind.
+            let rows = if batches
+                .iter()
+                .any(|b| flowline_common::changelog::row_kinds(b).is_some())
+            {
+                apply_changelog(&batches).map_err(DbError)?
+            } else {
+                rows(&batches)
+            };
             let types = vec![DefaultColumnType::Any; rows.first().map_or(0, Vec::len)];
             return Ok(DBOutput::Rows { types, rows });
         }

@@ -6,4 +6,5 @@ mod event_time;
 mod golden;
 mod oracle;
 mod support;
+mod updating_oracle;
 mod window_oracle;

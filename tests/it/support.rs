@@ -1,7 +1,10 @@
 //! Helpers shared by the integration tests.
 
+use std::collections::BTreeMap;
+
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
+use flowline_common::changelog::{row_kinds, strip_row_kind, RowKind};
 use flowline_common::MetricsRegistry;
 use flowline_planner::Catalog;
 use flowline_runtime::{run_job, StopSignal};
@@ -86,4 +89,41 @@ async fn query_of(
         catalog.apply(stmt).await?;
     }
     Ok(*q)
+}
+
+/// The table a changelog leaves behind, as sorted rows.
+pub fn apply_changelog(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, String> {
+    let mut table: BTreeMap<Vec<String>, usize> = BTreeMap::new();
+    for b in batches {
+        let kinds: Vec<RowKind> = match row_kinds(b) {
+            Some(k) => k
+                .values()
+                .iter()
+                .map(|v| RowKind::from_i8(*v).expect("valid change kind"))
+                .collect(),
+            None => vec![RowKind::Insert; b.num_rows()],
+        };
+        for (row, kind) in rows(&[strip_row_kind(b)]).into_iter().zip(kinds) {
+            if kind.is_addition() {
+                *table.entry(row).or_default() += 1;
+            } else {
+                match table.get_mut(&row) {
+                    Some(n) if *n > 1 => *n -= 1,
+                    Some(_) => {
+                        table.remove(&row);
+                    }
+                    None => {
+                        return Err(format!(
+                            "{} withdraws {row:?}, which is not in the table",
+                            kind.short()
+                        ))
+                    }
+                }
+            }
+        }
+    }
+    Ok(table
+        .into_iter()
+        .flat_map(|(row, n)| std::iter::repeat_n(row, n))
+        .collect())
 }

@@ -7,12 +7,14 @@
 //!  source ──Message::Batch/Watermark/Barrier/End──▶ operator ──▶ ... ──▶ sink
 //! ```
 
+pub mod changelog;
 pub mod failpoint;
 pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod options;
 
+pub use changelog::{RowKind, ROW_KIND};
 pub use message::{Barrier, Message};
 pub use metrics::{Counter, Gauge, MetricsRegistry};
 pub use options::{OptionError, OptionSpec, Options};

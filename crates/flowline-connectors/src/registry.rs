@@ -37,6 +37,17 @@ pub struct ConnectorFactory {
     pub unbounded_hint: fn(&Options) -> Option<&'static str>,
     /// Keys of `METADATA [FROM 'key']` columns the source fills (after the physical columns).
     pub metadata_keys: &'static [&'static str],
+    /// Whether the sink, with these options, takes an updating stream (rows with a change
+    /// kind, `flowline_common::changelog`); an append-only sink is refused one at planning time.
+    pub accepts_updates: fn(&Options) -> bool,
+}
+
+fn appends(_: &Options) -> bool {
+    false
+}
+
+fn updates(_: &Options) -> bool {
+    true
 }
 
 fn bounded(_: &Options) -> Option<&'static str> {
@@ -59,6 +70,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: no_checks,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        accepts_updates: updates,
     },
     ConnectorFactory {
         name: "datagen",
@@ -73,6 +85,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("number-of-rows").is_none() && !seq).then_some("set 'number-of-rows' or a sequence field")
         },
         metadata_keys: &[],
+        accepts_updates: appends,
     },
     ConnectorFactory {
         name: "filesystem",
@@ -84,6 +97,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: filesystem::validate,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        accepts_updates: appends,
     },
     ConnectorFactory {
         name: "http",
@@ -95,6 +109,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: http::validate,
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
         metadata_keys: &[],
+        accepts_updates: appends,
     },
     ConnectorFactory {
         name: "kafka",
@@ -108,6 +123,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
         },
         metadata_keys: kafka::METADATA_KEYS,
+        accepts_updates: appends,
     },
     ConnectorFactory {
         name: "nexmark",
@@ -119,10 +135,11 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: nexmark::validate,
         unbounded_hint: |o| o.get("events.num").filter(|n| n.trim() != "0").is_none().then_some("set 'events.num'"),
         metadata_keys: &[],
+        accepts_updates: appends,
     },
     ConnectorFactory {
         name: "print",
-        doc: "prints rows to stdout as +I[...]",
+        doc: "prints rows to stdout as +I[...] (-U, +U, -D for updates)",
         options: print::OPTIONS,
         formats: None,
         source: None,
@@ -130,6 +147,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: no_checks,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        accepts_updates: updates,
     },
 ];
 

@@ -93,8 +93,17 @@ pub fn sql_timestamps_as_strings(batch: &RecordBatch) -> Result<RecordBatch, Arr
     RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
 }
 
-/// Renders each row as Flink's print connector does: `+I[1, abc, 2020-01-01T12:00]`.
+/// Renders each row as Flink's print connector does: `+I[1, abc, 2020-01-01T12:00]`, with the
+/// row's change kind (`-U[...]`, `+U[...]`, `-D[...]`) when the batch is updating.
 pub fn flink_rows(batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
+    let kinds = flowline_common::changelog::row_kinds(batch).cloned();
+    let stripped;
+    let batch = if kinds.is_some() {
+        stripped = flowline_common::changelog::strip_row_kind(batch);
+        &stripped
+    } else {
+        batch
+    };
     let options = FormatOptions::default().with_null("NULL");
     let formatters: Vec<Option<ArrayFormatter>> = batch
         .columns()
@@ -114,7 +123,13 @@ pub fn flink_rows(batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
         .collect::<Result<_, _>>()?;
     let mut rows = Vec::with_capacity(batch.num_rows());
     for row in 0..batch.num_rows() {
-        let mut s = String::from("+I[");
+        let kind = kinds
+            .as_ref()
+            .and_then(|k| flowline_common::RowKind::from_i8(k.value(row)))
+            .unwrap_or(flowline_common::RowKind::Insert);
+        let mut s = String::with_capacity(64);
+        s.push_str(kind.short());
+        s.push('[');
         for col in 0..batch.num_columns() {
             if col > 0 {
                 s.push_str(", ");

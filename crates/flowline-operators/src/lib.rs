@@ -4,12 +4,14 @@
 //!   evaluated with DataFusion physical expressions on whole batches;
 //! - `window_agg.rs`: window aggregation (TUMBLE, HOP, CUMULATE and SESSION windows) with
 //!   DataFusion's vectorised `GroupsAccumulator`s;
-//! - `session.rs`: SESSION window assignment (buffers rows until their session closes).
+//! - `session.rs`: SESSION window assignment (buffers rows until their session closes);
+//! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
 
 pub mod chain;
+pub mod group_agg;
 pub mod session;
 mod session_table;
 pub mod window_agg;
@@ -23,6 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
+pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,
 };
@@ -131,6 +134,11 @@ pub struct OperatorContext {
 /// `flowline explain`.
 pub trait OperatorFactory: Send + Sync + fmt::Debug {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>>;
+    /// Whether the operator updates rows it emitted earlier: its output carries a change-kind
+    /// column (`flowline_common::changelog`).
+    fn updating(&self) -> bool {
+        false
+    }
 }
 
 /// Encodes batches (each with its own schema) as a sequence of length-prefixed Arrow IPC streams.

@@ -17,7 +17,7 @@ use flowline_sql::{ColumnKind, InsertDef, SessionSpec, SqlError, Statement, Tabl
 use crate::lower::lower;
 use crate::session::SessionWindowNode;
 use crate::sink_types::sink_cast_step;
-use crate::{Pipeline, PlanError, Result, SinkTarget, TableBinding, JOB_OPTIONS};
+use crate::{Node, Pipeline, PlanError, Result, SinkTarget, TableBinding, JOB_OPTIONS};
 
 /// Prefix of the hidden table holding only the physical columns of a table with computed columns.
 pub const RAW_PREFIX: &str = "__flowline_raw_";
@@ -441,6 +441,34 @@ impl Catalog {
                 PlanError::Invalid(m) => at(m),
                 other => other,
             })?;
+        let updating = crate::lower::updating(&inputs);
+        if let Some(reason) = inputs
+            .iter()
+            .find_map(Node::updating_reason)
+            .filter(|_| !(sink.factory.accepts_updates)(&sink.options))
+        {
+            let accepting: Vec<&str> = flowline_connectors::CONNECTORS
+                .iter()
+                .filter(|c| {
+                    c.sink.is_some()
+                        && (c.accepts_updates)(&flowline_common::Options::new("", BTreeMap::new()))
+                })
+                .map(|c| c.name)
+                .collect();
+            return Err(at(format!(
+                "INSERT INTO '{}': the query's result is updating ({reason} changes rows it emitted earlier), but connector '{}' \
+                 only appends rows. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
+                 (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final",
+                insert.table,
+                sink.factory.name,
+                accepting.join(", ")
+            )));
+        }
+        let cast = if updating {
+            crate::lower::carry_row_kind(cast, plan.schema().fields().len())
+        } else {
+            cast
+        };
         for node in &mut inputs {
             node.chain_mut().steps.push(cast.clone());
         }

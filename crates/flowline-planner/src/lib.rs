@@ -101,6 +101,23 @@ pub struct OperatorNode {
 }
 
 impl Node {
+    /// Whether this node's rows carry a change kind (an updating stream).
+    pub fn updating(&self) -> bool {
+        match self {
+            Node::Source(_) => false,
+            Node::Operator(op) => op.operator.updating(),
+        }
+    }
+
+    /// The operator that makes this node's rows updating, for messages.
+    pub fn updating_reason(&self) -> Option<String> {
+        match self {
+            Node::Source(_) => None,
+            Node::Operator(op) if op.operator.updating() => Some(format!("{:?}", op.operator)),
+            Node::Operator(op) => op.inputs.iter().find_map(Node::updating_reason),
+        }
+    }
+
     /// The stateless chain at the top of this node (where steps above it are fused).
     pub fn chain_mut(&mut self) -> &mut StatelessChain {
         match self {

@@ -7,24 +7,32 @@
 //! Union                              → several nodes feeding the same parent
 //! Aggregate over window_start/_end   → Node::Operator(WindowAggregate), hash exchange on the keys
 //! Extension(SessionWindowNode)       → Node::Operator(SessionWindow), hash exchange on PARTITION BY
+//! Aggregate over other keys          → Node::Operator(GroupAggregate), updating, hash exchange on the keys
 //! ```
+//!
+//! Updating streams carry a change-kind column after their columns
+//! (`flowline_common::changelog`): projections above an updating node pass it through, a UNION
+//! of updating and append-only inputs gives the append-only ones `+I`, and operators that only
+//! take append-only input (windows, unnest) refuse an updating one.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::DFSchema;
+use datafusion::common::ScalarValue;
 use datafusion::logical_expr::utils::{enumerate_grouping_sets, grouping_set_to_exprlist};
 use datafusion::logical_expr::{Aggregate, Expr, GroupingSet, LogicalPlan};
-use datafusion::physical_expr::expressions::{CastExpr, Column};
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr::PhysicalExpr;
 #[allow(deprecated)]
 // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
+use flowline_common::changelog::{row_kind_field, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
-    AggregateCall, ChainStep, SessionAggregateSpec, SessionOutput, SessionWindowSpec,
-    StatelessChain, WindowAggregateSpec,
+    AggFunction, AggregateCall, ChainStep, GroupAggregateCall, GroupAggregateSpec,
+    SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain, WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -52,7 +60,13 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
                 exprs,
                 schema: Arc::new(p.schema.as_arrow().clone()),
             };
-            fuse(lower(&p.input, cat)?, step)
+            let inputs = lower(&p.input, cat)?;
+            let step = if updating(&inputs) {
+                carry_row_kind(step, p.input.schema().fields().len())
+            } else {
+                step
+            };
+            fuse(inputs, step)
         }
         LogicalPlan::Filter(f) => {
             let step = ChainStep::Filter(physical(cat, &f.predicate, f.input.schema())?);
@@ -61,10 +75,28 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, cat),
         LogicalPlan::Union(u) => {
             let target = u.schema.as_arrow();
+            let lowered = u
+                .inputs
+                .iter()
+                .map(|i| lower(i, cat))
+                .collect::<Result<Vec<_>>>()?;
+            let any_updating = lowered.iter().any(|nodes| updating(nodes));
             let mut all = Vec::new();
-            for input in &u.inputs {
+            for (input, nodes) in u.inputs.iter().zip(lowered) {
+                let width = input.schema().fields().len();
                 let step = conform_step(input.schema().as_arrow(), target)?;
-                all.extend(fuse(lower(input, cat)?, step)?);
+                for node in nodes {
+                    // Every input of an updating union carries the change kind; append-only ones insert.
+                    let step = match (any_updating, node.updating()) {
+                        (false, _) => step.clone(),
+                        (true, true) => carry_row_kind(step.clone(), width),
+                        (true, false) => with_row_kind(
+                            step.clone(),
+                            Arc::new(Literal::new(ScalarValue::Int8(Some(RowKind::Insert as i8)))),
+                        ),
+                    };
+                    all.extend(fuse(vec![node], step)?);
+                }
             }
             Ok(all)
         }
@@ -81,7 +113,12 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
                 preserve_nulls: u.options.preserve_nulls(),
                 schema: Arc::new(u.schema.as_arrow().clone()),
             };
-            fuse(lower(&u.input, cat)?, step)
+            let inputs = lower(&u.input, cat)?;
+            refuse_updating(plan, &inputs, "an unnest")?;
+            fuse(inputs, step)
+        }
+        LogicalPlan::Aggregate(agg) if !is_window_aggregate(agg) => {
+            lower_group_aggregate(plan, agg, cat)
         }
         LogicalPlan::Aggregate(agg) => lower_window_aggregate(plan, agg, cat),
         LogicalPlan::Extension(ext) => {
@@ -91,6 +128,43 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             }
         }
         other => Err(unsupported(other, "a stateful operator")),
+    }
+}
+
+/// Whether the rows of `nodes` carry a change kind.
+pub(crate) fn updating(nodes: &[Node]) -> bool {
+    nodes.iter().any(Node::updating)
+}
+
+/// `what` (an operator that needs append-only input) refuses updating `inputs`.
+fn refuse_updating(plan: &LogicalPlan, inputs: &[Node], what: &str) -> Result<()> {
+    match inputs.iter().find_map(Node::updating_reason) {
+        Some(reason) => Err(PlanError::Unsupported(format!(
+            "`{}`: {what} needs an append-only input, but {reason} produces updates (rows it emitted earlier change); \
+             aggregate over a window TVF for final rows, or apply it before the updating operator",
+            plan.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// A projection over an updating input (whose change kind is column `input_width`) that
+/// passes the change kind through.
+pub(crate) fn carry_row_kind(step: ChainStep, input_width: usize) -> ChainStep {
+    with_row_kind(step, Arc::new(Column::new(ROW_KIND, input_width)))
+}
+
+/// A projection that also outputs `kind` as the change-kind column.
+fn with_row_kind(step: ChainStep, kind: Arc<dyn PhysicalExpr>) -> ChainStep {
+    let ChainStep::Project { mut exprs, schema } = step else {
+        return step;
+    };
+    exprs.push(kind);
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(row_kind_field());
+    ChainStep::Project {
+        exprs,
+        schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
     }
 }
 
@@ -252,8 +326,7 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     let position = |name: &str| (0..group_list.len()).find(|i| out.field(*i).name() == name);
     let (Some(start), Some(end)) = (position("window_start"), position("window_end")) else {
         return Err(PlanError::Unsupported(format!(
-            "`{}`: a streaming GROUP BY must include window_start and window_end of a window TVF \
-             (TUMBLE, HOP, CUMULATE, SESSION); aggregations with updating results are not supported yet",
+            "`{}`: every grouping set of a window aggregation must include window_start and window_end",
             plan.display()
         )));
     };
@@ -315,6 +388,7 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         grouping_sets,
     };
     let inputs = lower_node(&agg.input, cat, true)?;
+    refuse_updating(plan, &inputs, "a window aggregation")?;
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
         inputs,
@@ -322,6 +396,115 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),
     }))])
+}
+
+/// Whether `agg` groups by the window of a window TVF (its keys include `window_start` and
+/// `window_end`).
+fn is_window_aggregate(agg: &Aggregate) -> bool {
+    let fields = agg.schema.fields();
+    let keys: Vec<&str> = fields
+        .iter()
+        .take(fields.len() - agg.aggr_expr.len())
+        .map(|f| f.name().as_str())
+        .collect();
+    keys.contains(&"window_start") && keys.contains(&"window_end")
+}
+
+/// `GROUP BY keys` without a window: an updating aggregation (`+I`, `-U`/`+U`, `-D`), behind a
+/// hash exchange on the keys. Its input may be updating too (retractions).
+fn lower_group_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> Result<Vec<Node>> {
+    if agg
+        .group_expr
+        .iter()
+        .any(|e| matches!(e, Expr::GroupingSet(_)))
+    {
+        return Err(unsupported(
+            plan,
+            "GROUPING SETS, ROLLUP or CUBE without a window TVF, which",
+        ));
+    }
+    let inputs = lower_node(&agg.input, cat, false)?;
+    let input_schema = agg.input.schema();
+    let out = agg.schema.as_arrow();
+    let group_exprs = agg
+        .group_expr
+        .iter()
+        .map(|e| physical(cat, e, input_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let aggregates = agg
+        .aggr_expr
+        .iter()
+        .enumerate()
+        .map(|(i, e)| group_aggregate_call(cat, e, input_schema, out.field(group_exprs.len() + i)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut fields: Vec<Field> = out.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(row_kind_field());
+    let spec = GroupAggregateSpec {
+        group_exprs: group_exprs.clone(),
+        aggregates,
+        schema: Arc::new(Schema::new(fields)),
+        updating_input: updating(&inputs),
+    };
+    Ok(vec![Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs,
+        key: group_exprs,
+        chain: StatelessChain::default(),
+        keep_late: false,
+    }))])
+}
+
+/// One aggregate of an updating aggregation.
+fn group_aggregate_call(
+    cat: &Catalog,
+    e: &Expr,
+    schema: &DFSchema,
+    out: &Field,
+) -> Result<GroupAggregateCall> {
+    let inner = match e {
+        Expr::Alias(a) => a.expr.as_ref(),
+        other => other,
+    };
+    let Expr::AggregateFunction(f) = inner else {
+        return Err(PlanError::Unsupported(format!(
+            "`{e}` is not an aggregate function call"
+        )));
+    };
+    let name = f.func.name();
+    let function = AggFunction::from_name(name).ok_or_else(|| {
+        PlanError::Unsupported(format!(
+            "`{e}`: {} is not supported in a non-windowed (updating) aggregation yet; supported: COUNT, SUM, AVG, MIN, MAX, \
+             each with DISTINCT and FILTER (WHERE ...). Window TVF aggregations support every aggregate function",
+            name.to_uppercase()
+        ))
+    })?;
+    let arg = match f.params.args.as_slice() {
+        [] => Expr::Literal(ScalarValue::Int64(Some(1)), None),
+        [a] => a.clone(),
+        _ => {
+            return Err(PlanError::Unsupported(format!(
+                "`{e}`: {} with several arguments",
+                name.to_uppercase()
+            )))
+        }
+    };
+    let arg = physical(cat, &arg, schema)?;
+    let arg_type = arg.data_type(schema.as_arrow()).map_err(df_error)?;
+    let filter = f
+        .params
+        .filter
+        .as_ref()
+        .map(|x| physical(cat, x, schema))
+        .transpose()?;
+    Ok(GroupAggregateCall {
+        function,
+        distinct: f.params.distinct,
+        arg,
+        arg_type,
+        filter,
+        output: out.data_type().clone(),
+        name: out.name().clone(),
+    })
 }
 
 /// `GROUP BY <partition keys>, window_start, window_end[, window_time]` right over a SESSION
@@ -421,9 +604,15 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
         schema: Arc::new(agg.schema.as_arrow().clone()),
         input_schema: Arc::new(input_schema.as_arrow().clone()),
     };
+    let inputs = lower_node(&node.input, cat, true)?;
+    if inputs.iter().any(Node::updating) {
+        return Err(PlanError::Unsupported(
+            "a SESSION window needs an append-only input, but its input produces updates".into(),
+        ));
+    }
     Ok(Some(Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
-        inputs: lower_node(&node.input, cat, true)?,
+        inputs,
         key: keys,
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),
@@ -459,9 +648,15 @@ fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
         gap_ms: node.gap_ms,
         schema: Arc::new(node.schema.as_arrow().clone()),
     };
+    let inputs = lower_node(&node.input, cat, true)?;
+    if inputs.iter().any(Node::updating) {
+        return Err(PlanError::Unsupported(
+            "a SESSION window needs an append-only input, but its input produces updates".into(),
+        ));
+    }
     Ok(vec![Node::Operator(Box::new(OperatorNode {
         operator: Arc::new(spec),
-        inputs: lower_node(&node.input, cat, true)?,
+        inputs,
         key: keys,
         chain: StatelessChain::default(),
         keep_late: cat.late_sink().is_some(),

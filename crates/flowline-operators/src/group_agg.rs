@@ -1,0 +1,1005 @@
+//! Non-windowed aggregation: `GROUP BY keys` with an updating result, as Flink's group
+//! aggregation.
+//!
+//! ```text
+//! batch ─eval keys─▶ row-format key bytes ─intern─▶ group ids
+//!       ─▶ old values of the touched groups ─▶ accumulators += / -= the rows ─▶ new values
+//!       ─▶ per touched group:  new group: +I new;  changed: -U old, +U new;  emptied: -D old
+//! ```
+//!
+//! Each input batch is one mini-batch: a group touched by many rows of a batch emits one
+//! update for the whole batch (Flink's `table.exec.mini-batch` does the same per bundle). A
+//! group that did not change emits nothing. The input may itself be updating: `-U`/`-D` rows
+//! retract their values, and a group whose rows are all retracted is deleted (`-D`).
+//!
+//! The accumulators are ours rather than DataFusion's: they must retract, and they must give the
+//! current value of a group without consuming it. COUNT, SUM, AVG, MIN and MAX are supported,
+//! each with DISTINCT and FILTER (WHERE ...). MIN/MAX over an updating input keep a count per
+//! value, since a retracted maximum must fall back to the next one.
+//!
+//! State lives in memory (one entry per live group, values in Arrow's row format) and is written
+//! whole at each checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Decimal128Array, Float64Array,
+    Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+};
+use datafusion::arrow::compute::SortOptions;
+use datafusion::arrow::compute::{cast, concat, take};
+use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::{exec_err, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use flowline_common::changelog::{row_kinds, RowKind};
+use flowline_common::limits::BATCH_ROWS_MAX;
+
+use crate::{Operator, OperatorContext, OperatorFactory};
+
+/// The aggregate functions an updating aggregation computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AggFunction {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+impl AggFunction {
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "count" => Self::Count,
+            "sum" => Self::Sum,
+            "avg" | "mean" => Self::Avg,
+            "min" => Self::Min,
+            "max" => Self::Max,
+            _ => return None,
+        })
+    }
+}
+
+/// One aggregate call: `function([DISTINCT] arg) [FILTER (WHERE filter)]`.
+#[derive(Clone, Debug)]
+pub struct GroupAggregateCall {
+    pub function: AggFunction,
+    pub distinct: bool,
+    pub arg: Arc<dyn PhysicalExpr>,
+    /// The type of `arg`'s values.
+    pub arg_type: DataType,
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The result type the plan expects.
+    pub output: DataType,
+    pub name: String,
+}
+
+/// The plan of a group aggregation; the planner builds it, each subtask creates its operator.
+#[derive(Clone)]
+pub struct GroupAggregateSpec {
+    pub group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    pub aggregates: Vec<GroupAggregateCall>,
+    /// Output: the group columns, one column per aggregate, then the change kind.
+    pub schema: SchemaRef,
+    /// Whether input rows carry a change kind (the input is itself updating).
+    pub updating_input: bool,
+}
+
+impl fmt::Debug for GroupAggregateSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let groups: Vec<String> = (0..self.group_exprs.len())
+            .map(|i| self.schema.field(i).name().clone())
+            .collect();
+        let aggs: Vec<String> = self.aggregates.iter().map(|a| a.name.clone()).collect();
+        let input = if self.updating_input {
+            ", input=updating"
+        } else {
+            ""
+        };
+        write!(
+            f,
+            "GroupAggregate(group=[{}], aggs=[{}]{input}) -> updating",
+            groups.join(", "),
+            aggs.join(", ")
+        )
+    }
+}
+
+impl OperatorFactory for GroupAggregateSpec {
+    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(GroupAggregate::new(Arc::new(self.clone()))?))
+    }
+
+    fn updating(&self) -> bool {
+        true
+    }
+}
+
+/// Group keys in Arrow's row format, interned to dense ids; ids of deleted groups are reused.
+struct Groups {
+    table: hashbrown::HashTable<u32>,
+    keys: Vec<Box<[u8]>>,
+    /// Rows currently in each group (inserts minus retractions); a group with none is not live.
+    live: Vec<i64>,
+    free: Vec<u32>,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Groups {
+    fn new() -> Self {
+        Self {
+            table: hashbrown::HashTable::new(),
+            keys: Vec::new(),
+            live: Vec::new(),
+            free: Vec::new(),
+            hasher: Default::default(),
+        }
+    }
+
+    /// The group of `key`, created when new; `true` when it was created.
+    fn intern(&mut self, key: &[u8]) -> (u32, bool) {
+        let hash = self.hasher.hash_one(key);
+        let keys = &self.keys;
+        if let Some(g) = self.table.find(hash, |g| &*keys[*g as usize] == key) {
+            return (*g, false);
+        }
+        let g = match self.free.pop() {
+            Some(g) => {
+                self.keys[g as usize] = key.into();
+                g
+            }
+            None => {
+                self.keys.push(key.into());
+                self.live.push(0);
+                (self.keys.len() - 1) as u32
+            }
+        };
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.table
+            .insert_unique(hash, g, |g| hasher.hash_one(&*keys[*g as usize]));
+        (g, true)
+    }
+
+    fn remove(&mut self, g: u32) {
+        let key = std::mem::take(&mut self.keys[g as usize]);
+        let hash = self.hasher.hash_one(&*key);
+        if let Ok(entry) = self.table.find_entry(hash, |x| *x == g) {
+            entry.remove();
+        }
+        self.live[g as usize] = 0;
+        self.free.push(g);
+    }
+
+    fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn size(&self) -> usize {
+        self.keys.iter().map(|k| k.len() + 16).sum::<usize>()
+            + self.table.capacity() * 4
+            + self.live.len() * 8
+    }
+}
+
+pub struct GroupAggregate {
+    spec: Arc<GroupAggregateSpec>,
+    /// Key columns ↔ row format; `None` without GROUP BY keys (one global group).
+    keys: Option<RowConverter>,
+    groups: Groups,
+    accs: Vec<Box<dyn Acc>>,
+    /// Per group: touched by the current batch.
+    touched: Vec<bool>,
+}
+
+impl GroupAggregate {
+    pub fn new(spec: Arc<GroupAggregateSpec>) -> Result<Self> {
+        let keys = if spec.group_exprs.is_empty() {
+            None
+        } else {
+            let fields = (0..spec.group_exprs.len())
+                .map(|i| SortField::new(spec.schema.field(i).data_type().clone()))
+                .collect();
+            Some(RowConverter::new(fields)?)
+        };
+        let accs = spec
+            .aggregates
+            .iter()
+            .map(|a| new_acc(a, spec.updating_input))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            spec,
+            keys,
+            groups: Groups::new(),
+            accs,
+            touched: Vec::new(),
+        })
+    }
+
+    fn grow(&mut self) {
+        let n = self.groups.len();
+        self.touched.resize(n, false);
+        self.accs.iter_mut().for_each(|a| a.resize(n));
+    }
+
+    fn remove_group(&mut self, g: u32) {
+        self.groups.remove(g);
+        self.accs.iter_mut().for_each(|a| a.reset(g));
+    }
+
+    /// The key columns of `groups`.
+    fn key_columns(&self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        match &self.keys {
+            None => Ok(Vec::new()),
+            Some(conv) => {
+                let parser = conv.parser();
+                Ok(conv.convert_rows(
+                    groups
+                        .iter()
+                        .map(|g| parser.parse(&self.groups.keys[*g as usize])),
+                )?)
+            }
+        }
+    }
+
+    fn evaluate(&mut self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
+        self.accs
+            .iter_mut()
+            .zip(&self.spec.aggregates)
+            .map(|(acc, call)| {
+                let a = acc.evaluate(groups)?;
+                if a.data_type() == &call.output {
+                    Ok(a)
+                } else {
+                    Ok(cast(&a, &call.output)?)
+                }
+            })
+            .collect()
+    }
+}
+
+impl Operator for GroupAggregate {
+    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let adds: Vec<bool> = match (self.spec.updating_input, row_kinds(&batch)) {
+            (true, Some(kinds)) => kinds
+                .values()
+                .iter()
+                .map(|k| RowKind::from_i8(*k).is_some_and(RowKind::is_addition))
+                .collect(),
+            (true, None) => {
+                return exec_err!(
+                    "group aggregate: an updating input batch has no change-kind column"
+                )
+            }
+            (false, _) => vec![true; n],
+        };
+        let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(n));
+
+        // Group ids, and the groups this batch touches with their row counts before it.
+        let mut gids = Vec::with_capacity(n);
+        let mut touched: Vec<u32> = Vec::new();
+        let mut before: Vec<i64> = Vec::new();
+        let key_rows: Option<Rows> = match &self.keys {
+            Some(conv) => {
+                let cols = self
+                    .spec
+                    .group_exprs
+                    .iter()
+                    .map(eval)
+                    .collect::<Result<Vec<_>>>()?;
+                Some(conv.convert_columns(&cols)?)
+            }
+            None => None,
+        };
+        for i in 0..n {
+            let (g, created) = match &key_rows {
+                Some(rows) => self.groups.intern(rows.row(i).as_ref()),
+                None => self.groups.intern(&[]),
+            };
+            if created {
+                self.grow();
+            }
+            if !self.touched[g as usize] {
+                self.touched[g as usize] = true;
+                touched.push(g);
+                before.push(self.groups.live[g as usize]);
+            }
+            gids.push(g);
+        }
+        let old_groups: Vec<u32> = touched
+            .iter()
+            .zip(&before)
+            .filter(|(_, b)| **b > 0)
+            .map(|(g, _)| *g)
+            .collect();
+        let olds = self.evaluate(&old_groups)?;
+
+        for (g, add) in gids.iter().zip(&adds) {
+            self.groups.live[*g as usize] += if *add { 1 } else { -1 };
+        }
+        for (acc, call) in self.accs.iter_mut().zip(&self.spec.aggregates) {
+            let values = eval(&call.arg)?;
+            let filter = match &call.filter {
+                Some(f) => Some(eval(f)?.as_boolean().clone()),
+                None => None,
+            };
+            acc.update(&values, &gids, &adds, filter.as_ref())?;
+        }
+
+        let new_groups: Vec<u32> = touched
+            .iter()
+            .filter(|g| self.groups.live[**g as usize] > 0)
+            .copied()
+            .collect();
+        let news = self.evaluate(&new_groups)?;
+
+        // Retractions first (-U, -D), then additions (+U, +I): per key, the old row goes first.
+        let mut retract_rows: Vec<(u32, u32, RowKind)> = Vec::new(); // (touched index, index in olds, kind)
+        let mut add_rows: Vec<(u32, u32, RowKind)> = Vec::new();
+        let comparators = olds
+            .iter()
+            .zip(&news)
+            .map(|(o, nw)| {
+                datafusion::arrow::array::make_comparator(
+                    o.as_ref(),
+                    nw.as_ref(),
+                    SortOptions::default(),
+                )
+                .ok()
+            })
+            .collect::<Vec<_>>();
+        let (mut oi, mut ni) = (0u32, 0u32);
+        for (t, (g, b)) in touched.iter().zip(&before).enumerate() {
+            let now = self.groups.live[*g as usize];
+            match (*b > 0, now > 0) {
+                (true, true) => {
+                    let same = comparators.iter().all(|c| {
+                        c.as_ref()
+                            .is_some_and(|c| c(oi as usize, ni as usize).is_eq())
+                    });
+                    if !same {
+                        retract_rows.push((t as u32, oi, RowKind::UpdateBefore));
+                        add_rows.push((t as u32, ni, RowKind::UpdateAfter));
+                    }
+                    oi += 1;
+                    ni += 1;
+                }
+                (true, false) => {
+                    retract_rows.push((t as u32, oi, RowKind::Delete));
+                    oi += 1;
+                }
+                (false, true) => {
+                    add_rows.push((t as u32, ni, RowKind::Insert));
+                    ni += 1;
+                }
+                (false, false) => {}
+            }
+        }
+
+        let rows = retract_rows.len() + add_rows.len();
+        let mut out = Vec::new();
+        if rows > 0 {
+            let keys = self.key_columns(&touched)?;
+            let key_idx =
+                UInt32Array::from_iter_values(retract_rows.iter().chain(&add_rows).map(|r| r.0));
+            let old_idx = UInt32Array::from_iter_values(retract_rows.iter().map(|r| r.1));
+            let new_idx = UInt32Array::from_iter_values(add_rows.iter().map(|r| r.1));
+            let mut columns = Vec::with_capacity(self.spec.schema.fields().len());
+            for k in &keys {
+                columns.push(take(k, &key_idx, None)?);
+            }
+            for (o, nw) in olds.iter().zip(&news) {
+                columns.push(concat(&[
+                    take(o, &old_idx, None)?.as_ref(),
+                    take(nw, &new_idx, None)?.as_ref(),
+                ])?);
+            }
+            columns.push(Arc::new(
+                datafusion::arrow::array::Int8Array::from_iter_values(
+                    retract_rows.iter().chain(&add_rows).map(|r| r.2 as i8),
+                ),
+            ));
+            let columns = columns
+                .into_iter()
+                .zip(self.spec.schema.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c)
+                    } else {
+                        cast(&c, f.data_type())
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(rows));
+            let batch =
+                RecordBatch::try_new_with_options(self.spec.schema.clone(), columns, &options)?;
+            let mut offset = 0;
+            while offset < rows {
+                let len = BATCH_ROWS_MAX.min(rows - offset);
+                out.push(batch.slice(offset, len));
+                offset += len;
+            }
+        }
+
+        for g in touched {
+            self.touched[g as usize] = false;
+            if self.groups.live[g as usize] <= 0 {
+                self.remove_group(g);
+            }
+        }
+        Ok(out)
+    }
+
+    /// State batches of `[key bytes, live rows, one state column per aggregate]`, a row per group.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let live: Vec<u32> = (0..self.groups.len() as u32)
+            .filter(|g| self.groups.live[*g as usize] > 0)
+            .collect();
+        let mut batches = Vec::new();
+        let mut scratch = Vec::new();
+        for chunk in live.chunks(65536) {
+            let mut keys = BinaryBuilder::new();
+            let mut counts = Vec::with_capacity(chunk.len());
+            let mut states: Vec<BinaryBuilder> =
+                self.accs.iter().map(|_| BinaryBuilder::new()).collect();
+            for g in chunk {
+                keys.append_value(&self.groups.keys[*g as usize]);
+                counts.push(self.groups.live[*g as usize]);
+                for (acc, b) in self.accs.iter().zip(states.iter_mut()) {
+                    scratch.clear();
+                    acc.save(*g, &mut scratch);
+                    b.append_value(&scratch);
+                }
+            }
+            let mut columns: Vec<ArrayRef> =
+                vec![Arc::new(keys.finish()), Arc::new(Int64Array::from(counts))];
+            columns.extend(states.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+            batches.push(crate::state_batch(columns, chunk.len())?);
+        }
+        crate::encode_batches(&batches)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_columns() != 2 + self.accs.len() {
+                return exec_err!(
+                    "group aggregate: the checkpoint's state has {} columns, this query needs {}",
+                    batch.num_columns(),
+                    2 + self.accs.len()
+                );
+            }
+            let keys = batch.column(0).as_binary::<i32>();
+            let counts = batch.column(1).as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                let (g, _) = self.groups.intern(keys.value(i));
+                self.grow();
+                self.groups.live[g as usize] = counts.value(i);
+                for (a, acc) in self.accs.iter_mut().enumerate() {
+                    let mut bytes = batch.column(2 + a).as_binary::<i32>().value(i);
+                    acc.load(g, &mut bytes)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
+    }
+
+    fn open_windows(&self) -> usize {
+        self.groups.len() - self.groups.free.len()
+    }
+}
+
+/// A retracting accumulator over dense group ids.
+trait Acc: Send {
+    fn resize(&mut self, groups: usize);
+    /// Adds (`adds[i]`) or retracts row `i`'s value in group `gids[i]`, for the rows `filter` keeps.
+    fn update(
+        &mut self,
+        values: &ArrayRef,
+        gids: &[u32],
+        adds: &[bool],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()>;
+    /// The current value of each of `groups` (NULL where it has none).
+    fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef>;
+    /// Forgets a deleted group.
+    fn reset(&mut self, g: u32);
+    fn save(&self, g: u32, out: &mut Vec<u8>);
+    fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()>;
+    fn size(&self) -> usize;
+}
+
+fn new_acc(call: &GroupAggregateCall, retracting: bool) -> Result<Box<dyn Acc>> {
+    let values = || RowConverter::new(vec![SortField::new(call.arg_type.clone())]);
+    let inner: Box<dyn Acc> = match call.function {
+        AggFunction::Count => Box::new(CountAcc { counts: Vec::new() }),
+        AggFunction::Sum | AggFunction::Avg => Box::new(SumAcc::new(
+            call.function == AggFunction::Avg,
+            &call.arg_type,
+            &call.output,
+        )?),
+        // MIN(DISTINCT x) is MIN(x).
+        AggFunction::Min | AggFunction::Max => {
+            return Ok(Box::new(MinMaxAcc {
+                max: call.function == AggFunction::Max,
+                retracting,
+                conv: values()?,
+                best: Vec::new(),
+                bags: Vec::new(),
+            }))
+        }
+    };
+    if call.distinct {
+        return Ok(Box::new(DistinctAcc {
+            conv: values()?,
+            seen: Vec::new(),
+            inner,
+        }));
+    }
+    Ok(inner)
+}
+
+/// Whether row `i` counts for an aggregate: kept by the filter, and its value not NULL.
+fn counts(values: &ArrayRef, filter: Option<&BooleanArray>, i: usize) -> bool {
+    values.is_valid(i) && filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+}
+
+struct CountAcc {
+    counts: Vec<i64>,
+}
+
+impl Acc for CountAcc {
+    fn resize(&mut self, groups: usize) {
+        self.counts.resize(groups, 0);
+    }
+    fn update(
+        &mut self,
+        values: &ArrayRef,
+        gids: &[u32],
+        adds: &[bool],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+            if counts(values, filter, i) {
+                self.counts[*g as usize] += if *add { 1 } else { -1 };
+            }
+        }
+        Ok(())
+    }
+    fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef> {
+        Ok(Arc::new(Int64Array::from_iter_values(
+            groups.iter().map(|g| self.counts[*g as usize]),
+        )))
+    }
+    fn reset(&mut self, g: u32) {
+        self.counts[g as usize] = 0;
+    }
+    fn save(&self, g: u32, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.counts[g as usize].to_le_bytes());
+    }
+    fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()> {
+        self.counts[g as usize] = i64::from_le_bytes(take_bytes(bytes)?);
+        Ok(())
+    }
+    fn size(&self) -> usize {
+        self.counts.capacity() * 8
+    }
+}
+
+/// SUM and AVG: exact sums in `i128` for integers and decimals, `f64` for floating point.
+struct SumAcc {
+    avg: bool,
+    output: DataType,
+    /// Input values are cast to this before summing.
+    input: DataType,
+    ints: Vec<i128>,
+    floats: Vec<f64>,
+    /// Non-NULL values summed.
+    n: Vec<i64>,
+}
+
+impl SumAcc {
+    fn new(avg: bool, arg: &DataType, output: &DataType) -> Result<Self> {
+        let input = match (arg, output) {
+            (DataType::Decimal128(_, s) | DataType::Decimal256(_, s), _) => {
+                DataType::Decimal128(38, *s)
+            }
+            (_, DataType::Float16 | DataType::Float32 | DataType::Float64) => DataType::Float64,
+            (a, _) if a.is_integer() => DataType::Int64,
+            (a, _) if a.is_floating() => DataType::Float64,
+            (a, o) => {
+                return exec_err!(
+                    "SUM/AVG over {a} (giving {o}) is not supported in an updating aggregation"
+                )
+            }
+        };
+        Ok(Self {
+            avg,
+            output: output.clone(),
+            input,
+            ints: Vec::new(),
+            floats: Vec::new(),
+            n: Vec::new(),
+        })
+    }
+}
+
+impl Acc for SumAcc {
+    fn resize(&mut self, groups: usize) {
+        self.ints.resize(groups, 0);
+        self.floats.resize(groups, 0.0);
+        self.n.resize(groups, 0);
+    }
+    fn update(
+        &mut self,
+        values: &ArrayRef,
+        gids: &[u32],
+        adds: &[bool],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        match &self.input {
+            DataType::Int64 => {
+                let v = cast(values, &DataType::Int64)?;
+                let v = v.as_primitive::<Int64Type>();
+                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+                    if counts(values, filter, i) {
+                        let (x, g) = (v.value(i) as i128, *g as usize);
+                        self.ints[g] += if *add { x } else { -x };
+                        self.n[g] += if *add { 1 } else { -1 };
+                    }
+                }
+            }
+            DataType::Float64 => {
+                let v = cast(values, &DataType::Float64)?;
+                let v = v.as_primitive::<Float64Type>();
+                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+                    if counts(values, filter, i) {
+                        let (x, g) = (v.value(i), *g as usize);
+                        self.floats[g] += if *add { x } else { -x };
+                        self.n[g] += if *add { 1 } else { -1 };
+                    }
+                }
+            }
+            _ => {
+                // Decimals are summed exactly at the input's scale; the result's scale is applied
+                // when it is evaluated.
+                let v = cast(values, &self.input)?;
+                let v = v.as_primitive::<Decimal128Type>();
+                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+                    if counts(values, filter, i) {
+                        let (x, g) = (v.value(i), *g as usize);
+                        self.ints[g] += if *add { x } else { -x };
+                        self.n[g] += if *add { 1 } else { -1 };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef> {
+        let valid = |g: &u32| self.n[*g as usize] > 0;
+        Ok(match (&self.input, &self.output) {
+            (DataType::Float64, _) => Arc::new(Float64Array::from_iter(groups.iter().map(|g| {
+                let (s, n) = (self.floats[*g as usize], self.n[*g as usize]);
+                valid(g).then(|| if self.avg { s / n as f64 } else { s })
+            }))),
+            (DataType::Int64, _) => Arc::new(Int64Array::from_iter(groups.iter().map(|g| {
+                let (s, n) = (self.ints[*g as usize], self.n[*g as usize] as i128);
+                // Integer AVG truncates toward zero, as Flink (Java) does.
+                valid(g).then(|| if self.avg { (s / n) as i64 } else { s as i64 })
+            }))),
+            (DataType::Decimal128(_, in_scale), out) => {
+                let (p, s) = match out {
+                    DataType::Decimal128(p, s) => (*p, *s),
+                    _ => (38, *in_scale),
+                };
+                let up = 10i128
+                    .checked_pow((s - in_scale).max(0) as u32)
+                    .unwrap_or(1);
+                let a = Decimal128Array::from_iter(groups.iter().map(|g| {
+                    let (sum, n) = (self.ints[*g as usize], self.n[*g as usize] as i128);
+                    valid(g).then(|| {
+                        if self.avg {
+                            sum.saturating_mul(up) / n
+                        } else {
+                            sum.saturating_mul(up)
+                        }
+                    })
+                }));
+                Arc::new(a.with_precision_and_scale(p, s)?)
+            }
+            (other, _) => {
+                return exec_err!(
+                    "SUM/AVG over {other} is not supported in an updating aggregation"
+                )
+            }
+        })
+    }
+    fn reset(&mut self, g: u32) {
+        let g = g as usize;
+        (self.ints[g], self.floats[g], self.n[g]) = (0, 0.0, 0);
+    }
+    fn save(&self, g: u32, out: &mut Vec<u8>) {
+        let g = g as usize;
+        out.extend_from_slice(&self.ints[g].to_le_bytes());
+        out.extend_from_slice(&self.floats[g].to_le_bytes());
+        out.extend_from_slice(&self.n[g].to_le_bytes());
+    }
+    fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()> {
+        let g = g as usize;
+        self.ints[g] = i128::from_le_bytes(take_bytes(bytes)?);
+        self.floats[g] = f64::from_le_bytes(take_bytes(bytes)?);
+        self.n[g] = i64::from_le_bytes(take_bytes(bytes)?);
+        Ok(())
+    }
+    fn size(&self) -> usize {
+        self.ints.capacity() * 16 + self.floats.capacity() * 8 + self.n.capacity() * 8
+    }
+}
+
+/// MIN and MAX over values in Arrow's row format (whose byte order is the value order). An
+/// append-only input keeps the best value per group; an updating input keeps a count per value.
+struct MinMaxAcc {
+    max: bool,
+    retracting: bool,
+    conv: RowConverter,
+    best: Vec<Option<Box<[u8]>>>,
+    bags: Vec<BTreeMap<Box<[u8]>, u32>>,
+}
+
+impl MinMaxAcc {
+    fn current(&self, g: usize) -> Option<&[u8]> {
+        if self.retracting {
+            let bag = self.bags.get(g)?;
+            if self.max {
+                bag.keys().next_back()
+            } else {
+                bag.keys().next()
+            }
+            .map(|k| &**k)
+        } else {
+            self.best.get(g)?.as_deref()
+        }
+    }
+}
+
+impl Acc for MinMaxAcc {
+    fn resize(&mut self, groups: usize) {
+        if self.retracting {
+            self.bags.resize_with(groups, BTreeMap::new);
+        } else {
+            self.best.resize(groups, None);
+        }
+    }
+    fn update(
+        &mut self,
+        values: &ArrayRef,
+        gids: &[u32],
+        adds: &[bool],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let rows = self.conv.convert_columns(std::slice::from_ref(values))?;
+        for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+            if !counts(values, filter, i) {
+                continue;
+            }
+            let (v, g) = (rows.row(i), *g as usize);
+            if self.retracting {
+                let bag = &mut self.bags[g];
+                if *add {
+                    *bag.entry(v.as_ref().into()).or_insert(0) += 1;
+                } else if let Some(c) = bag.get_mut(v.as_ref()) {
+                    *c -= 1;
+                    if *c == 0 {
+                        bag.remove(v.as_ref());
+                    }
+                }
+            } else if *add {
+                let better = match &self.best[g] {
+                    None => true,
+                    Some(b) => {
+                        if self.max {
+                            v.as_ref() > &**b
+                        } else {
+                            v.as_ref() < &**b
+                        }
+                    }
+                };
+                if better {
+                    self.best[g] = Some(v.as_ref().into());
+                }
+            } else {
+                return exec_err!("MIN/MAX received a retraction on an append-only input");
+            }
+        }
+        Ok(())
+    }
+    fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef> {
+        let conv = &self.conv;
+        let parser = conv.parser();
+        let picked: Vec<Option<&[u8]>> = groups.iter().map(|g| self.current(*g as usize)).collect();
+        let present: Vec<u32> = picked
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.is_some())
+            .map(|(i, _)| i as u32)
+            .collect();
+        let values = conv
+            .convert_rows(picked.iter().flatten().map(|b| parser.parse(b)))?
+            .remove(0);
+        if present.len() == groups.len() {
+            return Ok(values);
+        }
+        // Spread the present values over their positions; the others are NULL.
+        let mut idx: Vec<Option<u32>> = vec![None; groups.len()];
+        for (k, pos) in present.iter().enumerate() {
+            idx[*pos as usize] = Some(k as u32);
+        }
+        Ok(take(&values, &UInt32Array::from(idx), None)?)
+    }
+    fn reset(&mut self, g: u32) {
+        if self.retracting {
+            self.bags[g as usize].clear();
+        } else {
+            self.best[g as usize] = None;
+        }
+    }
+    fn save(&self, g: u32, out: &mut Vec<u8>) {
+        if self.retracting {
+            for (v, c) in &self.bags[g as usize] {
+                put_bytes(out, v);
+                out.extend_from_slice(&c.to_le_bytes());
+            }
+        } else if let Some(b) = &self.best[g as usize] {
+            put_bytes(out, b);
+        }
+    }
+    fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()> {
+        let g = g as usize;
+        while !bytes.is_empty() {
+            let v: Box<[u8]> = get_bytes(bytes)?.into();
+            if self.retracting {
+                let c = u32::from_le_bytes(take_bytes(bytes)?);
+                self.bags[g].insert(v, c);
+            } else {
+                self.best[g] = Some(v);
+            }
+        }
+        Ok(())
+    }
+    fn size(&self) -> usize {
+        let bags: usize = self
+            .bags
+            .iter()
+            .map(|b| b.keys().map(|k| k.len() + 40).sum::<usize>())
+            .sum();
+        let best: usize = self
+            .best
+            .iter()
+            .map(|b| b.as_ref().map_or(0, |b| b.len()) + 16)
+            .sum();
+        bags + best
+    }
+}
+
+/// DISTINCT: counts each group's values and passes a value to the inner accumulator only when it
+/// first appears (and retracts it when its last row is retracted).
+struct DistinctAcc {
+    conv: RowConverter,
+    seen: Vec<HashMap<Box<[u8]>, u32>>,
+    inner: Box<dyn Acc>,
+}
+
+impl Acc for DistinctAcc {
+    fn resize(&mut self, groups: usize) {
+        self.seen.resize_with(groups, HashMap::new);
+        self.inner.resize(groups);
+    }
+    fn update(
+        &mut self,
+        values: &ArrayRef,
+        gids: &[u32],
+        adds: &[bool],
+        filter: Option<&BooleanArray>,
+    ) -> Result<()> {
+        let rows = self.conv.convert_columns(std::slice::from_ref(values))?;
+        let (mut pick, mut pick_gids, mut pick_adds) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+            if !counts(values, filter, i) {
+                continue;
+            }
+            let (v, seen) = (rows.row(i), &mut self.seen[*g as usize]);
+            let changed = if *add {
+                let c = seen.entry(v.as_ref().into()).or_insert(0);
+                *c += 1;
+                *c == 1
+            } else {
+                match seen.get_mut(v.as_ref()) {
+                    Some(c) if *c > 1 => {
+                        *c -= 1;
+                        false
+                    }
+                    Some(_) => {
+                        seen.remove(v.as_ref());
+                        true
+                    }
+                    None => false,
+                }
+            };
+            if changed {
+                pick.push(i as u32);
+                pick_gids.push(*g);
+                pick_adds.push(*add);
+            }
+        }
+        if pick.is_empty() {
+            return Ok(());
+        }
+        let picked = take(values, &UInt32Array::from(pick), None)?;
+        self.inner.update(&picked, &pick_gids, &pick_adds, None)
+    }
+    fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef> {
+        self.inner.evaluate(groups)
+    }
+    fn reset(&mut self, g: u32) {
+        self.seen[g as usize].clear();
+        self.inner.reset(g);
+    }
+    fn save(&self, g: u32, out: &mut Vec<u8>) {
+        let seen = &self.seen[g as usize];
+        out.extend_from_slice(&(seen.len() as u64).to_le_bytes());
+        for (v, c) in seen {
+            put_bytes(out, v);
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        self.inner.save(g, out);
+    }
+    fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()> {
+        let n = u64::from_le_bytes(take_bytes(bytes)?);
+        let seen = &mut self.seen[g as usize];
+        for _ in 0..n {
+            let v: Box<[u8]> = get_bytes(bytes)?.into();
+            seen.insert(v, u32::from_le_bytes(take_bytes(bytes)?));
+        }
+        self.inner.load(g, bytes)
+    }
+    fn size(&self) -> usize {
+        self.seen
+            .iter()
+            .map(|s| s.keys().map(|k| k.len() + 32).sum::<usize>())
+            .sum::<usize>()
+            + self.inner.size()
+    }
+}
+
+fn take_bytes<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N]> {
+    let Some((head, rest)) = bytes.split_first_chunk::<N>() else {
+        return exec_err!("group aggregate: the checkpoint's state is truncated");
+    };
+    *bytes = rest;
+    Ok(*head)
+}
+
+fn put_bytes(out: &mut Vec<u8>, v: &[u8]) {
+    out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+    out.extend_from_slice(v);
+}
+
+fn get_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let n = u32::from_le_bytes(take_bytes(bytes)?) as usize;
+    if bytes.len() < n {
+        return exec_err!("group aggregate: the checkpoint's state is truncated");
+    }
+    let (v, rest) = bytes.split_at(n);
+    *bytes = rest;
+    Ok(v)
+}

@@ -152,3 +152,47 @@ async fn a_changed_pipeline_is_refused_and_fresh_starts_over() {
         .unwrap();
     assert!(c.restored.is_none(), "--fresh discards the checkpoints");
 }
+
+/// Updating aggregations (one level, and one over another's changelog): the changelogs of a run
+/// stopped twice and resumed, concatenated, apply cleanly and leave the table of a run that was
+/// never stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updating_aggregation_resumes_its_changelog() {
+    const UPDATING: &[&str] = &[
+        "SELECT bid.auction % 50, COUNT(*), MAX(bid.price), MIN(bid.channel), COUNT(DISTINCT bid.bidder), AVG(bid.price) FROM bids WHERE event_type = 2 GROUP BY bid.auction % 50",
+        "SELECT m % 7, COUNT(*), SUM(m), MAX(m) FROM (SELECT bid.bidder, MAX(bid.price) AS m FROM bids WHERE event_type = 2 GROUP BY bid.bidder) AS t GROUP BY m % 7",
+    ];
+    async fn select(query: &str, state: &Path, checkpoints: bool, stop_after: Option<Duration>) -> Vec<datafusion::arrow::array::RecordBatch> {
+        let ddl = if checkpoints { SOURCE.to_string() } else { SOURCE.replace("SET 'execution.checkpointing.interval' = '30ms';", "") };
+        let mut catalog = flowline_planner::Catalog::new();
+        for stmt in flowline_sql::parse_script(&ddl).unwrap() {
+            catalog.apply(stmt).await.unwrap();
+        }
+        let Some(flowline_sql::Statement::Query(q)) = flowline_sql::parse_script(query).unwrap().pop() else { panic!("not a query") };
+        let pipeline = catalog.plan_select(*q).await.unwrap();
+        let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism: 2, config: catalog.config.clone() };
+        let checkpoint = CheckpointConfig::from_options(&graph.config, state, false).unwrap();
+        let stop = StopSignal::new();
+        if let Some(d) = stop_after {
+            let s = stop.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                s.stop();
+            });
+        }
+        let job = JobState { dir: Some(state.to_path_buf()), checkpoint };
+        let out = flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job).await.unwrap();
+        out.collected.into_iter().flatten().collect()
+    }
+    for query in UPDATING {
+        let d = tempfile::tempdir().unwrap();
+        let expected = crate::support::apply_changelog(&select(query, &d.path().join("a"), false, None).await).unwrap();
+        assert!(!expected.is_empty());
+        let state = d.path().join("b");
+        let mut changelog = select(query, &state, true, Some(Duration::from_millis(250))).await;
+        changelog.extend(select(query, &state, true, Some(Duration::from_millis(250))).await);
+        changelog.extend(select(query, &state, true, None).await);
+        let got = crate::support::apply_changelog(&changelog).unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert_eq!(got, expected, "{query}: table after stop and resume");
+    }
+}

@@ -162,15 +162,32 @@ async fn updating_aggregation_resumes_its_changelog() {
         "SELECT bid.auction % 50, COUNT(*), MAX(bid.price), MIN(bid.channel), COUNT(DISTINCT bid.bidder), AVG(bid.price) FROM bids WHERE event_type = 2 GROUP BY bid.auction % 50",
         "SELECT m % 7, COUNT(*), SUM(m), MAX(m) FROM (SELECT bid.bidder, MAX(bid.price) AS m FROM bids WHERE event_type = 2 GROUP BY bid.bidder) AS t GROUP BY m % 7",
     ];
-    async fn select(query: &str, state: &Path, checkpoints: bool, stop_after: Option<Duration>) -> Vec<datafusion::arrow::array::RecordBatch> {
-        let ddl = if checkpoints { SOURCE.to_string() } else { SOURCE.replace("SET 'execution.checkpointing.interval' = '30ms';", "") };
+    async fn select(
+        query: &str,
+        state: &Path,
+        checkpoints: bool,
+        stop_after: Option<Duration>,
+    ) -> Vec<datafusion::arrow::array::RecordBatch> {
+        let ddl = if checkpoints {
+            SOURCE.to_string()
+        } else {
+            SOURCE.replace("SET 'execution.checkpointing.interval' = '30ms';", "")
+        };
         let mut catalog = flowline_planner::Catalog::new();
         for stmt in flowline_sql::parse_script(&ddl).unwrap() {
             catalog.apply(stmt).await.unwrap();
         }
-        let Some(flowline_sql::Statement::Query(q)) = flowline_sql::parse_script(query).unwrap().pop() else { panic!("not a query") };
+        let Some(flowline_sql::Statement::Query(q)) =
+            flowline_sql::parse_script(query).unwrap().pop()
+        else {
+            panic!("not a query")
+        };
         let pipeline = catalog.plan_select(*q).await.unwrap();
-        let graph = flowline_planner::JobGraph { pipelines: vec![pipeline], parallelism: 2, config: catalog.config.clone() };
+        let graph = flowline_planner::JobGraph {
+            pipelines: vec![pipeline],
+            parallelism: 2,
+            config: catalog.config.clone(),
+        };
         let checkpoint = CheckpointConfig::from_options(&graph.config, state, false).unwrap();
         let stop = StopSignal::new();
         if let Some(d) = stop_after {
@@ -180,19 +197,27 @@ async fn updating_aggregation_resumes_its_changelog() {
                 s.stop();
             });
         }
-        let job = JobState { dir: Some(state.to_path_buf()), checkpoint };
-        let out = flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job).await.unwrap();
+        let job = JobState {
+            dir: Some(state.to_path_buf()),
+            checkpoint,
+        };
+        let out = flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job)
+            .await
+            .unwrap();
         out.collected.into_iter().flatten().collect()
     }
     for query in UPDATING {
         let d = tempfile::tempdir().unwrap();
-        let expected = crate::support::apply_changelog(&select(query, &d.path().join("a"), false, None).await).unwrap();
+        let expected =
+            crate::support::apply_changelog(&select(query, &d.path().join("a"), false, None).await)
+                .unwrap();
         assert!(!expected.is_empty());
         let state = d.path().join("b");
         let mut changelog = select(query, &state, true, Some(Duration::from_millis(250))).await;
         changelog.extend(select(query, &state, true, Some(Duration::from_millis(250))).await);
         changelog.extend(select(query, &state, true, None).await);
-        let got = crate::support::apply_changelog(&changelog).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let got =
+            crate::support::apply_changelog(&changelog).unwrap_or_else(|e| panic!("{query}: {e}"));
         assert_eq!(got, expected, "{query}: table after stop and resume");
     }
 }

@@ -279,6 +279,55 @@ def main():
             c.expect(p.returncode == 0 and len(counts) == 20 and all(n == 3000 for n in counts),
                      f"watermark per partition: {len(counts)} windows of 20, counts {sorted(set(counts))} (expected 3000 each)", p.stderr[-400:])
 
+            # 6d. upsert-kafka: an updating aggregation written as upserts keyed by the PRIMARY KEY;
+            # groups that disappear become tombstones (the outer groups of a maximum that keeps
+            # growing come and go). Compacting the topic gives the final table.
+            def upsert_table(name, topic, cols):
+                return (f"CREATE TABLE {name} ({cols}) WITH ('connector' = 'upsert-kafka', 'topic' = '{topic}', "
+                        f"'properties.bootstrap.servers' = '{servers}', 'key.format' = 'json', 'value.format' = 'json');\n")
+
+            def compacted(records):
+                table_ = {}
+                for k, v in records:
+                    if v is None:
+                        table_.pop(k, None)
+                    else:
+                        table_[k] = json.loads(v)
+                return table_
+
+            create_topic(servers, "up1", 2)
+            p = run(args.binary, pipeline("up1", src("events", {}) + upsert_table("up1", "up1", "k BIGINT, n BIGINT, mx BIGINT, PRIMARY KEY (k) NOT ENFORCED")
+                                          + "INSERT INTO up1 SELECT amount % 10, COUNT(*), MAX(id) FROM events GROUP BY amount % 10;",
+                                          "SET 'parallelism.default' = '2';\n"))
+            got = compacted(consume_all(servers, "up1", 2))
+            want = {}
+            for i in range(n):
+                k = i % 1000 % 10
+                cnt, mx = want.get(k, (0, -1))
+                want[k] = (cnt + 1, max(mx, i))
+            got_t = {json.loads(k)["k"]: (v["n"], v["mx"]) for k, v in got.items()}
+            c.expect(p.returncode == 0 and got_t == want, f"upsert-kafka: GROUP BY written as upserts; compacted topic = final table ({len(got_t)} keys)",
+                     p.stderr[-800:] or f"{got_t} != {want}")
+
+            create_topic(servers, "up2", 2)
+            p = run(args.binary, pipeline("up2", src("events", {}) + upsert_table("up2", "up2", "m BIGINT, groups BIGINT, PRIMARY KEY (m) NOT ENFORCED")
+                                          + "INSERT INTO up2 SELECT mx / 1000, COUNT(*) FROM (SELECT id % 50 AS g, MAX(id) AS mx FROM events GROUP BY id % 50) AS t GROUP BY mx / 1000;",
+                                          "SET 'parallelism.default' = '2';\n"))
+            records = consume_all(servers, "up2", 2)
+            tombstones = sum(1 for _, v in records if v is None)
+            maxes = {}
+            for i in range(n):
+                maxes[i % 50] = max(maxes.get(i % 50, -1), i)
+            want = collections.Counter(m // 1000 for m in maxes.values())
+            got_t = {json.loads(k)["m"]: v["groups"] for k, v in compacted(records).items()}
+            c.expect(p.returncode == 0 and got_t == dict(want) and tombstones > 0,
+                     f"upsert-kafka: deletes of a two-level aggregation are tombstones ({tombstones}); compacted topic = final table ({len(got_t)} keys)",
+                     p.stderr[-800:] or f"{got_t} != {dict(want)}")
+
+            p = run(args.binary, pipeline("up3", src("events", {}) + upsert_table("up3", "up1", "k INT, n BIGINT")
+                                          + "INSERT INTO up3 SELECT amount, COUNT(*) FROM events GROUP BY amount;"))
+            c.expect(p.returncode != 0 and "needs a PRIMARY KEY" in p.stderr, "upsert-kafka without a PRIMARY KEY is refused", p.stderr[-400:])
+
             # 7. Errors: unreachable broker, missing topic.
             dead = f"127.0.0.1:{free_port()}"
             t0 = time.time()

@@ -149,6 +149,18 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: updates,
     },
+    ConnectorFactory {
+        name: "upsert-kafka",
+        doc: "writes an updating result to a Kafka topic as upserts keyed by the PRIMARY KEY, deletes as tombstones",
+        options: kafka::UPSERT_OPTIONS,
+        formats: Some(FormatOptions { keys: &["value.format", "key.format"], valid: RECORD_FORMATS }),
+        source: None,
+        sink: Some(kafka::create_upsert_sink),
+        validate: kafka::validate_upsert,
+        unbounded_hint: bounded,
+        metadata_keys: &[],
+        accepts_updates: updates,
+    },
 ];
 
 /// Looks up a table's connector and validates its options (keys, required keys, format).

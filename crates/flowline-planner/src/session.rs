@@ -76,9 +76,11 @@ fn session_schema(input: &DFSchema, time_col: &str, keys: &[String]) -> Result<D
     };
     let tz = match time.data_type() {
         DataType::Timestamp(_, tz) => tz.clone(),
-        other => return plan_err!(
+        other => {
+            return plan_err!(
             "SESSION DESCRIPTOR({time_col}): the time attribute must be a TIMESTAMP, got {other}"
-        ),
+        )
+        }
     };
     for name in ["window_start", "window_end", "window_time"] {
         if names.iter().any(|n| *n == name) {

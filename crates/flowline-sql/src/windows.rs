@@ -322,17 +322,18 @@ pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
         _ => return Err(bad()),
     };
     let n: i64 = number.parse().map_err(|_| bad())?;
-    let unit_ms =
-        match unit.to_ascii_uppercase().trim_end_matches('S') {
-            "MILLISECOND" => 1,
-            "SECOND" => 1_000,
-            "MINUTE" => 60_000,
-            "HOUR" => 3_600_000,
-            "DAY" => 86_400_000,
-            _ => return Err(format!(
+    let unit_ms = match unit.to_ascii_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => {
+            return Err(format!(
                 "unsupported interval unit '{unit}'; use MILLISECOND, SECOND, MINUTE, HOUR or DAY"
-            )),
-        };
+            ))
+        }
+    };
     Ok(n * unit_ms)
 }
 

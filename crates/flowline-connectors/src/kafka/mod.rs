@@ -18,10 +18,57 @@ use flowline_common::{OptionSpec, Options};
 use flowline_formats::{RecordFormat, RECORD_FORMATS};
 use flowline_sql::TableDef;
 
-use crate::{ConnectorError, Result};
+use crate::{ConnectorError, Result, Sink, TaskContext};
 
 pub use sink::create_sink;
 pub use source::create_source;
+
+/// `upsert-kafka`: a compacted topic as a table keyed by its PRIMARY KEY. The sink writes `+I`/`+U`
+/// rows as records keyed by the primary key and `-D` rows as tombstones (null values); `-U`
+/// rows are dropped (the next `+U` of the key replaces them).
+pub const UPSERT_OPTIONS: &[OptionSpec] = &[
+    OptionSpec::required("connector", "upsert-kafka"),
+    OptionSpec::required("topic", "topic name"),
+    OptionSpec::required("properties.bootstrap.servers", "comma-separated host:port of Kafka brokers"),
+    OptionSpec::optional("properties.*", "passed to the Kafka client (librdkafka names; common Java-only ones are translated or ignored)"),
+    OptionSpec::required("key.format", "format of the key (the PRIMARY KEY columns): json, csv, raw"),
+    OptionSpec::required("value.format", "format of the value: json, csv, raw"),
+    OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
+    OptionSpec::optional("value.fields-include", "ALL (default) or EXCEPT_KEY: whether the value also carries the key columns"),
+    OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default), exactly-once (Kafka transactions committed with checkpoints)"),
+    OptionSpec::optional("sink.transactional-id-prefix", "exactly-once: prefix of the transactional ids (<prefix>-<table>-<subtask>)"),
+    OptionSpec::optional("sink.buffer-flush.max-rows", "accepted for Flink compatibility; every change is written"),
+    OptionSpec::optional("sink.buffer-flush.interval", "accepted for Flink compatibility; every change is written"),
+    OptionSpec::optional("sink.parallelism", "accepted; the job's parallelism is used"),
+];
+
+/// The options of an `upsert-kafka` table as the `kafka` code reads them: the key is the
+/// PRIMARY KEY.
+pub(crate) fn upsert_options(table: &TableDef, o: &Options) -> Result<Options> {
+    if table.primary_key.is_empty() {
+        return Err(ConnectorError::config(
+            &table.name,
+            "connector 'upsert-kafka' needs a PRIMARY KEY (...) NOT ENFORCED: the key of the topic's records",
+        ));
+    }
+    let mut map = o.map().clone();
+    map.insert("key.fields".into(), table.primary_key.join(";"));
+    map.remove("sink.buffer-flush.max-rows");
+    map.remove("sink.buffer-flush.interval");
+    Ok(Options::new("connector 'upsert-kafka'", map))
+}
+
+pub fn validate_upsert(table: &TableDef, o: &Options) -> Result<()> {
+    validate(table, &upsert_options(table, o)?)
+}
+
+pub fn create_upsert_sink(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+) -> Result<Box<dyn Sink>> {
+    sink::create(table, &upsert_options(table, o)?, ctx, true)
+}
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "kafka"),

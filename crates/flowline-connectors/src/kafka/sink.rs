@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
-use flowline_common::Options;
+use flowline_common::{Options, RowKind};
 use flowline_formats::{RecordBuffer, RecordEncoder};
 use flowline_sql::TableDef;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -34,6 +34,16 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
 const EXACTLY_ONCE_HELD_MAX: usize = 256 << 20;
 
 pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<Box<dyn Sink>> {
+    create(table, o, ctx, false)
+}
+
+/// A Kafka sink; `upsert` writes a changelog as upserts and tombstones keyed by the key columns.
+pub(crate) fn create(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    upsert: bool,
+) -> Result<Box<dyn Sink>> {
     let layout = Layout::new(table, o)?;
     let name = table.name.clone();
     let topic = o
@@ -129,6 +139,7 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         exactly_once,
         value_buf: RecordBuffer::default(),
         key_buf: RecordBuffer::default(),
+        upsert,
     }))
 }
 
@@ -162,6 +173,8 @@ struct KafkaSink {
     value_buf: RecordBuffer,
     key_buf: RecordBuffer,
     exactly_once: Option<ExactlyOnce>,
+    /// upsert-kafka: `-U` rows are dropped and `-D` rows become tombstones.
+    upsert: bool,
 }
 
 /// Records held for one checkpoint: `(partition or -1, key, value)` encoded back to back.
@@ -359,6 +372,34 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.check()?;
+        // Upserts: drop -U rows, and note which rows are deletes (tombstones).
+        let mut deletes: Vec<bool> = Vec::new();
+        let batch = match flowline_common::changelog::row_kinds(&batch) {
+            Some(kinds) if self.upsert => {
+                let keep = arrow::array::BooleanArray::from_iter(
+                    kinds
+                        .values()
+                        .iter()
+                        .map(|k| Some(*k != RowKind::UpdateBefore as i8)),
+                );
+                deletes = kinds
+                    .values()
+                    .iter()
+                    .filter(|k| **k != RowKind::UpdateBefore as i8)
+                    .map(|k| *k == RowKind::Delete as i8)
+                    .collect();
+                let kept = arrow::compute::filter_record_batch(&batch, &keep)
+                    .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+                flowline_common::changelog::strip_row_kind(&kept)
+            }
+            Some(_) => {
+                return Err(ConnectorError::config(
+                    &self.table,
+                    "internal: the kafka sink received an updating stream",
+                ))
+            }
+            None => batch,
+        };
         let project = |cols: &[usize]| {
             batch
                 .project(cols)
@@ -375,7 +416,12 @@ impl Sink for KafkaSink {
             k.encode(&keys, &mut self.key_buf)
                 .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
         }
-        let values: Vec<_> = self.value_buf.ranges().collect();
+        let mut values: Vec<_> = self.value_buf.ranges().collect();
+        for (v, delete) in values.iter_mut().zip(&deletes) {
+            if *delete {
+                *v = None;
+            }
+        }
         let keys: Vec<_> = if self.key.is_some() {
             self.key_buf.ranges().collect()
         } else {

@@ -315,14 +315,15 @@ fn to_timestamp_ltz(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
             out.append_null();
             continue;
         }
-        let scale =
-            match precision.map_or(3, |p| p.value(i)) {
-                0 => 1000,
-                3 => 1,
-                p => return exec_err!(
+        let scale = match precision.map_or(3, |p| p.value(i)) {
+            0 => 1000,
+            3 => 1,
+            p => {
+                return exec_err!(
                     "TO_TIMESTAMP_LTZ: precision must be 0 (seconds) or 3 (milliseconds), got {p}"
-                ),
-            };
+                )
+            }
+        };
         out.append_value(v.value(i) * scale);
     }
     Ok(Arc::new(out.finish()))

@@ -40,6 +40,9 @@ pub struct ConnectorFactory {
     /// Whether the sink, with these options, takes an updating stream (rows with a change
     /// kind, `flowline_common::changelog`); an append-only sink is refused one at planning time.
     pub accepts_updates: fn(&Options) -> bool,
+    /// The source reads upserts keyed by the PRIMARY KEY (rows with a change kind `+U` or `-D`);
+    /// the planner turns them into a changelog.
+    pub upsert_source: bool,
 }
 
 fn appends(_: &Options) -> bool {
@@ -71,6 +74,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: bounded,
         metadata_keys: &[],
         accepts_updates: updates,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "datagen",
@@ -86,6 +90,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         },
         metadata_keys: &[],
         accepts_updates: appends,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "filesystem",
@@ -98,6 +103,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: bounded,
         metadata_keys: &[],
         accepts_updates: appends,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "http",
@@ -110,6 +116,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
         metadata_keys: &[],
         accepts_updates: appends,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "kafka",
@@ -124,6 +131,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         },
         metadata_keys: kafka::METADATA_KEYS,
         accepts_updates: appends,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "nexmark",
@@ -136,6 +144,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: |o| o.get("events.num").filter(|n| n.trim() != "0").is_none().then_some("set 'events.num'"),
         metadata_keys: &[],
         accepts_updates: appends,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "print",
@@ -148,18 +157,22 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: bounded,
         metadata_keys: &[],
         accepts_updates: updates,
+        upsert_source: false,
     },
     ConnectorFactory {
         name: "upsert-kafka",
-        doc: "writes an updating result to a Kafka topic as upserts keyed by the PRIMARY KEY, deletes as tombstones",
+        doc: "a Kafka topic as a table keyed by its PRIMARY KEY: upserts, and tombstones for deletes",
         options: kafka::UPSERT_OPTIONS,
         formats: Some(FormatOptions { keys: &["value.format", "key.format"], valid: RECORD_FORMATS }),
-        source: None,
+        source: Some(kafka::create_upsert_source),
         sink: Some(kafka::create_upsert_sink),
         validate: kafka::validate_upsert,
-        unbounded_hint: bounded,
+        unbounded_hint: |o| {
+            (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
+        },
         metadata_keys: &[],
         accepts_updates: updates,
+        upsert_source: true,
     },
 ];
 

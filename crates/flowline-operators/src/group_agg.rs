@@ -119,17 +119,17 @@ impl OperatorFactory for GroupAggregateSpec {
 }
 
 /// Group keys in Arrow's row format, interned to dense ids; ids of deleted groups are reused.
-struct Groups {
+pub(crate) struct Groups {
     table: hashbrown::HashTable<u32>,
-    keys: Vec<Box<[u8]>>,
+    pub keys: Vec<Box<[u8]>>,
     /// Rows currently in each group (inserts minus retractions); a group with none is not live.
-    live: Vec<i64>,
-    free: Vec<u32>,
+    pub live: Vec<i64>,
+    pub free: Vec<u32>,
     hasher: std::collections::hash_map::RandomState,
 }
 
 impl Groups {
-    fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             table: hashbrown::HashTable::new(),
             keys: Vec::new(),
@@ -140,7 +140,7 @@ impl Groups {
     }
 
     /// The group of `key`, created when new; `true` when it was created.
-    fn intern(&mut self, key: &[u8]) -> (u32, bool) {
+    pub fn intern(&mut self, key: &[u8]) -> (u32, bool) {
         let hash = self.hasher.hash_one(key);
         let keys = &self.keys;
         if let Some(g) = self.table.find(hash, |g| &*keys[*g as usize] == key) {
@@ -163,7 +163,7 @@ impl Groups {
         (g, true)
     }
 
-    fn remove(&mut self, g: u32) {
+    pub fn remove(&mut self, g: u32) {
         let key = std::mem::take(&mut self.keys[g as usize]);
         let hash = self.hasher.hash_one(&*key);
         if let Ok(entry) = self.table.find_entry(hash, |x| *x == g) {
@@ -173,11 +173,11 @@ impl Groups {
         self.free.push(g);
     }
 
-    fn len(&self) -> usize {
+    pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    fn size(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.keys.iter().map(|k| k.len() + 16).sum::<usize>()
             + self.table.capacity() * 4
             + self.live.len() * 8

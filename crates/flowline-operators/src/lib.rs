@@ -5,13 +5,15 @@
 //! - `window_agg.rs`: window aggregation (TUMBLE, HOP, CUMULATE and SESSION windows) with
 //!   DataFusion's vectorised `GroupsAccumulator`s;
 //! - `session.rs`: SESSION window assignment (buffers rows until their session closes);
-//! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions).
+//! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions);
+//! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog.
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
 
 pub mod chain;
 pub mod group_agg;
+pub mod normalize;
 pub mod session;
 mod session_table;
 pub mod window_agg;
@@ -26,6 +28,7 @@ use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
 pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
+pub use normalize::ChangelogNormalizeSpec;
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,
 };

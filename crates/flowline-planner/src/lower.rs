@@ -31,8 +31,9 @@ use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
 use flowline_common::changelog::{row_kind_field, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
-    AggFunction, AggregateCall, ChainStep, GroupAggregateCall, GroupAggregateSpec,
-    SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain, WindowAggregateSpec,
+    AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
+    GroupAggregateSpec, SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain,
+    WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -49,7 +50,15 @@ pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
 fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node>> {
     let lower = |p: &LogicalPlan, c: &Catalog| lower_node(p, c, timed);
     match plan {
-        LogicalPlan::TableScan(_) => Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)]),
+        LogicalPlan::TableScan(_) => {
+            if cat
+                .binding_for_scan(&table_of(plan))
+                .is_some_and(|b| b.factory.upsert_source)
+            {
+                return lower_upsert_scan(plan, cat);
+            }
+            Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)])
+        }
         LogicalPlan::Projection(p) => {
             let exprs = p
                 .expr
@@ -173,6 +182,82 @@ fn fuse(mut nodes: Vec<Node>, step: ChainStep) -> Result<Vec<Node>> {
         .iter_mut()
         .for_each(|n| n.chain_mut().steps.push(step.clone()));
     Ok(nodes)
+}
+
+fn table_of(plan: &LogicalPlan) -> String {
+    match plan {
+        LogicalPlan::TableScan(s) => s.table_name.table().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A scan of an upsert source (upsert-kafka): the source reads every column with a change kind
+/// (`+U`, `-D`), a ChangelogNormalize keyed by the PRIMARY KEY turns that into a changelog, and
+/// the scan's projection and filters follow it. (No watermark: operators that need event time
+/// take append-only input.)
+fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
+    let scanned = lower_scan(plan, cat, false)?;
+    let table = &scanned.source.table;
+    let full = table.source_schema();
+    let key = table
+        .primary_key
+        .iter()
+        .map(|k| {
+            full.fields()
+                .iter()
+                .position(|f| f.name() == k)
+                .ok_or_else(|| {
+                    PlanError::Invalid(format!(
+                        "table '{}': PRIMARY KEY column '{k}' is not a column",
+                        table.name
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut fields: Vec<Field> = full.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(row_kind_field());
+    let spec = ChangelogNormalizeSpec {
+        key: key.clone(),
+        schema: Arc::new(Schema::new(fields)),
+    };
+    let exchange = key
+        .iter()
+        .map(|i| Arc::new(Column::new(full.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+        .collect();
+    // The columns the query reads, and the change kind after them; then the scan's filters.
+    let picked: Vec<usize> = scanned
+        .projection
+        .clone()
+        .unwrap_or_else(|| (0..full.fields().len()).collect());
+    let exprs = picked
+        .iter()
+        .map(|i| Arc::new(Column::new(full.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
+        .collect();
+    let schema = Arc::new(Schema::new(
+        picked
+            .iter()
+            .map(|i| full.field(*i).clone())
+            .collect::<Vec<Field>>(),
+    ));
+    let mut chain = StatelessChain::default();
+    chain.steps.push(carry_row_kind(
+        ChainStep::Project { exprs, schema },
+        full.fields().len(),
+    ));
+    chain.steps.extend(scanned.chain.steps.iter().cloned());
+    let source = Branch {
+        source: scanned.source.clone(),
+        projection: None,
+        chain: StatelessChain::default(),
+        watermark: None,
+    };
+    Ok(vec![Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs: vec![Node::Source(source)],
+        key: exchange,
+        chain,
+        keep_late: false,
+    }))])
 }
 
 /// A scan becomes a source branch; with `watermark`, the table's WATERMARK FOR is fused in.

@@ -24,8 +24,10 @@ pub use sink::create_sink;
 pub use source::create_source;
 
 /// `upsert-kafka`: a compacted topic as a table keyed by its PRIMARY KEY. The sink writes `+I`/`+U`
-/// rows as records keyed by the primary key and `-D` rows as tombstones (null values); `-U`
-/// rows are dropped (the next `+U` of the key replaces them).
+/// rows as records keyed by the primary key and `-D` rows as tombstones (null values); a `-U`
+/// row is dropped when the batch also writes its key, else it is a tombstone. The source reads every record
+/// from the earliest offset as an upsert (`+U`) or, for a tombstone, a delete (`-D`); the
+/// planner normalizes that into a changelog (`ChangelogNormalize`).
 pub const UPSERT_OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "upsert-kafka"),
     OptionSpec::required("topic", "topic name"),
@@ -35,6 +37,10 @@ pub const UPSERT_OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("value.format", "format of the value: json, csv, raw"),
     OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
     OptionSpec::optional("value.fields-include", "ALL (default) or EXCEPT_KEY: whether the value also carries the key columns"),
+    OptionSpec::optional("scan.bounded.mode", "source: unbounded (default), latest-offset, group-offsets, timestamp, specific-offsets"),
+    OptionSpec::optional("scan.bounded.specific-offsets", "source: stop offsets (exclusive): 'partition:0,offset:42;...'"),
+    OptionSpec::optional("scan.bounded.timestamp-millis", "source: stop before the first record at or after this time"),
+    OptionSpec::optional("properties.group.id", "consumer group (offsets are committed there for monitoring)"),
     OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default), exactly-once (Kafka transactions committed with checkpoints)"),
     OptionSpec::optional("sink.transactional-id-prefix", "exactly-once: prefix of the transactional ids (<prefix>-<table>-<subtask>)"),
     OptionSpec::optional("sink.buffer-flush.max-rows", "accepted for Flink compatibility; every change is written"),
@@ -53,6 +59,8 @@ pub(crate) fn upsert_options(table: &TableDef, o: &Options) -> Result<Options> {
     }
     let mut map = o.map().clone();
     map.insert("key.fields".into(), table.primary_key.join(";"));
+    // The source reads the whole topic: every key's latest version.
+    map.insert("scan.startup.mode".into(), "earliest-offset".into());
     map.remove("sink.buffer-flush.max-rows");
     map.remove("sink.buffer-flush.interval");
     Ok(Options::new("connector 'upsert-kafka'", map))
@@ -60,6 +68,15 @@ pub(crate) fn upsert_options(table: &TableDef, o: &Options) -> Result<Options> {
 
 pub fn validate_upsert(table: &TableDef, o: &Options) -> Result<()> {
     validate(table, &upsert_options(table, o)?)
+}
+
+pub fn create_upsert_source(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+) -> Result<Box<dyn crate::Source>> {
+    source::create(table, &upsert_options(table, o)?, ctx, projection, true)
 }
 
 pub fn create_upsert_sink(

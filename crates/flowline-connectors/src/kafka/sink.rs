@@ -372,24 +372,53 @@ impl KafkaSink {
 impl Sink for KafkaSink {
     fn write(&mut self, batch: RecordBatch) -> Result<()> {
         self.check()?;
-        // Upserts: drop -U rows, and note which rows are deletes (tombstones).
+        // Upserts: -D rows are tombstones. A -U row is dropped when the batch also writes its key
+        // (its +U follows); otherwise its row is gone (a filter dropped the new version), and it
+        // is a tombstone too.
         let mut deletes: Vec<bool> = Vec::new();
         let batch = match flowline_common::changelog::row_kinds(&batch) {
             Some(kinds) if self.upsert => {
-                let keep = arrow::array::BooleanArray::from_iter(
-                    kinds
-                        .values()
-                        .iter()
-                        .map(|k| Some(*k != RowKind::UpdateBefore as i8)),
-                );
-                deletes = kinds
-                    .values()
-                    .iter()
-                    .filter(|k| **k != RowKind::UpdateBefore as i8)
-                    .map(|k| *k == RowKind::Delete as i8)
-                    .collect();
-                let kept = arrow::compute::filter_record_batch(&batch, &keep)
+                let kinds: Vec<i8> = kinds.values().to_vec();
+                let keys = batch
+                    .project(&self.layout.key_columns)
                     .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+                let conv = arrow::row::RowConverter::new(
+                    keys.schema()
+                        .fields()
+                        .iter()
+                        .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+                        .collect(),
+                )
+                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+                let rows = conv
+                    .convert_columns(keys.columns())
+                    .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+                let written: std::collections::HashSet<&[u8]> = kinds
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, k)| {
+                        **k == RowKind::Insert as i8 || **k == RowKind::UpdateAfter as i8
+                    })
+                    .map(|(i, _)| rows.row(i).data())
+                    .collect();
+                let keep: Vec<bool> = kinds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        *k != RowKind::UpdateBefore as i8 || !written.contains(rows.row(i).data())
+                    })
+                    .collect();
+                deletes = kinds
+                    .iter()
+                    .zip(&keep)
+                    .filter(|(_, keep)| **keep)
+                    .map(|(k, _)| *k == RowKind::Delete as i8 || *k == RowKind::UpdateBefore as i8)
+                    .collect();
+                let kept = arrow::compute::filter_record_batch(
+                    &batch,
+                    &arrow::array::BooleanArray::from(keep),
+                )
+                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
                 flowline_common::changelog::strip_row_kind(&kept)
             }
             Some(_) => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
-use flowline_common::Options;
+use flowline_common::{Options, RowKind};
 use flowline_formats::{RecordBuffer, RecordDecoder};
 use flowline_sql::TableDef;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
@@ -33,7 +33,25 @@ pub fn create_source(
     ctx: &TaskContext,
     projection: Option<&[usize]>,
 ) -> Result<Box<dyn Source>> {
+    create(table, o, ctx, projection, false)
+}
+
+/// A Kafka source; `upsert` reads records as upserts keyed by the key columns (a null value is a
+/// delete) and adds the change-kind column (`+U`, `-D`) after the projected columns.
+pub(crate) fn create(
+    table: &TableDef,
+    o: &Options,
+    ctx: &TaskContext,
+    projection: Option<&[usize]>,
+    upsert: bool,
+) -> Result<Box<dyn Source>> {
     let layout = Layout::new(table, o)?;
+    if upsert && matches!(layout.value_format, flowline_formats::RecordFormat::Csv(..)) {
+        return Err(ConnectorError::config(
+            &table.name,
+            "the upsert-kafka source reads 'value.format' json or raw (a csv tombstone has no row to decode)",
+        ));
+    }
     let name = table.name.clone();
     let mut config = client_config(o);
     if o.get("properties.group.id").is_none() {
@@ -93,11 +111,16 @@ pub fn create_source(
     let projection = projection
         .map(<[usize]>::to_vec)
         .unwrap_or_else(|| (0..source_schema.fields().len()).collect());
-    let schema = Arc::new(
-        source_schema
-            .project(&projection)
-            .map_err(|e| ConnectorError::config(&name, e.to_string()))?,
-    );
+    let mut schema = source_schema
+        .project(&projection)
+        .map_err(|e| ConnectorError::config(&name, e.to_string()))?;
+    if upsert {
+        let mut fields: Vec<arrow::datatypes::Field> =
+            schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(flowline_common::changelog::row_kind_field());
+        schema = arrow::datatypes::Schema::new(fields);
+    }
+    let schema = Arc::new(schema);
     let wants_meta = projection.iter().any(|i| *i >= width);
     Ok(Box::new(KafkaSource {
         table: name,
@@ -114,8 +137,10 @@ pub fn create_source(
         key,
         buf: Buffered {
             meta: wants_meta.then(Vec::new),
+            kinds: upsert.then(Vec::new),
             ..Default::default()
         },
+        upsert,
         projection,
         schema,
         width,
@@ -293,6 +318,8 @@ struct Buffered {
     key: RecordBuffer,
     /// Per record, when a metadata column is read.
     meta: Option<Vec<RecordMeta>>,
+    /// Per record of an upsert source: `+U`, or `-D` for a tombstone.
+    kinds: Option<Vec<i8>>,
 }
 
 /// How records are buffered: the formats' needs.
@@ -314,10 +341,23 @@ impl Buffered {
         key: Option<&[u8]>,
         timestamp: Option<(i64, &'static str)>,
     ) {
-        if payload.is_none() && !shape.raw_value {
+        if let Some(kinds) = self.kinds.as_mut() {
+            // Upserts: a tombstone deletes its key; its row has only the key columns.
+            kinds.push(if payload.is_some() {
+                RowKind::UpdateAfter
+            } else {
+                RowKind::Delete
+            } as i8);
+            let payload = match payload {
+                None if shape.value_json => Some(&b"{}"[..]),
+                other => other,
+            };
+            self.value.push(payload, shape.value_json);
+        } else if payload.is_none() && !shape.raw_value {
             return; // a tombstone: no row in json or csv
+        } else {
+            self.value.push(payload, shape.value_json);
         }
-        self.value.push(payload, shape.value_json);
         if shape.has_key {
             self.key.push(key, shape.key_json);
         }
@@ -333,6 +373,8 @@ impl Buffered {
 
 struct KafkaSource {
     table: String,
+    /// upsert-kafka: records are upserts and tombstones (`Buffered::kinds`).
+    upsert: bool,
     options: Options,
     consumer: BaseConsumer,
     /// The assigned partitions; per-partition state below is indexed like this list.
@@ -554,7 +596,12 @@ impl KafkaSource {
             .as_mut()
             .map(std::mem::take)
             .unwrap_or_default();
-        let Some(value) = value else { return Ok(None) };
+        let Some(value) = value else {
+            if let Some(k) = self.buf.kinds.as_mut() {
+                k.clear();
+            }
+            return Ok(None);
+        };
         let rows = value.num_rows();
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.width + self.metadata.len()];
         if self.buf.meta.is_some() {
@@ -584,7 +631,8 @@ impl KafkaSource {
                 ));
             }
             for (j, i) in self.layout.key_columns.iter().enumerate() {
-                if columns[*i].is_none() {
+                // Upserts take the key from the key: a tombstone's value has none.
+                if columns[*i].is_none() || self.upsert {
                     columns[*i] = Some(key.column(j).clone());
                 }
             }
@@ -598,6 +646,20 @@ impl KafkaSource {
                 })
             })
             .collect::<Result<_>>()?;
+        let mut out = out;
+        if let Some(kinds) = self.buf.kinds.as_mut() {
+            let mut kinds = std::mem::take(kinds);
+            if !skipped_records.is_empty() {
+                let mut i = 0;
+                let mut skipped = skipped_records.iter().peekable();
+                kinds.retain(|_| {
+                    let keep = skipped.next_if_eq(&&i).is_none();
+                    i += 1;
+                    keep
+                });
+            }
+            out.push(Arc::new(arrow::array::Int8Array::from(kinds)));
+        }
         Ok(Some(
             RecordBatch::try_new(self.schema.clone(), out)
                 .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?,

@@ -1,15 +1,7 @@
 //! Every kind of bad input gets a clear error that says what and where, or (with
 //! ignore-parse-errors) is skipped and counted.
 
-use crate::support::run_script;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use crate::support::{run_script, runtime as rt};
 
 fn run_err(script: &str) -> String {
     match rt().block_on(run_script(script, 1)) {

@@ -47,6 +47,17 @@ fn script(out: &Path, cols: &str, query: &str) -> String {
 /// Runs until the end, or until `stop_after` and then a stop with a final checkpoint.
 async fn run(script: &str, state: &Path, stop_after: Option<Duration>) -> anyhow::Result<()> {
     let graph = flowline_planner::plan_script(script, Some(2)).await?;
+    run_graph(&graph, state, stop_after).await?;
+    Ok(())
+}
+
+/// Runs a planned job with its checkpoints in `state`, stopped (with a final checkpoint) after
+/// `stop_after` if it is still running.
+async fn run_graph(
+    graph: &flowline_planner::JobGraph,
+    state: &Path,
+    stop_after: Option<Duration>,
+) -> anyhow::Result<flowline_runtime::JobOutput> {
     let checkpoint = CheckpointConfig::from_options(&graph.config, state, false)?;
     let stop = StopSignal::new();
     if let Some(d) = stop_after {
@@ -60,8 +71,7 @@ async fn run(script: &str, state: &Path, stop_after: Option<Duration>) -> anyhow
         dir: Some(state.to_path_buf()),
         checkpoint,
     };
-    flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job).await?;
-    Ok(())
+    Ok(flowline_runtime::run_job_with_state(graph, &MetricsRegistry::new(), &stop, job).await?)
 }
 
 fn lines(dir: &Path) -> Vec<String> {
@@ -188,22 +198,7 @@ async fn updating_aggregation_resumes_its_changelog() {
             parallelism: 2,
             config: catalog.config.clone(),
         };
-        let checkpoint = CheckpointConfig::from_options(&graph.config, state, false).unwrap();
-        let stop = StopSignal::new();
-        if let Some(d) = stop_after {
-            let s = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                s.stop();
-            });
-        }
-        let job = JobState {
-            dir: Some(state.to_path_buf()),
-            checkpoint,
-        };
-        let out = flowline_runtime::run_job_with_state(&graph, &MetricsRegistry::new(), &stop, job)
-            .await
-            .unwrap();
+        let out = run_graph(&graph, state, stop_after).await.unwrap();
         out.collected.into_iter().flatten().collect()
     }
     for query in UPDATING {

@@ -13,11 +13,7 @@ fn late_rows(metrics: &flowline_common::MetricsRegistry) -> u64 {
 /// are late: dropped and counted.
 #[test]
 fn idle_sources_do_not_stall_time() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("a.json"),
@@ -61,11 +57,7 @@ fn idle_sources_do_not_stall_time() {
 
 #[test]
 fn window_state_is_released_when_windows_fire() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let script = "CREATE TABLE nexmark (event_type INT, \
         bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>, \
         ts AS bid.dateTime, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND) \
@@ -85,11 +77,7 @@ fn window_state_is_released_when_windows_fire() {
 /// second, in 200 ms windows, land in several windows and none is lost.
 #[test]
 fn processing_time_windows_fire_on_the_clock() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let script = format!(
         "CREATE TABLE g (id BIGINT, pt AS PROCTIME()) WITH ('connector' = 'datagen', 'rows-per-second' = '20', 'number-of-rows' = '20');

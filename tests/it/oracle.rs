@@ -55,22 +55,10 @@ fn ddl(path: &std::path::Path) -> String {
 }
 
 fn check(seed: u64, n: usize, parallelism: usize, files: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = json_rows(seed, n);
-    let lines: Vec<&str> = data.lines().collect();
-    let per = lines.len().div_ceil(files).max(1);
-    for (i, chunk) in lines.chunks(per).enumerate() {
-        std::fs::write(
-            dir.path().join(format!("part-{i}.json")),
-            chunk.join("\n") + "\n",
-        )
-        .unwrap();
-    }
+    crate::support::write_parts(dir.path(), &data, files);
     let ddl = ddl(dir.path());
     for q in QUERIES {
         let streamed = sorted(rows(
@@ -95,11 +83,7 @@ proptest! {
 
 #[test]
 fn parallel_run_gives_the_same_rows_as_serial() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let nexmark = "CREATE TABLE nexmark (event_type INT, \
         bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>) \

@@ -127,3 +127,25 @@ pub fn apply_changelog(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, Stri
         .flat_map(|(row, n)| std::iter::repeat_n(row, n))
         .collect())
 }
+
+/// The multi-threaded runtime the tests drive jobs on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Writes the lines of `data` as `files` consecutive JSON-lines files `part-000.json`, ...:
+/// in name order, so subtask s reads parts s, s + p, ... in order.
+pub fn write_parts(dir: &std::path::Path, data: &str, files: usize) {
+    let lines: Vec<&str> = data.lines().collect();
+    for (i, chunk) in lines.chunks(lines.len().div_ceil(files).max(1)).enumerate() {
+        std::fs::write(
+            dir.join(format!("part-{i:03}.json")),
+            chunk.join("\n") + "\n",
+        )
+        .unwrap();
+    }
+}

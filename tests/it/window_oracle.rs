@@ -102,23 +102,10 @@ const CASES: &[(&str, &str)] = &[
 ];
 
 fn check(seed: u64, n: usize, keys: u64, parallelism: usize, files: usize) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = crate::support::runtime();
     let dir = tempfile::tempdir().unwrap();
     let data = json_rows(seed, n, keys);
-    let lines: Vec<&str> = data.lines().collect();
-    let per = lines.len().div_ceil(files).max(1);
-    // Consecutive chunks in name order: subtask s reads chunks s, s + p, ... in order.
-    for (i, chunk) in lines.chunks(per).enumerate() {
-        std::fs::write(
-            dir.path().join(format!("part-{i:03}.json")),
-            chunk.join("\n") + "\n",
-        )
-        .unwrap();
-    }
+    crate::support::write_parts(dir.path(), &data, files);
     let ddl = format!(
         "CREATE TABLE src (k BIGINT, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND) \
          WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');",

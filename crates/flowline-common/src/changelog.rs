@@ -17,7 +17,7 @@
 use std::sync::Arc;
 
 use arrow_array::{Array, Int8Array, RecordBatch};
-use arrow_schema::{DataType, Field};
+use arrow_schema::{DataType, Field, Schema};
 
 /// Name of the change-kind column of an updating batch (always its last column).
 pub const ROW_KIND: &str = "_row_kind";
@@ -62,6 +62,13 @@ impl RowKind {
 /// The field of the change-kind column.
 pub fn row_kind_field() -> Field {
     Field::new(ROW_KIND, DataType::Int8, false)
+}
+
+/// The schema of an updating stream of `schema`'s rows: its fields, then the change kind.
+pub fn with_row_kind(schema: &Schema) -> Schema {
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(row_kind_field());
+    Schema::new_with_metadata(fields, schema.metadata().clone())
 }
 
 /// The change-kind column of `batch`, when it is an updating batch.

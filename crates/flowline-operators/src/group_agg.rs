@@ -27,8 +27,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Decimal128Array, Float64Array,
-    Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
+    Int64Array, RecordBatch, UInt32Array,
 };
+use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{cast, concat, take};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type, Float64Type, Int64Type, SchemaRef};
@@ -36,7 +37,6 @@ use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
-use flowline_common::limits::BATCH_ROWS_MAX;
 
 use crate::{Operator, OperatorContext, OperatorFactory};
 
@@ -244,18 +244,12 @@ impl GroupAggregate {
         }
     }
 
+    /// The current value of every aggregate for `groups` (typed as the accumulators make them;
+    /// the output batch casts them to the schema).
     fn evaluate(&mut self, groups: &[u32]) -> Result<Vec<ArrayRef>> {
         self.accs
             .iter_mut()
-            .zip(&self.spec.aggregates)
-            .map(|(acc, call)| {
-                let a = acc.evaluate(groups)?;
-                if a.data_type() == &call.output {
-                    Ok(a)
-                } else {
-                    Ok(cast(&a, &call.output)?)
-                }
-            })
+            .map(|acc| acc.evaluate(groups))
             .collect()
     }
 }
@@ -329,7 +323,12 @@ impl Operator for GroupAggregate {
                 Some(f) => Some(eval(f)?.as_boolean().clone()),
                 None => None,
             };
-            acc.update(&values, &gids, &adds, filter.as_ref())?;
+            acc.update(
+                &values,
+                &gids,
+                &adds,
+                counted_rows(&values, filter.as_ref()).as_ref(),
+            )?;
         }
 
         let new_groups: Vec<u32> = touched
@@ -405,26 +404,7 @@ impl Operator for GroupAggregate {
                     retract_rows.iter().chain(&add_rows).map(|r| r.2 as i8),
                 ),
             ));
-            let columns = columns
-                .into_iter()
-                .zip(self.spec.schema.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c)
-                    } else {
-                        cast(&c, f.data_type())
-                    }
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            let options = RecordBatchOptions::new().with_row_count(Some(rows));
-            let batch =
-                RecordBatch::try_new_with_options(self.spec.schema.clone(), columns, &options)?;
-            let mut offset = 0;
-            while offset < rows {
-                let len = BATCH_ROWS_MAX.min(rows - offset);
-                out.push(batch.slice(offset, len));
-                offset += len;
-            }
+            crate::push_sliced(&mut out, crate::batch_of(&self.spec.schema, columns, rows)?);
         }
 
         for g in touched {
@@ -501,13 +481,14 @@ impl Operator for GroupAggregate {
 /// A retracting accumulator over dense group ids.
 trait Acc: Send {
     fn resize(&mut self, groups: usize);
-    /// Adds (`adds[i]`) or retracts row `i`'s value in group `gids[i]`, for the rows `filter` keeps.
+    /// Adds (`adds[i]`) or retracts row `i`'s value in group `gids[i]`, for the rows `counted`
+    /// keeps ([`counted_rows`]).
     fn update(
         &mut self,
         values: &ArrayRef,
         gids: &[u32],
         adds: &[bool],
-        filter: Option<&BooleanArray>,
+        counted: Option<&BooleanBuffer>,
     ) -> Result<()>;
     /// The current value of each of `groups` (NULL where it has none).
     fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef>;
@@ -548,9 +529,39 @@ fn new_acc(call: &GroupAggregateCall, retracting: bool) -> Result<Box<dyn Acc>> 
     Ok(inner)
 }
 
-/// Whether row `i` counts for an aggregate: kept by the filter, and its value not NULL.
-fn counts(values: &ArrayRef, filter: Option<&BooleanArray>, i: usize) -> bool {
-    values.is_valid(i) && filter.is_none_or(|f| f.is_valid(i) && f.value(i))
+/// The rows an aggregate counts: kept by its FILTER, and its value not NULL (`None`: all).
+fn counted_rows(values: &ArrayRef, filter: Option<&BooleanArray>) -> Option<BooleanBuffer> {
+    let valid = values.logical_nulls().map(|n| n.into_inner());
+    let kept = filter.map(|f| match f.nulls() {
+        Some(n) => f.values() & n.inner(),
+        None => f.values().clone(),
+    });
+    match (valid, kept) {
+        (Some(a), Some(b)) => Some(&a & &b),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Calls `f(row, group, add)` for each row an aggregate counts.
+fn each_counted(
+    gids: &[u32],
+    adds: &[bool],
+    counted: Option<&BooleanBuffer>,
+    mut f: impl FnMut(usize, usize, bool),
+) {
+    for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
+        if counted.is_none_or(|c| c.value(i)) {
+            f(i, *g as usize, *add);
+        }
+    }
+}
+
+fn sign(add: bool) -> i64 {
+    if add {
+        1
+    } else {
+        -1
+    }
 }
 
 struct CountAcc {
@@ -563,16 +574,12 @@ impl Acc for CountAcc {
     }
     fn update(
         &mut self,
-        values: &ArrayRef,
+        _values: &ArrayRef,
         gids: &[u32],
         adds: &[bool],
-        filter: Option<&BooleanArray>,
+        counted: Option<&BooleanBuffer>,
     ) -> Result<()> {
-        for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-            if counts(values, filter, i) {
-                self.counts[*g as usize] += if *add { 1 } else { -1 };
-            }
-        }
+        each_counted(gids, adds, counted, |_, g, add| self.counts[g] += sign(add));
         Ok(())
     }
     fn evaluate(&mut self, groups: &[u32]) -> Result<ArrayRef> {
@@ -595,12 +602,14 @@ impl Acc for CountAcc {
     }
 }
 
-/// SUM and AVG: exact sums in `i128` for integers and decimals, `f64` for floating point.
+/// SUM and AVG: exact sums in `i128` for integers and decimals (integers as DECIMAL(38, 0)),
+/// `f64` for floating point.
 struct SumAcc {
     avg: bool,
     output: DataType,
-    /// Input values are cast to this before summing.
+    /// Input values are cast to this before summing: `Float64` or `Decimal128(38, scale)`.
     input: DataType,
+    /// The sums: `floats` for a `Float64` input, else `ints`.
     ints: Vec<i128>,
     floats: Vec<f64>,
     /// Non-NULL values summed.
@@ -614,7 +623,7 @@ impl SumAcc {
                 DataType::Decimal128(38, *s)
             }
             (_, DataType::Float16 | DataType::Float32 | DataType::Float64) => DataType::Float64,
-            (a, _) if a.is_integer() => DataType::Int64,
+            (a, _) if a.is_integer() => DataType::Decimal128(38, 0),
             (a, _) if a.is_floating() => DataType::Float64,
             (a, o) => {
                 return exec_err!(
@@ -631,12 +640,19 @@ impl SumAcc {
             n: Vec::new(),
         })
     }
+
+    fn floating(&self) -> bool {
+        self.input == DataType::Float64
+    }
 }
 
 impl Acc for SumAcc {
     fn resize(&mut self, groups: usize) {
-        self.ints.resize(groups, 0);
-        self.floats.resize(groups, 0.0);
+        if self.floating() {
+            self.floats.resize(groups, 0.0);
+        } else {
+            self.ints.resize(groups, 0);
+        }
         self.n.resize(groups, 0);
     }
     fn update(
@@ -644,44 +660,23 @@ impl Acc for SumAcc {
         values: &ArrayRef,
         gids: &[u32],
         adds: &[bool],
-        filter: Option<&BooleanArray>,
+        counted: Option<&BooleanBuffer>,
     ) -> Result<()> {
-        match &self.input {
-            DataType::Int64 => {
-                let v = cast(values, &DataType::Int64)?;
-                let v = v.as_primitive::<Int64Type>();
-                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-                    if counts(values, filter, i) {
-                        let (x, g) = (v.value(i) as i128, *g as usize);
-                        self.ints[g] += if *add { x } else { -x };
-                        self.n[g] += if *add { 1 } else { -1 };
-                    }
-                }
-            }
-            DataType::Float64 => {
-                let v = cast(values, &DataType::Float64)?;
-                let v = v.as_primitive::<Float64Type>();
-                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-                    if counts(values, filter, i) {
-                        let (x, g) = (v.value(i), *g as usize);
-                        self.floats[g] += if *add { x } else { -x };
-                        self.n[g] += if *add { 1 } else { -1 };
-                    }
-                }
-            }
-            _ => {
-                // Decimals are summed exactly at the input's scale; the result's scale is applied
-                // when it is evaluated.
-                let v = cast(values, &self.input)?;
-                let v = v.as_primitive::<Decimal128Type>();
-                for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-                    if counts(values, filter, i) {
-                        let (x, g) = (v.value(i), *g as usize);
-                        self.ints[g] += if *add { x } else { -x };
-                        self.n[g] += if *add { 1 } else { -1 };
-                    }
-                }
-            }
+        let v = cast(values, &self.input)?;
+        let (ints, floats, n) = (&mut self.ints, &mut self.floats, &mut self.n);
+        if let Some(v) = v.as_primitive_opt::<Float64Type>() {
+            each_counted(gids, adds, counted, |i, g, add| {
+                floats[g] += if add { v.value(i) } else { -v.value(i) };
+                n[g] += sign(add);
+            });
+        } else {
+            // Decimals (and integers) are summed exactly at the input's scale; the result's
+            // scale is applied when it is evaluated.
+            let v = v.as_primitive::<Decimal128Type>();
+            each_counted(gids, adds, counted, |i, g, add| {
+                ints[g] += if add { v.value(i) } else { -v.value(i) };
+                n[g] += sign(add);
+            });
         }
         Ok(())
     }
@@ -692,11 +687,13 @@ impl Acc for SumAcc {
                 let (s, n) = (self.floats[*g as usize], self.n[*g as usize]);
                 valid(g).then(|| if self.avg { s / n as f64 } else { s })
             }))),
-            (DataType::Int64, _) => Arc::new(Int64Array::from_iter(groups.iter().map(|g| {
-                let (s, n) = (self.ints[*g as usize], self.n[*g as usize] as i128);
-                // Integer AVG truncates toward zero, as Flink (Java) does.
-                valid(g).then(|| if self.avg { (s / n) as i64 } else { s as i64 })
-            }))),
+            (_, out) if out.is_integer() => {
+                Arc::new(Int64Array::from_iter(groups.iter().map(|g| {
+                    let (s, n) = (self.ints[*g as usize], self.n[*g as usize] as i128);
+                    // Integer AVG truncates toward zero, as Flink (Java) does.
+                    valid(g).then(|| if self.avg { (s / n) as i64 } else { s as i64 })
+                })))
+            }
             (DataType::Decimal128(_, in_scale), out) => {
                 let (p, s) = match out {
                     DataType::Decimal128(p, s) => (*p, *s),
@@ -726,18 +723,29 @@ impl Acc for SumAcc {
     }
     fn reset(&mut self, g: u32) {
         let g = g as usize;
-        (self.ints[g], self.floats[g], self.n[g]) = (0, 0.0, 0);
+        if self.floating() {
+            self.floats[g] = 0.0;
+        } else {
+            self.ints[g] = 0;
+        }
+        self.n[g] = 0;
     }
     fn save(&self, g: u32, out: &mut Vec<u8>) {
         let g = g as usize;
-        out.extend_from_slice(&self.ints[g].to_le_bytes());
-        out.extend_from_slice(&self.floats[g].to_le_bytes());
+        if self.floating() {
+            out.extend_from_slice(&self.floats[g].to_le_bytes());
+        } else {
+            out.extend_from_slice(&self.ints[g].to_le_bytes());
+        }
         out.extend_from_slice(&self.n[g].to_le_bytes());
     }
     fn load(&mut self, g: u32, bytes: &mut &[u8]) -> Result<()> {
         let g = g as usize;
-        self.ints[g] = i128::from_le_bytes(take_bytes(bytes)?);
-        self.floats[g] = f64::from_le_bytes(take_bytes(bytes)?);
+        if self.floating() {
+            self.floats[g] = f64::from_le_bytes(take_bytes(bytes)?);
+        } else {
+            self.ints[g] = i128::from_le_bytes(take_bytes(bytes)?);
+        }
         self.n[g] = i64::from_le_bytes(take_bytes(bytes)?);
         Ok(())
     }
@@ -785,11 +793,11 @@ impl Acc for MinMaxAcc {
         values: &ArrayRef,
         gids: &[u32],
         adds: &[bool],
-        filter: Option<&BooleanArray>,
+        counted: Option<&BooleanBuffer>,
     ) -> Result<()> {
         let rows = self.conv.convert_columns(std::slice::from_ref(values))?;
         for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-            if !counts(values, filter, i) {
+            if counted.is_some_and(|c| !c.value(i)) {
                 continue;
             }
             let (v, g) = (rows.row(i), *g as usize);
@@ -804,16 +812,13 @@ impl Acc for MinMaxAcc {
                     }
                 }
             } else if *add {
-                let better = match &self.best[g] {
-                    None => true,
-                    Some(b) => {
-                        if self.max {
-                            v.as_ref() > &**b
-                        } else {
-                            v.as_ref() < &**b
-                        }
+                let better = self.best[g].as_deref().is_none_or(|b| {
+                    if self.max {
+                        v.as_ref() > b
+                    } else {
+                        v.as_ref() < b
                     }
-                };
+                });
                 if better {
                     self.best[g] = Some(v.as_ref().into());
                 }
@@ -909,12 +914,12 @@ impl Acc for DistinctAcc {
         values: &ArrayRef,
         gids: &[u32],
         adds: &[bool],
-        filter: Option<&BooleanArray>,
+        counted: Option<&BooleanBuffer>,
     ) -> Result<()> {
         let rows = self.conv.convert_columns(std::slice::from_ref(values))?;
         let (mut pick, mut pick_gids, mut pick_adds) = (Vec::new(), Vec::new(), Vec::new());
         for (i, (g, add)) in gids.iter().zip(adds).enumerate() {
-            if !counts(values, filter, i) {
+            if counted.is_some_and(|c| !c.value(i)) {
                 continue;
             }
             let (v, seen) = (rows.row(i), &mut self.seen[*g as usize]);

@@ -214,6 +214,43 @@ pub(crate) fn repeat_i64(v: i64, n: usize) -> ArrayRef {
     std::sync::Arc::new(datafusion::arrow::array::Int64Array::from_value(v, n))
 }
 
+/// A batch of `schema` from `columns`, each cast to its field's type where it differs:
+/// accumulators may produce slightly different types or type parameters, and the planner's
+/// schema is the contract.
+pub(crate) fn batch_of(
+    schema: &datafusion::arrow::datatypes::SchemaRef,
+    columns: Vec<ArrayRef>,
+    rows: usize,
+) -> Result<RecordBatch> {
+    let columns = columns
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(c)
+            } else {
+                cast(&c, f.data_type())
+            }
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let options = datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &options,
+    )?)
+}
+
+/// Appends `batch` to `out` in slices of at most `BATCH_ROWS_MAX` rows.
+pub(crate) fn push_sliced(out: &mut Vec<RecordBatch>, batch: RecordBatch) {
+    let mut offset = 0;
+    while offset < batch.num_rows() {
+        let len = flowline_common::limits::BATCH_ROWS_MAX.min(batch.num_rows() - offset);
+        out.push(batch.slice(offset, len));
+        offset += len;
+    }
+}
+
 /// A state batch from columns, every field nullable and named by position.
 pub(crate) fn state_batch(columns: Vec<ArrayRef>, rows: usize) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{Field, Schema};

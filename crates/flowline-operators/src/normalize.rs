@@ -209,7 +209,6 @@ impl Operator for ChangelogNormalize {
             );
             for i in 0..batch.num_rows() {
                 let g = self.key_of(keys.value(i));
-                self.groups.live[g as usize] = 1;
                 self.held[g as usize] = Some(rows.value(i).into());
             }
         }

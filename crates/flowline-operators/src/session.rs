@@ -172,18 +172,7 @@ impl SessionWindow {
             &ends,
             self.spec.schema.field(n_in + 2).data_type(),
         )?);
-        let columns = columns
-            .into_iter()
-            .zip(self.spec.schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(self.spec.schema.clone(), columns)?)
+        crate::batch_of(&self.spec.schema, columns, picks.len())
     }
 }
 
@@ -568,23 +557,15 @@ impl SessionAggregate {
             .spec
             .outputs
             .iter()
-            .zip(self.spec.schema.fields())
-            .map(|(o, f)| {
-                let c = match o {
-                    SessionOutput::Key(i) => keys[*i].clone(),
-                    SessionOutput::Start => window[0].clone(),
-                    SessionOutput::End => window[1].clone(),
-                    SessionOutput::Time => window[2].clone(),
-                    SessionOutput::Aggregate(i) => aggs[*i].clone(),
-                };
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
+            .map(|o| match o {
+                SessionOutput::Key(i) => keys[*i].clone(),
+                SessionOutput::Start => window[0].clone(),
+                SessionOutput::End => window[1].clone(),
+                SessionOutput::Time => window[2].clone(),
+                SessionOutput::Aggregate(i) => aggs[*i].clone(),
             })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(self.spec.schema.clone(), columns)?)
+            .collect();
+        crate::batch_of(&self.spec.schema, columns, sessions.len())
     }
 }
 

@@ -28,7 +28,6 @@ use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
-use flowline_common::limits::BATCH_ROWS_MAX;
 
 use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory};
 
@@ -175,13 +174,7 @@ impl WindowAggregate {
             if window.num_groups == 0 && window.frozen.is_empty() {
                 continue;
             }
-            let batch = self.emit(start, end, window)?;
-            let mut offset = 0;
-            while offset < batch.num_rows() {
-                let len = BATCH_ROWS_MAX.min(batch.num_rows() - offset);
-                out.push(batch.slice(offset, len));
-                offset += len;
-            }
+            crate::push_sliced(&mut out, self.emit(start, end, window)?);
         }
         Ok(out)
     }
@@ -220,20 +213,7 @@ impl WindowAggregate {
         for acc in window.accumulators.iter_mut() {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
-        // Accumulators may produce a slightly different nullability or type parameters; the
-        // planner's schema is the contract.
-        let columns = columns
-            .into_iter()
-            .zip(schema.fields())
-            .map(|(c, f)| {
-                if c.data_type() == f.data_type() {
-                    Ok(c)
-                } else {
-                    cast(&c, f.data_type())
-                }
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        crate::batch_of(schema, columns, n)
     }
 
     /// Adds `rows` rows to the window `window_key`.

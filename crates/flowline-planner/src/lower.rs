@@ -28,7 +28,7 @@ use datafusion::physical_expr::PhysicalExpr;
 #[allow(deprecated)]
 // its replacement, LoweredAggregateBuilder, is not public in DataFusion 55
 use datafusion::physical_planner::create_aggregate_expr_and_maybe_filter;
-use flowline_common::changelog::{row_kind_field, RowKind, ROW_KIND};
+use flowline_common::changelog::{self, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
@@ -169,12 +169,28 @@ fn with_row_kind(step: ChainStep, kind: Arc<dyn PhysicalExpr>) -> ChainStep {
         return step;
     };
     exprs.push(kind);
-    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(row_kind_field());
     ChainStep::Project {
         exprs,
-        schema: Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone())),
+        schema: Arc::new(changelog::with_row_kind(&schema)),
     }
+}
+
+/// A projection picking columns `cols` of `schema` from a batch where column `cols[i]` sits at
+/// position `positions[i]`.
+fn pick_step(schema: &Schema, cols: &[usize], positions: &[usize]) -> ChainStep {
+    let exprs = cols
+        .iter()
+        .zip(positions)
+        .map(|(c, pos)| {
+            Arc::new(Column::new(schema.field(*c).name(), *pos)) as Arc<dyn PhysicalExpr>
+        })
+        .collect();
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|c| schema.field(*c).clone())
+            .collect::<Vec<Field>>(),
+    ));
+    ChainStep::Project { exprs, schema }
 }
 
 fn fuse(mut nodes: Vec<Node>, step: ChainStep) -> Result<Vec<Node>> {
@@ -203,22 +219,17 @@ fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
         .primary_key
         .iter()
         .map(|k| {
-            full.fields()
-                .iter()
-                .position(|f| f.name() == k)
-                .ok_or_else(|| {
-                    PlanError::Invalid(format!(
-                        "table '{}': PRIMARY KEY column '{k}' is not a column",
-                        table.name
-                    ))
-                })
+            full.index_of(k).map_err(|_| {
+                PlanError::Invalid(format!(
+                    "table '{}': PRIMARY KEY column '{k}' is not a column",
+                    table.name
+                ))
+            })
         })
         .collect::<Result<Vec<_>>>()?;
-    let mut fields: Vec<Field> = full.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(row_kind_field());
     let spec = ChangelogNormalizeSpec {
         key: key.clone(),
-        schema: Arc::new(Schema::new(fields)),
+        schema: Arc::new(changelog::with_row_kind(&full)),
     };
     let exchange = key
         .iter()
@@ -229,19 +240,9 @@ fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
         .projection
         .clone()
         .unwrap_or_else(|| (0..full.fields().len()).collect());
-    let exprs = picked
-        .iter()
-        .map(|i| Arc::new(Column::new(full.field(*i).name(), *i)) as Arc<dyn PhysicalExpr>)
-        .collect();
-    let schema = Arc::new(Schema::new(
-        picked
-            .iter()
-            .map(|i| full.field(*i).clone())
-            .collect::<Vec<Field>>(),
-    ));
     let mut chain = StatelessChain::default();
     chain.steps.push(carry_row_kind(
-        ChainStep::Project { exprs, schema },
+        pick_step(&full, &picked, &picked),
         full.fields().len(),
     ));
     chain.steps.extend(scanned.chain.steps.iter().cloned());
@@ -350,19 +351,7 @@ fn attach_watermark(branch: &mut Branch, wm: Branch, text: String) {
             .iter()
             .map(|c| read.iter().position(|r| r == c).expect("column read"))
             .collect();
-        let exprs = positions
-            .iter()
-            .zip(cols)
-            .map(|(pos, c)| {
-                Arc::new(Column::new(physical.field(*c).name(), *pos)) as Arc<dyn PhysicalExpr>
-            })
-            .collect();
-        let schema = Arc::new(Schema::new(
-            cols.iter()
-                .map(|c| physical.field(*c).clone())
-                .collect::<Vec<Field>>(),
-        ));
-        ChainStep::Project { exprs, schema }
+        pick_step(&physical, cols, &positions)
     };
     if read.len() > main.len() {
         branch.chain.steps.insert(0, select(&main));
@@ -522,12 +511,11 @@ fn lower_group_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> 
         .enumerate()
         .map(|(i, e)| group_aggregate_call(cat, e, input_schema, out.field(group_exprs.len() + i)))
         .collect::<Result<Vec<_>>>()?;
-    let mut fields: Vec<Field> = out.fields().iter().map(|f| f.as_ref().clone()).collect();
-    fields.push(row_kind_field());
+
     let spec = GroupAggregateSpec {
         group_exprs: group_exprs.clone(),
         aggregates,
-        schema: Arc::new(Schema::new(fields)),
+        schema: Arc::new(changelog::with_row_kind(out)),
         updating_input: updating(&inputs),
     };
     Ok(vec![Node::Operator(Box::new(OperatorNode {

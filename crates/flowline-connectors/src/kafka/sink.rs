@@ -119,6 +119,20 @@ pub(crate) fn create(
         }
         _ => None,
     };
+    let upsert_keys = if upsert {
+        let fields = layout
+            .key_schema
+            .fields()
+            .iter()
+            .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+            .collect();
+        Some(
+            arrow::row::RowConverter::new(fields)
+                .map_err(|e| ConnectorError::config(&name, e.to_string()))?,
+        )
+    } else {
+        None
+    };
     let enc =
         |f, s| RecordEncoder::new(f, s).map_err(|e| ConnectorError::config(&name, e.to_string()));
     let value = enc(&layout.value_format, &layout.value_schema)?;
@@ -139,7 +153,7 @@ pub(crate) fn create(
         exactly_once,
         value_buf: RecordBuffer::default(),
         key_buf: RecordBuffer::default(),
-        upsert,
+        upsert_keys,
     }))
 }
 
@@ -173,8 +187,9 @@ struct KafkaSink {
     value_buf: RecordBuffer,
     key_buf: RecordBuffer,
     exactly_once: Option<ExactlyOnce>,
-    /// upsert-kafka: `-U` rows are dropped and `-D` rows become tombstones.
-    upsert: bool,
+    /// upsert-kafka: the key columns in row format (to pair a `-U` with its `+U`); `-D` rows
+    /// become tombstones.
+    upsert_keys: Option<arrow::row::RowConverter>,
 }
 
 /// Records held for one checkpoint: `(partition or -1, key, value)` encoded back to back.
@@ -376,58 +391,52 @@ impl Sink for KafkaSink {
         // (its +U follows); otherwise its row is gone (a filter dropped the new version), and it
         // is a tombstone too.
         let mut deletes: Vec<bool> = Vec::new();
-        let batch = match flowline_common::changelog::row_kinds(&batch) {
-            Some(kinds) if self.upsert => {
-                let kinds: Vec<i8> = kinds.values().to_vec();
-                let keys = batch
-                    .project(&self.layout.key_columns)
-                    .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
-                let conv = arrow::row::RowConverter::new(
-                    keys.schema()
-                        .fields()
-                        .iter()
-                        .map(|f| arrow::row::SortField::new(f.data_type().clone()))
-                        .collect(),
-                )
-                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
-                let rows = conv
-                    .convert_columns(keys.columns())
-                    .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+        let err = |e: arrow::error::ArrowError| ConnectorError::config(&self.table, e.to_string());
+        let batch = match (
+            flowline_common::changelog::row_kinds(&batch),
+            &self.upsert_keys,
+        ) {
+            (Some(kinds), Some(conv)) => {
+                let kinds: Vec<RowKind> = kinds
+                    .values()
+                    .iter()
+                    .map(|k| RowKind::from_i8(*k).unwrap_or(RowKind::Insert))
+                    .collect();
+                let keys = batch.project(&self.layout.key_columns).map_err(err)?;
+                let rows = conv.convert_columns(keys.columns()).map_err(err)?;
                 let written: std::collections::HashSet<&[u8]> = kinds
                     .iter()
                     .enumerate()
-                    .filter(|(_, k)| {
-                        **k == RowKind::Insert as i8 || **k == RowKind::UpdateAfter as i8
-                    })
+                    .filter(|(_, k)| k.is_addition())
                     .map(|(i, _)| rows.row(i).data())
                     .collect();
                 let keep: Vec<bool> = kinds
                     .iter()
                     .enumerate()
                     .map(|(i, k)| {
-                        *k != RowKind::UpdateBefore as i8 || !written.contains(rows.row(i).data())
+                        *k != RowKind::UpdateBefore || !written.contains(rows.row(i).data())
                     })
                     .collect();
                 deletes = kinds
                     .iter()
                     .zip(&keep)
                     .filter(|(_, keep)| **keep)
-                    .map(|(k, _)| *k == RowKind::Delete as i8 || *k == RowKind::UpdateBefore as i8)
+                    .map(|(k, _)| !k.is_addition())
                     .collect();
                 let kept = arrow::compute::filter_record_batch(
                     &batch,
                     &arrow::array::BooleanArray::from(keep),
                 )
-                .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
+                .map_err(err)?;
                 flowline_common::changelog::strip_row_kind(&kept)
             }
-            Some(_) => {
+            (Some(_), None) => {
                 return Err(ConnectorError::config(
                     &self.table,
                     "internal: the kafka sink received an updating stream",
                 ))
             }
-            None => batch,
+            (None, _) => batch,
         };
         let project = |cols: &[usize]| {
             batch

@@ -606,15 +606,7 @@ impl KafkaSource {
         let mut columns: Vec<Option<ArrayRef>> = vec![None; self.width + self.metadata.len()];
         if self.buf.meta.is_some() {
             // Records the value format skipped have no row.
-            if !skipped_records.is_empty() {
-                let mut i = 0;
-                let mut skipped = skipped_records.iter().peekable();
-                meta.retain(|_| {
-                    let keep = skipped.next_if_eq(&&i).is_none();
-                    i += 1;
-                    keep
-                });
-            }
+            drop_skipped(&mut meta, &skipped_records);
             for (j, (key, data_type)) in self.metadata.iter().enumerate() {
                 columns[self.width + j] = Some(self.metadata_column(key, data_type, &meta)?);
             }
@@ -649,15 +641,7 @@ impl KafkaSource {
         let mut out = out;
         if let Some(kinds) = self.buf.kinds.as_mut() {
             let mut kinds = std::mem::take(kinds);
-            if !skipped_records.is_empty() {
-                let mut i = 0;
-                let mut skipped = skipped_records.iter().peekable();
-                kinds.retain(|_| {
-                    let keep = skipped.next_if_eq(&&i).is_none();
-                    i += 1;
-                    keep
-                });
-            }
+            drop_skipped(&mut kinds, &skipped_records);
             out.push(Arc::new(arrow::array::Int8Array::from(kinds)));
         }
         Ok(Some(
@@ -665,6 +649,17 @@ impl KafkaSource {
                 .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?,
         ))
     }
+}
+
+/// Removes the per-record entries of the records at `skipped` (ascending): they have no row.
+fn drop_skipped<T>(items: &mut Vec<T>, skipped: &[usize]) {
+    let mut i = 0;
+    let mut skipped = skipped.iter().peekable();
+    items.retain(|_| {
+        let keep = skipped.next_if_eq(&&i).is_none();
+        i += 1;
+        keep
+    });
 }
 
 impl Source for KafkaSource {

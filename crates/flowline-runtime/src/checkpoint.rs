@@ -497,8 +497,9 @@ impl Coordinator {
                     .pause_max
                     .set(self.metrics.pause_max.get().max(f.pause.as_micros() as u64));
                 self.next_due = Instant::now() + self.interval;
-                let all_finished = self.tasks.keys().all(|k| self.finished.contains_key(k));
-                if f.stop || all_finished {
+                // The final checkpoint records every task by its finished state. One that saw a
+                // task acknowledge and then finish is not it: the next tick takes another.
+                if f.stop || self.all_final(&f) {
                     self.done = true;
                 }
             }
@@ -507,6 +508,13 @@ impl Coordinator {
                 self.fail(id, e.to_string());
             }
         }
+    }
+
+    /// Every task is recorded in `f` by its finished state: the job is complete.
+    fn all_final(&self, f: &InFlight) -> bool {
+        self.tasks
+            .keys()
+            .all(|k| self.finished.contains_key(k) && !f.acked.contains_key(k))
     }
 
     /// Writes the finished tasks' states and then the manifest.
@@ -538,10 +546,7 @@ impl Coordinator {
                 },
             );
         }
-        manifest.finished = self
-            .tasks
-            .keys()
-            .all(|k| self.finished.contains_key(k) && !f.acked.contains_key(k));
+        manifest.finished = self.all_final(f);
         let total: u64 = manifest.tasks.values().map(|t| t.bytes).sum();
         let store = self.store.clone();
         let retained = self.retained;
@@ -759,6 +764,46 @@ mod tests {
             &mut out,
         );
         assert_eq!(kinds(&out), vec!["aligned 5"]);
+    }
+
+    /// A task that acknowledged a checkpoint and then finished is recorded by that checkpoint
+    /// with its acknowledged state, so it waits for the next one. When every task has finished
+    /// by then, that next one must still be taken: the job used to hang here.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_that_acked_and_then_finished_gets_a_final_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BTreeMap::from([(
+            "execution.checkpointing.interval".to_string(),
+            "10ms".to_string(),
+        )]);
+        let cfg = CheckpointConfig::from_options(&config, dir.path(), false)
+            .unwrap()
+            .unwrap();
+        let stop = StopSignal::new();
+        let (mut c, handle) = coordinator(&cfg, &MetricsRegistry::new(), &stop);
+        let key = |k: &str| (k.to_string(), k.to_string());
+        c.set_tasks(BTreeMap::from([key("a"), key("b")]), 1);
+        let (a, b) = (handle("a".to_string()), handle("b".to_string()));
+        let mut trigger = a.trigger.clone();
+        let coordinator = tokio::spawn(c.run());
+        let first = trigger
+            .wait_for(Option::is_some)
+            .await
+            .unwrap()
+            .expect("triggered");
+        // `a` acknowledges, then finishes; `b` finishes last and so completes the checkpoint.
+        a.save(first.id, b"acked".to_vec(), Duration::ZERO);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let reply = a.finished(b"final".to_vec());
+        drop(b.finished(Vec::new()));
+        let id = tokio::time::timeout(Duration::from_secs(10), reply)
+            .await
+            .expect("the task that acked and finished got a later checkpoint")
+            .unwrap();
+        assert!(id > first.id);
+        let latest = cfg.store.latest().unwrap().expect("a checkpoint");
+        assert!(latest.manifest.finished, "the last checkpoint records the job as finished");
+        coordinator.abort();
     }
 }
 

@@ -180,7 +180,7 @@ impl Operator for StatelessChain {
     fn restore(&mut self, _state: &[u8]) -> Result<()> {
         Ok(())
     }
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         Ok(self.apply(batch)?.into_iter().collect())
     }
 }

@@ -255,7 +255,7 @@ impl GroupAggregate {
 }
 
 impl Operator for GroupAggregate {
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());

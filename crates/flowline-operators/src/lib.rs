@@ -36,7 +36,8 @@ pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.
 ///
-/// - `on_batch`: rows arrive; return the rows to emit now (possibly none).
+/// - `on_batch`: rows arrive on input `input` (always 0 but for a join's right input, 1);
+///   return the rows to emit now (possibly none).
 /// - `on_watermark`: event time advanced to `ts`; emit what the watermark completes.
 /// - `on_end`: the input is exhausted; emit everything still held.
 ///
@@ -49,7 +50,7 @@ pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 pub trait Operator: Send {
     fn snapshot(&mut self) -> Result<Vec<u8>>;
     fn restore(&mut self, state: &[u8]) -> Result<()>;
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
+    fn on_batch(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
     fn on_watermark(&mut self, _ts: i64) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }

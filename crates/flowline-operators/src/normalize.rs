@@ -95,7 +95,7 @@ impl ChangelogNormalize {
 }
 
 impl Operator for ChangelogNormalize {
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let n = batch.num_rows();
         let Some(kinds) = row_kinds(&batch).cloned() else {
             return exec_err!("changelog normalize: the input batch has no change-kind column");

@@ -344,7 +344,7 @@ impl Operator for SessionWindow {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let (times, key_rows) = times_and_keys(
             &batch,
@@ -627,7 +627,7 @@ impl Operator for SessionAggregate {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
         let (times, key_rows) = times_and_keys(

@@ -364,7 +364,7 @@ impl Operator for WindowAggregate {
         Ok(())
     }
 
-    fn on_batch(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let rows = batch.num_rows();
         let eval = |e: &Arc<dyn PhysicalExpr>| e.evaluate(&batch).and_then(|v| v.into_array(rows));
         let groups = self

@@ -87,17 +87,41 @@ pub enum Node {
     Operator(Box<OperatorNode>),
 }
 
-/// A stateful operator fed by the union of `inputs`, through a hash exchange on `key`.
+/// A stateful operator and its inputs (one; two for a join).
 #[derive(Clone, Debug)]
 pub struct OperatorNode {
     pub operator: Arc<dyn OperatorFactory>,
-    pub inputs: Vec<Node>,
-    /// Hash-partitioning key over the input rows; empty sends every row to subtask 0.
-    pub key: Vec<Arc<dyn PhysicalExpr>>,
+    pub inputs: Vec<OperatorInput>,
     /// Applied to the operator's output.
     pub chain: StatelessChain,
     /// Whether the operator keeps late rows (for `table.exec.late-data.sink`).
     pub keep_late: bool,
+}
+
+/// One input of an operator: the union of `nodes`, through a hash exchange on `key`.
+#[derive(Clone, Debug)]
+pub struct OperatorInput {
+    pub nodes: Vec<Node>,
+    /// Hash-partitioning key over the input rows; empty sends every row to subtask 0. The keys
+    /// of a join's inputs have the same types, so equal keys meet in the same subtask.
+    pub key: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl OperatorNode {
+    /// A one-input operator over the union of `nodes`, hash-partitioned on `key`.
+    pub fn single(
+        operator: Arc<dyn OperatorFactory>,
+        nodes: Vec<Node>,
+        key: Vec<Arc<dyn PhysicalExpr>>,
+        keep_late: bool,
+    ) -> Node {
+        Node::Operator(Box::new(OperatorNode {
+            operator,
+            inputs: vec![OperatorInput { nodes, key }],
+            chain: StatelessChain::default(),
+            keep_late,
+        }))
+    }
 }
 
 impl Node {
@@ -114,7 +138,11 @@ impl Node {
         match self {
             Node::Source(_) => None,
             Node::Operator(op) if op.operator.updating() => Some(format!("{:?}", op.operator)),
-            Node::Operator(op) => op.inputs.iter().find_map(Node::updating_reason),
+            Node::Operator(op) => op
+                .inputs
+                .iter()
+                .flat_map(|i| &i.nodes)
+                .find_map(Node::updating_reason),
         }
     }
 
@@ -158,18 +186,25 @@ impl Node {
             }
             Node::Operator(op) => {
                 out.push_str(&format!("{pad}<- {:?}\n", op.operator));
-                let key: Vec<String> = op.key.iter().map(|k| k.to_string()).collect();
-                let exchange = if key.is_empty() {
-                    "single subtask".to_string()
-                } else {
-                    format!("hash[{}]", key.join(", "))
-                };
-                out.push_str(&format!("{pad}   <- Exchange: {exchange}\n"));
-                for (i, input) in op.inputs.iter().enumerate() {
-                    if op.inputs.len() > 1 {
-                        out.push_str(&format!("{pad}      UNION ALL input {i}\n"));
+                for (n, input) in op.inputs.iter().enumerate() {
+                    let key: Vec<String> = input.key.iter().map(|k| k.to_string()).collect();
+                    let exchange = if key.is_empty() {
+                        "single subtask".to_string()
+                    } else {
+                        format!("hash[{}]", key.join(", "))
+                    };
+                    let side = match (op.inputs.len(), n) {
+                        (1, _) => "",
+                        (_, 0) => " (left input)",
+                        _ => " (right input)",
+                    };
+                    out.push_str(&format!("{pad}   <- Exchange{side}: {exchange}\n"));
+                    for (i, node) in input.nodes.iter().enumerate() {
+                        if input.nodes.len() > 1 {
+                            out.push_str(&format!("{pad}      UNION ALL input {i}\n"));
+                        }
+                        node.explain(out, depth + 3);
                     }
-                    input.explain(out, depth + 3);
                 }
             }
         }

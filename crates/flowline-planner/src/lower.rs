@@ -252,13 +252,10 @@ fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
         chain: StatelessChain::default(),
         watermark: None,
     };
-    Ok(vec![Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
-        inputs: vec![Node::Source(source)],
-        key: exchange,
-        chain,
-        keep_late: false,
-    }))])
+    let mut node =
+        OperatorNode::single(Arc::new(spec), vec![Node::Source(source)], exchange, false);
+    *node.chain_mut() = chain;
+    Ok(vec![node])
 }
 
 /// A scan becomes a source branch; with `watermark`, the table's WATERMARK FOR is fused in.
@@ -463,13 +460,12 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     };
     let inputs = lower_node(&agg.input, cat, true)?;
     refuse_updating(plan, &inputs, "a window aggregation")?;
-    Ok(vec![Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
+    Ok(vec![OperatorNode::single(
+        Arc::new(spec),
         inputs,
         key,
-        chain: StatelessChain::default(),
-        keep_late: cat.late_sink().is_some(),
-    }))])
+        cat.late_sink().is_some(),
+    )])
 }
 
 /// Whether `agg` groups by the window of a window TVF (its keys include `window_start` and
@@ -518,13 +514,12 @@ fn lower_group_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> 
         schema: Arc::new(changelog::with_row_kind(out)),
         updating_input: updating(&inputs),
     };
-    Ok(vec![Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
+    Ok(vec![OperatorNode::single(
+        Arc::new(spec),
         inputs,
-        key: group_exprs,
-        chain: StatelessChain::default(),
-        keep_late: false,
-    }))])
+        group_exprs,
+        false,
+    )])
 }
 
 /// One aggregate of an updating aggregation.
@@ -683,13 +678,12 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
             "a SESSION window needs an append-only input, but its input produces updates".into(),
         ));
     }
-    Ok(Some(Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
+    Ok(Some(OperatorNode::single(
+        Arc::new(spec),
         inputs,
-        key: keys,
-        chain: StatelessChain::default(),
-        keep_late: cat.late_sink().is_some(),
-    }))))
+        keys,
+        cat.late_sink().is_some(),
+    )))
 }
 
 /// DataFusion's `__grouping_id`: one bit per expression (1 = NULL in this set, first expression
@@ -727,13 +721,12 @@ fn lower_session(node: &SessionWindowNode, cat: &Catalog) -> Result<Vec<Node>> {
             "a SESSION window needs an append-only input, but its input produces updates".into(),
         ));
     }
-    Ok(vec![Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
+    Ok(vec![OperatorNode::single(
+        Arc::new(spec),
         inputs,
-        key: keys,
-        chain: StatelessChain::default(),
-        keep_late: cat.late_sink().is_some(),
-    }))])
+        keys,
+        cat.late_sink().is_some(),
+    )])
 }
 
 fn unsupported(plan: &LogicalPlan, what: &str) -> PlanError {

@@ -802,7 +802,10 @@ mod tests {
             .unwrap();
         assert!(id > first.id);
         let latest = cfg.store.latest().unwrap().expect("a checkpoint");
-        assert!(latest.manifest.finished, "the last checkpoint records the job as finished");
+        assert!(
+            latest.manifest.finished,
+            "the last checkpoint records the job as finished"
+        );
         coordinator.abort();
     }
 }

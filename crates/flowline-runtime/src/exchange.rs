@@ -76,6 +76,11 @@ impl Inbox {
         }
     }
 
+    /// Producers registered so far with subtask 0 (every hash-routed producer reaches it).
+    pub fn producers(&self) -> usize {
+        self.0.lock().expect("inbox lock").producers[0]
+    }
+
     /// The receivers, each with its subtask index and producer count; the inbox keeps no sender.
     pub fn into_receivers(self) -> Vec<(usize, mpsc::Receiver<Envelope>, usize)> {
         let mut inner = self.0.lock().expect("inbox lock");

@@ -436,13 +436,18 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
         }
         Node::Operator(op) => {
             let inbox = Inbox::new(ctx.parallelism);
-            let route_in = Route::Hash(op.key.clone());
-            for input in &op.inputs {
-                spawn_node(input, &inbox, route_in.clone(), ctx)?;
+            // Producers register in input order: `input_of[p]` is producer p's input.
+            let mut input_of = Vec::new();
+            for (i, input) in op.inputs.iter().enumerate() {
+                for node in &input.nodes {
+                    spawn_node(node, &inbox, Route::Hash(input.key.clone()), ctx)?;
+                }
+                input_of.resize(inbox.producers(), i);
             }
             ctx.operators += 1;
             let name = format!("{}.op{}", ctx.pipeline, ctx.operators);
             for (subtask, rx, producers) in inbox.into_receivers() {
+                debug_assert_eq!(producers, input_of.len(), "hash routes reach every subtask");
                 let output = target.output(subtask, route.clone());
                 let late = match (&ctx.late, op.keep_late) {
                     (Some(late), true) => Some(late.output(subtask, Route::Forward)),
@@ -466,7 +471,7 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                     name.clone(),
                     subtask,
                     rx,
-                    producers,
+                    input_of.clone(),
                     output,
                     late,
                     checkpoint,
@@ -774,7 +779,9 @@ struct OperatorTask {
     operator: Box<dyn Operator>,
     chain: flowline_operators::StatelessChain,
     rx: mpsc::Receiver<Envelope>,
+    /// Per producer: its watermark and state, and which of the operator's inputs it feeds.
     inputs: Vec<(i64, InputState)>,
+    input_of: Vec<usize>,
     watermark: i64,
     idle_sent: bool,
     output: Output,
@@ -802,7 +809,7 @@ impl OperatorTask {
         name: String,
         subtask: usize,
         rx: mpsc::Receiver<Envelope>,
-        producers: usize,
+        input_of: Vec<usize>,
         output: Output,
         late: Option<Output>,
         checkpoint: Option<TaskCheckpoint>,
@@ -815,7 +822,7 @@ impl OperatorTask {
             operator,
             chain: node.chain.clone(),
             rx,
-            inputs: vec![(i64::MIN, InputState::Active); producers],
+            inputs: vec![(i64::MIN, InputState::Active); input_of.len()],
             watermark: i64::MIN,
             idle_sent: false,
             output,
@@ -855,12 +862,13 @@ impl OperatorTask {
                 &labels,
             ),
             aligner: Aligner::new(
-                producers,
+                input_of.len(),
                 checkpoint.as_ref().is_none_or(|c| c.exactly_once),
             ),
             checkpoint,
             restoring: ctx.restoring.clone().inspect(|r| r.enlist()),
             stopped: false,
+            input_of,
             name,
         }
     }
@@ -976,7 +984,10 @@ impl OperatorTask {
                     Message::Batch(batch) => {
                         self.inputs[from].1 = InputState::Active;
                         self.rows_in.add(&batch);
-                        let out = self.operator.on_batch(batch).map_err(|e| self.err(e))?;
+                        let out = self
+                            .operator
+                            .on_batch(self.input_of[from], batch)
+                            .map_err(|e| self.err(e))?;
                         if !self.emit(out)? {
                             return Ok(());
                         }

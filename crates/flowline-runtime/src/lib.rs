@@ -1275,14 +1275,18 @@ impl SinkTask {
         let Some(cp) = self.checkpoint.clone() else {
             return Ok(tokio::task::block_in_place(|| self.sink.finish())?);
         };
-        let state = self.pre_commit(last_barrier + 1)?;
+        let epoch = last_barrier + 1;
+        let state = self.pre_commit(epoch)?;
         let done = cp.finished(state);
         let id = tokio::select! {
             id = done => id.ok(),
             _ = async { while !self.stop.is_aborted() { tokio::time::sleep(STOP_CHECK_INTERVAL).await } } => None,
         };
+        // Checkpoint `id` records this finished state, with everything pre-committed as `epoch`.
+        // It may be the checkpoint of the last barrier itself (`id` < `epoch`): the finish can
+        // reach the coordinator before that barrier's acknowledgement, which a thread sends.
         if let Some(id) = id {
-            tokio::task::block_in_place(|| self.sink.commit(id))?;
+            tokio::task::block_in_place(|| self.sink.commit(id.max(epoch)))?;
         }
         Ok(())
     }

@@ -17,6 +17,14 @@ CREATE TABLE bids (
 ) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
         'base-time' = '2026-01-01 00:00:00');
 CREATE VIEW b AS SELECT bid.channel AS channel, bid.price AS price, dateTime FROM bids WHERE event_type = 2;
+CREATE TABLE nexmark (
+  event_type INT,
+  person ROW<id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING>,
+  auction ROW<id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING>
+) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
+        'base-time' = '2026-01-01 00:00:00');
+CREATE VIEW person AS SELECT person.id, person.name, person.city, person.state FROM nexmark WHERE event_type = 0;
+CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM nexmark WHERE event_type = 1;
 ";
 
 /// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
@@ -163,14 +171,19 @@ async fn a_changed_pipeline_is_refused_and_fresh_starts_over() {
     assert!(c.restored.is_none(), "--fresh discards the checkpoints");
 }
 
-/// Updating aggregations (one level, and one over another's changelog): the changelogs of a run
+/// Updating queries (aggregations, one over another's changelog, joins): the changelogs of a run
 /// stopped twice and resumed, concatenated, apply cleanly and leave the table of a run that was
 /// never stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn updating_aggregation_resumes_its_changelog() {
+async fn updating_queries_resume_their_changelog() {
     const UPDATING: &[&str] = &[
         "SELECT bid.auction % 50, COUNT(*), MAX(bid.price), MIN(bid.channel), COUNT(DISTINCT bid.bidder), AVG(bid.price) FROM bids WHERE event_type = 2 GROUP BY bid.auction % 50",
         "SELECT m % 7, COUNT(*), SUM(m), MAX(m) FROM (SELECT bid.bidder, MAX(bid.price) AS m FROM bids WHERE event_type = 2 GROUP BY bid.bidder) AS t GROUP BY m % 7",
+        // Joins: an outer join of append-only inputs, and a full join of two aggregations
+        // (its match counts are state too).
+        "SELECT P.id, P.state, A.id, A.category FROM person AS P LEFT JOIN auction AS A ON A.seller = P.id",
+        "SELECT a.k, b.k, a.c, b.c FROM (SELECT bid.auction % 13 AS k, COUNT(*) AS c FROM bids WHERE event_type = 2 GROUP BY bid.auction % 13) AS a \
+         FULL JOIN (SELECT bid.bidder % 17 AS k, MAX(bid.price) AS c FROM bids WHERE event_type = 2 GROUP BY bid.bidder % 17) AS b ON a.k = b.k",
     ];
     async fn select(
         query: &str,

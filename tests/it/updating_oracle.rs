@@ -1,7 +1,8 @@
 //! Oracle for updating results: the changelog a streaming query emits (`+I`, `-U`, `+U`, `-D`),
 //! applied to an empty table, equals DataFusion's batch result of the same query, for random
 //! keys, values, NULLs, file (batch) boundaries and parallelism. Applying checks the changelog
-//! too: every `-U`/`-D` must withdraw a row that is there.
+//! too: every `-U`/`-D` must withdraw a row that is there. Aggregations, joins, and the one
+//! over the other.
 
 use proptest::prelude::*;
 
@@ -39,6 +40,15 @@ const CASES: &[&str] = &[
     "SELECT k % 2, MIN(c), MAX(c), COUNT(DISTINCT c), AVG(c), SUM(c) FROM (SELECT k, COUNT(*) AS c FROM src GROUP BY k) AS t GROUP BY k % 2",
     "SELECT s, COUNT(*) FROM (SELECT k, MAX(s) AS s FROM src GROUP BY k) AS t WHERE s <> 'green' GROUP BY s",
     "SELECT k, c FROM (SELECT k, COUNT(*) AS c FROM src GROUP BY k) AS a UNION ALL SELECT k, v FROM src WHERE v > 900",
+    // Joins: inner over append-only inputs (append-only), outer ones with and without a
+    // non-equi condition, over updating inputs, NULL keys (v), and aggregation over a join.
+    "SELECT a.k, a.v, b.v FROM src AS a JOIN src AS b ON a.k = b.k WHERE a.s = 'red' AND b.s = 'blue'",
+    "SELECT a.k, a.v, b.s FROM (SELECT * FROM src WHERE v > 500) AS a LEFT JOIN (SELECT * FROM src WHERE s = 'red') AS b ON a.k = b.k",
+    "SELECT a.k, a.v, b.v FROM (SELECT * FROM src WHERE s = 'green') AS a RIGHT JOIN (SELECT * FROM src WHERE s <> 'green') AS b ON a.k = b.k AND a.v < b.v",
+    "SELECT a.k, b.k, a.c, b.c FROM (SELECT k, COUNT(*) AS c FROM src WHERE s = 'red' GROUP BY k) AS a FULL JOIN (SELECT k, MAX(v) AS c FROM src WHERE s = 'blue' GROUP BY k) AS b ON a.k = b.k",
+    "SELECT a.s, COUNT(*), COUNT(b.v), MAX(b.v) FROM src AS a LEFT JOIN (SELECT k, v FROM src WHERE v > 800) AS b ON a.k = b.k AND a.v < b.v GROUP BY a.s",
+    "SELECT t.k, t.m, src.s, src.d FROM (SELECT k, MAX(v) AS m FROM src GROUP BY k) AS t JOIN src ON t.k = src.k AND src.v = t.m",
+    "SELECT a.k, b.k, a.v FROM src AS a FULL JOIN (SELECT * FROM src WHERE s = 'red') AS b ON a.v = b.v AND a.k < b.k",
 ];
 
 fn check(seed: u64, n: usize, keys: u64, parallelism: usize, files: usize) {
@@ -72,7 +82,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 12, failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::WithSource("regressions"))), ..ProptestConfig::default() })]
 
     #[test]
-    fn updating_aggregation_equals_batch(seed in any::<u64>(), n in 0usize..400, keys in 1u64..20, parallelism in 1usize..4, files in 1usize..8) {
+    fn updating_query_equals_batch(seed in any::<u64>(), n in 0usize..400, keys in 1u64..20, parallelism in 1usize..4, files in 1usize..8) {
         check(seed, n, keys, parallelism, files);
     }
 }

@@ -163,6 +163,14 @@ impl Groups {
         (g, true)
     }
 
+    /// The group of `key`, if it exists.
+    pub fn find(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .find(hash, |g| &*self.keys[*g as usize] == key)
+            .copied()
+    }
+
     pub fn remove(&mut self, g: u32) {
         let key = std::mem::take(&mut self.keys[g as usize]);
         let hash = self.hasher.hash_one(&*key);

@@ -6,13 +6,15 @@
 //!   DataFusion's vectorised `GroupsAccumulator`s;
 //! - `session.rs`: SESSION window assignment (buffers rows until their session closes);
 //! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions);
-//! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog.
+//! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
+//! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs.
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
 
 pub mod chain;
 pub mod group_agg;
+pub mod join;
 pub mod normalize;
 pub mod session;
 mod session_table;
@@ -28,6 +30,7 @@ use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
 pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
+pub use join::{JoinKind, JoinSpec};
 pub use normalize::ChangelogNormalizeSpec;
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,

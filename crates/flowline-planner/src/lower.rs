@@ -8,6 +8,7 @@
 //! Aggregate over window_start/_end   → Node::Operator(WindowAggregate), hash exchange on the keys
 //! Extension(SessionWindowNode)       → Node::Operator(SessionWindow), hash exchange on PARTITION BY
 //! Aggregate over other keys          → Node::Operator(GroupAggregate), updating, hash exchange on the keys
+//! Join with equi-keys                → Node::Operator(Join), two inputs, each hashed on its keys
 //! ```
 //!
 //! Updating streams carry a change-kind column after their columns
@@ -32,13 +33,13 @@ use flowline_common::changelog::{self, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
-    GroupAggregateSpec, SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain,
-    WindowAggregateSpec,
+    GroupAggregateSpec, JoinKind, JoinSpec, SessionAggregateSpec, SessionOutput, SessionWindowSpec,
+    StatelessChain, WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
 use crate::session::SessionWindowNode;
-use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
+use crate::{Branch, Node, OperatorInput, OperatorNode, PlanError, Result, WatermarkSpec};
 use flowline_sql::ColumnKind;
 
 /// Lowers a query's plan. Watermarks are generated only under operators that use event time:
@@ -130,6 +131,7 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             lower_group_aggregate(plan, agg, cat)
         }
         LogicalPlan::Aggregate(agg) => lower_window_aggregate(plan, agg, cat),
+        LogicalPlan::Join(join) => lower_join(plan, join, cat, timed),
         LogicalPlan::Extension(ext) => {
             match ext.node.as_any().downcast_ref::<SessionWindowNode>() {
                 Some(node) => lower_session(node, cat),
@@ -684,6 +686,104 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
         keys,
         cat.late_sink().is_some(),
     )))
+}
+
+/// A regular equi-join: both inputs hash-partitioned on their halves of the equality, the rest
+/// of the ON condition evaluated by the join on candidate pairs.
+fn lower_join(
+    plan: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+    timed: bool,
+) -> Result<Vec<Node>> {
+    use datafusion::common::NullEquality;
+    use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
+    use datafusion::logical_expr::JoinType;
+    let kind = match join.join_type {
+        JoinType::Inner => JoinKind::Inner,
+        JoinType::Left => JoinKind::Left,
+        JoinType::Right => JoinKind::Right,
+        JoinType::Full => JoinKind::Full,
+        other => {
+            return Err(unsupported(
+                plan,
+                &format!("a {other} join (from IN / EXISTS subqueries), which"),
+            ))
+        }
+    };
+    if join.on.is_empty() {
+        return Err(PlanError::Unsupported(format!(
+            "`{}`: a streaming join needs an equality between columns of its two inputs \
+             (e.g. ON a.id = b.id); a join on other conditions alone (a cross join) is not supported",
+            plan.display()
+        )));
+    }
+    if join.null_equality == NullEquality::NullEqualsNull {
+        return Err(unsupported(
+            plan,
+            "a join whose keys match NULL to NULL, which",
+        ));
+    }
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let mut keys = [Vec::new(), Vec::new()];
+    for (l, r) in &join.on {
+        let (mut lk, mut rk) = (physical(cat, l, ls)?, physical(cat, r, rs)?);
+        let (lt, rt) = (
+            lk.data_type(ls.as_arrow()).map_err(df_error)?,
+            rk.data_type(rs.as_arrow()).map_err(df_error)?,
+        );
+        if lt != rt {
+            // Equal keys must hash and compare alike on both inputs: one type.
+            let Some(common) = comparison_coercion(&lt, &rt) else {
+                return Err(PlanError::Invalid(format!(
+                    "`{}`: cannot compare join keys {l} ({lt}) and {r} ({rt})",
+                    plan.display()
+                )));
+            };
+            lk = Arc::new(CastExpr::new(lk, common.clone(), None));
+            rk = Arc::new(CastExpr::new(rk, common, None));
+        }
+        keys[0].push(lk);
+        keys[1].push(rk);
+    }
+    let filter = join
+        .filter
+        .as_ref()
+        .map(|f| physical(cat, f, &join.schema))
+        .transpose()?;
+    let left = lower_node(&join.left, cat, timed)?;
+    let right = lower_node(&join.right, cat, timed)?;
+    let out = join.schema.as_arrow();
+    let mut spec = JoinSpec {
+        kind,
+        keys: keys.clone(),
+        inputs: [
+            Arc::new(ls.as_arrow().clone()),
+            Arc::new(rs.as_arrow().clone()),
+        ],
+        updating: [updating(&left), updating(&right)],
+        filter,
+        schema: Arc::new(out.clone()),
+    };
+    if spec.output_updating() {
+        spec.schema = Arc::new(changelog::with_row_kind(out));
+    }
+    let [lkey, rkey] = keys;
+    Ok(vec![Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs: vec![
+            OperatorInput {
+                nodes: left,
+                key: lkey,
+            },
+            OperatorInput {
+                nodes: right,
+                key: rkey,
+            },
+        ],
+        chain: StatelessChain::default(),
+        keep_late: false,
+    }))])
 }
 
 /// DataFusion's `__grouping_id`: one bit per expression (1 = NULL in this set, first expression

@@ -2,7 +2,10 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr, ObjectNamePart, Query};
+use datafusion::sql::sqlparser::ast::{
+    visit_expressions_mut, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, VisitMut,
+    VisitorMut,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
@@ -362,6 +365,65 @@ pub fn normalize_query(query: &mut Query) {
         }
         ControlFlow::<()>::Continue(())
     });
+    let _ = query.visit(&mut FieldNames);
+}
+
+/// Names an unaliased `r.f` in a SELECT list `f`, as Flink does (DataFusion would call a field
+/// access `t.r[f]`): `CREATE VIEW auction AS SELECT auction.id, ... FROM nexmark` has a column
+/// `id`. A name already taken in the list gets Flink's suffix: `id`, `id0`, `id1`, ...
+struct FieldNames;
+
+impl VisitorMut for FieldNames {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        name_fields(&mut query.body);
+        ControlFlow::Continue(())
+    }
+}
+
+fn name_fields(body: &mut SetExpr) {
+    match body {
+        SetExpr::Select(select) => {
+            let taken = |items: &[SelectItem], name: &str| {
+                items.iter().any(|item| match item {
+                    SelectItem::ExprWithAlias { alias, .. } => alias.value == name,
+                    SelectItem::UnnamedExpr(Expr::Identifier(i)) => i.value == name,
+                    SelectItem::UnnamedExpr(Expr::CompoundIdentifier(p)) => {
+                        p.last().is_some_and(|i| i.value == name)
+                    }
+                    _ => false,
+                })
+            };
+            for at in 0..select.projection.len() {
+                let SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) =
+                    &select.projection[at]
+                else {
+                    continue;
+                };
+                let Some(last) = parts.last().filter(|_| parts.len() > 1) else {
+                    continue;
+                };
+                let (expr, base) = (Expr::CompoundIdentifier(parts.clone()), last.value.clone());
+                let earlier = &select.projection[..at];
+                let mut name = base.clone();
+                let mut n = 0;
+                while taken(earlier, &name) {
+                    name = format!("{base}{n}");
+                    n += 1;
+                }
+                select.projection[at] = SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::with_quote('`', name),
+                };
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            name_fields(left);
+            name_fields(right);
+        }
+        _ => {}
+    }
 }
 
 /// Turns a sqlparser error into one that points at the script. sqlparser embeds

@@ -1,0 +1,533 @@
+//! Regular (non-windowed) equi-joins: INNER, LEFT, RIGHT and FULL OUTER, over append-only or
+//! updating inputs, as Flink's streaming join.
+//!
+//! ```text
+//! batch from one input ─eval keys─▶ row-format key bytes ─▶ the other input's rows of that key
+//!     ─▶ the ON condition's non-equi part over the candidate pairs (one vectorised evaluation)
+//!     ─▶ per row, in order: store / retract it, emit the joined rows
+//! ```
+//!
+//! Output change kinds follow Flink's `StreamingJoinOperator`: an inner join forwards the input
+//! row's kind (`+I`/`+U` or `-U`/`-D`); an outer join emits `+I`/`-D` only, and a row of an
+//! outer side that gains its first match retracts its NULL-padded row (`-D [row, NULL]`) and
+//! emits it again when it loses its last (`+I [row, NULL]`). An inner join of two append-only
+//! inputs is append-only. Rows whose key has a NULL never match (SQL equality): they are not
+//! stored, and an outer side emits them NULL-padded at once.
+//!
+//! State: per input, per key, the distinct rows (Arrow's row format) with how many times each
+//! is present and, on an outer side, how many rows of the other input it matches. It lives in
+//! memory and is written whole at each checkpoint.
+
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch,
+    UInt32Array, UInt32Builder, UInt8Array, UInt8Builder,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{exec_err, Result};
+use datafusion::physical_expr::PhysicalExpr;
+use flowline_common::changelog::{row_kinds, RowKind};
+
+use crate::group_agg::Groups;
+use crate::{Operator, OperatorContext, OperatorFactory};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JoinKind {
+    Inner,
+    Left,
+    Right,
+    Full,
+}
+
+impl JoinKind {
+    /// Whether input `side` (0 = left, 1 = right) keeps its unmatched rows, NULL-padded.
+    fn outer(self, side: usize) -> bool {
+        matches!(
+            (self, side),
+            (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Full, _)
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct JoinSpec {
+    pub kind: JoinKind,
+    /// Per input (left, right): the equi-join key over its columns; both lists have the same
+    /// types, so equal keys have equal bytes.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Per input: its columns, without the change kind.
+    pub inputs: [SchemaRef; 2],
+    /// Per input: whether its rows carry a change kind.
+    pub updating: [bool; 2],
+    /// The rest of the ON condition, over the left columns followed by the right ones.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The left columns, the right columns, then the change kind when the output is updating.
+    pub schema: SchemaRef,
+}
+
+impl JoinSpec {
+    pub fn output_updating(&self) -> bool {
+        self.kind != JoinKind::Inner || self.updating[0] || self.updating[1]
+    }
+}
+
+impl fmt::Debug for JoinSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys = |side: usize| -> Vec<String> {
+            self.keys[side].iter().map(|k| k.to_string()).collect()
+        };
+        let on: Vec<String> = keys(0)
+            .iter()
+            .zip(keys(1))
+            .map(|(l, r)| format!("{l} = {r}"))
+            .collect();
+        write!(f, "Join({:?}, on=[{}]", self.kind, on.join(", "))?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        write!(f, ")")?;
+        if self.output_updating() {
+            write!(f, " -> updating")?;
+        }
+        Ok(())
+    }
+}
+
+impl OperatorFactory for JoinSpec {
+    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        let side = |i: usize| -> Result<Side> {
+            let sort = |t: &datafusion::arrow::datatypes::DataType| SortField::new(t.clone());
+            let key_types = self.keys[i]
+                .iter()
+                .map(|k| k.data_type(&self.inputs[i]).map(|t| sort(&t)))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Side {
+                keys: RowConverter::new(key_types)?,
+                rows: RowConverter::new(
+                    self.inputs[i]
+                        .fields()
+                        .iter()
+                        .map(|f| sort(f.data_type()))
+                        .collect(),
+                )?,
+                groups: Groups::new(),
+                entries: Vec::new(),
+                outer: self.kind.outer(i),
+                bytes: 0,
+            })
+        };
+        Ok(Box::new(Join {
+            spec: Arc::new(self.clone()),
+            sides: [side(0)?, side(1)?],
+        }))
+    }
+
+    fn updating(&self) -> bool {
+        self.output_updating()
+    }
+}
+
+/// A distinct row of one input under one key.
+struct Entry {
+    row: Box<[u8]>,
+    /// Times the row is present.
+    count: u32,
+    /// On an outer side: rows of the other input it matches (counted with their repeats).
+    matched: u32,
+}
+
+/// One input's rows, by key.
+struct Side {
+    keys: RowConverter,
+    rows: RowConverter,
+    groups: Groups,
+    /// Per key (group id): its distinct rows.
+    entries: Vec<Vec<Entry>>,
+    outer: bool,
+    bytes: usize,
+}
+
+impl Side {
+    /// Adds `count` copies of `row`, which matches `matched` rows of the other input.
+    fn put(&mut self, key: &[u8], row: &[u8], count: u32, matched: u32) {
+        let (g, created) = self.groups.intern(key);
+        if created {
+            self.entries.resize_with(self.groups.len(), Vec::new);
+        }
+        let list = &mut self.entries[g as usize];
+        match list.iter_mut().find(|e| *e.row == *row) {
+            Some(e) => e.count += count,
+            None => {
+                self.bytes += row.len() + 16;
+                list.push(Entry {
+                    row: row.into(),
+                    count,
+                    matched,
+                })
+            }
+        }
+    }
+
+    /// Removes one copy of `row`; a retraction of a row that is not there changes nothing.
+    fn retract(&mut self, key: &[u8], row: &[u8]) {
+        let Some(g) = self.groups.find(key) else {
+            return;
+        };
+        let list = &mut self.entries[g as usize];
+        let Some(at) = list.iter().position(|e| *e.row == *row) else {
+            return;
+        };
+        list[at].count -= 1;
+        if list[at].count == 0 {
+            self.bytes -= list[at].row.len() + 16;
+            list.swap_remove(at);
+            if list.is_empty() {
+                self.groups.remove(g);
+            }
+        }
+    }
+}
+
+pub struct Join {
+    spec: Arc<JoinSpec>,
+    sides: [Side; 2],
+}
+
+/// Where a joined row's columns come from: a row of the input batch, a stored row of the other
+/// input (key group, entry), or NULLs.
+struct Joined {
+    kinds: Vec<i8>,
+    input: Vec<Option<u32>>,
+    other: Vec<Option<(u32, u32)>>,
+}
+
+impl Joined {
+    fn new() -> Self {
+        Self {
+            kinds: Vec::new(),
+            input: Vec::new(),
+            other: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, times: u32, kind: RowKind, input: Option<u32>, other: Option<(u32, u32)>) {
+        for _ in 0..times {
+            self.kinds.push(kind as i8);
+            self.input.push(input);
+            self.other.push(other);
+        }
+    }
+}
+
+impl Join {
+    /// The joined columns (left then right) of `rows`, taking input-side columns from `data`.
+    fn columns(&self, side: usize, data: &RecordBatch, rows: &Joined) -> Result<Vec<ArrayRef>> {
+        let other = &self.sides[1 - side];
+        let input_idx: UInt32Array = rows.input.iter().copied().collect();
+        let input_cols = data
+            .columns()
+            .iter()
+            .map(|c| take(c, &input_idx, None))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let other_schema = &self.spec.inputs[1 - side];
+        let other_cols = if rows.other.iter().all(Option::is_none) {
+            other_schema
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), rows.other.len()))
+                .collect()
+        } else {
+            let parser = other.rows.parser();
+            let stored = rows
+                .other
+                .iter()
+                .flatten()
+                .map(|(g, e)| parser.parse(&other.entries[*g as usize][*e as usize].row));
+            let arrays = other.rows.convert_rows(stored)?;
+            let mut next = 0u32;
+            let positions: UInt32Array = rows
+                .other
+                .iter()
+                .map(|o| {
+                    o.map(|_| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect();
+            arrays
+                .iter()
+                .map(|a| take(a, &positions, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        };
+        Ok(if side == 0 {
+            [input_cols, other_cols].concat()
+        } else {
+            [other_cols, input_cols].concat()
+        })
+    }
+
+    /// Which candidate pairs satisfy the non-equi part of the ON condition (all without one).
+    fn filter(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+        cand: &Joined,
+    ) -> Result<Option<BooleanArray>> {
+        let Some(filter) = &self.spec.filter else {
+            return Ok(None);
+        };
+        if cand.kinds.is_empty() {
+            return Ok(None);
+        }
+        let width = self.spec.inputs[0].fields().len() + self.spec.inputs[1].fields().len();
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+            self.spec.schema.fields()[..width].to_vec(),
+        ));
+        let batch = crate::batch_of(&schema, self.columns(side, data, cand)?, cand.kinds.len())?;
+        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let Some(mask) = mask.as_boolean_opt() else {
+            return exec_err!("join: the ON condition is not a boolean expression");
+        };
+        // NULL is not true: no match.
+        let values = match mask.nulls() {
+            Some(n) => mask.values() & n.inner(),
+            None => mask.values().clone(),
+        };
+        Ok(Some(BooleanArray::new(values, None)))
+    }
+}
+
+impl Operator for Join {
+    fn on_batch(&mut self, side: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let spec = self.spec.clone();
+        let n = batch.num_rows();
+        let width = spec.inputs[side].fields().len();
+        let kinds = if spec.updating[side] {
+            match row_kinds(&batch) {
+                Some(k) => Some(k.clone()),
+                None => return exec_err!("join: an updating input's batch has no change kind"),
+            }
+        } else {
+            None
+        };
+        let data = crate::batch_of(&spec.inputs[side], batch.columns()[..width].to_vec(), n)?;
+        let key_cols = spec.keys[side]
+            .iter()
+            .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
+            .collect::<Result<Vec<_>>>()?;
+        let null_key = key_cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
+            NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
+        });
+        let has_key = |i: usize| null_key.as_ref().is_none_or(|nb| nb.is_valid(i));
+        let key_rows = self.sides[side].keys.convert_columns(&key_cols)?;
+        let rows = self.sides[side].rows.convert_columns(data.columns())?;
+
+        // The other input's rows under each row's key: the candidate pairs, in row order.
+        let mut cand = Joined::new();
+        let mut starts = Vec::with_capacity(n + 1);
+        {
+            let other = &self.sides[1 - side];
+            for i in 0..n {
+                starts.push(cand.kinds.len());
+                if !has_key(i) {
+                    continue;
+                }
+                if let Some(g) = other.groups.find(key_rows.row(i).as_ref()) {
+                    for e in 0..other.entries[g as usize].len() {
+                        cand.push(1, RowKind::Insert, Some(i as u32), Some((g, e as u32)));
+                    }
+                }
+            }
+            starts.push(cand.kinds.len());
+        }
+        let pass = self.filter(side, &data, &cand)?;
+
+        let any_outer = spec.kind != JoinKind::Inner;
+        let mut out = Joined::new();
+        let [left, right] = &mut self.sides;
+        let (this, other) = if side == 0 {
+            (left, right)
+        } else {
+            (right, left)
+        };
+        for i in 0..n {
+            let kind = match &kinds {
+                Some(k) => match RowKind::from_i8(k.value(i)) {
+                    Some(kind) => kind,
+                    None => return exec_err!("join: unknown change kind {}", k.value(i)),
+                },
+                None => RowKind::Insert,
+            };
+            let matches = (starts[i]..starts[i + 1])
+                .filter(|c| pass.as_ref().is_none_or(|p| p.value(*c)))
+                .map(|c| cand.other[c].expect("candidates have a stored row"));
+            let row = Some(i as u32);
+            if kind.is_addition() {
+                let mut matched = 0u32;
+                for (g, e) in matches {
+                    let entry = &mut other.entries[g as usize][e as usize];
+                    if other.outer {
+                        if entry.matched == 0 {
+                            out.push(entry.count, RowKind::Delete, None, Some((g, e)));
+                        }
+                        entry.matched += 1;
+                    }
+                    let k = if any_outer { RowKind::Insert } else { kind };
+                    out.push(entry.count, k, row, Some((g, e)));
+                    matched += entry.count;
+                }
+                if this.outer && matched == 0 {
+                    out.push(1, RowKind::Insert, row, None);
+                }
+                if has_key(i) {
+                    this.put(key_rows.row(i).as_ref(), rows.row(i).as_ref(), 1, matched);
+                }
+            } else {
+                if has_key(i) {
+                    this.retract(key_rows.row(i).as_ref(), rows.row(i).as_ref());
+                }
+                let mut any = false;
+                for (g, e) in matches {
+                    any = true;
+                    let entry = &mut other.entries[g as usize][e as usize];
+                    let k = if any_outer { RowKind::Delete } else { kind };
+                    out.push(entry.count, k, row, Some((g, e)));
+                    if other.outer {
+                        entry.matched = entry.matched.saturating_sub(1);
+                        if entry.matched == 0 {
+                            out.push(entry.count, RowKind::Insert, None, Some((g, e)));
+                        }
+                    }
+                }
+                if this.outer && !any {
+                    out.push(1, RowKind::Delete, row, None);
+                }
+            }
+        }
+        if out.kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows_out = out.kinds.len();
+        let mut columns = self.columns(side, &data, &out)?;
+        if spec.output_updating() {
+            columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(
+                std::mem::take(&mut out.kinds),
+            )));
+        }
+        let mut batches = Vec::new();
+        crate::push_sliced(
+            &mut batches,
+            crate::batch_of(&spec.schema, columns, rows_out)?,
+        );
+        Ok(batches)
+    }
+
+    /// State batches of `[input, key bytes, row bytes, count, matched]`.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut batches = Vec::new();
+        for (s, side) in self.sides.iter().enumerate() {
+            let (mut inputs, mut keys, mut rows) = (
+                UInt8Builder::new(),
+                BinaryBuilder::new(),
+                BinaryBuilder::new(),
+            );
+            let (mut counts, mut matched) = (UInt32Builder::new(), UInt32Builder::new());
+            let mut n = 0;
+            for (g, list) in side.entries.iter().enumerate() {
+                for e in list {
+                    inputs.append_value(s as u8);
+                    keys.append_value(&side.groups.keys[g]);
+                    rows.append_value(&e.row);
+                    counts.append_value(e.count);
+                    matched.append_value(e.matched);
+                    n += 1;
+                    if n == 65536 {
+                        batches.push(state(
+                            &mut inputs,
+                            &mut keys,
+                            &mut rows,
+                            &mut counts,
+                            &mut matched,
+                            n,
+                        )?);
+                        n = 0;
+                    }
+                }
+            }
+            if n > 0 {
+                batches.push(state(
+                    &mut inputs,
+                    &mut keys,
+                    &mut rows,
+                    &mut counts,
+                    &mut matched,
+                    n,
+                )?);
+            }
+        }
+        crate::encode_batches(&batches)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_columns() != 5 {
+                return exec_err!(
+                    "join: the checkpoint's state has {} columns, expected 5",
+                    batch.num_columns()
+                );
+            }
+            let inputs = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+            let keys = batch.column(1).as_binary::<i32>();
+            let rows = batch.column(2).as_binary::<i32>();
+            let counts = batch
+                .column(3)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let matched = batch
+                .column(4)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            for i in 0..batch.num_rows() {
+                let side = &mut self.sides[usize::from(inputs.value(i) == 1)];
+                side.put(
+                    keys.value(i),
+                    rows.value(i),
+                    counts.value(i),
+                    matched.value(i),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.sides.iter().map(|s| s.bytes + s.groups.size()).sum()
+    }
+}
+
+fn state(
+    inputs: &mut UInt8Builder,
+    keys: &mut BinaryBuilder,
+    rows: &mut BinaryBuilder,
+    counts: &mut UInt32Builder,
+    matched: &mut UInt32Builder,
+    n: usize,
+) -> Result<RecordBatch> {
+    let inputs: UInt8Array = inputs.finish();
+    crate::state_batch(
+        vec![
+            Arc::new(inputs),
+            Arc::new(keys.finish()),
+            Arc::new(rows.finish()),
+            Arc::new(counts.finish()),
+            Arc::new(matched.finish()),
+        ],
+        n,
+    )
+}

@@ -184,6 +184,9 @@ async fn updating_queries_resume_their_changelog() {
         "SELECT P.id, P.state, A.id, A.category FROM person AS P LEFT JOIN auction AS A ON A.seller = P.id",
         "SELECT a.k, b.k, a.c, b.c FROM (SELECT bid.auction % 13 AS k, COUNT(*) AS c FROM bids WHERE event_type = 2 GROUP BY bid.auction % 13) AS a \
          FULL JOIN (SELECT bid.bidder % 17 AS k, MAX(bid.price) AS c FROM bids WHERE event_type = 2 GROUP BY bid.bidder % 17) AS b ON a.k = b.k",
+        // TopN (q19 shape) and deduplication (q18 shape), with orders that leave no ties.
+        "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
+        "SELECT b, a, p FROM (SELECT bid.bidder % 100 AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder % 100 ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
     ];
     async fn select(
         query: &str,

@@ -1,8 +1,8 @@
 //! Oracle for updating results: the changelog a streaming query emits (`+I`, `-U`, `+U`, `-D`),
 //! applied to an empty table, equals DataFusion's batch result of the same query, for random
 //! keys, values, NULLs, file (batch) boundaries and parallelism. Applying checks the changelog
-//! too: every `-U`/`-D` must withdraw a row that is there. Aggregations, joins, and the one
-//! over the other.
+//! too: every `-U`/`-D` must withdraw a row that is there. Aggregations, joins, TopN, and one
+//! over another.
 
 use proptest::prelude::*;
 
@@ -49,6 +49,13 @@ const CASES: &[&str] = &[
     "SELECT a.s, COUNT(*), COUNT(b.v), MAX(b.v) FROM src AS a LEFT JOIN (SELECT k, v FROM src WHERE v > 800) AS b ON a.k = b.k AND a.v < b.v GROUP BY a.s",
     "SELECT t.k, t.m, src.s, src.d FROM (SELECT k, MAX(v) AS m FROM src GROUP BY k) AS t JOIN src ON t.k = src.k AND src.v = t.m",
     "SELECT a.k, b.k, a.v FROM src AS a FULL JOIN (SELECT * FROM src WHERE s = 'red') AS b ON a.v = b.v AND a.k < b.k",
+    // TopN and deduplication (ORDER BY lists that leave no ties between distinct outputs), with
+    // and without the row number in the output, without PARTITION BY, over an updating input.
+    "SELECT * FROM (SELECT k, v, s, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC, d, s) AS rn FROM src) WHERE rn <= 3",
+    "SELECT k, v FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY s ORDER BY v, k, d) AS rn FROM src) WHERE rn < 3 AND k > 2",
+    "SELECT k, v, d FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY k ORDER BY d, v, s) AS rn FROM src) WHERE rn = 1",
+    "SELECT * FROM (SELECT k, v, ROW_NUMBER() OVER (ORDER BY v DESC, k, d, s) AS rn FROM src) WHERE rn <= 5",
+    "SELECT * FROM (SELECT k, c, ROW_NUMBER() OVER (PARTITION BY k % 3 ORDER BY c DESC, k) AS rn FROM (SELECT k, COUNT(*) AS c FROM src GROUP BY k) AS t) WHERE rn <= 2",
 ];
 
 fn check(seed: u64, n: usize, keys: u64, parallelism: usize, files: usize) {

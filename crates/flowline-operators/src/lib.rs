@@ -7,7 +7,8 @@
 //! - `session.rs`: SESSION window assignment (buffers rows until their session closes);
 //! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions);
 //! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
-//! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs.
+//! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs;
+//! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
@@ -16,6 +17,7 @@ pub mod chain;
 pub mod group_agg;
 pub mod join;
 pub mod normalize;
+pub mod rank;
 pub mod session;
 mod session_table;
 pub mod window_agg;
@@ -32,6 +34,7 @@ pub use chain::{ChainStep, StatelessChain};
 pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
 pub use join::{JoinKind, JoinSpec};
 pub use normalize::ChangelogNormalizeSpec;
+pub use rank::RankSpec;
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,
 };

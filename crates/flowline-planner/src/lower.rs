@@ -9,6 +9,7 @@
 //! Extension(SessionWindowNode)       → Node::Operator(SessionWindow), hash exchange on PARTITION BY
 //! Aggregate over other keys          → Node::Operator(GroupAggregate), updating, hash exchange on the keys
 //! Join with equi-keys                → Node::Operator(Join), two inputs, each hashed on its keys
+//! Filter rn <= N over Window(ROW_NUMBER) → Node::Operator(Rank: TopN / dedup), updating, hash on PARTITION BY
 //! ```
 //!
 //! Updating streams carry a change-kind column after their columns
@@ -33,8 +34,8 @@ use flowline_common::changelog::{self, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
-    GroupAggregateSpec, JoinKind, JoinSpec, SessionAggregateSpec, SessionOutput, SessionWindowSpec,
-    StatelessChain, WindowAggregateSpec,
+    GroupAggregateSpec, JoinKind, JoinSpec, RankSpec, SessionAggregateSpec, SessionOutput,
+    SessionWindowSpec, StatelessChain, WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -60,28 +61,20 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             }
             Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)])
         }
-        LogicalPlan::Projection(p) => {
-            let exprs = p
-                .expr
-                .iter()
-                .map(|e| physical(cat, e, p.input.schema()))
-                .collect::<Result<Vec<_>>>()?;
-            let step = ChainStep::Project {
-                exprs,
-                schema: Arc::new(p.schema.as_arrow().clone()),
-            };
-            let inputs = lower(&p.input, cat)?;
-            let step = if updating(&inputs) {
-                carry_row_kind(step, p.input.schema().fields().len())
-            } else {
-                step
+        LogicalPlan::Projection(p) => project(p, lower(&p.input, cat)?, cat),
+        LogicalPlan::Filter(f) => {
+            let step = ChainStep::Filter(physical(cat, &f.predicate, f.input.schema())?);
+            let inputs = match lower_rank(f, cat, timed)? {
+                Some(ranked) => ranked,
+                None => lower(&f.input, cat)?,
             };
             fuse(inputs, step)
         }
-        LogicalPlan::Filter(f) => {
-            let step = ChainStep::Filter(physical(cat, &f.predicate, f.input.schema())?);
-            fuse(lower(&f.input, cat)?, step)
-        }
+        LogicalPlan::Window(_) => Err(PlanError::Unsupported(format!(
+            "`{}`: OVER windows are supported only as TopN / deduplication: \
+             ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS rn with WHERE rn <= N (or rn = 1) above it",
+            plan.display()
+        ))),
         LogicalPlan::SubqueryAlias(a) => lower(&a.input, cat),
         LogicalPlan::Union(u) => {
             let target = u.schema.as_arrow();
@@ -139,6 +132,180 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
             }
         }
         other => Err(unsupported(other, "a stateful operator")),
+    }
+}
+
+/// A projection fused over its lowered input.
+fn project(
+    p: &datafusion::logical_expr::Projection,
+    inputs: Vec<Node>,
+    cat: &Catalog,
+) -> Result<Vec<Node>> {
+    let exprs = p
+        .expr
+        .iter()
+        .map(|e| physical(cat, e, p.input.schema()))
+        .collect::<Result<Vec<_>>>()?;
+    let step = ChainStep::Project {
+        exprs,
+        schema: Arc::new(p.schema.as_arrow().clone()),
+    };
+    let step = if updating(&inputs) {
+        carry_row_kind(step, p.input.schema().fields().len())
+    } else {
+        step
+    };
+    fuse(inputs, step)
+}
+
+/// TopN and deduplication: a filter `rn <= N` (`rn < N`, `rn = 1`) over (projections of) a
+/// window computing only `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...) AS rn`, as Flink's
+/// Rank. `None` when the filter is not over such a window. The filter itself stays above the
+/// operator: every row it emits passes the `rn` bound, and other conditions apply as written.
+fn lower_rank(
+    f: &datafusion::logical_expr::Filter,
+    cat: &Catalog,
+    timed: bool,
+) -> Result<Option<Vec<Node>>> {
+    use datafusion::logical_expr::{BinaryExpr, Operator as Op};
+    let mut projections = Vec::new();
+    let mut node = f.input.as_ref();
+    let window = loop {
+        match node {
+            LogicalPlan::Projection(p) => {
+                projections.push(p);
+                node = &p.input;
+            }
+            LogicalPlan::SubqueryAlias(a) => node = &a.input,
+            LogicalPlan::Window(w) => break w,
+            _ => return Ok(None),
+        }
+    };
+    let [wexpr] = window.window_expr.as_slice() else {
+        return Ok(None);
+    };
+    let Expr::WindowFunction(wf) = strip_alias(wexpr) else {
+        return Ok(None);
+    };
+    if !wf.fun.name().eq_ignore_ascii_case("row_number") {
+        return Ok(None);
+    }
+    // Which columns of the filter's input are the row number: follow it up the projections.
+    let rn_index = window.input.schema().fields().len();
+    let mut rn_cols = vec![window.schema.qualified_field(rn_index).into()];
+    for p in projections.iter().rev() {
+        rn_cols = p
+            .expr
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(strip_cast(strip_alias(e)), Expr::Column(c) if rn_cols.contains(c)))
+            .map(|(i, _)| p.schema.qualified_field(i).into())
+            .collect();
+    }
+    let is_rn = |e: &Expr| matches!(strip_cast(e), Expr::Column(c) if rn_cols.contains(c));
+    let int = |e: &Expr| match e {
+        Expr::Literal(v, _) => v.cast_to(&DataType::Int64).ok().and_then(|v| match v {
+            ScalarValue::Int64(Some(n)) => Some(n),
+            _ => None,
+        }),
+        _ => None,
+    };
+    let mut limit: Option<i64> = None;
+    for conjunct in datafusion::logical_expr::utils::split_conjunction(&f.predicate) {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = conjunct else {
+            continue;
+        };
+        let bound = match (is_rn(left), is_rn(right), op) {
+            (true, _, Op::LtEq) => int(right),
+            (true, _, Op::Lt) => int(right).map(|n| n - 1),
+            (true, _, Op::Eq) => int(right).filter(|n| *n == 1),
+            (_, true, Op::GtEq) => int(left),
+            (_, true, Op::Gt) => int(left).map(|n| n - 1),
+            (_, true, Op::Eq) => int(left).filter(|n| *n == 1),
+            _ => None,
+        };
+        if let Some(b) = bound {
+            limit = Some(limit.map_or(b, |l| l.min(b)));
+        }
+    }
+    let Some(limit) = limit else {
+        return Ok(None);
+    };
+    if limit < 1 {
+        return Err(PlanError::Invalid(format!(
+            "`{}`: the row-number bound keeps no rows",
+            f.predicate
+        )));
+    }
+    let input_schema = window.input.schema();
+    let partition = wf
+        .params
+        .partition_by
+        .iter()
+        .map(|e| physical(cat, e, input_schema))
+        .collect::<Result<Vec<_>>>()?;
+    let order = wf
+        .params
+        .order_by
+        .iter()
+        .map(|s| {
+            let options = datafusion::arrow::compute::SortOptions {
+                descending: !s.asc,
+                nulls_first: s.nulls_first,
+            };
+            Ok((physical(cat, &s.expr, input_schema)?, options))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if order.is_empty() {
+        return Err(PlanError::Unsupported(format!(
+            "`{}`: ROW_NUMBER() needs an ORDER BY for TopN or deduplication",
+            wexpr
+        )));
+    }
+    // Deduplication keeping the last row by time: a row with the same time replaces the kept
+    // one (Flink's Deduplicate), so the later arrival ranks first among equal times.
+    let later_first = limit == 1
+        && order.len() == 1
+        && order[0].1.descending
+        && matches!(
+            order[0].0.data_type(input_schema.as_arrow()),
+            Ok(DataType::Timestamp(_, _))
+        );
+    let inputs = lower_node(&window.input, cat, timed)?;
+    let spec = RankSpec {
+        partition: partition.clone(),
+        order,
+        limit: limit as usize,
+        later_first,
+        input: Arc::new(input_schema.as_arrow().clone()),
+        updating_input: updating(&inputs),
+        schema: Arc::new(changelog::with_row_kind(window.schema.as_arrow())),
+    };
+    let mut nodes = vec![OperatorNode::single(
+        Arc::new(spec),
+        inputs,
+        partition,
+        false,
+    )];
+    for p in projections.iter().rev() {
+        nodes = project(p, nodes, cat)?;
+    }
+    Ok(Some(nodes))
+}
+
+/// The expression under casts (the row number is cast to Flink's BIGINT).
+fn strip_cast(e: &Expr) -> &Expr {
+    match e {
+        Expr::Cast(c) => strip_cast(&c.expr),
+        Expr::TryCast(c) => strip_cast(&c.expr),
+        other => other,
+    }
+}
+
+fn strip_alias(e: &Expr) -> &Expr {
+    match e {
+        Expr::Alias(a) => strip_alias(&a.expr),
+        other => other,
     }
 }
 

@@ -3,8 +3,8 @@
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, VisitMut,
-    VisitorMut,
+    visit_expressions_mut, CastKind, DataType as SqlDataType, Expr, Ident, ObjectNamePart, Query,
+    SelectItem, SetExpr, VisitMut, VisitorMut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
@@ -361,6 +361,16 @@ pub fn normalize_query(query: &mut Query) {
                         ident.value = ident.value.to_ascii_lowercase();
                     }
                 }
+            }
+            // Flink's ROW_NUMBER() is a BIGINT (DataFusion's is unsigned).
+            if f.over.is_some() && f.name.to_string() == "row_number" {
+                *expr = Expr::Cast {
+                    kind: CastKind::Cast,
+                    expr: Box::new(expr.clone()),
+                    data_type: SqlDataType::BigInt(None),
+                    array: false,
+                    format: None,
+                };
             }
         }
         ControlFlow::<()>::Continue(())

@@ -4,6 +4,7 @@ mod bad_input;
 mod checkpoint;
 mod event_time;
 mod golden;
+mod nexmark;
 mod oracle;
 mod support;
 mod updating_oracle;

@@ -49,6 +49,10 @@ const CASES: &[&str] = &[
     "SELECT a.s, COUNT(*), COUNT(b.v), MAX(b.v) FROM src AS a LEFT JOIN (SELECT k, v FROM src WHERE v > 800) AS b ON a.k = b.k AND a.v < b.v GROUP BY a.s",
     "SELECT t.k, t.m, src.s, src.d FROM (SELECT k, MAX(v) AS m FROM src GROUP BY k) AS t JOIN src ON t.k = src.k AND src.v = t.m",
     "SELECT a.k, b.k, a.v FROM src AS a FULL JOIN (SELECT * FROM src WHERE s = 'red') AS b ON a.v = b.v AND a.k < b.k",
+    // Semi and anti joins (IN / EXISTS / NOT EXISTS), also over an updating input.
+    "SELECT k, v FROM src WHERE k IN (SELECT k FROM src WHERE s = 'red' AND v > 700)",
+    "SELECT k, v, s FROM src AS a WHERE NOT EXISTS (SELECT 1 FROM src AS b WHERE b.k = a.k AND b.v > a.v)",
+    "SELECT k, c FROM (SELECT k, COUNT(*) AS c FROM src GROUP BY k) AS t WHERE EXISTS (SELECT 1 FROM src WHERE src.k = t.k AND src.v > 900)",
     // TopN and deduplication (ORDER BY lists that leave no ties between distinct outputs), with
     // and without the row number in the output, without PARTITION BY, over an updating input.
     "SELECT * FROM (SELECT k, v, s, ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC, d, s) AS rn FROM src) WHERE rn <= 3",

@@ -1,5 +1,6 @@
-//! Regular (non-windowed) equi-joins: INNER, LEFT, RIGHT and FULL OUTER, over append-only or
-//! updating inputs, as Flink's streaming join.
+//! Regular (non-windowed) equi-joins: INNER, LEFT, RIGHT and FULL OUTER, and the semi and anti
+//! joins of `IN` / `EXISTS` subqueries, over append-only or updating inputs, as Flink's streaming
+//! join.
 //!
 //! ```text
 //! batch from one input ─eval keys─▶ row-format key bytes ─▶ the other input's rows of that key
@@ -10,8 +11,9 @@
 //! Output change kinds follow Flink's `StreamingJoinOperator`: an inner join forwards the input
 //! row's kind (`+I`/`+U` or `-U`/`-D`); an outer join emits `+I`/`-D` only, and a row of an
 //! outer side that gains its first match retracts its NULL-padded row (`-D [row, NULL]`) and
-//! emits it again when it loses its last (`+I [row, NULL]`). An inner join of two append-only
-//! inputs is append-only. Rows whose key has a NULL never match (SQL equality): they are not
+//! emits it again when it loses its last (`+I [row, NULL]`). A semi (anti) join emits a row of its
+//! kept input when it gains its first match (loses its last), and retracts it on the reverse. An
+//! inner or semi join of two append-only inputs is append-only. Rows whose key has a NULL never match (SQL equality): they are not
 //! stored, and an outer side emits them NULL-padded at once.
 //!
 //! State: per input, per key, the distinct rows (Arrow's row format) with how many times each
@@ -42,15 +44,35 @@ pub enum JoinKind {
     Left,
     Right,
     Full,
+    /// Rows of the left input that have a match (`EXISTS`, `IN`), once each.
+    LeftSemi,
+    /// Rows of the left input that have no match (`NOT EXISTS`).
+    LeftAnti,
+    RightSemi,
+    RightAnti,
 }
 
 impl JoinKind {
-    /// Whether input `side` (0 = left, 1 = right) keeps its unmatched rows, NULL-padded.
+    /// Whether input `side` (0 = left, 1 = right) counts the matches of its rows: an outer side
+    /// (it emits unmatched rows NULL-padded) or the side a semi/anti join emits.
     fn outer(self, side: usize) -> bool {
         matches!(
             (self, side),
             (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Full, _)
-        )
+        ) || self.kept() == Some(side)
+    }
+
+    /// The input a semi or anti join emits rows of.
+    pub fn kept(self) -> Option<usize> {
+        match self {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => Some(0),
+            JoinKind::RightSemi | JoinKind::RightAnti => Some(1),
+            _ => None,
+        }
+    }
+
+    fn anti(self) -> bool {
+        matches!(self, JoinKind::LeftAnti | JoinKind::RightAnti)
     }
 }
 
@@ -66,13 +88,19 @@ pub struct JoinSpec {
     pub updating: [bool; 2],
     /// The rest of the ON condition, over the left columns followed by the right ones.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
-    /// The left columns, the right columns, then the change kind when the output is updating.
+    /// The left columns, the right columns (only the emitted input's for a semi or anti join),
+    /// then the change kind when the output is updating.
     pub schema: SchemaRef,
 }
 
 impl JoinSpec {
+    /// Only an inner or semi join of append-only inputs never retracts a row it emitted.
     pub fn output_updating(&self) -> bool {
-        self.kind != JoinKind::Inner || self.updating[0] || self.updating[1]
+        !matches!(
+            self.kind,
+            JoinKind::Inner | JoinKind::LeftSemi | JoinKind::RightSemi
+        ) || self.updating[0]
+            || self.updating[1]
     }
 }
 
@@ -121,9 +149,17 @@ impl OperatorFactory for JoinSpec {
                 bytes: 0,
             })
         };
+        // Candidate pairs, for the ON condition: both inputs' columns, NULL allowed.
+        let pairs = self.inputs[0]
+            .fields()
+            .iter()
+            .chain(self.inputs[1].fields())
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>();
         Ok(Box::new(Join {
             spec: Arc::new(self.clone()),
             sides: [side(0)?, side(1)?],
+            pairs: Arc::new(datafusion::arrow::datatypes::Schema::new(pairs)),
         }))
     }
 
@@ -196,6 +232,7 @@ impl Side {
 pub struct Join {
     spec: Arc<JoinSpec>,
     sides: [Side; 2],
+    pairs: SchemaRef,
 }
 
 /// Where a joined row's columns come from: a row of the input batch, a stored row of the other
@@ -285,11 +322,11 @@ impl Join {
         if cand.kinds.is_empty() {
             return Ok(None);
         }
-        let width = self.spec.inputs[0].fields().len() + self.spec.inputs[1].fields().len();
-        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
-            self.spec.schema.fields()[..width].to_vec(),
-        ));
-        let batch = crate::batch_of(&schema, self.columns(side, data, cand)?, cand.kinds.len())?;
+        let batch = crate::batch_of(
+            &self.pairs,
+            self.columns(side, data, cand)?,
+            cand.kinds.len(),
+        )?;
         let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
         let Some(mask) = mask.as_boolean_opt() else {
             return exec_err!("join: the ON condition is not a boolean expression");
@@ -368,6 +405,62 @@ impl Operator for Join {
                 .filter(|c| pass.as_ref().is_none_or(|p| p.value(*c)))
                 .map(|c| cand.other[c].expect("candidates have a stored row"));
             let row = Some(i as u32);
+            if let Some(keep) = spec.kind.kept() {
+                // Semi / anti: a kept row is emitted while it has (semi) or has not (anti) a
+                // match; rows of the other input only change that.
+                let anti = spec.kind.anti();
+                let (show, hide) = if anti {
+                    (RowKind::Delete, RowKind::Insert)
+                } else {
+                    (RowKind::Insert, RowKind::Delete)
+                };
+                let add = kind.is_addition();
+                if side == keep {
+                    let matched: u32 = matches
+                        .map(|(g, e)| other.entries[g as usize][e as usize].count)
+                        .sum();
+                    if (matched > 0) != anti {
+                        let k = if add {
+                            RowKind::Insert
+                        } else {
+                            RowKind::Delete
+                        };
+                        out.push(1, k, row, None);
+                    }
+                    if has_key(i) {
+                        let (key, r) = (key_rows.row(i), rows.row(i));
+                        if add {
+                            this.put(key.as_ref(), r.as_ref(), 1, matched);
+                        } else {
+                            this.retract(key.as_ref(), r.as_ref());
+                        }
+                    }
+                    continue;
+                }
+                for (g, e) in matches {
+                    let entry = &mut other.entries[g as usize][e as usize];
+                    if add {
+                        if entry.matched == 0 {
+                            out.push(entry.count, show, None, Some((g, e)));
+                        }
+                        entry.matched += 1;
+                    } else {
+                        entry.matched = entry.matched.saturating_sub(1);
+                        if entry.matched == 0 {
+                            out.push(entry.count, hide, None, Some((g, e)));
+                        }
+                    }
+                }
+                if has_key(i) {
+                    let (key, r) = (key_rows.row(i), rows.row(i));
+                    if add {
+                        this.put(key.as_ref(), r.as_ref(), 1, 0);
+                    } else {
+                        this.retract(key.as_ref(), r.as_ref());
+                    }
+                }
+                continue;
+            }
             if kind.is_addition() {
                 let mut matched = 0u32;
                 for (g, e) in matches {
@@ -415,6 +508,13 @@ impl Operator for Join {
         }
         let rows_out = out.kinds.len();
         let mut columns = self.columns(side, &data, &out)?;
+        if let Some(keep) = spec.kind.kept() {
+            let left = spec.inputs[0].fields().len();
+            columns = match keep {
+                0 => columns[..left].to_vec(),
+                _ => columns[left..].to_vec(),
+            };
+        }
         if spec.output_updating() {
             columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(
                 std::mem::take(&mut out.kinds),

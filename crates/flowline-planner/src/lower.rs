@@ -871,13 +871,18 @@ fn lower_join(
         JoinType::Left => JoinKind::Left,
         JoinType::Right => JoinKind::Right,
         JoinType::Full => JoinKind::Full,
-        other => {
-            return Err(unsupported(
-                plan,
-                &format!("a {other} join (from IN / EXISTS subqueries), which"),
-            ))
-        }
+        JoinType::LeftSemi => JoinKind::LeftSemi,
+        JoinType::LeftAnti => JoinKind::LeftAnti,
+        JoinType::RightSemi => JoinKind::RightSemi,
+        JoinType::RightAnti => JoinKind::RightAnti,
+        other => return Err(unsupported(plan, &format!("a {other} join, which"))),
     };
+    if join.null_aware {
+        return Err(unsupported(
+            plan,
+            "NOT IN over a subquery (a NULL in the subquery empties the result), which; write NOT EXISTS,",
+        ));
+    }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(format!(
             "`{}`: a streaming join needs an equality between columns of its two inputs \
@@ -913,10 +918,12 @@ fn lower_join(
         keys[0].push(lk);
         keys[1].push(rk);
     }
+    // The rest of ON sees both inputs' columns (a semi join's output has only one's).
+    let pairs = ls.join(rs).map_err(df_error)?;
     let filter = join
         .filter
         .as_ref()
-        .map(|f| physical(cat, f, &join.schema))
+        .map(|f| physical(cat, f, &pairs))
         .transpose()?;
     let left = lower_node(&join.left, cat, timed)?;
     let right = lower_node(&join.right, cat, timed)?;

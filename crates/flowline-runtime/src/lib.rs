@@ -774,6 +774,9 @@ enum InputState {
     Ended,
 }
 
+/// How often an operator's state size is published between watermarks.
+const STATE_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
 struct OperatorTask {
     name: String,
     operator: Box<dyn Operator>,
@@ -799,6 +802,8 @@ struct OperatorTask {
     restoring: Option<checkpoint::RestoreClock>,
     /// A stop barrier passed: exit without flushing or sending `End`.
     stopped: bool,
+    /// When the state-size gauges were last set.
+    published: Instant,
 }
 
 impl OperatorTask {
@@ -848,12 +853,12 @@ impl OperatorTask {
             late_seen: 0,
             state_bytes: m.gauge(
                 "flowline_operator_state_bytes",
-                "bytes of operator state (open windows)",
+                "approximate bytes of operator state held in memory",
                 &labels,
             ),
             open_windows: m.gauge(
                 "flowline_operator_open_windows",
-                "windows or sessions open",
+                "windows, sessions, groups or partitions held",
                 &labels,
             ),
             watermark_gauge: m.gauge(
@@ -868,6 +873,7 @@ impl OperatorTask {
             checkpoint,
             restoring: ctx.restoring.clone().inspect(|r| r.enlist()),
             stopped: false,
+            published: Instant::now(),
             input_of,
             name,
         }
@@ -992,6 +998,12 @@ impl OperatorTask {
                             return Ok(());
                         }
                         self.route_late()?;
+                        // Operators without event time (aggregations, joins, TopN) grow their
+                        // state on rows alone: publish its size now and then (it can take a
+                        // walk over the state).
+                        if self.published.elapsed() >= STATE_PUBLISH_INTERVAL {
+                            self.publish_state();
+                        }
                     }
                     Message::Watermark(ts) => {
                         let input = &mut self.inputs[from];
@@ -1076,7 +1088,8 @@ impl OperatorTask {
         Ok(true)
     }
 
-    fn publish_state(&self) {
+    fn publish_state(&mut self) {
+        self.published = Instant::now();
         self.state_bytes.set(self.operator.state_bytes() as u64);
         self.open_windows.set(self.operator.open_windows() as u64);
     }

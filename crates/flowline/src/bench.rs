@@ -26,6 +26,10 @@ pub enum Workload {
     Q3,
     /// Nexmark q15: bid statistics per day with COUNT(DISTINCT) and FILTER (updating aggregation)
     Q15,
+    /// Nexmark q18: the last bid per bidder and auction (deduplication, ROW_NUMBER = 1)
+    Q18,
+    /// Nexmark q19: the 10 highest bids per auction (TopN, ROW_NUMBER <= 10)
+    Q19,
 }
 
 /// The sink and INSERT of a nexmark-fed workload.
@@ -73,6 +77,22 @@ fn nexmark_query(w: Workload) -> (&'static str, &'static str) {
              count(distinct auction) filter (where price >= 10000 and price < 1000000) AS rank2_auctions, \
              count(distinct auction) filter (where price >= 1000000) AS rank3_auctions \
              FROM bid GROUP BY DATE_FORMAT(date_time, 'yyyy-MM-dd');",
+        ),
+        Workload::Q18 => (
+            "nexmark q18 (dedup)",
+            "CREATE TABLE sink (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR) \
+             WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT auction, bidder, price, channel, url, date_time, extra \
+             FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY date_time DESC) AS rank_number FROM bid) \
+             WHERE rank_number <= 1;",
+        ),
+        Workload::Q19 => (
+            "nexmark q19 (TopN)",
+            "CREATE TABLE sink (auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, date_time TIMESTAMP(3), extra VARCHAR, \
+             rank_number BIGINT) WITH ('connector' = 'blackhole');\n\
+             INSERT INTO sink SELECT * FROM \
+             (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number FROM bid) \
+             WHERE rank_number <= 10;",
         ),
         _ => (
             "nexmark q1-shape",
@@ -175,7 +195,9 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         | Workload::Hop
         | Workload::Session
         | Workload::Q3
-        | Workload::Q15 => {
+        | Workload::Q15
+        | Workload::Q18
+        | Workload::Q19 => {
             let (name, query) = nexmark_query(args.workload);
             // Window workloads: 100k events per second of event time, so 10 s windows hold 1M
             // events and keep firing (the generator's default, 10M/s, puts 20M events in 2 s).

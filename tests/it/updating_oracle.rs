@@ -102,3 +102,49 @@ proptest! {
 fn changelog_of_a_two_level_aggregation() {
     check(7, 300, 5, 2, 6);
 }
+
+/// `table.exec.state.ttl`: a group not updated for the TTL is dropped without a retraction, so
+/// its next row starts it again (`+I` with a count of 1), as in Flink. Rows come every 100 ms;
+/// with a 30 ms TTL each row finds its group expired, without TTL each row updates it.
+#[test]
+fn state_ttl_forgets_idle_groups() {
+    let rt = crate::support::runtime();
+    let ddl = |ttl: &str| {
+        format!(
+            "{ttl}CREATE TABLE src (k INT) WITH ('connector' = 'datagen', 'rows-per-second' = '10', \
+             'number-of-rows' = '5', 'fields.k.kind' = 'sequence', 'fields.k.start' = '1', 'fields.k.end' = '5');"
+        )
+    };
+    let q = "SELECT 'all', COUNT(*) FROM src GROUP BY 'all'";
+    let counts = |batches: &[datafusion::arrow::array::RecordBatch]| -> Vec<(String, String)> {
+        rows(batches)
+            .into_iter()
+            .map(|r| (r[r.len() - 1].clone(), r[1].clone()))
+            .collect()
+    };
+    let kept = counts(&rt.block_on(stream_select(&ddl(""), q, 1)).unwrap());
+    assert_eq!(kept.last().map(|(_, c)| c.as_str()), Some("5"), "{kept:?}");
+    let expiring = counts(
+        &rt.block_on(stream_select(
+            &ddl("SET 'table.exec.state.ttl' = '30ms';"),
+            q,
+            1,
+        ))
+        .unwrap(),
+    );
+    // Rows that a slow machine delays into one batch share it; the group is still never
+    // updated, only started again.
+    assert!(expiring.len() >= 2, "{expiring:?}");
+    assert!(
+        expiring.iter().all(|(k, _)| k == "0"),
+        "every batch starts the group again (+I, no -U/+U): {expiring:?}"
+    );
+    assert_eq!(
+        expiring
+            .iter()
+            .map(|(_, c)| c.parse::<u64>().unwrap())
+            .sum::<u64>(),
+        5,
+        "{expiring:?}"
+    );
+}

@@ -22,7 +22,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -38,6 +37,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
+use crate::groups::{Groups, Ttl};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 /// The aggregate functions an updating aggregation computes.
@@ -86,6 +86,8 @@ pub struct GroupAggregateSpec {
     pub schema: SchemaRef,
     /// Whether input rows carry a change kind (the input is itself updating).
     pub updating_input: bool,
+    /// `table.exec.state.ttl`: groups not updated for this long are dropped.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for GroupAggregateSpec {
@@ -118,80 +120,6 @@ impl OperatorFactory for GroupAggregateSpec {
     }
 }
 
-/// Group keys in Arrow's row format, interned to dense ids; ids of deleted groups are reused.
-pub(crate) struct Groups {
-    table: hashbrown::HashTable<u32>,
-    pub keys: Vec<Box<[u8]>>,
-    /// Rows currently in each group (inserts minus retractions); a group with none is not live.
-    pub live: Vec<i64>,
-    pub free: Vec<u32>,
-    hasher: std::collections::hash_map::RandomState,
-}
-
-impl Groups {
-    pub fn new() -> Self {
-        Self {
-            table: hashbrown::HashTable::new(),
-            keys: Vec::new(),
-            live: Vec::new(),
-            free: Vec::new(),
-            hasher: Default::default(),
-        }
-    }
-
-    /// The group of `key`, created when new; `true` when it was created.
-    pub fn intern(&mut self, key: &[u8]) -> (u32, bool) {
-        let hash = self.hasher.hash_one(key);
-        let keys = &self.keys;
-        if let Some(g) = self.table.find(hash, |g| &*keys[*g as usize] == key) {
-            return (*g, false);
-        }
-        let g = match self.free.pop() {
-            Some(g) => {
-                self.keys[g as usize] = key.into();
-                g
-            }
-            None => {
-                self.keys.push(key.into());
-                self.live.push(0);
-                (self.keys.len() - 1) as u32
-            }
-        };
-        let (keys, hasher) = (&self.keys, &self.hasher);
-        self.table
-            .insert_unique(hash, g, |g| hasher.hash_one(&*keys[*g as usize]));
-        (g, true)
-    }
-
-    /// The group of `key`, if it exists.
-    pub fn find(&self, key: &[u8]) -> Option<u32> {
-        let hash = self.hasher.hash_one(key);
-        self.table
-            .find(hash, |g| &*self.keys[*g as usize] == key)
-            .copied()
-    }
-
-    pub fn remove(&mut self, g: u32) {
-        let key = std::mem::take(&mut self.keys[g as usize]);
-        let hash = self.hasher.hash_one(&*key);
-        if let Ok(entry) = self.table.find_entry(hash, |x| *x == g) {
-            entry.remove();
-        }
-        self.live[g as usize] = 0;
-        self.free.push(g);
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn size(&self) -> usize {
-        self.keys.iter().map(|k| k.len() + 16).sum::<usize>()
-            + self.table.capacity() * 4
-            + self.live.len() * 8
-    }
-}
-
 pub struct GroupAggregate {
     spec: Arc<GroupAggregateSpec>,
     /// Key columns ↔ row format; `None` without GROUP BY keys (one global group).
@@ -200,6 +128,7 @@ pub struct GroupAggregate {
     accs: Vec<Box<dyn Acc>>,
     /// Per group: touched by the current batch.
     touched: Vec<bool>,
+    ttl: Option<Ttl>,
 }
 
 impl GroupAggregate {
@@ -217,12 +146,14 @@ impl GroupAggregate {
             .iter()
             .map(|a| new_acc(a, spec.updating_input))
             .collect::<Result<Vec<_>>>()?;
+        let ttl = Ttl::new(spec.state_ttl);
         Ok(Self {
             spec,
             keys,
             groups: Groups::new(),
-            accs,
             touched: Vec::new(),
+            accs,
+            ttl,
         })
     }
 
@@ -267,6 +198,12 @@ impl Operator for GroupAggregate {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(Vec::new());
+        }
+        if let Some(ttl) = &mut self.ttl {
+            for g in ttl.due(&mut self.groups) {
+                self.groups.remove(g);
+                self.accs.iter_mut().for_each(|a| a.reset(g));
+            }
         }
         let adds: Vec<bool> = match (self.spec.updating_input, row_kinds(&batch)) {
             (true, Some(kinds)) => kinds

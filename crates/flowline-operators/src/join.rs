@@ -35,7 +35,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::group_agg::Groups;
+use crate::groups::{Groups, Ttl};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,6 +91,8 @@ pub struct JoinSpec {
     /// The left columns, the right columns (only the emitted input's for a semi or anti join),
     /// then the change kind when the output is updating.
     pub schema: SchemaRef,
+    /// `table.exec.state.ttl`: keys of an input not updated for this long are dropped.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl JoinSpec {
@@ -147,6 +149,7 @@ impl OperatorFactory for JoinSpec {
                 entries: Vec::new(),
                 outer: self.kind.outer(i),
                 bytes: 0,
+                ttl: Ttl::new(self.state_ttl),
             })
         };
         // Candidate pairs, for the ON condition: both inputs' columns, NULL allowed.
@@ -186,6 +189,7 @@ struct Side {
     entries: Vec<Vec<Entry>>,
     outer: bool,
     bytes: usize,
+    ttl: Option<Ttl>,
 }
 
 impl Side {
@@ -209,11 +213,22 @@ impl Side {
         }
     }
 
+    /// Drops the keys not updated for the state TTL.
+    fn expire(&mut self) {
+        let Some(ttl) = &mut self.ttl else { return };
+        for g in ttl.due(&mut self.groups) {
+            let list = std::mem::take(&mut self.entries[g as usize]);
+            self.bytes -= list.iter().map(|e| e.row.len() + 16).sum::<usize>();
+            self.groups.remove(g);
+        }
+    }
+
     /// Removes one copy of `row`; a retraction of a row that is not there changes nothing.
     fn retract(&mut self, key: &[u8], row: &[u8]) {
         let Some(g) = self.groups.find(key) else {
             return;
         };
+        self.groups.touch(g);
         let list = &mut self.entries[g as usize];
         let Some(at) = list.iter().position(|e| *e.row == *row) else {
             return;
@@ -343,6 +358,7 @@ impl Join {
 impl Operator for Join {
     fn on_batch(&mut self, side: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let spec = self.spec.clone();
+        self.sides.iter_mut().for_each(Side::expire);
         let n = batch.num_rows();
         let width = spec.inputs[side].fields().len();
         let kinds = if spec.updating[side] {

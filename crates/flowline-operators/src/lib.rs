@@ -15,6 +15,7 @@
 
 pub mod chain;
 pub mod group_agg;
+mod groups;
 pub mod join;
 pub mod normalize;
 pub mod rank;

@@ -22,7 +22,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, Result};
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::group_agg::Groups;
+use crate::groups::{Groups, Ttl};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone)]
@@ -31,6 +31,8 @@ pub struct ChangelogNormalizeSpec {
     pub key: Vec<usize>,
     /// The rows' columns, then the change kind.
     pub schema: SchemaRef,
+    /// `table.exec.state.ttl`: keys not updated for this long are forgotten.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for ChangelogNormalizeSpec {
@@ -59,6 +61,7 @@ impl OperatorFactory for ChangelogNormalizeSpec {
             groups: Groups::new(),
             held: Vec::new(),
             slot: Vec::new(),
+            ttl: Ttl::new(self.state_ttl),
         }))
     }
 
@@ -76,6 +79,7 @@ pub struct ChangelogNormalize {
     held: Vec<Option<Box<[u8]>>>,
     /// Per key: its position among the keys the current batch touches, plus one (0 = untouched).
     slot: Vec<u32>,
+    ttl: Option<Ttl>,
 }
 
 impl ChangelogNormalize {
@@ -97,6 +101,11 @@ impl ChangelogNormalize {
 impl Operator for ChangelogNormalize {
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let n = batch.num_rows();
+        if let Some(ttl) = &mut self.ttl {
+            for g in ttl.due(&mut self.groups) {
+                self.drop_key(g);
+            }
+        }
         let Some(kinds) = row_kinds(&batch).cloned() else {
             return exec_err!("changelog normalize: the input batch has no change-kind column");
         };

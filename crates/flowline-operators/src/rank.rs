@@ -30,7 +30,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::group_agg::Groups;
+use crate::groups::{Groups, Ttl};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone)]
@@ -49,6 +49,8 @@ pub struct RankSpec {
     pub updating_input: bool,
     /// The input columns, the row number, then the change kind.
     pub schema: SchemaRef,
+    /// `table.exec.state.ttl`: partitions not updated for this long are dropped.
+    pub state_ttl: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for RankSpec {
@@ -108,6 +110,7 @@ impl OperatorFactory for RankSpec {
             parts: Vec::new(),
             seq: 0,
             bytes: 0,
+            ttl: Ttl::new(self.state_ttl),
         }))
     }
 
@@ -130,6 +133,7 @@ pub struct Rank {
     /// Arrival counter: the tie-break between equal sort keys.
     seq: u64,
     bytes: usize,
+    ttl: Option<Ttl>,
 }
 
 impl Rank {
@@ -163,6 +167,16 @@ impl Rank {
 impl Operator for Rank {
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let spec = self.spec.clone();
+        if let Some(ttl) = &mut self.ttl {
+            for g in ttl.due(&mut self.groups) {
+                let part = std::mem::take(&mut self.parts[g as usize]);
+                self.bytes -= part
+                    .iter()
+                    .map(|((s, _), r)| s.len() + r.len() + 32)
+                    .sum::<usize>();
+                self.groups.remove(g);
+            }
+        }
         let n = batch.num_rows();
         let width = spec.input.fields().len();
         let kinds = if spec.updating_input {

@@ -23,7 +23,7 @@ use crate::{Node, Pipeline, PlanError, Result, SinkTarget, TableBinding, JOB_OPT
 pub const RAW_PREFIX: &str = "__flowline_raw_";
 
 /// Flink options accepted in `SET` that do not change anything yet (they belong to later work).
-const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.exec.state.ttl", "table.local-time-zone"];
+const ACCEPTED_NOOP_OPTIONS: &[&str] = &["table.local-time-zone"];
 
 /// A DataFusion session configured for Flink SQL: case-sensitive identifiers, Flink functions.
 pub fn new_session() -> SessionContext {
@@ -189,6 +189,13 @@ impl Catalog {
             return Err(PlanError::Invalid(format!(
                 "invalid value '{value}' for 'execution.runtime-mode': expected streaming or batch"
             )));
+        }
+        if key == "table.exec.state.ttl" {
+            flowline_common::options::parse_duration(&value).map_err(|e| {
+                PlanError::Invalid(format!(
+                    "invalid value '{value}' for 'table.exec.state.ttl': {e}"
+                ))
+            })?;
         }
         if ACCEPTED_NOOP_OPTIONS.contains(&key.as_str()) {
             eprintln!("warning: SET '{key}' has no effect in this version of Flowline");

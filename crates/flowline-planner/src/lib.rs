@@ -249,6 +249,7 @@ pub const JOB_OPTIONS: &[&str] = &[
     "table.exec.source.idle-timeout",
     "execution.runtime-mode",
     "table.exec.late-data.sink",
+    "table.exec.state.ttl",
     "execution.checkpointing.interval",
     "execution.checkpointing.mode",
     "execution.checkpointing.timeout",

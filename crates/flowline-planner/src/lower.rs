@@ -135,6 +135,15 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
     }
 }
 
+/// `table.exec.state.ttl` (checked when SET): how long unbounded operators keep a key that is
+/// not updated; none (or 0) keeps state forever.
+fn state_ttl(cat: &Catalog) -> Option<std::time::Duration> {
+    cat.config
+        .get("table.exec.state.ttl")
+        .and_then(|v| flowline_common::options::parse_duration(v).ok())
+        .filter(|d| !d.is_zero())
+}
+
 /// A projection fused over its lowered input.
 fn project(
     p: &datafusion::logical_expr::Projection,
@@ -280,6 +289,7 @@ fn lower_rank(
         input: Arc::new(input_schema.as_arrow().clone()),
         updating_input: updating(&inputs),
         schema: Arc::new(changelog::with_row_kind(window.schema.as_arrow())),
+        state_ttl: state_ttl(cat),
     };
     let mut nodes = vec![OperatorNode::single(
         Arc::new(spec),
@@ -399,6 +409,7 @@ fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
     let spec = ChangelogNormalizeSpec {
         key: key.clone(),
         schema: Arc::new(changelog::with_row_kind(&full)),
+        state_ttl: state_ttl(cat),
     };
     let exchange = key
         .iter()
@@ -682,6 +693,7 @@ fn lower_group_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) -> 
         aggregates,
         schema: Arc::new(changelog::with_row_kind(out)),
         updating_input: updating(&inputs),
+        state_ttl: state_ttl(cat),
     };
     Ok(vec![OperatorNode::single(
         Arc::new(spec),
@@ -938,6 +950,7 @@ fn lower_join(
         updating: [updating(&left), updating(&right)],
         filter,
         schema: Arc::new(out.clone()),
+        state_ttl: state_ttl(cat),
     };
     if spec.output_updating() {
         spec.schema = Arc::new(changelog::with_row_kind(out));

@@ -547,46 +547,23 @@ impl Operator for Join {
     /// State batches of `[input, key bytes, row bytes, count, matched]`.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let mut batches = Vec::new();
+        let mut st = StateRows::default();
         for (s, side) in self.sides.iter().enumerate() {
-            let (mut inputs, mut keys, mut rows) = (
-                UInt8Builder::new(),
-                BinaryBuilder::new(),
-                BinaryBuilder::new(),
-            );
-            let (mut counts, mut matched) = (UInt32Builder::new(), UInt32Builder::new());
-            let mut n = 0;
             for (g, list) in side.entries.iter().enumerate() {
                 for e in list {
-                    inputs.append_value(s as u8);
-                    keys.append_value(&side.groups.keys[g]);
-                    rows.append_value(&e.row);
-                    counts.append_value(e.count);
-                    matched.append_value(e.matched);
-                    n += 1;
-                    if n == 65536 {
-                        batches.push(state(
-                            &mut inputs,
-                            &mut keys,
-                            &mut rows,
-                            &mut counts,
-                            &mut matched,
-                            n,
-                        )?);
-                        n = 0;
+                    st.inputs.append_value(s as u8);
+                    st.keys.append_value(&side.groups.keys[g]);
+                    st.rows.append_value(&e.row);
+                    st.counts.append_value(e.count);
+                    st.matched.append_value(e.matched);
+                    st.n += 1;
+                    if st.n == 65536 {
+                        st.flush(&mut batches)?;
                     }
                 }
             }
-            if n > 0 {
-                batches.push(state(
-                    &mut inputs,
-                    &mut keys,
-                    &mut rows,
-                    &mut counts,
-                    &mut matched,
-                    n,
-                )?);
-            }
         }
+        st.flush(&mut batches)?;
         crate::encode_batches(&batches)
     }
 
@@ -627,23 +604,34 @@ impl Operator for Join {
     }
 }
 
-fn state(
-    inputs: &mut UInt8Builder,
-    keys: &mut BinaryBuilder,
-    rows: &mut BinaryBuilder,
-    counts: &mut UInt32Builder,
-    matched: &mut UInt32Builder,
+/// Join state rows being written into state batches.
+#[derive(Default)]
+struct StateRows {
+    inputs: UInt8Builder,
+    keys: BinaryBuilder,
+    rows: BinaryBuilder,
+    counts: UInt32Builder,
+    matched: UInt32Builder,
     n: usize,
-) -> Result<RecordBatch> {
-    let inputs: UInt8Array = inputs.finish();
-    crate::state_batch(
-        vec![
-            Arc::new(inputs),
-            Arc::new(keys.finish()),
-            Arc::new(rows.finish()),
-            Arc::new(counts.finish()),
-            Arc::new(matched.finish()),
-        ],
-        n,
-    )
+}
+
+impl StateRows {
+    fn flush(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if self.n == 0 {
+            return Ok(());
+        }
+        let inputs: UInt8Array = self.inputs.finish();
+        out.push(crate::state_batch(
+            vec![
+                Arc::new(inputs),
+                Arc::new(self.keys.finish()),
+                Arc::new(self.rows.finish()),
+                Arc::new(self.counts.finish()),
+                Arc::new(self.matched.finish()),
+            ],
+            self.n,
+        )?);
+        self.n = 0;
+        Ok(())
+    }
 }

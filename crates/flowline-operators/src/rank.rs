@@ -119,8 +119,107 @@ impl OperatorFactory for RankSpec {
     }
 }
 
-/// A partition's rows: (sort key bytes, arrival tie-break) → row bytes.
-type Sorted = BTreeMap<(Box<[u8]>, u64), Box<[u8]>>;
+/// A row's place in its partition: (sort key bytes, arrival tie-break).
+type Pos = (Box<[u8]>, u64);
+
+/// A partition's rows in order. Over an append-only input a partition holds at most N + 1 rows:
+/// a sorted vector (a B-tree node would cost far more than the row when N = 1). Over an
+/// updating input it holds every row: a B-tree.
+enum Sorted {
+    Small(Vec<(Pos, Box<[u8]>)>),
+    Large(BTreeMap<Pos, Box<[u8]>>),
+}
+
+impl Sorted {
+    fn new(small: bool) -> Self {
+        if small {
+            Sorted::Small(Vec::new())
+        } else {
+            Sorted::Large(BTreeMap::new())
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Sorted::Small(v) => v.len(),
+            Sorted::Large(m) => m.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn last_key(&self) -> Option<&Pos> {
+        match self {
+            Sorted::Small(v) => v.last().map(|(p, _)| p),
+            Sorted::Large(m) => m.last_key_value().map(|(p, _)| p),
+        }
+    }
+
+    fn insert(&mut self, pos: Pos, row: Box<[u8]>) {
+        match self {
+            Sorted::Small(v) => {
+                let at = v.partition_point(|(p, _)| *p < pos);
+                v.insert(at, (pos, row));
+            }
+            Sorted::Large(m) => {
+                m.insert(pos, row);
+            }
+        }
+    }
+
+    fn pop_last(&mut self) -> Option<(Pos, Box<[u8]>)> {
+        match self {
+            Sorted::Small(v) => v.pop(),
+            Sorted::Large(m) => m.pop_last(),
+        }
+    }
+
+    /// The place of a row equal to `row` with sort key `sort`.
+    fn find(&self, sort: &[u8], row: &[u8]) -> Option<Pos> {
+        let same = |(p, r): (&Pos, &Box<[u8]>)| (&*p.0 == sort && **r == *row).then(|| p.clone());
+        match self {
+            Sorted::Small(v) => v.iter().find_map(|(p, r)| same((p, r))),
+            Sorted::Large(m) => {
+                let (lo, hi): (Pos, Pos) = ((sort.into(), 0), (sort.into(), u64::MAX));
+                m.range(lo..=hi).find_map(same)
+            }
+        }
+    }
+
+    fn remove(&mut self, pos: &Pos) -> Option<Box<[u8]>> {
+        match self {
+            Sorted::Small(v) => {
+                let at = v.binary_search_by(|(p, _)| p.cmp(pos)).ok()?;
+                Some(v.remove(at).1)
+            }
+            Sorted::Large(m) => m.remove(pos),
+        }
+    }
+
+    fn get(&self, pos: &Pos) -> Option<&[u8]> {
+        match self {
+            Sorted::Small(v) => {
+                let at = v.binary_search_by(|(p, _)| p.cmp(pos)).ok()?;
+                Some(&v[at].1)
+            }
+            Sorted::Large(m) => m.get(pos).map(|r| &**r),
+        }
+    }
+
+    /// The places of the first `n` rows.
+    fn top(&self, n: usize) -> Vec<Pos> {
+        self.iter().take(n).map(|(p, _)| p.clone()).collect()
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = (&Pos, &Box<[u8]>)> + '_> {
+        match self {
+            Sorted::Small(v) => Box::new(v.iter().map(|(p, r)| (p, r))),
+            Sorted::Large(m) => Box::new(m.iter()),
+        }
+    }
+}
 
 pub struct Rank {
     spec: Arc<RankSpec>,
@@ -149,18 +248,16 @@ impl Rank {
     fn part_of(&mut self, key: &[u8]) -> u32 {
         let (g, created) = self.groups.intern(key);
         if created {
-            self.parts.resize_with(self.groups.len(), BTreeMap::new);
+            let small = !self.spec.updating_input;
+            self.parts
+                .resize_with(self.groups.len(), || Sorted::new(small));
         }
         g
     }
 
     /// The positions (sort key, tie) of partition `g`'s top rows.
-    fn top(&self, g: u32) -> Vec<(Box<[u8]>, u64)> {
-        self.parts[g as usize]
-            .keys()
-            .take(self.spec.limit)
-            .cloned()
-            .collect()
+    fn top(&self, g: u32) -> Vec<Pos> {
+        self.parts[g as usize].top(self.spec.limit)
     }
 }
 
@@ -169,7 +266,8 @@ impl Operator for Rank {
         let spec = self.spec.clone();
         if let Some(ttl) = &mut self.ttl {
             for g in ttl.due(&mut self.groups) {
-                let part = std::mem::take(&mut self.parts[g as usize]);
+                let small = !spec.updating_input;
+                let part = std::mem::replace(&mut self.parts[g as usize], Sorted::new(small));
                 self.bytes -= part
                     .iter()
                     .map(|((s, _), r)| s.len() + r.len() + 32)
@@ -204,9 +302,9 @@ impl Operator for Rank {
 
         // The top rows of each partition the batch touches, as they were before it, and the
         // rows that leave state meanwhile (they may have to be retracted).
-        let mut before: Vec<(u32, Vec<(Box<[u8]>, u64)>)> = Vec::new();
+        let mut before: Vec<(u32, Vec<Pos>)> = Vec::new();
         let mut touched: HashSet<u32> = HashSet::new();
-        let mut gone: HashMap<(Box<[u8]>, u64), Box<[u8]>> = HashMap::new();
+        let mut gone: HashMap<Pos, Box<[u8]>> = HashMap::new();
         for i in 0..n {
             let g = match &part_keys {
                 Some(k) => self.part_of(k.row(i).as_ref()),
@@ -225,7 +323,7 @@ impl Operator for Rank {
                 let part = &self.parts[g as usize];
                 if !spec.updating_input && part.len() >= spec.limit {
                     // Append-only and below the top N already: it would leave at once.
-                    let (last, last_tie) = part.last_key_value().expect("not empty").0;
+                    let (last, last_tie) = part.last_key().expect("not empty");
                     if (sort_keys.row(i).as_ref(), tie) > (last.as_ref(), *last_tie) {
                         continue;
                     }
@@ -241,14 +339,8 @@ impl Operator for Rank {
                     gone.insert(pos, evicted);
                 }
             } else {
-                let sort: Box<[u8]> = sort_keys.row(i).as_ref().into();
                 let part = &mut self.parts[g as usize];
-                let lo = (sort.clone(), 0u64);
-                let hi = (sort, u64::MAX);
-                let found = part
-                    .range(lo..=hi)
-                    .find(|(_, r)| ***r == *row.as_ref())
-                    .map(|(k, _)| k.clone());
+                let found = part.find(sort_keys.row(i).as_ref(), row.as_ref());
                 // A retraction of a row that is not there (or no longer kept) changes nothing.
                 if let Some(pos) = found {
                     let r = part.remove(&pos).expect("found");
@@ -262,10 +354,10 @@ impl Operator for Rank {
         let mut kinds_out: Vec<i8> = Vec::new();
         let mut rns: Vec<u64> = Vec::new();
         let mut out_rows: Vec<&[u8]> = Vec::new();
-        let afters: Vec<Vec<(Box<[u8]>, u64)>> = before.iter().map(|(g, _)| self.top(*g)).collect();
+        let afters: Vec<Vec<Pos>> = before.iter().map(|(g, _)| self.top(*g)).collect();
         for ((g, old), new) in before.iter().zip(&afters) {
             let part = &self.parts[*g as usize];
-            let row_at = |pos: &(Box<[u8]>, u64)| -> &[u8] {
+            let row_at = |pos: &Pos| -> &[u8] {
                 match part.get(pos) {
                     Some(r) => r,
                     None => gone
@@ -344,7 +436,7 @@ impl Operator for Rank {
             Ok(())
         };
         for (g, part) in self.parts.iter().enumerate() {
-            for ((sort, tie), row) in part {
+            for ((sort, tie), row) in part.iter() {
                 keys.append_value(&self.groups.keys[g]);
                 sorts.append_value(sort);
                 ties.append_value(*tie);

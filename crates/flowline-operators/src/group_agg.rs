@@ -199,11 +199,12 @@ impl Operator for GroupAggregate {
         if n == 0 {
             return Ok(Vec::new());
         }
-        if let Some(ttl) = &mut self.ttl {
-            for g in ttl.due(&mut self.groups) {
-                self.groups.remove(g);
-                self.accs.iter_mut().for_each(|a| a.reset(g));
-            }
+        let expired = match &mut self.ttl {
+            Some(ttl) => ttl.due(&mut self.groups),
+            None => Vec::new(),
+        };
+        for g in expired {
+            self.remove_group(g);
         }
         let adds: Vec<bool> = match (self.spec.updating_input, row_kinds(&batch)) {
             (true, Some(kinds)) => kinds

@@ -16,9 +16,9 @@
 //! inner or semi join of two append-only inputs is append-only. Rows whose key has a NULL never match (SQL equality): they are not
 //! stored, and an outer side emits them NULL-padded at once.
 //!
-//! State: per input, per key, the distinct rows (Arrow's row format) with how many times each
-//! is present and, on an outer side, how many rows of the other input it matches. It lives in
-//! memory and is written whole at each checkpoint.
+//! State: per input, per key, its rows (Arrow's row format) and, on an outer side, how many rows
+//! of the other input each matches; equal rows of an updating input share one entry with a count
+//! (a retraction must find its row). It lives in memory and is written whole at each checkpoint.
 
 use std::fmt;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
@@ -148,6 +148,7 @@ impl OperatorFactory for JoinSpec {
                 groups: Groups::new(),
                 entries: Vec::new(),
                 outer: self.kind.outer(i),
+                updating: self.updating[i],
                 bytes: 0,
                 ttl: Ttl::new(self.state_ttl),
             })
@@ -188,6 +189,8 @@ struct Side {
     /// Per key (group id): its distinct rows.
     entries: Vec<Vec<Entry>>,
     outer: bool,
+    /// The input carries retractions: equal rows share an entry, so a retraction finds its row.
+    updating: bool,
     bytes: usize,
     ttl: Option<Ttl>,
 }
@@ -200,7 +203,13 @@ impl Side {
             self.entries.resize_with(self.groups.len(), Vec::new);
         }
         let list = &mut self.entries[g as usize];
-        match list.iter_mut().find(|e| *e.row == *row) {
+        // An append-only input is never retracted: its rows need not be found again, so a
+        // repeated row gets an entry of its own rather than a scan of the key's rows.
+        let same = match self.updating {
+            true => list.iter_mut().find(|e| *e.row == *row),
+            false => None,
+        };
+        match same {
             Some(e) => e.count += count,
             None => {
                 self.bytes += row.len() + 16;
@@ -210,6 +219,20 @@ impl Side {
                     matched,
                 })
             }
+        }
+    }
+
+    /// Stores (`add`) or retracts input row `i` of a batch, unless its key has a NULL (such a
+    /// row never matches, so it is not kept).
+    fn apply(&mut self, add: bool, key: &Rows, rows: &Rows, i: usize, has_key: bool, matched: u32) {
+        if !has_key {
+            return;
+        }
+        let (key, row) = (key.row(i), rows.row(i));
+        if add {
+            self.put(key.as_ref(), row.as_ref(), 1, matched);
+        } else {
+            self.retract(key.as_ref(), row.as_ref());
         }
     }
 
@@ -277,17 +300,29 @@ impl Joined {
 }
 
 impl Join {
-    /// The joined columns (left then right) of `rows`, taking input-side columns from `data`.
-    fn columns(&self, side: usize, data: &RecordBatch, rows: &Joined) -> Result<Vec<ArrayRef>> {
+    /// The joined columns (left then right) of `rows`, or only input `only`'s (a semi or anti
+    /// join's output), taking input-side columns from `data`.
+    fn columns(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+        rows: &Joined,
+        only: Option<usize>,
+    ) -> Result<Vec<ArrayRef>> {
         let other = &self.sides[1 - side];
-        let input_idx: UInt32Array = rows.input.iter().copied().collect();
-        let input_cols = data
-            .columns()
-            .iter()
-            .map(|c| take(c, &input_idx, None))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let input_cols = if only.is_none_or(|k| k == side) {
+            let input_idx: UInt32Array = rows.input.iter().copied().collect();
+            data.columns()
+                .iter()
+                .map(|c| take(c, &input_idx, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        } else {
+            Vec::new()
+        };
         let other_schema = &self.spec.inputs[1 - side];
-        let other_cols = if rows.other.iter().all(Option::is_none) {
+        let other_cols = if only == Some(side) {
+            Vec::new()
+        } else if rows.other.iter().all(Option::is_none) {
             other_schema
                 .fields()
                 .iter()
@@ -339,7 +374,7 @@ impl Join {
         }
         let batch = crate::batch_of(
             &self.pairs,
-            self.columns(side, data, cand)?,
+            self.columns(side, data, cand, None)?,
             cand.kinds.len(),
         )?;
         let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
@@ -443,14 +478,7 @@ impl Operator for Join {
                         };
                         out.push(1, k, row, None);
                     }
-                    if has_key(i) {
-                        let (key, r) = (key_rows.row(i), rows.row(i));
-                        if add {
-                            this.put(key.as_ref(), r.as_ref(), 1, matched);
-                        } else {
-                            this.retract(key.as_ref(), r.as_ref());
-                        }
-                    }
+                    this.apply(add, &key_rows, &rows, i, has_key(i), matched);
                     continue;
                 }
                 for (g, e) in matches {
@@ -467,14 +495,7 @@ impl Operator for Join {
                         }
                     }
                 }
-                if has_key(i) {
-                    let (key, r) = (key_rows.row(i), rows.row(i));
-                    if add {
-                        this.put(key.as_ref(), r.as_ref(), 1, 0);
-                    } else {
-                        this.retract(key.as_ref(), r.as_ref());
-                    }
-                }
+                this.apply(add, &key_rows, &rows, i, has_key(i), 0);
                 continue;
             }
             if kind.is_addition() {
@@ -494,13 +515,9 @@ impl Operator for Join {
                 if this.outer && matched == 0 {
                     out.push(1, RowKind::Insert, row, None);
                 }
-                if has_key(i) {
-                    this.put(key_rows.row(i).as_ref(), rows.row(i).as_ref(), 1, matched);
-                }
+                this.apply(true, &key_rows, &rows, i, has_key(i), matched);
             } else {
-                if has_key(i) {
-                    this.retract(key_rows.row(i).as_ref(), rows.row(i).as_ref());
-                }
+                this.apply(false, &key_rows, &rows, i, has_key(i), 0);
                 let mut any = false;
                 for (g, e) in matches {
                     any = true;
@@ -523,14 +540,7 @@ impl Operator for Join {
             return Ok(Vec::new());
         }
         let rows_out = out.kinds.len();
-        let mut columns = self.columns(side, &data, &out)?;
-        if let Some(keep) = spec.kind.kept() {
-            let left = spec.inputs[0].fields().len();
-            columns = match keep {
-                0 => columns[..left].to_vec(),
-                _ => columns[left..].to_vec(),
-            };
-        }
+        let mut columns = self.columns(side, &data, &out, spec.kind.kept())?;
         if spec.output_updating() {
             columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(
                 std::mem::take(&mut out.kinds),

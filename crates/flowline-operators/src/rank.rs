@@ -305,20 +305,17 @@ impl Operator for Rank {
         let mut before: Vec<(u32, Vec<Pos>)> = Vec::new();
         let mut touched: HashSet<u32> = HashSet::new();
         let mut gone: HashMap<Pos, Box<[u8]>> = HashMap::new();
+        // A partition's top is remembered just before the batch first changes it: a row that
+        // changes nothing (below the top N of an append-only input) costs no copy.
         for i in 0..n {
-            let g = match &part_keys {
-                Some(k) => self.part_of(k.row(i).as_ref()),
-                None => self.part_of(&[]),
-            };
-            if touched.insert(g) {
-                before.push((g, self.top(g)));
-            }
+            let key = part_keys.as_ref().map_or(&[][..], |k| k.row(i).data());
             let add = match &kinds {
                 Some(k) => RowKind::from_i8(k.value(i)).is_some_and(RowKind::is_addition),
                 None => true,
             };
             let row = rows.row(i);
             if add {
+                let g = self.part_of(key);
                 let tie = self.tie();
                 let part = &self.parts[g as usize];
                 if !spec.updating_input && part.len() >= spec.limit {
@@ -327,6 +324,9 @@ impl Operator for Rank {
                     if (sort_keys.row(i).as_ref(), tie) > (last.as_ref(), *last_tie) {
                         continue;
                     }
+                }
+                if touched.insert(g) {
+                    before.push((g, self.top(g)));
                 }
                 let sort: Box<[u8]> = sort_keys.row(i).as_ref().into();
                 self.bytes += sort.len() + row.as_ref().len() + 32;
@@ -339,14 +339,22 @@ impl Operator for Rank {
                     gone.insert(pos, evicted);
                 }
             } else {
-                let part = &mut self.parts[g as usize];
-                let found = part.find(sort_keys.row(i).as_ref(), row.as_ref());
                 // A retraction of a row that is not there (or no longer kept) changes nothing.
-                if let Some(pos) = found {
-                    let r = part.remove(&pos).expect("found");
-                    self.bytes -= pos.0.len() + r.len() + 32;
-                    gone.insert(pos, r);
+                let Some(g) = self.groups.find(key) else {
+                    continue;
+                };
+                let Some(pos) =
+                    self.parts[g as usize].find(sort_keys.row(i).as_ref(), row.as_ref())
+                else {
+                    continue;
+                };
+                self.groups.touch(g);
+                if touched.insert(g) {
+                    before.push((g, self.top(g)));
                 }
+                let r = self.parts[g as usize].remove(&pos).expect("found");
+                self.bytes -= pos.0.len() + r.len() + 32;
+                gone.insert(pos, r);
             }
         }
 

@@ -8,7 +8,8 @@
 //! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions);
 //! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
 //! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs;
-//! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`).
+//! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`);
+//! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
@@ -21,6 +22,7 @@ pub mod normalize;
 pub mod rank;
 pub mod session;
 mod session_table;
+pub mod temporal_join;
 pub mod window_agg;
 
 use std::fmt;
@@ -39,6 +41,7 @@ pub use rank::RankSpec;
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,
 };
+pub use temporal_join::{LookupJoinSpec, TableLoader, VersionedJoinSpec};
 pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.

@@ -56,7 +56,7 @@ pub struct Catalog {
     /// Batch mode (`flowline query`): tables are read to the end and held in memory.
     batch: bool,
     pub tables: BTreeMap<String, TableBinding>,
-    views: Vec<String>,
+    pub(crate) views: Vec<String>,
     pub config: BTreeMap<String, String>,
     /// Per table with `WATERMARK FOR`: the optimised plan of `SELECT <watermark expr> FROM t`
     /// and the clause as written.
@@ -409,7 +409,8 @@ impl Catalog {
     }
 
     /// Plans (without optimising) a query AST.
-    pub async fn plan_query_ast(&self, query: Query) -> Result<LogicalPlan> {
+    pub async fn plan_query_ast(&self, mut query: Query) -> Result<LogicalPlan> {
+        crate::temporal::rewrite(&mut query, self)?;
         let stmt = DfStatement::Statement(Box::new(SqlStatement::Query(Box::new(query))));
         self.ctx
             .state()

@@ -14,6 +14,7 @@ mod catalog;
 mod lower;
 mod session;
 mod sink_types;
+mod temporal;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -34,8 +34,9 @@ use flowline_common::changelog::{self, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
-    GroupAggregateSpec, JoinKind, JoinSpec, RankSpec, SessionAggregateSpec, SessionOutput,
-    SessionWindowSpec, StatelessChain, WindowAggregateSpec,
+    GroupAggregateSpec, JoinKind, JoinSpec, LookupJoinSpec, RankSpec, SessionAggregateSpec,
+    SessionOutput, SessionWindowSpec, StatelessChain, TableLoader, VersionedJoinSpec,
+    WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -57,7 +58,7 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
                 .binding_for_scan(&table_of(plan))
                 .is_some_and(|b| b.factory.upsert_source)
             {
-                return lower_upsert_scan(plan, cat);
+                return lower_upsert_scan(plan, cat, timed);
             }
             Ok(vec![Node::Source(lower_scan(plan, cat, timed)?)])
         }
@@ -388,9 +389,9 @@ fn table_of(plan: &LogicalPlan) -> String {
 
 /// A scan of an upsert source (upsert-kafka): the source reads every column with a change kind
 /// (`+U`, `-D`), a ChangelogNormalize keyed by the PRIMARY KEY turns that into a changelog, and
-/// the scan's projection and filters follow it. (No watermark: operators that need event time
-/// take append-only input.)
-fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
+/// the scan's projection and filters follow it. With `watermark`, the table's WATERMARK FOR is
+/// generated at the source (the versioned side of a temporal join needs it).
+fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Vec<Node>> {
     let scanned = lower_scan(plan, cat, false)?;
     let table = &scanned.source.table;
     let full = table.source_schema();
@@ -426,12 +427,18 @@ fn lower_upsert_scan(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
         full.fields().len(),
     ));
     chain.steps.extend(scanned.chain.steps.iter().cloned());
-    let source = Branch {
+    let mut source = Branch {
         source: scanned.source.clone(),
         projection: None,
         chain: StatelessChain::default(),
         watermark: None,
     };
+    if watermark {
+        if let Some((wm_plan, text)) = cat.watermark_plan(&table.name) {
+            let wm = watermark_branch(wm_plan, cat)?;
+            attach_watermark(&mut source, wm, text.clone());
+        }
+    }
     let mut node =
         OperatorNode::single(Arc::new(spec), vec![Node::Source(source)], exchange, false);
     *node.chain_mut() = chain;
@@ -876,7 +883,6 @@ fn lower_join(
     timed: bool,
 ) -> Result<Vec<Node>> {
     use datafusion::common::NullEquality;
-    use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
     use datafusion::logical_expr::JoinType;
     let kind = match join.join_type {
         JoinType::Inner => JoinKind::Inner,
@@ -908,28 +914,11 @@ fn lower_join(
             "a join whose keys match NULL to NULL, which",
         ));
     }
-    let (ls, rs) = (join.left.schema(), join.right.schema());
-    let mut keys = [Vec::new(), Vec::new()];
-    for (l, r) in &join.on {
-        let (mut lk, mut rk) = (physical(cat, l, ls)?, physical(cat, r, rs)?);
-        let (lt, rt) = (
-            lk.data_type(ls.as_arrow()).map_err(df_error)?,
-            rk.data_type(rs.as_arrow()).map_err(df_error)?,
-        );
-        if lt != rt {
-            // Equal keys must hash and compare alike on both inputs: one type.
-            let Some(common) = comparison_coercion(&lt, &rt) else {
-                return Err(PlanError::Invalid(format!(
-                    "`{}`: cannot compare join keys {l} ({lt}) and {r} ({rt})",
-                    plan.display()
-                )));
-            };
-            lk = Arc::new(CastExpr::new(lk, common.clone(), None));
-            rk = Arc::new(CastExpr::new(rk, common, None));
-        }
-        keys[0].push(lk);
-        keys[1].push(rk);
+    if let Some(marker) = temporal_marker(join)? {
+        return lower_temporal_join(plan, join, cat, timed, marker);
     }
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let keys = join_keys(plan, join, cat)?;
     // The rest of ON sees both inputs' columns (a semi join's output has only one's).
     let pairs = ls.join(rs).map_err(df_error)?;
     let filter = join
@@ -971,6 +960,235 @@ fn lower_join(
         chain: StatelessChain::default(),
         keep_late: false,
     }))])
+}
+
+/// `FOR SYSTEM_TIME AS OF` (see `crate::temporal`): the marker call in a join's condition.
+struct TemporalMarker {
+    versioned: bool,
+    /// The probe row's time (left input) and the table's column (right input).
+    probe_time: datafusion::common::Column,
+    table_column: datafusion::common::Column,
+    /// The condition without the marker.
+    rest: Option<Expr>,
+}
+
+fn temporal_marker(join: &datafusion::logical_expr::Join) -> Result<Option<TemporalMarker>> {
+    use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+    use flowline_sql::functions::temporal::{LOOKUP, VERSIONED};
+    let Some(filter) = &join.filter else {
+        return Ok(None);
+    };
+    let mut found = None;
+    let mut rest = Vec::new();
+    for e in split_conjunction(filter) {
+        match e {
+            Expr::ScalarFunction(f)
+                if found.is_none() && [LOOKUP, VERSIONED].contains(&f.func.name()) =>
+            {
+                let [Expr::Column(a), Expr::Column(b)] = f.args.as_slice() else {
+                    return Err(PlanError::Invalid(format!(
+                        "FOR SYSTEM_TIME AS OF: expected a column of each input, got {e}"
+                    )));
+                };
+                if !join.left.schema().has_column(a) || !join.right.schema().has_column(b) {
+                    return Err(PlanError::Invalid(format!(
+                        "FOR SYSTEM_TIME AS OF {a}: the time must be a column of the input the \
+                         temporal table is joined to (the table comes second: FROM o JOIN t FOR \
+                         SYSTEM_TIME AS OF o.ts)"
+                    )));
+                }
+                found = Some((f.func.name() == VERSIONED, a.clone(), b.clone()));
+            }
+            other => rest.push(other.clone()),
+        }
+    }
+    Ok(
+        found.map(|(versioned, probe_time, table_column)| TemporalMarker {
+            versioned,
+            probe_time,
+            table_column,
+            rest: conjunction(rest),
+        }),
+    )
+}
+
+/// A lookup join (the table read whole by each subtask) or an event-time temporal join (the
+/// versioned table as a second input); both hash the probe rows on the key.
+fn lower_temporal_join(
+    plan: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+    timed: bool,
+    marker: TemporalMarker,
+) -> Result<Vec<Node>> {
+    use datafusion::logical_expr::JoinType;
+    let left_join = match join.join_type {
+        JoinType::Inner => false,
+        JoinType::Left => true,
+        other => {
+            return Err(unsupported(
+                plan,
+                &format!("a {other} temporal join (only inner and LEFT are), which"),
+            ))
+        }
+    };
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let [lkey, rkey] = join_keys(plan, join, cat)?;
+    let pairs = ls.join(rs).map_err(df_error)?;
+    let filter = marker
+        .rest
+        .as_ref()
+        .map(|f| physical(cat, f, &pairs))
+        .transpose()?;
+    let table_name = table_name_under(&join.right).unwrap_or_else(|| "the table".into());
+    let out = Arc::new(join.schema.as_arrow().clone());
+    if marker.versioned {
+        let left = lower_node(&join.left, cat, true)?;
+        let right = lower_node(&join.right, cat, true)?;
+        if let Some(reason) = left.iter().find_map(Node::updating_reason) {
+            return Err(PlanError::Unsupported(format!(
+                "`{}`: an event-time temporal join needs an append-only input before FOR SYSTEM_TIME AS OF, \
+                 but {reason} makes it updating",
+                plan.display()
+            )));
+        }
+        let times = [
+            ls.index_of_column(&marker.probe_time).map_err(df_error)?,
+            rs.index_of_column(&marker.table_column).map_err(df_error)?,
+        ];
+        let spec = VersionedJoinSpec {
+            left_join,
+            keys: [lkey.clone(), rkey.clone()],
+            inputs: [
+                Arc::new(ls.as_arrow().clone()),
+                Arc::new(rs.as_arrow().clone()),
+            ],
+            versions_updating: updating(&right),
+            times,
+            table_name,
+            filter,
+            schema: out,
+        };
+        return Ok(vec![Node::Operator(Box::new(OperatorNode {
+            operator: Arc::new(spec),
+            inputs: vec![
+                OperatorInput {
+                    nodes: left,
+                    key: lkey,
+                },
+                OperatorInput {
+                    nodes: right,
+                    key: rkey,
+                },
+            ],
+            chain: StatelessChain::default(),
+            keep_late: false,
+        }))]);
+    }
+    // Lookup: the table side is read by the operator, not streamed.
+    let left = lower_node(&join.left, cat, timed)?;
+    let branch = match lower_node(&join.right, cat, false)?.as_slice() {
+        [Node::Source(b)] => b.clone(),
+        _ => {
+            return Err(PlanError::Unsupported(format!(
+                "`{}`: the table of a lookup join (FOR SYSTEM_TIME AS OF a processing-time column) \
+                 must be a table declared with CREATE TABLE, read as it is",
+                plan.display()
+            )))
+        }
+    };
+    let reload = branch
+        .source
+        .options
+        .duration("lookup.join.cache.ttl")
+        .map_err(|e| PlanError::Invalid(e.to_string()))?
+        .or(Some(std::time::Duration::from_secs(3600)));
+    let load: TableLoader = Arc::new(move || {
+        let source = &branch.source;
+        let batches =
+            flowline_connectors::read_bounded(&source.table, source.factory, &source.options)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let b = match &branch.projection {
+                Some(p) => b.project(p)?,
+                None => b,
+            };
+            out.extend(branch.chain.apply(b)?);
+        }
+        Ok(out)
+    });
+    let updating_input = updating(&left);
+    let mut spec = LookupJoinSpec {
+        left_join,
+        keys: [lkey.clone(), rkey],
+        input: Arc::new(ls.as_arrow().clone()),
+        updating: updating_input,
+        table: Arc::new(rs.as_arrow().clone()),
+        table_name,
+        load,
+        reload,
+        filter,
+        schema: out.clone(),
+    };
+    if updating_input {
+        spec.schema = Arc::new(changelog::with_row_kind(&out));
+    }
+    Ok(vec![OperatorNode::single(
+        Arc::new(spec),
+        left,
+        lkey,
+        false,
+    )])
+}
+
+/// The table a plan reads, when it reads one (through projections, filters and aliases).
+fn table_name_under(plan: &LogicalPlan) -> Option<String> {
+    match plan {
+        LogicalPlan::TableScan(s) => Some(
+            s.table_name
+                .table()
+                .strip_prefix(crate::catalog::RAW_PREFIX)
+                .unwrap_or(s.table_name.table())
+                .to_string(),
+        ),
+        LogicalPlan::Projection(_) | LogicalPlan::Filter(_) | LogicalPlan::SubqueryAlias(_) => {
+            table_name_under(plan.inputs()[0])
+        }
+        _ => None,
+    }
+}
+
+/// Both inputs' halves of a join's equalities, cast to one type per pair.
+fn join_keys(
+    plan: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+) -> Result<[Vec<Arc<dyn PhysicalExpr>>; 2]> {
+    use datafusion::logical_expr::type_coercion::binary::comparison_coercion;
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let mut keys = [Vec::new(), Vec::new()];
+    for (l, r) in &join.on {
+        let (mut lk, mut rk) = (physical(cat, l, ls)?, physical(cat, r, rs)?);
+        let (lt, rt) = (
+            lk.data_type(ls.as_arrow()).map_err(df_error)?,
+            rk.data_type(rs.as_arrow()).map_err(df_error)?,
+        );
+        if lt != rt {
+            // Equal keys must hash and compare alike on both inputs: one type.
+            let Some(common) = comparison_coercion(&lt, &rt) else {
+                return Err(PlanError::Invalid(format!(
+                    "`{}`: cannot compare join keys {l} ({lt}) and {r} ({rt})",
+                    plan.display()
+                )));
+            };
+            lk = Arc::new(CastExpr::new(lk, common.clone(), None));
+            rk = Arc::new(CastExpr::new(rk, common, None));
+        }
+        keys[0].push(lk);
+        keys[1].push(rk);
+    }
+    Ok(keys)
 }
 
 /// DataFusion's `__grouping_id`: one bit per expression (1 = NULL in this set, first expression

@@ -8,6 +8,7 @@
 //! Queries stay sqlparser ASTs: the planner hands them to DataFusion.
 
 pub mod ddl;
+pub mod dialect;
 pub mod error;
 pub mod functions;
 pub mod script;

@@ -6,7 +6,6 @@ use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, CastKind, DataType as SqlDataType, Expr, Ident, ObjectNamePart, Query,
     SelectItem, SetExpr, VisitMut, VisitorMut,
 };
-use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -15,8 +14,8 @@ use crate::ddl::{self, TableDef};
 use crate::error::{Result, SqlError};
 use crate::types::err_at;
 
-/// The dialect used for all of Flowline's SQL. Generic accepts Flink's backtick identifiers.
-pub static DIALECT: GenericDialect = GenericDialect {};
+/// The dialect used for all of Flowline's SQL (see [`crate::dialect`]).
+pub static DIALECT: crate::dialect::FlinkDialect = crate::dialect::FlinkDialect;
 
 /// One statement of a pipeline script.
 #[derive(Debug, Clone)]
@@ -339,7 +338,8 @@ fn parse_set(parser: &mut Parser) -> Result<Statement> {
     Ok(Statement::Set { key, value })
 }
 
-pub(crate) fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
+/// A table or view name as written (parts joined with `.`).
+pub fn object_name(name: &datafusion::sql::sqlparser::ast::ObjectName) -> String {
     name.0
         .iter()
         .map(|p| match p {

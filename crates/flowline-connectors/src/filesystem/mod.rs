@@ -42,6 +42,10 @@ pub const OPTIONS: &[OptionSpec] = &[
         "how often to check the rollover interval (default 1 min)",
     ),
     OptionSpec::optional(
+        "lookup.join.cache.ttl",
+        "as the table of a lookup join: read the files again after this long (default 60 min, as Flink)",
+    ),
+    OptionSpec::optional(
         "source.monitor-interval",
         "continuous directory monitoring (not supported yet)",
     ),
@@ -72,6 +76,7 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
         table,
         options.duration("sink.rolling-policy.check-interval"),
     )?;
+    opt(table, options.duration("lookup.join.cache.ttl"))?;
     for p in &table.partitioned_by {
         if !table
             .physical_schema()

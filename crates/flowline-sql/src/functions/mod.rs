@@ -10,6 +10,7 @@ pub mod aggregate;
 mod datetime;
 mod misc;
 mod string;
+pub mod temporal;
 pub mod window;
 
 use std::sync::Arc;
@@ -92,6 +93,7 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     fns.extend(string::functions());
     fns.extend(misc::functions());
     fns.extend(window::functions());
+    fns.extend(temporal::functions());
     fns.into_iter().map(Arc::new).collect()
 }
 

@@ -24,6 +24,14 @@ CREATE TABLE nexmark (
 ) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
         'base-time' = '2026-01-01 00:00:00');
 CREATE VIEW person AS SELECT person.id, person.name, person.city, person.state FROM nexmark WHERE event_type = 0;
+CREATE TABLE people (
+  event_type INT,
+  person ROW<id BIGINT, name STRING, emailAddress STRING, creditCard STRING, city STRING, state STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS person.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '1' SECOND,
+  PRIMARY KEY (event_type) NOT ENFORCED
+) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
+        'base-time' = '2026-01-01 00:00:00');
 CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM nexmark WHERE event_type = 1;
 ";
 
@@ -186,6 +194,11 @@ async fn updating_queries_resume_their_changelog() {
          FULL JOIN (SELECT bid.bidder % 17 AS k, MAX(bid.price) AS c FROM bids WHERE event_type = 2 GROUP BY bid.bidder % 17) AS b ON a.k = b.k",
         // TopN (q19 shape) and deduplication (q18 shape), with orders that leave no ties.
         "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
+        // An event-time temporal join: each bid with the person of its key valid at its time
+        // (bids waiting for the watermark and the versions are state).
+        "SELECT b.bid.auction, b.bid.price, b.dateTime, p.person.id, p.person.name FROM bids AS b \
+         JOIN people FOR SYSTEM_TIME AS OF b.dateTime AS p ON b.bid.auction % 10 = p.person.id % 10 \
+         WHERE b.event_type = 2 AND p.event_type = 0",
         "SELECT b, a, p FROM (SELECT bid.bidder % 100 AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder % 100 ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
     ];
     async fn select(

@@ -199,6 +199,10 @@ async fn updating_queries_resume_their_changelog() {
         "SELECT b.bid.auction, b.bid.price, b.dateTime, p.person.id, p.person.name FROM bids AS b \
          JOIN people FOR SYSTEM_TIME AS OF b.dateTime AS p ON b.bid.auction % 10 = p.person.id % 10 \
          WHERE b.event_type = 2 AND p.event_type = 0",
+        // An interval join (rows kept until the watermark ends them; an outer side's match flags).
+        "SELECT b.bid.auction, b.bid.price, p.person.id FROM bids AS b LEFT JOIN people AS p \
+         ON b.bid.auction % 10 = p.person.id % 10 AND p.event_type = 0 \
+         AND b.dateTime BETWEEN p.dateTime AND p.dateTime + INTERVAL '20' MILLISECOND WHERE b.event_type = 2",
         "SELECT b, a, p FROM (SELECT bid.bidder % 100 AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder % 100 ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
     ];
     async fn select(

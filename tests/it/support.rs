@@ -61,6 +61,21 @@ pub async fn stream_select(
     Ok(out.collected.into_iter().flatten().collect())
 }
 
+/// `flowline explain` of a SELECT over the tables of `ddl`.
+pub async fn explain_select(ddl: &str, select: &str) -> anyhow::Result<String> {
+    let mut catalog = Catalog::new();
+    for stmt in flowline_sql::parse_script(ddl)? {
+        catalog.apply(stmt).await?;
+    }
+    let q = query_of(&mut catalog, select).await?;
+    let graph = flowline_planner::JobGraph {
+        pipelines: vec![catalog.plan_select(q).await?],
+        parallelism: 1,
+        config: catalog.config.clone(),
+    };
+    Ok(graph.explain(false))
+}
+
 /// Runs a SELECT in batch mode with DataFusion over the (bounded) tables of `ddl`: the oracle.
 pub async fn batch_select(ddl: &str, select: &str) -> anyhow::Result<Vec<RecordBatch>> {
     let mut catalog = Catalog::new_batch();

@@ -9,6 +9,7 @@
 //! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
 //! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs;
 //! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`);
+//! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
@@ -17,6 +18,7 @@
 pub mod chain;
 pub mod group_agg;
 mod groups;
+pub mod interval_join;
 pub mod join;
 pub mod normalize;
 pub mod rank;
@@ -35,6 +37,7 @@ use datafusion::common::Result;
 
 pub use chain::{ChainStep, StatelessChain};
 pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
+pub use interval_join::IntervalJoinSpec;
 pub use join::{JoinKind, JoinSpec};
 pub use normalize::ChangelogNormalizeSpec;
 pub use rank::RankSpec;
@@ -81,6 +84,11 @@ pub trait Operator: Send {
     }
     /// Windows (or sessions) currently open.
     fn open_windows(&self) -> usize {
+        0
+    }
+    /// How far behind the input watermark the forwarded one runs (ms): an operator that emits
+    /// rows older than its input watermark (an interval join) holds it back so they stay on time.
+    fn watermark_delay(&self) -> i64 {
         0
     }
 }

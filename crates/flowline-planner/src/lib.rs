@@ -11,6 +11,7 @@
 //! refused with a message that names the plan node).
 
 mod catalog;
+mod interval;
 mod lower;
 mod session;
 mod sink_types;

@@ -9,6 +9,8 @@
 //! Extension(SessionWindowNode)       → Node::Operator(SessionWindow), hash exchange on PARTITION BY
 //! Aggregate over other keys          → Node::Operator(GroupAggregate), updating, hash exchange on the keys
 //! Join with equi-keys                → Node::Operator(Join), two inputs, each hashed on its keys
+//! Join bounding l.t - r.t (time attributes) → Node::Operator(IntervalJoin), watermark-driven
+//! Join with FOR SYSTEM_TIME AS OF    → Node::Operator(LookupJoin / TemporalJoin)
 //! Filter rn <= N over Window(ROW_NUMBER) → Node::Operator(Rank: TopN / dedup), updating, hash on PARTITION BY
 //! ```
 //!
@@ -34,9 +36,9 @@ use flowline_common::changelog::{self, RowKind, ROW_KIND};
 use flowline_operators::window_agg::GroupingSets;
 use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
-    GroupAggregateSpec, JoinKind, JoinSpec, LookupJoinSpec, RankSpec, SessionAggregateSpec,
-    SessionOutput, SessionWindowSpec, StatelessChain, TableLoader, VersionedJoinSpec,
-    WindowAggregateSpec,
+    GroupAggregateSpec, IntervalJoinSpec, JoinKind, JoinSpec, LookupJoinSpec, RankSpec,
+    SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain, TableLoader,
+    VersionedJoinSpec, WindowAggregateSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -901,6 +903,12 @@ fn lower_join(
             "NOT IN over a subquery (a NULL in the subquery empties the result), which; write NOT EXISTS,",
         ));
     }
+    if let Some(marker) = temporal_marker(join)? {
+        return lower_temporal_join(plan, join, cat, timed, marker);
+    }
+    if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
+        return Ok(vec![node]);
+    }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(format!(
             "`{}`: a streaming join needs an equality between columns of its two inputs \
@@ -913,9 +921,6 @@ fn lower_join(
             plan,
             "a join whose keys match NULL to NULL, which",
         ));
-    }
-    if let Some(marker) = temporal_marker(join)? {
-        return lower_temporal_join(plan, join, cat, timed, marker);
     }
     let (ls, rs) = (join.left.schema(), join.right.schema());
     let keys = join_keys(plan, join, cat)?;
@@ -960,6 +965,75 @@ fn lower_join(
         chain: StatelessChain::default(),
         keep_late: false,
     }))])
+}
+
+/// An interval join (see `crate::interval`), when the join is one and both inputs are
+/// append-only; None leaves it a regular join.
+fn lower_interval_join(
+    plan: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+    kind: JoinKind,
+) -> Result<Option<Node>> {
+    if !matches!(
+        kind,
+        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+    ) {
+        return Ok(None);
+    }
+    let Some(bounds) = crate::interval::interval_bounds(join, cat) else {
+        return Ok(None);
+    };
+    if bounds.lower > bounds.upper {
+        return Err(PlanError::Invalid(format!(
+            "`{}`: the time bounds of this interval join exclude every pair (left time - right time \
+             must be at least {} ms and at most {} ms)",
+            plan.display(),
+            bounds.lower,
+            bounds.upper
+        )));
+    }
+    let left = lower_node(&join.left, cat, true)?;
+    let right = lower_node(&join.right, cat, true)?;
+    if updating(&left) || updating(&right) {
+        return Ok(None);
+    }
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let [lkey, rkey] = join_keys(plan, join, cat)?;
+    let pairs = ls.join(rs).map_err(df_error)?;
+    let filter = join
+        .filter
+        .as_ref()
+        .map(|f| physical(cat, f, &pairs))
+        .transpose()?;
+    let spec = IntervalJoinSpec {
+        kind,
+        keys: [lkey.clone(), rkey.clone()],
+        inputs: [
+            Arc::new(ls.as_arrow().clone()),
+            Arc::new(rs.as_arrow().clone()),
+        ],
+        times: bounds.times,
+        lower: bounds.lower,
+        upper: bounds.upper,
+        filter,
+        schema: Arc::new(join.schema.as_arrow().clone()),
+    };
+    Ok(Some(Node::Operator(Box::new(OperatorNode {
+        operator: Arc::new(spec),
+        inputs: vec![
+            OperatorInput {
+                nodes: left,
+                key: lkey,
+            },
+            OperatorInput {
+                nodes: right,
+                key: rkey,
+            },
+        ],
+        chain: StatelessChain::default(),
+        keep_late: false,
+    }))))
 }
 
 /// `FOR SYSTEM_TIME AS OF` (see `crate::temporal`): the marker call in a join's condition.

@@ -916,7 +916,7 @@ impl OperatorTask {
             self.watermark = w;
             let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
             self.emit(out)?;
-            self.output.broadcast(Message::Watermark(w));
+            self.output.broadcast(Message::Watermark(self.forwarded(w)));
         }
         self.publish_state();
         Ok(())
@@ -1084,8 +1084,19 @@ impl OperatorTask {
         }
         self.watermark_gauge.set(min.max(0) as u64);
         self.publish_state();
-        self.output.broadcast(Message::Watermark(min));
+        self.output
+            .broadcast(Message::Watermark(self.forwarded(min)));
         Ok(true)
+    }
+
+    /// The watermark sent downstream for input watermark `w`: held back by the operator's delay
+    /// (the end of input, `i64::MAX`, passes unchanged).
+    fn forwarded(&self, w: i64) -> i64 {
+        if w == i64::MAX {
+            w
+        } else {
+            w.saturating_sub(self.operator.watermark_delay())
+        }
     }
 
     fn publish_state(&mut self) {

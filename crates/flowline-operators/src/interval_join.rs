@@ -1,0 +1,500 @@
+//! Interval joins: `l.t BETWEEN r.t - INTERVAL a AND r.t + INTERVAL b` (or the same bounds with
+//! `<`, `<=`, `>`, `>=`) over the event-time attributes of two append-only inputs, as Flink's
+//! interval join.
+//!
+//! ```text
+//! row of one input ─▶ the other input's rows of its key whose time is within the bounds
+//!     ─▶ the ON condition over the candidate pairs ─▶ joined rows now
+//!     ─▶ kept until the watermark passes the last time a row of the other input could match
+//! watermark W ─▶ drop the rows no later row can match; an outer side emits them NULL-padded
+//!     if they never matched ─▶ forward W minus the largest bound (output rows stay on time)
+//! ```
+//!
+//! With `l.t - r.t` in `[lower, upper]` (ms, a strict bound moved by 1 ms), a left row at `t`
+//! matches right rows in `[t - upper, t - lower]` and is dropped once the watermark reaches
+//! `t - lower`; a right row at `r` is dropped once it reaches `r + upper`. The output is
+//! append-only: an outer join emits an unmatched row NULL-padded when it is dropped, never
+//! before, so nothing is retracted. A row that arrives after the watermark passed its own drop
+//! time is joined with the rows still kept and not stored (Flink does the same). A NULL key or a
+//! NULL time never matches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Int64Builder,
+    RecordBatch, UInt32Array, UInt8Builder,
+};
+use datafusion::arrow::buffer::NullBuffer;
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{exec_err, Result};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::join::JoinKind;
+use crate::temporal_join::filter_mask;
+use crate::{Operator, OperatorContext, OperatorFactory};
+
+#[derive(Clone)]
+pub struct IntervalJoinSpec {
+    /// Inner, Left, Right or Full.
+    pub kind: JoinKind,
+    /// Per input: the equi-join key (may be empty: every row then meets in one subtask).
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Per input: its columns.
+    pub inputs: [SchemaRef; 2],
+    /// Per input: its time attribute column.
+    pub times: [usize; 2],
+    /// `l.t - r.t` must lie in `[lower, upper]` (ms).
+    pub lower: i64,
+    pub upper: i64,
+    /// The ON condition but the equalities (the bounds included), over left then right columns.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The left columns then the right ones.
+    pub schema: SchemaRef,
+}
+
+impl IntervalJoinSpec {
+    /// How far behind its input watermark the output runs: a row emitted at watermark `W`
+    /// (a match, or an outer row when it is dropped) has a time after `W - delay`.
+    pub fn delay(&self) -> i64 {
+        (-self.lower).max(self.upper).max(0) + 1
+    }
+
+    fn outer(&self, side: usize) -> bool {
+        matches!(
+            (self.kind, side),
+            (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Full, _)
+        )
+    }
+}
+
+impl fmt::Debug for IntervalJoinSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on: Vec<String> = self.keys[0]
+            .iter()
+            .zip(&self.keys[1])
+            .map(|(l, r)| format!("{l} = {r}"))
+            .collect();
+        write!(
+            f,
+            "IntervalJoin({:?}, on=[{}], {} - {} in [{} ms, {} ms]",
+            self.kind,
+            on.join(", "),
+            self.inputs[0].field(self.times[0]).name(),
+            self.inputs[1].field(self.times[1]).name(),
+            self.lower,
+            self.upper
+        )?;
+        if let Some(filter) = &self.filter {
+            write!(f, ", filter={filter}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+impl OperatorFactory for IntervalJoinSpec {
+    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        let side = |i: usize| -> Result<Side> {
+            let keys = self.keys[i]
+                .iter()
+                .map(|k| k.data_type(&self.inputs[i]).map(SortField::new))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Side {
+                keys: (!keys.is_empty())
+                    .then(|| RowConverter::new(keys))
+                    .transpose()?,
+                rows: RowConverter::new(
+                    self.inputs[i]
+                        .fields()
+                        .iter()
+                        .map(|f| SortField::new(f.data_type().clone()))
+                        .collect(),
+                )?,
+                stored: HashMap::new(),
+                expiry: BTreeMap::new(),
+                bytes: 0,
+            })
+        };
+        let pairs = self.inputs[0]
+            .fields()
+            .iter()
+            .chain(self.inputs[1].fields())
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>();
+        Ok(Box::new(IntervalJoin {
+            sides: [side(0)?, side(1)?],
+            pairs: Arc::new(Schema::new(pairs)),
+            spec: Arc::new(self.clone()),
+            watermark: i64::MIN,
+        }))
+    }
+}
+
+/// A kept row.
+struct Stored {
+    time: i64,
+    row: Box<[u8]>,
+    matched: bool,
+}
+
+struct Side {
+    /// None when the join has no equality (one key for all rows).
+    keys: Option<RowConverter>,
+    rows: RowConverter,
+    stored: HashMap<Box<[u8]>, Vec<Stored>>,
+    /// Keys by the watermark at which some of their rows are dropped.
+    expiry: BTreeMap<i64, Vec<Box<[u8]>>>,
+    bytes: usize,
+}
+
+struct IntervalJoin {
+    spec: Arc<IntervalJoinSpec>,
+    sides: [Side; 2],
+    pairs: SchemaRef,
+    watermark: i64,
+}
+
+impl IntervalJoin {
+    /// When a row of input `side` at `time` can no longer match: the watermark at which the
+    /// other input's rows that could match it are all late.
+    fn drop_time(&self, side: usize, time: i64) -> i64 {
+        if side == 0 {
+            time.saturating_sub(self.spec.lower)
+        } else {
+            time.saturating_add(self.spec.upper)
+        }
+    }
+
+    /// The other input's times a row of `side` at `time` matches.
+    fn range(&self, side: usize, time: i64) -> (i64, i64) {
+        if side == 0 {
+            (
+                time.saturating_sub(self.spec.upper),
+                time.saturating_sub(self.spec.lower),
+            )
+        } else {
+            (
+                time.saturating_add(self.spec.lower),
+                time.saturating_add(self.spec.upper),
+            )
+        }
+    }
+
+    /// Output columns: input `side`'s rows from `data` at `input` and the other input's stored
+    /// rows `other` (None: NULL).
+    fn columns(
+        &self,
+        side: usize,
+        data: &[ArrayRef],
+        input: &UInt32Array,
+        other: &[Option<&[u8]>],
+    ) -> Result<Vec<ArrayRef>> {
+        let this: Vec<ArrayRef> = data
+            .iter()
+            .map(|c| take(c, input, None))
+            .collect::<std::result::Result<_, _>>()?;
+        let o = &self.sides[1 - side];
+        let that: Vec<ArrayRef> = if other.iter().all(Option::is_none) {
+            self.spec.inputs[1 - side]
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), other.len()))
+                .collect()
+        } else {
+            let parser = o.rows.parser();
+            let arrays = o
+                .rows
+                .convert_rows(other.iter().flatten().map(|r| parser.parse(r)))?;
+            let mut next = 0u32;
+            let positions: UInt32Array = other
+                .iter()
+                .map(|r| {
+                    r.map(|_| {
+                        next += 1;
+                        next - 1
+                    })
+                })
+                .collect();
+            arrays
+                .iter()
+                .map(|a| take(a, &positions, None))
+                .collect::<std::result::Result<_, _>>()?
+        };
+        Ok(if side == 0 {
+            [this, that].concat()
+        } else {
+            [that, this].concat()
+        })
+    }
+
+    /// Drops the rows the watermark `w` ends; unmatched rows of an outer side come back to be
+    /// emitted NULL-padded.
+    fn expire(&mut self, w: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        for s in 0..2 {
+            let outer = self.spec.outer(s);
+            let lower = self.spec.lower;
+            let upper = self.spec.upper;
+            let side = &mut self.sides[s];
+            let later = side.expiry.split_off(&w.saturating_add(1));
+            let due = std::mem::replace(&mut side.expiry, later);
+            let mut padded: Vec<Box<[u8]>> = Vec::new();
+            for key in due.into_values().flatten() {
+                let Some(list) = side.stored.get_mut(&key) else {
+                    continue;
+                };
+                let mut freed = 0;
+                list.retain_mut(|r| {
+                    let dropped = if s == 0 {
+                        r.time.saturating_sub(lower)
+                    } else {
+                        r.time.saturating_add(upper)
+                    };
+                    if dropped > w {
+                        return true;
+                    }
+                    freed += r.row.len() + 40;
+                    if outer && !r.matched {
+                        padded.push(std::mem::take(&mut r.row));
+                    }
+                    false
+                });
+                side.bytes = side.bytes.saturating_sub(freed);
+                if list.is_empty() {
+                    side.stored.remove(&key);
+                }
+            }
+            if padded.is_empty() {
+                continue;
+            }
+            let parser = side.rows.parser();
+            let this = side
+                .rows
+                .convert_rows(padded.iter().map(|r| parser.parse(r)))?;
+            let n = padded.len();
+            let idx = UInt32Array::from_iter_values(0..n as u32);
+            let cols = self.columns(s, &this, &idx, &vec![None; n])?;
+            crate::push_sliced(&mut out, crate::batch_of(&self.spec.schema, cols, n)?);
+        }
+        Ok(out)
+    }
+}
+
+impl Operator for IntervalJoin {
+    fn on_batch(&mut self, side: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let spec = self.spec.clone();
+        let n = batch.num_rows();
+        let width = spec.inputs[side].fields().len();
+        let data = crate::batch_of(&spec.inputs[side], batch.columns()[..width].to_vec(), n)?;
+        let times = crate::millis(data.column(spec.times[side]), "the join's time attribute")?;
+        let (keys, nulls) = match &self.sides[side].keys {
+            Some(conv) => {
+                let cols = spec.keys[side]
+                    .iter()
+                    .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
+                    .collect::<Result<Vec<_>>>()?;
+                let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
+                    NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
+                });
+                (Some(conv.convert_columns(&cols)?), nulls)
+            }
+            None => (None, None),
+        };
+        let key_of = |i: usize| -> &[u8] { keys.as_ref().map_or(&[], |k| k.row(i).data()) };
+        let valid = |i: usize| times.is_valid(i) && nulls.as_ref().is_none_or(|nb| nb.is_valid(i));
+
+        // Candidate pairs (row, other input's key and position) within the time bounds.
+        let (mut input, mut other) = (Vec::new(), Vec::new());
+        {
+            let o = &self.sides[1 - side];
+            for i in 0..n {
+                if !valid(i) {
+                    continue;
+                }
+                let Some(list) = o.stored.get(key_of(i)) else {
+                    continue;
+                };
+                let (from, to) = self.range(side, times.value(i));
+                for (p, r) in list.iter().enumerate() {
+                    if r.time >= from && r.time <= to {
+                        input.push(i as u32);
+                        other.push(p as u32);
+                    }
+                }
+            }
+        }
+        let pass = if spec.filter.is_some() && !input.is_empty() {
+            let o = &self.sides[1 - side];
+            let rows: Vec<Option<&[u8]>> = input
+                .iter()
+                .zip(&other)
+                .map(|(i, p)| Some(&*o.stored[key_of(*i as usize)][*p as usize].row))
+                .collect();
+            let cols = self.columns(
+                side,
+                data.columns(),
+                &UInt32Array::from(input.clone()),
+                &rows,
+            )?;
+            filter_mask(spec.filter.as_ref(), &self.pairs, cols, input.len())?
+        } else {
+            None
+        };
+        let mut matched = vec![false; n];
+        let (mut out_in, mut out_other) = (Vec::new(), Vec::new());
+        for c in 0..input.len() {
+            if pass.as_ref().is_none_or(|p| p.value(c)) {
+                matched[input[c] as usize] = true;
+                out_in.push(input[c]);
+                out_other.push((input[c], other[c]));
+            }
+        }
+        let mut out = Vec::new();
+        if !out_in.is_empty() {
+            let o = &self.sides[1 - side];
+            let rows: Vec<Option<&[u8]>> = out_other
+                .iter()
+                .map(|(i, p)| Some(&*o.stored[key_of(*i as usize)][*p as usize].row))
+                .collect();
+            let cols = self.columns(
+                side,
+                data.columns(),
+                &UInt32Array::from(out_in.clone()),
+                &rows,
+            )?;
+            crate::push_sliced(&mut out, crate::batch_of(&spec.schema, cols, out_in.len())?);
+        }
+        // Mark the other input's rows that matched (an outer side emits only unmatched ones).
+        if spec.outer(1 - side) {
+            let o = &mut self.sides[1 - side];
+            for (i, p) in &out_other {
+                if let Some(list) = o.stored.get_mut(key_of(*i as usize)) {
+                    list[*p as usize].matched = true;
+                }
+            }
+        }
+        // Keep each row until no row of the other input can match it.
+        let rows = self.sides[side].rows.convert_columns(data.columns())?;
+        let mut padded = Vec::new();
+        for i in 0..n {
+            let drop_at = if times.is_valid(i) {
+                self.drop_time(side, times.value(i))
+            } else {
+                i64::MIN
+            };
+            if !valid(i) || drop_at <= self.watermark {
+                if spec.outer(side) && !matched[i] {
+                    padded.push(i as u32);
+                }
+                continue;
+            }
+            let key: Box<[u8]> = key_of(i).into();
+            let this = &mut self.sides[side];
+            let row: Box<[u8]> = rows.row(i).as_ref().into();
+            this.bytes += row.len() + key.len() + 40;
+            this.stored.entry(key.clone()).or_default().push(Stored {
+                time: times.value(i),
+                row,
+                matched: matched[i],
+            });
+            this.expiry.entry(drop_at).or_default().push(key);
+        }
+        if !padded.is_empty() {
+            let cols = self.columns(
+                side,
+                data.columns(),
+                &UInt32Array::from(padded.clone()),
+                &vec![None; padded.len()],
+            )?;
+            crate::push_sliced(&mut out, crate::batch_of(&spec.schema, cols, padded.len())?);
+        }
+        Ok(out)
+    }
+
+    fn on_watermark(&mut self, ts: i64) -> Result<Vec<RecordBatch>> {
+        self.watermark = self.watermark.max(ts);
+        self.expire(ts)
+    }
+
+    fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
+        self.expire(i64::MAX)
+    }
+
+    fn watermark_delay(&self) -> i64 {
+        self.spec.delay()
+    }
+
+    /// State batches of `[input, key, time, row, matched]`.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut inputs = UInt8Builder::new();
+        let mut keys = BinaryBuilder::new();
+        let mut times = Int64Builder::new();
+        let mut rows = BinaryBuilder::new();
+        let mut matched = BooleanBuilder::new();
+        let mut n = 0;
+        for (s, side) in self.sides.iter().enumerate() {
+            for (key, list) in &side.stored {
+                for r in list {
+                    inputs.append_value(s as u8);
+                    keys.append_value(key);
+                    times.append_value(r.time);
+                    rows.append_value(&r.row);
+                    matched.append_value(r.matched);
+                    n += 1;
+                }
+            }
+        }
+        let batch = crate::state_batch(
+            vec![
+                Arc::new(inputs.finish()),
+                Arc::new(keys.finish()),
+                Arc::new(times.finish()),
+                Arc::new(rows.finish()),
+                Arc::new(matched.finish()),
+            ],
+            n,
+        )?;
+        crate::encode_batches(&[batch])
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_columns() != 5 {
+                return exec_err!(
+                    "interval join: the checkpoint's state has {} columns, expected 5",
+                    batch.num_columns()
+                );
+            }
+            let inputs = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+            let keys = batch.column(1).as_binary::<i32>();
+            let times = batch
+                .column(2)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let rows = batch.column(3).as_binary::<i32>();
+            let matched = batch.column(4).as_boolean();
+            for i in 0..batch.num_rows() {
+                let s = usize::from(inputs.value(i) == 1);
+                let drop_at = self.drop_time(s, times.value(i));
+                let side = &mut self.sides[s];
+                let key: Box<[u8]> = keys.value(i).into();
+                side.bytes += rows.value(i).len() + key.len() + 40;
+                side.stored.entry(key.clone()).or_default().push(Stored {
+                    time: times.value(i),
+                    row: rows.value(i).into(),
+                    matched: matched.value(i),
+                });
+                side.expiry.entry(drop_at).or_default().push(key);
+            }
+        }
+        Ok(())
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.sides.iter().map(|s| s.bytes).sum()
+    }
+}

@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    visit_expressions_mut, Expr, FunctionArguments, GroupByExpr, Ident, Query, Select, SelectItem,
-    SetExpr, TableFactor,
+    visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    Ident, Query, Select, SelectItem, SetExpr, TableFactor,
 };
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
@@ -510,7 +510,20 @@ fn rewrite_select(select: &mut Select, sessions: &mut Vec<SessionSpec>) -> Resul
             names.join(", ")
         )));
     }
-    let ts = args[0].trim_matches('`').to_string();
+    // The time column, unqualified (`B.dateTime` names column dateTime of the FROM relation B).
+    let ts = match &func.args {
+        FunctionArguments::List(list) => match list.args.first() {
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::CompoundIdentifier(parts)))) => {
+                parts.last().map(|i| i.value.clone())
+            }
+            Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Identifier(i)))) => {
+                Some(i.value.clone())
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+    .unwrap_or_else(|| args[0].trim_matches('`').to_string());
     let mut intervals = Vec::new();
     for (name, text) in names.iter().zip(&args[1..]) {
         let toks: Vec<TokenWithSpan> = Tokenizer::new(&DIALECT, text)

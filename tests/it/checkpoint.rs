@@ -249,3 +249,80 @@ async fn updating_queries_resume_their_changelog() {
         assert_eq!(got, expected, "{query}: table after stop and resume");
     }
 }
+
+/// Partition commit with the partition-time trigger (Nexmark q10's options, with partitions of a
+/// second so that 4 s of events make several): a partition gets its `_SUCCESS` file only when
+/// it is complete, also when the job is stopped mid-run, and every partition has one after the
+/// end of the input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_commit_marks_only_complete_partitions() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let script = format!(
+        "SET 'execution.checkpointing.interval' = '30ms';
+CREATE TABLE bids (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS bid.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '1' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '40000', 'first-event.rate' = '10000', 'rate.limited' = 'true',
+        'base-time' = '2026-01-01 00:00:00');
+CREATE TABLE fs_sink (auction BIGINT, price BIGINT, dt STRING, hms STRING) PARTITIONED BY (dt, hms) WITH (
+  'connector' = 'filesystem', 'path' = 'file://{}', 'format' = 'csv',
+  'sink.partition-commit.trigger' = 'partition-time', 'sink.partition-commit.delay' = '1 s',
+  'sink.partition-commit.policy.kind' = 'success-file',
+  'partition.time-extractor.timestamp-pattern' = '$dt $hms');
+INSERT INTO fs_sink SELECT bid.auction, bid.price, DATE_FORMAT(dateTime, 'yyyy-MM-dd'), DATE_FORMAT(dateTime, 'HH:mm:ss')
+FROM bids WHERE event_type = 2;",
+        out.display()
+    );
+    let count = |dir: &Path| -> usize {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy().into_owned();
+                !n.starts_with('.') && !n.starts_with('_')
+            })
+            .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+            .sum()
+    };
+    let committed = |out: &Path| -> Vec<(String, usize)> {
+        let day = out.join("dt=2026-01-01");
+        let mut v: Vec<(String, usize)> = std::fs::read_dir(&day)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.join("_SUCCESS").exists())
+            .map(|p| {
+                let hm = p.file_name().unwrap().to_string_lossy();
+                (hm.trim_start_matches("hms=").to_string(), count(&p))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let state = d.path().join("state");
+    run(&script, &state, Some(Duration::from_millis(3200)))
+        .await
+        .unwrap();
+    let early = committed(&out);
+    assert!(
+        !early.is_empty(),
+        "no partition committed in 3.2 s of a 4 s input"
+    );
+    run(&script, &state, None).await.unwrap();
+    let all = committed(&out);
+    // Every partition is committed at the end; the events span 4 s.
+    assert_eq!(all.len(), 4, "{all:?}");
+    let total: usize = all.iter().map(|(_, n)| n).sum();
+    assert_eq!(total, 36_800, "every bid written once");
+    for (hm, n) in &early {
+        let full = all.iter().find(|(h, _)| h == hm).unwrap().1;
+        assert_eq!(
+            *n, full,
+            "partition {hm} was committed before it was complete"
+        );
+    }
+    eprintln!("committed when stopped: {early:?}; at the end: {all:?}");
+}

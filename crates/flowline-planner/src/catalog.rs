@@ -443,7 +443,13 @@ impl Catalog {
             )));
         }
         let plan = self.plan_query((*insert.query).clone()).await?;
-        let mut inputs = lower(&plan, self)?;
+        // A sink that commits partitions by the watermark needs one.
+        let mut inputs =
+            if sink.options.get("sink.partition-commit.trigger") == Some("partition-time") {
+                crate::lower::lower_timed(&plan, self)?
+            } else {
+                lower(&plan, self)?
+            };
         let (cast, schema) = sink_cast_step(&self.ctx, &plan, &sink.table, &insert.columns)
             .map_err(|e| match e {
                 PlanError::Invalid(m) => at(m),

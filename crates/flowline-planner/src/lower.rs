@@ -52,6 +52,12 @@ pub(crate) fn lower(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
     lower_node(plan, cat, false)
 }
 
+/// Lowers a query whose sink uses event time (a partition-time commit): its sources generate
+/// watermarks.
+pub(crate) fn lower_timed(plan: &LogicalPlan, cat: &Catalog) -> Result<Vec<Node>> {
+    lower_node(plan, cat, true)
+}
+
 fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node>> {
     let lower = |p: &LogicalPlan, c: &Catalog| lower_node(p, c, timed);
     match plan {

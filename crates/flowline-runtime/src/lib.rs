@@ -1212,6 +1212,7 @@ impl SinkTask {
 
     async fn pump(&mut self) -> Result<()> {
         let mut ended = 0;
+        let mut marks = SinkWatermarks::new(self.producers);
         let mut last_barrier = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());
         if self.producers == 0 {
             return self.finish(last_barrier).await;
@@ -1280,11 +1281,22 @@ impl SinkTask {
                         tokio::task::block_in_place(|| self.sink.write(batch))?;
                     }
                     Step::Deliver(Envelope {
-                        msg: Message::End, ..
+                        msg: Message::End,
+                        from,
                     }) => {
                         ended += 1;
+                        marks.set(from, i64::MAX);
                         if ended == self.producers {
+                            tokio::task::block_in_place(|| self.sink.on_watermark(i64::MAX))?;
                             return self.finish(last_barrier).await;
+                        }
+                    }
+                    Step::Deliver(Envelope {
+                        msg: Message::Watermark(w),
+                        from,
+                    }) => {
+                        if let Some(min) = marks.set(from, w) {
+                            tokio::task::block_in_place(|| self.sink.on_watermark(min))?;
                         }
                     }
                     Step::Deliver(_) => {}
@@ -1313,6 +1325,32 @@ impl SinkTask {
             tokio::task::block_in_place(|| self.sink.commit(id.max(epoch)))?;
         }
         Ok(())
+    }
+}
+
+/// A sink's input watermark: the minimum over its producers (an ended one counts as +infinity).
+struct SinkWatermarks {
+    marks: Vec<i64>,
+    min: i64,
+}
+
+impl SinkWatermarks {
+    fn new(producers: usize) -> Self {
+        Self {
+            marks: vec![i64::MIN; producers],
+            min: i64::MIN,
+        }
+    }
+
+    /// Records producer `from`'s watermark; the new minimum when it advanced.
+    fn set(&mut self, from: usize, w: i64) -> Option<i64> {
+        let m = self.marks.get_mut(from)?;
+        *m = (*m).max(w);
+        let min = self.marks.iter().copied().min().unwrap_or(i64::MIN);
+        (min > self.min).then(|| {
+            self.min = min;
+            min
+        })
     }
 }
 

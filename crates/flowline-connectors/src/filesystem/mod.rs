@@ -7,6 +7,7 @@
 //! Hive, are not repeated inside the files). A file is written under a hidden in-progress name
 //! and renamed into place when complete, so readers never see partial files.
 
+pub(crate) mod commit;
 mod sink;
 mod source;
 
@@ -42,6 +43,38 @@ pub const OPTIONS: &[OptionSpec] = &[
         "how often to check the rollover interval (default 1 min)",
     ),
     OptionSpec::optional(
+        "sink.partition-commit.trigger",
+        "when a partition is complete: process-time (default) or partition-time (the watermark)",
+    ),
+    OptionSpec::optional(
+        "sink.partition-commit.delay",
+        "commit a partition this long after its time (default 0)",
+    ),
+    OptionSpec::optional(
+        "sink.partition-commit.policy.kind",
+        "what a commit does: success-file (writes a _SUCCESS file in the partition)",
+    ),
+    OptionSpec::optional(
+        "sink.partition-commit.success-file.name",
+        "the success file's name (default _SUCCESS)",
+    ),
+    OptionSpec::optional(
+        "sink.partition-commit.watermark-time-zone",
+        "time zone of the watermark for partition-time commits (only UTC)",
+    ),
+    OptionSpec::optional(
+        "partition.time-extractor.kind",
+        "how a partition's time is found: default (a timestamp pattern)",
+    ),
+    OptionSpec::optional(
+        "partition.time-extractor.timestamp-pattern",
+        "the partition's time from its values, e.g. '$dt $hm:00' (default: the first partition value)",
+    ),
+    OptionSpec::optional(
+        "partition.time-extractor.timestamp-formatter",
+        "the pattern's format: yyyy-MM-dd HH:mm:ss (default) or yyyy-MM-dd",
+    ),
+    OptionSpec::optional(
         "lookup.join.cache.ttl",
         "as the table of a lookup join: read the files again after this long (default 60 min, as Flink)",
     ),
@@ -54,6 +87,15 @@ pub const OPTIONS: &[OptionSpec] = &[
 pub const DEFAULT_PARTITION_NAME: &str = "__DEFAULT_PARTITION__";
 
 pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
+    let path = options.get("path").unwrap_or_default();
+    if let Some((scheme, _)) = path.split_once("://") {
+        if scheme != "file" {
+            return Err(ConnectorError::config(
+                &table.name,
+                format!("'path' = '{path}': the filesystem connector reads and writes local paths (or file:// URLs), not {scheme}://"),
+            ));
+        }
+    }
     if options.get("source.monitor-interval").is_some() {
         return Err(ConnectorError::config(
             &table.name,
@@ -77,6 +119,7 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
         options.duration("sink.rolling-policy.check-interval"),
     )?;
     opt(table, options.duration("lookup.join.cache.ttl"))?;
+    commit::policy(table, options)?;
     for p in &table.partitioned_by {
         if !table
             .physical_schema()
@@ -93,8 +136,10 @@ pub fn validate(table: &TableDef, options: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The local path of `path`: a plain path or a `file://` URL (Flink's usual form).
 fn root(options: &Options) -> PathBuf {
-    PathBuf::from(options.get("path").unwrap_or_default())
+    let path = options.get("path").unwrap_or_default();
+    PathBuf::from(path.strip_prefix("file://").unwrap_or(path))
 }
 
 fn format(table: &TableDef, options: &Options) -> Result<flowline_formats::FormatConfig> {

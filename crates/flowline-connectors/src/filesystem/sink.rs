@@ -37,6 +37,7 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         .collect();
     let data_schema = Arc::new(physical.project(&data_cols)?);
     let root = root(o);
+    let root_for_commit = root.clone();
     std::fs::create_dir_all(&root).map_err(|source| ConnectorError::Io {
         table: table.name.clone(),
         path: root.clone(),
@@ -69,6 +70,14 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         closed: Vec::new(),
         pending: Vec::new(),
         subtask: ctx.subtask,
+        commit: super::commit::policy(table, o)?.map(|p| {
+            (
+                p,
+                super::commit::committer(&root_for_commit, ctx.parallelism),
+            )
+        }),
+        watermark: i64::MIN,
+        marks: Vec::new(),
         counter: 0,
         open: HashMap::new(),
         clock: 0,
@@ -106,6 +115,15 @@ struct FileSink {
     /// Files pre-committed with checkpoint `id`, waiting for it to complete.
     pending: Vec<(u64, Vec<(PathBuf, PathBuf)>)>,
     subtask: usize,
+    /// Partition commit (`sink.partition-commit.*`), shared with the other subtasks.
+    commit: Option<(
+        super::commit::CommitPolicy,
+        Arc<std::sync::Mutex<super::commit::Committer>>,
+    )>,
+    /// The input's watermark.
+    watermark: i64,
+    /// Per pre-committed checkpoint: the mark its files carry (see `commit.rs`).
+    marks: Vec<(u64, i64)>,
     counter: u64,
     /// Open file per partition directory ("" when unpartitioned).
     open: HashMap<String, OpenPart>,
@@ -113,6 +131,36 @@ struct FileSink {
 }
 
 impl FileSink {
+    /// What published files cover: the watermark (partition-time) or the wall clock.
+    fn mark(&self) -> i64 {
+        match &self.commit {
+            Some((p, _))
+                if p.trigger == super::commit::Trigger::ProcessTime
+                    && self.watermark != i64::MAX =>
+            {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            }
+            _ => self.watermark,
+        }
+    }
+
+    /// Commits the partitions that all subtasks' published files cover.
+    fn commit_partitions(&self, mark: i64) -> Result<()> {
+        let Some((policy, committer)) = &self.commit else {
+            return Ok(());
+        };
+        super::commit::commit_partitions(
+            &self.table,
+            &self.root,
+            &self.partition_names,
+            policy,
+            committer,
+            self.subtask,
+            mark,
+        )
+    }
     fn io(&self, path: &std::path::Path, source: std::io::Error) -> ConnectorError {
         ConnectorError::Io {
             table: self.table.clone(),
@@ -329,6 +377,10 @@ impl Sink for FileSink {
             self.pending.push((id, closed));
         }
         self.epoch = id + 1;
+        if self.commit.is_some() {
+            let mark = self.mark();
+            self.marks.push((id, mark));
+        }
         let rel = |p: &Path| {
             p.strip_prefix(&self.root)
                 .unwrap_or(p)
@@ -363,6 +415,16 @@ impl Sink for FileSink {
             std::fs::File::open(&d)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| self.io(&d, e))?;
+        }
+        let covered = self
+            .marks
+            .iter()
+            .filter(|(e, _)| *e <= id)
+            .map(|(_, m)| *m)
+            .max();
+        self.marks.retain(|(e, _)| *e > id);
+        if let Some(mark) = covered {
+            self.commit_partitions(mark)?;
         }
         Ok(())
     }
@@ -417,6 +479,11 @@ impl Sink for FileSink {
         Ok(())
     }
 
+    fn on_watermark(&mut self, w: i64) -> Result<()> {
+        self.watermark = self.watermark.max(w);
+        Ok(())
+    }
+
     fn timer_interval(&self) -> Option<Duration> {
         Some(self.check_interval.min(self.rollover))
     }
@@ -435,12 +502,14 @@ impl Sink for FileSink {
         Ok(())
     }
 
+    /// The end of the input without checkpoints: every file is published, every partition
+    /// complete.
     fn finish(&mut self) -> Result<()> {
         let parts: Vec<OpenPart> = self.open.drain().map(|(_, p)| p).collect();
         for p in parts {
             self.close_part(p)?;
         }
-        Ok(())
+        self.commit_partitions(i64::MAX)
     }
 }
 

@@ -126,6 +126,32 @@ impl OperatorNode {
     }
 }
 
+impl OperatorNode {
+    /// A two-input operator (a join): each input the union of its nodes, hash-partitioned on
+    /// its key.
+    pub fn pair(
+        operator: Arc<dyn OperatorFactory>,
+        [left, right]: [Vec<Node>; 2],
+        [lkey, rkey]: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    ) -> Node {
+        Node::Operator(Box::new(OperatorNode {
+            operator,
+            inputs: vec![
+                OperatorInput {
+                    nodes: left,
+                    key: lkey,
+                },
+                OperatorInput {
+                    nodes: right,
+                    key: rkey,
+                },
+            ],
+            chain: StatelessChain::default(),
+            keep_late: false,
+        }))
+    }
+}
+
 impl Node {
     /// Whether this node's rows carry a change kind (an updating stream).
     pub fn updating(&self) -> bool {

@@ -956,21 +956,11 @@ fn lower_join(
         spec.schema = Arc::new(changelog::with_row_kind(out));
     }
     let [lkey, rkey] = keys;
-    Ok(vec![Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
-        inputs: vec![
-            OperatorInput {
-                nodes: left,
-                key: lkey,
-            },
-            OperatorInput {
-                nodes: right,
-                key: rkey,
-            },
-        ],
-        chain: StatelessChain::default(),
-        keep_late: false,
-    }))])
+    Ok(vec![OperatorNode::pair(
+        Arc::new(spec),
+        [left, right],
+        [lkey, rkey],
+    )])
 }
 
 /// An interval join (see `crate::interval`), when the join is one and both inputs are
@@ -1025,21 +1015,11 @@ fn lower_interval_join(
         filter,
         schema: Arc::new(join.schema.as_arrow().clone()),
     };
-    Ok(Some(Node::Operator(Box::new(OperatorNode {
-        operator: Arc::new(spec),
-        inputs: vec![
-            OperatorInput {
-                nodes: left,
-                key: lkey,
-            },
-            OperatorInput {
-                nodes: right,
-                key: rkey,
-            },
-        ],
-        chain: StatelessChain::default(),
-        keep_late: false,
-    }))))
+    Ok(Some(OperatorNode::pair(
+        Arc::new(spec),
+        [left, right],
+        [lkey, rkey],
+    )))
 }
 
 /// `FOR SYSTEM_TIME AS OF` (see `crate::temporal`): the marker call in a join's condition.
@@ -1149,21 +1129,11 @@ fn lower_temporal_join(
             filter,
             schema: out,
         };
-        return Ok(vec![Node::Operator(Box::new(OperatorNode {
-            operator: Arc::new(spec),
-            inputs: vec![
-                OperatorInput {
-                    nodes: left,
-                    key: lkey,
-                },
-                OperatorInput {
-                    nodes: right,
-                    key: rkey,
-                },
-            ],
-            chain: StatelessChain::default(),
-            keep_late: false,
-        }))]);
+        return Ok(vec![OperatorNode::pair(
+            Arc::new(spec),
+            [left, right],
+            [lkey, rkey],
+        )]);
     }
     // Lookup: the table side is read by the operator, not streamed.
     let left = lower_node(&join.left, cat, timed)?;

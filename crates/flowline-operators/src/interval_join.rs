@@ -23,18 +23,17 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Int64Builder,
-    RecordBatch, UInt32Array, UInt8Builder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanBuilder, Int64Builder, RecordBatch,
+    UInt32Array, UInt8Builder,
 };
-use datafusion::arrow::buffer::NullBuffer;
-use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::compute::{filter, take};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::join::JoinKind;
-use crate::temporal_join::filter_mask;
+use crate::pairs::{eval_keys, filter_mask, pairs_schema, stored_columns};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone)]
@@ -118,15 +117,9 @@ impl OperatorFactory for IntervalJoinSpec {
                 bytes: 0,
             })
         };
-        let pairs = self.inputs[0]
-            .fields()
-            .iter()
-            .chain(self.inputs[1].fields())
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>();
         Ok(Box::new(IntervalJoin {
             sides: [side(0)?, side(1)?],
-            pairs: Arc::new(Schema::new(pairs)),
+            pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
             spec: Arc::new(self.clone()),
             watermark: i64::MIN,
         }))
@@ -197,32 +190,7 @@ impl IntervalJoin {
             .map(|c| take(c, input, None))
             .collect::<std::result::Result<_, _>>()?;
         let o = &self.sides[1 - side];
-        let that: Vec<ArrayRef> = if other.iter().all(Option::is_none) {
-            self.spec.inputs[1 - side]
-                .fields()
-                .iter()
-                .map(|f| new_null_array(f.data_type(), other.len()))
-                .collect()
-        } else {
-            let parser = o.rows.parser();
-            let arrays = o
-                .rows
-                .convert_rows(other.iter().flatten().map(|r| parser.parse(r)))?;
-            let mut next = 0u32;
-            let positions: UInt32Array = other
-                .iter()
-                .map(|r| {
-                    r.map(|_| {
-                        next += 1;
-                        next - 1
-                    })
-                })
-                .collect();
-            arrays
-                .iter()
-                .map(|a| take(a, &positions, None))
-                .collect::<std::result::Result<_, _>>()?
-        };
+        let that = stored_columns(&o.rows, &self.spec.inputs[1 - side], other)?;
         Ok(if side == 0 {
             [this, that].concat()
         } else {
@@ -292,14 +260,8 @@ impl Operator for IntervalJoin {
         let times = crate::millis(data.column(spec.times[side]), "the join's time attribute")?;
         let (keys, nulls) = match &self.sides[side].keys {
             Some(conv) => {
-                let cols = spec.keys[side]
-                    .iter()
-                    .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
-                    .collect::<Result<Vec<_>>>()?;
-                let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
-                    NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
-                });
-                (Some(conv.convert_columns(&cols)?), nulls)
+                let (rows, nulls) = eval_keys(&spec.keys[side], conv, &data)?;
+                (Some(rows), nulls)
             }
             None => (None, None),
         };
@@ -326,46 +288,43 @@ impl Operator for IntervalJoin {
                 }
             }
         }
-        let pass = if spec.filter.is_some() && !input.is_empty() {
+        // The candidate pairs' columns, built once: the ON condition sees them, and the pairs
+        // that pass it are the output.
+        let mut matched = vec![false; n];
+        let mut out = Vec::new();
+        let mut out_other = Vec::new();
+        if !input.is_empty() {
             let o = &self.sides[1 - side];
             let rows: Vec<Option<&[u8]>> = input
                 .iter()
                 .zip(&other)
                 .map(|(i, p)| Some(&*o.stored[key_of(*i as usize)][*p as usize].row))
                 .collect();
-            let cols = self.columns(
+            let mut cols = self.columns(
                 side,
                 data.columns(),
                 &UInt32Array::from(input.clone()),
                 &rows,
             )?;
-            filter_mask(spec.filter.as_ref(), &self.pairs, cols, input.len())?
-        } else {
-            None
-        };
-        let mut matched = vec![false; n];
-        let (mut out_in, mut out_other) = (Vec::new(), Vec::new());
-        for c in 0..input.len() {
-            if pass.as_ref().is_none_or(|p| p.value(c)) {
-                matched[input[c] as usize] = true;
-                out_in.push(input[c]);
-                out_other.push((input[c], other[c]));
+            let pass = filter_mask(spec.filter.as_ref(), &self.pairs, cols.clone(), input.len())?;
+            for c in 0..input.len() {
+                if pass.as_ref().is_none_or(|p| p.value(c)) {
+                    matched[input[c] as usize] = true;
+                    out_other.push((input[c], other[c]));
+                }
             }
-        }
-        let mut out = Vec::new();
-        if !out_in.is_empty() {
-            let o = &self.sides[1 - side];
-            let rows: Vec<Option<&[u8]>> = out_other
-                .iter()
-                .map(|(i, p)| Some(&*o.stored[key_of(*i as usize)][*p as usize].row))
-                .collect();
-            let cols = self.columns(
-                side,
-                data.columns(),
-                &UInt32Array::from(out_in.clone()),
-                &rows,
-            )?;
-            crate::push_sliced(&mut out, crate::batch_of(&spec.schema, cols, out_in.len())?);
+            if let Some(pass) = &pass {
+                cols = cols
+                    .iter()
+                    .map(|c| filter(c, pass))
+                    .collect::<std::result::Result<_, _>>()?;
+            }
+            if !out_other.is_empty() {
+                crate::push_sliced(
+                    &mut out,
+                    crate::batch_of(&spec.schema, cols, out_other.len())?,
+                );
+            }
         }
         // Mark the other input's rows that matched (an outer side emits only unmatched ones).
         if spec.outer(1 - side) {

@@ -24,10 +24,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch,
-    UInt32Array, UInt32Builder, UInt8Array, UInt8Builder,
+    ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, UInt32Array, UInt32Builder,
+    UInt8Array, UInt8Builder,
 };
-use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
@@ -36,6 +35,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
 use crate::groups::{Groups, Ttl};
+use crate::pairs::{eval_keys, filter_mask, pairs_schema, stored_columns};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,17 +153,10 @@ impl OperatorFactory for JoinSpec {
                 ttl: Ttl::new(self.state_ttl),
             })
         };
-        // Candidate pairs, for the ON condition: both inputs' columns, NULL allowed.
-        let pairs = self.inputs[0]
-            .fields()
-            .iter()
-            .chain(self.inputs[1].fields())
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>();
         Ok(Box::new(Join {
             spec: Arc::new(self.clone()),
             sides: [side(0)?, side(1)?],
-            pairs: Arc::new(datafusion::arrow::datatypes::Schema::new(pairs)),
+            pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
         }))
     }
 
@@ -319,38 +312,15 @@ impl Join {
         } else {
             Vec::new()
         };
-        let other_schema = &self.spec.inputs[1 - side];
         let other_cols = if only == Some(side) {
             Vec::new()
-        } else if rows.other.iter().all(Option::is_none) {
-            other_schema
-                .fields()
-                .iter()
-                .map(|f| new_null_array(f.data_type(), rows.other.len()))
-                .collect()
         } else {
-            let parser = other.rows.parser();
-            let stored = rows
+            let stored: Vec<Option<&[u8]>> = rows
                 .other
                 .iter()
-                .flatten()
-                .map(|(g, e)| parser.parse(&other.entries[*g as usize][*e as usize].row));
-            let arrays = other.rows.convert_rows(stored)?;
-            let mut next = 0u32;
-            let positions: UInt32Array = rows
-                .other
-                .iter()
-                .map(|o| {
-                    o.map(|_| {
-                        next += 1;
-                        next - 1
-                    })
-                })
+                .map(|o| o.map(|(g, e)| &*other.entries[g as usize][e as usize].row))
                 .collect();
-            arrays
-                .iter()
-                .map(|a| take(a, &positions, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?
+            stored_columns(&other.rows, &self.spec.inputs[1 - side], &stored)?
         };
         Ok(if side == 0 {
             [input_cols, other_cols].concat()
@@ -366,27 +336,16 @@ impl Join {
         data: &RecordBatch,
         cand: &Joined,
     ) -> Result<Option<BooleanArray>> {
-        let Some(filter) = &self.spec.filter else {
-            return Ok(None);
-        };
-        if cand.kinds.is_empty() {
+        if self.spec.filter.is_none() || cand.kinds.is_empty() {
             return Ok(None);
         }
-        let batch = crate::batch_of(
+        let columns = self.columns(side, data, cand, None)?;
+        filter_mask(
+            self.spec.filter.as_ref(),
             &self.pairs,
-            self.columns(side, data, cand, None)?,
+            columns,
             cand.kinds.len(),
-        )?;
-        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let Some(mask) = mask.as_boolean_opt() else {
-            return exec_err!("join: the ON condition is not a boolean expression");
-        };
-        // NULL is not true: no match.
-        let values = match mask.nulls() {
-            Some(n) => mask.values() & n.inner(),
-            None => mask.values().clone(),
-        };
-        Ok(Some(BooleanArray::new(values, None)))
+        )
     }
 }
 
@@ -405,15 +364,8 @@ impl Operator for Join {
             None
         };
         let data = crate::batch_of(&spec.inputs[side], batch.columns()[..width].to_vec(), n)?;
-        let key_cols = spec.keys[side]
-            .iter()
-            .map(|k| k.evaluate(&data).and_then(|v| v.into_array(n)))
-            .collect::<Result<Vec<_>>>()?;
-        let null_key = key_cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
-            NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
-        });
+        let (key_rows, null_key) = eval_keys(&spec.keys[side], &self.sides[side].keys, &data)?;
         let has_key = |i: usize| null_key.as_ref().is_none_or(|nb| nb.is_valid(i));
-        let key_rows = self.sides[side].keys.convert_columns(&key_cols)?;
         let rows = self.sides[side].rows.convert_columns(data.columns())?;
 
         // The other input's rows under each row's key: the candidate pairs, in row order.

@@ -21,6 +21,7 @@ mod groups;
 pub mod interval_join;
 pub mod join;
 pub mod normalize;
+mod pairs;
 pub mod rank;
 pub mod session;
 mod session_table;

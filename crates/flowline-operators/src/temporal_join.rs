@@ -28,17 +28,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int64Builder, RecordBatch, UInt32Array,
-    UInt8Builder,
+    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int64Builder, Int8Array, RecordBatch,
+    UInt32Array, UInt8Builder,
 };
-use datafusion::arrow::buffer::NullBuffer;
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
-use datafusion::arrow::row::{RowConverter, Rows, SortField};
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
+use crate::pairs::{eval_keys, filter_mask, pairs_schema};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
 /// Reads a lookup table whole: its rows with the join's view of its columns.
@@ -103,59 +103,6 @@ fn key_converter(keys: &[Arc<dyn PhysicalExpr>], schema: &Schema) -> Result<RowC
         .map(|k| k.data_type(schema).map(SortField::new))
         .collect::<Result<Vec<_>>>()?;
     Ok(RowConverter::new(fields)?)
-}
-
-/// Candidate pairs: both inputs' columns, all nullable (a LEFT join pads with NULLs).
-fn pairs_schema(left: &Schema, right: &Schema) -> SchemaRef {
-    Arc::new(Schema::new(
-        left.fields()
-            .iter()
-            .chain(right.fields())
-            .map(|f| f.as_ref().clone().with_nullable(true))
-            .collect::<Vec<_>>(),
-    ))
-}
-
-/// The key rows of `data`, and which rows have a NULL in their key (they never match).
-fn eval_keys(
-    keys: &[Arc<dyn PhysicalExpr>],
-    conv: &RowConverter,
-    data: &RecordBatch,
-) -> Result<(Rows, Option<NullBuffer>)> {
-    let n = data.num_rows();
-    let cols = keys
-        .iter()
-        .map(|k| k.evaluate(data).and_then(|v| v.into_array(n)))
-        .collect::<Result<Vec<_>>>()?;
-    let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
-        NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
-    });
-    Ok((conv.convert_columns(&cols)?, nulls))
-}
-
-/// Which pairs satisfy `filter` (NULL is not true); all of them without one.
-pub(crate) fn filter_mask(
-    filter: Option<&Arc<dyn PhysicalExpr>>,
-    pairs: &SchemaRef,
-    columns: Vec<ArrayRef>,
-    rows: usize,
-) -> Result<Option<BooleanArray>> {
-    let Some(filter) = filter else {
-        return Ok(None);
-    };
-    if rows == 0 {
-        return Ok(None);
-    }
-    let batch = crate::batch_of(pairs, columns, rows)?;
-    let mask = filter.evaluate(&batch)?.into_array(rows)?;
-    let Some(mask) = mask.as_boolean_opt() else {
-        return exec_err!("join: the ON condition is not a boolean expression");
-    };
-    let values = match mask.nulls() {
-        Some(n) => mask.values() & n.inner(),
-        None => mask.values().clone(),
-    };
-    Ok(Some(BooleanArray::new(values, None)))
 }
 
 /// The output rows of probe rows `0..n` from candidate pairs `(probe row, table row)` in probe
@@ -451,7 +398,7 @@ impl VersionedJoin {
         Ok(())
     }
 
-    fn add_versions(&mut self, data: &RecordBatch, kinds: Option<&[i8]>) -> Result<()> {
+    fn add_versions(&mut self, data: &RecordBatch, kinds: Option<&Int8Array>) -> Result<()> {
         let (keys, nulls) = eval_keys(&self.spec.keys[1], &self.keys[1], data)?;
         let rows = self.rows[1].convert_columns(data.columns())?;
         let times = crate::millis(data.column(self.spec.times[1]), "the version's time")?;
@@ -459,7 +406,7 @@ impl VersionedJoin {
             if nulls.as_ref().is_some_and(|nb| nb.is_null(i)) || times.is_null(i) {
                 continue;
             }
-            let row = match kinds.map(|k| RowKind::from_i8(k[i])) {
+            let row = match kinds.map(|k| RowKind::from_i8(k.value(i))) {
                 None | Some(Some(RowKind::Insert | RowKind::UpdateAfter)) => {
                     Some(rows.row(i).as_ref().into())
                 }
@@ -468,13 +415,13 @@ impl VersionedJoin {
                 Some(None) => {
                     return exec_err!(
                         "temporal join: unknown change kind {}",
-                        kinds.map_or(0, |k| k[i])
+                        kinds.map_or(0, |k| k.value(i))
                     )
                 }
             };
             let key: Box<[u8]> = keys.row(i).as_ref().into();
             let time = times.value(i);
-            self.bytes += row.as_ref().map_or(0, |r: &Box<[u8]>| r.len()) + 32;
+            self.bytes += row.as_deref().map_or(0, <[u8]>::len) + 32;
             let list = self.versions.entry(key.clone()).or_default();
             let at = list.partition_point(|v| v.time <= time);
             list.insert(at, Version { time, row });
@@ -585,19 +532,14 @@ impl Operator for VersionedJoin {
         if input == 0 {
             self.add_probes(&data)?;
         } else {
-            let kinds = if self.spec.versions_updating {
-                match row_kinds(&batch) {
-                    Some(k) => Some(k.values().to_vec()),
-                    None => {
-                        return exec_err!(
-                            "temporal join: an updating input's batch has no change kind"
-                        )
-                    }
+            let kinds = match (self.spec.versions_updating, row_kinds(&batch)) {
+                (false, _) => None,
+                (true, Some(k)) => Some(k.clone()),
+                (true, None) => {
+                    return exec_err!("temporal join: an updating input's batch has no change kind")
                 }
-            } else {
-                None
             };
-            self.add_versions(&data, kinds.as_deref())?;
+            self.add_versions(&data, kinds.as_ref())?;
         }
         Ok(Vec::new())
     }

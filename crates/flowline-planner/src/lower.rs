@@ -43,7 +43,7 @@ use flowline_operators::{
 
 use crate::catalog::{df_error, Catalog};
 use crate::session::SessionWindowNode;
-use crate::{Branch, Node, OperatorInput, OperatorNode, PlanError, Result, WatermarkSpec};
+use crate::{Branch, Node, OperatorNode, PlanError, Result, WatermarkSpec};
 use flowline_sql::ColumnKind;
 
 /// Lowers a query's plan. Watermarks are generated only under operators that use event time:
@@ -928,25 +928,16 @@ fn lower_join(
             "a join whose keys match NULL to NULL, which",
         ));
     }
-    let (ls, rs) = (join.left.schema(), join.right.schema());
     let keys = join_keys(plan, join, cat)?;
     // The rest of ON sees both inputs' columns (a semi join's output has only one's).
-    let pairs = ls.join(rs).map_err(df_error)?;
-    let filter = join
-        .filter
-        .as_ref()
-        .map(|f| physical(cat, f, &pairs))
-        .transpose()?;
+    let filter = pair_filter(cat, join, join.filter.as_ref())?;
     let left = lower_node(&join.left, cat, timed)?;
     let right = lower_node(&join.right, cat, timed)?;
     let out = join.schema.as_arrow();
     let mut spec = JoinSpec {
         kind,
         keys: keys.clone(),
-        inputs: [
-            Arc::new(ls.as_arrow().clone()),
-            Arc::new(rs.as_arrow().clone()),
-        ],
+        inputs: input_schemas(join),
         updating: [updating(&left), updating(&right)],
         filter,
         schema: Arc::new(out.clone()),
@@ -994,21 +985,12 @@ fn lower_interval_join(
     if updating(&left) || updating(&right) {
         return Ok(None);
     }
-    let (ls, rs) = (join.left.schema(), join.right.schema());
     let [lkey, rkey] = join_keys(plan, join, cat)?;
-    let pairs = ls.join(rs).map_err(df_error)?;
-    let filter = join
-        .filter
-        .as_ref()
-        .map(|f| physical(cat, f, &pairs))
-        .transpose()?;
+    let filter = pair_filter(cat, join, join.filter.as_ref())?;
     let spec = IntervalJoinSpec {
         kind,
         keys: [lkey.clone(), rkey.clone()],
-        inputs: [
-            Arc::new(ls.as_arrow().clone()),
-            Arc::new(rs.as_arrow().clone()),
-        ],
+        inputs: input_schemas(join),
         times: bounds.times,
         lower: bounds.lower,
         upper: bounds.upper,
@@ -1094,12 +1076,7 @@ fn lower_temporal_join(
     };
     let (ls, rs) = (join.left.schema(), join.right.schema());
     let [lkey, rkey] = join_keys(plan, join, cat)?;
-    let pairs = ls.join(rs).map_err(df_error)?;
-    let filter = marker
-        .rest
-        .as_ref()
-        .map(|f| physical(cat, f, &pairs))
-        .transpose()?;
+    let filter = pair_filter(cat, join, marker.rest.as_ref())?;
     let table_name = table_name_under(&join.right).unwrap_or_else(|| "the table".into());
     let out = Arc::new(join.schema.as_arrow().clone());
     if marker.versioned {
@@ -1119,10 +1096,7 @@ fn lower_temporal_join(
         let spec = VersionedJoinSpec {
             left_join,
             keys: [lkey.clone(), rkey.clone()],
-            inputs: [
-                Arc::new(ls.as_arrow().clone()),
-                Arc::new(rs.as_arrow().clone()),
-            ],
+            inputs: input_schemas(join),
             versions_updating: updating(&right),
             times,
             table_name,
@@ -1207,6 +1181,30 @@ fn table_name_under(plan: &LogicalPlan) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// A condition over a join's candidate pairs (both inputs' columns), as a physical expression.
+fn pair_filter(
+    cat: &Catalog,
+    join: &datafusion::logical_expr::Join,
+    cond: Option<&Expr>,
+) -> Result<Option<Arc<dyn PhysicalExpr>>> {
+    let pairs = join
+        .left
+        .schema()
+        .join(join.right.schema())
+        .map_err(df_error)?;
+    cond.map(|f| physical(cat, f, &pairs)).transpose()
+}
+
+/// A join's inputs' columns.
+fn input_schemas(
+    join: &datafusion::logical_expr::Join,
+) -> [datafusion::arrow::datatypes::SchemaRef; 2] {
+    [
+        Arc::new(join.left.schema().as_arrow().clone()),
+        Arc::new(join.right.schema().as_arrow().clone()),
+    ]
 }
 
 /// Both inputs' halves of a join's equalities, cast to one type per pair.

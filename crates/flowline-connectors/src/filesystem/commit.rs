@@ -22,6 +22,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use flowline_common::Options;
 use flowline_sql::TableDef;
 
+use super::source::unescape_partition;
 use crate::registry::opt;
 use crate::{ConnectorError, Result};
 
@@ -221,7 +222,7 @@ fn partition_time(
     for seg in rel.iter() {
         let seg = seg.to_string_lossy();
         if let Some((k, v)) = seg.split_once('=') {
-            values.insert(unescape(k), unescape(v));
+            values.insert(unescape_partition(k), unescape_partition(v));
         }
     }
     let text = match &policy.pattern {
@@ -256,24 +257,4 @@ fn partition_time(
             ),
         )),
     }
-}
-
-/// Reverses the sink's `%XX` escaping of partition values.
-fn unescape(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

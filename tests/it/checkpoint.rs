@@ -16,6 +16,15 @@ CREATE TABLE bids (
   WATERMARK FOR dateTime AS dateTime - INTERVAL '1' SECOND
 ) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
         'base-time' = '2026-01-01 00:00:00');
+-- Watermarks 1 ms behind the rows (each source subtask generates in time order): OVER windows
+-- fire during the run, so checkpoints hold their frames.
+CREATE TABLE bids_tight (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS bid.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '1' MILLISECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '60000', 'first-event.rate' = '60000', 'rate.limited' = 'true',
+        'base-time' = '2026-01-01 00:00:00');
 CREATE VIEW b AS SELECT bid.channel AS channel, bid.price AS price, dateTime FROM bids WHERE event_type = 2;
 CREATE TABLE nexmark (
   event_type INT,
@@ -36,7 +45,7 @@ CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM 
 ";
 
 /// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
-/// session aggregation, and session assignment (rows held per session). The 1 s TUMBLE lives
+/// session aggregation, session assignment (rows held per session) and OVER aggregation. The 1 s TUMBLE lives
 /// through dozens of checkpoints, so its frozen state batches are compacted several times.
 const QUERIES: &[(&str, &str)] = &[
     ("a BIGINT, ws TIMESTAMP(3), n BIGINT, p BIGINT",
@@ -51,6 +60,13 @@ const QUERIES: &[(&str, &str)] = &[
      "SELECT channel, window_start, window_end, COUNT(*) FROM TABLE(SESSION(TABLE b PARTITION BY channel, DESCRIPTOR(dateTime), INTERVAL '5' MILLISECOND)) GROUP BY channel, window_start, window_end"),
     ("c STRING, p BIGINT, ws TIMESTAMP(3)",
      "SELECT channel, price, window_start FROM TABLE(SESSION(TABLE b PARTITION BY channel, DESCRIPTOR(dateTime), INTERVAL '5' MILLISECOND)) WHERE price < 1000"),
+    // OVER aggregations: a RANGE frame (its rows kept) and an unbounded one (accumulators only).
+    // ROWS frames are left out: their result depends on the arrival order of rows of one time.
+    ("k BIGINT, t TIMESTAMP(3), s BIGINT, n BIGINT, m BIGINT",
+     "SELECT bid.auction % 10, dateTime, SUM(bid.price) OVER w, COUNT(*) OVER w, MAX(bid.bidder) OVER w FROM bids_tight WHERE event_type = 2 \
+      WINDOW w AS (PARTITION BY bid.auction % 10 ORDER BY dateTime RANGE BETWEEN INTERVAL '50' MILLISECOND PRECEDING AND CURRENT ROW)"),
+    ("k BIGINT, t TIMESTAMP(3), n BIGINT",
+     "SELECT bid.bidder % 7, dateTime, COUNT(DISTINCT bid.auction) OVER (PARTITION BY bid.bidder % 7 ORDER BY dateTime) FROM bids_tight WHERE event_type = 2"),
 ];
 
 fn script(out: &Path, cols: &str, query: &str) -> String {

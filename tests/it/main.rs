@@ -6,6 +6,7 @@ mod event_time;
 mod golden;
 mod nexmark;
 mod oracle;
+mod over_oracle;
 mod support;
 mod updating_oracle;
 mod window_oracle;

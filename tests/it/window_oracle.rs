@@ -41,7 +41,7 @@ fn json_rows(seed: u64, n: usize, keys: u64) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of Unix seconds (UTC), without a date library.
-fn chrono_like(secs: i64) -> String {
+pub(crate) fn chrono_like(secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     // Civil from days (Howard Hinnant's algorithm).

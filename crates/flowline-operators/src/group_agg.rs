@@ -425,7 +425,7 @@ impl Operator for GroupAggregate {
 }
 
 /// A retracting accumulator over dense group ids.
-trait Acc: Send {
+pub(crate) trait Acc: Send {
     fn resize(&mut self, groups: usize);
     /// Adds (`adds[i]`) or retracts row `i`'s value in group `gids[i]`, for the rows `counted`
     /// keeps ([`counted_rows`]).
@@ -445,7 +445,7 @@ trait Acc: Send {
     fn size(&self) -> usize;
 }
 
-fn new_acc(call: &GroupAggregateCall, retracting: bool) -> Result<Box<dyn Acc>> {
+pub(crate) fn new_acc(call: &GroupAggregateCall, retracting: bool) -> Result<Box<dyn Acc>> {
     let values = || RowConverter::new(vec![SortField::new(call.arg_type.clone())]);
     let inner: Box<dyn Acc> = match call.function {
         AggFunction::Count => Box::new(CountAcc { counts: Vec::new() }),
@@ -476,7 +476,10 @@ fn new_acc(call: &GroupAggregateCall, retracting: bool) -> Result<Box<dyn Acc>> 
 }
 
 /// The rows an aggregate counts: kept by its FILTER, and its value not NULL (`None`: all).
-fn counted_rows(values: &ArrayRef, filter: Option<&BooleanArray>) -> Option<BooleanBuffer> {
+pub(crate) fn counted_rows(
+    values: &ArrayRef,
+    filter: Option<&BooleanArray>,
+) -> Option<BooleanBuffer> {
     let valid = values.logical_nulls().map(|n| n.into_inner());
     let kept = filter.map(|f| match f.nulls() {
         Some(n) => f.values() & n.inner(),

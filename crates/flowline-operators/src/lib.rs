@@ -9,6 +9,7 @@
 //! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
 //! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs;
 //! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`);
+//! - `over_agg.rs`: OVER aggregations (`SUM(x) OVER (PARTITION BY ... ORDER BY t ROWS|RANGE ...)`);
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
@@ -21,6 +22,7 @@ mod groups;
 pub mod interval_join;
 pub mod join;
 pub mod normalize;
+pub mod over_agg;
 mod pairs;
 pub mod rank;
 pub mod session;
@@ -41,6 +43,7 @@ pub use group_agg::{AggFunction, GroupAggregateCall, GroupAggregateSpec};
 pub use interval_join::IntervalJoinSpec;
 pub use join::{JoinKind, JoinSpec};
 pub use normalize::ChangelogNormalizeSpec;
+pub use over_agg::{OverAggregateSpec, OverFrame};
 pub use rank::RankSpec;
 pub use session::{
     SessionAggregate, SessionAggregateSpec, SessionOutput, SessionWindow, SessionWindowSpec,

@@ -115,7 +115,7 @@ fn time_term(e: &Expr) -> Option<(Column, i64)> {
 }
 
 /// A day-time interval in ms (a month has no fixed length: not a bound).
-fn interval_ms(v: &ScalarValue) -> Option<i64> {
+pub(crate) fn interval_ms(v: &ScalarValue) -> Option<i64> {
     match v {
         ScalarValue::IntervalDayTime(Some(v)) => {
             Some(i64::from(v.days) * 86_400_000 + i64::from(v.milliseconds))
@@ -129,43 +129,64 @@ fn interval_ms(v: &ScalarValue) -> Option<i64> {
 
 /// Whether column `col` of `plan` is an event-time attribute (see the module docs).
 pub(crate) fn is_rowtime(plan: &LogicalPlan, col: usize, cat: &Catalog) -> bool {
+    attribute(plan, col, cat, &|table, name| {
+        table.watermark.as_ref().is_some_and(|w| w.column == name)
+    })
+}
+
+/// Whether column `col` of `plan` is a time attribute: event time, or a `PROCTIME()` column.
+pub(crate) fn is_time_attribute(plan: &LogicalPlan, col: usize, cat: &Catalog) -> bool {
+    is_rowtime(plan, col, cat)
+        || attribute(plan, col, cat, &|table, name| {
+            table.columns.iter().any(|c| {
+                c.name == name
+                    && matches!(&c.kind, flowline_sql::ColumnKind::Computed { expr }
+                        if matches!(expr, flowline_sql::sqlparser::ast::Expr::Function(f)
+                            if f.name.to_string().eq_ignore_ascii_case("proctime")))
+            })
+        })
+}
+
+/// Whether column `col` of `plan` is a column of a table that `declared` says is a time
+/// attribute, passed up through projections, filters, aliases and OVER windows by name.
+fn attribute(
+    plan: &LogicalPlan,
+    col: usize,
+    cat: &Catalog,
+    declared: &dyn Fn(&flowline_sql::TableDef, &str) -> bool,
+) -> bool {
     match plan {
         LogicalPlan::TableScan(s) => {
             let name = s.table_name.table();
             let Some(binding) = cat.binding_for_scan(name) else {
                 return false;
             };
-            let field = s.projected_schema.field(col).name();
-            binding
-                .table
-                .watermark
-                .as_ref()
-                .is_some_and(|w| &w.column == field)
+            declared(&binding.table, s.projected_schema.field(col).name())
         }
         LogicalPlan::Projection(p) => {
+            // A computed time column: named as declared, over the raw scan of its table (the
+            // optimiser may compute it lower down and only rename it here).
+            let computed = raw_table_under(&p.input).is_some_and(|t| {
+                cat.tables
+                    .get(t)
+                    .is_some_and(|b| declared(&b.table, p.schema.field(col).name()))
+            });
             let mut e = &p.expr[col];
             while let Expr::Alias(a) = e {
                 e = &a.expr;
             }
-            match e {
-                Expr::Column(c) => p
+            computed
+                || matches!(e, Expr::Column(c) if p
                     .input
                     .schema()
                     .index_of_column(c)
-                    .is_ok_and(|i| is_rowtime(&p.input, i, cat)),
-                // A computed time column: named as declared, over the raw scan of its table.
-                _ => raw_table_under(&p.input).is_some_and(|t| {
-                    cat.tables.get(t).is_some_and(|b| {
-                        b.table
-                            .watermark
-                            .as_ref()
-                            .is_some_and(|w| &w.column == p.schema.field(col).name())
-                    })
-                }),
-            }
+                    .is_ok_and(|i| attribute(&p.input, i, cat, declared)))
         }
-        LogicalPlan::Filter(f) => is_rowtime(&f.input, col, cat),
-        LogicalPlan::SubqueryAlias(a) => is_rowtime(&a.input, col, cat),
+        LogicalPlan::Filter(f) => attribute(&f.input, col, cat, declared),
+        LogicalPlan::SubqueryAlias(a) => attribute(&a.input, col, cat, declared),
+        LogicalPlan::Window(w) => {
+            col < w.input.schema().fields().len() && attribute(&w.input, col, cat, declared)
+        }
         _ => false,
     }
 }

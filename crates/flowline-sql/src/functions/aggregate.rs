@@ -163,6 +163,13 @@ impl Accumulator for IntegerAvg {
     fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
         self.inner.merge_batch(states)
     }
+    // Sliding window frames (OVER ... ROWS n PRECEDING) retract rows leaving the frame.
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        self.inner.retract_batch(&to_float(values)?)
+    }
+    fn supports_retract_batch(&self) -> bool {
+        self.inner.supports_retract_batch()
+    }
 }
 
 struct IntegerGroupsAvg {

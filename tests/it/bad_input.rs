@@ -83,7 +83,7 @@ fn malformed_csv_names_line() {
 fn unknown_connector_format_and_option_list_valid_ones() {
     let e =
         run_err("CREATE TABLE t (a INT) WITH ('connector' = 'kafak');\nINSERT INTO t SELECT 1;");
-    assert!(e.contains("unknown connector 'kafak'; valid connectors: blackhole, datagen, filesystem, http, kafka, nexmark, print"), "{e}");
+    assert!(e.contains("unknown connector 'kafak'; valid connectors: blackhole, datagen, filesystem, http, jdbc, kafka, nexmark, print"), "{e}");
     let e = run_err("CREATE TABLE t (a INT) WITH ('connector' = 'filesystem', 'path' = '/tmp/x', 'format' = 'jsn');\nINSERT INTO t SELECT 1;");
     assert!(
         e.contains("unknown format 'jsn'; valid formats: json, csv, parquet"),

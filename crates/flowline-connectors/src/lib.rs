@@ -19,6 +19,7 @@ pub mod datagen;
 mod error;
 pub mod filesystem;
 pub mod http;
+pub mod jdbc;
 pub mod kafka;
 pub mod nexmark;
 pub mod print;

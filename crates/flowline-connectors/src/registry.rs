@@ -5,8 +5,8 @@ use flowline_formats::{format_option_specs, FORMATS, RECORD_FORMATS};
 use flowline_sql::TableDef;
 
 use crate::{
-    blackhole, datagen, filesystem, http, kafka, nexmark, print, ConnectorError, Result, Sink,
-    Source, TaskContext,
+    blackhole, datagen, filesystem, http, jdbc, kafka, nexmark, print, ConnectorError, Result,
+    Sink, Source, TaskContext,
 };
 
 /// Builds one subtask's source. `projection` lists the physical columns (by index) the job
@@ -39,17 +39,17 @@ pub struct ConnectorFactory {
     pub metadata_keys: &'static [&'static str],
     /// Whether the sink, with these options, takes an updating stream (rows with a change
     /// kind, `flowline_common::changelog`); an append-only sink is refused one at planning time.
-    pub accepts_updates: fn(&Options) -> bool,
+    pub accepts_updates: fn(&TableDef, &Options) -> bool,
     /// The source reads upserts keyed by the PRIMARY KEY (rows with a change kind `+U` or `-D`);
     /// the planner turns them into a changelog.
     pub upsert_source: bool,
 }
 
-fn appends(_: &Options) -> bool {
+fn appends(_: &TableDef, _: &Options) -> bool {
     false
 }
 
-fn updates(_: &Options) -> bool {
+fn updates(_: &TableDef, _: &Options) -> bool {
     true
 }
 
@@ -116,6 +116,19 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
         metadata_keys: &[],
         accepts_updates: appends,
+        upsert_source: false,
+    },
+    ConnectorFactory {
+        name: "jdbc",
+        doc: "a PostgreSQL or MySQL/MariaDB table: upserts on its PRIMARY KEY (appends without one)",
+        options: jdbc::OPTIONS,
+        formats: None,
+        source: None,
+        sink: Some(jdbc::create_sink),
+        validate: jdbc::validate,
+        unbounded_hint: bounded,
+        metadata_keys: &[],
+        accepts_updates: jdbc::accepts_updates,
         upsert_source: false,
     },
     ConnectorFactory {

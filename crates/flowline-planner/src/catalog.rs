@@ -459,22 +459,33 @@ impl Catalog {
         if let Some(reason) = inputs
             .iter()
             .find_map(Node::updating_reason)
-            .filter(|_| !(sink.factory.accepts_updates)(&sink.options))
+            .filter(|_| !(sink.factory.accepts_updates)(&sink.table, &sink.options))
         {
+            // Which connectors would take the updates into this table as declared.
             let accepting: Vec<&str> = flowline_connectors::CONNECTORS
                 .iter()
-                .filter(|c| {
-                    c.sink.is_some()
-                        && (c.accepts_updates)(&flowline_common::Options::new("", BTreeMap::new()))
+                .filter(|c| c.sink.is_some())
+                .filter_map(|c| {
+                    let empty = flowline_common::Options::new("", BTreeMap::new());
+                    if (c.accepts_updates)(&sink.table, &empty) {
+                        Some(c.name)
+                    } else {
+                        (c.name == "jdbc").then_some("jdbc with a PRIMARY KEY")
+                    }
                 })
-                .map(|c| c.name)
                 .collect();
+            let hint = if sink.factory.name == "jdbc" {
+                " Declare the table's PRIMARY KEY (... NOT ENFORCED) to write upserts and deletes by key"
+            } else {
+                ""
+            };
             return Err(at(format!(
                 "INSERT INTO '{}': the query's result is updating ({reason} changes rows it emitted earlier), but connector '{}' \
-                 only appends rows. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
-                 (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final",
+                 only appends rows{}. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
+                 (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final.{hint}",
                 insert.table,
                 sink.factory.name,
+                if sink.factory.name == "jdbc" { " into a table without a PRIMARY KEY" } else { "" },
                 accepting.join(", ")
             )));
         }

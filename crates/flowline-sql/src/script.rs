@@ -373,6 +373,15 @@ pub fn normalize_query(query: &mut Query) {
                 };
             }
         }
+        // Flink's binary types, which DataFusion's SQL planner knows as BYTEA.
+        if let Expr::Cast { data_type, .. } = expr {
+            if matches!(
+                data_type,
+                SqlDataType::Bytes(_) | SqlDataType::Varbinary(_) | SqlDataType::Binary(_)
+            ) {
+                *data_type = SqlDataType::Bytea;
+            }
+        }
         ControlFlow::<()>::Continue(())
     });
     let _ = query.visit(&mut FieldNames);

@@ -45,7 +45,8 @@ CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM 
 ";
 
 /// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
-/// session aggregation, session assignment (rows held per session) and OVER aggregation. The 1 s TUMBLE lives
+/// session aggregation, session assignment (rows held per session), OVER aggregation and a
+/// window join. The 1 s TUMBLE lives
 /// through dozens of checkpoints, so its frozen state batches are compacted several times.
 const QUERIES: &[(&str, &str)] = &[
     ("a BIGINT, ws TIMESTAMP(3), n BIGINT, p BIGINT",
@@ -67,6 +68,14 @@ const QUERIES: &[(&str, &str)] = &[
       WINDOW w AS (PARTITION BY bid.auction % 10 ORDER BY dateTime RANGE BETWEEN INTERVAL '50' MILLISECOND PRECEDING AND CURRENT ROW)"),
     ("k BIGINT, t TIMESTAMP(3), n BIGINT",
      "SELECT bid.bidder % 7, dateTime, COUNT(DISTINCT bid.auction) OVER (PARTITION BY bid.bidder % 7 ORDER BY dateTime) FROM bids_tight WHERE event_type = 2"),
+    // A window join (FULL) of two window aggregations: windows wait in state for the watermark.
+    ("a BIGINT, b BIGINT, ws TIMESTAMP(3), n BIGINT, m BIGINT",
+     "SELECT A.a, B.a, COALESCE(A.window_start, B.window_start), A.n, B.m FROM \
+      (SELECT bid.auction % 20 AS a, window_start, window_end, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE bids_tight, DESCRIPTOR(dateTime), INTERVAL '20' MILLISECOND)) \
+       WHERE event_type = 2 AND bid.price % 3 = 0 GROUP BY bid.auction % 20, window_start, window_end) A \
+      FULL JOIN (SELECT bid.bidder % 20 AS a, window_start, window_end, MAX(bid.price) AS m FROM TABLE(TUMBLE(TABLE bids_tight, DESCRIPTOR(dateTime), INTERVAL '20' MILLISECOND)) \
+       WHERE event_type = 2 AND bid.price % 5 = 0 GROUP BY bid.bidder % 20, window_start, window_end) B \
+      ON A.a = B.a AND A.window_start = B.window_start AND A.window_end = B.window_end"),
 ];
 
 fn script(out: &Path, cols: &str, query: &str) -> String {

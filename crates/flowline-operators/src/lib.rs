@@ -11,6 +11,7 @@
 //! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`);
 //! - `over_agg.rs`: OVER aggregations (`SUM(x) OVER (PARTITION BY ... ORDER BY t ROWS|RANGE ...)`);
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
+//! - `window_join.rs`: window joins (two window TVF results joined per window);
 //! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
@@ -29,6 +30,7 @@ pub mod session;
 mod session_table;
 pub mod temporal_join;
 pub mod window_agg;
+pub mod window_join;
 
 use std::fmt;
 
@@ -50,6 +52,7 @@ pub use session::{
 };
 pub use temporal_join::{LookupJoinSpec, TableLoader, VersionedJoinSpec};
 pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
+pub use window_join::WindowJoinSpec;
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.
 ///

@@ -14,6 +14,9 @@
 use datafusion::common::{Column, ScalarValue};
 use datafusion::logical_expr::{BinaryExpr, Expr, Join, LogicalPlan, Operator};
 
+use datafusion::common::tree_node::TreeNode;
+use flowline_sql::functions::window;
+
 use crate::catalog::{Catalog, RAW_PREFIX};
 
 /// The time attributes and bounds of an interval join: `l.t - r.t` in `[lower, upper]` ms.
@@ -198,4 +201,59 @@ fn raw_table_under(plan: &LogicalPlan) -> Option<&str> {
         LogicalPlan::Projection(_) | LogicalPlan::Filter(_) => raw_table_under(plan.inputs()[0]),
         _ => None,
     }
+}
+
+/// Whether column `col` of `plan` is a window bound computed by a window TVF (TUMBLE, HOP,
+/// CUMULATE: its `window_start` or `window_end`), passed up through projections, filters,
+/// aliases and the group keys of aggregations.
+pub(crate) fn is_window_column(plan: &LogicalPlan, col: usize) -> bool {
+    match plan {
+        LogicalPlan::Projection(p) => {
+            let mut e = &p.expr[col];
+            while let Expr::Alias(a) = e {
+                e = &a.expr;
+            }
+            match e {
+                Expr::Column(c) => p
+                    .input
+                    .schema()
+                    .index_of_column(c)
+                    .is_ok_and(|i| is_window_column(&p.input, i)),
+                other => calls_window_function(other),
+            }
+        }
+        LogicalPlan::Filter(f) => is_window_column(&f.input, col),
+        LogicalPlan::SubqueryAlias(a) => is_window_column(&a.input, col),
+        LogicalPlan::Aggregate(a) => match a.group_expr.get(col) {
+            Some(Expr::Column(c)) => a
+                .input
+                .schema()
+                .index_of_column(c)
+                .is_ok_and(|i| is_window_column(&a.input, i)),
+            Some(other) => calls_window_function(other),
+            None => false,
+        },
+        // CUMULATE's window_end: one element of the list its function computes.
+        LogicalPlan::Unnest(u) => u
+            .dependency_indices
+            .get(col)
+            .is_some_and(|i| is_window_column(&u.input, *i)),
+        _ => false,
+    }
+}
+
+/// Whether `e` calls one of the window TVF functions.
+fn calls_window_function(e: &Expr) -> bool {
+    let mut found = false;
+    let _ = e.apply(|e| {
+        if let Expr::ScalarFunction(f) = e {
+            let name = f.func.name();
+            if [window::TUMBLE, window::HOP, window::CUMULATE, window::BOUND].contains(&name) {
+                found = true;
+                return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    found
 }

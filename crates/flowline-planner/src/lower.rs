@@ -39,7 +39,7 @@ use flowline_operators::{
     AggFunction, AggregateCall, ChainStep, ChangelogNormalizeSpec, GroupAggregateCall,
     GroupAggregateSpec, IntervalJoinSpec, JoinKind, JoinSpec, LookupJoinSpec, OverAggregateSpec,
     OverFrame, RankSpec, SessionAggregateSpec, SessionOutput, SessionWindowSpec, StatelessChain,
-    TableLoader, VersionedJoinSpec, WindowAggregateSpec,
+    TableLoader, VersionedJoinSpec, WindowAggregateSpec, WindowJoinSpec,
 };
 
 use crate::catalog::{df_error, Catalog};
@@ -1074,6 +1074,9 @@ fn lower_join(
     if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
         return Ok(vec![node]);
     }
+    if let Some(node) = lower_window_join(join, cat, kind)? {
+        return Ok(vec![node]);
+    }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(format!(
             "`{}`: a streaming join needs an equality between columns of its two inputs \
@@ -1154,6 +1157,59 @@ fn lower_interval_join(
         lower: bounds.lower,
         upper: bounds.upper,
         filter,
+        schema: Arc::new(join.schema.as_arrow().clone()),
+    };
+    Ok(Some(OperatorNode::pair(
+        Arc::new(spec),
+        [left, right],
+        [lkey, rkey],
+    )))
+}
+
+/// A window join: equalities between both inputs' `window_start` and `window_end`, each the
+/// window of a window TVF (or of a window aggregation over one), over append-only inputs, as
+/// Flink's. None leaves it a regular join.
+fn lower_window_join(
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+    kind: JoinKind,
+) -> Result<Option<Node>> {
+    if !matches!(
+        kind,
+        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+    ) {
+        return Ok(None);
+    }
+    let (ls, rs) = (join.left.schema(), join.right.schema());
+    let window_pair = |name: &str| {
+        join.on.iter().find_map(|(l, r)| {
+            let (Expr::Column(lc), Expr::Column(rc)) = (l, r) else {
+                return None;
+            };
+            let (li, ri) = (ls.index_of_column(lc).ok()?, rs.index_of_column(rc).ok()?);
+            (ls.field(li).name() == name
+                && rs.field(ri).name() == name
+                && crate::interval::is_window_column(&join.left, li)
+                && crate::interval::is_window_column(&join.right, ri))
+            .then_some((li, ri))
+        })
+    };
+    let (Some(_), Some((lend, rend))) = (window_pair("window_start"), window_pair("window_end"))
+    else {
+        return Ok(None);
+    };
+    let left = lower_node(&join.left, cat, true)?;
+    let right = lower_node(&join.right, cat, true)?;
+    if updating(&left) || updating(&right) {
+        return Ok(None);
+    }
+    let [lkey, rkey] = join_keys(&LogicalPlan::Join(join.clone()), join, cat)?;
+    let spec = WindowJoinSpec {
+        kind,
+        keys: [lkey.clone(), rkey.clone()],
+        inputs: input_schemas(join),
+        ends: [lend, rend],
+        filter: pair_filter(cat, join, join.filter.as_ref())?,
         schema: Arc::new(join.schema.as_arrow().clone()),
     };
     Ok(Some(OperatorNode::pair(

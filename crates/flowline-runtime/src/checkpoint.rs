@@ -640,6 +640,12 @@ impl Aligner {
                 out.push(Step::Aligned(b));
             }
             Message::End => {
+                // A producer past the barrier ends after the rows it sent since: its End waits
+                // behind them (delivered first, its rows would come after the input ended).
+                if self.exactly_once && self.aligning.as_ref().is_some_and(|(_, got)| got[from]) {
+                    self.blocked.push_back(env);
+                    return;
+                }
                 self.ended[from] = true;
                 let complete = match &self.aligning {
                     Some((_, got)) => {
@@ -764,6 +770,34 @@ mod tests {
             &mut out,
         );
         assert_eq!(kinds(&out), vec!["aligned 5"]);
+    }
+
+    /// A producer that sent the barrier, then rows, then End: the End must not overtake the
+    /// held rows (the consumer would end that input, fire its windows, and then get rows for
+    /// them). Found by a window join losing its last window's rows at the end of input.
+    #[test]
+    fn an_end_after_the_barrier_waits_behind_the_held_rows() {
+        let mut a = Aligner::new(2, true);
+        let mut out = Vec::new();
+        let b1 = Barrier { id: 1, stop: false };
+        a.accept(env(0, Message::Barrier(b1)), &mut out);
+        a.accept(env(0, Message::Watermark(7)), &mut out);
+        a.accept(env(0, Message::End), &mut out);
+        assert!(out.is_empty(), "held: {:?}", kinds(&out));
+        a.accept(env(1, Message::Barrier(b1)), &mut out);
+        assert_eq!(kinds(&out), vec!["aligned 1"]);
+        out.clear();
+        while let Some(e) = a.next_pending() {
+            a.accept(e, &mut out);
+        }
+        assert_eq!(kinds(&out), vec!["0 w7", "0 end"]);
+        out.clear();
+        // The ended producer is not waited for by the next barrier.
+        a.accept(
+            env(1, Message::Barrier(Barrier { id: 2, stop: false })),
+            &mut out,
+        );
+        assert_eq!(kinds(&out), vec!["aligned 2"]);
     }
 
     /// A task that acknowledged a checkpoint and then finished is recorded by that checkpoint

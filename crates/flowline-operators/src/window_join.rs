@@ -1,0 +1,316 @@
+//! Window joins: two window TVF results (or window aggregations over them) joined on
+//! `window_start` and `window_end` and other equalities, as Flink's window join. Each window's
+//! rows wait until the watermark passes the window's end; then the window is joined once
+//! (INNER, LEFT, RIGHT or FULL: unmatched rows padded with NULLs) and forgotten. The output is
+//! append-only.
+//!
+//! ```text
+//! rows ─▶ by window end, per input ──watermark ≥ end - 1──▶ hash join of the window's rows
+//!      ─▶ pairs passing the rest of ON, then outer rows ─▶ emitted; the window's state dropped
+//! ```
+//!
+//! A row whose window has already fired is late: dropped and counted.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt32Array};
+use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{exec_err, Result};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::join::JoinKind;
+use crate::pairs::{eval_keys, filter_mask, pairs_schema};
+use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
+
+/// The plan of a window join; the planner builds it, each subtask creates its operator.
+#[derive(Clone)]
+pub struct WindowJoinSpec {
+    /// Inner, Left, Right or Full.
+    pub kind: JoinKind,
+    /// Per input: the equi-join key, window columns included.
+    pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
+    /// Per input: its columns.
+    pub inputs: [SchemaRef; 2],
+    /// Per input: its `window_end` column.
+    pub ends: [usize; 2],
+    /// The ON condition but the equalities, over left then right columns.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The left columns then the right ones.
+    pub schema: SchemaRef,
+}
+
+impl fmt::Debug for WindowJoinSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys =
+            |i: usize| -> Vec<String> { self.keys[i].iter().map(|k| k.to_string()).collect() };
+        write!(
+            f,
+            "WindowJoin({:?}, left=[{}], right=[{}]{})",
+            self.kind,
+            keys(0).join(", "),
+            keys(1).join(", "),
+            if self.filter.is_some() {
+                ", filter"
+            } else {
+                ""
+            }
+        )
+    }
+}
+
+impl OperatorFactory for WindowJoinSpec {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        let fields = self.keys[0]
+            .iter()
+            .map(|k| Ok(SortField::new(k.data_type(&self.inputs[0])?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(WindowJoin {
+            spec: Arc::new(self.clone()),
+            conv: RowConverter::new(fields)?,
+            pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            late: LateRows::new(ctx.keep_late),
+        }))
+    }
+}
+
+pub struct WindowJoin {
+    spec: Arc<WindowJoinSpec>,
+    conv: RowConverter,
+    pairs: SchemaRef,
+    /// Per window end: each input's rows.
+    windows: BTreeMap<i64, [Vec<RecordBatch>; 2]>,
+    watermark: i64,
+    late: LateRows,
+}
+
+impl WindowJoin {
+    fn outer(&self, side: usize) -> bool {
+        matches!(
+            (self.spec.kind, side),
+            (JoinKind::Left, 0) | (JoinKind::Right, 1) | (JoinKind::Full, _)
+        )
+    }
+
+    /// Files the rows of `batch` under their windows; rows of fired windows are late.
+    fn add(&mut self, side: usize, batch: RecordBatch, check_late: bool) -> Result<()> {
+        let ends = crate::millis(batch.column(self.spec.ends[side]), "window_end")?;
+        let mut by_end: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+        let mut late = Vec::new();
+        for (i, end) in ends.iter().enumerate() {
+            match end {
+                Some(e) if !check_late || e - 1 > self.watermark => {
+                    by_end.entry(e).or_default().push(i as u32)
+                }
+                _ => late.push(i as u32),
+            }
+        }
+        self.late.add(&batch, &late)?;
+        if by_end.len() == 1 && late.is_empty() {
+            let (end, _) = by_end.pop_first().expect("one window");
+            self.windows.entry(end).or_default()[side].push(batch);
+            return Ok(());
+        }
+        for (end, rows) in by_end {
+            let part =
+                datafusion::arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))?;
+            self.windows.entry(end).or_default()[side].push(part);
+        }
+        Ok(())
+    }
+
+    /// Joins and drops every window ending at or before `until + 1`.
+    fn fire(&mut self, until: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            if entry.key().saturating_sub(1) > until {
+                break;
+            }
+            let [l, r] = entry.remove();
+            let l = concat_batches(&self.spec.inputs[0], &l)?;
+            let r = concat_batches(&self.spec.inputs[1], &r)?;
+            if let Some(b) = self.join(&l, &r)? {
+                crate::push_sliced(&mut out, b);
+            }
+        }
+        Ok(out)
+    }
+
+    fn join(&self, l: &RecordBatch, r: &RecordBatch) -> Result<Option<RecordBatch>> {
+        let (lk, lnull) = eval_keys(&self.spec.keys[0], &self.conv, l)?;
+        let (rk, rnull) = eval_keys(&self.spec.keys[1], &self.conv, r)?;
+        let mut table: HashMap<datafusion::arrow::row::Row<'_>, Vec<u32>> = HashMap::new();
+        for i in 0..r.num_rows() {
+            if rnull.as_ref().is_none_or(|n| n.is_valid(i)) {
+                table.entry(rk.row(i)).or_default().push(i as u32);
+            }
+        }
+        let (mut li, mut ri) = (Vec::new(), Vec::new());
+        for i in 0..l.num_rows() {
+            if lnull.as_ref().is_some_and(|n| n.is_null(i)) {
+                continue;
+            }
+            if let Some(matches) = table.get(&lk.row(i)) {
+                li.extend(std::iter::repeat_n(i as u32, matches.len()));
+                ri.extend_from_slice(matches);
+            }
+        }
+        let (li, ri) = (UInt32Array::from(li), UInt32Array::from(ri));
+        let take_all = |b: &RecordBatch, idx: &UInt32Array| -> Result<Vec<ArrayRef>> {
+            Ok(b.columns()
+                .iter()
+                .map(|c| take(c, idx, None))
+                .collect::<std::result::Result<_, _>>()?)
+        };
+        let mut columns = take_all(l, &li)?;
+        columns.extend(take_all(r, &ri)?);
+        let mut n = li.len();
+        let mut matched = [vec![false; l.num_rows()], vec![false; r.num_rows()]];
+        let keep = filter_mask(self.spec.filter.as_ref(), &self.pairs, columns.clone(), n)?;
+        let (li, ri) = match keep {
+            Some(mask) => {
+                columns = columns
+                    .iter()
+                    .map(|c| datafusion::arrow::compute::filter(c, &mask))
+                    .collect::<std::result::Result<_, _>>()?;
+                let li = datafusion::arrow::compute::filter(&li, &mask)?;
+                let ri = datafusion::arrow::compute::filter(&ri, &mask)?;
+                n = li.len();
+                (li, ri)
+            }
+            None => (Arc::new(li) as ArrayRef, Arc::new(ri) as ArrayRef),
+        };
+        use datafusion::arrow::array::AsArray;
+        for i in li
+            .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+            .values()
+        {
+            matched[0][*i as usize] = true;
+        }
+        for i in ri
+            .as_primitive::<datafusion::arrow::datatypes::UInt32Type>()
+            .values()
+        {
+            matched[1][*i as usize] = true;
+        }
+        let mut parts: Vec<(Vec<ArrayRef>, usize)> = vec![(columns, n)];
+        for side in 0..2 {
+            if !self.outer(side) {
+                continue;
+            }
+            let alone: Vec<u32> = (0..matched[side].len() as u32)
+                .filter(|i| !matched[side][*i as usize])
+                .collect();
+            if alone.is_empty() {
+                continue;
+            }
+            let count = alone.len();
+            let own = take_all(if side == 0 { l } else { r }, &UInt32Array::from(alone))?;
+            let other = &self.spec.inputs[1 - side];
+            let pad: Vec<ArrayRef> = other
+                .fields()
+                .iter()
+                .map(|f| new_null_array(f.data_type(), count))
+                .collect();
+            let cols = if side == 0 {
+                own.into_iter().chain(pad).collect()
+            } else {
+                pad.into_iter().chain(own).collect()
+            };
+            parts.push((cols, count));
+        }
+        let total: usize = parts.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return Ok(None);
+        }
+        let width = self.spec.schema.fields().len();
+        let columns = (0..width)
+            .map(|c| {
+                let arrays: Vec<&dyn datafusion::arrow::array::Array> =
+                    parts.iter().map(|(cols, _)| cols[c].as_ref()).collect();
+                datafusion::arrow::compute::concat(&arrays)
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Some(crate::batch_of(&self.spec.schema, columns, total)?))
+    }
+}
+
+impl Operator for WindowJoin {
+    fn on_batch(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        if batch.num_rows() > 0 {
+            self.add(input, batch, true)?;
+        }
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, ts: i64) -> Result<Vec<RecordBatch>> {
+        if ts <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = ts;
+        self.fire(ts)
+    }
+
+    fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
+        self.fire(i64::MAX)
+    }
+
+    /// Two length-prefixed sections: each input's waiting rows (their window is in the rows).
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for side in 0..2 {
+            let batches: Vec<RecordBatch> = self
+                .windows
+                .values()
+                .flat_map(|w| w[side].iter().cloned())
+                .collect();
+            let bytes = crate::encode_batches(&batches)?;
+            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+            out.extend_from_slice(&bytes);
+        }
+        Ok(out)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let mut rest = state;
+        for side in 0..2 {
+            let Some(len) = rest.get(..8) else {
+                return exec_err!("window join: the checkpoint's state is truncated");
+            };
+            let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+            let Some(bytes) = rest.get(8..8 + len) else {
+                return exec_err!("window join: the checkpoint's state is truncated");
+            };
+            for b in crate::decode_batches(bytes)? {
+                self.add(side, b, false)?;
+            }
+            rest = &rest[8 + len..];
+        }
+        Ok(())
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late.total()
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        self.late.take()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.windows
+            .values()
+            .flat_map(|w| w.iter().flatten())
+            .map(|b| b.get_array_memory_size())
+            .sum()
+    }
+
+    fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+}

@@ -216,6 +216,35 @@ pub fn decode_batches(mut bytes: &[u8]) -> Result<Vec<RecordBatch>> {
     Ok(out)
 }
 
+/// Appends one length-prefixed section of batches (operators whose state has several kinds of
+/// batches write one section per kind).
+pub(crate) fn push_section(out: &mut Vec<u8>, batches: &[RecordBatch]) -> Result<()> {
+    let bytes = encode_batches(batches)?;
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+/// The `n` sections [`push_section`] wrote (`what` names the operator in errors).
+pub(crate) fn read_sections(
+    mut bytes: &[u8],
+    n: usize,
+    what: &str,
+) -> Result<Vec<Vec<RecordBatch>>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = bytes
+            .get(..8)
+            .map(|l| u64::from_le_bytes(l.try_into().expect("8 bytes")) as usize);
+        let Some(section) = len.and_then(|len| bytes.get(8..8 + len)) else {
+            return datafusion::common::exec_err!("{what}: the checkpoint's state is truncated");
+        };
+        out.push(decode_batches(section)?);
+        bytes = &bytes[8 + section.len()..];
+    }
+    Ok(out)
+}
+
 /// Each aggregate's state columns in a state batch, which start at column `first`.
 pub(crate) fn state_columns<'a>(
     aggregates: &[AggregateCall],

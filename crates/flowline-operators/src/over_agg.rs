@@ -560,11 +560,7 @@ impl Operator for OverAggregate {
     /// `[key, time, one argument column per aggregate]`, oldest first per partition.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let mut out = Vec::new();
-        let mut section = |bytes: Vec<u8>| {
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(&bytes);
-        };
-        section(crate::encode_batches(&self.pending)?);
+        crate::push_section(&mut out, &self.pending)?;
 
         let live: Vec<u32> = (0..self.groups.len() as u32)
             .filter(|g| self.groups.live[*g as usize] > 0)
@@ -583,10 +579,7 @@ impl Operator for OverAggregate {
         }
         let mut columns: Vec<ArrayRef> = vec![Arc::new(keys.finish())];
         columns.extend(states.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-        section(crate::encode_batches(&[crate::state_batch(
-            columns,
-            live.len(),
-        )?])?);
+        crate::push_section(&mut out, &[crate::state_batch(columns, live.len())?])?;
 
         let mut frame_batches = Vec::new();
         let rows: Vec<(u32, FrameRow)> = live
@@ -623,24 +616,12 @@ impl Operator for OverAggregate {
             }
             frame_batches.push(crate::state_batch(columns, rows.len())?);
         }
-        section(crate::encode_batches(&frame_batches)?);
+        crate::push_section(&mut out, &frame_batches)?;
         Ok(out)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let mut rest = state;
-        let mut sections = Vec::new();
-        for _ in 0..3 {
-            let Some(len) = rest.get(..8) else {
-                return exec_err!("OVER aggregate: the checkpoint's state is truncated");
-            };
-            let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-            let Some(bytes) = rest.get(8..8 + len) else {
-                return exec_err!("OVER aggregate: the checkpoint's state is truncated");
-            };
-            sections.push(crate::decode_batches(bytes)?);
-            rest = &rest[8 + len..];
-        }
+        let mut sections = crate::read_sections(state, 3, "OVER aggregate")?;
         let frames = sections.pop().expect("three sections");
         let partitions = sections.pop().expect("three sections");
         self.pending = sections.pop().expect("three sections");

@@ -19,7 +19,7 @@ use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, UInt32Arra
 use datafusion::arrow::compute::{concat_batches, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, Result};
+use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::join::JoinKind;
@@ -269,27 +269,19 @@ impl Operator for WindowJoin {
                 .values()
                 .flat_map(|w| w[side].iter().cloned())
                 .collect();
-            let bytes = crate::encode_batches(&batches)?;
-            out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
-            out.extend_from_slice(&bytes);
+            crate::push_section(&mut out, &batches)?;
         }
         Ok(out)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let mut rest = state;
-        for side in 0..2 {
-            let Some(len) = rest.get(..8) else {
-                return exec_err!("window join: the checkpoint's state is truncated");
-            };
-            let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
-            let Some(bytes) = rest.get(8..8 + len) else {
-                return exec_err!("window join: the checkpoint's state is truncated");
-            };
-            for b in crate::decode_batches(bytes)? {
+        for (side, batches) in crate::read_sections(state, 2, "window join")?
+            .into_iter()
+            .enumerate()
+        {
+            for b in batches {
                 self.add(side, b, false)?;
             }
-            rest = &rest[8 + len..];
         }
         Ok(())
     }

@@ -267,33 +267,44 @@ impl OverAggregate {
             .collect()
     }
 
+    /// Each aggregate's arguments of `rows`, gathered from the chunks they arrived in.
+    fn frame_arguments<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a FrameRow>,
+    ) -> Result<Vec<ArrayRef>> {
+        let mut at: HashMap<u64, usize> = HashMap::new();
+        let mut chunk_ids: Vec<u64> = Vec::new();
+        let indices: Vec<(usize, usize)> = rows
+            .map(|r| {
+                let c = *at.entry(r.chunk).or_insert_with(|| {
+                    chunk_ids.push(r.chunk);
+                    chunk_ids.len() - 1
+                });
+                (c, r.row as usize)
+            })
+            .collect();
+        (0..self.accs.len())
+            .map(|a| {
+                let arrays: Vec<&dyn Array> = chunk_ids
+                    .iter()
+                    .map(|c| self.chunks[c].args[a].as_ref())
+                    .collect();
+                Ok(interleave(&arrays, &indices)?)
+            })
+            .collect()
+    }
+
     /// Retracts frame rows `(partition, row)` from the accumulators and frees their chunks.
     fn retract(&mut self, rows: &[(u32, FrameRow)]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut chunk_ids: Vec<u64> = Vec::new();
-        let mut indices = Vec::with_capacity(rows.len());
-        for (_, r) in rows {
-            let at = match chunk_ids.iter().position(|c| *c == r.chunk) {
-                Some(at) => at,
-                None => {
-                    chunk_ids.push(r.chunk);
-                    chunk_ids.len() - 1
-                }
-            };
-            indices.push((at, r.row as usize));
-        }
+        let values = self.frame_arguments(rows.iter().map(|(_, r)| r))?;
         let gids: Vec<u32> = rows.iter().map(|(g, _)| *g).collect();
         let adds = vec![false; rows.len()];
-        for (a, acc) in self.accs.iter_mut().enumerate() {
-            let arrays: Vec<&dyn Array> = chunk_ids
-                .iter()
-                .map(|c| self.chunks[c].args[a].as_ref())
-                .collect();
-            let values = interleave(&arrays, &indices)?;
-            let counted = counted_rows(&values, None);
-            acc.update(&values, &gids, &adds, counted.as_ref())?;
+        for (acc, values) in self.accs.iter_mut().zip(&values) {
+            let counted = counted_rows(values, None);
+            acc.update(values, &gids, &adds, counted.as_ref())?;
         }
         for (_, r) in rows {
             self.release_chunk_row(r.chunk);
@@ -448,12 +459,12 @@ impl OverAggregate {
                     })
                 })
                 .collect();
+            let positions = (uniq.len() < rows.len()).then(|| UInt32Array::from(positions));
             for (a, acc) in self.accs.iter_mut().enumerate() {
                 let v = acc.evaluate(&uniq)?;
-                let v = if uniq.len() == rows.len() {
-                    v
-                } else {
-                    take(&v, &UInt32Array::from(positions.clone()), None)?
+                let v = match &positions {
+                    Some(p) => take(&v, p, None)?,
+                    None => v,
                 };
                 values[a].push(v);
             }
@@ -587,19 +598,9 @@ impl Operator for OverAggregate {
             .flat_map(|g| self.frames[*g as usize].iter().map(move |r| (*g, *r)))
             .collect();
         if !rows.is_empty() {
-            let mut chunk_ids: Vec<u64> = Vec::new();
-            let mut indices = Vec::with_capacity(rows.len());
             let mut keys = BinaryBuilder::new();
-            for (g, r) in &rows {
+            for (g, _) in &rows {
                 keys.append_value(&self.groups.keys[*g as usize]);
-                let at = match chunk_ids.iter().position(|c| *c == r.chunk) {
-                    Some(at) => at,
-                    None => {
-                        chunk_ids.push(r.chunk);
-                        chunk_ids.len() - 1
-                    }
-                };
-                indices.push((at, r.row as usize));
             }
             let mut columns: Vec<ArrayRef> = vec![
                 Arc::new(keys.finish()),
@@ -607,13 +608,7 @@ impl Operator for OverAggregate {
                     rows.iter().map(|(_, r)| r.time),
                 )),
             ];
-            for a in 0..self.accs.len() {
-                let arrays: Vec<&dyn Array> = chunk_ids
-                    .iter()
-                    .map(|c| self.chunks[c].args[a].as_ref())
-                    .collect();
-                columns.push(interleave(&arrays, &indices)?);
-            }
+            columns.extend(self.frame_arguments(rows.iter().map(|(_, r)| r))?);
             frame_batches.push(crate::state_batch(columns, rows.len())?);
         }
         crate::push_section(&mut out, &frame_batches)?;

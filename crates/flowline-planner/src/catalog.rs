@@ -474,18 +474,21 @@ impl Catalog {
                     }
                 })
                 .collect();
-            let hint = if sink.factory.name == "jdbc" {
-                " Declare the table's PRIMARY KEY (... NOT ENFORCED) to write upserts and deletes by key"
+            // A jdbc table takes updates once it has a key: say so.
+            let (keyless, hint) = if sink.factory.name == "jdbc" {
+                (
+                    " into a table without a PRIMARY KEY",
+                    " Declare the table's PRIMARY KEY (... NOT ENFORCED) to write upserts and deletes by key",
+                )
             } else {
-                ""
+                ("", "")
             };
             return Err(at(format!(
                 "INSERT INTO '{}': the query's result is updating ({reason} changes rows it emitted earlier), but connector '{}' \
-                 only appends rows{}. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
+                 only appends rows{keyless}. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
                  (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final.{hint}",
                 insert.table,
                 sink.factory.name,
-                if sink.factory.name == "jdbc" { " into a table without a PRIMARY KEY" } else { "" },
                 accepting.join(", ")
             )));
         }

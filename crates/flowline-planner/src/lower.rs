@@ -1074,7 +1074,7 @@ fn lower_join(
     if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
         return Ok(vec![node]);
     }
-    if let Some(node) = lower_window_join(join, cat, kind)? {
+    if let Some(node) = lower_window_join(plan, join, cat, kind)? {
         return Ok(vec![node]);
     }
     if join.on.is_empty() {
@@ -1142,16 +1142,13 @@ fn lower_interval_join(
             bounds.upper
         )));
     }
-    let left = lower_node(&join.left, cat, true)?;
-    let right = lower_node(&join.right, cat, true)?;
-    if updating(&left) || updating(&right) {
+    let Some((inputs, keys)) = append_only_pair(plan, join, cat)? else {
         return Ok(None);
-    }
-    let [lkey, rkey] = join_keys(plan, join, cat)?;
+    };
     let filter = pair_filter(cat, join, join.filter.as_ref())?;
     let spec = IntervalJoinSpec {
         kind,
-        keys: [lkey.clone(), rkey.clone()],
+        keys: keys.clone(),
         inputs: input_schemas(join),
         times: bounds.times,
         lower: bounds.lower,
@@ -1159,17 +1156,14 @@ fn lower_interval_join(
         filter,
         schema: Arc::new(join.schema.as_arrow().clone()),
     };
-    Ok(Some(OperatorNode::pair(
-        Arc::new(spec),
-        [left, right],
-        [lkey, rkey],
-    )))
+    Ok(Some(OperatorNode::pair(Arc::new(spec), inputs, keys)))
 }
 
 /// A window join: equalities between both inputs' `window_start` and `window_end`, each the
 /// window of a window TVF (or of a window aggregation over one), over append-only inputs, as
 /// Flink's. None leaves it a regular join.
 fn lower_window_join(
+    plan: &LogicalPlan,
     join: &datafusion::logical_expr::Join,
     cat: &Catalog,
     kind: JoinKind,
@@ -1198,25 +1192,33 @@ fn lower_window_join(
     else {
         return Ok(None);
     };
-    let left = lower_node(&join.left, cat, true)?;
-    let right = lower_node(&join.right, cat, true)?;
-    if updating(&left) || updating(&right) {
+    let Some((inputs, keys)) = append_only_pair(plan, join, cat)? else {
         return Ok(None);
-    }
-    let [lkey, rkey] = join_keys(&LogicalPlan::Join(join.clone()), join, cat)?;
+    };
     let spec = WindowJoinSpec {
         kind,
-        keys: [lkey.clone(), rkey.clone()],
+        keys: keys.clone(),
         inputs: input_schemas(join),
         ends: [lend, rend],
         filter: pair_filter(cat, join, join.filter.as_ref())?,
         schema: Arc::new(join.schema.as_arrow().clone()),
     };
-    Ok(Some(OperatorNode::pair(
-        Arc::new(spec),
-        [left, right],
-        [lkey, rkey],
-    )))
+    Ok(Some(OperatorNode::pair(Arc::new(spec), inputs, keys)))
+}
+
+/// The lowered inputs of a watermark-driven join (interval, window), with their join keys;
+/// None when an input is updating (the join then stays a regular one).
+fn append_only_pair(
+    plan: &LogicalPlan,
+    join: &datafusion::logical_expr::Join,
+    cat: &Catalog,
+) -> Result<Option<([Vec<Node>; 2], [Vec<Arc<dyn PhysicalExpr>>; 2])>> {
+    let left = lower_node(&join.left, cat, true)?;
+    let right = lower_node(&join.right, cat, true)?;
+    if updating(&left) || updating(&right) {
+        return Ok(None);
+    }
+    Ok(Some(([left, right], join_keys(plan, join, cat)?)))
 }
 
 /// `FOR SYSTEM_TIME AS OF` (see `crate::temporal`): the marker call in a join's condition.

@@ -469,10 +469,12 @@ fn column_values(array: &dyn Array, kind: Kind, table: &str) -> Result<Vec<Optio
                     v.map(|v| match kind {
                         // bytea's text form.
                         Kind::Postgres => {
+                            const HEX: &[u8; 16] = b"0123456789abcdef";
                             let mut s = String::with_capacity(2 + v.len() * 2);
                             s.push_str("\\x");
                             for b in v {
-                                s.push_str(&format!("{b:02x}"));
+                                s.push(HEX[(b >> 4) as usize] as char);
+                                s.push(HEX[(b & 15) as usize] as char);
                             }
                             Value::Text(s)
                         }

@@ -1,6 +1,7 @@
 //! The one integration-test binary (every file under tests/ would link the whole engine again).
 
 mod bad_input;
+mod changelog_formats;
 mod checkpoint;
 mod event_time;
 mod golden;

@@ -43,6 +43,9 @@ pub struct ConnectorFactory {
     /// The source reads upserts keyed by the PRIMARY KEY (rows with a change kind `+U` or `-D`);
     /// the planner turns them into a changelog.
     pub upsert_source: bool,
+    /// Whether the source, with these options, reads a changelog (a changelog format such as
+    /// `debezium-json`): its rows carry a change kind, so the scan is an updating stream.
+    pub changelog_source: fn(&TableDef, &Options) -> bool,
 }
 
 fn appends(_: &TableDef, _: &Options) -> bool {
@@ -51,6 +54,14 @@ fn appends(_: &TableDef, _: &Options) -> bool {
 
 fn updates(_: &TableDef, _: &Options) -> bool {
     true
+}
+
+/// A table whose (value) format is a changelog format: it reads and writes updating streams.
+pub fn changelog_format(_: &TableDef, o: &Options) -> bool {
+    ["format", "value.format"].iter().any(|k| {
+        o.get(k)
+            .is_some_and(flowline_formats::ChangelogFormat::is_changelog)
+    })
 }
 
 fn bounded(_: &Options) -> Option<&'static str> {
@@ -75,6 +86,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "datagen",
@@ -91,10 +103,11 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "filesystem",
-        doc: "reads and writes files (json, csv, parquet) in a directory",
+        doc: "reads and writes files (json, csv, parquet, debezium-json, canal-json, maxwell-json) in a directory",
         options: filesystem::OPTIONS,
         formats: Some(FormatOptions { keys: &["format"], valid: FORMATS }),
         source: Some(filesystem::create_source),
@@ -102,8 +115,9 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: filesystem::validate,
         unbounded_hint: bounded,
         metadata_keys: &[],
-        accepts_updates: appends,
+        accepts_updates: changelog_format,
         upsert_source: false,
+        changelog_source: changelog_format,
     },
     ConnectorFactory {
         name: "http",
@@ -117,6 +131,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "jdbc",
@@ -130,10 +145,11 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: jdbc::accepts_updates,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "kafka",
-        doc: "reads and writes Kafka topics (json, csv, raw); offsets are part of checkpoints",
+        doc: "reads and writes Kafka topics (json, csv, raw, debezium-json, canal-json, maxwell-json); offsets are part of checkpoints",
         options: kafka::OPTIONS,
         formats: Some(FormatOptions { keys: &["format", "value.format", "key.format"], valid: RECORD_FORMATS }),
         source: Some(kafka::create_source),
@@ -143,8 +159,9 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
         },
         metadata_keys: kafka::METADATA_KEYS,
-        accepts_updates: appends,
+        accepts_updates: changelog_format,
         upsert_source: false,
+        changelog_source: changelog_format,
     },
     ConnectorFactory {
         name: "nexmark",
@@ -158,6 +175,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "print",
@@ -171,6 +189,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: false,
+        changelog_source: appends,
     },
     ConnectorFactory {
         name: "upsert-kafka",
@@ -186,6 +205,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: true,
+        changelog_source: appends,
     },
 ];
 

@@ -9,20 +9,48 @@ use flowline_common::{OptionSpec, Options};
 use crate::lines::LineFormat;
 use crate::Result;
 
-pub const OPTIONS: &[OptionSpec] = &[
-    OptionSpec::optional(
-        "json.ignore-parse-errors",
-        "skip (and count) rows that cannot be parsed instead of failing",
-    ),
+/// The option keys of a JSON-based format: `json` itself and the changelog formats share them
+/// under their own prefix (`debezium-json.ignore-parse-errors`, ...).
+macro_rules! json_options {
+    ($prefix:literal $(, $extra:expr)* $(,)?) => {
+        &[
+            OptionSpec::optional(
+                concat!($prefix, ".ignore-parse-errors"),
+                "skip (and count) rows that cannot be parsed instead of failing",
+            ),
+            OptionSpec::optional(
+                concat!($prefix, ".timestamp-format.standard"),
+                "SQL (default) or ISO-8601",
+            ),
+            OptionSpec::optional(
+                concat!($prefix, ".map-null-key.mode"),
+                "FAIL (default), DROP or LITERAL: what to write for a NULL map key (Arrow maps cannot hold one, so this never applies)",
+            ),
+            OptionSpec::optional(
+                concat!($prefix, ".map-null-key.literal"),
+                "the key written for a NULL map key with map-null-key.mode LITERAL",
+            ),
+            OptionSpec::optional(
+                concat!($prefix, ".encode.decimal-as-plain-number"),
+                "accepted; decimals are always written as plain numbers (1000, never 1E+3)",
+            ),
+            $($extra,)*
+        ]
+    };
+}
+pub(crate) use json_options;
+
+pub const OPTIONS: &[OptionSpec] = json_options!(
+    "json",
     OptionSpec::optional(
         "json.fail-on-missing-field",
         "fail when a field is missing (default false: NULL)",
     ),
     OptionSpec::optional(
-        "json.timestamp-format.standard",
-        "SQL (default) or ISO-8601",
+        "json.encode.ignore-null-fields",
+        "leave NULL fields out of written objects (default false: write null)",
     ),
-];
+);
 
 /// Rows per decoded batch; a chunk of `READ_CHUNK_BYTES` rarely holds more.
 const JSON_BATCH_ROWS: usize = 16 * 1024;
@@ -33,26 +61,40 @@ pub struct JsonOptions {
     pub fail_on_missing_field: bool,
     /// Write timestamps as ISO-8601 (`2020-01-01T12:00:00`) rather than SQL (`2020-01-01 12:00:00`).
     pub iso_timestamps: bool,
+    /// Leave NULL fields out of written objects instead of writing `null`.
+    pub ignore_null_fields: bool,
 }
 
 impl JsonOptions {
+    /// The `json.*` options.
     pub fn from_options(o: &Options) -> Result<Self> {
-        let iso_timestamps = match o.get("json.timestamp-format.standard") {
+        Self::with_prefix(o, "json")
+    }
+
+    /// The JSON options under `prefix` (`json`, `debezium-json`, ...).
+    pub fn with_prefix(o: &Options, prefix: &str) -> Result<Self> {
+        let key = |k: &str| format!("{prefix}.{k}");
+        let standard = key("timestamp-format.standard");
+        let iso_timestamps = match o.get(&standard) {
             None | Some("SQL") => false,
             Some("ISO-8601") => true,
+            Some(_) => return Err(o.invalid(&standard, "expected 'SQL' or 'ISO-8601'").into()),
+        };
+        let null_key = key("map-null-key.mode");
+        match o.get(&null_key) {
+            None | Some("FAIL" | "DROP" | "LITERAL") => {}
             Some(_) => {
                 return Err(o
-                    .invalid(
-                        "json.timestamp-format.standard",
-                        "expected 'SQL' or 'ISO-8601'",
-                    )
+                    .invalid(&null_key, "expected 'FAIL', 'DROP' or 'LITERAL'")
                     .into())
             }
-        };
+        }
+        o.bool(&key("encode.decimal-as-plain-number"), false)?;
         Ok(Self {
-            ignore_parse_errors: o.bool("json.ignore-parse-errors", false)?,
-            fail_on_missing_field: o.bool("json.fail-on-missing-field", false)?,
+            ignore_parse_errors: o.bool(&key("ignore-parse-errors"), false)?,
+            fail_on_missing_field: o.bool(&key("fail-on-missing-field"), false)?,
             iso_timestamps,
+            ignore_null_fields: o.bool(&key("encode.ignore-null-fields"), false)?,
         })
     }
 }

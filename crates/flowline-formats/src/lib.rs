@@ -3,13 +3,18 @@
 //! ```text
 //! file bytes ──▶ LineChunkDecoder<Json|Csv> ──▶ RecordBatch      (fast path: whole chunks;
 //!                                                                 slow path on error: line by line)
-//! RecordBatch ──▶ BatchWriter (json lines, csv, parquet) ──▶ file
-//! messages ⇄ RecordBuffer ⇄ RecordDecoder / RecordEncoder (json, csv, raw; one record each)
+//! RecordBatch ──▶ BatchWriter (json lines, csv, parquet, changelog) ──▶ file
+//! messages ⇄ RecordBuffer ⇄ RecordDecoder / RecordEncoder (json, csv, raw, changelog; one record each)
 //! ```
+//!
+//! Changelog formats (`debezium-json`, `canal-json`, `maxwell-json`) are JSON lines whose rows
+//! carry a change kind: decoded batches end with `flowline_common::changelog::ROW_KIND`, and
+//! encoders read it. They work wherever JSON lines do, in files and in messages.
 //!
 //! Option keys follow Flink: `format` picks the format, `<format>.<option>` configures it
 //! (`json.ignore-parse-errors`, `csv.field-delimiter`, `parquet.compression`).
 
+pub mod changelog;
 pub mod csv;
 pub mod json;
 mod lines;
@@ -20,6 +25,7 @@ mod writer;
 
 use flowline_common::{OptionError, OptionSpec, Options};
 
+pub use changelog::{ChangelogFormat, ChangelogLines, CHANGELOG_FORMATS};
 pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
 pub use records::{
     RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS,
@@ -27,7 +33,14 @@ pub use records::{
 pub use writer::{create_writer, BatchWriter};
 
 /// Formats a connector may name in `'format'`.
-pub const FORMATS: &[&str] = &["json", "csv", "parquet"];
+pub const FORMATS: &[&str] = &[
+    "json",
+    "csv",
+    "parquet",
+    "debezium-json",
+    "canal-json",
+    "maxwell-json",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
@@ -51,6 +64,7 @@ pub enum FormatConfig {
     Json(json::JsonOptions),
     Csv(csv::CsvOptions),
     Parquet(parquet::ParquetOptions),
+    Changelog(ChangelogFormat),
 }
 
 impl FormatConfig {
@@ -59,6 +73,7 @@ impl FormatConfig {
             FormatConfig::Json(_) => "json",
             FormatConfig::Csv(_) => "csv",
             FormatConfig::Parquet(_) => "parquet",
+            FormatConfig::Changelog(c) => c.name(),
         }
     }
 
@@ -68,7 +83,13 @@ impl FormatConfig {
             FormatConfig::Json(o) => o.ignore_parse_errors,
             FormatConfig::Csv(o) => o.ignore_parse_errors,
             FormatConfig::Parquet(_) => false,
+            FormatConfig::Changelog(c) => c.json.ignore_parse_errors,
         }
+    }
+
+    /// Whether rows in this format carry a change kind (an updating stream).
+    pub fn is_changelog(&self) -> bool {
+        matches!(self, FormatConfig::Changelog(_))
     }
 }
 
@@ -78,6 +99,9 @@ pub fn format_option_specs(format: &str) -> &'static [OptionSpec] {
         "json" => json::OPTIONS,
         "csv" => csv::OPTIONS,
         "parquet" => parquet::OPTIONS,
+        "debezium-json" => changelog::DEBEZIUM_OPTIONS,
+        "canal-json" => changelog::CANAL_OPTIONS,
+        "maxwell-json" => changelog::MAXWELL_OPTIONS,
         _ => &[],
     }
 }
@@ -92,6 +116,9 @@ pub fn format_from_options(options: &Options, key: &str) -> Result<FormatConfig>
         "csv" => Ok(FormatConfig::Csv(csv::CsvOptions::from_options(options)?)),
         "parquet" => Ok(FormatConfig::Parquet(
             parquet::ParquetOptions::from_options(options)?,
+        )),
+        c if ChangelogFormat::is_changelog(c) => Ok(FormatConfig::Changelog(
+            ChangelogFormat::from_options(options, c)?,
         )),
         other => Err(options
             .invalid(

@@ -18,10 +18,17 @@ use flowline_common::Options;
 use crate::csv::{CsvLines, CsvOptions};
 use crate::json::{JsonLines, JsonOptions};
 use crate::text::sql_timestamps_as_strings;
-use crate::{FormatError, LineChunkDecoder, LineFormat, Result};
+use crate::{ChangelogFormat, ChangelogLines, FormatError, LineChunkDecoder, LineFormat, Result};
 
 /// Formats a message-carrying connector may name in `format`, `key.format` or `value.format`.
-pub const RECORD_FORMATS: &[&str] = &["json", "csv", "raw"];
+pub const RECORD_FORMATS: &[&str] = &[
+    "json",
+    "csv",
+    "raw",
+    "debezium-json",
+    "canal-json",
+    "maxwell-json",
+];
 
 /// A record format with its parsed options.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +37,8 @@ pub enum RecordFormat {
     Csv(CsvOptions),
     /// The whole message as the single column (STRING or BYTES).
     Raw,
+    /// A changelog record per message: decoded rows carry a change kind.
+    Changelog(ChangelogFormat),
 }
 
 impl RecordFormat {
@@ -39,6 +48,9 @@ impl RecordFormat {
             "json" => Ok(RecordFormat::Json(JsonOptions::from_options(options)?)),
             "csv" => Ok(RecordFormat::Csv(CsvOptions::from_options(options)?)),
             "raw" => Ok(RecordFormat::Raw),
+            c if ChangelogFormat::is_changelog(c) => Ok(RecordFormat::Changelog(
+                ChangelogFormat::from_options(options, c)?,
+            )),
             other => Err(options
                 .invalid(
                     key,
@@ -56,6 +68,7 @@ impl RecordFormat {
             RecordFormat::Json(_) => "json",
             RecordFormat::Csv(_) => "csv",
             RecordFormat::Raw => "raw",
+            RecordFormat::Changelog(c) => c.name(),
         }
     }
 
@@ -64,7 +77,13 @@ impl RecordFormat {
             RecordFormat::Json(o) => o.ignore_parse_errors,
             RecordFormat::Csv(o) => o.ignore_parse_errors,
             RecordFormat::Raw => false,
+            RecordFormat::Changelog(c) => c.json.ignore_parse_errors,
         }
+    }
+
+    /// Whether decoded rows carry a change kind (an updating stream).
+    pub fn is_changelog(&self) -> bool {
+        matches!(self, RecordFormat::Changelog(_))
     }
 
     /// Checks that `schema` can be carried: raw needs exactly one STRING or BYTES column.
@@ -209,11 +228,16 @@ impl RecordDecoder {
                 o.ignore_parse_errors,
             )),
             RecordFormat::Raw => None,
+            RecordFormat::Changelog(c) => Some(LineChunkDecoder::new(
+                Box::new(ChangelogLines::new(schema.clone(), c)?),
+                Box::new(ChangelogLines::new(schema.clone(), c)?),
+                c.json.ignore_parse_errors,
+            )),
         };
         Ok(Self {
             schema,
             lines,
-            json: matches!(format, RecordFormat::Json(_)),
+            json: matches!(format, RecordFormat::Json(_) | RecordFormat::Changelog(_)),
         })
     }
 
@@ -342,10 +366,14 @@ impl RecordEncoder {
                     sql_timestamps_as_strings(batch)?
                 };
                 let mut w = arrow_json::WriterBuilder::new()
-                    .with_explicit_nulls(true)
+                    .with_explicit_nulls(!o.ignore_null_fields)
                     .build::<_, arrow_json::writer::LineDelimited>(&mut text);
                 w.write(&batch)?;
                 w.finish()?;
+            }
+            RecordFormat::Changelog(c) => {
+                c.check_writable()?;
+                crate::changelog::encode(c, batch, &mut text)?;
             }
             RecordFormat::Csv(o) => {
                 let batch = sql_timestamps_as_strings(batch)?;

@@ -7,7 +7,9 @@ use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use parquet::arrow::ArrowWriter;
 
+use crate::json::JsonOptions;
 use crate::text::sql_timestamps_as_strings;
+use crate::ChangelogFormat;
 use crate::{FormatConfig, Result};
 
 /// Writes batches into one file. `finish` must be called; dropping loses buffered rows.
@@ -52,8 +54,15 @@ pub fn create_writer(
     Ok(match format {
         FormatConfig::Json(o) => Box::new(JsonWriter {
             out,
-            iso: o.iso_timestamps,
+            options: o.clone(),
         }),
+        FormatConfig::Changelog(c) => {
+            c.check_writable()?;
+            Box::new(ChangelogWriter {
+                out,
+                format: c.clone(),
+            })
+        }
         FormatConfig::Csv(o) => Box::new(CsvWriter {
             out,
             delimiter: o.delimiter,
@@ -78,22 +87,40 @@ fn finish_text(mut out: Out) -> Result<()> {
 
 struct JsonWriter {
     out: Out,
-    iso: bool,
+    options: JsonOptions,
 }
 
 impl BatchWriter for JsonWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let batch = if self.iso {
+        let batch = if self.options.iso_timestamps {
             batch.clone()
         } else {
             sql_timestamps_as_strings(batch)?
         };
         let mut w = arrow_json::WriterBuilder::new()
-            .with_explicit_nulls(true)
+            .with_explicit_nulls(!self.options.ignore_null_fields)
             .build::<_, arrow_json::writer::LineDelimited>(&mut self.out);
         w.write(&batch)?;
         w.finish()?;
         Ok(())
+    }
+    fn bytes_written(&self) -> u64 {
+        self.out.bytes
+    }
+    fn finish(self: Box<Self>) -> Result<()> {
+        finish_text(self.out)
+    }
+}
+
+/// Changelog records (rows with a change kind) as JSON lines.
+struct ChangelogWriter {
+    out: Out,
+    format: ChangelogFormat,
+}
+
+impl BatchWriter for ChangelogWriter {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        crate::changelog::encode(&self.format, batch, &mut self.out)
     }
     fn bytes_written(&self) -> u64 {
         self.out.bytes

@@ -462,15 +462,24 @@ impl Catalog {
             .filter(|_| !(sink.factory.accepts_updates)(&sink.table, &sink.options))
         {
             // Which connectors would take the updates into this table as declared.
-            let accepting: Vec<&str> = flowline_connectors::CONNECTORS
+            let accepting: Vec<String> = flowline_connectors::CONNECTORS
                 .iter()
                 .filter(|c| c.sink.is_some())
                 .filter_map(|c| {
                     let empty = flowline_common::Options::new("", BTreeMap::new());
+                    let changelog = flowline_common::Options::new(
+                        "",
+                        BTreeMap::from([("format".to_string(), "debezium-json".to_string())]),
+                    );
                     if (c.accepts_updates)(&sink.table, &empty) {
-                        Some(c.name)
+                        Some(c.name.to_string())
+                    } else if (c.accepts_updates)(&sink.table, &changelog) {
+                        Some(format!(
+                            "{} with 'format' = 'debezium-json' (or canal-json, maxwell-json)",
+                            c.name
+                        ))
                     } else {
-                        (c.name == "jdbc").then_some("jdbc with a PRIMARY KEY")
+                        (c.name == "jdbc").then(|| "jdbc with a PRIMARY KEY".to_string())
                     }
                 })
                 .collect();
@@ -484,7 +493,7 @@ impl Catalog {
                 ("", "")
             };
             return Err(at(format!(
-                "INSERT INTO '{}': the query's result is updating ({reason} changes rows it emitted earlier), but connector '{}' \
+                "INSERT INTO '{}': the query's result is updating ({reason}), but connector '{}' \
                  only appends rows{keyless}. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
                  (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final.{hint}",
                 insert.table,

@@ -72,6 +72,13 @@ pub struct Branch {
     pub watermark: Option<WatermarkSpec>,
 }
 
+impl Branch {
+    /// Whether the source reads a changelog: its rows end with the change kind.
+    pub fn reads_changelog(&self) -> bool {
+        (self.source.factory.changelog_source)(&self.source.table, &self.source.options)
+    }
+}
+
 /// Watermark generation fused into a source.
 #[derive(Clone, Debug)]
 pub enum WatermarkSpec {
@@ -156,16 +163,28 @@ impl Node {
     /// Whether this node's rows carry a change kind (an updating stream).
     pub fn updating(&self) -> bool {
         match self {
-            Node::Source(_) => false,
+            Node::Source(b) => b.reads_changelog(),
             Node::Operator(op) => op.operator.updating(),
         }
     }
 
-    /// The operator that makes this node's rows updating, for messages.
+    /// What makes this node's rows updating (an operator, or a changelog source), as a clause
+    /// for messages.
     pub fn updating_reason(&self) -> Option<String> {
         match self {
+            Node::Source(b) if b.reads_changelog() => Some(format!(
+                "source table '{}' reads a changelog (format '{}')",
+                b.source.table.name,
+                b.source
+                    .options
+                    .get("value.format")
+                    .or(b.source.options.get("format"))
+                    .unwrap_or_default()
+            )),
             Node::Source(_) => None,
-            Node::Operator(op) if op.operator.updating() => Some(format!("{:?}", op.operator)),
+            Node::Operator(op) if op.operator.updating() => {
+                Some(format!("{:?} changes rows it emitted earlier", op.operator))
+            }
             Node::Operator(op) => op
                 .inputs
                 .iter()

@@ -467,7 +467,7 @@ pub(crate) fn updating(nodes: &[Node]) -> bool {
 fn refuse_updating(plan: &LogicalPlan, inputs: &[Node], what: &str) -> Result<()> {
     match inputs.iter().find_map(Node::updating_reason) {
         Some(reason) => Err(PlanError::Unsupported(format!(
-            "`{}`: {what} needs an append-only input, but {reason} produces updates (rows it emitted earlier change); \
+            "`{}`: {what} needs an append-only input, but {reason}; \
              aggregate over a window TVF for final rows, or apply it before the updating operator",
             plan.display()
         ))),

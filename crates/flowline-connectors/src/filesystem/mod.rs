@@ -150,7 +150,7 @@ fn format(table: &TableDef, options: &Options) -> Result<flowline_formats::Forma
 /// File extension for a format (Flink writes none; tools such as DuckDB and DataFusion expect one).
 fn extension(format: &flowline_formats::FormatConfig) -> &'static str {
     match format.name() {
-        "json" => ".json",
+        "json" | "debezium-json" | "canal-json" | "maxwell-json" => ".json",
         "csv" => ".csv",
         _ => ".parquet",
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use arrow::array::{Array, RecordBatch, UInt32Array};
 use arrow::compute::{cast, take_record_batch};
 use arrow::datatypes::{DataType, SchemaRef};
+use flowline_common::changelog::{self, RowKind};
 use flowline_common::limits::{SINK_FILE_SIZE_DEFAULT_BYTES, SINK_ROLLOVER_INTERVAL_DEFAULT_MS};
 use flowline_common::Options;
 use flowline_formats::{create_writer, BatchWriter, FormatConfig};
@@ -32,10 +33,15 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         .iter()
         .map(|p| physical.index_of(p))
         .collect::<std::result::Result<_, _>>()?;
-    let data_cols: Vec<usize> = (0..physical.fields().len())
+    let mut data_cols: Vec<usize> = (0..physical.fields().len())
         .filter(|i| !partition_cols.contains(i))
         .collect();
-    let data_schema = Arc::new(physical.project(&data_cols)?);
+    let mut data_schema = Arc::new(physical.project(&data_cols)?);
+    if format.is_changelog() {
+        // Changelog records carry each row's change kind, the input's last column.
+        data_cols.push(physical.fields().len());
+        data_schema = Arc::new(changelog::with_row_kind(&data_schema));
+    }
     let root = root(o);
     let root_for_commit = root.clone();
     std::fs::create_dir_all(&root).map_err(|source| ConnectorError::Io {
@@ -446,9 +452,16 @@ impl Sink for FileSink {
         Ok(())
     }
 
-    fn write(&mut self, batch: RecordBatch) -> Result<()> {
+    fn write(&mut self, mut batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
+        }
+        if self.format.is_changelog() && changelog::row_kinds(&batch).is_none() {
+            // An append-only input to a changelog format: every row is an insert.
+            let mut columns = batch.columns().to_vec();
+            columns.push(changelog::kind_column(RowKind::Insert, batch.num_rows()));
+            batch =
+                RecordBatch::try_new(Arc::new(changelog::with_row_kind(&batch.schema())), columns)?;
         }
         if self.partition_cols.is_empty() {
             let data = RecordBatch::try_new(self.data_schema.clone(), batch.columns().to_vec())?;

@@ -13,7 +13,7 @@ use flowline_common::{Counter, Options};
 use flowline_formats::csv::CsvLines;
 use flowline_formats::json::JsonLines;
 use flowline_formats::parquet::ParquetFileReader;
-use flowline_formats::{FormatConfig, LineChunkDecoder, LineFormat};
+use flowline_formats::{ChangelogLines, FormatConfig, LineChunkDecoder, LineFormat};
 use flowline_sql::TableDef;
 
 use super::{format, root, DEFAULT_PARTITION_NAME};
@@ -33,7 +33,9 @@ pub fn create_source(
         path: root.clone(),
         source,
     })?;
-    files.sort();
+    // Numbers in names compare as numbers: a sink's rolled files `...-0-9`, `...-0-10` are read
+    // in the order they were written (a changelog's order matters).
+    files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
     let mine: Vec<PathBuf> = files
         .into_iter()
         .enumerate()
@@ -43,7 +45,7 @@ pub fn create_source(
     let physical = table.physical_schema();
     let indices: Vec<usize> =
         projection.map_or_else(|| (0..physical.fields().len()).collect(), <[usize]>::to_vec);
-    let out_schema: SchemaRef = Arc::new(physical.project(&indices)?);
+    let mut out_schema: SchemaRef = Arc::new(physical.project(&indices)?);
     // Columns stored in the files: the projected ones minus partition columns. For CSV all
     // non-partition columns are read, since CSV fields are positional.
     let is_partition = |name: &str| table.partitioned_by.iter().any(|p| p == name);
@@ -62,6 +64,10 @@ pub fn create_source(
             .cloned()
             .collect()
     };
+    if format.is_changelog() {
+        // A changelog's rows carry their change kind after the columns.
+        out_schema = Arc::new(flowline_common::changelog::with_row_kind(&out_schema));
+    }
     let ignore_key = format!("{}.ignore-parse-errors", format.name());
     Ok(Box::new(FileSource {
         table: table.name.clone(),
@@ -82,6 +88,32 @@ pub fn create_source(
         ),
         ignore_key,
     }))
+}
+
+/// Compares `a` and `b` with runs of digits compared as numbers (`p-9` < `p-10`).
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    let digits = |s: &[u8]| s.iter().take_while(|c| c.is_ascii_digit()).count();
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return Ordering::Equal,
+            (None, Some(_)) => return Ordering::Less,
+            (Some(_), None) => return Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let (na, nb) = (digits(a), digits(b));
+                let trim = |s: &[u8]| -> usize { s.iter().take_while(|c| **c == b'0').count() };
+                let (da, db) = (&a[trim(&a[..na])..na], &b[trim(&b[..nb])..nb]);
+                let by_value = da.len().cmp(&db.len()).then_with(|| da.cmp(db));
+                if by_value != Ordering::Equal {
+                    return by_value;
+                }
+                (a, b) = (&a[na..], &b[nb..]);
+            }
+            (Some(x), Some(y)) if x != y => return x.cmp(y),
+            _ => (a, b) = (&a[1..], &b[1..]),
+        }
+    }
 }
 
 fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -193,6 +225,19 @@ impl FileSource {
                     CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
                     CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
                     o.ignore_parse_errors,
+                );
+                Reader::Lines {
+                    file,
+                    decoder: Box::new(d),
+                    carry: Vec::new(),
+                    eof: false,
+                }
+            }
+            FormatConfig::Changelog(c) => {
+                let d = LineChunkDecoder::new(
+                    ChangelogLines::new(self.file_schema.clone(), c).map_err(fmt_err)?,
+                    ChangelogLines::new(self.file_schema.clone(), c).map_err(fmt_err)?,
+                    c.json.ignore_parse_errors,
                 );
                 Reader::Lines {
                     file,
@@ -479,5 +524,21 @@ impl Source for FileSource {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::natural_cmp;
+
+    #[test]
+    fn numbers_in_file_names_sort_as_numbers() {
+        let mut names = vec!["part-a-0-10", "part-a-0-9", "part-a-1-0", "part-a-0-0", "b"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(
+            names,
+            ["b", "part-a-0-0", "part-a-0-9", "part-a-0-10", "part-a-1-0"]
+        );
+        assert!(natural_cmp("x-007", "x-7").is_eq());
     }
 }

@@ -67,6 +67,15 @@ pub(crate) fn upsert_options(table: &TableDef, o: &Options) -> Result<Options> {
 }
 
 pub fn validate_upsert(table: &TableDef, o: &Options) -> Result<()> {
+    if let Some(f) = o
+        .get("value.format")
+        .filter(|f| flowline_formats::ChangelogFormat::is_changelog(f))
+    {
+        return Err(ConnectorError::config(
+            &table.name,
+            format!("upsert-kafka's 'value.format' must be an insert-only format (json, csv, raw), not the changelog format '{f}': upserts by key already make the changelog"),
+        ));
+    }
     validate(table, &upsert_options(table, o)?)
 }
 
@@ -94,8 +103,8 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("properties.bootstrap.servers", "comma-separated host:port of Kafka brokers"),
     OptionSpec::optional("properties.group.id", "consumer group: group-offsets startup, and where offsets are committed for monitoring"),
     OptionSpec::optional("properties.*", "passed to the Kafka client (librdkafka names; common Java-only ones are translated or ignored)"),
-    OptionSpec::optional("format", "value format: json, csv, raw"),
-    OptionSpec::optional("value.format", "value format: json, csv, raw (same as 'format')"),
+    OptionSpec::optional("format", "value format: json, csv, raw, or a changelog format (debezium-json, canal-json, maxwell-json)"),
+    OptionSpec::optional("value.format", "value format (same as 'format')"),
     OptionSpec::optional("key.format", "key format: json, csv, raw"),
     OptionSpec::optional("key.fields", "columns carried in the message key, separated by ';'"),
     OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
@@ -194,6 +203,11 @@ impl Layout {
             })
             .unwrap_or_default();
         let key_format = match (o.get("key.format"), key_names.is_empty()) {
+            (Some(k), false) if flowline_formats::ChangelogFormat::is_changelog(k) => {
+                return Err(cfg(format!(
+                    "'key.format' must be an insert-only format (json, csv, raw), not the changelog format '{k}'"
+                )))
+            }
             (Some(_), false) => Some(fmt("key.format")?),
             (Some(_), true) => {
                 return Err(cfg(
@@ -230,6 +244,13 @@ impl Layout {
                 )))
             }
         };
+        if except_key && value_format.is_changelog() {
+            return Err(cfg(format!(
+                "'value.format' = '{}' carries whole rows with their change kind: use 'value.fields-include' = 'ALL' \
+                 (the key, if any, repeats columns of the value)",
+                value_format.name()
+            )));
+        }
         if !prefix.is_empty() && !except_key {
             return Err(cfg(
                 "'key.fields-prefix' needs 'value.fields-include' = 'EXCEPT_KEY' (as in Flink)"

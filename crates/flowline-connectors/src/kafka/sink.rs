@@ -430,6 +430,7 @@ impl Sink for KafkaSink {
                 .map_err(err)?;
                 flowline_common::changelog::strip_row_kind(&kept)
             }
+            (Some(_), None) if self.layout.value_format.is_changelog() => batch,
             (Some(_), None) => {
                 return Err(ConnectorError::config(
                     &self.table,
@@ -445,7 +446,16 @@ impl Sink for KafkaSink {
         };
         self.value_buf.clear();
         self.key_buf.clear();
-        let values = project(&self.layout.value_columns)?;
+        let values = if self.upsert_keys.is_none()
+            && flowline_common::changelog::row_kinds(&batch).is_some()
+        {
+            // A changelog value format writes each row's change kind: the batch's last column.
+            let mut cols = self.layout.value_columns.clone();
+            cols.push(batch.num_columns() - 1);
+            project(&cols)?
+        } else {
+            project(&self.layout.value_columns)?
+        };
         self.value
             .encode(&values, &mut self.value_buf)
             .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;

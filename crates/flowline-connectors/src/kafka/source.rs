@@ -93,14 +93,26 @@ pub(crate) fn create(
             )
         }
     };
+    // A changelog record may hold no row or several (an update's old and new rows): per-record
+    // columns (metadata) cannot be lined up with its rows, and the value holds every column.
+    let changelog = layout.value_format.is_changelog() && !upsert;
+    if changelog && table.metadata_columns().next().is_some() {
+        return Err(ConnectorError::config(
+            &name,
+            format!(
+                "METADATA columns are not supported with 'value.format' = '{}' yet (a record may hold several rows)",
+                layout.value_format.name()
+            ),
+        ));
+    }
     let value = RecordDecoder::new(&layout.value_format, layout.value_schema.clone())
         .map_err(|e| ConnectorError::config(&name, e.to_string()))?;
     let key = match &layout.key_format {
-        Some(f) => Some(
+        Some(f) if !changelog => Some(
             RecordDecoder::new(f, layout.key_schema.clone())
                 .map_err(|e| ConnectorError::config(&name, e.to_string()))?,
         ),
-        None => None,
+        _ => None,
     };
     let width = table.physical_schema().fields().len();
     let source_schema = table.source_schema();
@@ -114,7 +126,7 @@ pub(crate) fn create(
     let mut schema = source_schema
         .project(&projection)
         .map_err(|e| ConnectorError::config(&name, e.to_string()))?;
-    if upsert {
+    if upsert || changelog {
         let mut fields: Vec<arrow::datatypes::Field> =
             schema.fields().iter().map(|f| f.as_ref().clone()).collect();
         fields.push(flowline_common::changelog::row_kind_field());
@@ -639,6 +651,10 @@ impl KafkaSource {
             })
             .collect::<Result<_>>()?;
         let mut out = out;
+        if self.layout.value_format.is_changelog() && !self.upsert {
+            // The change kind the value format decoded, after the value's columns.
+            out.push(value.column(value.num_columns() - 1).clone());
+        }
         if let Some(kinds) = self.buf.kinds.as_mut() {
             let mut kinds = std::mem::take(kinds);
             drop_skipped(&mut kinds, &skipped_records);

@@ -36,7 +36,8 @@ pub use error::{ConnectorError, Result};
 pub use registry::{connector, ConnectorFactory, CONNECTORS};
 
 /// Reads a bounded table to the end with one subtask (batch queries). An unbounded table is
-/// refused with the option that would bound it.
+/// refused with the option that would bound it. A changelog table (`debezium-json`, ...) is
+/// read as the table its changes leave behind.
 pub fn read_bounded(
     table: &flowline_sql::TableDef,
     factory: &ConnectorFactory,
@@ -68,9 +69,62 @@ pub fn read_bounded(
         match source.poll()? {
             Poll::Batch(b) => out.push(b),
             Poll::Pending(d) | Poll::Idle(d) => std::thread::sleep(d),
-            Poll::End => return Ok(out),
+            Poll::End => break,
         }
     }
+    if (factory.changelog_source)(table, options) {
+        return Ok(apply_changelog(&out)?.into_iter().collect());
+    }
+    Ok(out)
+}
+
+/// The table a changelog leaves behind, in the order its rows were added: each `-U`/`-D` row
+/// withdraws one equal row added before it (one that was never added, as in a changelog read
+/// from its middle, withdraws nothing).
+fn apply_changelog(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    use flowline_common::changelog::{row_kinds, strip_row_kind, RowKind};
+    if batches.is_empty() {
+        return Ok(None);
+    }
+    let rows: Vec<RecordBatch> = batches.iter().map(strip_row_kind).collect();
+    let schema = rows[0].schema();
+    let converter = arrow::row::RowConverter::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| arrow::row::SortField::new(f.data_type().clone()))
+            .collect(),
+    )?;
+    // Per distinct row, where its live copies are (batch, row).
+    let mut live: std::collections::HashMap<Vec<u8>, Vec<(usize, usize)>> = Default::default();
+    for (b, (batch, data)) in batches.iter().zip(&rows).enumerate() {
+        let encoded = converter.convert_columns(data.columns())?;
+        let kinds = row_kinds(batch);
+        for r in 0..batch.num_rows() {
+            let adds =
+                kinds.is_none_or(|k| RowKind::from_i8(k.value(r)).is_none_or(RowKind::is_addition));
+            let key = encoded.row(r).data();
+            if adds {
+                live.entry(key.to_vec()).or_default().push((b, r));
+            } else if let Some(copies) = live.get_mut(key) {
+                copies.pop();
+            }
+        }
+    }
+    let mut picks: Vec<(usize, usize)> = live.into_values().flatten().collect();
+    picks.sort_unstable();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            let arrays: Vec<&dyn arrow::array::Array> =
+                rows.iter().map(|b| b.column(c).as_ref()).collect();
+            arrow::compute::interleave(&arrays, &picks)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Some(RecordBatch::try_new_with_options(
+        schema,
+        columns,
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(picks.len())),
+    )?))
 }
 
 /// What a source or sink subtask knows about its place in the job.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampNanosecondType;
-use arrow_array::{Array, ArrayRef, RecordBatch, StringArray};
+use arrow_array::builder::StringBuilder;
+use arrow_array::{Array, ArrayRef, LargeListArray, ListArray, MapArray, RecordBatch, StructArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
@@ -56,41 +57,123 @@ fn timestamps_as_nanos(col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
     arrow_cast::cast(col, &DataType::Timestamp(TimeUnit::Nanosecond, None))
 }
 
-/// Replaces top-level timestamp columns by strings in Flink's SQL format, for text formats.
+/// Replaces timestamp columns, also inside ROW, ARRAY and MAP values, by strings in Flink's SQL
+/// format, for text formats.
 pub fn sql_timestamps_as_strings(batch: &RecordBatch) -> Result<RecordBatch, ArrowError> {
     if !batch
         .schema()
         .fields()
         .iter()
-        .any(|f| matches!(f.data_type(), DataType::Timestamp(..)))
+        .any(|f| has_timestamp(f.data_type()))
     {
         return Ok(batch.clone());
     }
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
-    for (f, col) in batch.schema().fields().iter().zip(batch.columns()) {
-        if let DataType::Timestamp(_, tz) = f.data_type() {
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, col)| timestamps_as_text(f, col))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+}
+
+fn has_timestamp(t: &DataType) -> bool {
+    match t {
+        DataType::Timestamp(..) => true,
+        DataType::Struct(fields) => fields.iter().any(|f| has_timestamp(f.data_type())),
+        DataType::List(f) | DataType::LargeList(f) | DataType::Map(f, _) => {
+            has_timestamp(f.data_type())
+        }
+        _ => false,
+    }
+}
+
+/// `col` (of `field`) with its timestamps, at any depth, as SQL-format strings.
+fn timestamps_as_text(field: &Field, col: &ArrayRef) -> Result<(Field, ArrayRef), ArrowError> {
+    if !has_timestamp(field.data_type()) {
+        return Ok((field.clone(), col.clone()));
+    }
+    let out: ArrayRef = match field.data_type() {
+        DataType::Timestamp(_, tz) => {
             let nanos = timestamps_as_nanos(col)?;
             let nanos = nanos.as_primitive::<TimestampNanosecondType>();
             let mut s = String::new();
-            let strings: StringArray = nanos
-                .iter()
-                .map(|v| {
-                    v.map(|v| {
+            let mut b = StringBuilder::with_capacity(nanos.len(), nanos.len() * 24);
+            for v in nanos.iter() {
+                match v {
+                    Some(v) => {
                         s.clear();
                         write_sql_timestamp(&mut s, v, tz.is_some());
-                        s.clone()
-                    })
-                })
-                .collect();
-            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
-            columns.push(Arc::new(strings) as ArrayRef);
-        } else {
-            fields.push(f.as_ref().clone());
-            columns.push(col.clone());
+                        b.append_value(&s);
+                    }
+                    None => b.append_null(),
+                }
+            }
+            Arc::new(b.finish())
         }
-    }
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        DataType::Struct(_) => {
+            let st = col.as_struct();
+            let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = st
+                .fields()
+                .iter()
+                .zip(st.columns())
+                .map(|(f, c)| timestamps_as_text(f, c))
+                .collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .unzip();
+            Arc::new(StructArray::try_new(
+                fields.into(),
+                columns,
+                st.nulls().cloned(),
+            )?)
+        }
+        DataType::List(_) => {
+            let list = col.as_list::<i32>();
+            let (item, values) = timestamps_as_text(
+                &Field::new("item", list.value_type(), true),
+                list.values(),
+            )?;
+            Arc::new(ListArray::try_new(
+                Arc::new(item),
+                list.offsets().clone(),
+                values,
+                list.nulls().cloned(),
+            )?)
+        }
+        DataType::LargeList(_) => {
+            let list = col.as_list::<i64>();
+            let (item, values) = timestamps_as_text(
+                &Field::new("item", list.value_type(), true),
+                list.values(),
+            )?;
+            Arc::new(LargeListArray::try_new(
+                Arc::new(item),
+                list.offsets().clone(),
+                values,
+                list.nulls().cloned(),
+            )?)
+        }
+        DataType::Map(entries, sorted) => {
+            let map = col.as_map();
+            let (entries_field, entries_array) =
+                timestamps_as_text(entries, &(Arc::new(map.entries().clone()) as ArrayRef))?;
+            Arc::new(MapArray::try_new(
+                Arc::new(entries_field),
+                map.offsets().clone(),
+                entries_array.as_struct().clone(),
+                map.nulls().cloned(),
+                *sorted,
+            )?)
+        }
+        _ => col.clone(),
+    };
+    Ok((
+        Field::new(field.name(), out.data_type().clone(), field.is_nullable()),
+        out,
+    ))
 }
 
 /// Renders each row as Flink's print connector does: `+I[1, abc, 2020-01-01T12:00]`, with the
@@ -154,6 +237,40 @@ pub fn flink_rows(batch: &RecordBatch) -> Result<Vec<String>, ArrowError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nested_timestamps_become_sql_text() {
+        use arrow_array::TimestampMillisecondArray;
+        let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            Some(1_577_880_000_100),
+            None,
+        ]));
+        let row = StructArray::from(vec![(
+            Arc::new(Field::new("t", ts.data_type().clone(), true)),
+            ts.clone(),
+        )]);
+        let list = ListArray::try_new(
+            Arc::new(Field::new("item", ts.data_type().clone(), true)),
+            arrow_buffer::OffsetBuffer::from_lengths([2, 0]),
+            ts,
+            None,
+        )
+        .unwrap();
+        let batch = RecordBatch::try_from_iter(vec![
+            ("r", Arc::new(row) as ArrayRef),
+            ("l", Arc::new(list) as ArrayRef),
+        ])
+        .unwrap();
+        let text = sql_timestamps_as_strings(&batch).unwrap();
+        let mut out = Vec::new();
+        let mut w = arrow_json::LineDelimitedWriter::new(&mut out);
+        w.write(&text).unwrap();
+        w.finish().unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"r\":{\"t\":\"2020-01-01 12:00:00.1\"},\"l\":[\"2020-01-01 12:00:00.1\",null]}\n{\"r\":{},\"l\":[]}\n"
+        );
+    }
 
     #[test]
     fn timestamp_texts() {

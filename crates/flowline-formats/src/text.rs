@@ -4,9 +4,9 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampNanosecondType;
-use arrow_array::builder::StringBuilder;
 use arrow_array::{Array, ArrayRef, LargeListArray, ListArray, MapArray, RecordBatch, StructArray};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
@@ -132,10 +132,8 @@ fn timestamps_as_text(field: &Field, col: &ArrayRef) -> Result<(Field, ArrayRef)
         }
         DataType::List(_) => {
             let list = col.as_list::<i32>();
-            let (item, values) = timestamps_as_text(
-                &Field::new("item", list.value_type(), true),
-                list.values(),
-            )?;
+            let (item, values) =
+                timestamps_as_text(&Field::new("item", list.value_type(), true), list.values())?;
             Arc::new(ListArray::try_new(
                 Arc::new(item),
                 list.offsets().clone(),
@@ -145,10 +143,8 @@ fn timestamps_as_text(field: &Field, col: &ArrayRef) -> Result<(Field, ArrayRef)
         }
         DataType::LargeList(_) => {
             let list = col.as_list::<i64>();
-            let (item, values) = timestamps_as_text(
-                &Field::new("item", list.value_type(), true),
-                list.values(),
-            )?;
+            let (item, values) =
+                timestamps_as_text(&Field::new("item", list.value_type(), true), list.values())?;
             Arc::new(LargeListArray::try_new(
                 Arc::new(item),
                 list.offsets().clone(),

@@ -442,7 +442,16 @@ impl Catalog {
                 insert.table, sink.factory.name
             )));
         }
-        let plan = self.plan_query((*insert.query).clone()).await?;
+        let plan = match self.plan_query((*insert.query).clone()).await {
+            // DataFusion names `CAST(x AS T)` as `x`, so `SELECT SUM(v), CAST(SUM(v) AS ..)` has
+            // two columns of one name. An INSERT matches columns by position: name the SELECT's
+            // expressions as Flink does (EXPR$0, ...) and plan again.
+            Err(e) if e.to_string().contains("unique expression names") => {
+                self.plan_query(name_expressions((*insert.query).clone()))
+                    .await?
+            }
+            other => other?,
+        };
         // A sink that commits partitions by the watermark needs one.
         let mut inputs =
             if sink.options.get("sink.partition-commit.trigger") == Some("partition-time") {
@@ -545,4 +554,22 @@ impl Catalog {
 /// Quotes an identifier for our dialect.
 pub(crate) fn quote(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
+}
+
+/// `query` with each unnamed, non-column expression of its top SELECT named `EXPR$<position>`.
+fn name_expressions(mut query: Query) -> Query {
+    use flowline_sql::sqlparser::ast::{Expr, Ident, SelectItem, SetExpr};
+    if let SetExpr::Select(select) = query.body.as_mut() {
+        for (i, item) in select.projection.iter_mut().enumerate() {
+            if let SelectItem::UnnamedExpr(e) = item {
+                if !matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_)) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr: e.clone(),
+                        alias: Ident::new(format!("EXPR${i}")),
+                    };
+                }
+            }
+        }
+    }
+    query
 }

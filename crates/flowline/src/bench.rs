@@ -30,6 +30,9 @@ pub enum Workload {
     Q18,
     /// Nexmark q19: the 10 highest bids per auction (TopN, ROW_NUMBER <= 10)
     Q19,
+    /// Decode and encode of Nexmark bid records in every text format, one core, beside
+    /// arrow-json's own decoder (no pipeline: the format layer alone)
+    Formats,
 }
 
 /// The sink and INSERT of a nexmark-fed workload.
@@ -235,6 +238,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             );
         }
         Workload::HttpIngest => http_ingest(&args).await?,
+        Workload::Formats => formats(args.events as usize)?,
         Workload::JsonParquet => {
             let tmp;
             let dir = match &args.dir {
@@ -399,6 +403,131 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
         metrics.total("flowline_checkpoints_completed_total"),
         peak_rss_mb()
     );
+    Ok(())
+}
+
+/// Decode and encode throughput of each format on the same bid rows, on this thread.
+fn formats(rows: usize) -> Result<()> {
+    use std::sync::Arc;
+
+    use arrow::array::{Int8Array, RecordBatch};
+    use flowline_common::changelog;
+    use flowline_common::Options;
+    use flowline_formats::csv::{CsvLines, CsvOptions};
+    use flowline_formats::json::{JsonLines, JsonOptions};
+    use flowline_formats::{
+        ChangelogFormat, ChangelogLines, LineChunkDecoder, LineFormat, RecordBuffer,
+        RecordEncoder, RecordFormat,
+    };
+
+    let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(vec![
+        arrow::datatypes::Field::new("auction", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("bidder", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("price", arrow::datatypes::DataType::Int64, true),
+        arrow::datatypes::Field::new("channel", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new("url", arrow::datatypes::DataType::Utf8, true),
+        arrow::datatypes::Field::new(
+            "date_time",
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+            true,
+        ),
+        arrow::datatypes::Field::new("extra", arrow::datatypes::DataType::Utf8, true),
+    ]));
+    let options = Options::default();
+    let json = JsonOptions::from_options(&options)?;
+    const CHUNK: usize = 4 << 20;
+    /// Splits `bytes` into chunks of whole lines of about CHUNK bytes.
+    fn chunks(bytes: &[u8]) -> Vec<&[u8]> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let end = if rest.len() <= CHUNK {
+                rest.len()
+            } else {
+                CHUNK + rest[CHUNK..].iter().position(|b| *b == b'\n').map_or(rest.len() - CHUNK, |p| p + 1)
+            };
+            out.push(&rest[..end]);
+            rest = &rest[end..];
+        }
+        out
+    }
+    let report = |what: &str, bytes: usize, rows: usize, t: Duration, reference: Option<f64>| {
+        let mbs = bytes as f64 / 1e6 / t.as_secs_f64();
+        let ratio = reference.map_or(String::new(), |r| format!(" ({:.2}x arrow-json's rows/s)", rows as f64 / t.as_secs_f64() / r));
+        println!(
+            "{what:<28} {mbs:>8.1} MB/s {:>12.0} rows/s{ratio}",
+            rows as f64 / t.as_secs_f64()
+        );
+        rows as f64 / t.as_secs_f64()
+    };
+    // The rows, decoded once from NDJSON.
+    let ndjson = bid_body(7, rows);
+    let mut reference = JsonLines::new(schema.clone(), &json)?;
+    let t = Instant::now();
+    let mut batches = Vec::new();
+    for c in chunks(&ndjson) {
+        reference.decode(c).map_err(anyhow::Error::msg)?;
+        batches.extend(reference.flush().map_err(anyhow::Error::msg)?);
+    }
+    println!("{rows} Nexmark bids; one core; decode from {} MB chunks of whole lines", CHUNK >> 20);
+    let arrow_rate = report("arrow-json decode (reference)", ndjson.len(), rows, t.elapsed(), None);
+    // Changelog rows: +I, -U, +U, -D in turn.
+    let with_kinds: Vec<RecordBatch> = batches
+        .iter()
+        .map(|b| {
+            let kinds = Int8Array::from_iter_values((0..b.num_rows()).map(|i| (i % 4) as i8));
+            let mut cols = b.columns().to_vec();
+            cols.push(Arc::new(kinds));
+            RecordBatch::try_new(Arc::new(changelog::with_row_kind(&schema)), cols)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    let mut formats: Vec<(&str, RecordFormat)> = vec![
+        ("json", RecordFormat::Json(json.clone())),
+        ("csv", RecordFormat::Csv(CsvOptions::from_options(&options)?)),
+    ];
+    for name in flowline_formats::CHANGELOG_FORMATS {
+        formats.push((name, RecordFormat::Changelog(ChangelogFormat::from_options(&options, name)?)));
+    }
+    for (name, format) in &formats {
+        let input = if format.is_changelog() { &with_kinds } else { &batches };
+        let encoder = RecordEncoder::new(format, &schema)?;
+        let mut text = Vec::with_capacity(ndjson.len() * 2);
+        let mut buf = RecordBuffer::default();
+        let t = Instant::now();
+        for b in input {
+            buf.clear();
+            encoder.encode(b, &mut buf)?;
+            text.extend_from_slice(buf.bytes());
+        }
+        let encode_time = t.elapsed();
+        let mut decoder: LineChunkDecoder<Box<dyn LineFormat>> = match format {
+            RecordFormat::Json(o) => LineChunkDecoder::new(
+                Box::new(JsonLines::new(schema.clone(), o)?),
+                Box::new(JsonLines::new(schema.clone(), o)?),
+                false,
+            ),
+            RecordFormat::Csv(o) => LineChunkDecoder::new(
+                Box::new(CsvLines::new(schema.clone(), o)?),
+                Box::new(CsvLines::new(schema.clone(), o)?),
+                false,
+            ),
+            RecordFormat::Changelog(c) => LineChunkDecoder::new(
+                Box::new(ChangelogLines::new(schema.clone(), c)?),
+                Box::new(ChangelogLines::new(schema.clone(), c)?),
+                false,
+            ),
+            RecordFormat::Raw => continue,
+        };
+        let t = Instant::now();
+        let mut decoded = 0;
+        for c in chunks(&text) {
+            decoded += decoder.decode_chunk(c)?.map_or(0, |b| b.num_rows());
+        }
+        let decode_time = t.elapsed();
+        anyhow::ensure!(decoded == rows, "{name}: decoded {decoded} rows of {rows}");
+        report(&format!("{name} decode"), text.len(), rows, decode_time, Some(arrow_rate));
+        report(&format!("{name} encode"), text.len(), rows, encode_time, None);
+    }
     Ok(())
 }
 

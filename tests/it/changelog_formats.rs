@@ -17,29 +17,6 @@ const QUERIES: &[&str] = &[
     "SELECT a.k, a.v, b.s FROM (SELECT * FROM src WHERE v > 500) AS a LEFT JOIN (SELECT * FROM src WHERE s = 'red') AS b ON a.k = b.k",
 ];
 
-fn data(n: u64) -> String {
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut out = String::new();
-    for _ in 0..n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let v = if (x >> 24) % 10 == 0 {
-            "null".to_string()
-        } else {
-            ((x >> 28) % 1000).to_string()
-        };
-        let s = ["red", "green", "blue"][((x >> 50) % 3) as usize];
-        out.push_str(&format!(
-            "{{\"k\": {}, \"v\": {v}, \"s\": \"{s}\", \"d\": {}.{:02}}}\n",
-            (x >> 40) % 13,
-            (x >> 8) % 100,
-            x % 100
-        ));
-    }
-    out
-}
-
 /// The Flink SQL column list of `schema` (the types the tests' queries produce).
 fn columns(schema: &Schema) -> String {
     schema
@@ -64,7 +41,11 @@ fn columns(schema: &Schema) -> String {
 fn updating_results_written_as_changelogs_replay_to_the_batch_result() {
     let rt = crate::support::runtime();
     let input = tempfile::tempdir().unwrap();
-    crate::support::write_parts(input.path(), &data(600), 4);
+    crate::support::write_parts(
+        input.path(),
+        &crate::updating_oracle::json_rows(0x9e37_79b9_7f4a_7c15, 600, 13),
+        4,
+    );
     let src = format!(
         "CREATE TABLE src (k BIGINT, v BIGINT, s STRING, d DECIMAL(6, 2)) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');",
         input.path().display()

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 
 use crate::support::{apply_changelog, batch_select, rows, sorted, stream_select};
 
-fn json_rows(seed: u64, n: usize, keys: u64) -> String {
+/// `n` JSON rows of (k BIGINT, v BIGINT with NULLs, s STRING, d DECIMAL(6, 2)), `keys` distinct k.
+pub(crate) fn json_rows(seed: u64, n: usize, keys: u64) -> String {
     let mut x = seed | 1;
     let mut out = String::new();
     for _ in 0..n {

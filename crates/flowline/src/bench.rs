@@ -416,8 +416,8 @@ fn formats(rows: usize) -> Result<()> {
     use flowline_formats::csv::{CsvLines, CsvOptions};
     use flowline_formats::json::{JsonLines, JsonOptions};
     use flowline_formats::{
-        ChangelogFormat, ChangelogLines, LineChunkDecoder, LineFormat, RecordBuffer,
-        RecordEncoder, RecordFormat,
+        ChangelogFormat, ChangelogLines, LineChunkDecoder, LineFormat, RecordBuffer, RecordEncoder,
+        RecordFormat,
     };
 
     let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(vec![
@@ -444,7 +444,11 @@ fn formats(rows: usize) -> Result<()> {
             let end = if rest.len() <= CHUNK {
                 rest.len()
             } else {
-                CHUNK + rest[CHUNK..].iter().position(|b| *b == b'\n').map_or(rest.len() - CHUNK, |p| p + 1)
+                CHUNK
+                    + rest[CHUNK..]
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(rest.len() - CHUNK, |p| p + 1)
             };
             out.push(&rest[..end]);
             rest = &rest[end..];
@@ -453,7 +457,12 @@ fn formats(rows: usize) -> Result<()> {
     }
     let report = |what: &str, bytes: usize, rows: usize, t: Duration, reference: Option<f64>| {
         let mbs = bytes as f64 / 1e6 / t.as_secs_f64();
-        let ratio = reference.map_or(String::new(), |r| format!(" ({:.2}x arrow-json's rows/s)", rows as f64 / t.as_secs_f64() / r));
+        let ratio = reference.map_or(String::new(), |r| {
+            format!(
+                " ({:.2}x arrow-json's rows/s)",
+                rows as f64 / t.as_secs_f64() / r
+            )
+        });
         println!(
             "{what:<28} {mbs:>8.1} MB/s {:>12.0} rows/s{ratio}",
             rows as f64 / t.as_secs_f64()
@@ -469,8 +478,17 @@ fn formats(rows: usize) -> Result<()> {
         reference.decode(c).map_err(anyhow::Error::msg)?;
         batches.extend(reference.flush().map_err(anyhow::Error::msg)?);
     }
-    println!("{rows} Nexmark bids; one core; decode from {} MB chunks of whole lines", CHUNK >> 20);
-    let arrow_rate = report("arrow-json decode (reference)", ndjson.len(), rows, t.elapsed(), None);
+    println!(
+        "{rows} Nexmark bids; one core; decode from {} MB chunks of whole lines",
+        CHUNK >> 20
+    );
+    let arrow_rate = report(
+        "arrow-json decode (reference)",
+        ndjson.len(),
+        rows,
+        t.elapsed(),
+        None,
+    );
     // Changelog rows: +I, -U, +U, -D in turn.
     let with_kinds: Vec<RecordBatch> = batches
         .iter()
@@ -483,13 +501,23 @@ fn formats(rows: usize) -> Result<()> {
         .collect::<std::result::Result<_, _>>()?;
     let mut formats: Vec<(&str, RecordFormat)> = vec![
         ("json", RecordFormat::Json(json.clone())),
-        ("csv", RecordFormat::Csv(CsvOptions::from_options(&options)?)),
+        (
+            "csv",
+            RecordFormat::Csv(CsvOptions::from_options(&options)?),
+        ),
     ];
     for name in flowline_formats::CHANGELOG_FORMATS {
-        formats.push((name, RecordFormat::Changelog(ChangelogFormat::from_options(&options, name)?)));
+        formats.push((
+            name,
+            RecordFormat::Changelog(ChangelogFormat::from_options(&options, name)?),
+        ));
     }
     for (name, format) in &formats {
-        let input = if format.is_changelog() { &with_kinds } else { &batches };
+        let input = if format.is_changelog() {
+            &with_kinds
+        } else {
+            &batches
+        };
         let encoder = RecordEncoder::new(format, &schema)?;
         let mut text = Vec::with_capacity(ndjson.len() * 2);
         let mut buf = RecordBuffer::default();
@@ -525,8 +553,20 @@ fn formats(rows: usize) -> Result<()> {
         }
         let decode_time = t.elapsed();
         anyhow::ensure!(decoded == rows, "{name}: decoded {decoded} rows of {rows}");
-        report(&format!("{name} decode"), text.len(), rows, decode_time, Some(arrow_rate));
-        report(&format!("{name} encode"), text.len(), rows, encode_time, None);
+        report(
+            &format!("{name} decode"),
+            text.len(),
+            rows,
+            decode_time,
+            Some(arrow_rate),
+        );
+        report(
+            &format!("{name} encode"),
+            text.len(),
+            rows,
+            encode_time,
+            None,
+        );
     }
     Ok(())
 }

@@ -247,11 +247,6 @@ impl ChangelogLines {
         })
     }
 
-    /// The decoded schema: the rows' columns, then the change kind.
-    pub fn schema(&self) -> &SchemaRef {
-        &self.out
-    }
-
     fn unwrap(&self, batch: &RecordBatch) -> std::result::Result<RecordBatch, String> {
         let mut picks = Picks::default();
         match &self.envelope {
@@ -330,11 +325,10 @@ impl ChangelogLines {
                             rows.for_each(|d| picks.push(0, d, None, RowKind::Insert))
                         }
                         Some("UPDATE") => {
-                            let olds = list_range(old, row);
-                            for (i, d) in rows.enumerate() {
+                            let mut olds = list_range(old, row);
+                            for d in rows {
                                 // `old` holds the changed fields; the others are unchanged.
-                                let before = olds.clone().nth(i);
-                                match before {
+                                match olds.next() {
                                     Some(o) => picks.push(1, o, Some(d), RowKind::UpdateBefore),
                                     None => picks.push(0, d, None, RowKind::UpdateBefore),
                                 }

@@ -93,6 +93,41 @@ impl FormatConfig {
     }
 }
 
+/// A boxed line decoder: `make` builds the format's decoder and the probe that finds bad lines.
+pub(crate) fn boxed_lines<F: LineFormat + 'static>(
+    make: impl Fn() -> Result<F>,
+    ignore_parse_errors: bool,
+) -> Result<LineChunkDecoder<Box<dyn LineFormat>>> {
+    Ok(LineChunkDecoder::new(
+        Box::new(make()?),
+        Box::new(make()?),
+        ignore_parse_errors,
+    ))
+}
+
+impl FormatConfig {
+    /// The decoder of a line format's files into batches of `schema` (followed by the change
+    /// kind for a changelog format); `None` for parquet.
+    pub fn line_decoder(
+        &self,
+        schema: &arrow_schema::SchemaRef,
+    ) -> Result<Option<LineChunkDecoder<Box<dyn LineFormat>>>> {
+        let s = || schema.clone();
+        Ok(Some(match self {
+            FormatConfig::Json(o) => {
+                boxed_lines(|| json::JsonLines::new(s(), o), o.ignore_parse_errors)?
+            }
+            FormatConfig::Csv(o) => {
+                boxed_lines(|| csv::CsvLines::new(s(), o), o.ignore_parse_errors)?
+            }
+            FormatConfig::Changelog(c) => {
+                boxed_lines(|| ChangelogLines::new(s(), c), c.json.ignore_parse_errors)?
+            }
+            FormatConfig::Parquet(_) => return Ok(None),
+        }))
+    }
+}
+
 /// The option keys a format accepts (to be merged into its connector's list).
 pub fn format_option_specs(format: &str) -> &'static [OptionSpec] {
     match format {

@@ -18,7 +18,9 @@ use flowline_common::Options;
 use crate::csv::{CsvLines, CsvOptions};
 use crate::json::{JsonLines, JsonOptions};
 use crate::text::sql_timestamps_as_strings;
-use crate::{ChangelogFormat, ChangelogLines, FormatError, LineChunkDecoder, LineFormat, Result};
+use crate::{
+    boxed_lines, ChangelogFormat, ChangelogLines, FormatError, LineChunkDecoder, LineFormat, Result,
+};
 
 /// Formats a message-carrying connector may name in `format`, `key.format` or `value.format`.
 pub const RECORD_FORMATS: &[&str] = &[
@@ -84,6 +86,23 @@ impl RecordFormat {
     /// Whether decoded rows carry a change kind (an updating stream).
     pub fn is_changelog(&self) -> bool {
         matches!(self, RecordFormat::Changelog(_))
+    }
+
+    /// The decoder of buffers of this format's records into batches of `schema` (followed by
+    /// the change kind for a changelog format); `None` for raw.
+    pub fn line_decoder(
+        &self,
+        schema: &SchemaRef,
+    ) -> Result<Option<LineChunkDecoder<Box<dyn LineFormat>>>> {
+        let s = || schema.clone();
+        Ok(Some(match self {
+            RecordFormat::Json(o) => boxed_lines(|| JsonLines::new(s(), o), o.ignore_parse_errors)?,
+            RecordFormat::Csv(o) => boxed_lines(|| CsvLines::new(s(), o), o.ignore_parse_errors)?,
+            RecordFormat::Changelog(c) => {
+                boxed_lines(|| ChangelogLines::new(s(), c), c.json.ignore_parse_errors)?
+            }
+            RecordFormat::Raw => return Ok(None),
+        }))
     }
 
     /// Checks that `schema` can be carried: raw needs exactly one STRING or BYTES column.
@@ -216,24 +235,7 @@ pub struct RecordDecoder {
 impl RecordDecoder {
     pub fn new(format: &RecordFormat, schema: SchemaRef) -> Result<Self> {
         format.check_schema(&schema)?;
-        let lines: Option<LineChunkDecoder<Box<dyn LineFormat>>> = match format {
-            RecordFormat::Json(o) => Some(LineChunkDecoder::new(
-                Box::new(JsonLines::new(schema.clone(), o)?),
-                Box::new(JsonLines::new(schema.clone(), o)?),
-                o.ignore_parse_errors,
-            )),
-            RecordFormat::Csv(o) => Some(LineChunkDecoder::new(
-                Box::new(CsvLines::new(schema.clone(), o)?),
-                Box::new(CsvLines::new(schema.clone(), o)?),
-                o.ignore_parse_errors,
-            )),
-            RecordFormat::Raw => None,
-            RecordFormat::Changelog(c) => Some(LineChunkDecoder::new(
-                Box::new(ChangelogLines::new(schema.clone(), c)?),
-                Box::new(ChangelogLines::new(schema.clone(), c)?),
-                c.json.ignore_parse_errors,
-            )),
-        };
+        let lines = format.line_decoder(&schema)?;
         Ok(Self {
             schema,
             lines,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use arrow_array::builder::StringBuilder;
 use arrow_array::cast::AsArray;
 use arrow_array::types::TimestampNanosecondType;
-use arrow_array::{Array, ArrayRef, LargeListArray, ListArray, MapArray, RecordBatch, StructArray};
+use arrow_array::{
+    Array, ArrayRef, GenericListArray, MapArray, OffsetSizeTrait, RecordBatch, StructArray,
+};
 use arrow_cast::display::{ArrayFormatter, FormatOptions};
 use arrow_schema::{ArrowError, DataType, Field, Schema, TimeUnit};
 
@@ -91,6 +93,18 @@ fn has_timestamp(t: &DataType) -> bool {
     }
 }
 
+/// A list column (of items `item`) with the timestamps in its items as SQL-format strings.
+fn list_as_text<O: OffsetSizeTrait>(item: &Field, col: &ArrayRef) -> Result<ArrayRef, ArrowError> {
+    let list = col.as_list::<O>();
+    let (item, values) = timestamps_as_text(item, list.values())?;
+    Ok(Arc::new(GenericListArray::<O>::try_new(
+        Arc::new(item),
+        list.offsets().clone(),
+        values,
+        list.nulls().cloned(),
+    )?))
+}
+
 /// `col` (of `field`) with its timestamps, at any depth, as SQL-format strings.
 fn timestamps_as_text(field: &Field, col: &ArrayRef) -> Result<(Field, ArrayRef), ArrowError> {
     if !has_timestamp(field.data_type()) {
@@ -130,28 +144,8 @@ fn timestamps_as_text(field: &Field, col: &ArrayRef) -> Result<(Field, ArrayRef)
                 st.nulls().cloned(),
             )?)
         }
-        DataType::List(_) => {
-            let list = col.as_list::<i32>();
-            let (item, values) =
-                timestamps_as_text(&Field::new("item", list.value_type(), true), list.values())?;
-            Arc::new(ListArray::try_new(
-                Arc::new(item),
-                list.offsets().clone(),
-                values,
-                list.nulls().cloned(),
-            )?)
-        }
-        DataType::LargeList(_) => {
-            let list = col.as_list::<i64>();
-            let (item, values) =
-                timestamps_as_text(&Field::new("item", list.value_type(), true), list.values())?;
-            Arc::new(LargeListArray::try_new(
-                Arc::new(item),
-                list.offsets().clone(),
-                values,
-                list.nulls().cloned(),
-            )?)
-        }
+        DataType::List(item) => list_as_text::<i32>(item, col)?,
+        DataType::LargeList(item) => list_as_text::<i64>(item, col)?,
         DataType::Map(entries, sorted) => {
             let map = col.as_map();
             let (entries_field, entries_array) =
@@ -236,7 +230,7 @@ mod tests {
 
     #[test]
     fn nested_timestamps_become_sql_text() {
-        use arrow_array::TimestampMillisecondArray;
+        use arrow_array::{ListArray, TimestampMillisecondArray};
         let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
             Some(1_577_880_000_100),
             None,

@@ -1071,11 +1071,17 @@ fn lower_join(
     if let Some(marker) = temporal_marker(join)? {
         return lower_temporal_join(plan, join, cat, timed, marker);
     }
-    if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
-        return Ok(vec![node]);
-    }
-    if let Some(node) = lower_window_join(plan, join, cat, kind)? {
-        return Ok(vec![node]);
+    // Interval and window joins are inner or outer joins (never semi or anti).
+    if matches!(
+        kind,
+        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
+    ) {
+        if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
+            return Ok(vec![node]);
+        }
+        if let Some(node) = lower_window_join(plan, join, cat, kind)? {
+            return Ok(vec![node]);
+        }
     }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(format!(
@@ -1116,20 +1122,14 @@ fn lower_join(
     )])
 }
 
-/// An interval join (see `crate::interval`), when the join is one and both inputs are
-/// append-only; None leaves it a regular join.
+/// An interval join (see `crate::interval`) of an inner or outer `kind`, when the join is one
+/// and both inputs are append-only; None leaves it a regular join.
 fn lower_interval_join(
     plan: &LogicalPlan,
     join: &datafusion::logical_expr::Join,
     cat: &Catalog,
     kind: JoinKind,
 ) -> Result<Option<Node>> {
-    if !matches!(
-        kind,
-        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
-    ) {
-        return Ok(None);
-    }
     let Some(bounds) = crate::interval::interval_bounds(join, cat) else {
         return Ok(None);
     };
@@ -1168,12 +1168,6 @@ fn lower_window_join(
     cat: &Catalog,
     kind: JoinKind,
 ) -> Result<Option<Node>> {
-    if !matches!(
-        kind,
-        JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
-    ) {
-        return Ok(None);
-    }
     let (ls, rs) = (join.left.schema(), join.right.schema());
     let window_pair = |name: &str| {
         join.on.iter().find_map(|(l, r)| {

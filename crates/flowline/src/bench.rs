@@ -413,11 +413,10 @@ fn formats(rows: usize) -> Result<()> {
     use arrow::array::{Int8Array, RecordBatch};
     use flowline_common::changelog;
     use flowline_common::Options;
-    use flowline_formats::csv::{CsvLines, CsvOptions};
+    use flowline_formats::csv::CsvOptions;
     use flowline_formats::json::{JsonLines, JsonOptions};
     use flowline_formats::{
-        ChangelogFormat, ChangelogLines, LineChunkDecoder, LineFormat, RecordBuffer, RecordEncoder,
-        RecordFormat,
+        ChangelogFormat, LineFormat, RecordBuffer, RecordEncoder, RecordFormat,
     };
 
     let schema: arrow::datatypes::SchemaRef = Arc::new(arrow::datatypes::Schema::new(vec![
@@ -528,23 +527,8 @@ fn formats(rows: usize) -> Result<()> {
             text.extend_from_slice(buf.bytes());
         }
         let encode_time = t.elapsed();
-        let mut decoder: LineChunkDecoder<Box<dyn LineFormat>> = match format {
-            RecordFormat::Json(o) => LineChunkDecoder::new(
-                Box::new(JsonLines::new(schema.clone(), o)?),
-                Box::new(JsonLines::new(schema.clone(), o)?),
-                false,
-            ),
-            RecordFormat::Csv(o) => LineChunkDecoder::new(
-                Box::new(CsvLines::new(schema.clone(), o)?),
-                Box::new(CsvLines::new(schema.clone(), o)?),
-                false,
-            ),
-            RecordFormat::Changelog(c) => LineChunkDecoder::new(
-                Box::new(ChangelogLines::new(schema.clone(), c)?),
-                Box::new(ChangelogLines::new(schema.clone(), c)?),
-                false,
-            ),
-            RecordFormat::Raw => continue,
+        let Some(mut decoder) = format.line_decoder(&schema)? else {
+            continue;
         };
         let t = Instant::now();
         let mut decoded = 0;

@@ -10,10 +10,8 @@ use arrow::compute::cast;
 use arrow::datatypes::{Schema, SchemaRef};
 use flowline_common::limits::{BATCH_ROWS_MAX, LINE_BYTES_MAX, READ_CHUNK_BYTES};
 use flowline_common::{Counter, Options};
-use flowline_formats::csv::CsvLines;
-use flowline_formats::json::JsonLines;
 use flowline_formats::parquet::ParquetFileReader;
-use flowline_formats::{ChangelogLines, FormatConfig, LineChunkDecoder, LineFormat};
+use flowline_formats::{FormatConfig, LineChunkDecoder, LineFormat};
 use flowline_sql::TableDef;
 
 use super::{format, root, DEFAULT_PARTITION_NAME};
@@ -137,32 +135,11 @@ fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 enum Reader {
     Lines {
         file: File,
-        decoder: Box<dyn ChunkDecode>,
+        decoder: LineChunkDecoder<Box<dyn LineFormat>>,
         carry: Vec<u8>,
         eof: bool,
     },
     Parquet(ParquetFileReader),
-}
-
-/// Object-safe view of `LineChunkDecoder<F>`.
-trait ChunkDecode: Send {
-    fn decode_chunk(
-        &mut self,
-        chunk: &[u8],
-    ) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError>;
-    fn skipped(&self) -> u64;
-}
-
-impl<F: LineFormat> ChunkDecode for LineChunkDecoder<F> {
-    fn decode_chunk(
-        &mut self,
-        chunk: &[u8],
-    ) -> std::result::Result<Option<RecordBatch>, flowline_formats::DecodeError> {
-        LineChunkDecoder::decode_chunk(self, chunk)
-    }
-    fn skipped(&self) -> u64 {
-        self.skipped
-    }
 }
 
 struct OpenFile {
@@ -206,47 +183,18 @@ impl FileSource {
             path: path.clone(),
             source,
         };
-        let reader = match &self.format {
-            FormatConfig::Json(o) => {
-                let d = LineChunkDecoder::new(
-                    JsonLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
-                    JsonLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
-                    o.ignore_parse_errors,
-                );
-                Reader::Lines {
-                    file,
-                    decoder: Box::new(d),
-                    carry: Vec::new(),
-                    eof: false,
-                }
-            }
-            FormatConfig::Csv(o) => {
-                let d = LineChunkDecoder::new(
-                    CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
-                    CsvLines::new(self.file_schema.clone(), o).map_err(fmt_err)?,
-                    o.ignore_parse_errors,
-                );
-                Reader::Lines {
-                    file,
-                    decoder: Box::new(d),
-                    carry: Vec::new(),
-                    eof: false,
-                }
-            }
-            FormatConfig::Changelog(c) => {
-                let d = LineChunkDecoder::new(
-                    ChangelogLines::new(self.file_schema.clone(), c).map_err(fmt_err)?,
-                    ChangelogLines::new(self.file_schema.clone(), c).map_err(fmt_err)?,
-                    c.json.ignore_parse_errors,
-                );
-                Reader::Lines {
-                    file,
-                    decoder: Box::new(d),
-                    carry: Vec::new(),
-                    eof: false,
-                }
-            }
-            FormatConfig::Parquet(_) => Reader::Parquet(
+        let reader = match self
+            .format
+            .line_decoder(&self.file_schema)
+            .map_err(fmt_err)?
+        {
+            Some(decoder) => Reader::Lines {
+                file,
+                decoder,
+                carry: Vec::new(),
+                eof: false,
+            },
+            None => Reader::Parquet(
                 ParquetFileReader::open(file, self.file_schema.clone(), BATCH_ROWS_MAX)
                     .map_err(fmt_err)?,
             ),
@@ -334,7 +282,7 @@ impl FileSource {
                                 reason: e.reason,
                                 ignore_key: ignore_key.clone(),
                             })?;
-                    let skipped = decoder.skipped();
+                    let skipped = decoder.skipped;
                     self.parse_errors.add(skipped - open.skipped_reported);
                     open.skipped_reported = skipped;
                     match batch {

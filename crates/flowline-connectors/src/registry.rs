@@ -253,7 +253,22 @@ pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options
             specs.extend_from_slice(format_option_specs(format));
         }
     }
-    options
+    // Flink's `value.<format>.<option>` and `key.<format>.<option>` are checked as the
+    // format's own `<format>.<option>`.
+    let mut checked = options.map().clone();
+    for key in ["value.format", "key.format"] {
+        let Some(format) = options.get(key) else {
+            continue;
+        };
+        let prefix = format!("{}{format}.", key.strip_suffix("format").unwrap_or(""));
+        for (k, v) in options.map() {
+            if let Some(rest) = k.strip_prefix(&prefix) {
+                checked.remove(k);
+                checked.insert(format!("{format}.{rest}"), v.clone());
+            }
+        }
+    }
+    Options::new(options.owner(), checked)
         .validate(&specs)
         .map_err(|source| ConnectorError::Option {
             table: table.name.clone(),

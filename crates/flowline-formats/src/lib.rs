@@ -14,22 +14,30 @@
 //! Option keys follow Flink: `format` picks the format, `<format>.<option>` configures it
 //! (`json.ignore-parse-errors`, `csv.field-delimiter`, `parquet.compression`).
 
+pub mod avro;
 pub mod changelog;
+mod conform;
 pub mod csv;
 pub mod json;
 mod lines;
 pub mod parquet;
+pub mod protobuf;
 mod records;
+#[cfg(test)]
+mod round_trip_tests;
+mod schema_registry;
 pub mod text;
 mod writer;
 
 use flowline_common::{OptionError, OptionSpec, Options};
 
 pub use changelog::{ChangelogFormat, ChangelogLines, CHANGELOG_FORMATS};
+pub use conform::conform_by_name;
 pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
 pub use records::{
     RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS,
 };
+pub use schema_registry::RegistryConfig;
 pub use writer::{create_writer, BatchWriter};
 
 /// Formats a connector may name in `'format'`.
@@ -40,6 +48,8 @@ pub const FORMATS: &[&str] = &[
     "debezium-json",
     "canal-json",
     "maxwell-json",
+    "avro",
+    "protobuf",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +75,26 @@ pub enum FormatConfig {
     Csv(csv::CsvOptions),
     Parquet(parquet::ParquetOptions),
     Changelog(ChangelogFormat),
+    /// Avro Object Container Files.
+    Avro(avro::AvroOptions),
+    /// Length-delimited protobuf messages.
+    Protobuf(protobuf::ProtobufFormat),
+}
+
+/// A file read as whole batches (Parquet, Avro, protobuf) rather than line by line.
+pub trait FileBatches: Iterator<Item = Result<arrow_array::RecordBatch>> + Send {
+    /// Records skipped so far as undecodable (with `ignore-parse-errors`).
+    fn skipped(&self) -> u64 {
+        0
+    }
+}
+
+impl FileBatches for parquet::ParquetFileReader {}
+impl FileBatches for avro::AvroFileReader {}
+impl FileBatches for protobuf::ProtobufFileReader {
+    fn skipped(&self) -> u64 {
+        self.skipped
+    }
 }
 
 impl FormatConfig {
@@ -74,6 +104,8 @@ impl FormatConfig {
             FormatConfig::Csv(_) => "csv",
             FormatConfig::Parquet(_) => "parquet",
             FormatConfig::Changelog(c) => c.name(),
+            FormatConfig::Avro(_) => "avro",
+            FormatConfig::Protobuf(_) => "protobuf",
         }
     }
 
@@ -84,6 +116,8 @@ impl FormatConfig {
             FormatConfig::Csv(o) => o.ignore_parse_errors,
             FormatConfig::Parquet(_) => false,
             FormatConfig::Changelog(c) => c.json.ignore_parse_errors,
+            FormatConfig::Avro(a) => a.ignore_parse_errors,
+            FormatConfig::Protobuf(p) => p.ignore_parse_errors,
         }
     }
 
@@ -107,7 +141,7 @@ pub(crate) fn boxed_lines<F: LineFormat + 'static>(
 
 impl FormatConfig {
     /// The decoder of a line format's files into batches of `schema` (followed by the change
-    /// kind for a changelog format); `None` for parquet.
+    /// kind for a changelog format); `None` for the formats read as whole batches.
     pub fn line_decoder(
         &self,
         schema: &arrow_schema::SchemaRef,
@@ -123,8 +157,35 @@ impl FormatConfig {
             FormatConfig::Changelog(c) => {
                 boxed_lines(|| ChangelogLines::new(s(), c), c.json.ignore_parse_errors)?
             }
-            FormatConfig::Parquet(_) => return Ok(None),
+            FormatConfig::Parquet(_) | FormatConfig::Avro(_) | FormatConfig::Protobuf(_) => {
+                return Ok(None)
+            }
         }))
+    }
+
+    /// The reader of a file as batches of `schema` for the formats without lines.
+    pub fn open_batches(
+        &self,
+        file: std::fs::File,
+        schema: &arrow_schema::SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Box<dyn FileBatches>> {
+        let s = schema.clone();
+        Ok(match self {
+            FormatConfig::Parquet(_) => {
+                Box::new(parquet::ParquetFileReader::open(file, s, batch_rows)?)
+            }
+            FormatConfig::Avro(_) => Box::new(avro::AvroFileReader::open(file, s, batch_rows)?),
+            FormatConfig::Protobuf(p) => {
+                Box::new(protobuf::ProtobufFileReader::open(file, p, s, batch_rows)?)
+            }
+            other => {
+                return Err(FormatError::Unsupported(format!(
+                    "format '{}' is read line by line",
+                    other.name()
+                )))
+            }
+        })
     }
 }
 
@@ -137,8 +198,28 @@ pub fn format_option_specs(format: &str) -> &'static [OptionSpec] {
         "debezium-json" => changelog::DEBEZIUM_OPTIONS,
         "canal-json" => changelog::CANAL_OPTIONS,
         "maxwell-json" => changelog::MAXWELL_OPTIONS,
+        "avro" => avro::OPTIONS,
+        "avro-confluent" => avro::CONFLUENT_OPTIONS,
+        "protobuf" => protobuf::OPTIONS,
         _ => &[],
     }
+}
+
+/// The options the format named by `format_key` (`format`, `value.format`, `key.format`)
+/// reads. As in Flink, a key or value format's options may carry the `key.`/`value.` prefix
+/// (`'value.avro-confluent.url'`); the prefixed key wins over the bare `<format>.<option>`.
+pub fn format_view(options: &Options, format_key: &str) -> Options {
+    let prefix = format_key.strip_suffix("format").unwrap_or("");
+    if prefix.is_empty() {
+        return options.clone();
+    }
+    let mut map = options.map().clone();
+    for (k, v) in options.map() {
+        if let Some(rest) = k.strip_prefix(prefix) {
+            map.insert(rest.to_string(), v.clone());
+        }
+    }
+    Options::new(options.owner(), map)
 }
 
 /// Reads the `format` option (or `default`) and that format's options.
@@ -151,6 +232,12 @@ pub fn format_from_options(options: &Options, key: &str) -> Result<FormatConfig>
         "csv" => Ok(FormatConfig::Csv(csv::CsvOptions::from_options(options)?)),
         "parquet" => Ok(FormatConfig::Parquet(
             parquet::ParquetOptions::from_options(options)?,
+        )),
+        "avro" => Ok(FormatConfig::Avro(avro::AvroOptions::from_options(
+            options, "avro",
+        )?)),
+        "protobuf" => Ok(FormatConfig::Protobuf(
+            protobuf::ProtobufFormat::from_options(options)?,
         )),
         c if ChangelogFormat::is_changelog(c) => Ok(FormatConfig::Changelog(
             ChangelogFormat::from_options(options, c)?,

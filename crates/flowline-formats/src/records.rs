@@ -1,4 +1,5 @@
-//! One record per message (Kafka keys and values): `json`, `csv` and `raw`.
+//! One record per message (Kafka keys and values): `json`, `csv`, `raw`, the changelog formats,
+//! and the binary formats `avro`, `avro-confluent` and `protobuf`.
 //!
 //! ```text
 //! messages ──push──▶ RecordBuffer (records joined by '\n') ──RecordDecoder──▶ RecordBatch
@@ -7,7 +8,8 @@
 //!
 //! Decoding reuses the line decoders of files: a buffer of many records goes to the vectorised
 //! arrow decoder in one call, and only a failing buffer is retried record by record to name the
-//! bad one (or skip it with `<format>.ignore-parse-errors`).
+//! bad one (or skip it with `<format>.ignore-parse-errors`). Binary formats decode record by
+//! record into column builders ([`BinaryDecoder`]).
 
 use std::sync::Arc;
 
@@ -15,8 +17,10 @@ use arrow_array::{Array, ArrayRef, BinaryArray, RecordBatch, StringArray};
 use arrow_schema::{DataType, SchemaRef};
 use flowline_common::Options;
 
+use crate::avro::{AvroOptions, AvroRecordDecoder, AvroRecordEncoder};
 use crate::csv::{CsvLines, CsvOptions};
 use crate::json::{JsonLines, JsonOptions};
+use crate::protobuf::{ProtobufFormat, ProtobufRecordDecoder, ProtobufRecordEncoder};
 use crate::text::sql_timestamps_as_strings;
 use crate::{
     boxed_lines, ChangelogFormat, ChangelogLines, FormatError, LineChunkDecoder, LineFormat, Result,
@@ -30,6 +34,9 @@ pub const RECORD_FORMATS: &[&str] = &[
     "debezium-json",
     "canal-json",
     "maxwell-json",
+    "avro",
+    "avro-confluent",
+    "protobuf",
 ];
 
 /// A record format with its parsed options.
@@ -41,15 +48,26 @@ pub enum RecordFormat {
     Raw,
     /// A changelog record per message: decoded rows carry a change kind.
     Changelog(ChangelogFormat),
+    /// `avro` (a binary body per message) or `avro-confluent` (with a schema id).
+    Avro(AvroOptions),
+    Protobuf(ProtobufFormat),
 }
 
 impl RecordFormat {
     /// The format named by option `key` (`format`, `key.format`, `value.format`) and its options.
     pub fn from_options(options: &Options, key: &str) -> Result<Self> {
-        match options.require(key)? {
+        let name = options.require(key)?;
+        let options = &crate::format_view(options, key);
+        match name {
             "json" => Ok(RecordFormat::Json(JsonOptions::from_options(options)?)),
             "csv" => Ok(RecordFormat::Csv(CsvOptions::from_options(options)?)),
             "raw" => Ok(RecordFormat::Raw),
+            a @ ("avro" | "avro-confluent") => {
+                Ok(RecordFormat::Avro(AvroOptions::from_options(options, a)?))
+            }
+            "protobuf" => Ok(RecordFormat::Protobuf(ProtobufFormat::from_options(
+                options,
+            )?)),
             c if ChangelogFormat::is_changelog(c) => Ok(RecordFormat::Changelog(
                 ChangelogFormat::from_options(options, c)?,
             )),
@@ -71,6 +89,8 @@ impl RecordFormat {
             RecordFormat::Csv(_) => "csv",
             RecordFormat::Raw => "raw",
             RecordFormat::Changelog(c) => c.name(),
+            RecordFormat::Avro(a) => a.name(),
+            RecordFormat::Protobuf(_) => "protobuf",
         }
     }
 
@@ -80,6 +100,19 @@ impl RecordFormat {
             RecordFormat::Csv(o) => o.ignore_parse_errors,
             RecordFormat::Raw => false,
             RecordFormat::Changelog(c) => c.json.ignore_parse_errors,
+            RecordFormat::Avro(a) => a.ignore_parse_errors,
+            RecordFormat::Protobuf(p) => p.ignore_parse_errors,
+        }
+    }
+
+    /// The registry subject `avro-confluent` writes under when the options name none (Flink:
+    /// `<topic>-value` or `<topic>-key`).
+    pub fn set_default_subject(&mut self, subject: String) {
+        if let RecordFormat::Avro(AvroOptions {
+            confluent: Some(c), ..
+        }) = self
+        {
+            c.subject.get_or_insert(subject);
         }
     }
 
@@ -89,7 +122,7 @@ impl RecordFormat {
     }
 
     /// The decoder of buffers of this format's records into batches of `schema` (followed by
-    /// the change kind for a changelog format); `None` for raw.
+    /// the change kind for a changelog format); `None` for raw and the binary formats.
     pub fn line_decoder(
         &self,
         schema: &SchemaRef,
@@ -101,7 +134,9 @@ impl RecordFormat {
             RecordFormat::Changelog(c) => {
                 boxed_lines(|| ChangelogLines::new(s(), c), c.json.ignore_parse_errors)?
             }
-            RecordFormat::Raw => return Ok(None),
+            RecordFormat::Raw | RecordFormat::Avro(_) | RecordFormat::Protobuf(_) => {
+                return Ok(None)
+            }
         }))
     }
 
@@ -124,6 +159,9 @@ impl RecordFormat {
                         .join(", ")
                 )));
             }
+        }
+        if let RecordFormat::Protobuf(p) = self {
+            p.check_schema(schema)?;
         }
         Ok(())
     }
@@ -158,6 +196,14 @@ impl RecordBuffer {
                 self.bytes.push(b'\n');
             }
         }
+    }
+
+    /// Appends one record made of `frame` then `payload` (a schema id header and a body).
+    pub fn push_framed(&mut self, frame: &[u8], payload: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(Some(self.bytes.len()));
+        self.bytes.push(b'\n');
     }
 
     pub fn len(&self) -> usize {
@@ -225,20 +271,68 @@ impl<T: LineFormat + ?Sized> LineFormat for Box<T> {
     }
 }
 
+/// Why one binary record could not be decoded. A `fatal` error (the schema registry cannot be
+/// reached) fails the job even with `ignore-parse-errors`: the record is not at fault.
+#[derive(Debug)]
+pub(crate) struct PushError {
+    pub reason: String,
+    pub fatal: bool,
+}
+
+/// Decodes binary records one at a time into column builders.
+pub(crate) trait BinaryDecoder: Send {
+    /// Decodes one record. After an error the rows pushed since the last `finish` may be
+    /// damaged: call `reset` and push the good ones again.
+    fn push(&mut self, record: &[u8]) -> std::result::Result<(), PushError>;
+    /// The rows pushed since the last `finish` or `reset`, as a batch of the table's schema.
+    fn finish(&mut self) -> Result<Option<RecordBatch>>;
+    /// Drops the rows pushed since the last `finish`.
+    fn reset(&mut self) -> Result<()>;
+}
+
+/// Encodes each row of a batch as one binary record.
+pub(crate) trait BinaryEncoder: Send {
+    fn encode(&mut self, batch: &RecordBatch, out: &mut RecordBuffer) -> Result<()>;
+}
+
+enum Decoding {
+    Lines(LineChunkDecoder<Box<dyn LineFormat>>),
+    Raw,
+    Binary {
+        decoder: Box<dyn BinaryDecoder>,
+        ignore_parse_errors: bool,
+        skipped: u64,
+        last_skipped: Vec<usize>,
+    },
+}
+
 /// Decodes buffers of records into batches of `schema`.
 pub struct RecordDecoder {
     schema: SchemaRef,
-    lines: Option<LineChunkDecoder<Box<dyn LineFormat>>>,
+    decoding: Decoding,
     json: bool,
 }
 
 impl RecordDecoder {
     pub fn new(format: &RecordFormat, schema: SchemaRef) -> Result<Self> {
         format.check_schema(&schema)?;
-        let lines = format.line_decoder(&schema)?;
+        let binary = |decoder: Box<dyn BinaryDecoder>| Decoding::Binary {
+            decoder,
+            ignore_parse_errors: format.ignore_parse_errors(),
+            skipped: 0,
+            last_skipped: Vec::new(),
+        };
+        let decoding = match format {
+            RecordFormat::Raw => Decoding::Raw,
+            RecordFormat::Avro(a) => binary(Box::new(AvroRecordDecoder::new(a, schema.clone())?)),
+            RecordFormat::Protobuf(p) => {
+                binary(Box::new(ProtobufRecordDecoder::new(p, schema.clone())?))
+            }
+            _ => Decoding::Lines(format.line_decoder(&schema)?.expect("a line format")),
+        };
         Ok(Self {
             schema,
-            lines,
+            decoding,
             json: matches!(format, RecordFormat::Json(_) | RecordFormat::Changelog(_)),
         })
     }
@@ -250,13 +344,19 @@ impl RecordDecoder {
 
     /// Records skipped so far as undecodable (with `ignore-parse-errors`).
     pub fn skipped(&self) -> u64 {
-        self.lines.as_ref().map_or(0, |l| l.skipped)
+        match &self.decoding {
+            Decoding::Lines(l) => l.skipped,
+            Decoding::Raw => 0,
+            Decoding::Binary { skipped, .. } => *skipped,
+        }
     }
 
     /// Indices of the records the last [`RecordDecoder::decode`] skipped as undecodable.
     pub fn last_skipped(&self, records: &RecordBuffer) -> Vec<usize> {
-        let Some(lines) = self.lines.as_ref().filter(|l| !l.skipped_lines.is_empty()) else {
-            return Vec::new();
+        let lines = match &self.decoding {
+            Decoding::Lines(l) if !l.skipped_lines.is_empty() => l,
+            Decoding::Binary { last_skipped, .. } => return last_skipped.clone(),
+            _ => return Vec::new(),
         };
         let with_payload: Vec<usize> = records
             .ends
@@ -272,19 +372,37 @@ impl RecordDecoder {
             .collect()
     }
 
-    /// The rows of `records`. Records without payload produce no row (json, csv) or a NULL
-    /// (raw). The error names the index of the first bad record.
+    /// The rows of `records`. Records without payload produce no row (json, csv, binary) or a
+    /// NULL (raw). The error names the index of the first bad record.
     pub fn decode(
         &mut self,
         records: &RecordBuffer,
     ) -> std::result::Result<Option<RecordBatch>, RecordError> {
-        let Some(lines) = self.lines.as_mut() else {
-            return raw_batch(&self.schema, records)
-                .map(Some)
-                .map_err(|e| RecordError {
-                    index: 0,
-                    reason: e.to_string(),
-                });
+        let lines = match &mut self.decoding {
+            Decoding::Raw => {
+                return raw_batch(&self.schema, records)
+                    .map(Some)
+                    .map_err(|e| RecordError {
+                        index: 0,
+                        reason: e.to_string(),
+                    })
+            }
+            Decoding::Binary {
+                decoder,
+                ignore_parse_errors,
+                skipped,
+                last_skipped,
+            } => {
+                return decode_binary(
+                    decoder.as_mut(),
+                    records,
+                    *ignore_parse_errors,
+                    skipped,
+                    last_skipped,
+                    &self.schema,
+                )
+            }
+            Decoding::Lines(l) => l,
         };
         if records.bytes.is_empty() {
             return Ok(None);
@@ -305,6 +423,63 @@ impl RecordDecoder {
                 reason: e.reason,
             }
         })
+    }
+}
+
+/// Binary records one by one. A bad record may leave half a row in the builders, so after one
+/// the rows decoded since the last good batch are decoded again without it.
+fn decode_binary(
+    decoder: &mut dyn BinaryDecoder,
+    records: &RecordBuffer,
+    ignore_parse_errors: bool,
+    skipped: &mut u64,
+    last_skipped: &mut Vec<usize>,
+    schema: &SchemaRef,
+) -> std::result::Result<Option<RecordBatch>, RecordError> {
+    last_skipped.clear();
+    let fail = |index: usize, e: FormatError| RecordError {
+        index,
+        reason: e.to_string(),
+    };
+    let mut done: Vec<RecordBatch> = Vec::new();
+    // Records pushed since the last `finish`.
+    let mut pending: Vec<(usize, (usize, usize))> = Vec::new();
+    for (i, range) in records.ranges().enumerate() {
+        let Some((s, e)) = range else { continue };
+        match decoder.push(&records.bytes[s..e]) {
+            Ok(()) => pending.push((i, (s, e))),
+            Err(err) if ignore_parse_errors && !err.fatal => {
+                *skipped += 1;
+                last_skipped.push(i);
+                decoder.reset().map_err(|e| fail(i, e))?;
+                for (j, (s, e)) in &pending {
+                    decoder
+                        .push(&records.bytes[*s..*e])
+                        .map_err(|err| RecordError {
+                            index: *j,
+                            reason: err.reason,
+                        })?;
+                }
+                pending.clear();
+                done.extend(decoder.finish().map_err(|e| fail(i, e))?);
+            }
+            Err(err) => {
+                let _ = decoder.reset();
+                return Err(RecordError {
+                    index: i,
+                    reason: err.reason,
+                });
+            }
+        }
+    }
+    let last = records.len().saturating_sub(1);
+    done.extend(decoder.finish().map_err(|e| fail(last, e))?);
+    match done.len() {
+        0 => Ok(None),
+        1 => Ok(done.pop()),
+        _ => arrow_select::concat::concat_batches(schema, &done)
+            .map(Some)
+            .map_err(|e| fail(last, e.into())),
     }
 }
 
@@ -334,20 +509,31 @@ fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> 
 /// Encodes batches, one record per row.
 pub struct RecordEncoder {
     format: RecordFormat,
+    binary: Option<Box<dyn BinaryEncoder>>,
 }
 
 impl RecordEncoder {
     pub fn new(format: &RecordFormat, schema: &SchemaRef) -> Result<Self> {
         format.check_schema(schema)?;
+        let binary: Option<Box<dyn BinaryEncoder>> = match format {
+            RecordFormat::Avro(a) => Some(Box::new(AvroRecordEncoder::new(a, schema)?)),
+            RecordFormat::Protobuf(p) => Some(Box::new(ProtobufRecordEncoder::new(p, schema)?)),
+            _ => None,
+        };
         Ok(Self {
             format: format.clone(),
+            binary,
         })
     }
 
     /// Appends one record per row of `batch` to `out`.
-    pub fn encode(&self, batch: &RecordBatch, out: &mut RecordBuffer) -> Result<()> {
+    pub fn encode(&mut self, batch: &RecordBatch, out: &mut RecordBuffer) -> Result<()> {
+        if let Some(b) = self.binary.as_mut() {
+            return b.encode(batch, out);
+        }
         let mut text = Vec::new();
         match &self.format {
+            RecordFormat::Avro(_) | RecordFormat::Protobuf(_) => unreachable!("binary encoder"),
             RecordFormat::Raw => {
                 let col = batch.column(0);
                 for i in 0..batch.num_rows() {

@@ -68,6 +68,14 @@ pub fn create_writer(
             delimiter: o.delimiter,
             quote: o.quote.unwrap_or(b'"'),
         }),
+        FormatConfig::Avro(o) => {
+            Box::new(crate::avro::AvroFileWriter::new(o, &schema, file_of(out)?)?)
+        }
+        FormatConfig::Protobuf(p) => Box::new(crate::protobuf::ProtobufFileWriter::new(
+            p,
+            &schema,
+            file_of(out)?,
+        )?),
         FormatConfig::Parquet(o) => Box::new(ParquetWriter {
             inner: ArrowWriter::try_new(file_of(out)?, schema, Some(o.writer_properties()))?,
         }),

@@ -517,7 +517,7 @@ fn formats(rows: usize) -> Result<()> {
         } else {
             &batches
         };
-        let encoder = RecordEncoder::new(format, &schema)?;
+        let mut encoder = RecordEncoder::new(format, &schema)?;
         let mut text = Vec::with_capacity(ndjson.len() * 2);
         let mut buf = RecordBuffer::default();
         let t = Instant::now();

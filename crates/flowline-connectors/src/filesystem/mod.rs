@@ -1,4 +1,5 @@
-//! `filesystem`: a file or a directory of files in `json` (JSON lines), `csv` or `parquet`.
+//! `filesystem`: a file or a directory of files in `json` (JSON lines), `csv`, `parquet`, `avro`
+//! (Object Container Files), `protobuf` (length-delimited messages) or a changelog format.
 //!
 //! As a source it is bounded: it reads the files present at start (recursively, skipping names
 //! that start with `.` or `_`), files spread over subtasks. Partition directories `k=v` fill the
@@ -25,7 +26,10 @@ use crate::{ConnectorError, Result};
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "filesystem"),
     OptionSpec::required("path", "a file or directory"),
-    OptionSpec::required("format", "json, csv or parquet"),
+    OptionSpec::required(
+        "format",
+        "json, csv, parquet, avro, protobuf, debezium-json, canal-json, maxwell-json",
+    ),
     OptionSpec::optional(
         "partition.default-name",
         "directory name for NULL partition values (default __DEFAULT_PARTITION__)",
@@ -152,6 +156,8 @@ fn extension(format: &flowline_formats::FormatConfig) -> &'static str {
     match format.name() {
         "json" | "debezium-json" | "canal-json" | "maxwell-json" => ".json",
         "csv" => ".csv",
+        "avro" => ".avro",
+        "protobuf" => ".pb",
         _ => ".parquet",
     }
 }

@@ -10,8 +10,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{Schema, SchemaRef};
 use flowline_common::limits::{BATCH_ROWS_MAX, LINE_BYTES_MAX, READ_CHUNK_BYTES};
 use flowline_common::{Counter, Options};
-use flowline_formats::parquet::ParquetFileReader;
-use flowline_formats::{FormatConfig, LineChunkDecoder, LineFormat};
+use flowline_formats::{FileBatches, FormatConfig, LineChunkDecoder, LineFormat};
 use flowline_sql::TableDef;
 
 use super::{format, root, DEFAULT_PARTITION_NAME};
@@ -139,7 +138,8 @@ enum Reader {
         carry: Vec<u8>,
         eof: bool,
     },
-    Parquet(ParquetFileReader),
+    /// Parquet, Avro and protobuf files: whole batches.
+    Batches(Box<dyn FileBatches>),
 }
 
 struct OpenFile {
@@ -148,7 +148,7 @@ struct OpenFile {
     /// Partition column values of this file, from its `k=v` directories.
     partition: Vec<(String, Option<String>)>,
     skipped_reported: u64,
-    /// Bytes (line formats) or rows (Parquet) of the file behind the rows returned so far.
+    /// Bytes (line formats) or rows (batch formats) of the file behind the rows returned so far.
     consumed: u64,
 }
 
@@ -194,8 +194,9 @@ impl FileSource {
                 carry: Vec::new(),
                 eof: false,
             },
-            None => Reader::Parquet(
-                ParquetFileReader::open(file, self.file_schema.clone(), BATCH_ROWS_MAX)
+            None => Reader::Batches(
+                self.format
+                    .open_batches(file, &self.file_schema, BATCH_ROWS_MAX)
                     .map_err(fmt_err)?,
             ),
         };
@@ -219,7 +220,7 @@ impl FileSource {
         let path = open.path.clone();
         loop {
             match &mut open.reader {
-                Reader::Parquet(r) => {
+                Reader::Batches(r) => {
                     let batch = r
                         .next()
                         .transpose()
@@ -229,6 +230,11 @@ impl FileSource {
                             source,
                         })?;
                     open.consumed += batch.as_ref().map_or(0, |b| b.num_rows() as u64);
+                    let skipped = r.skipped();
+                    if skipped > open.skipped_reported {
+                        self.parse_errors.add(skipped - open.skipped_reported);
+                        open.skipped_reported = skipped;
+                    }
                     return Ok(batch);
                 }
                 Reader::Lines {
@@ -455,7 +461,7 @@ impl Source for FileSource {
                     open.consumed = offset;
                     self.current = Some(open);
                 }
-                Reader::Parquet(_) => {
+                Reader::Batches(_) => {
                     // Skip the rows already returned (the reader's batches are the same as then).
                     self.current = Some(open);
                     while self.current.as_ref().is_some_and(|c| c.consumed < offset) {
@@ -465,7 +471,7 @@ impl Source for FileSource {
                     }
                     if self.current.as_ref().is_some_and(|c| c.consumed != offset) {
                         return Err(bad(format!(
-                            "the Parquet file no longer has row {offset} at a batch boundary"
+                            "the file no longer has row {offset} at a batch boundary"
                         )));
                     }
                 }

@@ -33,8 +33,8 @@ pub const UPSERT_OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("topic", "topic name"),
     OptionSpec::required("properties.bootstrap.servers", "comma-separated host:port of Kafka brokers"),
     OptionSpec::optional("properties.*", "passed to the Kafka client (librdkafka names; common Java-only ones are translated or ignored)"),
-    OptionSpec::required("key.format", "format of the key (the PRIMARY KEY columns): json, csv, raw"),
-    OptionSpec::required("value.format", "format of the value: json, csv, raw"),
+    OptionSpec::required("key.format", "format of the key (the PRIMARY KEY columns): json, csv, raw, avro, avro-confluent, protobuf"),
+    OptionSpec::required("value.format", "format of the value: json, csv, raw, avro, avro-confluent, protobuf"),
     OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
     OptionSpec::optional("value.fields-include", "ALL (default) or EXCEPT_KEY: whether the value also carries the key columns"),
     OptionSpec::optional("scan.bounded.mode", "source: unbounded (default), latest-offset, group-offsets, timestamp, specific-offsets"),
@@ -103,9 +103,9 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("properties.bootstrap.servers", "comma-separated host:port of Kafka brokers"),
     OptionSpec::optional("properties.group.id", "consumer group: group-offsets startup, and where offsets are committed for monitoring"),
     OptionSpec::optional("properties.*", "passed to the Kafka client (librdkafka names; common Java-only ones are translated or ignored)"),
-    OptionSpec::optional("format", "value format: json, csv, raw, or a changelog format (debezium-json, canal-json, maxwell-json)"),
+    OptionSpec::optional("format", "value format: json, csv, raw, avro, avro-confluent, protobuf, or a changelog format (debezium-json, canal-json, maxwell-json)"),
     OptionSpec::optional("value.format", "value format (same as 'format')"),
-    OptionSpec::optional("key.format", "key format: json, csv, raw"),
+    OptionSpec::optional("key.format", "key format: json, csv, raw, avro, avro-confluent, protobuf"),
     OptionSpec::optional("key.fields", "columns carried in the message key, separated by ';'"),
     OptionSpec::optional("key.fields-prefix", "prefix of key columns' names that the key format leaves out"),
     OptionSpec::optional("value.fields-include", "ALL (default) or EXCEPT_KEY: whether the value also carries the key columns"),
@@ -190,7 +190,10 @@ impl Layout {
             )));
         }
         let fmt = |key: &str| RecordFormat::from_options(o, key).map_err(|e| cfg(e.to_string()));
-        let value_format = fmt(format_key)?;
+        let mut value_format = fmt(format_key)?;
+        if let Some(topic) = o.get("topic").filter(|t| !t.contains(';')) {
+            value_format.set_default_subject(format!("{topic}-value"));
+        }
         let schema = table.physical_schema();
         let prefix = o.get("key.fields-prefix").unwrap_or("");
         let key_names: Vec<&str> = o
@@ -208,7 +211,13 @@ impl Layout {
                     "'key.format' must be an insert-only format (json, csv, raw), not the changelog format '{k}'"
                 )))
             }
-            (Some(_), false) => Some(fmt("key.format")?),
+            (Some(_), false) => {
+                let mut f = fmt("key.format")?;
+                if let Some(topic) = o.get("topic").filter(|t| !t.contains(';')) {
+                    f.set_default_subject(format!("{topic}-key"));
+                }
+                Some(f)
+            }
             (Some(_), true) => {
                 return Err(cfg(
                     "'key.format' needs 'key.fields': the columns the key carries".into(),

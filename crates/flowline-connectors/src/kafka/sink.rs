@@ -459,7 +459,7 @@ impl Sink for KafkaSink {
         self.value
             .encode(&values, &mut self.value_buf)
             .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;
-        if let Some(k) = &self.key {
+        if let Some(k) = &mut self.key {
             let keys = project(&self.layout.key_columns)?;
             k.encode(&keys, &mut self.key_buf)
                 .map_err(|e| ConnectorError::config(&self.table, e.to_string()))?;

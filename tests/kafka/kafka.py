@@ -223,6 +223,21 @@ def binary_formats(c, args, servers, d, pipeline):
              f"protobuf: {n} messages from Python's protobuf read back exactly, and the {sum(back.values())} Flowline wrote parse equal",
              p.stderr[-800:] + f"\nread {sum(got.values())}, wrote {sum(back.values())}")
 
+    # A message that is not Avro fails the job naming it; with avro.ignore-parse-errors it is skipped.
+    create_topic(servers, "avro_bad", 1)
+    ends = produce(servers, "avro_bad", [(None, body(rows[1])), (None, b"\x02\x02\xff"), (None, body(rows[2]))])
+    out = os.path.join(d, "avro_bad_out")
+    p = run(args.binary, pipeline("avro_bad", table("src", servers, "avro_bad", cols, {"format": "avro", **bounded(ends)})
+                                  + sink(out) + "INSERT INTO out SELECT * FROM src;"))
+    c.expect(p.returncode != 0 and "topic 'avro_bad' partition 0 offset 1" in p.stderr,
+             "avro: an undecodable record fails the job, named by topic, partition and offset", p.stderr[-400:])
+    out = os.path.join(d, "avro_bad_out2")
+    p = run(args.binary, pipeline("avro_bad2", table("src", servers, "avro_bad", cols, {"format": "avro", "avro.ignore-parse-errors": "true", **bounded(ends)})
+                                  + sink(out) + "INSERT INTO out SELECT * FROM src;"))
+    got = json_rows(out)
+    c.expect(p.returncode == 0 and sorted(json.loads(k)["id"] for k in got.elements()) == [1, 2],
+             "avro: with avro.ignore-parse-errors the bad record is skipped", p.stderr[-400:] + f"\n{got}")
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -350,7 +365,7 @@ def main():
             out = os.path.join(d, "poison")
             sink = f"CREATE TABLE out (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'csv');\nINSERT INTO out SELECT id FROM p;"
             p = run(args.binary, pipeline("poison1", poison({}) + sink))
-            c.expect(p.returncode != 0 and "record 1" in p.stderr, "a poison record fails the job and is named", p.stderr[-400:])
+            c.expect(p.returncode != 0 and "topic 'poison' partition 0 offset 1" in p.stderr, "a poison record fails the job, named by topic, partition and offset", p.stderr[-400:])
             out2 = os.path.join(d, "poison2")
             p = run(args.binary, pipeline("poison2", poison({"json.ignore-parse-errors": "true"}) + sink.replace(out, out2)))
             c.expect(p.returncode == 0 and lines(out2) == collections.Counter(["1", "3"]), "with json.ignore-parse-errors the poison record is skipped", p.stderr[-400:])

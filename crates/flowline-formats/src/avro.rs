@@ -523,15 +523,23 @@ impl BinaryEncoder for AvroRecordEncoder {
 
 /// Reads an Avro Object Container File as batches of `schema` (columns matched by name).
 pub struct AvroFileReader {
-    inner: arrow_avro::reader::Reader<BufReader<File>>,
+    inner: arrow_avro::reader::Reader<Box<dyn std::io::BufRead + Send>>,
     schema: SchemaRef,
 }
 
 impl AvroFileReader {
     pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
+        Self::from_reader(Box::new(BufReader::new(file)), schema, batch_rows)
+    }
+
+    pub fn from_reader(
+        reader: Box<dyn std::io::BufRead + Send>,
+        schema: SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Self> {
         let inner = ReaderBuilder::new()
             .with_batch_size(batch_rows)
-            .build(BufReader::new(file))?;
+            .build(reader)?;
         Ok(Self { inner, schema })
     }
 }

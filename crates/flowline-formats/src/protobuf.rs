@@ -710,7 +710,7 @@ const MESSAGE_BYTES_MAX: u64 = 64 << 20;
 /// Reads a file of length-delimited messages (each preceded by its size as a varint, as
 /// protobuf's `writeDelimitedTo` and `parseDelimitedFrom`) as batches of `schema`.
 pub struct ProtobufFileReader {
-    file: std::io::BufReader<std::fs::File>,
+    file: Box<dyn std::io::BufRead + Send>,
     offset: u64,
     record: u64,
     body: Vec<u8>,
@@ -727,8 +727,18 @@ impl ProtobufFileReader {
         schema: SchemaRef,
         batch_rows: usize,
     ) -> Result<Self> {
+        let file = Box::new(std::io::BufReader::with_capacity(256 * 1024, file));
+        Self::from_reader(file, format, schema, batch_rows)
+    }
+
+    pub fn from_reader(
+        file: Box<dyn std::io::BufRead + Send>,
+        format: &ProtobufFormat,
+        schema: SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Self> {
         Ok(Self {
-            file: std::io::BufReader::with_capacity(256 * 1024, file),
+            file,
             offset: 0,
             record: 0,
             body: Vec::new(),

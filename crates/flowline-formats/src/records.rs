@@ -372,8 +372,10 @@ impl RecordDecoder {
             .collect()
     }
 
-    /// The rows of `records`. Records without payload produce no row (json, csv, binary) or a
-    /// NULL (raw). The error names the index of the first bad record.
+    /// The rows of `records`. Records without payload produce no row (json, csv), or a row of
+    /// NULLs (raw, and the binary formats: an upsert tombstone, whose key columns come from
+    /// the key; such a batch's schema has every field nullable). The error names the index of
+    /// the first bad record.
     pub fn decode(
         &mut self,
         records: &RecordBuffer,
@@ -444,10 +446,19 @@ fn decode_binary(
     let mut done: Vec<RecordBatch> = Vec::new();
     // Records pushed since the last `finish`.
     let mut pending: Vec<(usize, (usize, usize))> = Vec::new();
+    // Output rows when some records have no payload: a decoded row's index, or `None`.
+    let (mut order, mut decoded) = (Vec::new(), 0usize);
     for (i, range) in records.ranges().enumerate() {
-        let Some((s, e)) = range else { continue };
+        let Some((s, e)) = range else {
+            order.push(None);
+            continue;
+        };
         match decoder.push(&records.bytes[s..e]) {
-            Ok(()) => pending.push((i, (s, e))),
+            Ok(()) => {
+                pending.push((i, (s, e)));
+                order.push(Some(decoded));
+                decoded += 1;
+            }
             Err(err) if ignore_parse_errors && !err.fatal => {
                 *skipped += 1;
                 last_skipped.push(i);
@@ -474,13 +485,56 @@ fn decode_binary(
     }
     let last = records.len().saturating_sub(1);
     done.extend(decoder.finish().map_err(|e| fail(last, e))?);
-    match done.len() {
-        0 => Ok(None),
-        1 => Ok(done.pop()),
-        _ => arrow_select::concat::concat_batches(schema, &done)
-            .map(Some)
-            .map_err(|e| fail(last, e.into())),
+    let rows = match done.len() {
+        0 => None,
+        1 => done.pop(),
+        _ => Some(
+            arrow_select::concat::concat_batches(schema, &done)
+                .map_err(|e| fail(last, e.into()))?,
+        ),
+    };
+    if order.iter().all(Option::is_some) {
+        return Ok(rows);
     }
+    with_null_rows(schema, rows, &order)
+        .map(Some)
+        .map_err(|e| fail(last, e))
+}
+
+/// `rows` with a row of NULLs wherever `order` says `None`.
+fn with_null_rows(
+    schema: &SchemaRef,
+    rows: Option<RecordBatch>,
+    order: &[Option<usize>],
+) -> Result<RecordBatch> {
+    let nullable = Arc::new(arrow_schema::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    let nulls = RecordBatch::new_empty(nullable.clone());
+    let nulls = RecordBatch::try_new(
+        nullable.clone(),
+        nulls
+            .columns()
+            .iter()
+            .map(|c| arrow_array::new_null_array(c.data_type(), 1))
+            .collect(),
+    )?;
+    let rows = rows.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    let indices: Vec<(usize, usize)> = order.iter().map(|o| o.map_or((1, 0), |i| (0, i))).collect();
+    let columns = (0..schema.fields().len())
+        .map(|c| {
+            arrow_select::interleave::interleave(
+                &[rows.column(c).as_ref(), nulls.column(c).as_ref()],
+                &indices,
+            )
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(order.len()));
+    Ok(RecordBatch::try_new_with_options(nullable, columns, &opts)?)
 }
 
 fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> {

@@ -332,6 +332,9 @@ struct Buffered {
     meta: Option<Vec<RecordMeta>>,
     /// Per record of an upsert source: `+U`, or `-D` for a tombstone.
     kinds: Option<Vec<i8>>,
+    /// Per record: its partition (index into `KafkaSource::partitions`) and offset, to name a
+    /// record that cannot be decoded.
+    at: Vec<(usize, i64)>,
 }
 
 /// How records are buffered: the formats' needs.
@@ -373,6 +376,7 @@ impl Buffered {
         if shape.has_key {
             self.key.push(key, shape.key_json);
         }
+        self.at.push((split, offset));
         if let Some(meta) = self.meta.as_mut() {
             meta.push(RecordMeta {
                 split,
@@ -577,8 +581,14 @@ impl KafkaSource {
         if self.buf.value.is_empty() {
             return Ok(None);
         }
-        let where_ =
-            |e: &flowline_formats::RecordError| format!("record {} of the batch read", e.index);
+        let (partitions, at) = (&self.partitions, &self.buf.at);
+        let where_ = |e: &flowline_formats::RecordError| match at.get(e.index) {
+            Some((split, offset)) => format!(
+                "topic '{}' partition {} offset {offset}",
+                partitions[*split].0, partitions[*split].1
+            ),
+            None => format!("record {} of the batch read", e.index),
+        };
         let value = self.value.decode(&self.buf.value).map_err(|e| {
             ConnectorError::config(
                 &self.table,
@@ -597,6 +607,7 @@ impl KafkaSource {
         };
         self.buf.value.clear();
         self.buf.key.clear();
+        self.buf.at.clear();
         let skipped = self.value.skipped() + self.key.as_ref().map_or(0, |k| k.skipped());
         if skipped > self.skipped_seen {
             self.skipped.add(skipped - self.skipped_seen);

@@ -189,6 +189,30 @@ def binary_formats(c, args, servers, d, pipeline):
         c.expect(p.returncode == 0 and back == want and "avro_cf_out-value" in reg.subjects,
                  f"avro-confluent: Flowline registered subject 'avro_cf_out-value' and confluent-kafka's AvroDeserializer read its {n} records",
                  p.stderr[-800:] + f"\n{sum(back.values())} rows; subjects {sorted(reg.subjects)}")
+
+        # upsert-kafka with Avro keys and avro-confluent values (the usual Flink setup): an
+        # updating aggregate written; the latest value per key is the final aggregate.
+        create_topic(servers, "avro_up", 1)
+        up = lambda name: (f"CREATE TABLE {name} (amount INT, n BIGINT, PRIMARY KEY (amount) NOT ENFORCED) WITH ('connector' = 'upsert-kafka', "
+                           f"'topic' = 'avro_up', 'properties.bootstrap.servers' = '{servers}', 'key.format' = 'avro', "
+                           f"'value.format' = 'avro-confluent', 'value.avro-confluent.url' = '{url}');\n")
+        p = run(args.binary, pipeline("avro_up", table("src", servers, "avro_cf", cols,
+                                                       {"value.format": "avro-confluent", "value.avro-confluent.url": url, **bounded(ends)})
+                                      + up("dst") + "INSERT INTO dst SELECT CAST(amount % 10 AS INT), COUNT(*) FROM src WHERE id % 3 <> 0 GROUP BY CAST(amount % 10 AS INT);"))
+        want_up = collections.Counter()
+        for r in rows:
+            if r["id"] % 3:
+                want_up[r["amount"] % 10] += 1
+        key_schema = fastavro.parse_schema({"type": "record", "name": "record", "namespace": "org.apache.flink.avro.generated",
+                                            "fields": [{"name": "amount", "type": "int"}]})
+        latest = {}
+        for k, v in consume_all(servers, "avro_up", 1):
+            key = fastavro.schemaless_reader(io.BytesIO(k), key_schema)["amount"]
+            latest[key] = None if v is None else de(v, SerializationContext("avro_up", MessageField.VALUE))["n"]
+        got_up = {k: v for k, v in latest.items() if v is not None}
+        c.expect(p.returncode == 0 and got_up == dict(want_up) and "avro_up-value" in reg.subjects,
+                 f"upsert-kafka with key.format avro and value.format avro-confluent: the latest value per key is the aggregate ({len(got_up)} keys)",
+                 p.stderr[-800:] + f"\ngot {got_up}\nwant {dict(want_up)}")
     finally:
         server.shutdown()
 

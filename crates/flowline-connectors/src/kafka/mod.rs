@@ -269,20 +269,26 @@ impl Layout {
         let value_columns: Vec<usize> = (0..schema.fields().len())
             .filter(|i| !except_key || !key_columns.contains(i))
             .collect();
-        let project = |cols: &[usize], strip: &str| {
+        // A PRIMARY KEY implies NOT NULL (Flink): Avro writes and reads such a column without
+        // a null branch. (Other formats keep it nullable: an upsert tombstone's value has none.)
+        let avro = |f: Option<&RecordFormat>| f.is_some_and(|f| matches!(f, RecordFormat::Avro(_)));
+        let (key_avro, value_avro) = (avro(key_format.as_ref()), avro(Some(&value_format)));
+        let project = |cols: &[usize], strip: &str, pk_not_null: bool| {
             let fields: Vec<arrow::datatypes::Field> = cols
                 .iter()
                 .map(|i| {
                     let f = schema.field(*i);
+                    let pk = pk_not_null && table.primary_key.iter().any(|k| k == f.name());
                     f.clone()
                         .with_name(f.name().strip_prefix(strip).unwrap_or(f.name()))
+                        .with_nullable(f.is_nullable() && !pk)
                 })
                 .collect();
             std::sync::Arc::new(arrow::datatypes::Schema::new(fields))
         };
         let layout = Self {
-            key_schema: project(&key_columns, prefix),
-            value_schema: project(&value_columns, ""),
+            key_schema: project(&key_columns, prefix, key_avro),
+            value_schema: project(&value_columns, "", value_avro),
             value_format,
             key_format,
             key_columns,

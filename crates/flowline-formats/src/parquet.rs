@@ -1,9 +1,8 @@
 //! Parquet: options, a reader that maps a file onto the table schema, and writer properties.
 
 use std::fs::File;
-use std::sync::Arc;
 
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use flowline_common::{OptionSpec, Options};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -11,6 +10,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
+use crate::conform::conform_by_name;
 use crate::{FormatError, Result};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -99,13 +99,11 @@ impl ParquetOptions {
     }
 }
 
-/// Reads a Parquet file as batches of `schema`: columns are matched by name (missing nullable
-/// columns become NULL) and cast to the declared types.
+/// Reads a Parquet file as batches of `schema`: only the table's columns are read, then matched
+/// by name (missing nullable columns become NULL) and cast to the declared types.
 pub struct ParquetFileReader {
     inner: ParquetRecordBatchReader,
     schema: SchemaRef,
-    /// For each output column: its index in the read batch, if the file has it.
-    sources: Vec<Option<usize>>,
 }
 
 impl ParquetFileReader {
@@ -125,58 +123,11 @@ impl ParquetFileReader {
         }
         wanted.sort_unstable();
         let mask = ProjectionMask::roots(builder.parquet_schema(), wanted.iter().copied());
-        let read_names: Vec<String> = wanted
-            .iter()
-            .map(|i| file_schema.field(*i).name().clone())
-            .collect();
-        let sources = schema
-            .fields()
-            .iter()
-            .map(|f| read_names.iter().position(|n| n == f.name()))
-            .collect();
         let inner = builder
             .with_projection(mask)
             .with_batch_size(batch_rows)
             .build()?;
-        Ok(Self {
-            inner,
-            schema,
-            sources,
-        })
-    }
-
-    fn conform(&self, batch: RecordBatch) -> Result<RecordBatch> {
-        let rows = batch.num_rows();
-        let columns: Vec<ArrayRef> = self
-            .schema
-            .fields()
-            .iter()
-            .zip(&self.sources)
-            .map(|(f, src)| match src {
-                Some(i) => {
-                    let col = batch.column(*i);
-                    if col.data_type() == f.data_type() {
-                        Ok(col.clone())
-                    } else {
-                        arrow_cast::cast(col, f.data_type()).map_err(|e| {
-                            FormatError::Unsupported(format!(
-                                "column '{}': cannot read {} as {}: {e}",
-                                f.name(),
-                                col.data_type(),
-                                f.data_type()
-                            ))
-                        })
-                    }
-                }
-                None => Ok(arrow_array::new_null_array(f.data_type(), rows)),
-            })
-            .collect::<Result<_>>()?;
-        let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-        Ok(RecordBatch::try_new_with_options(
-            Arc::clone(&self.schema),
-            columns,
-            &opts,
-        )?)
+        Ok(Self { inner, schema })
     }
 }
 
@@ -187,7 +138,7 @@ impl Iterator for ParquetFileReader {
         Some(
             batch
                 .map_err(FormatError::from)
-                .and_then(|b| self.conform(b)),
+                .and_then(|b| conform_by_name(&b, &self.schema)),
         )
     }
 }

@@ -14,7 +14,6 @@
 
 pub mod blackhole;
 pub mod collect;
-mod conform;
 pub mod datagen;
 mod error;
 pub mod filesystem;
@@ -31,8 +30,8 @@ use std::time::Duration;
 use arrow::record_batch::RecordBatch;
 use flowline_common::{Counter, MetricsRegistry};
 
-pub use conform::conform_batch;
 pub use error::{ConnectorError, Result};
+pub use flowline_formats::conform_batch;
 pub use registry::{connector, ConnectorFactory, CONNECTORS};
 
 /// Reads a bounded table to the end with one subtask (batch queries). An unbounded table is

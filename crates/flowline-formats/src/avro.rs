@@ -28,7 +28,7 @@ use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
 use flowline_common::{OptionSpec, Options};
 use serde_json::{json, Value};
 
-use crate::conform::conform_by_name;
+use crate::conform::{conform_batch, Conformed};
 use crate::records::{BinaryDecoder, BinaryEncoder, PushError};
 use crate::schema_registry::RegistryConfig;
 use crate::writer::BatchWriter;
@@ -355,7 +355,7 @@ impl AvroRecordDecoder {
     fn flush_decoder(&mut self) -> Result<()> {
         if let Some(d) = self.decoder.as_mut() {
             if let Some(b) = d.flush()? {
-                self.out.push(conform_by_name(&b, &self.schema)?);
+                self.out.push(conform_batch(&b, &self.schema)?);
             }
         }
         Ok(())
@@ -508,7 +508,7 @@ impl BinaryEncoder for AvroRecordEncoder {
             frame[1..].copy_from_slice(&id.to_be_bytes());
             self.frame = Some(frame);
         }
-        let batch = conform_by_name(batch, &self.arrow)?;
+        let batch = conform_batch(batch, &self.arrow)?;
         self.encoder.encode(&batch)?;
         let rows = self.encoder.flush();
         for row in rows.iter() {
@@ -522,10 +522,7 @@ impl BinaryEncoder for AvroRecordEncoder {
 }
 
 /// Reads an Avro Object Container File as batches of `schema` (columns matched by name).
-pub struct AvroFileReader {
-    inner: arrow_avro::reader::Reader<Box<dyn std::io::BufRead + Send>>,
-    schema: SchemaRef,
-}
+pub type AvroFileReader = Conformed<arrow_avro::reader::Reader<Box<dyn std::io::BufRead + Send>>>;
 
 impl AvroFileReader {
     pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
@@ -540,19 +537,7 @@ impl AvroFileReader {
         let inner = ReaderBuilder::new()
             .with_batch_size(batch_rows)
             .build(reader)?;
-        Ok(Self { inner, schema })
-    }
-}
-
-impl Iterator for AvroFileReader {
-    type Item = Result<RecordBatch>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let batch = self.inner.next()?;
-        Some(
-            batch
-                .map_err(FormatError::from)
-                .and_then(|b| conform_by_name(&b, &self.schema)),
-        )
+        Ok(Conformed::new(inner, schema))
     }
 }
 
@@ -607,7 +592,7 @@ impl AvroFileWriter {
 
 impl BatchWriter for AvroFileWriter {
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        let batch = conform_by_name(batch, &self.arrow)?;
+        let batch = conform_batch(batch, &self.arrow)?;
         self.inner.write(&batch)?;
         Ok(())
     }

@@ -32,7 +32,7 @@ mod writer;
 use flowline_common::{OptionError, OptionSpec, Options};
 
 pub use changelog::{ChangelogFormat, ChangelogLines, CHANGELOG_FORMATS};
-pub use conform::conform_by_name;
+pub use conform::conform_batch;
 pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
 pub use records::{
     RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS,

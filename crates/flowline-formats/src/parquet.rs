@@ -2,7 +2,6 @@
 
 use std::fs::File;
 
-use arrow_array::RecordBatch;
 use arrow_schema::SchemaRef;
 use flowline_common::{OptionSpec, Options};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
@@ -10,7 +9,7 @@ use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
-use crate::conform::conform_by_name;
+use crate::conform::Conformed;
 use crate::{FormatError, Result};
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -101,10 +100,7 @@ impl ParquetOptions {
 
 /// Reads a Parquet file as batches of `schema`: only the table's columns are read, then matched
 /// by name (missing nullable columns become NULL) and cast to the declared types.
-pub struct ParquetFileReader {
-    inner: ParquetRecordBatchReader,
-    schema: SchemaRef,
-}
+pub type ParquetFileReader = Conformed<ParquetRecordBatchReader>;
 
 impl ParquetFileReader {
     pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
@@ -127,18 +123,6 @@ impl ParquetFileReader {
             .with_projection(mask)
             .with_batch_size(batch_rows)
             .build()?;
-        Ok(Self { inner, schema })
-    }
-}
-
-impl Iterator for ParquetFileReader {
-    type Item = Result<RecordBatch>;
-    fn next(&mut self) -> Option<Self::Item> {
-        let batch = self.inner.next()?;
-        Some(
-            batch
-                .map_err(FormatError::from)
-                .and_then(|b| conform_by_name(&b, &self.schema)),
-        )
+        Ok(Conformed::new(inner, schema))
     }
 }

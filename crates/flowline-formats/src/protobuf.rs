@@ -649,14 +649,9 @@ fn field_value(
         let list = array.as_list::<i32>();
         let items = list.values();
         let range = list.value_offsets()[i] as usize..list.value_offsets()[i + 1] as usize;
-        let mut out = Vec::with_capacity(range.len());
-        for j in range {
-            out.push(match field_value(items, j, fd, null_string, true)? {
-                Some(v) => v,
-                None if fd.kind() == Kind::String => Value::String(null_string.to_string()),
-                None => Value::default_value(&fd.kind()),
-            });
-        }
+        let out = range
+            .map(|j| or_default(items, j, fd))
+            .collect::<Result<Vec<_>>>()?;
         return Ok(Some(Value::List(out)));
     }
     Ok(Some(match fd.kind() {

@@ -446,17 +446,16 @@ fn decode_binary(
     let mut done: Vec<RecordBatch> = Vec::new();
     // Records pushed since the last `finish`.
     let mut pending: Vec<(usize, (usize, usize))> = Vec::new();
-    // Output rows when some records have no payload: a decoded row's index, or `None`.
-    let (mut order, mut decoded) = (Vec::new(), 0usize);
+    // Records without payload: how many decoded rows precede each (its row of NULLs).
+    let (mut null_rows, mut decoded) = (Vec::new(), 0usize);
     for (i, range) in records.ranges().enumerate() {
         let Some((s, e)) = range else {
-            order.push(None);
+            null_rows.push(decoded);
             continue;
         };
         match decoder.push(&records.bytes[s..e]) {
             Ok(()) => {
                 pending.push((i, (s, e)));
-                order.push(Some(decoded));
                 decoded += 1;
             }
             Err(err) if ignore_parse_errors && !err.fatal => {
@@ -493,48 +492,51 @@ fn decode_binary(
                 .map_err(|e| fail(last, e.into()))?,
         ),
     };
-    if order.iter().all(Option::is_some) {
+    if null_rows.is_empty() {
         return Ok(rows);
     }
-    with_null_rows(schema, rows, &order)
+    with_null_rows(schema, rows, &null_rows)
         .map(Some)
         .map_err(|e| fail(last, e))
 }
 
-/// `rows` with a row of NULLs wherever `order` says `None`.
+/// `rows` with a row of NULLs inserted before decoded row `at` for each `at` of `null_rows`
+/// (ascending); the schema has every field nullable.
 fn with_null_rows(
     schema: &SchemaRef,
     rows: Option<RecordBatch>,
-    order: &[Option<usize>],
+    null_rows: &[usize],
 ) -> Result<RecordBatch> {
-    let nullable = Arc::new(arrow_schema::Schema::new(
+    let rows = rows.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
+    let mut indices = Vec::with_capacity(rows.num_rows() + null_rows.len());
+    let mut next = 0;
+    for &at in null_rows {
+        indices.extend((next..at).map(|i| (0, i)));
+        indices.push((1, 0));
+        next = at;
+    }
+    indices.extend((next..rows.num_rows()).map(|i| (0, i)));
+    let columns = rows
+        .columns()
+        .iter()
+        .map(|c| {
+            let null = arrow_array::new_null_array(c.data_type(), 1);
+            arrow_select::interleave::interleave(&[c.as_ref(), null.as_ref()], &indices)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let nullable = arrow_schema::Schema::new(
         schema
             .fields()
             .iter()
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect::<Vec<_>>(),
-    ));
-    let nulls = RecordBatch::new_empty(nullable.clone());
-    let nulls = RecordBatch::try_new(
-        nullable.clone(),
-        nulls
-            .columns()
-            .iter()
-            .map(|c| arrow_array::new_null_array(c.data_type(), 1))
-            .collect(),
-    )?;
-    let rows = rows.unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
-    let indices: Vec<(usize, usize)> = order.iter().map(|o| o.map_or((1, 0), |i| (0, i))).collect();
-    let columns = (0..schema.fields().len())
-        .map(|c| {
-            arrow_select::interleave::interleave(
-                &[rows.column(c).as_ref(), nulls.column(c).as_ref()],
-                &indices,
-            )
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(order.len()));
-    Ok(RecordBatch::try_new_with_options(nullable, columns, &opts)?)
+    );
+    let opts = arrow_array::RecordBatchOptions::new().with_row_count(Some(indices.len()));
+    Ok(RecordBatch::try_new_with_options(
+        Arc::new(nullable),
+        columns,
+        &opts,
+    )?)
 }
 
 fn raw_batch(schema: &SchemaRef, records: &RecordBuffer) -> Result<RecordBatch> {

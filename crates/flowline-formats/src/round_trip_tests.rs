@@ -249,12 +249,18 @@ fn options(pairs: &[(&str, &str)]) -> Options {
     )
 }
 
-fn records_round_trip(format: &RecordFormat, batch: &RecordBatch) -> RecordBatch {
+/// `batch` encoded as one record per row.
+fn encode_records(format: &RecordFormat, batch: &RecordBatch) -> RecordBuffer {
     let mut buf = RecordBuffer::default();
     RecordEncoder::new(format, &batch.schema())
         .unwrap()
         .encode(batch, &mut buf)
         .unwrap();
+    buf
+}
+
+fn records_round_trip(format: &RecordFormat, batch: &RecordBatch) -> RecordBatch {
+    let buf = encode_records(format, batch);
     assert_eq!(buf.len(), batch.num_rows());
     // Messages arrive one by one: copy them into a fresh buffer as a consumer would.
     let mut input = RecordBuffer::default();
@@ -400,11 +406,7 @@ fn avro_bad_records_are_named_or_skipped() {
     ]));
     let f = RecordFormat::from_options(&options(&[("format", "avro")]), "format").unwrap();
     let good = batch_of(&schema, &[(1, Some("a")), (2, None), (3, Some("c"))]);
-    let mut buf = RecordBuffer::default();
-    RecordEncoder::new(&f, &schema)
-        .unwrap()
-        .encode(&good, &mut buf)
-        .unwrap();
+    let buf = encode_records(&f, &good);
     let mut input = RecordBuffer::default();
     input.push(buf.record(0), false);
     input.push(Some(&[0x02, 0x02, 0xff]), false); // id 1, union index 1, then a truncated string
@@ -577,11 +579,7 @@ fn records_without_payload_are_null_rows() {
     ];
     for f in formats {
         let good = batch_of(&schema, &[(1, Some("a")), (2, None)]);
-        let mut buf = RecordBuffer::default();
-        RecordEncoder::new(&f, &schema)
-            .unwrap()
-            .encode(&good, &mut buf)
-            .unwrap();
+        let buf = encode_records(&f, &good);
         let mut input = RecordBuffer::default();
         input.push(None, false);
         input.push(buf.record(0), false);

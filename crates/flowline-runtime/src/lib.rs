@@ -21,14 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, TimestampMillisecondArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
-use flowline_connectors::{ConnectorError, Poll, Sink, Source, TaskContext};
+use flowline_connectors::{conform_batch, ConnectorError, Poll, Sink, Source, TaskContext};
 use flowline_operators::{Operator, OperatorContext};
 use flowline_planner::{
     Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding, WatermarkSpec,
@@ -1127,9 +1125,9 @@ impl OperatorTask {
         let batches = self.operator.take_late();
         if let (Some(late), Some(schema)) = (&mut self.late, &self.late_schema) {
             for b in batches {
-                let b = conform_by_name(&b, schema).map_err(|e| RuntimeError::Operator {
+                let b = conform_batch(&b, schema).map_err(|e| RuntimeError::Operator {
                     context: format!("late rows of {}", self.name),
-                    source: e,
+                    source: e.into(),
                 })?;
                 late.send_batch(b).map_err(|e| RuntimeError::Operator {
                     context: format!("late rows of {}", self.name),
@@ -1139,22 +1137,6 @@ impl OperatorTask {
         }
         Ok(())
     }
-}
-
-/// Shapes rows to `schema` by column name: matching columns are cast, missing ones are NULL.
-fn conform_by_name(
-    batch: &RecordBatch,
-    schema: &SchemaRef,
-) -> datafusion::error::Result<RecordBatch> {
-    let columns = schema
-        .fields()
-        .iter()
-        .map(|f| match batch.schema().index_of(f.name()) {
-            Ok(i) => Ok(cast(batch.column(i), f.data_type())?),
-            Err(_) => Ok(new_null_array(f.data_type(), batch.num_rows())),
-        })
-        .collect::<datafusion::error::Result<Vec<ArrayRef>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 struct SinkTask {
@@ -1379,7 +1361,7 @@ mod tests {
             Field::new("c", DataType::Int32, true),
             Field::new("b", DataType::Int32, true),
         ]));
-        let out = conform_by_name(&batch, &target).unwrap();
+        let out = conform_batch(&batch, &target).unwrap();
         assert_eq!(out.num_columns(), 3);
         assert_eq!(out.column(1).null_count(), 2);
         assert_eq!(out.column(2).data_type(), &DataType::Int32);

@@ -152,6 +152,12 @@ struct OpenFile {
     consumed: u64,
 }
 
+/// Counts the records skipped as undecodable since the last report (`total` so far).
+fn report_skipped(reported: &mut u64, total: u64, counter: &Counter) {
+    counter.add(total - *reported);
+    *reported = total;
+}
+
 struct FileSource {
     table: String,
     root: PathBuf,
@@ -230,11 +236,7 @@ impl FileSource {
                             source,
                         })?;
                     open.consumed += batch.as_ref().map_or(0, |b| b.num_rows() as u64);
-                    let skipped = r.skipped();
-                    if skipped > open.skipped_reported {
-                        self.parse_errors.add(skipped - open.skipped_reported);
-                        open.skipped_reported = skipped;
-                    }
+                    report_skipped(&mut open.skipped_reported, r.skipped(), &self.parse_errors);
                     return Ok(batch);
                 }
                 Reader::Lines {
@@ -288,9 +290,11 @@ impl FileSource {
                                 reason: e.reason,
                                 ignore_key: ignore_key.clone(),
                             })?;
-                    let skipped = decoder.skipped;
-                    self.parse_errors.add(skipped - open.skipped_reported);
-                    open.skipped_reported = skipped;
+                    report_skipped(
+                        &mut open.skipped_reported,
+                        decoder.skipped,
+                        &self.parse_errors,
+                    );
                     match batch {
                         Some(b) if b.num_rows() > 0 => return Ok(Some(b)),
                         _ => continue,

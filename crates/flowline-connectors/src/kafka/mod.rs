@@ -190,8 +190,10 @@ impl Layout {
             )));
         }
         let fmt = |key: &str| RecordFormat::from_options(o, key).map_err(|e| cfg(e.to_string()));
+        // The registry subjects avro-confluent writes under by default (one topic only).
+        let topic = o.get("topic").filter(|t| !t.contains(';'));
         let mut value_format = fmt(format_key)?;
-        if let Some(topic) = o.get("topic").filter(|t| !t.contains(';')) {
+        if let Some(topic) = topic {
             value_format.set_default_subject(format!("{topic}-value"));
         }
         let schema = table.physical_schema();
@@ -213,7 +215,7 @@ impl Layout {
             }
             (Some(_), false) => {
                 let mut f = fmt("key.format")?;
-                if let Some(topic) = o.get("topic").filter(|t| !t.contains(';')) {
+                if let Some(topic) = topic {
                     f.set_default_subject(format!("{topic}-key"));
                 }
                 Some(f)

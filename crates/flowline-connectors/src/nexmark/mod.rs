@@ -33,9 +33,9 @@ use flowline_sql::TableDef;
 
 pub use generator::{nexmark_schema, NexmarkConfig, NexmarkGenerator};
 
-use crate::conform::conform_batch;
 use crate::registry::opt;
 use crate::{ConnectorError, Poll, Result, Source, TaskContext};
+use flowline_formats::conform_batch;
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "nexmark"),

@@ -20,6 +20,8 @@ pub struct FormatOptions {
     /// Option keys naming a format; the first (`format`) is required unless another is set.
     pub keys: &'static [&'static str],
     pub valid: &'static [&'static str],
+    /// The format used when no key names one; `None` makes the first key required.
+    pub default: Option<&'static str>,
 }
 
 pub struct ConnectorFactory {
@@ -109,7 +111,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "filesystem",
         doc: "reads and writes files (json, csv, parquet, debezium-json, canal-json, maxwell-json) in a directory",
         options: filesystem::OPTIONS,
-        formats: Some(FormatOptions { keys: &["format"], valid: FORMATS }),
+        formats: Some(FormatOptions { keys: &["format"], valid: FORMATS, default: None }),
         source: Some(filesystem::create_source),
         sink: Some(filesystem::create_sink),
         validate: filesystem::validate,
@@ -123,7 +125,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "http",
         doc: "rows posted to POST /v1/ingest/{table} (flowline run --http ADDR), durable in a write-ahead log before acknowledged",
         options: http::OPTIONS,
-        formats: None,
+        formats: Some(FormatOptions { keys: &["format"], valid: FORMATS, default: Some("json") }),
         source: Some(http::create_source),
         sink: None,
         validate: http::validate,
@@ -131,7 +133,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
-        changelog_source: appends,
+        changelog_source: changelog_format,
     },
     ConnectorFactory {
         name: "jdbc",
@@ -151,7 +153,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "kafka",
         doc: "reads and writes Kafka topics (json, csv, raw, debezium-json, canal-json, maxwell-json); offsets are part of checkpoints",
         options: kafka::OPTIONS,
-        formats: Some(FormatOptions { keys: &["format", "value.format", "key.format"], valid: RECORD_FORMATS }),
+        formats: Some(FormatOptions { keys: &["format", "value.format", "key.format"], valid: RECORD_FORMATS, default: None }),
         source: Some(kafka::create_source),
         sink: Some(kafka::create_sink),
         validate: kafka::validate,
@@ -195,7 +197,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         name: "upsert-kafka",
         doc: "a Kafka topic as a table keyed by its PRIMARY KEY: upserts, and tombstones for deletes",
         options: kafka::UPSERT_OPTIONS,
-        formats: Some(FormatOptions { keys: &["value.format", "key.format"], valid: RECORD_FORMATS }),
+        formats: Some(FormatOptions { keys: &["value.format", "key.format"], valid: RECORD_FORMATS, default: None }),
         source: Some(kafka::create_upsert_source),
         sink: Some(kafka::create_upsert_sink),
         validate: kafka::validate_upsert,
@@ -234,7 +236,12 @@ pub fn connector(table: &TableDef) -> Result<(&'static ConnectorFactory, Options
     let mut specs: Vec<OptionSpec> = factory.options.to_vec();
     if let Some(f) = &factory.formats {
         let valid = f.valid.join(", ");
-        if !f.keys.iter().any(|k| options.get(k).is_some()) {
+        if let Some(default) = f
+            .default
+            .filter(|_| f.keys.iter().all(|k| options.get(k).is_none()))
+        {
+            specs.extend_from_slice(format_option_specs(default));
+        } else if !f.keys.iter().any(|k| options.get(k).is_some()) {
             return Err(ConnectorError::config(
                 &table.name,
                 format!(

@@ -14,7 +14,7 @@
 //! `record_<field>`, nullable types as `["null", T]` with default null.
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufWriter, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -525,8 +525,8 @@ impl BinaryEncoder for AvroRecordEncoder {
 pub type AvroFileReader = Conformed<arrow_avro::reader::Reader<Box<dyn std::io::BufRead + Send>>>;
 
 impl AvroFileReader {
-    pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
-        Self::from_reader(Box::new(BufReader::new(file)), schema, batch_rows)
+    pub fn open(input: crate::FileInput, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
+        Self::from_reader(input.into_buf_read(), schema, batch_rows)
     }
 
     pub fn from_reader(

@@ -81,6 +81,23 @@ pub enum FormatConfig {
     Protobuf(protobuf::ProtobufFormat),
 }
 
+/// The bytes of one file of a whole-batch format: a file on disk, or a file's contents in
+/// memory (an HTTP ingest request body).
+pub enum FileInput {
+    File(std::fs::File),
+    Bytes(bytes::Bytes),
+}
+
+impl FileInput {
+    /// A buffered reader over the input (the formats that read front to back).
+    pub(crate) fn into_buf_read(self) -> Box<dyn std::io::BufRead + Send> {
+        match self {
+            FileInput::File(f) => Box::new(std::io::BufReader::with_capacity(256 * 1024, f)),
+            FileInput::Bytes(b) => Box::new(std::io::Cursor::new(b)),
+        }
+    }
+}
+
 /// A file read as whole batches (Parquet, Avro, protobuf) rather than line by line.
 pub trait FileBatches: Iterator<Item = Result<arrow_array::RecordBatch>> + Send {
     /// Records skipped so far as undecodable (with `ignore-parse-errors`).
@@ -166,7 +183,7 @@ impl FormatConfig {
     /// The reader of a file as batches of `schema` for the formats without lines.
     pub fn open_batches(
         &self,
-        file: std::fs::File,
+        file: FileInput,
         schema: &arrow_schema::SchemaRef,
         batch_rows: usize,
     ) -> Result<Box<dyn FileBatches>> {

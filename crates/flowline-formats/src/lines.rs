@@ -34,8 +34,8 @@ pub struct LineChunkDecoder<F> {
     next_line: u64,
     /// Lines skipped because they could not be decoded (only with `ignore_errors`).
     pub skipped: u64,
-    /// The line numbers skipped since the last [`LineChunkDecoder::restart_lines`].
-    pub skipped_lines: Vec<u64>,
+    /// The lines the last [`LineChunkDecoder::decode_chunk`] skipped, with why.
+    pub last_skipped: Vec<DecodeError>,
 }
 
 impl<F: LineFormat> LineChunkDecoder<F> {
@@ -47,20 +47,25 @@ impl<F: LineFormat> LineChunkDecoder<F> {
             ignore_errors,
             next_line: 1,
             skipped: 0,
-            skipped_lines: Vec::new(),
+            last_skipped: Vec::new(),
         }
+    }
+
+    /// Whether bad lines are skipped (and listed in `last_skipped`) rather than failing.
+    pub fn skip_bad_lines(&mut self, skip: bool) {
+        self.ignore_errors = skip;
     }
 
     /// Counts lines from 1 again: the next chunk is a new input (one buffer of records).
     pub fn restart_lines(&mut self) {
         self.next_line = 1;
-        self.skipped_lines.clear();
     }
 
     /// Decodes a chunk that ends at a line boundary (or at end of input).
     pub fn decode_chunk(&mut self, chunk: &[u8]) -> Result<Option<RecordBatch>, DecodeError> {
         let first_line = self.next_line;
         self.next_line += count_newlines(chunk);
+        self.last_skipped.clear();
         let fast = self.format.decode(chunk).and_then(|_| self.format.flush());
         match fast {
             Ok(batch) => Ok(batch),
@@ -84,15 +89,16 @@ impl<F: LineFormat> LineChunkDecoder<F> {
             let checked = self.probe.decode(line).and_then(|_| self.probe.flush());
             if let Err(reason) = checked {
                 self.probe.reset();
-                if self.ignore_errors {
-                    self.skipped += 1;
-                    self.skipped_lines.push(first_line + i as u64);
-                    continue;
-                }
-                return Err(DecodeError {
+                let error = DecodeError {
                     line: first_line + i as u64,
                     reason,
-                });
+                };
+                if self.ignore_errors {
+                    self.skipped += 1;
+                    self.last_skipped.push(error);
+                    continue;
+                }
+                return Err(error);
             }
             good.extend_from_slice(line);
             if !line.ends_with(b"\n") {

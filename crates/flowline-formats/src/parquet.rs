@@ -1,16 +1,15 @@
 //! Parquet: options, a reader that maps a file onto the table schema, and writer properties.
 
-use std::fs::File;
-
 use arrow_schema::SchemaRef;
 use flowline_common::{OptionSpec, Options};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::reader::ChunkReader;
 
 use crate::conform::Conformed;
-use crate::{FormatError, Result};
+use crate::{FileInput, FormatError, Result};
 
 pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional(
@@ -103,8 +102,19 @@ impl ParquetOptions {
 pub type ParquetFileReader = Conformed<ParquetRecordBatchReader>;
 
 impl ParquetFileReader {
-    pub fn open(file: File, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file)?;
+    pub fn open(input: FileInput, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
+        match input {
+            FileInput::File(f) => Self::open_chunks(f, schema, batch_rows),
+            FileInput::Bytes(b) => Self::open_chunks(b, schema, batch_rows),
+        }
+    }
+
+    fn open_chunks<T: ChunkReader + 'static>(
+        input: T,
+        schema: SchemaRef,
+        batch_rows: usize,
+    ) -> Result<Self> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(input)?;
         let file_schema = builder.schema().clone();
         let mut wanted: Vec<usize> = Vec::new();
         for f in schema.fields() {

@@ -717,13 +717,12 @@ pub struct ProtobufFileReader {
 
 impl ProtobufFileReader {
     pub fn open(
-        file: std::fs::File,
+        input: crate::FileInput,
         format: &ProtobufFormat,
         schema: SchemaRef,
         batch_rows: usize,
     ) -> Result<Self> {
-        let file = Box::new(std::io::BufReader::with_capacity(256 * 1024, file));
-        Self::from_reader(file, format, schema, batch_rows)
+        Self::from_reader(input.into_buf_read(), format, schema, batch_rows)
     }
 
     pub fn from_reader(

@@ -354,7 +354,7 @@ impl RecordDecoder {
     /// Indices of the records the last [`RecordDecoder::decode`] skipped as undecodable.
     pub fn last_skipped(&self, records: &RecordBuffer) -> Vec<usize> {
         let lines = match &self.decoding {
-            Decoding::Lines(l) if !l.skipped_lines.is_empty() => l,
+            Decoding::Lines(l) if !l.last_skipped.is_empty() => l,
             Decoding::Binary { last_skipped, .. } => return last_skipped.clone(),
             _ => return Vec::new(),
         };
@@ -366,9 +366,9 @@ impl RecordDecoder {
             .map(|(i, _)| i)
             .collect();
         lines
-            .skipped_lines
+            .last_skipped
             .iter()
-            .filter_map(|l| with_payload.get(*l as usize - 1).copied())
+            .filter_map(|e| with_payload.get(e.line as usize - 1).copied())
             .collect()
     }
 

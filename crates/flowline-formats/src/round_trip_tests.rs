@@ -290,7 +290,11 @@ fn file_round_trip(format: &FormatConfig, batch: &RecordBatch) -> RecordBatch {
     assert!(w.bytes_written() > 0 || batch.num_rows() == 0);
     w.finish().unwrap();
     let batches: Vec<RecordBatch> = format
-        .open_batches(std::fs::File::open(&path).unwrap(), &batch.schema(), 7)
+        .open_batches(
+            crate::FileInput::File(std::fs::File::open(&path).unwrap()),
+            &batch.schema(),
+            7,
+        )
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();

@@ -85,7 +85,7 @@ async fn ingest(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     // Decoding and the fsync wait are blocking work.
-    let r = match tokio::task::spawn_blocking(move || t.ingest(&body, gzip)).await {
+    let r = match tokio::task::spawn_blocking(move || t.ingest(body, gzip)).await {
         Ok(r) => r,
         Err(e) => {
             return (

@@ -10,7 +10,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{Schema, SchemaRef};
 use flowline_common::limits::{BATCH_ROWS_MAX, LINE_BYTES_MAX, READ_CHUNK_BYTES};
 use flowline_common::{Counter, Options};
-use flowline_formats::{FileBatches, FormatConfig, LineChunkDecoder, LineFormat};
+use flowline_formats::{FileBatches, FileInput, FormatConfig, LineChunkDecoder, LineFormat};
 use flowline_sql::TableDef;
 
 use super::{format, root, DEFAULT_PARTITION_NAME};
@@ -202,7 +202,7 @@ impl FileSource {
             },
             None => Reader::Batches(
                 self.format
-                    .open_batches(file, &self.file_schema, BATCH_ROWS_MAX)
+                    .open_batches(FileInput::File(file), &self.file_schema, BATCH_ROWS_MAX)
                     .map_err(fmt_err)?,
             ),
         };

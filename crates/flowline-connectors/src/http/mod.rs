@@ -1,4 +1,6 @@
-//! `http`: rows posted to `POST /v1/ingest/{table}` (NDJSON or a JSON array, optionally gzip).
+//! `http`: rows posted to `POST /v1/ingest/{table}`, optionally gzip. A body is what one file of
+//! the table's format holds: NDJSON or a JSON array (`json`, the default, and the changelog
+//! formats), CSV lines, or a Parquet, Avro or length-delimited protobuf file.
 //!
 //! ```text
 //!  request ─▶ limits (body, depth, rows) ─▶ decode + validate against the table schema
@@ -22,9 +24,10 @@ use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use flowline_common::limits::BATCH_ROWS_MAX;
 use flowline_common::{Counter, OptionSpec, Options};
-use flowline_formats::json::JsonLines;
-use flowline_formats::LineFormat;
+use flowline_formats::{FileInput, FormatConfig, FormatError};
 use flowline_sql::TableDef;
 
 use crate::registry::opt;
@@ -46,7 +49,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::required("connector", "http"),
     OptionSpec::optional(
         "format",
-        "json (NDJSON lines or one JSON array per request)",
+        "what a request body holds (default json: NDJSON lines or one JSON array); any filesystem format",
     ),
     OptionSpec::optional(
         "ingest.ignore-errors",
@@ -71,13 +74,19 @@ pub const OPTIONS: &[OptionSpec] = &[
 ];
 
 pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
-    if let Some(f) = o.get("format").filter(|f| *f != "json") {
-        return Err(ConnectorError::config(
-            &table.name,
-            format!("format '{f}' is not supported by the http connector; valid: json"),
-        ));
-    }
+    format(table, o)?;
     Limits::from_options(table, o).map(|_| ())
+}
+
+/// The table's format: `format`, JSON by default.
+fn format(table: &TableDef, o: &Options) -> Result<FormatConfig> {
+    let parsed = match o.get("format") {
+        Some(_) => flowline_formats::format_from_options(o, "format"),
+        None => flowline_formats::json::JsonOptions::from_options(o)
+            .map(FormatConfig::Json)
+            .map_err(Into::into),
+    };
+    parsed.map_err(|e| ConnectorError::config(&table.name, e.to_string()))
 }
 
 #[derive(Clone, Copy)]
@@ -106,7 +115,9 @@ impl Limits {
 /// An HTTP table of the running job: its schema, limits and one log per source subtask.
 pub struct IngestTable {
     name: String,
+    /// The physical columns, as bodies are decoded (a changelog format adds the change kind).
     schema: SchemaRef,
+    format: FormatConfig,
     limits: Limits,
     shards: Mutex<Vec<Option<Arc<Wal>>>>,
     next: AtomicUsize,
@@ -163,7 +174,7 @@ impl IngestTable {
     }
 
     /// Validates, logs durably and answers one request.
-    pub fn ingest(&self, body: &[u8], gzip: bool) -> IngestResponse {
+    pub fn ingest(&self, body: Bytes, gzip: bool) -> IngestResponse {
         let limits = self.limits;
         let too_large = |what: &str| {
             IngestResponse::error(
@@ -177,33 +188,19 @@ impl IngestTable {
         if body.len() as u64 > limits.body {
             return too_large("the request body");
         }
-        let mut inflated;
-        let mut body = body;
-        if gzip {
-            inflated = Vec::new();
-            let mut d = flate2::read::GzDecoder::new(body).take(limits.body + 1);
+        let body = if gzip {
+            let mut inflated = Vec::new();
+            let mut d = flate2::read::GzDecoder::new(&body[..]).take(limits.body + 1);
             if let Err(e) = d.read_to_end(&mut inflated) {
                 return IngestResponse::error(400, format!("the body is not valid gzip: {e}"));
             }
             if inflated.len() as u64 > limits.body {
                 return too_large("the decompressed body");
             }
-            body = &inflated;
-        }
-        let lines = match split_rows(body) {
-            Ok(l) => l,
-            Err(e) => return IngestResponse::error(400, e),
+            Bytes::from(inflated)
+        } else {
+            body
         };
-        if lines.len() > limits.rows {
-            return IngestResponse::error(
-                413,
-                format!(
-                    "the request has {} rows; 'ingest.max-rows' = {}",
-                    lines.len(),
-                    limits.rows
-                ),
-            );
-        }
         let shard = {
             let shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
             let live: Vec<&Arc<Wal>> = shards.iter().flatten().collect();
@@ -223,26 +220,33 @@ impl IngestTable {
                 body: serde_json::json!({"error": format!("the pipeline is behind by more than 'ingest.max-backlog' = {} bytes; retry later", limits.backlog)}),
             };
         }
-        let (batch, errors) = match self.decode(&lines, limits.depth) {
-            Ok(r) => r,
-            Err(e) => return IngestResponse::error(500, e),
+        let Decoded {
+            batch,
+            rows,
+            errors,
+            rejected,
+        } = match self.decode(body) {
+            Ok(d) => d,
+            Err(response) => return response,
         };
-        let rejected = errors.len();
-        if rejected > 0 && !limits.ignore_errors {
-            self.rejected.add(rejected as u64);
-            let listed: Vec<serde_json::Value> = errors
+        let listed = || -> Vec<serde_json::Value> {
+            errors
                 .iter()
                 .take(ERRORS_LISTED_MAX)
                 .map(|(row, reason)| serde_json::json!({"row": row, "error": reason}))
-                .collect();
+                .collect()
+        };
+        if rejected > 0 && !limits.ignore_errors {
+            self.rejected.add(rejected as u64);
             return IngestResponse {
                 status: 400,
                 retry_after_s: None,
-                body: serde_json::json!({"accepted": 0, "rejected": rejected, "errors": listed,
-                    "error": format!("{rejected} of {} rows are not valid for table {}; nothing was accepted", lines.len(), self.name)}),
+                body: serde_json::json!({"accepted": 0, "rejected": rejected, "errors": listed(),
+                    "error": format!("{rejected} of {rows} rows are not valid for table {}; nothing was accepted", self.name)}),
             };
         }
-        let accepted = batch.as_ref().map_or(0, |b| b.num_rows());
+        // Records, not rows: a changelog's update record is two rows.
+        let accepted = rows - rejected;
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             let payload = match encode_ipc(&batch) {
                 Ok(p) => p,
@@ -260,88 +264,154 @@ impl IngestTable {
         }
         self.accepted.add(accepted as u64);
         self.rejected.add(rejected as u64);
-        let listed: Vec<serde_json::Value> = errors
-            .iter()
-            .take(ERRORS_LISTED_MAX)
-            .map(|(row, reason)| serde_json::json!({"row": row, "error": reason}))
-            .collect();
         IngestResponse {
             status: 200,
             retry_after_s: None,
-            body: serde_json::json!({"accepted": accepted, "rejected": rejected, "errors": listed}),
+            body: serde_json::json!({"accepted": accepted, "rejected": rejected, "errors": listed()}),
         }
     }
 
-    /// The good rows as one batch, and (row index, reason) for each bad one.
-    fn decode(
-        &self,
-        lines: &[&[u8]],
-        depth_max: usize,
-    ) -> std::result::Result<(Option<RecordBatch>, Vec<(usize, String)>), String> {
-        let mut errors = Vec::new();
-        let mut good: Vec<&[u8]> = Vec::with_capacity(lines.len());
-        for (i, l) in lines.iter().enumerate() {
-            match json_depth(l) {
-                d if d > depth_max => errors.push((
-                    i,
-                    format!("nesting depth {d} exceeds 'ingest.max-json-depth' = {depth_max}"),
-                )),
-                _ if !l.trim_ascii_start().starts_with(b"{") => {
-                    errors.push((i, "a row must be a JSON object".to_string()))
-                }
-                _ => good.push(l),
-            }
-        }
-        let options = flowline_formats::json::JsonOptions::default();
-        let mut decoder =
-            JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
-        let joined = join_lines(&good);
-        if errors.is_empty() {
-            if let Ok(b) = decode_all(&mut decoder, &joined) {
-                return Ok((b, errors));
-            }
-        }
-        // Slow path: row by row, to name every bad row.
-        let mut batches = Vec::new();
-        let good_idx: Vec<usize> = (0..lines.len())
-            .filter(|i| !errors.iter().any(|(e, _)| e == i))
-            .collect();
-        for (i, l) in good_idx.into_iter().zip(good) {
-            let mut one =
-                JsonLines::new(self.schema.clone(), &options).map_err(|e| e.to_string())?;
-            let mut line = l.to_vec();
-            line.push(b'\n');
-            match decode_all(&mut one, &line) {
-                Ok(Some(b)) => batches.push(b),
-                Ok(None) => {}
-                Err(e) => errors.push((i, e)),
-            }
-        }
-        errors.sort_by_key(|(i, _)| *i);
-        let batch = if batches.is_empty() {
-            None
+    fn too_many_rows(&self, rows: usize) -> IngestResponse {
+        IngestResponse::error(
+            413,
+            format!(
+                "the request has {rows} rows; 'ingest.max-rows' = {}",
+                self.limits.rows
+            ),
+        )
+    }
+
+    /// The body's good rows as one batch, and the bad ones. Line formats name each bad row;
+    /// a body that is not a file of the table's format at all is an error response.
+    fn decode(&self, body: Bytes) -> std::result::Result<Decoded, IngestResponse> {
+        let internal = |e: &dyn std::fmt::Display| IngestResponse::error(500, e.to_string());
+        let mut decoder = match self.format.line_decoder(&self.schema) {
+            Ok(Some(d)) => d,
+            Ok(None) => return self.decode_file(body),
+            Err(e) => return Err(internal(&e)),
+        };
+        let json = matches!(
+            self.format,
+            FormatConfig::Json(_) | FormatConfig::Changelog(_)
+        );
+        let rows = if json {
+            split_rows(&body).map_err(|e| IngestResponse::error(400, e))?
         } else {
-            Some(
-                arrow::compute::concat_batches(&self.schema, &batches)
-                    .map_err(|e| e.to_string())?,
+            split_lines(&body)
+        };
+        if rows.len() > self.limits.rows {
+            return Err(self.too_many_rows(rows.len()));
+        }
+        let mut errors = Vec::new();
+        // The row each line of `text` came from.
+        let mut lines_row = Vec::with_capacity(rows.len());
+        let mut text = Vec::with_capacity(body.len() + rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if json {
+                if let Some(reason) = json_row_error(row, self.limits.depth) {
+                    errors.push((i, reason));
+                    continue;
+                }
+                // One row per line: a pretty-printed array element's newlines are whitespace.
+                text.extend(
+                    row.iter()
+                        .map(|&b| if b == b'\n' || b == b'\r' { b' ' } else { b }),
+                );
+            } else {
+                text.extend_from_slice(row);
+            }
+            text.push(b'\n');
+            lines_row.push(i);
+        }
+        decoder.skip_bad_lines(true);
+        let batch = decoder.decode_chunk(&text).map_err(|e| internal(&e))?;
+        errors.extend(
+            decoder
+                .last_skipped
+                .drain(..)
+                .map(|e| (lines_row[e.line as usize - 1], e.reason)),
+        );
+        errors.sort_by_key(|(i, _)| *i);
+        Ok(Decoded {
+            batch,
+            rows: rows.len(),
+            rejected: errors.len(),
+            errors,
+        })
+    }
+
+    /// A body holding one file of a whole-batch format (Parquet, Avro, protobuf messages).
+    fn decode_file(&self, body: Bytes) -> std::result::Result<Decoded, IngestResponse> {
+        let mut format = self.format.clone();
+        if let FormatConfig::Protobuf(p) = &mut format {
+            p.ignore_parse_errors |= self.limits.ignore_errors;
+        }
+        let bad = |e: FormatError| {
+            IngestResponse::error(
+                400,
+                format!("the body is not a valid {} file: {e}", format.name()),
             )
         };
-        Ok((batch, errors))
+        let mut reader = format
+            .open_batches(FileInput::Bytes(body), &self.schema, BATCH_ROWS_MAX)
+            .map_err(bad)?;
+        let (mut batches, mut rows) = (Vec::new(), 0);
+        for b in reader.by_ref() {
+            let b = b.map_err(bad)?;
+            rows += b.num_rows();
+            if rows > self.limits.rows {
+                return Err(self.too_many_rows(rows));
+            }
+            batches.push(b);
+        }
+        let rejected = reader.skipped() as usize;
+        let batch = match batches.len() {
+            0 => None,
+            1 => batches.pop(),
+            _ => Some(
+                arrow::compute::concat_batches(&batches[0].schema(), &batches)
+                    .map_err(|e| IngestResponse::error(500, e.to_string()))?,
+            ),
+        };
+        Ok(Decoded {
+            batch,
+            rows: rows + rejected,
+            errors: Vec::new(),
+            rejected,
+        })
     }
 }
 
-fn decode_all(d: &mut JsonLines, bytes: &[u8]) -> std::result::Result<Option<RecordBatch>, String> {
-    d.decode(bytes)?;
-    d.flush()
+/// What a request body decoded to.
+struct Decoded {
+    batch: Option<RecordBatch>,
+    /// Records in the body, good and bad.
+    rows: usize,
+    /// (row index, reason) of the bad rows a line format can name.
+    errors: Vec<(usize, String)>,
+    /// Bad rows, named or not.
+    rejected: usize,
 }
 
-fn join_lines(lines: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-    for l in lines {
-        out.extend_from_slice(l);
-        out.push(b'\n');
+/// Why a JSON row is refused before decoding: too deep, or not an object.
+fn json_row_error(row: &[u8], depth_max: usize) -> Option<String> {
+    match json_depth(row) {
+        d if d > depth_max => Some(format!(
+            "nesting depth {d} exceeds 'ingest.max-json-depth' = {depth_max}"
+        )),
+        _ if !row.trim_ascii_start().starts_with(b"{") => {
+            Some("a row must be a JSON object".to_string())
+        }
+        _ => None,
     }
-    out
+}
+
+/// The lines of a CSV body, blank ones left out (spaces are kept: they may be data).
+fn split_lines(body: &[u8]) -> Vec<&[u8]> {
+    body.split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+        .collect()
 }
 
 /// The rows of a body: NDJSON lines, or the elements of one JSON array.
@@ -465,6 +535,7 @@ pub fn create_source(
         return Err(ConnectorError::config(&table.name, "the http connector needs a state directory for its write-ahead log (flowline run --state-dir)"));
     };
     let schema = table.physical_schema();
+    let format = format(table, o)?;
     let limits = Limits::from_options(table, o)?;
     let dir = state_dir
         .join("wal")
@@ -487,6 +558,7 @@ pub fn create_source(
                 let t = Arc::new(IngestTable {
                     name: table.name.clone(),
                     schema: schema.clone(),
+                    format: format.clone(),
                     limits,
                     shards: Mutex::new(vec![None; ctx.parallelism]),
                     next: AtomicUsize::new(0),
@@ -505,8 +577,12 @@ pub fn create_source(
         };
         t.clone()
     };
-    let indices: Vec<usize> =
+    let mut indices: Vec<usize> =
         projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
+    if format.is_changelog() {
+        // A changelog's rows carry their change kind after the columns.
+        indices.push(schema.fields().len());
+    }
     Ok(Box::new(HttpSource {
         table: table.name.clone(),
         ingest,
@@ -631,6 +707,9 @@ impl Drop for HttpSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{Array, Int64Array, StringArray};
+    use flowline_common::MetricsRegistry;
+    use flowline_sql::script::{parse_script, Statement};
 
     #[test]
     fn bodies_split_into_rows() {
@@ -642,5 +721,195 @@ mod tests {
         );
         assert!(split_rows(b"[{\"a\":1}").is_err());
         assert_eq!(json_depth(b"{\"a\":{\"b\":[1]},\"c\":\"{{{\"}"), 3);
+        assert_eq!(
+            split_lines(b"1, a \r\n  \n2,b"),
+            vec![&b"1, a "[..], b"2,b"]
+        );
+    }
+
+    /// An http table `name (id BIGINT, name STRING)` with the options `with`, its running
+    /// source and its ingest endpoint.
+    struct Endpoint {
+        source: Box<dyn Source>,
+        ingest: Arc<IngestTable>,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Endpoint {
+        fn new(name: &str, with: &str) -> Self {
+            let ddl = format!(
+                "CREATE TABLE {name} (id BIGINT, name STRING) WITH ('connector' = 'http'{with})"
+            );
+            let Statement::CreateTable(table) = parse_script(&ddl).unwrap().remove(0) else {
+                panic!("not a table")
+            };
+            let (_, options) = crate::registry::connector(&table).unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            let ctx = TaskContext {
+                table: name.into(),
+                subtask: 0,
+                parallelism: 1,
+                metrics: MetricsRegistry::new(),
+                job: None,
+                state_dir: Some(dir.path().into()),
+            };
+            let mut source = create_source(&table, &options, &ctx, None).unwrap();
+            // The first poll opens the log to requests.
+            assert!(matches!(source.poll().unwrap(), Poll::Pending(_)));
+            let ingest = ingest_table(name).unwrap();
+            Self {
+                source,
+                ingest,
+                _dir: dir,
+            }
+        }
+
+        fn post(&self, body: impl Into<Bytes>) -> IngestResponse {
+            self.ingest.ingest(body.into(), false)
+        }
+
+        /// The rows the source reads next.
+        fn read(&mut self) -> RecordBatch {
+            for _ in 0..100 {
+                if let Poll::Batch(b) = self.source.poll().unwrap() {
+                    return b;
+                }
+            }
+            panic!("no rows");
+        }
+    }
+
+    fn ids(b: &RecordBatch) -> Vec<i64> {
+        let a = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        a.iter().map(|v| v.unwrap()).collect()
+    }
+
+    fn names(b: &RecordBatch) -> Vec<Option<String>> {
+        let a = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        a.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn json_bodies_name_each_bad_row_and_accept_nothing() {
+        let mut e = Endpoint::new("http_json", "");
+        let r = e.post("[{\"id\": 1,\n \"name\": \"a\"}, {\"id\": \"x\"}, 7, {\"id\": 4}]");
+        assert_eq!(r.status, 400, "{}", r.body);
+        assert_eq!(r.body["rejected"], 2);
+        assert_eq!(r.body["errors"][0]["row"], 1);
+        assert_eq!(r.body["errors"][1]["row"], 2);
+        assert_eq!(r.body["errors"][1]["error"], "a row must be a JSON object");
+        let r = e.post("{\"id\": 1, \"name\": \"a\"}\n{\"id\": 2}\n");
+        assert_eq!(r.status, 200, "{}", r.body);
+        let b = e.read();
+        assert_eq!(ids(&b), [1, 2]);
+        assert_eq!(names(&b), [Some("a".into()), None]);
+    }
+
+    #[test]
+    fn csv_bodies_are_lines() {
+        let mut e = Endpoint::new(
+            "http_csv",
+            ", 'format' = 'csv', 'ingest.ignore-errors' = 'true'",
+        );
+        let r = e.post("1,a b \r\nnot a number,x\n\n3,\"c,d\"\n");
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["accepted"], 2);
+        assert_eq!(r.body["errors"][0]["row"], 1, "{}", r.body);
+        let b = e.read();
+        assert_eq!(ids(&b), [1, 3]);
+        assert_eq!(names(&b), [Some("a b ".into()), Some("c,d".into())]);
+    }
+
+    #[test]
+    fn changelog_bodies_carry_the_change_kind() {
+        let mut e = Endpoint::new("http_debezium", ", 'format' = 'debezium-json'");
+        let body = concat!(
+            "{\"before\": null, \"after\": {\"id\": 1, \"name\": \"a\"}, \"op\": \"c\"}\n",
+            "{\"before\": {\"id\": 1, \"name\": \"a\"}, \"after\": {\"id\": 1, \"name\": \"b\"}, \"op\": \"u\"}\n",
+        );
+        let r = e.post(body);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let b = e.read();
+        let kinds = flowline_common::changelog::row_kinds(&b).expect("a change kind column");
+        let kinds: Vec<_> = (0..b.num_rows()).map(|i| kinds.value(i)).collect();
+        use flowline_common::changelog::RowKind;
+        assert_eq!(
+            kinds,
+            [RowKind::Insert, RowKind::UpdateBefore, RowKind::UpdateAfter].map(|k| k as i8)
+        );
+        assert_eq!(
+            names(&b),
+            [Some("a".into()), Some("a".into()), Some("b".into())]
+        );
+    }
+
+    /// The bytes of a file of `format` holding `batch`.
+    fn file_bytes(format: &FormatConfig, batch: &RecordBatch) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut w = flowline_formats::create_writer(format, batch.schema(), file).unwrap();
+        w.write(batch).unwrap();
+        w.finish().unwrap();
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn binary_bodies_are_files_of_the_format() {
+        let proto = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            proto.path(),
+            "syntax = \"proto3\"; message Row { optional int64 id = 1; optional string name = 2; }",
+        )
+        .unwrap();
+        let proto_opts = format!(
+            ", 'format' = 'protobuf', 'protobuf.message-class-name' = 'Row', 'protobuf.proto-file' = '{}'",
+            proto.path().display()
+        );
+        for (name, with) in [
+            ("http_avro", ", 'format' = 'avro'".to_string()),
+            ("http_parquet", ", 'format' = 'parquet'".to_string()),
+            ("http_protobuf", proto_opts),
+        ] {
+            let mut e = Endpoint::new(name, &with);
+            let batch = RecordBatch::try_new(
+                e.ingest.schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(vec![5, 6])),
+                    Arc::new(StringArray::from(vec![Some("x"), None])),
+                ],
+            )
+            .unwrap();
+            let r = e.post(file_bytes(&e.ingest.format, &batch));
+            assert_eq!(r.status, 200, "{name}: {}", r.body);
+            let b = e.read();
+            assert_eq!(ids(&b), [5, 6], "{name}");
+            assert_eq!(names(&b), [Some("x".into()), None], "{name}");
+            let r = e.post(&b"\x07garbage"[..]);
+            assert_eq!(r.status, 400, "{name}: {}", r.body);
+            let msg = r.body["error"].as_str().unwrap();
+            assert!(msg.contains("is not a valid"), "{name}: {msg}");
+        }
+    }
+
+    #[test]
+    fn formats_are_checked_at_planning_time() {
+        let ddl = "CREATE TABLE t (id BIGINT) WITH ('connector' = 'http', 'format' = 'xml')";
+        let Statement::CreateTable(table) = parse_script(ddl).unwrap().remove(0) else {
+            panic!()
+        };
+        let e = crate::registry::connector(&table)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("unknown format 'xml'") && e.contains("avro"),
+            "{e}"
+        );
+        let ddl = "CREATE TABLE t (id BIGINT) WITH ('connector' = 'http', 'json.fail-on-missing-field' = 'true')";
+        let Statement::CreateTable(table) = parse_script(ddl).unwrap().remove(0) else {
+            panic!()
+        };
+        crate::registry::connector(&table).unwrap();
     }
 }

@@ -1,9 +1,9 @@
 //! Avro: `avro` and `avro-confluent`.
 //!
 //! ```text
-//! filesystem  ─ Object Container File (schema in the header) ─▶ arrow-avro Reader ─▶ conform ─▶ batch
-//! kafka avro  ─ binary body, writer schema derived from the table ──────┐
-//! kafka avro-confluent ─ 0x00, schema id (BE u32), body ─ registry ──────┴▶ arrow-avro Decoder ─▶ conform
+//! filesystem  ─ Object Container File ─ blocks checked, records cut (container.rs) ─┐
+//! kafka avro  ─ binary body, writer schema derived from the table ─────────────────┤
+//! kafka avro-confluent ─ 0x00, schema id (BE u32), body ─ registry ─────────────────┴▶ arrow-avro Decoder ─▶ conform
 //! batch ─▶ cast to the writer schema's Arrow types ─▶ arrow-avro Encoder / OCF Writer
 //! ```
 //!
@@ -21,14 +21,17 @@ use std::sync::Arc;
 use arrow_array::RecordBatch;
 use arrow_avro::compression::CompressionCodec;
 use arrow_avro::reader::{Decoder, ReaderBuilder};
+
+mod container;
 use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, SchemaStore};
 use arrow_avro::writer::format::{AvroBinaryFormat, AvroOcfFormat};
 use arrow_avro::writer::{Encoder, Writer, WriterBuilder};
 use arrow_schema::{DataType, Schema, SchemaRef, TimeUnit};
+pub use container::AvroFileReader;
 use flowline_common::{OptionSpec, Options};
 use serde_json::{json, Value};
 
-use crate::conform::{conform_batch, Conformed};
+use crate::conform::conform_batch;
 use crate::records::{BinaryDecoder, BinaryEncoder, PushError};
 use crate::schema_registry::RegistryConfig;
 use crate::writer::BatchWriter;
@@ -331,22 +334,34 @@ pub(crate) struct AvroRecordDecoder {
 
 impl AvroRecordDecoder {
     pub fn new(options: &AvroOptions, schema: SchemaRef) -> Result<Self> {
+        match &options.confluent {
+            None => {
+                let writer = avro_schema(&schema, options.legacy_timestamps)?;
+                Self::with_writer_schema(&writer, schema)
+            }
+            Some(c) => Ok(Self {
+                schema,
+                registry: Some(c.registry.clone()),
+                store: SchemaStore::new_with_type(FingerprintAlgorithm::Id),
+                decoder: None,
+                out: Vec::new(),
+            }),
+        }
+    }
+
+    /// Plain bodies written with the Avro schema `writer` (JSON), read as `schema` (fields
+    /// matched by name).
+    pub fn with_writer_schema(writer: &str, schema: SchemaRef) -> Result<Self> {
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-        let registry = options.confluent.as_ref().map(|c| c.registry.clone());
-        let decoder = if registry.is_none() {
-            store.set(
-                Fingerprint::Id(PLAIN_ID),
-                AvroSchema::new(avro_schema(&schema, options.legacy_timestamps)?),
-            )?;
-            Some(decoder(&store)?)
-        } else {
-            None
-        };
+        store.set(
+            Fingerprint::Id(PLAIN_ID),
+            AvroSchema::new(writer.to_string()),
+        )?;
         Ok(Self {
             schema,
-            registry,
+            registry: None,
+            decoder: Some(decoder(&store)?),
             store,
-            decoder,
             out: Vec::new(),
         })
     }
@@ -518,26 +533,6 @@ impl BinaryEncoder for AvroRecordEncoder {
             }
         }
         Ok(())
-    }
-}
-
-/// Reads an Avro Object Container File as batches of `schema` (columns matched by name).
-pub type AvroFileReader = Conformed<arrow_avro::reader::Reader<Box<dyn std::io::BufRead + Send>>>;
-
-impl AvroFileReader {
-    pub fn open(input: crate::FileInput, schema: SchemaRef, batch_rows: usize) -> Result<Self> {
-        Self::from_reader(input.into_buf_read(), schema, batch_rows)
-    }
-
-    pub fn from_reader(
-        reader: Box<dyn std::io::BufRead + Send>,
-        schema: SchemaRef,
-        batch_rows: usize,
-    ) -> Result<Self> {
-        let inner = ReaderBuilder::new()
-            .with_batch_size(batch_rows)
-            .build(reader)?;
-        Ok(Conformed::new(inner, schema))
     }
 }
 

@@ -44,5 +44,12 @@ for i, f in enumerate(record_formats):
 ocf = io.BytesIO()
 fastavro.writer(ocf, schema, [arow, arow], codec="deflate")
 put("file_readers", "avro", bytes([0, 0]) + ocf.getvalue())
+# The input that hung arrow-avro 59's reader: a block whose count (1) ends before its bytes.
+plain = io.BytesIO()
+fastavro.writer(plain, schema, [arow, arow], codec="null", sync_marker=b"S" * 16)
+data = plain.getvalue()
+block = data.index(b"S" * 16) + 16  # the first block follows the header's sync marker
+assert data[block] == 4  # count 2, zig-zag
+put("file_readers", "avro-short-count", bytes([0, 0]) + data[:block] + bytes([2]) + data[block + 1:])
 put("file_readers", "protobuf", bytes([1, 0]) + bytes([len(pb)]) + pb + bytes([len(pb)]) + pb)
 print("seeds written")

@@ -319,7 +319,7 @@ fn record_err(e: impl std::fmt::Display) -> PushError {
 
 /// The frame plain bodies are given so arrow-avro's streaming decoder takes them: a Confluent
 /// header naming schema id 0, the table's own schema.
-const PLAIN_FRAME: [u8; 5] = [0; 5];
+pub(crate) const PLAIN_FRAME: [u8; 5] = [0; 5];
 const PLAIN_ID: u32 = 0;
 
 /// One Avro record per message, plain or in the Confluent wire format.
@@ -364,6 +364,25 @@ impl AvroRecordDecoder {
             store,
             out: Vec::new(),
         })
+    }
+
+    /// Decodes plain records already cut apart, each preceded by [`PLAIN_FRAME`], in one pass.
+    pub(crate) fn decode_framed(&mut self, framed: &[u8]) -> Result<()> {
+        let mut at = 0;
+        while at < framed.len() {
+            if self.decoder.as_ref().is_some_and(|d| d.batch_is_full()) {
+                self.flush_decoder()?;
+            }
+            let d = self.decoder.as_mut().expect("a plain decoder");
+            let n = d.decode(&framed[at..])?;
+            if n == 0 && !d.batch_is_full() {
+                return Err(FormatError::Unsupported(
+                    "avro: a record could not be decoded".into(),
+                ));
+            }
+            at += n;
+        }
+        Ok(())
     }
 
     /// Hands the decoded rows on to `out`.

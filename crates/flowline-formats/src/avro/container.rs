@@ -18,12 +18,14 @@ use arrow_avro::compression::CompressionCodec;
 use arrow_schema::SchemaRef;
 use serde_json::Value;
 
-use super::AvroRecordDecoder;
+use super::{AvroRecordDecoder, PLAIN_FRAME};
 use crate::records::BinaryDecoder;
 use crate::{FormatError, Result};
 
 /// The largest block (compressed or not) a file may hold. Writers use 16 KB to 1 MB.
 const BLOCK_BYTES_MAX: u64 = 256 << 20;
+/// The most reserved ahead for a block before its bytes arrive.
+const BLOCK_RESERVE_MAX: usize = 16 << 20;
 /// Deepest nesting of values walked (records in records, arrays of arrays...).
 const NESTING_MAX: usize = 128;
 /// Most items of one array or map block whose items take no bytes (nulls, empty records).
@@ -43,7 +45,11 @@ pub struct AvroFileReader {
     batch_rows: usize,
     /// The current block's (decompressed) records, how far they are read and how many are left.
     block: Vec<u8>,
+    /// The current block as read (compressed), kept for its allocation.
+    raw: Vec<u8>,
     cursor: usize,
+    /// The next batch's records, each behind the frame arrow-avro's decoder expects.
+    framed: Vec<u8>,
     count: u64,
     remaining: u64,
     /// Blocks read so far, and the file offset where the current one starts, for errors.
@@ -81,7 +87,9 @@ impl AvroFileReader {
             decoder,
             batch_rows: batch_rows.max(1),
             block: Vec::new(),
+            raw: Vec::new(),
             cursor: 0,
+            framed: Vec::new(),
             count: 0,
             remaining: 0,
             blocks: 0,
@@ -138,7 +146,11 @@ impl AvroFileReader {
                 "{count} records in {size} bytes is not a valid block header"
             )));
         }
-        let mut data = Vec::new();
+        // Buffers are reused from block to block; the reservation is bounded, growth follows
+        // the bytes actually there.
+        let mut data = std::mem::take(&mut self.raw);
+        data.clear();
+        data.reserve((size as usize).min(BLOCK_RESERVE_MAX));
         (&mut self.input).take(size as u64).read_to_end(&mut data)?;
         self.offset += data.len() as u64;
         if data.len() as u64 != size as u64 {
@@ -157,7 +169,14 @@ impl AvroFileReader {
                 "the sync marker after the block is not the file's (corrupt or not an Avro file)",
             ));
         }
-        self.block = self.decompress(data)?;
+        let mut block = std::mem::take(&mut self.block);
+        if self.codec.is_none() {
+            std::mem::swap(&mut block, &mut data);
+        } else {
+            self.decompress(&data, &mut block)?;
+        }
+        self.raw = data;
+        self.block = block;
         let zero_width = self.shape.zero_width(self.shape.root);
         if (count as u64 > self.block.len() as u64 && !zero_width)
             || (zero_width && count as u64 > ZERO_WIDTH_ITEMS_MAX)
@@ -173,27 +192,31 @@ impl AvroFileReader {
         Ok(true)
     }
 
-    fn decompress(&self, data: Vec<u8>) -> Result<Vec<u8>> {
+    /// Decompresses `data` into `out`.
+    fn decompress(&self, data: &[u8], out: &mut Vec<u8>) -> Result<()> {
+        out.clear();
         let bad = |e: &dyn std::fmt::Display| self.block_err(format!("cannot decompress: {e}"));
-        let bounded = |r: &mut dyn Read| -> Result<Vec<u8>> {
-            let mut out = Vec::new();
+        let mut bounded = |r: &mut dyn Read| -> Result<()> {
             r.take(BLOCK_BYTES_MAX + 1)
-                .read_to_end(&mut out)
+                .read_to_end(out)
                 .map_err(|e| bad(&e))?;
             if out.len() as u64 > BLOCK_BYTES_MAX {
                 return Err(
                     self.block_err(format!("decompresses to more than {BLOCK_BYTES_MAX} bytes"))
                 );
             }
-            Ok(out)
+            Ok(())
         };
         match self.codec {
-            None => Ok(data),
+            None => {
+                out.extend_from_slice(data);
+                Ok(())
+            }
             Some(CompressionCodec::Deflate) => {
-                bounded(&mut flate2::read::DeflateDecoder::new(&data[..]))
+                bounded(&mut flate2::read::DeflateDecoder::new(data))
             }
             Some(CompressionCodec::ZStandard) => {
-                bounded(&mut zstd::stream::read::Decoder::new(&data[..]).map_err(|e| bad(&e))?)
+                bounded(&mut zstd::stream::read::Decoder::new(data).map_err(|e| bad(&e))?)
             }
             Some(CompressionCodec::Snappy) => {
                 // The compressed block, then the CRC-32 (big-endian) of the uncompressed data.
@@ -205,13 +228,15 @@ impl AvroFileReader {
                     return Err(self
                         .block_err(format!("decompresses to more than {BLOCK_BYTES_MAX} bytes")));
                 }
-                let out = snap::raw::Decoder::new()
-                    .decompress_vec(body)
+                out.resize(len, 0);
+                let n = snap::raw::Decoder::new()
+                    .decompress(body, out)
                     .map_err(|e| bad(&e))?;
-                if crc32fast::hash(&out) != u32::from_be_bytes(*crc) {
+                out.truncate(n);
+                if crc32fast::hash(out) != u32::from_be_bytes(*crc) {
                     return Err(self.block_err("snappy checksum mismatch"));
                 }
-                Ok(out)
+                Ok(())
             }
             Some(other) => Err(self.block_err(format!("codec {other:?} is not supported"))),
         }
@@ -238,13 +263,18 @@ impl AvroFileReader {
                 .shape
                 .value_len(self.shape.root, record, 0)
                 .map_err(|e| self.block_err(format!("record {}: {e}", self.record_no())))?;
-            self.decoder.push(&record[..len]).map_err(|e| {
-                self.block_err(format!("record {}: {}", self.record_no(), e.reason))
-            })?;
+            self.framed.extend_from_slice(&PLAIN_FRAME);
+            self.framed.extend_from_slice(&record[..len]);
             self.cursor += len;
             self.remaining -= 1;
             rows += 1;
         }
+        // The records' ends are known, so arrow-avro decodes them in one pass.
+        let framed = std::mem::take(&mut self.framed);
+        let decoded = self.decoder.decode_framed(&framed);
+        self.framed = framed;
+        self.framed.clear();
+        decoded.map_err(|e| self.block_err(e))?;
         self.decoder.finish()
     }
 

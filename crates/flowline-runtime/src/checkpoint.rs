@@ -377,6 +377,10 @@ impl Coordinator {
         let mut tick = tokio::time::interval(Duration::from_millis(20).min(self.interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // The job has ended and its final checkpoint (every task finished) is written.
+            if self.done && self.tasks.keys().all(|k| self.finished.contains_key(k)) {
+                return;
+            }
             tokio::select! {
                 r = self.reports.recv() => match r {
                     Some(r) => self.on_report(r).await,

@@ -355,7 +355,17 @@ pub async fn run_job_with_state(
             first_error.get_or_insert(e);
         }
     }
-    if let Some(c) = coordinator {
+    if let Some(mut c) = coordinator {
+        let wait = state.checkpoint.as_ref().map(|cfg| cfg.timeout);
+        if let Some(wait) = wait.filter(|_| first_error.is_none() && !stop.is_stopped()) {
+            // A sink can finish before its last acknowledgement reaches the coordinator (a
+            // thread sends it): the checkpoint that lets it publish then records an upstream
+            // task by its acknowledged state, and the final one, which says the job is
+            // finished, is still to come. Without it a rerun would replay from that checkpoint.
+            if tokio::time::timeout(wait, &mut c).await.is_err() {
+                eprintln!("flowline: the final checkpoint did not complete within {wait:?}; a rerun resumes from the last complete one");
+            }
+        }
         c.abort();
     }
     if let Some(e) = first_error {

@@ -49,7 +49,7 @@ pub(crate) fn create(
     if upsert && matches!(layout.value_format, flowline_formats::RecordFormat::Csv(..)) {
         return Err(ConnectorError::config(
             &table.name,
-            "the upsert-kafka source reads 'value.format' json or raw (a csv tombstone has no row to decode)",
+            "the upsert-kafka source cannot read 'value.format' = 'csv' yet (a csv tombstone has no row to decode); use json, raw, avro, avro-confluent or protobuf",
         ));
     }
     let name = table.name.clone();

@@ -464,15 +464,10 @@ impl BinaryDecoder for AvroRecordDecoder {
 
     fn finish(&mut self) -> Result<Option<RecordBatch>> {
         self.flush_decoder()?;
-        let batches = std::mem::take(&mut self.out);
-        match batches.len() {
-            0 => Ok(None),
-            1 => Ok(batches.into_iter().next()),
-            _ => Ok(Some(arrow_select::concat::concat_batches(
-                &self.schema,
-                &batches,
-            )?)),
-        }
+        Ok(crate::concat_all(
+            &self.schema,
+            std::mem::take(&mut self.out),
+        )?)
     }
 
     fn reset(&mut self) -> Result<()> {

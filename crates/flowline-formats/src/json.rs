@@ -149,14 +149,9 @@ impl LineFormat for JsonLines {
                 check_no_missing(b)?;
             }
         }
-        if self.pending.is_empty() {
-            return Ok(last);
-        }
         let mut all = std::mem::take(&mut self.pending);
         all.extend(last);
-        arrow_select::concat::concat_batches(&self.schema, &all)
-            .map(Some)
-            .map_err(|e| e.to_string())
+        crate::concat_all(&self.schema, all).map_err(|e| e.to_string())
     }
 
     fn reset(&mut self) {

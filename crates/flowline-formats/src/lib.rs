@@ -98,6 +98,48 @@ impl FileInput {
     }
 }
 
+/// Batches of `schema` as one: `None` for none, the batch itself for one (no copy), else
+/// concatenated.
+pub fn concat_all(
+    schema: &arrow_schema::SchemaRef,
+    mut batches: Vec<arrow_array::RecordBatch>,
+) -> std::result::Result<Option<arrow_array::RecordBatch>, arrow_schema::ArrowError> {
+    match batches.len() {
+        0 => Ok(None),
+        1 => Ok(batches.pop()),
+        _ => arrow_select::concat::concat_batches(schema, &batches).map(Some),
+    }
+}
+
+/// An unsigned LEB128 varint read byte by byte (a protobuf length prefix; an Avro block header
+/// before zig-zag): `None` at a clean end of input, else the value and its length in bytes.
+/// Input that ends inside one is `UnexpectedEof`, one over 10 bytes `InvalidData`.
+pub(crate) fn read_varint(r: &mut impl std::io::Read) -> std::io::Result<Option<(u64, u64)>> {
+    let (mut v, mut shift, mut len) = (0u64, 0, 0);
+    loop {
+        let mut b = [0u8];
+        if r.read(&mut b)? == 0 {
+            return if len == 0 {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        len += 1;
+        v |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(Some((v, len)));
+        }
+        shift += 7;
+        if shift >= 64 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "varint too long",
+            ));
+        }
+    }
+}
+
 /// A file read as whole batches (Parquet, Avro, protobuf) rather than line by line.
 pub trait FileBatches: Iterator<Item = Result<arrow_array::RecordBatch>> + Send {
     /// Records skipped so far as undecodable (with `ignore-parse-errors`).

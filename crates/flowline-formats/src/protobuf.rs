@@ -745,30 +745,11 @@ impl ProtobufFileReader {
 
     /// The next length prefix; `None` at the end of the file.
     fn read_len(&mut self) -> std::io::Result<Option<u64>> {
-        use std::io::Read;
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let mut b = [0u8];
-            if self.file.read(&mut b)? == 0 {
-                return if shift == 0 {
-                    Ok(None)
-                } else {
-                    Err(std::io::ErrorKind::UnexpectedEof.into())
-                };
-            }
-            self.offset += 1;
-            v |= u64::from(b[0] & 0x7f) << shift;
-            if b[0] & 0x80 == 0 {
-                return Ok(Some(v));
-            }
-            shift += 7;
-            if shift >= 64 {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "varint too long",
-                ));
-            }
-        }
+        let Some((v, n)) = crate::read_varint(&mut self.file)? else {
+            return Ok(None);
+        };
+        self.offset += n;
+        Ok(Some(v))
     }
 
     fn next_batch(&mut self) -> Result<Option<RecordBatch>> {

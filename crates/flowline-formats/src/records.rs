@@ -484,14 +484,7 @@ fn decode_binary(
     }
     let last = records.len().saturating_sub(1);
     done.extend(decoder.finish().map_err(|e| fail(last, e))?);
-    let rows = match done.len() {
-        0 => None,
-        1 => done.pop(),
-        _ => Some(
-            arrow_select::concat::concat_batches(schema, &done)
-                .map_err(|e| fail(last, e.into()))?,
-        ),
-    };
+    let rows = crate::concat_all(schema, done).map_err(|e| fail(last, e.into()))?;
     if null_rows.is_empty() {
         return Ok(rows);
     }

@@ -365,14 +365,8 @@ impl IngestTable {
             batches.push(b);
         }
         let rejected = reader.skipped() as usize;
-        let batch = match batches.len() {
-            0 => None,
-            1 => batches.pop(),
-            _ => Some(
-                arrow::compute::concat_batches(&batches[0].schema(), &batches)
-                    .map_err(|e| IngestResponse::error(500, e.to_string()))?,
-            ),
-        };
+        let batch = flowline_formats::concat_all(&self.schema, batches)
+            .map_err(|e| IngestResponse::error(500, e.to_string()))?;
         Ok(Decoded {
             batch,
             rows: rows + rejected,

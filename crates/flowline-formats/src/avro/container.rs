@@ -109,26 +109,17 @@ impl AvroFileReader {
 
     /// A zig-zag varint of the block framing; `None` at a clean end of the file.
     fn read_long(&mut self) -> Result<Option<i64>> {
-        let (mut v, mut shift) = (0u64, 0);
-        loop {
-            let mut b = [0u8];
-            if self.input.read(&mut b)? == 0 {
-                return if shift == 0 {
-                    Ok(None)
-                } else {
-                    Err(self.block_err("the file ends inside a block header"))
-                };
+        let read = crate::read_varint(&mut self.input).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                self.block_err("the file ends inside a block header")
             }
-            self.offset += 1;
-            v |= u64::from(b[0] & 0x7f) << shift;
-            if b[0] & 0x80 == 0 {
-                return Ok(Some(((v >> 1) as i64) ^ -((v & 1) as i64)));
-            }
-            shift += 7;
-            if shift >= 64 {
-                return Err(self.block_err("a block header varint is too long"));
-            }
-        }
+            std::io::ErrorKind::InvalidData => self.block_err("a block header varint is too long"),
+            _ => e.into(),
+        })?;
+        Ok(read.map(|(v, n)| {
+            self.offset += n;
+            ((v >> 1) as i64) ^ -((v & 1) as i64)
+        }))
     }
 
     /// Reads the next block; `false` at the end of the file.
@@ -177,7 +168,7 @@ impl AvroFileReader {
         }
         self.raw = data;
         self.block = block;
-        let zero_width = self.shape.zero_width(self.shape.root);
+        let zero_width = self.shape.zero_width[self.shape.root];
         if (count as u64 > self.block.len() as u64 && !zero_width)
             || (zero_width && count as u64 > ZERO_WIDTH_ITEMS_MAX)
         {
@@ -301,6 +292,9 @@ impl Iterator for AvroFileReader {
 struct Shape {
     nodes: Vec<Node>,
     root: usize,
+    /// Per node, whether its values may take no bytes at all (null, fixed(0), records of
+    /// those): an array of them is bounded by count, not by bytes.
+    zero_width: Vec<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -347,26 +341,12 @@ impl Shape {
                 }
             }
         }
+        let zero_width = zero_width(&b.nodes);
         Ok(Self {
             nodes: b.nodes,
             root,
+            zero_width,
         })
-    }
-
-    /// Whether a value of `node` may take no bytes at all.
-    fn zero_width(&self, node: usize) -> bool {
-        self.zero_width_at(node, 0)
-    }
-
-    fn zero_width_at(&self, node: usize, depth: usize) -> bool {
-        match &self.nodes[node] {
-            Node::Null => true,
-            Node::Fixed(n) => *n == 0,
-            Node::Record(fields) => {
-                depth < NESTING_MAX && fields.iter().all(|f| self.zero_width_at(*f, depth + 1))
-            }
-            _ => false,
-        }
     }
 
     /// The length of the value of `node` at the start of `buf`.
@@ -427,7 +407,7 @@ impl Shape {
             }
             Node::Array(item) | Node::Map(item) => {
                 let map = matches!(self.nodes[node], Node::Map(_));
-                let zero_width = !map && self.zero_width_at(*item, depth + 1);
+                let zero_width = !map && self.zero_width[*item];
                 let mut at = 0;
                 loop {
                     let (count, n) = read_long(&buf[at..])?;
@@ -453,6 +433,29 @@ impl Shape {
                 }
             }
             Node::Named(n) => Err(format!("unresolved type '{n}'")),
+        }
+    }
+}
+
+/// Which nodes' values may take no bytes: the least fixpoint, so a record that contains itself
+/// (which no finite value can) is not.
+fn zero_width(nodes: &[Node]) -> Vec<bool> {
+    let mut zero: Vec<bool> = nodes
+        .iter()
+        .map(|n| matches!(n, Node::Null | Node::Fixed(0)))
+        .collect();
+    loop {
+        let mut changed = false;
+        for (i, n) in nodes.iter().enumerate() {
+            if let Node::Record(fields) = n {
+                if !zero[i] && fields.iter().all(|f| zero[*f]) {
+                    zero[i] = true;
+                    changed = true;
+                }
+            }
+        }
+        if !changed {
+            return zero;
         }
     }
 }

@@ -45,8 +45,8 @@ CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM 
 ";
 
 /// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
-/// session aggregation, session assignment (rows held per session), OVER aggregation and a
-/// window join. The 1 s TUMBLE lives
+/// session aggregation, session assignment (rows held per session), OVER aggregation, a window
+/// TopN and a window join. The 1 s TUMBLE lives
 /// through dozens of checkpoints, so its frozen state batches are compacted several times.
 const QUERIES: &[(&str, &str)] = &[
     ("a BIGINT, ws TIMESTAMP(3), n BIGINT, p BIGINT",
@@ -68,6 +68,12 @@ const QUERIES: &[(&str, &str)] = &[
       WINDOW w AS (PARTITION BY bid.auction % 10 ORDER BY dateTime RANGE BETWEEN INTERVAL '50' MILLISECOND PRECEDING AND CURRENT ROW)"),
     ("k BIGINT, t TIMESTAMP(3), n BIGINT",
      "SELECT bid.bidder % 7, dateTime, COUNT(DISTINCT bid.auction) OVER (PARTITION BY bid.bidder % 7 ORDER BY dateTime) FROM bids_tight WHERE event_type = 2"),
+    // A window TopN: each window's top rows per partition wait in state for the watermark.
+    // The ORDER BY breaks every tie, so arrival order (which differs between runs) does not matter.
+    ("a BIGINT, p BIGINT, ws TIMESTAMP(3), rn BIGINT",
+     "SELECT auction, price, window_start, rn FROM (SELECT bid.auction AS auction, bid.price AS price, window_start, \
+      ROW_NUMBER() OVER (PARTITION BY window_start, window_end, bid.auction % 10 ORDER BY bid.price DESC, bid.bidder, bid.auction, dateTime) AS rn \
+      FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND)) WHERE event_type = 2) WHERE rn <= 3"),
     // A window join (FULL) of two window aggregations: windows wait in state for the watermark.
     ("a BIGINT, b BIGINT, ws TIMESTAMP(3), n BIGINT, m BIGINT",
      "SELECT A.a, B.a, COALESCE(A.window_start, B.window_start), A.n, B.m FROM \

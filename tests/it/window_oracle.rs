@@ -1,4 +1,4 @@
-//! Oracle for event time: the streaming result of a window aggregation over out-of-order input
+//! Oracle for event time: the streaming result of a window aggregation (or window TopN) over out-of-order input
 //! equals DataFusion's batch result of the same aggregation with the windows computed explicitly
 //! (epoch arithmetic and a join with the window offsets), for random keys, values, disorder
 //! within the watermark delay, file (batch) boundaries and parallelism.
@@ -98,6 +98,26 @@ const CASES: &[(&str, &str)] = &[
          FROM TABLE(SESSION(TABLE src PARTITION BY k, DESCRIPTOR(ts), INTERVAL '2' SECOND)) GROUP BY k, window_start, window_end",
         "SELECT k, CAST(window_start AS BIGINT), CAST(window_end AS BIGINT), COUNT(*), SUM(v) \
          FROM TABLE(SESSION(TABLE src PARTITION BY k, DESCRIPTOR(ts), INTERVAL '2' SECOND)) GROUP BY k, window_start, window_end",
+    ),
+    // Window TopN and deduplication: the batch side is DataFusion's ROW_NUMBER over the same
+    // windows. The ORDER BY leaves ties only between rows that print alike.
+    (
+        "SELECT k, v, CAST(ts AS BIGINT), CAST(window_start AS BIGINT), rn FROM (SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY window_start, window_end, k ORDER BY v DESC, ts) AS rn FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '5' SECOND))) WHERE rn <= 2",
+        "SELECT k, v, CAST(ts AS BIGINT), CAST(window_start AS BIGINT), rn FROM (SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY window_start, window_end, k ORDER BY v DESC, ts) AS rn FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '5' SECOND))) WHERE rn <= 2",
+    ),
+    (
+        "SELECT k, v, CAST(ts AS BIGINT), CAST(window_end AS BIGINT) FROM (SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY window_start, window_end ORDER BY ts DESC, k, v) AS rn FROM TABLE(HOP(TABLE src, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '6' SECOND))) WHERE rn = 1",
+        "SELECT k, v, CAST(ts AS BIGINT), CAST(window_end AS BIGINT) FROM (SELECT *, ROW_NUMBER() OVER \
+         (PARTITION BY window_start, window_end ORDER BY ts DESC, k, v) AS rn FROM TABLE(HOP(TABLE src, DESCRIPTOR(ts), INTERVAL '2' SECOND, INTERVAL '6' SECOND))) WHERE rn = 1",
+    ),
+    (
+        "SELECT CAST(window_start AS BIGINT), k, c, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY c DESC, k) AS rn \
+         FROM (SELECT window_start, window_end, k, COUNT(*) AS c FROM TABLE(TUMBLE(TABLE src, DESCRIPTOR(ts), INTERVAL '3' SECOND)) GROUP BY k, window_start, window_end)) WHERE rn <= 2",
+        "SELECT ws, k, c, rn FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY ws ORDER BY c DESC, k) AS rn \
+         FROM (SELECT CAST(ts AS BIGINT) / 3000 * 3000 AS ws, k, COUNT(*) AS c FROM src GROUP BY k, CAST(ts AS BIGINT) / 3000 * 3000)) WHERE rn <= 2",
     ),
 ];
 

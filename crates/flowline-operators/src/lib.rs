@@ -12,6 +12,7 @@
 //! - `over_agg.rs`: OVER aggregations (`SUM(x) OVER (PARTITION BY ... ORDER BY t ROWS|RANGE ...)`);
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `window_join.rs`: window joins (two window TVF results joined per window);
+//! - `window_rank.rs`: window TopN and window deduplication (append-only, per window);
 //! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
@@ -31,6 +32,7 @@ mod session_table;
 pub mod temporal_join;
 pub mod window_agg;
 pub mod window_join;
+pub mod window_rank;
 
 use std::fmt;
 
@@ -53,6 +55,7 @@ pub use session::{
 pub use temporal_join::{LookupJoinSpec, TableLoader, VersionedJoinSpec};
 pub use window_agg::{AggregateCall, WindowAggregate, WindowAggregateSpec};
 pub use window_join::WindowJoinSpec;
+pub use window_rank::WindowRankSpec;
 
 /// A streaming operator. The runtime calls the hooks from a single task, in message order.
 ///

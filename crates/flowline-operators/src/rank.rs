@@ -53,14 +53,26 @@ pub struct RankSpec {
     pub state_ttl: Option<std::time::Duration>,
 }
 
-impl fmt::Debug for RankSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl RankSpec {
+    /// PARTITION BY, for `flowline explain`.
+    pub(crate) fn partition_list(&self) -> String {
         let partition: Vec<String> = self.partition.iter().map(|p| p.to_string()).collect();
+        partition.join(", ")
+    }
+
+    /// ORDER BY with directions, for `flowline explain`.
+    pub(crate) fn order_list(&self) -> String {
         let order: Vec<String> = self
             .order
             .iter()
             .map(|(e, o)| format!("{e}{}", if o.descending { " DESC" } else { "" }))
             .collect();
+        order.join(", ")
+    }
+}
+
+impl fmt::Debug for RankSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let what = if self.limit == 1 {
             "Deduplicate"
         } else {
@@ -69,8 +81,8 @@ impl fmt::Debug for RankSpec {
         write!(
             f,
             "{what}(partition=[{}], order=[{}], rn<={}) -> updating",
-            partition.join(", "),
-            order.join(", "),
+            self.partition_list(),
+            self.order_list(),
             self.limit
         )
     }

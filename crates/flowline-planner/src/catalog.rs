@@ -38,6 +38,8 @@ fn base_session() -> SessionContext {
     config.options_mut().sql_parser.collect_spans = true;
     // Flink types `0.908` as DECIMAL(3, 3), not DOUBLE.
     config.options_mut().sql_parser.parse_float_as_decimal = true;
+    // Flink orders NULL as the smallest value: first in ASC, last in DESC.
+    config.options_mut().sql_parser.default_null_ordering = "nulls_min".into();
     SessionContext::new_with_config(config)
 }
 
@@ -48,6 +50,7 @@ fn with_flink_functions(ctx: SessionContext) -> SessionContext {
         ctx.register_udf(f.as_ref().clone());
     }
     ctx.register_udaf(flowline_sql::functions::aggregate::flink_avg());
+    ctx.register_udaf(flowline_sql::functions::aggregate::flink_sum());
     ctx
 }
 
@@ -503,8 +506,9 @@ impl Catalog {
             };
             return Err(at(format!(
                 "INSERT INTO '{}': the query's result is updating ({reason}), but connector '{}' \
-                 only appends rows{keyless}. Write it to a sink that accepts updates ({}), or aggregate over a window TVF \
-                 (TUMBLE, HOP, CUMULATE, SESSION), whose rows are final.{hint}",
+                 only appends rows{keyless}. Write it to a sink that accepts updates ({}), or aggregate or rank within the windows of a window TVF \
+                 (TUMBLE, HOP, CUMULATE, SESSION; a TopN's PARTITION BY then starts with window_start, window_end), \
+                 whose rows are final.{hint}",
                 insert.table,
                 sink.factory.name,
                 accepting.join(", ")

@@ -224,6 +224,10 @@ pub(crate) fn is_window_column(plan: &LogicalPlan, col: usize) -> bool {
         }
         LogicalPlan::Filter(f) => is_window_column(&f.input, col),
         LogicalPlan::SubqueryAlias(a) => is_window_column(&a.input, col),
+        // A window TopN keeps its input's window columns.
+        LogicalPlan::Window(w) => {
+            col < w.input.schema().fields().len() && is_window_column(&w.input, col)
+        }
         LogicalPlan::Aggregate(a) => match a.group_expr.get(col) {
             Some(Expr::Column(c)) => a
                 .input

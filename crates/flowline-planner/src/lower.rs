@@ -12,6 +12,7 @@
 //! Join bounding l.t - r.t (time attributes) → Node::Operator(IntervalJoin), watermark-driven
 //! Join with FOR SYSTEM_TIME AS OF    → Node::Operator(LookupJoin / TemporalJoin)
 //! Filter rn <= N over Window(ROW_NUMBER) → Node::Operator(Rank: TopN / dedup), updating, hash on PARTITION BY
+//!   ... PARTITION BY window_start, window_end → Node::Operator(WindowRank), append-only, per window
 //! Window of aggregates (OVER)        → Node::Operator(OverAggregate), watermark-driven, hash on PARTITION BY
 //! ```
 //!
@@ -286,7 +287,52 @@ fn lower_rank(
             order[0].0.data_type(input_schema.as_arrow()),
             Ok(DataType::Timestamp(_, _))
         );
-    let inputs = lower_node(&window.input, cat, timed)?;
+    // Window TopN / dedup (Flink's WindowRank): PARTITION BY holds the window bounds of a
+    // window TVF or window aggregation below.
+    let window_bound = |name: &str| {
+        wf.params.partition_by.iter().position(|e| match e {
+            Expr::Column(c) if c.name == name => input_schema
+                .index_of_column(c)
+                .is_ok_and(|i| crate::interval::is_window_column(&window.input, i)),
+            _ => false,
+        })
+    };
+    let bounds = window_bound("window_start").zip(window_bound("window_end"));
+    let inputs = lower_node(&window.input, cat, timed || bounds.is_some())?;
+    if let Some((start, end)) = bounds.filter(|_| !updating(&inputs)) {
+        let Expr::Column(end_column) = &wf.params.partition_by[end] else {
+            unreachable!("window_bound matched a column");
+        };
+        let key = partition
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != start && *i != end)
+            .map(|(_, e)| e.clone())
+            .collect();
+        let spec = flowline_operators::WindowRankSpec {
+            rank: RankSpec {
+                partition,
+                order,
+                limit: limit as usize,
+                later_first,
+                input: Arc::new(input_schema.as_arrow().clone()),
+                updating_input: false,
+                schema: Arc::new(window.schema.as_arrow().clone()),
+                state_ttl: None,
+            },
+            end: input_schema.index_of_column(end_column).map_err(df_error)?,
+        };
+        let mut nodes = vec![OperatorNode::single(
+            Arc::new(spec),
+            inputs,
+            key,
+            cat.late_sink().is_some(),
+        )];
+        for p in projections.iter().rev() {
+            nodes = project(p, nodes, cat)?;
+        }
+        return Ok(Some(nodes));
+    }
     let spec = RankSpec {
         partition: partition.clone(),
         order,

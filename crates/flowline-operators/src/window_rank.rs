@@ -1,0 +1,349 @@
+//! Window TopN and window deduplication: `ROW_NUMBER() OVER (PARTITION BY window_start,
+//! window_end, ... ORDER BY ...) ... WHERE rn <= N` over a window TVF (or a window aggregation),
+//! as Flink's `WindowRank` and `WindowDeduplicate`. Each window's top N rows per partition are
+//! emitted once, when the watermark passes the window's end; the output is append-only.
+//!
+//! ```text
+//! rows ─▶ by window end ─▶ per partition: the N first rows by (sort key, arrival)
+//!      ──watermark ≥ end - 1──▶ each partition's rows with their row number; the window dropped
+//! ```
+//!
+//! Equal sort keys rank in arrival order; deduplication keeping the last row (N = 1, ordered by a
+//! time attribute descending) ranks the later arrival first, as in Flink. A row whose window has
+//! fired is late: dropped and counted.
+//!
+//! State: per open window and partition at most N rows, in Arrow's row format.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, BinaryBuilder, Int64Array, RecordBatch, UInt64Array, UInt64Builder,
+};
+use datafusion::arrow::array::Array;
+use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{exec_err, Result};
+
+use crate::rank::RankSpec;
+use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
+
+/// The plan of a window TopN: a TopN over an append-only input whose PARTITION BY holds the
+/// window's bounds.
+#[derive(Clone)]
+pub struct WindowRankSpec {
+    /// PARTITION BY (window bounds included), ORDER BY, N, tie order, the input and output
+    /// columns (the output has no change kind).
+    pub rank: RankSpec,
+    /// The input's `window_end` column.
+    pub end: usize,
+}
+
+impl fmt::Debug for WindowRankSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = if self.rank.limit == 1 {
+            "WindowDeduplicate"
+        } else {
+            "WindowTopN"
+        };
+        write!(
+            f,
+            "{what}(partition=[{}], order=[{}], rn<={}) -> append-only",
+            self.rank.partition_list(),
+            self.rank.order_list(),
+            self.rank.limit
+        )
+    }
+}
+
+impl OperatorFactory for WindowRankSpec {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        let spec = &self.rank;
+        let fields = |exprs: &mut dyn Iterator<Item = _>| -> Result<RowConverter> {
+            Ok(RowConverter::new(exprs.collect::<Result<Vec<_>>>()?)?)
+        };
+        Ok(Box::new(WindowRank {
+            partitions: fields(
+                &mut spec
+                    .partition
+                    .iter()
+                    .map(|e| e.data_type(&spec.input).map(SortField::new)),
+            )?,
+            order: fields(&mut spec.order.iter().map(|(e, o)| {
+                e.data_type(&spec.input)
+                    .map(|t| SortField::new_with_options(t, *o))
+            }))?,
+            rows: fields(
+                &mut spec
+                    .input
+                    .fields()
+                    .iter()
+                    .map(|f| Ok(SortField::new(f.data_type().clone()))),
+            )?,
+            spec: Arc::new(self.clone()),
+            windows: BTreeMap::new(),
+            watermark: i64::MIN,
+            seq: 0,
+            bytes: 0,
+            late: LateRows::new(ctx.keep_late),
+        }))
+    }
+}
+
+/// A row's place in its partition: (sort key, arrival tie-break), and the row.
+type Ranked = ((Box<[u8]>, u64), Box<[u8]>);
+
+/// One window's partitions, in order of first arrival.
+#[derive(Default)]
+struct Window {
+    index: HashMap<Box<[u8]>, usize>,
+    keys: Vec<Box<[u8]>>,
+    /// Per partition: at most N rows, sorted.
+    tops: Vec<Vec<Ranked>>,
+}
+
+pub struct WindowRank {
+    spec: Arc<WindowRankSpec>,
+    partitions: RowConverter,
+    order: RowConverter,
+    rows: RowConverter,
+    /// Per window end.
+    windows: BTreeMap<i64, Window>,
+    watermark: i64,
+    /// Arrival counter: the tie-break between equal sort keys.
+    seq: u64,
+    bytes: usize,
+    late: LateRows,
+}
+
+impl WindowRank {
+    /// Offers a row to its window's partition; it is kept if it ranks within the first N.
+    fn offer(&mut self, end: i64, key: &[u8], sort: &[u8], tie: u64, row: &[u8]) {
+        let limit = self.spec.rank.limit;
+        let window = self.windows.entry(end).or_default();
+        let p = match window.index.get(key) {
+            Some(p) => *p,
+            None => {
+                window.index.insert(key.into(), window.tops.len());
+                window.keys.push(key.into());
+                window.tops.push(Vec::with_capacity(limit.min(16) + 1));
+                self.bytes += 2 * key.len() + 64;
+                window.tops.len() - 1
+            }
+        };
+        let top = &mut window.tops[p];
+        if top.len() >= limit {
+            let ((last, last_tie), _) = top.last().expect("not empty");
+            if (sort, tie) > (&**last, *last_tie) {
+                return;
+            }
+        }
+        let at = top.partition_point(|((s, t), _)| (&**s, *t) < (sort, tie));
+        top.insert(at, ((sort.into(), tie), row.into()));
+        self.bytes += sort.len() + row.len() + 32;
+        if top.len() > limit {
+            let ((s, _), r) = top.pop().expect("longer than the limit");
+            self.bytes -= s.len() + r.len() + 32;
+        }
+    }
+
+    fn tie(&mut self) -> u64 {
+        self.seq += 1;
+        if self.spec.rank.later_first {
+            u64::MAX - self.seq
+        } else {
+            self.seq
+        }
+    }
+
+    /// Emits and drops every window ending at or before `until + 1`.
+    fn fire(&mut self, until: i64) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.windows.first_entry() {
+            if entry.key().saturating_sub(1) > until {
+                break;
+            }
+            let window = entry.remove();
+            let mut rns = Vec::new();
+            let mut rows: Vec<&[u8]> = Vec::new();
+            for top in &window.tops {
+                for (i, (_, row)) in top.iter().enumerate() {
+                    rns.push(i as u64 + 1);
+                    rows.push(row);
+                }
+            }
+            self.bytes -= window
+                .tops
+                .iter()
+                .flatten()
+                .map(|((s, _), r)| s.len() + r.len() + 32)
+                .sum::<usize>()
+                + window.keys.iter().map(|k| 2 * k.len() + 64).sum::<usize>();
+            let n = rows.len();
+            if n == 0 {
+                continue;
+            }
+            let parser = self.rows.parser();
+            let mut columns = self.rows.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+            columns.push(Arc::new(UInt64Array::from(rns)));
+            crate::push_sliced(
+                &mut out,
+                crate::batch_of(&self.spec.rank.schema, columns, n)?,
+            );
+        }
+        Ok(out)
+    }
+}
+
+impl Operator for WindowRank {
+    fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let spec = self.spec.clone();
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let eval = |exprs: &mut dyn Iterator<Item = &Arc<dyn datafusion::physical_expr::PhysicalExpr>>| {
+            exprs
+                .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
+                .collect::<Result<Vec<ArrayRef>>>()
+        };
+        let keys = self
+            .partitions
+            .convert_columns(&eval(&mut spec.rank.partition.iter())?)?;
+        let sorts = self
+            .order
+            .convert_columns(&eval(&mut spec.rank.order.iter().map(|(e, _)| e))?)?;
+        let rows = self.rows.convert_columns(batch.columns())?;
+        let ends = crate::millis(batch.column(spec.end), "window_end")?;
+        let mut late = Vec::new();
+        for i in 0..n {
+            match ends.is_valid(i).then(|| ends.value(i)) {
+                Some(end) if end - 1 > self.watermark => {
+                    let tie = self.tie();
+                    self.offer(
+                        end,
+                        keys.row(i).as_ref(),
+                        sorts.row(i).as_ref(),
+                        tie,
+                        rows.row(i).as_ref(),
+                    );
+                }
+                _ => late.push(i as u32),
+            }
+        }
+        self.late.add(&batch, &late)?;
+        Ok(Vec::new())
+    }
+
+    fn on_watermark(&mut self, ts: i64) -> Result<Vec<RecordBatch>> {
+        if ts <= self.watermark {
+            return Ok(Vec::new());
+        }
+        self.watermark = ts;
+        self.fire(ts)
+    }
+
+    fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
+        self.fire(i64::MAX)
+    }
+
+    /// State batches of `[window end, partition key, sort key, tie, row]`, then the arrival
+    /// counter.
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        let mut batches = Vec::new();
+        let (mut ends, mut keys, mut sorts, mut ties, mut rows) = (
+            Vec::new(),
+            BinaryBuilder::new(),
+            BinaryBuilder::new(),
+            UInt64Builder::new(),
+            BinaryBuilder::new(),
+        );
+        for (end, window) in &self.windows {
+            for (key, top) in window.keys.iter().zip(&window.tops) {
+                for ((sort, tie), row) in top {
+                    ends.push(*end);
+                    keys.append_value(key);
+                    sorts.append_value(sort);
+                    ties.append_value(*tie);
+                    rows.append_value(row);
+                    if ends.len() == 65536 {
+                        let n = ends.len();
+                        batches.push(crate::state_batch(
+                            vec![
+                                Arc::new(Int64Array::from(std::mem::take(&mut ends))),
+                                Arc::new(keys.finish()),
+                                Arc::new(sorts.finish()),
+                                Arc::new(ties.finish()),
+                                Arc::new(rows.finish()),
+                            ],
+                            n,
+                        )?);
+                    }
+                }
+            }
+        }
+        if !ends.is_empty() {
+            let n = ends.len();
+            batches.push(crate::state_batch(
+                vec![
+                    Arc::new(Int64Array::from(ends)),
+                    Arc::new(keys.finish()),
+                    Arc::new(sorts.finish()),
+                    Arc::new(ties.finish()),
+                    Arc::new(rows.finish()),
+                ],
+                n,
+            )?);
+        }
+        let mut state = crate::encode_batches(&batches)?;
+        state.extend_from_slice(&self.seq.to_le_bytes());
+        Ok(state)
+    }
+
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        let Some(at) = state.len().checked_sub(8) else {
+            return exec_err!("window TopN: the checkpoint's state is truncated");
+        };
+        self.seq = u64::from_le_bytes(state[at..].try_into().expect("8 bytes"));
+        for batch in crate::decode_batches(&state[..at])? {
+            if batch.num_columns() != 5 {
+                return exec_err!(
+                    "window TopN: the checkpoint's state has {} columns, expected 5",
+                    batch.num_columns()
+                );
+            }
+            let ends = batch.column(0).as_primitive::<Int64Type>();
+            let keys = batch.column(1).as_binary::<i32>();
+            let sorts = batch.column(2).as_binary::<i32>();
+            let ties = batch.column(3).as_primitive::<UInt64Type>();
+            let rows = batch.column(4).as_binary::<i32>();
+            for i in 0..batch.num_rows() {
+                self.offer(
+                    ends.value(i),
+                    keys.value(i),
+                    sorts.value(i),
+                    ties.value(i),
+                    rows.value(i),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn late_rows(&self) -> u64 {
+        self.late.total()
+    }
+
+    fn take_late(&mut self) -> Vec<RecordBatch> {
+        self.late.take()
+    }
+
+    fn state_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+}

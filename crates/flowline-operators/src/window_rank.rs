@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
+use datafusion::arrow::array::Array;
 use datafusion::arrow::array::{
     ArrayRef, AsArray, BinaryBuilder, Int64Array, RecordBatch, UInt64Array, UInt64Builder,
 };
-use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::{exec_err, Result};
@@ -185,7 +185,9 @@ impl WindowRank {
                 continue;
             }
             let parser = self.rows.parser();
-            let mut columns = self.rows.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
+            let mut columns = self
+                .rows
+                .convert_rows(rows.iter().map(|r| parser.parse(r)))?;
             columns.push(Arc::new(UInt64Array::from(rns)));
             crate::push_sliced(
                 &mut out,
@@ -203,11 +205,12 @@ impl Operator for WindowRank {
         if n == 0 {
             return Ok(Vec::new());
         }
-        let eval = |exprs: &mut dyn Iterator<Item = &Arc<dyn datafusion::physical_expr::PhysicalExpr>>| {
-            exprs
-                .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
-                .collect::<Result<Vec<ArrayRef>>>()
-        };
+        let eval =
+            |exprs: &mut dyn Iterator<Item = &Arc<dyn datafusion::physical_expr::PhysicalExpr>>| {
+                exprs
+                    .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
+                    .collect::<Result<Vec<ArrayRef>>>()
+            };
         let keys = self
             .partitions
             .convert_columns(&eval(&mut spec.rank.partition.iter())?)?;

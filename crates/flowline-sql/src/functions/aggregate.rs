@@ -82,7 +82,11 @@ impl IntegerResult {
     /// Calls `f` with `args` as DataFusion's accumulator sees them: input and result of the
     /// working type.
     fn as_work<R>(&self, args: AccumulatorArgs, f: impl FnOnce(AccumulatorArgs) -> R) -> R {
-        let fields: Vec<FieldRef> = args.expr_fields.iter().map(|f| self.work_field(f)).collect();
+        let fields: Vec<FieldRef> = args
+            .expr_fields
+            .iter()
+            .map(|f| self.work_field(f))
+            .collect();
         f(AccumulatorArgs {
             return_field: Arc::new(Field::new(args.name, self.work.clone(), true)),
             expr_fields: &fields,

@@ -382,6 +382,44 @@ pub fn normalize_query(query: &mut Query) {
                 *data_type = SqlDataType::Bytea;
             }
         }
+        // Flink's CAST(x AS TIMESTAMP_LTZ(p)), which DataFusion's SQL planner does not know:
+        // arrow_cast to the type the DDL gives TIMESTAMP_LTZ(p).
+        if let Expr::Cast {
+            data_type: SqlDataType::Custom(name, args),
+            expr: inner,
+            ..
+        } = expr
+        {
+            let precision = match args.as_slice() {
+                [] => Some(6),
+                [p] => p.parse::<u64>().ok(),
+                _ => None,
+            };
+            if let (true, Some(p)) = (
+                name.to_string().eq_ignore_ascii_case("timestamp_ltz"),
+                precision,
+            ) {
+                let arrow_type = crate::types::timestamp_type(p, true).to_string();
+                let call = format!("arrow_cast(x, '{}')", arrow_type.replace('\'', "''"));
+                if let Ok(Expr::Function(mut f)) = datafusion::sql::sqlparser::parser::Parser::new(
+                    &datafusion::sql::sqlparser::dialect::GenericDialect {},
+                )
+                .try_with_sql(&call)
+                .and_then(|mut p| p.parse_expr())
+                {
+                    if let datafusion::sql::sqlparser::ast::FunctionArguments::List(list) =
+                        &mut f.args
+                    {
+                        list.args[0] = datafusion::sql::sqlparser::ast::FunctionArg::Unnamed(
+                            datafusion::sql::sqlparser::ast::FunctionArgExpr::Expr(
+                                (**inner).clone(),
+                            ),
+                        );
+                    }
+                    *expr = Expr::Function(f);
+                }
+            }
+        }
         ControlFlow::<()>::Continue(())
     });
     let _ = query.visit(&mut FieldNames);

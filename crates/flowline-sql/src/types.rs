@@ -271,7 +271,7 @@ impl<'p, 'a> TypeParser<'p, 'a> {
     }
 }
 
-fn timestamp_type(precision: u64, ltz: bool) -> DataType {
+pub(crate) fn timestamp_type(precision: u64, ltz: bool) -> DataType {
     let unit = match precision {
         0 => TimeUnit::Second,
         1..=3 => TimeUnit::Millisecond,

@@ -381,6 +381,36 @@ def main():
                      f"exactly-once after a crash before commit and SIGKILLs: {sum(lost.values())} lost, {sum((got - want).values())} extra "
                      f"(aborted-transaction records tansu shows), commit markers {markers}", p.stderr[-600:])
 
+            # 5c. Zombie fencing: an exactly-once job frozen mid-run (SIGSTOP), and a new instance
+            # of it that restores the last checkpoint and runs to the end. The new instance's
+            # init_transactions fences the zombie's transactional ids: when the zombie wakes, the
+            # broker refuses its transactions and it fails saying why, without committing more.
+            create_topic(servers, "eoz", 2)
+            path = pipeline("eoz", src("events", {}) + eo_sink.replace("'eo'", "'eoz'").replace("'t1'", "'tz'") + "INSERT INTO eo_out SELECT * FROM events WHERE amount < 100;",
+                            "SET 'parallelism.default' = '2';\nSET 'execution.checkpointing.interval' = '200ms';\n")
+            zombie = subprocess.Popen([args.binary, "run", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            from confluent_kafka import ConsumerGroupTopicPartitions
+            admin = AdminClient({"bootstrap.servers": servers})
+
+            def committed_marker():
+                res = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions("tz-eo_out-0", [TopicPartition("eoz", 0)])])
+                return max([tp.offset for f in res.values() for tp in f.result().topic_partitions] + [0])
+            # Frozen once it has committed a checkpoint's transaction (so it is past
+            # init_transactions and mid-run).
+            deadline = time.time() + 60
+            while committed_marker() < 1 and zombie.poll() is None and time.time() < deadline:
+                time.sleep(0.02)
+            zombie.send_signal(signal.SIGSTOP)
+            frozen_mid_run = zombie.poll() is None
+            p = run(args.binary, path)
+            zombie.send_signal(signal.SIGCONT)
+            zerr = zombie.communicate(timeout=180)[1]
+            got = collections.Counter(json.loads(v)["id"] for _, v in consume_all(servers, "eoz", 2))
+            lost = want - got
+            c.expect(frozen_mid_run and p.returncode == 0 and zombie.returncode != 0 and "taken over its transactional id" in zerr and not lost,
+                     f"zombie fencing: frozen mid-run {frozen_mid_run}; the zombie fails ({zombie.returncode}) naming the takeover; {sum(lost.values())} lost, "
+                     f"{sum((got - want).values())} extra (aborted-transaction records tansu shows)", p.stderr[-600:] + "\nzombie: " + zerr[-600:])
+
             # 6. Poison record: the job fails naming it; with ignore-parse-errors it is skipped and counted.
             create_topic(servers, "poison", 1)
             pe = produce(servers, "poison", [(None, b'{"id": 1}'), (None, b"not json"), (None, b'{"id": 3}')])
@@ -564,6 +594,69 @@ def main():
 
             # 6g. Avro and protobuf records written by other tools, and read back by them.
             binary_formats(c, args, servers, d, pipeline)
+
+            # 6h. Writable metadata (Flink's 'timestamp' and 'headers'): persisted METADATA columns
+            # of a sink set each record's timestamp and headers (declared before the physical
+            # column, as in Flink's docs: INSERT matches declared order). Another client sees
+            # them; Flowline's source reads them back. A read-only key in a sink is refused.
+            create_topic(servers, "hdr", 1)
+            hdr_in = os.path.join(d, "hdr_in")
+            os.makedirs(hdr_in)
+            with open(os.path.join(hdr_in, "a.json"), "w") as f:
+                for i in range(5):
+                    f.write(json.dumps({"id": i, "ts": f"2024-01-01 00:00:0{i}"}) + "\n")
+            hdr_cols = "`timestamp` TIMESTAMP_LTZ(3) METADATA, id BIGINT, h MAP<STRING, BYTES> METADATA FROM 'headers'"
+            p = run(args.binary, pipeline("hdr", f"CREATE TABLE src (id BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{hdr_in}', 'format' = 'json');\n"
+                                          + table("hdr_out", servers, "hdr", hdr_cols, {"format": "json"})
+                                          + "INSERT INTO hdr_out SELECT CAST(ts AS TIMESTAMP_LTZ(3)), id, "
+                                            "map(['source', 'n'], [CAST('flowline' AS BYTES), CAST(CAST(id AS STRING) AS BYTES)]) FROM src;"))
+            cons = Consumer({"bootstrap.servers": servers, "group.id": "hdr-check", "auto.offset.reset": "earliest"})
+            cons.assign([TopicPartition("hdr", 0, 0)])
+            seen, t0 = [], time.time()
+            while len(seen) < 5 and time.time() - t0 < 20:
+                m = cons.poll(0.5)
+                if m is not None and not m.error():
+                    seen.append((json.loads(m.value())["id"], m.timestamp()[1], dict(m.headers() or [])))
+            cons.close()
+            want_seen = [(i, 1704067200000 + 1000 * i, {"source": b"flowline", "n": str(i).encode()}) for i in range(5)]
+            c.expect(p.returncode == 0 and sorted(seen) == want_seen,
+                     f"writable metadata: record timestamps and headers as the sink's METADATA columns say ({len(seen)} records)",
+                     p.stderr[-400:] + f"\nseen {sorted(seen)[:2]}")
+            hdr_back = os.path.join(d, "hdr_back")
+            p = run(args.binary, pipeline("hdr_back", table("hdr_src", servers, "hdr", hdr_cols + ", le INT METADATA FROM 'leader-epoch' VIRTUAL",
+                                                            {"format": "json", "scan.startup.mode": "earliest-offset",
+                                                             "scan.bounded.mode": "specific-offsets", "scan.bounded.specific-offsets": "partition:0,offset:5"})
+                                          + f"CREATE TABLE back (id BIGINT, ts BIGINT, n STRING, src STRING, le INT) WITH ('connector' = 'filesystem', 'path' = '{hdr_back}', 'format' = 'csv');\n"
+                                            "INSERT INTO back SELECT id, SECOND(`timestamp`), CAST(h['n'] AS STRING), CAST(h['source'] AS STRING), le FROM hdr_src;"))
+            want_back = collections.Counter(f"{i},{i},{i},flowline," for i in range(5))
+            c.expect(p.returncode == 0 and lines(hdr_back) == want_back, f"headers and timestamp METADATA read back: {sorted(lines(hdr_back))[:2]}", p.stderr[-400:])
+            p = run(args.binary, pipeline("hdr_bad", f"CREATE TABLE src (id BIGINT, ts TIMESTAMP(3)) WITH ('connector' = 'filesystem', 'path' = '{hdr_in}', 'format' = 'json');\n"
+                                          + table("hdr_out", servers, "hdr", "id BIGINT, o BIGINT METADATA FROM 'offset'", {"format": "json"})
+                                          + "INSERT INTO hdr_out SELECT id, id FROM src;"))
+            c.expect(p.returncode != 0 and "cannot write (writable metadata: headers, timestamp)" in p.stderr,
+                     "a read-only metadata column in a sink is refused, naming the writable ones", p.stderr[-400:])
+
+            # 6i. Partition discovery: an unbounded job with 'topic-pattern' picks up a topic
+            # created while it runs (its partitions are read from the earliest offset), within the
+            # discovery interval; the job is then stopped with SIGTERM.
+            create_topic(servers, "disc-a", 1)
+            produce(servers, "disc-a", [(None, json.dumps({"id": i}).encode()) for i in range(100)])
+            disc = os.path.join(d, "disc")
+            path = pipeline("disc", table("dsrc", servers, "", "id BIGINT", {"format": "json", "scan.startup.mode": "earliest-offset",
+                                                                             "scan.topic-partition-discovery.interval": "300ms"}).replace("'topic' = ''", "'topic-pattern' = 'disc-.*'")
+                            + f"CREATE TABLE dout (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{disc}', 'format' = 'csv');\nINSERT INTO dout SELECT id FROM dsrc;",
+                            "SET 'parallelism.default' = '2';\nSET 'execution.checkpointing.interval' = '200ms';\n")
+            job = subprocess.Popen([args.binary, "run", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(1.5)
+            create_topic(servers, "disc-b", 2)
+            produce(servers, "disc-b", [(None, json.dumps({"id": 1000 + i}).encode()) for i in range(100)], partition_of=lambda i: i % 2)
+            deadline = time.time() + 30
+            while sum(lines(disc).values()) < 200 and time.time() < deadline and job.poll() is None:
+                time.sleep(0.2)
+            job.send_signal(signal.SIGTERM)
+            derr = job.communicate(timeout=60)[1]
+            want_disc = collections.Counter(str(i) for i in list(range(100)) + list(range(1000, 1100)))
+            c.expect(lines(disc) == want_disc, f"partition discovery: a topic created while running is read ({sum(lines(disc).values())} of 200 rows)", derr[-600:])
 
             # 7. Errors: unreachable broker, missing topic.
             dead = f"127.0.0.1:{free_port()}"

@@ -232,3 +232,18 @@ pub trait Sink: Send {
     }
     fn finish(&mut self) -> Result<()>;
 }
+
+/// Milliseconds since the epoch of a timestamp column of any unit (a TIMESTAMP_LTZ is UTC; a
+/// TIMESTAMP is read as UTC, as Flink's Kafka sink reads its record timestamp).
+pub(crate) fn millis_of(
+    a: &arrow::array::ArrayRef,
+) -> std::result::Result<arrow::array::TimestampMillisecondArray, String> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+    if !matches!(a.data_type(), DataType::Timestamp(_, _)) {
+        return Err(format!("expected a timestamp, got {}", a.data_type()));
+    }
+    let ms = arrow::compute::cast(a, &DataType::Timestamp(TimeUnit::Millisecond, None))
+        .map_err(|e| e.to_string())?;
+    Ok(ms.as_primitive::<TimestampMillisecondType>().clone())
+}

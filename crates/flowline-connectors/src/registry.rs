@@ -39,6 +39,9 @@ pub struct ConnectorFactory {
     pub unbounded_hint: fn(&Options) -> Option<&'static str>,
     /// Keys of `METADATA [FROM 'key']` columns the source fills (after the physical columns).
     pub metadata_keys: &'static [&'static str],
+    /// Keys of persisted METADATA columns the sink writes (the sink receives them after the
+    /// physical columns); INSERT INTO a table with another persisted metadata column is refused.
+    pub writable_metadata_keys: &'static [&'static str],
     /// Whether the sink, with these options, takes an updating stream (rows with a change
     /// kind, `flowline_common::changelog`); an append-only sink is refused one at planning time.
     pub accepts_updates: fn(&TableDef, &Options) -> bool,
@@ -86,6 +89,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: no_checks,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: false,
         changelog_source: appends,
@@ -103,6 +107,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("number-of-rows").is_none() && !seq).then_some("set 'number-of-rows' or a sequence field")
         },
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
         changelog_source: appends,
@@ -117,6 +122,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: filesystem::validate,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: changelog_format,
         upsert_source: false,
         changelog_source: changelog_format,
@@ -131,6 +137,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: http::validate,
         unbounded_hint: |_| Some("HTTP ingest never ends; read the table in a streaming job"),
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
         changelog_source: changelog_format,
@@ -145,6 +152,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: jdbc::validate,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: jdbc::accepts_updates,
         upsert_source: false,
         changelog_source: appends,
@@ -161,6 +169,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
         },
         metadata_keys: kafka::METADATA_KEYS,
+        writable_metadata_keys: kafka::WRITABLE_METADATA_KEYS,
         accepts_updates: changelog_format,
         upsert_source: false,
         changelog_source: changelog_format,
@@ -175,6 +184,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: nexmark::validate,
         unbounded_hint: |o| o.get("events.num").filter(|n| n.trim() != "0").is_none().then_some("set 'events.num'"),
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: appends,
         upsert_source: false,
         changelog_source: appends,
@@ -189,6 +199,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
         validate: no_checks,
         unbounded_hint: bounded,
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: false,
         changelog_source: appends,
@@ -205,6 +216,7 @@ pub static CONNECTORS: &[ConnectorFactory] = &[
             (o.get("scan.bounded.mode").unwrap_or("unbounded") == "unbounded").then_some("set 'scan.bounded.mode' (e.g. 'latest-offset')")
         },
         metadata_keys: &[],
+        writable_metadata_keys: &[],
         accepts_updates: updates,
         upsert_source: true,
         changelog_source: appends,

@@ -445,6 +445,21 @@ impl Catalog {
                 insert.table, sink.factory.name
             )));
         }
+        if let Some((name, _, key)) = sink
+            .table
+            .persisted_metadata_columns()
+            .find(|(_, _, key)| !sink.factory.writable_metadata_keys.contains(key))
+        {
+            let writable = match sink.factory.writable_metadata_keys {
+                [] => "none".to_string(),
+                keys => keys.join(", "),
+            };
+            return Err(at(format!(
+                "INSERT INTO '{}': column '{name}' is the metadata '{key}', which connector '{}' \
+                 cannot write (writable metadata: {writable}); declare it VIRTUAL to read it only",
+                insert.table, sink.factory.name
+            )));
+        }
         let plan = match self.plan_query((*insert.query).clone()).await {
             // DataFusion names `CAST(x AS T)` as `x`, so `SELECT SUM(v), CAST(SUM(v) AS ..)` has
             // two columns of one name. An INSERT matches columns by position: name the SELECT's

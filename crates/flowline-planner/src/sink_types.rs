@@ -22,13 +22,16 @@ pub(crate) fn sink_cast_step(
     sink: &TableDef,
     columns: &[String],
 ) -> Result<(ChainStep, SchemaRef)> {
-    let sink_schema = sink.physical_schema();
+    // The sink receives physical columns then persisted metadata columns; an INSERT lists
+    // them in declared order.
+    let sink_schema = sink.sink_schema();
     let query = plan.schema().as_arrow();
     let names: Vec<String> = sink_schema
         .fields()
         .iter()
         .map(|f| f.name().clone())
         .collect();
+    let declared = sink.insert_columns();
     // For each sink column, the query column that feeds it.
     let sources: Vec<Option<usize>> = if columns.is_empty() {
         if query.fields().len() != sink_schema.fields().len() {
@@ -37,10 +40,13 @@ pub(crate) fn sink_cast_step(
                 sink.name,
                 query.fields().len(),
                 sink_schema.fields().len(),
-                names.join(", ")
+                declared.join(", ")
             )));
         }
-        (0..names.len()).map(Some).collect()
+        names
+            .iter()
+            .map(|n| declared.iter().position(|d| d == n))
+            .collect()
     } else {
         if columns.len() != query.fields().len() {
             return Err(PlanError::Invalid(format!(

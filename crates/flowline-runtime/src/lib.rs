@@ -649,8 +649,11 @@ impl SourceTask {
                     let mut start = 0;
                     let split = source.split_of_last_batch();
                     if let Some(s) = split {
-                        if self.splits.is_empty() {
-                            self.splits = vec![(i64::MIN, Instant::now()); source.splits().max(1)];
+                        // Splits can be added while running (Kafka partition discovery): a
+                        // new one holds time back until it delivers or goes idle, as in Flink.
+                        let n = source.splits().max(1);
+                        if self.splits.len() < n {
+                            self.splits.resize(n, (i64::MIN, Instant::now()));
                         }
                         if let Some(entry) = self.splits.get_mut(s) {
                             entry.1 = Instant::now();

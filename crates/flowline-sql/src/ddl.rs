@@ -99,6 +99,57 @@ impl TableDef {
         })
     }
 
+    /// `(column name, type, metadata key)` of each persisted (not `VIRTUAL`) METADATA column: a
+    /// sink writes them (as Flink's writable metadata).
+    pub fn persisted_metadata_columns(&self) -> impl Iterator<Item = (&str, &DataType, &str)> {
+        self.columns.iter().filter_map(|c| match &c.kind {
+            ColumnKind::Metadata {
+                data_type,
+                key,
+                is_virtual: false,
+            } => Some((
+                c.name.as_str(),
+                data_type,
+                key.as_deref().unwrap_or(c.name.as_str()),
+            )),
+            _ => None,
+        })
+    }
+
+    /// What a sink receives: the physical columns, then the persisted metadata columns.
+    pub fn sink_schema(&self) -> SchemaRef {
+        let mut fields: Vec<Field> = self
+            .physical_schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.extend(
+            self.persisted_metadata_columns()
+                .map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)),
+        );
+        Arc::new(Schema::new(fields))
+    }
+
+    /// The columns an INSERT writes, in declared order (as Flink's INSERT matches them):
+    /// physical and persisted metadata columns.
+    pub fn insert_columns(&self) -> Vec<&str> {
+        self.columns
+            .iter()
+            .filter(|c| {
+                matches!(
+                    c.kind,
+                    ColumnKind::Physical { .. }
+                        | ColumnKind::Metadata {
+                            is_virtual: false,
+                            ..
+                        }
+                )
+            })
+            .map(|c| c.name.as_str())
+            .collect()
+    }
+
     /// True if the table declares computed or metadata columns on top of its physical ones.
     pub fn has_derived_columns(&self) -> bool {
         self.columns

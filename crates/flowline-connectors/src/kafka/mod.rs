@@ -115,7 +115,7 @@ pub const OPTIONS: &[OptionSpec] = &[
     OptionSpec::optional("scan.bounded.mode", "unbounded (default), latest-offset, group-offsets, timestamp, specific-offsets"),
     OptionSpec::optional("scan.bounded.specific-offsets", "stop offsets (exclusive): 'partition:0,offset:42;...'"),
     OptionSpec::optional("scan.bounded.timestamp-millis", "stop before the first record at or after this time"),
-    OptionSpec::optional("scan.topic-partition-discovery.interval", "accepted; partitions are read as they are at start"),
+    OptionSpec::optional("scan.topic-partition-discovery.interval", "how often the source looks for new partitions (and, with 'topic-pattern', new topics); default 5 min, 0 or negative turns it off"),
     OptionSpec::optional("sink.partitioner", "default (by key, else sticky), fixed (subtask i writes partition i mod n), round-robin"),
     OptionSpec::optional("sink.delivery-guarantee", "none, at-least-once (default), exactly-once (Kafka transactions committed with checkpoints)"),
     OptionSpec::optional("sink.transactional-id-prefix", "exactly-once: prefix of the transactional ids (<prefix>-<table>-<subtask>)"),
@@ -126,10 +126,15 @@ pub const OPTIONS: &[OptionSpec] = &[
 pub const METADATA_KEYS: &[&str] = &[
     "topic",
     "partition",
+    "headers",
+    "leader-epoch",
     "offset",
     "timestamp",
     "timestamp-type",
 ];
+
+/// Persisted METADATA columns the sink writes: the record's headers and timestamp.
+pub const WRITABLE_METADATA_KEYS: &[&str] = &["headers", "timestamp"];
 
 pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
     let cfg = |e: String| ConnectorError::config(&table.name, e);
@@ -372,6 +377,11 @@ pub(crate) fn kafka_error(
         }
         Some(C::MessageSizeTooLarge) | Some(C::InvalidMessageSize) => {
             "; a record is larger than the broker or topic allows (max.message.bytes): raise it, or 'properties.message.max.bytes' on the client"
+        }
+        Some(C::ProducerFenced) | Some(C::InvalidProducerEpoch) | Some(C::Fenced) => {
+            "; another instance of this job (same table, subtask and 'sink.transactional-id-prefix') \
+             has taken over its transactional id, so this one stops without committing: \
+             a zombie of a restarted job is fenced this way. Give concurrently running jobs different prefixes"
         }
         Some(C::AllBrokersDown) | Some(C::BrokerTransportFailure) | Some(C::OperationTimedOut) | Some(C::MessageTimedOut) => {
             "; is 'properties.bootstrap.servers' right and the broker reachable?"

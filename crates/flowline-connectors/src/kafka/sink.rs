@@ -15,6 +15,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arrow::array::{Array, AsArray};
 use arrow::record_batch::RecordBatch;
 use flowline_common::{Options, RowKind};
 use flowline_formats::{RecordBuffer, RecordEncoder};
@@ -133,6 +134,13 @@ pub(crate) fn create(
     } else {
         None
     };
+    let width = table.physical_schema().fields().len();
+    let metadata_column = |key: &str| {
+        table
+            .persisted_metadata_columns()
+            .position(|(_, _, k)| k == key)
+            .map(|i| width + i)
+    };
     let enc =
         |f, s| RecordEncoder::new(f, s).map_err(|e| ConnectorError::config(&name, e.to_string()));
     let value = enc(&layout.value_format, &layout.value_schema)?;
@@ -154,6 +162,8 @@ pub(crate) fn create(
         value_buf: RecordBuffer::default(),
         key_buf: RecordBuffer::default(),
         upsert_keys,
+        timestamp_column: metadata_column("timestamp"),
+        headers_column: metadata_column("headers"),
     }))
 }
 
@@ -190,53 +200,112 @@ struct KafkaSink {
     /// upsert-kafka: the key columns in row format (to pair a `-U` with its `+U`); `-D` rows
     /// become tombstones.
     upsert_keys: Option<arrow::row::RowConverter>,
+    /// Persisted METADATA columns: the record's timestamp and headers.
+    timestamp_column: Option<usize>,
+    headers_column: Option<usize>,
 }
 
-/// Records held for one checkpoint: `(partition or -1, key, value)` encoded back to back.
+/// Row `i`'s headers: the entries of a MAP<STRING, BYTES> (a NULL value is a header without
+/// a value).
+fn header_pairs(
+    map: &arrow::array::MapArray,
+    i: usize,
+) -> std::result::Result<Vec<(&str, Option<&[u8]>)>, String> {
+    let range = map.value_offsets()[i] as usize..map.value_offsets()[i + 1] as usize;
+    let (Some(keys), Some(values)) = (
+        map.keys().as_string_opt::<i32>(),
+        map.values().as_binary_opt::<i32>(),
+    ) else {
+        return Err(format!(
+            "metadata 'headers' must be a MAP<STRING, BYTES>, not {}",
+            map.data_type()
+        ));
+    };
+    Ok(range
+        .map(|j| (keys.value(j), values.is_valid(j).then(|| values.value(j))))
+        .collect())
+}
+
+/// Records held for one checkpoint: `(partition or -1, key, value, timestamp, headers)` encoded
+/// back to back.
 #[derive(Default)]
 struct Held {
     bytes: Vec<u8>,
     records: usize,
 }
 
+/// One record to write: where, what, and its metadata.
+struct Record<'a> {
+    /// `-1`: the partitioner decides.
+    partition: i32,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    /// Milliseconds since the epoch; `None`: the producer's clock.
+    timestamp: Option<i64>,
+    headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+fn push_bytes(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        }
+        None => out.extend_from_slice(&u32::MAX.to_le_bytes()),
+    }
+}
+
 impl Held {
-    fn push(&mut self, partition: i32, key: Option<&[u8]>, value: Option<&[u8]>) {
-        self.bytes.extend_from_slice(&partition.to_le_bytes());
-        for part in [key, value] {
-            match part {
-                Some(b) => {
-                    self.bytes
-                        .extend_from_slice(&(b.len() as u32).to_le_bytes());
-                    self.bytes.extend_from_slice(b);
-                }
-                None => self.bytes.extend_from_slice(&u32::MAX.to_le_bytes()),
-            }
+    fn push(&mut self, r: &Record<'_>) {
+        let out = &mut self.bytes;
+        out.extend_from_slice(&r.partition.to_le_bytes());
+        push_bytes(out, r.key);
+        push_bytes(out, r.value);
+        out.extend_from_slice(&r.timestamp.unwrap_or(i64::MIN).to_le_bytes());
+        out.extend_from_slice(&(r.headers.len() as u32).to_le_bytes());
+        for (k, v) in &r.headers {
+            push_bytes(out, Some(k.as_bytes()));
+            push_bytes(out, *v);
         }
         self.records += 1;
     }
 
-    /// The records back: `(partition, key, value)`; `None` if the bytes are malformed.
-    fn records(bytes: &[u8]) -> Option<Vec<(i32, Option<&[u8]>, Option<&[u8]>)>> {
+    /// The records back; `None` if the bytes are malformed.
+    fn records(bytes: &[u8]) -> Option<Vec<Record<'_>>> {
         let mut out = Vec::new();
         let mut at = 0;
-        let u32_at = |at: usize| {
-            bytes
-                .get(at..at + 4)
-                .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        let take = |at: &mut usize, n: usize| {
+            let b = bytes.get(*at..*at + n)?;
+            *at += n;
+            Some(b)
+        };
+        let u32_at = |at: &mut usize| {
+            take(at, 4).map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+        };
+        let part = |at: &mut usize| -> Option<Option<&[u8]>> {
+            match u32_at(at)? {
+                u32::MAX => Some(None),
+                n => take(at, n as usize).map(Some),
+            }
         };
         while at < bytes.len() {
-            let partition = u32_at(at)? as i32;
-            at += 4;
-            let mut parts = [None, None];
-            for part in &mut parts {
-                let n = u32_at(at)?;
-                at += 4;
-                if n != u32::MAX {
-                    *part = Some(bytes.get(at..at + n as usize)?);
-                    at += n as usize;
-                }
+            let partition = u32_at(&mut at)? as i32;
+            let key = part(&mut at)?;
+            let value = part(&mut at)?;
+            let ts = i64::from_le_bytes(take(&mut at, 8)?.try_into().expect("8 bytes"));
+            let n = u32_at(&mut at)?;
+            let mut headers = Vec::with_capacity(n.min(1024) as usize);
+            for _ in 0..n {
+                let k = std::str::from_utf8(part(&mut at)??).ok()?;
+                headers.push((k, part(&mut at)?));
             }
-            out.push((partition, parts[0], parts[1]));
+            out.push(Record {
+                partition,
+                key,
+                value,
+                timestamp: (ts != i64::MIN).then_some(ts),
+                headers,
+            });
         }
         Some(out)
     }
@@ -315,18 +384,8 @@ impl KafkaSink {
         self.producer
             .begin_transaction()
             .map_err(|e| tx("begin", e))?;
-        for (partition, key, value) in records {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
-            if let Some(v) = value {
-                record = record.payload(v);
-            }
-            if let Some(k) = key {
-                record = record.key(k);
-            }
-            if partition >= 0 {
-                record = record.partition(partition);
-            }
-            self.send(record)?;
+        for r in &records {
+            self.send(self.base_record(r))?;
         }
         let group = eo.marker.group_metadata().ok_or_else(|| {
             ConnectorError::config(
@@ -342,6 +401,30 @@ impl KafkaSink {
             .commit_transaction(FLUSH_TIMEOUT)
             .map_err(|e| tx("commit", e))?;
         self.check()
+    }
+
+    fn base_record<'a>(&'a self, r: &Record<'a>) -> BaseRecord<'a, [u8], [u8]> {
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
+        if let Some(v) = r.value {
+            record = record.payload(v);
+        }
+        if let Some(k) = r.key {
+            record = record.key(k);
+        }
+        if r.partition >= 0 {
+            record = record.partition(r.partition);
+        }
+        if let Some(t) = r.timestamp {
+            record = record.timestamp(t);
+        }
+        if !r.headers.is_empty() {
+            let mut h = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+            for (key, value) in &r.headers {
+                h = h.insert(rdkafka::message::Header { key, value: *value });
+            }
+            record = record.headers(h);
+        }
+        record
     }
 
     fn send<'a>(&self, mut record: BaseRecord<'a, [u8], [u8]>) -> Result<()> {
@@ -475,19 +558,54 @@ impl Sink for KafkaSink {
         } else {
             Vec::new()
         };
-        if let Some(eo) = self.exactly_once.as_mut() {
-            let (value_bytes, key_bytes) = (self.value_buf.bytes(), self.key_buf.bytes());
-            for (i, v) in values.iter().enumerate() {
-                let key = keys
+        // Persisted metadata columns follow the physical ones.
+        let timestamps = match self.timestamp_column {
+            Some(c) => Some(crate::millis_of(batch.column(c)).map_err(|e| {
+                ConnectorError::config(&self.table, format!("metadata 'timestamp': {e}"))
+            })?),
+            None => None,
+        };
+        let headers = self
+            .headers_column
+            .map(|c| {
+                batch.column(c).as_map_opt().cloned().ok_or_else(|| {
+                    ConnectorError::config(
+                        &self.table,
+                        "metadata 'headers' must be a MAP<STRING, BYTES>",
+                    )
+                })
+            })
+            .transpose()?;
+        let (value_bytes, key_bytes) = (self.value_buf.bytes(), self.key_buf.bytes());
+        let record = |i: usize, v: &Option<(usize, usize)>| -> Result<Record<'_>> {
+            Ok(Record {
+                partition: self.fixed_partition.unwrap_or(-1),
+                key: keys
                     .get(i)
                     .copied()
                     .flatten()
-                    .map(|(s, e)| &key_bytes[s..e]);
-                eo.current.push(
-                    self.fixed_partition.unwrap_or(-1),
-                    key,
-                    v.map(|(s, e)| &value_bytes[s..e]),
-                );
+                    .map(|(s, e)| &key_bytes[s..e]),
+                value: v.map(|(s, e)| &value_bytes[s..e]),
+                timestamp: timestamps
+                    .as_ref()
+                    .and_then(|t| t.is_valid(i).then(|| t.value(i))),
+                headers: match &headers {
+                    Some(h) if h.is_valid(i) => {
+                        header_pairs(h, i).map_err(|e| ConnectorError::config(&self.table, e))?
+                    }
+                    _ => Vec::new(),
+                },
+            })
+        };
+        if self.exactly_once.is_some() {
+            let records = values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| record(i, v))
+                .collect::<Result<Vec<_>>>()?;
+            let eo = self.exactly_once.as_mut().expect("exactly-once");
+            for r in &records {
+                eo.current.push(r);
             }
             let held =
                 eo.current.bytes.len() + eo.staged.iter().map(|(_, b)| b.len()).sum::<usize>();
@@ -500,17 +618,8 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         for (i, v) in values.iter().enumerate() {
-            let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic);
-            if let Some((s, e)) = v {
-                record = record.payload(&self.value_buf.bytes()[*s..*e]);
-            }
-            if let Some(Some((s, e))) = keys.get(i) {
-                record = record.key(&self.key_buf.bytes()[*s..*e]);
-            }
-            if let Some(p) = self.fixed_partition {
-                record = record.partition(p);
-            }
-            self.send(record)?;
+            let r = record(i, v)?;
+            self.send(self.base_record(&r))?;
         }
         Ok(())
     }

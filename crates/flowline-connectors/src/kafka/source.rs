@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
@@ -73,14 +73,27 @@ pub(crate) fn create(
         .create()
         .map_err(|e| kafka_error(&name, "cannot create the consumer", e))?;
 
-    // Every partition of the topics, in a fixed order; this subtask takes every n-th.
-    let all = partitions(&consumer, table, o)?;
+    // Every partition of the topics; this subtask takes those it owns.
+    let all = partitions(&consumer, &name, o)?;
     let mine: Vec<Tp> = all
         .into_iter()
-        .enumerate()
-        .filter(|(i, _)| i % ctx.parallelism == ctx.subtask)
-        .map(|(_, tp)| tp)
+        .filter(|tp| owner(tp, ctx.parallelism) == ctx.subtask)
         .collect();
+    // Flink's default: look for new partitions every 5 minutes (only while unbounded).
+    let discovery = match o.get("scan.topic-partition-discovery.interval") {
+        None => Some(Duration::from_secs(300)),
+        Some(v) if v.trim().starts_with('-') || v.trim() == "0" => None,
+        Some(v) => {
+            let d = flowline_common::options::parse_duration(v).map_err(|e| {
+                ConnectorError::config(
+                    &name,
+                    format!("invalid 'scan.topic-partition-discovery.interval' = '{v}': {e}"),
+                )
+            })?;
+            (!d.is_zero()).then_some(d)
+        }
+    }
+    .filter(|_| bounded_mode == "unbounded");
 
     let stops = match bounded_mode.as_str() {
         "unbounded" => None,
@@ -134,6 +147,9 @@ pub(crate) fn create(
     }
     let schema = Arc::new(schema);
     let wants_meta = projection.iter().any(|i| *i >= width);
+    let want_headers = projection
+        .iter()
+        .any(|i| *i >= width && metadata[*i - width].0 == "headers");
     Ok(Box::new(KafkaSource {
         table: name,
         options: o.clone(),
@@ -157,6 +173,9 @@ pub(crate) fn create(
         schema,
         width,
         metadata,
+        want_headers,
+        discovery: discovery.map(|d| (d, Instant::now())),
+        subtask: (ctx.subtask, ctx.parallelism),
         batch_split: None,
         stash: None,
         snapshots: BTreeMap::new(),
@@ -168,9 +187,20 @@ pub(crate) fn create(
     }))
 }
 
+/// The subtask that reads a partition, as Flink's Kafka source assigns them: a topic's
+/// partitions go round-robin from a start subtask that depends on the topic's name. The owner
+/// of a partition does not change when partitions or topics are added.
+fn owner((topic, partition): &Tp, parallelism: usize) -> usize {
+    // Java's String.hashCode over UTF-16 code units.
+    let hash = topic
+        .encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
+    let start = (hash.wrapping_mul(31) & 0x7fff_ffff) as usize % parallelism;
+    (start + *partition as usize) % parallelism
+}
+
 /// The (topic, partition) pairs of `topic` / `topic-pattern`, sorted.
-fn partitions(consumer: &BaseConsumer, table: &TableDef, o: &Options) -> Result<Vec<Tp>> {
-    let name = &table.name;
+fn partitions(consumer: &BaseConsumer, name: &str, o: &Options) -> Result<Vec<Tp>> {
     let topics: Vec<String> = match o.get("topic") {
         Some(t) => t
             .split(';')
@@ -321,6 +351,21 @@ struct RecordMeta {
     offset: i64,
     /// Milliseconds, and whether the producer set it (CreateTime) or the broker (LogAppendTime).
     timestamp: Option<(i64, &'static str)>,
+    /// The record's headers, when the `headers` metadata is read.
+    headers: Headers,
+}
+
+/// A record's headers: (key, value) in order.
+type Headers = Vec<(String, Option<Vec<u8>>)>;
+
+/// The headers of `msg` (only called when the `headers` metadata is read).
+fn headers_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Headers {
+    use rdkafka::message::Headers as _;
+    msg.headers().map_or_else(Vec::new, |hs| {
+        hs.iter()
+            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+            .collect()
+    })
 }
 
 /// Records read and not yet decoded.
@@ -355,6 +400,7 @@ impl Buffered {
         payload: Option<&[u8]>,
         key: Option<&[u8]>,
         timestamp: Option<(i64, &'static str)>,
+        headers: Headers,
     ) {
         if let Some(kinds) = self.kinds.as_mut() {
             // Upserts: a tombstone deletes its key; its row has only the key columns.
@@ -382,6 +428,7 @@ impl Buffered {
                 split,
                 offset,
                 timestamp,
+                headers,
             });
         }
     }
@@ -414,6 +461,12 @@ struct KafkaSource {
     width: usize,
     /// Key and declared type of each metadata column.
     metadata: Vec<(String, arrow::datatypes::DataType)>,
+    /// The `headers` metadata is read: records keep their headers.
+    want_headers: bool,
+    /// `scan.topic-partition-discovery.interval` and the last look.
+    discovery: Option<(Duration, Instant)>,
+    /// (this subtask, parallelism): which new partitions are ours.
+    subtask: (usize, usize),
     /// The partition (index in `partitions`) of the records buffered, and of the last batch.
     batch_split: Option<usize>,
     stash: Option<Stashed>,
@@ -467,6 +520,42 @@ impl KafkaSource {
                 self.mark_done(i);
             }
         }
+        Ok(())
+    }
+
+    /// Partition discovery: partitions (and, with `topic-pattern`, topics) that appeared since
+    /// the last look and that this subtask owns are read from their earliest offset, as Flink
+    /// reads newly discovered partitions.
+    fn discover(&mut self) -> Result<()> {
+        if let Some((_, last)) = self.discovery.as_mut() {
+            *last = Instant::now();
+        }
+        let all = match partitions(&self.consumer, &self.table, &self.options) {
+            Ok(all) => all,
+            // Not fatal: the partitions being read are unaffected; look again next time.
+            Err(_) => return Ok(()),
+        };
+        let (subtask, parallelism) = self.subtask;
+        let new: Vec<Tp> = all
+            .into_iter()
+            .filter(|tp| owner(tp, parallelism) == subtask && !self.partitions.contains(tp))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &new {
+            tpl.add_partition_offset(&tp.0, tp.1, Offset::Beginning)
+                .map_err(|e| kafka_error(&self.table, "cannot assign a new partition", e))?;
+        }
+        self.consumer
+            .incremental_assign(&tpl)
+            .map_err(|e| kafka_error(&self.table, "cannot assign a new partition", e))?;
+        let n = new.len();
+        self.partitions.extend(new);
+        self.positions.extend(std::iter::repeat_n(None, n));
+        self.done.extend(std::iter::repeat_n(false, n));
+        self.remaining += n;
         Ok(())
     }
 
@@ -694,6 +783,12 @@ impl Source for KafkaSource {
         if !self.started {
             self.start()?;
         }
+        if self
+            .discovery
+            .is_some_and(|(every, last)| last.elapsed() >= every)
+        {
+            self.discover()?;
+        }
         if self.partitions.is_empty() {
             // More subtasks than partitions: nothing to read, and this subtask must not hold
             // back event time.
@@ -727,6 +822,7 @@ impl Source for KafkaSource {
                 r.payload.as_deref(),
                 r.key.as_deref(),
                 r.timestamp,
+                r.headers,
             );
             self.advance(r.split, r.offset);
         }
@@ -764,6 +860,11 @@ impl Source for KafkaSource {
                 rdkafka::Timestamp::LogAppendTime(t) => Some((t, "LogAppendTime")),
                 rdkafka::Timestamp::NotAvailable => None,
             };
+            let headers = if self.want_headers {
+                headers_of(&msg)
+            } else {
+                Vec::new()
+            };
             if self.batch_split.is_some_and(|b| b != split) {
                 self.stash = Some(Stashed {
                     split,
@@ -771,11 +872,19 @@ impl Source for KafkaSource {
                     payload: msg.payload().map(<[u8]>::to_vec),
                     key: msg.key().map(<[u8]>::to_vec),
                     timestamp,
+                    headers,
                 });
                 break;
             }
-            self.buf
-                .push(shape, split, offset, msg.payload(), msg.key(), timestamp);
+            self.buf.push(
+                shape,
+                split,
+                offset,
+                msg.payload(),
+                msg.key(),
+                timestamp,
+                headers,
+            );
             drop(msg);
             self.advance(split, offset);
         }
@@ -873,6 +982,7 @@ struct Stashed {
     payload: Option<Vec<u8>>,
     key: Option<Vec<u8>>,
     timestamp: Option<(i64, &'static str)>,
+    headers: Headers,
 }
 
 impl KafkaSource {
@@ -908,6 +1018,12 @@ impl KafkaSource {
                 meta.iter()
                     .map(|m| Some(m.timestamp.map_or("NoTimestampType", |t| t.1))),
             )),
+            "headers" => headers_array(meta, data_type),
+            // librdkafka knows it, but its Rust binding does not expose it (without unsafe
+            // code): NULL, Flink's value when the epoch is unknown.
+            "leader-epoch" => {
+                arrow::array::new_null_array(&arrow::datatypes::DataType::Int32, meta.len())
+            }
             other => {
                 return Err(ConnectorError::config(
                     &self.table,
@@ -939,5 +1055,46 @@ impl KafkaSource {
         for i in finished {
             self.mark_done(i);
         }
+    }
+}
+
+/// The `headers` metadata: a MAP<STRING, BYTES> per record, with the declared type's field names.
+fn headers_array(meta: &[RecordMeta], declared: &arrow::datatypes::DataType) -> ArrayRef {
+    use arrow::array::{BinaryBuilder, MapBuilder, MapFieldNames, StringBuilder};
+    let names = match declared {
+        arrow::datatypes::DataType::Map(entries, _) => match entries.data_type() {
+            arrow::datatypes::DataType::Struct(f) if f.len() == 2 => Some(MapFieldNames {
+                entry: entries.name().clone(),
+                key: f[0].name().clone(),
+                value: f[1].name().clone(),
+            }),
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut b = MapBuilder::new(names, StringBuilder::new(), BinaryBuilder::new());
+    for m in meta {
+        for (k, v) in &m.headers {
+            b.keys().append_value(k);
+            b.values().append_option(v.as_deref());
+        }
+        b.append(true)
+            .expect("keys and values are appended in pairs");
+    }
+    Arc::new(b.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner;
+
+    #[test]
+    fn partitions_are_owned_as_flink_assigns_them() {
+        // Java: ("events".hashCode() * 31 & 0x7FFFFFFF) % 3 == 2, then round-robin.
+        let owners: Vec<usize> = (0..4).map(|p| owner(&("events".into(), p), 3)).collect();
+        assert_eq!(owners, [2, 0, 1, 2]);
+        let owners: Vec<usize> = (0..4).map(|p| owner(&("orders".into(), p), 3)).collect();
+        assert_eq!(owners, [0, 1, 2, 0]);
+        assert!((0..8).all(|p| owner(&("t".into(), p), 1) == 0));
     }
 }

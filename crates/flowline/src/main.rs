@@ -1,6 +1,7 @@
 //! `flowline`: the command line. It only wires the library crates together.
 
 mod bench;
+mod memory;
 mod query;
 
 use std::path::PathBuf;
@@ -220,6 +221,11 @@ async fn run(
         dir: Some(state_dir.to_path_buf()),
         checkpoint,
     };
+    // The code planning touched is not needed again: give it back once the job runs.
+    std::thread::spawn(|| {
+        std::thread::sleep(memory::AFTER);
+        memory::page_out_code();
+    });
     let res = flowline_runtime::run_job_with_state(&graph, &metrics, &stop, state).await;
     let _ = std::fs::remove_file(state_dir.join(PID_FILE));
     res?;

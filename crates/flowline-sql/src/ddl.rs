@@ -74,40 +74,32 @@ impl TableDef {
     /// What a source produces: the physical columns, then the metadata columns (`METADATA`
     /// columns, in declared order), each under its column name.
     pub fn source_schema(&self) -> SchemaRef {
-        let mut fields: Vec<Field> = self
-            .physical_schema()
-            .fields()
-            .iter()
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.extend(
-            self.metadata_columns()
-                .map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)),
-        );
-        Arc::new(Schema::new(fields))
+        self.physical_then(self.metadata_columns())
     }
 
     /// `(column name, type, metadata key)` of each METADATA column; the key defaults to the name.
     pub fn metadata_columns(&self) -> impl Iterator<Item = (&str, &DataType, &str)> {
-        self.columns.iter().filter_map(|c| match &c.kind {
-            ColumnKind::Metadata { data_type, key, .. } => Some((
-                c.name.as_str(),
-                data_type,
-                key.as_deref().unwrap_or(c.name.as_str()),
-            )),
-            _ => None,
-        })
+        self.metadata(false)
     }
 
     /// `(column name, type, metadata key)` of each persisted (not `VIRTUAL`) METADATA column: a
     /// sink writes them (as Flink's writable metadata).
     pub fn persisted_metadata_columns(&self) -> impl Iterator<Item = (&str, &DataType, &str)> {
-        self.columns.iter().filter_map(|c| match &c.kind {
+        self.metadata(true)
+    }
+
+    /// What a sink receives: the physical columns, then the persisted metadata columns.
+    pub fn sink_schema(&self) -> SchemaRef {
+        self.physical_then(self.persisted_metadata_columns())
+    }
+
+    fn metadata(&self, persisted_only: bool) -> impl Iterator<Item = (&str, &DataType, &str)> {
+        self.columns.iter().filter_map(move |c| match &c.kind {
             ColumnKind::Metadata {
                 data_type,
                 key,
-                is_virtual: false,
-            } => Some((
+                is_virtual,
+            } if !(persisted_only && *is_virtual) => Some((
                 c.name.as_str(),
                 data_type,
                 key.as_deref().unwrap_or(c.name.as_str()),
@@ -116,18 +108,19 @@ impl TableDef {
         })
     }
 
-    /// What a sink receives: the physical columns, then the persisted metadata columns.
-    pub fn sink_schema(&self) -> SchemaRef {
+    /// The physical columns, then `metadata` columns (nullable, under their column names).
+    fn physical_then<'a>(
+        &self,
+        metadata: impl Iterator<Item = (&'a str, &'a DataType, &'a str)>,
+    ) -> SchemaRef {
         let mut fields: Vec<Field> = self
             .physical_schema()
             .fields()
             .iter()
             .map(|f| f.as_ref().clone())
             .collect();
-        fields.extend(
-            self.persisted_metadata_columns()
-                .map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)),
-        );
+        fields
+            .extend(metadata.map(|(name, data_type, _)| Field::new(name, data_type.clone(), true)));
         Arc::new(Schema::new(fields))
     }
 

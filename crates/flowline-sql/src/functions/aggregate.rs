@@ -203,16 +203,13 @@ fn to_work(values: &[ArrayRef], work: &DataType) -> Result<Vec<ArrayRef>> {
 /// The result in the argument's type: a BIGINT sum wraps (Java's `int` arithmetic), a DOUBLE
 /// average truncates toward zero (Java's integer division; Arrow's float → integer cast does).
 fn narrow(result: &ArrayRef, out: &DataType) -> Result<ArrayRef> {
-    use datafusion::arrow::datatypes::{Int16Type, Int32Type, Int8Type};
-    let Some(wide) = result.as_primitive_opt::<Int64Type>() else {
-        return Ok(cast(result, out)?);
-    };
-    Ok(match out {
-        DataType::Int8 => Arc::new(wide.unary::<_, Int8Type>(|v| v as i8)),
-        DataType::Int16 => Arc::new(wide.unary::<_, Int16Type>(|v| v as i16)),
-        DataType::Int32 => Arc::new(wide.unary::<_, Int32Type>(|v| v as i32)),
-        _ => cast(result, out)?,
-    })
+    match result
+        .as_primitive_opt::<Int64Type>()
+        .and_then(|wide| flowline_common::integers::wrap_to(wide, out))
+    {
+        Some(narrowed) => Ok(narrowed),
+        None => Ok(cast(result, out)?),
+    }
 }
 
 #[derive(Debug)]

@@ -100,3 +100,52 @@ fn processing_time_windows_fire_on_the_clock() {
     assert_eq!(total, vec![vec!["20".to_string()]]);
     assert_eq!(late_rows(&m), 0);
 }
+
+/// Issue 19: rows whose time attribute is NULL vanished before windows without a word. As in
+/// Flink, the job fails ("RowTime field should not be null"), whatever the query reads; with
+/// 'table.exec.source.null-rowtime' = 'drop' they are dropped and counted.
+#[test]
+fn null_rowtimes_fail_the_job_or_are_dropped_and_counted() {
+    let rt = crate::support::runtime();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.json"),
+        "{\"ts\": \"2024-01-01 00:00:01\", \"v\": 1}\n{\"ts\": null, \"v\": 2}\n{\"ts\": \"2024-01-01 00:00:21\", \"v\": 3}\n",
+    )
+    .unwrap();
+    let script = |set: &str, query: &str| {
+        format!(
+            "{set}
+            CREATE TABLE f (ts TIMESTAMP(3), v INT, WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+              WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+            CREATE TABLE out (a TIMESTAMP(3), n BIGINT) WITH ('connector' = 'blackhole');
+            INSERT INTO out {query};",
+            dir.path().display()
+        )
+    };
+    let window = "SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE f, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    let plain = "SELECT ts, CAST(v AS BIGINT) FROM f";
+    for query in [window, plain] {
+        let err = rt
+            .block_on(run_script(&script("", query), 1))
+            .expect_err("a NULL time attribute fails the job");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("RowTime field should not be null") && msg.contains("table f"),
+            "{msg}"
+        );
+    }
+    let dropped = rt
+        .block_on(run_script(
+            &script("SET 'table.exec.source.null-rowtime' = 'drop';", window),
+            1,
+        ))
+        .unwrap();
+    assert_eq!(dropped.total("flowline_null_rowtime_rows_total"), 1);
+    assert_eq!(dropped.total("flowline_sink_rows_total"), 2, "two windows of one row");
+    let bad = rt.block_on(run_script(
+        &script("SET 'table.exec.source.null-rowtime' = 'skip';", plain),
+        1,
+    ));
+    assert!(format!("{:#}", bad.unwrap_err()).contains("'fail'"));
+}

@@ -4,6 +4,7 @@ mod bad_input;
 mod changelog_formats;
 mod checkpoint;
 mod event_time;
+mod functions;
 mod golden;
 mod nexmark;
 mod oracle;

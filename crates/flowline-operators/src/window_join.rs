@@ -1,7 +1,8 @@
 //! Window joins: two window TVF results (or window aggregations over them) joined on
 //! `window_start` and `window_end` and other equalities, as Flink's window join. Each window's
 //! rows wait until the watermark passes the window's end; then the window is joined once
-//! (INNER, LEFT, RIGHT or FULL: unmatched rows padded with NULLs) and forgotten. The output is
+//! (INNER, LEFT, RIGHT or FULL: unmatched rows padded with NULLs; SEMI or ANTI: the rows of one
+//! input that have, or have not, a match in the window, once each) and forgotten. The output is
 //! append-only.
 //!
 //! ```text
@@ -29,7 +30,7 @@ use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
 /// The plan of a window join; the planner builds it, each subtask creates its operator.
 #[derive(Clone)]
 pub struct WindowJoinSpec {
-    /// Inner, Left, Right or Full.
+    /// Any kind: inner, outer, semi or anti.
     pub kind: JoinKind,
     /// Per input: the equi-join key, window columns included.
     pub keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
@@ -39,7 +40,7 @@ pub struct WindowJoinSpec {
     pub ends: [usize; 2],
     /// The ON condition but the equalities, over left then right columns.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
-    /// The left columns then the right ones.
+    /// The left columns then the right ones (only the kept input's for semi and anti).
     pub schema: SchemaRef,
 }
 
@@ -197,6 +198,19 @@ impl WindowJoin {
             .values()
         {
             matched[1][*i as usize] = true;
+        }
+        // Semi / anti: the kept input's rows that have (or have not) a match, once each.
+        if let Some(side) = self.spec.kind.kept() {
+            let want = !matches!(self.spec.kind, JoinKind::LeftAnti | JoinKind::RightAnti);
+            let rows: Vec<u32> = (0..matched[side].len() as u32)
+                .filter(|i| matched[side][*i as usize] == want)
+                .collect();
+            if rows.is_empty() {
+                return Ok(None);
+            }
+            let count = rows.len();
+            let cols = take_all(if side == 0 { l } else { r }, &UInt32Array::from(rows))?;
+            return Ok(Some(crate::batch_of(&self.spec.schema, cols, count)?));
         }
         let mut parts: Vec<(Vec<ArrayRef>, usize)> = vec![(columns, n)];
         for side in 0..2 {

@@ -203,57 +203,95 @@ fn raw_table_under(plan: &LogicalPlan) -> Option<&str> {
     }
 }
 
+/// Which bound of a window TVF's window a column holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WindowBound {
+    Start,
+    End,
+}
+
 /// Whether column `col` of `plan` is a window bound computed by a window TVF (TUMBLE, HOP,
 /// CUMULATE: its `window_start` or `window_end`), passed up through projections, filters,
 /// aliases and the group keys of aggregations.
 pub(crate) fn is_window_column(plan: &LogicalPlan, col: usize) -> bool {
+    window_bound(plan, col).is_some()
+}
+
+/// The window bound column `col` of `plan` holds, by lineage (whatever it is named): passed up
+/// through projections, filters, aliases, window functions, unnests, the group keys of
+/// aggregations and the surviving side of joins.
+pub(crate) fn window_bound(plan: &LogicalPlan, col: usize) -> Option<WindowBound> {
+    let through = |input: &LogicalPlan, c: &datafusion::common::Column| {
+        input
+            .schema()
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| window_bound(input, i))
+    };
     match plan {
         LogicalPlan::Projection(p) => {
-            let mut e = &p.expr[col];
+            let mut e = p.expr.get(col)?;
             while let Expr::Alias(a) = e {
                 e = &a.expr;
             }
             match e {
-                Expr::Column(c) => p
-                    .input
-                    .schema()
-                    .index_of_column(c)
-                    .is_ok_and(|i| is_window_column(&p.input, i)),
-                other => calls_window_function(other),
+                Expr::Column(c) => through(&p.input, c),
+                other => expr_window_bound(other),
             }
         }
-        LogicalPlan::Filter(f) => is_window_column(&f.input, col),
-        LogicalPlan::SubqueryAlias(a) => is_window_column(&a.input, col),
+        LogicalPlan::Filter(f) => window_bound(&f.input, col),
+        LogicalPlan::SubqueryAlias(a) => window_bound(&a.input, col),
         // A window TopN keeps its input's window columns.
         LogicalPlan::Window(w) => {
-            col < w.input.schema().fields().len() && is_window_column(&w.input, col)
+            if col < w.input.schema().fields().len() {
+                window_bound(&w.input, col)
+            } else {
+                None
+            }
         }
-        LogicalPlan::Aggregate(a) => match a.group_expr.get(col) {
-            Some(Expr::Column(c)) => a
-                .input
-                .schema()
-                .index_of_column(c)
-                .is_ok_and(|i| is_window_column(&a.input, i)),
-            Some(other) => calls_window_function(other),
-            None => false,
+        LogicalPlan::Aggregate(a) => match a.group_expr.get(col)? {
+            Expr::Column(c) => through(&a.input, c),
+            other => expr_window_bound(other),
         },
         // CUMULATE's window_end: one element of the list its function computes.
-        LogicalPlan::Unnest(u) => u
-            .dependency_indices
-            .get(col)
-            .is_some_and(|i| is_window_column(&u.input, *i)),
-        _ => false,
+        LogicalPlan::Unnest(u) => {
+            let i = *u.dependency_indices.get(col)?;
+            window_bound(&u.input, i)
+        }
+        // A join's output: the left columns then the right ones, or one side's for semi/anti.
+        LogicalPlan::Join(j) => {
+            use datafusion::logical_expr::JoinType;
+            let left = j.left.schema().fields().len();
+            match j.join_type {
+                JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => {
+                    window_bound(&j.left, col)
+                }
+                JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                    window_bound(&j.right, col)
+                }
+                _ if col < left => window_bound(&j.left, col),
+                _ => window_bound(&j.right, col - left),
+            }
+        }
+        _ => None,
     }
 }
 
-/// Whether `e` calls one of the window TVF functions.
-fn calls_window_function(e: &Expr) -> bool {
-    let mut found = false;
+/// The bound an expression computes, by the outermost window function it calls:
+/// `window_start` is TUMBLE's or HOP's, `window_end` is BOUND's or CUMULATE's.
+fn expr_window_bound(e: &Expr) -> Option<WindowBound> {
+    let mut found = None;
     let _ = e.apply(|e| {
         if let Expr::ScalarFunction(f) = e {
             let name = f.func.name();
-            if [window::TUMBLE, window::HOP, window::CUMULATE, window::BOUND].contains(&name) {
-                found = true;
+            found = if [window::TUMBLE, window::HOP].contains(&name) {
+                Some(WindowBound::Start)
+            } else if [window::BOUND, window::CUMULATE].contains(&name) {
+                Some(WindowBound::End)
+            } else {
+                None
+            };
+            if found.is_some() {
                 return Ok(datafusion::common::tree_node::TreeNodeRecursion::Stop);
             }
         }
@@ -261,3 +299,4 @@ fn calls_window_function(e: &Expr) -> bool {
     });
     found
 }
+

@@ -294,6 +294,7 @@ pub const JOB_OPTIONS: &[&str] = &[
     "parallelism.default",
     "pipeline.name",
     "table.exec.source.idle-timeout",
+    "table.exec.source.null-rowtime",
     "execution.runtime-mode",
     "table.exec.late-data.sink",
     "table.exec.state.ttl",
@@ -307,6 +308,29 @@ pub const JOB_OPTIONS: &[&str] = &[
 ];
 
 impl JobGraph {
+    /// The tables the job reads, each once, in the order the pipelines name them.
+    pub fn source_tables(&self) -> Vec<&TableBinding> {
+        fn walk<'a>(node: &'a Node, out: &mut Vec<&'a TableBinding>) {
+            match node {
+                Node::Source(b) => {
+                    if !out.iter().any(|t| t.table.name == b.source.table.name) {
+                        out.push(&b.source);
+                    }
+                }
+                Node::Operator(op) => {
+                    for input in &op.inputs {
+                        input.nodes.iter().for_each(|n| walk(n, out));
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for p in &self.pipelines {
+            p.inputs.iter().for_each(|n| walk(n, &mut out));
+        }
+        out
+    }
+
     /// The dataflow as text: one block per pipeline.
     pub fn explain(&self, verbose: bool) -> String {
         let mut out = format!(

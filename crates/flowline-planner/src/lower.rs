@@ -289,15 +289,16 @@ fn lower_rank(
         );
     // Window TopN / dedup (Flink's WindowRank): PARTITION BY holds the window bounds of a
     // window TVF or window aggregation below.
-    let window_bound = |name: &str| {
+    let window_bound = |bound: crate::interval::WindowBound| {
         wf.params.partition_by.iter().position(|e| match e {
-            Expr::Column(c) if c.name == name => input_schema
+            Expr::Column(c) => input_schema
                 .index_of_column(c)
-                .is_ok_and(|i| crate::interval::is_window_column(&window.input, i)),
+                .is_ok_and(|i| crate::interval::window_bound(&window.input, i) == Some(bound)),
             _ => false,
         })
     };
-    let bounds = window_bound("window_start").zip(window_bound("window_end"));
+    let bounds = window_bound(crate::interval::WindowBound::Start)
+        .zip(window_bound(crate::interval::WindowBound::End));
     let inputs = lower_node(&window.input, cat, timed || bounds.is_some())?;
     if let Some((start, end)) = bounds.filter(|_| !updating(&inputs)) {
         let Expr::Column(end_column) = &wf.params.partition_by[end] else {
@@ -765,8 +766,7 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
         }
         _ => (agg.group_expr.clone(), None),
     };
-    let position = |name: &str| (0..group_list.len()).find(|i| out.field(*i).name() == name);
-    let (Some(start), Some(end)) = (position("window_start"), position("window_end")) else {
+    let Some((start, end)) = window_key_positions(agg, &group_list) else {
         return Err(PlanError::Unsupported(format!(
             "`{}`: every grouping set of a window aggregation must include window_start and window_end",
             plan.display()
@@ -839,16 +839,47 @@ fn lower_window_aggregate(plan: &LogicalPlan, agg: &Aggregate, cat: &Catalog) ->
     )])
 }
 
-/// Whether `agg` groups by the window of a window TVF (its keys include `window_start` and
-/// `window_end`).
+/// Whether `agg` groups by the window of a window TVF (its keys include the window's start and
+/// end, found by lineage whatever they are named) or of a SESSION TVF.
 fn is_window_aggregate(agg: &Aggregate) -> bool {
-    let fields = agg.schema.fields();
-    let keys: Vec<&str> = fields
-        .iter()
-        .take(fields.len() - agg.aggr_expr.len())
-        .map(|f| f.name().as_str())
-        .collect();
-    keys.contains(&"window_start") && keys.contains(&"window_end")
+    if session_input(agg).is_some() {
+        // The SESSION node's own columns (session_aggregate checks the rest).
+        let fields = agg.schema.fields();
+        let keys: Vec<&str> = fields
+            .iter()
+            .take(fields.len() - agg.aggr_expr.len())
+            .map(|f| f.name().as_str())
+            .collect();
+        return keys.contains(&"window_start") && keys.contains(&"window_end");
+    }
+    let Ok(enumerated) = enumerate_grouping_sets(agg.group_expr.clone()) else {
+        return false;
+    };
+    let keys: Vec<Expr> = match enumerated.first() {
+        Some(Expr::GroupingSet(_)) => match grouping_set_to_exprlist(&enumerated) {
+            Ok(list) => list.into_iter().cloned().collect(),
+            Err(_) => return false,
+        },
+        _ => agg.group_expr.clone(),
+    };
+    window_key_positions(agg, &keys).is_some()
+}
+
+/// Positions in `keys` (an aggregation's distinct group expressions) of the window's start and
+/// end, by lineage.
+fn window_key_positions(agg: &Aggregate, keys: &[Expr]) -> Option<(usize, usize)> {
+    use crate::interval::{window_bound, WindowBound};
+    let bound = |e: &Expr| match e {
+        Expr::Column(c) => agg
+            .input
+            .schema()
+            .index_of_column(c)
+            .ok()
+            .and_then(|i| window_bound(&agg.input, i)),
+        _ => None,
+    };
+    let find = |b: WindowBound| keys.iter().position(|e| bound(e) == Some(b));
+    find(WindowBound::Start).zip(find(WindowBound::End))
 }
 
 /// `GROUP BY keys` without a window: an updating aggregation (`+I`, `-U`/`+U`, `-D`), behind a
@@ -980,8 +1011,9 @@ fn retracting_call(
 /// TVF, with aggregates over the input's columns: one operator that keeps accumulators per
 /// session instead of the session's rows. Anything else takes the general path (session
 /// assignment, then window aggregation).
-fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
-    // Through aliases and projections that only pick columns (projection pushdown adds them).
+/// The SESSION node `agg` reads, through aliases and projections that only pick columns
+/// (projection pushdown adds them).
+fn session_input(agg: &Aggregate) -> Option<&SessionWindowNode> {
     let mut input = agg.input.as_ref();
     loop {
         match input {
@@ -993,9 +1025,13 @@ fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
         }
     }
     let LogicalPlan::Extension(ext) = input else {
-        return Ok(None);
+        return None;
     };
-    let Some(node) = ext.node.as_any().downcast_ref::<SessionWindowNode>() else {
+    ext.node.as_any().downcast_ref::<SessionWindowNode>()
+}
+
+fn session_aggregate(agg: &Aggregate, cat: &Catalog) -> Result<Option<Node>> {
+    let Some(node) = session_input(agg) else {
         return Ok(None);
     };
     if agg
@@ -1117,7 +1153,7 @@ fn lower_join(
     if let Some(marker) = temporal_marker(join)? {
         return lower_temporal_join(plan, join, cat, timed, marker);
     }
-    // Interval and window joins are inner or outer joins (never semi or anti).
+    // Interval joins are inner or outer joins (never semi or anti).
     if matches!(
         kind,
         JoinKind::Inner | JoinKind::Left | JoinKind::Right | JoinKind::Full
@@ -1125,9 +1161,11 @@ fn lower_join(
         if let Some(node) = lower_interval_join(plan, join, cat, kind)? {
             return Ok(vec![node]);
         }
-        if let Some(node) = lower_window_join(plan, join, cat, kind)? {
-            return Ok(vec![node]);
-        }
+    }
+    // Window joins are any kind: the optimizer turns an inner join whose output keeps one
+    // side's columns into a semi join, and IN / EXISTS are semi and anti window joins in Flink.
+    if let Some(node) = lower_window_join(plan, join, cat, kind)? {
+        return Ok(vec![node]);
     }
     if join.on.is_empty() {
         return Err(PlanError::Unsupported(format!(
@@ -1214,22 +1252,24 @@ fn lower_window_join(
     cat: &Catalog,
     kind: JoinKind,
 ) -> Result<Option<Node>> {
+    use crate::interval::{window_bound, WindowBound};
     let (ls, rs) = (join.left.schema(), join.right.schema());
-    let window_pair = |name: &str| {
+    // By lineage, not by name: `window_start AS starttime` is still the window's start.
+    let window_pair = |bound: WindowBound| {
         join.on.iter().find_map(|(l, r)| {
             let (Expr::Column(lc), Expr::Column(rc)) = (l, r) else {
                 return None;
             };
             let (li, ri) = (ls.index_of_column(lc).ok()?, rs.index_of_column(rc).ok()?);
-            (ls.field(li).name() == name
-                && rs.field(ri).name() == name
-                && crate::interval::is_window_column(&join.left, li)
-                && crate::interval::is_window_column(&join.right, ri))
+            (window_bound(&join.left, li) == Some(bound)
+                && window_bound(&join.right, ri) == Some(bound))
             .then_some((li, ri))
         })
     };
-    let (Some(_), Some((lend, rend))) = (window_pair("window_start"), window_pair("window_end"))
-    else {
+    let (Some(_), Some((lend, rend))) = (
+        window_pair(WindowBound::Start),
+        window_pair(WindowBound::End),
+    ) else {
         return Ok(None);
     };
     let Some((inputs, keys)) = append_only_pair(plan, join, cat)? else {

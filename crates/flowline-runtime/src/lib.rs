@@ -21,8 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, TimestampMillisecondArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
 use flowline_connectors::collect::CollectSink;
@@ -125,6 +127,7 @@ struct Ctx<'a> {
     stop: &'a StopSignal,
     parallelism: usize,
     idle_timeout: Option<Duration>,
+    null_rowtime: NullRowtime,
     /// Tasks built, started once the restored checkpoint (if any) is known to fit.
     blocking: Vec<BlockingTask>,
     futures: Vec<AsyncTask>,
@@ -195,6 +198,7 @@ pub async fn run_job_with_state(
         }
         None => None,
     };
+    let null_rowtime = NullRowtime::from_config(&graph.config)?;
     let (mut coordinator, handles) = match &state.checkpoint {
         Some(cfg) => {
             let (c, h) = checkpoint::coordinator(cfg, metrics, stop);
@@ -210,6 +214,7 @@ pub async fn run_job_with_state(
         stop,
         parallelism: graph.parallelism,
         idle_timeout,
+        null_rowtime,
         blocking: Vec::new(),
         futures: Vec::new(),
         registry: TaskRegistry::default(),
@@ -410,6 +415,12 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                     output,
                     stop: ctx.stop.clone(),
                     idle_timeout: ctx.idle_timeout,
+                    null_rowtime: ctx.null_rowtime,
+                    null_rowtime_rows: ctx.metrics.counter(
+                        "flowline_null_rowtime_rows_total",
+                        "rows dropped because their time attribute is NULL ('table.exec.source.null-rowtime' = 'drop')",
+                        &[("table", table), ("subtask", &st)],
+                    ),
                     source_counters: Counters::new(
                         ctx.metrics,
                         "flowline_source_rows_total",
@@ -498,6 +509,8 @@ struct SourceTask {
     output: Output,
     stop: StopSignal,
     idle_timeout: Option<Duration>,
+    null_rowtime: NullRowtime,
+    null_rowtime_rows: Counter,
     source_counters: Counters,
     chain_in: Counters,
     chain_out: Counters,
@@ -640,12 +653,12 @@ impl SourceTask {
                 }
             }
             match source.poll()? {
-                Poll::Batch(batch) => {
+                Poll::Batch(mut batch) => {
                     last_input = Instant::now();
                     idle = false;
                     self.source_counters.add(&batch);
                     self.chain_in.add(&batch);
-                    let rows = batch.num_rows();
+                    let mut rows = batch.num_rows();
                     let mut start = 0;
                     let split = source.split_of_last_batch();
                     if let Some(s) = split {
@@ -663,9 +676,19 @@ impl SourceTask {
                     // The batch moves only its own split: the others' minimum is fixed meanwhile.
                     let others = split.map(|s| self.splits_min(Some(s)).unwrap_or(i64::MAX));
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
-                        let (marks, times) = watermark_columns(
+                        let (mut marks, mut times) = watermark_columns(
                             chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
                         )?;
+                        if times.null_count() > 0 {
+                            // Flink's watermark assigner fails the job; 'drop' counts them.
+                            let kept = self.null_rowtime(&times)?;
+                            batch = filter_record_batch(&batch, &kept)
+                                .map_err(|e| self.op_err(e.into()))?;
+                            (marks, times) = watermark_columns(
+                                chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
+                            )?;
+                            rows = batch.num_rows();
+                        }
                         // Rows see the watermark of the rows before them, as if it were sent after
                         // every row: a row behind a watermark not yet sent splits the batch there.
                         for j in 0..rows {
@@ -746,6 +769,59 @@ impl SourceTask {
                     }
                     return Ok(());
                 }
+            }
+        }
+    }
+}
+
+/// What a source does with a row whose time attribute (`WATERMARK FOR` column) is NULL
+/// (`table.exec.source.null-rowtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum NullRowtime {
+    /// Fail the job, as Flink's watermark assigner does (the default).
+    Fail,
+    /// Drop the row and count it in `flowline_null_rowtime_rows_total`.
+    Drop,
+}
+
+impl NullRowtime {
+    const OPTION: &'static str = "table.exec.source.null-rowtime";
+
+    fn from_config(config: &std::collections::BTreeMap<String, String>) -> Result<Self> {
+        match config.get(Self::OPTION).map(|v| v.to_ascii_lowercase()) {
+            None => Ok(Self::Fail),
+            Some(v) if v == "fail" => Ok(Self::Fail),
+            Some(v) if v == "drop" => Ok(Self::Drop),
+            Some(v) => Err(RuntimeError::Config(format!(
+                "invalid '{}' = '{v}': use 'fail' (the default, as Flink) or 'drop'",
+                Self::OPTION
+            ))),
+        }
+    }
+}
+
+impl SourceTask {
+    /// The rows to keep of a batch whose time attributes `times` include NULLs, or the error
+    /// that fails the job.
+    fn null_rowtime(&self, times: &TimestampMillisecondArray) -> Result<BooleanArray> {
+        let nulls = times.null_count();
+        match self.null_rowtime {
+            NullRowtime::Drop => {
+                self.null_rowtime_rows.add(nulls as u64);
+                Ok(datafusion::arrow::compute::is_not_null(times)
+                    .map_err(|e| self.op_err(e.into()))?)
+            }
+            NullRowtime::Fail => {
+                let text = match &self.branch.watermark {
+                    Some(WatermarkSpec::EventTime { text, .. }) => text.as_str(),
+                    _ => "",
+                };
+                Err(RuntimeError::Config(format!(
+                    "table {}: RowTime field should not be null, please convert it to a non-null \
+                     long value: {nulls} row(s) of a batch have a NULL time attribute ({text}); \
+                     set 'table.exec.source.null-rowtime' = 'drop' to drop and count them instead",
+                    self.branch.source.table.name
+                )))
             }
         }
     }

@@ -1,17 +1,21 @@
-//! The HTTP endpoints of a running job: `/metrics` (Prometheus text), `/healthz` and
-//! `POST /v1/ingest/{table}` for tables with `'connector' = 'http'`.
+//! The HTTP endpoints of a running job: `/metrics` (Prometheus text), `/healthz` (live),
+//! `/readyz` (every HTTP table takes rows) and `POST /v1/ingest/{table}` for tables with
+//! `'connector' = 'http'`. Every error answer is JSON: `{"error": "what is wrong"}`.
 
 use std::net::SocketAddr;
 
-use axum::body::Bytes;
+use std::sync::Arc;
+
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path};
 use axum::http::header;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use flowline_common::metrics::process_rss_bytes;
 use flowline_common::MetricsRegistry;
+use flowline_connectors::http::ingest_table;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -22,8 +26,27 @@ pub enum ServerError {
     },
 }
 
+/// What the server knows of the job before the job runs: the HTTP tables it reads. A declared
+/// table is never "not found": until its sources have restored their position and opened their
+/// write-ahead logs, ingest answers 503 with `Retry-After` and `/readyz` is not ready.
+#[derive(Clone, Debug, Default)]
+pub struct JobInfo {
+    pub ingest_tables: Vec<String>,
+}
+
+/// How long a client should wait before retrying while the job starts or restores (seconds).
+const STARTING_RETRY_AFTER_S: u64 = 1;
+
+/// The endpoints, for the 404 answer.
+const ENDPOINTS: &str =
+    "GET /metrics, GET /healthz, GET /readyz, POST /v1/ingest/{table}";
+
 /// Binds `addr` and serves in the background; returns the bound address (port 0 picks one).
-pub async fn serve(addr: &str, metrics: MetricsRegistry) -> Result<SocketAddr, ServerError> {
+pub async fn serve(
+    addr: &str,
+    metrics: MetricsRegistry,
+    job: JobInfo,
+) -> Result<SocketAddr, ServerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServerError::Bind {
@@ -34,12 +57,23 @@ pub async fn serve(addr: &str, metrics: MetricsRegistry) -> Result<SocketAddr, S
         addr: addr.to_string(),
         source,
     })?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router(metrics, job)).await {
+            eprintln!("error: http server stopped: {e}");
+        }
+    });
+    Ok(local)
+}
+
+fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
     let rss = metrics.gauge(
         "flowline_process_rss_bytes",
         "resident set size of the process",
         &[],
     );
-    let app = Router::new()
+    let job = Arc::new(job);
+    let ready_job = job.clone();
+    Router::new()
         .route(
             "/metrics",
             get(move || {
@@ -55,54 +89,144 @@ pub async fn serve(addr: &str, metrics: MetricsRegistry) -> Result<SocketAddr, S
                 }
             }),
         )
+        // Live: the process answers. Ready: every HTTP table takes rows.
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(move || readyz(ready_job.clone())))
         .route(
             "/v1/ingest/{table}",
-            post(ingest).layer(DefaultBodyLimit::max(
-                flowline_connectors::http::BODY_BYTES_MAX_DEFAULT as usize,
-            )),
-        );
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            eprintln!("error: http server stopped: {e}");
-        }
-    });
-    Ok(local)
+            // The body is read by the handler, against the table's own 'ingest.max-body-size'.
+            post(move |table, headers, body| ingest(job.clone(), table, headers, body))
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .fallback(|method: Method, uri: Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint {method} {}; the endpoints are {ENDPOINTS}", uri.path()),
+            )
+        })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            // axum adds the `Allow` header with the methods the path takes.
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{} does not take {method}; the endpoints are {ENDPOINTS}", uri.path()),
+            )
+        })
+}
+
+async fn readyz(job: Arc<JobInfo>) -> axum::response::Response {
+    let waiting: Vec<&String> = job
+        .ingest_tables
+        .iter()
+        .filter(|t| !ingest_table(t).is_some_and(|t| t.is_ready()))
+        .collect();
+    if waiting.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let names: Vec<&str> = waiting.iter().map(|s| s.as_str()).collect();
+    let mut resp = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "the job is starting: http tables not yet taking rows: [{}]",
+            names.join(", ")
+        ),
+    );
+    retry_after(&mut resp, STARTING_RETRY_AFTER_S);
+    resp
+}
+
+/// Content codings a request body may have.
+enum Coding {
+    Identity,
+    Gzip,
+}
+
+fn coding(headers: &HeaderMap) -> Result<Coding, String> {
+    let Some(v) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(Coding::Identity);
+    };
+    let v = v.to_str().unwrap_or("").trim();
+    if v.eq_ignore_ascii_case("gzip") || v.eq_ignore_ascii_case("x-gzip") {
+        Ok(Coding::Gzip)
+    } else if v.is_empty() || v.eq_ignore_ascii_case("identity") {
+        Ok(Coding::Identity)
+    } else {
+        Err(format!(
+            "Content-Encoding '{v}' is not supported; send the body as is or with 'gzip'"
+        ))
+    }
 }
 
 async fn ingest(
+    job: Arc<JobInfo>,
     Path(table): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> axum::response::Response {
-    let Some(t) = flowline_connectors::http::ingest_table(&table) else {
-        let known = flowline_connectors::http::ingest_tables();
-        let msg = format!("no table '{table}' with 'connector' = 'http' in the running pipeline; http tables: [{}]", known.join(", "));
-        return json(StatusCode::NOT_FOUND, &serde_json::json!({ "error": msg }));
+    let Some(t) = ingest_table(&table).filter(|t| t.is_ready()) else {
+        if job.ingest_tables.contains(&table) {
+            let mut resp = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("table '{table}' is not taking rows yet: the job is starting or restoring from a checkpoint; retry"),
+            );
+            retry_after(&mut resp, STARTING_RETRY_AFTER_S);
+            return resp;
+        }
+        let msg = format!(
+            "no table '{table}' with 'connector' = 'http' in the running pipeline; http tables: [{}]",
+            job.ingest_tables.join(", ")
+        );
+        return error(StatusCode::NOT_FOUND, msg);
     };
-    let gzip = headers
-        .get(header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let gzip = match coding(&headers) {
+        Ok(c) => matches!(c, Coding::Gzip),
+        Err(msg) => return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, msg),
+    };
+    let limit = t.max_body_bytes();
+    let body = match axum::body::to_bytes(body, usize::try_from(limit).unwrap_or(usize::MAX)).await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the request body exceeds 'ingest.max-body-size' = {limit} bytes of table '{table}'"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the request body: {e}"),
+                )
+            };
+        }
+    };
     // Decoding and the fsync wait are blocking work.
     let r = match tokio::task::spawn_blocking(move || t.ingest(body, gzip)).await {
         Ok(r) => r,
         Err(e) => {
-            return (
+            return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                format!("ingest failed: {e}"),
+                format!("ingest failed (a bug): {e}"),
             )
-                .into_response()
         }
     };
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json(status, &r.body);
     if let Some(s) = r.retry_after_s {
-        if let Ok(v) = s.to_string().parse() {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
+        retry_after(&mut resp, s);
     }
     resp
+}
+
+fn retry_after(resp: &mut axum::response::Response, seconds: u64) {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+}
+
+/// Every error answer has the ingest errors' shape: `{"error": "..."}`.
+fn error(status: StatusCode, message: String) -> axum::response::Response {
+    json(status, &serde_json::json!({ "error": message }))
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> axum::response::Response {

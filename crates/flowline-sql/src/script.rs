@@ -420,9 +420,128 @@ pub fn normalize_query(query: &mut Query) {
                 }
             }
         }
+        flink_semantics(expr);
         ControlFlow::<()>::Continue(())
     });
     let _ = query.visit(&mut FieldNames);
+}
+
+/// Rewrites where DataFusion's function of the same name or syntax gives another value than
+/// Flink's (visited after the children, so nested calls are rewritten too).
+fn flink_semantics(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, DateTimeField, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+    };
+    let unnamed = |f: &datafusion::sql::sqlparser::ast::Function| -> Option<Vec<Expr>> {
+        let FunctionArguments::List(list) = &f.args else {
+            return None;
+        };
+        list.args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    match expr {
+        // Flink's text of a value (TRUE, `2024-01-01 00:00:01`, 1.0E20), not Arrow's.
+        Expr::Cast {
+            expr: inner,
+            data_type:
+                SqlDataType::String(None)
+                | SqlDataType::Varchar(None)
+                | SqlDataType::Text
+                | SqlDataType::CharacterVarying(None),
+            format: None,
+            ..
+        } => {
+            *expr = call(crate::functions::text::TO_STRING, vec![(**inner).clone()]);
+        }
+        Expr::Function(f) => {
+            let name = f.name.to_string();
+            let Some(args) = unnamed(f) else { return };
+            match (name.as_str(), args.len()) {
+                // LOG(x) is the natural logarithm in Flink (DataFusion's: base 10).
+                ("log", 1) => *expr = call("ln", args),
+                // REGEXP_REPLACE replaces every match in Flink (DataFusion's: the first).
+                ("regexp_replace", 3) => {
+                    let mut args = args;
+                    args.push(Expr::value(Value::SingleQuotedString("g".into())));
+                    *expr = call("regexp_replace", args);
+                }
+                // LISTAGG(s[, sep]): DataFusion's STRING_AGG, with Flink's default separator.
+                ("listagg", 1) if f.over.is_none() && f.filter.is_none() => {
+                    let mut args = args;
+                    args.push(Expr::value(Value::SingleQuotedString(",".into())));
+                    *expr = call("string_agg", args);
+                }
+                ("listagg", 2) if f.over.is_none() && f.filter.is_none() => *expr = call("string_agg", args),
+                // TRUNCATE(x[, n]) is DataFusion's TRUNC.
+                ("truncate", 1 | 2) => *expr = call("trunc", args),
+                _ => {}
+            }
+        }
+        // TIMESTAMP '2024-01-01 00:00:01' is a TIMESTAMP(0) in Flink, with the precision of its
+        // fraction (DataFusion's: nanoseconds, which print nine fraction digits).
+        Expr::TypedString(ts)
+            if matches!(
+                ts.data_type,
+                SqlDataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None)
+            ) =>
+        {
+            let Some(text) = ts.value.clone().into_string() else {
+                return;
+            };
+            let digits = text
+                .split_once('.')
+                .map_or(0, |(_, f)| f.chars().take_while(char::is_ascii_digit).count());
+            let precision = match digits {
+                0 => 0,
+                1..=3 => 3,
+                4..=6 => 6,
+                _ => 9,
+            };
+            let arrow_type = crate::types::timestamp_type(precision, false).to_string();
+            *expr = call(
+                "arrow_cast",
+                vec![
+                    Expr::value(Value::SingleQuotedString(text)),
+                    Expr::value(Value::SingleQuotedString(arrow_type)),
+                ],
+            );
+        }
+        // EXTRACT(DOW ...) counts Sunday as 1 in Flink (DataFusion's: 0).
+        Expr::Extract {
+            field: DateTimeField::Dow,
+            ..
+        } => {
+            *expr = Expr::Nested(Box::new(Expr::BinaryOp {
+                left: Box::new(expr.clone()),
+                op: BinaryOperator::Plus,
+                right: Box::new(Expr::value(Value::Number("1".into(), false))),
+            }));
+        }
+        _ => {}
+    }
+}
+
+/// A call `name(args)`.
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let placeholders = vec!["NULL"; args.len()].join(", ");
+    let parsed = Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
+        .try_with_sql(&format!("{name}({placeholders})"))
+        .and_then(|mut p| p.parse_expr());
+    let Ok(Expr::Function(mut f)) = parsed else {
+        unreachable!("a call with NULL arguments parses")
+    };
+    if let FunctionArguments::List(list) = &mut f.args {
+        for (slot, arg) in list.args.iter_mut().zip(args) {
+            *slot = FunctionArg::Unnamed(FunctionArgExpr::Expr(arg));
+        }
+    }
+    Expr::Function(f)
 }
 
 /// Names an unaliased `r.f` in a SELECT list `f`, as Flink does (DataFusion would call a field

@@ -326,7 +326,14 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
             flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job).await
         })
     };
-    let addr = flowline_server::serve("127.0.0.1:0", metrics.clone()).await?;
+    let addr = flowline_server::serve(
+        "127.0.0.1:0",
+        metrics.clone(),
+        flowline_server::JobInfo {
+            ingest_tables: vec!["bids".into()],
+        },
+    )
+    .await?;
 
     // Distinct bodies so the WAL sees varied data; cycled over the requests.
     let bodies: Arc<Vec<Vec<u8>>> = Arc::new((0..16u64).map(|b| bid_body(b, args.batch)).collect());

@@ -207,7 +207,7 @@ async fn run(
     let _ = std::fs::write(state_dir.join(PID_FILE), std::process::id().to_string());
     let metrics = MetricsRegistry::new();
     if let Some(addr) = http {
-        let bound = flowline_server::serve(addr, metrics.clone()).await?;
+        let bound = flowline_server::serve(addr, metrics.clone(), server_job_info(&graph)).await?;
         eprintln!("flowline: serving http://{bound}/metrics");
     }
     let stop = StopSignal::new();
@@ -241,6 +241,18 @@ async fn run(
         metrics.total("flowline_sink_rows_total"),
     );
     Ok(())
+}
+
+/// What the HTTP server must know of the job before it runs.
+fn server_job_info(graph: &flowline_planner::JobGraph) -> flowline_server::JobInfo {
+    flowline_server::JobInfo {
+        ingest_tables: graph
+            .source_tables()
+            .iter()
+            .filter(|t| t.factory.name == "http")
+            .map(|t| t.table.name.clone())
+            .collect(),
+    }
 }
 
 /// Ctrl-C or SIGTERM: stop sources, let sinks finish their files, exit 0.

@@ -173,6 +173,16 @@ impl IngestTable {
         self.limits.body
     }
 
+    /// Whether every source subtask has restored its position and opened its log: until then
+    /// a request could reach a subtask that is not there yet, so ingest answers 503.
+    pub fn is_ready(&self) -> bool {
+        self.shards
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .all(Option::is_some)
+    }
+
     /// Validates, logs durably and answers one request.
     pub fn ingest(&self, body: Bytes, gzip: bool) -> IngestResponse {
         let limits = self.limits;

@@ -9,7 +9,9 @@
 pub mod aggregate;
 mod datetime;
 mod misc;
+mod hash;
 mod string;
+pub mod text;
 pub mod temporal;
 pub mod window;
 
@@ -92,6 +94,8 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     fns.extend(datetime::functions());
     fns.extend(string::functions());
     fns.extend(misc::functions());
+    fns.extend(text::functions());
+    fns.extend(hash::functions());
     fns.extend(window::functions());
     fns.extend(temporal::functions());
     fns.into_iter().map(Arc::new).collect()

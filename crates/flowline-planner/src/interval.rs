@@ -210,13 +210,6 @@ pub(crate) enum WindowBound {
     End,
 }
 
-/// Whether column `col` of `plan` is a window bound computed by a window TVF (TUMBLE, HOP,
-/// CUMULATE: its `window_start` or `window_end`), passed up through projections, filters,
-/// aliases and the group keys of aggregations.
-pub(crate) fn is_window_column(plan: &LogicalPlan, col: usize) -> bool {
-    window_bound(plan, col).is_some()
-}
-
 /// The window bound column `col` of `plan` holds, by lineage (whatever it is named): passed up
 /// through projections, filters, aliases, window functions, unnests, the group keys of
 /// aggregations and the surviving side of joins.

@@ -445,6 +445,16 @@ fn flink_semantics(expr: &mut Expr) {
             .collect()
     };
     match expr {
+        // CAST(x AS TIMESTAMP) is a TIMESTAMP(6) in Flink (DataFusion's: nanoseconds).
+        Expr::Cast {
+            data_type: data_type @ SqlDataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+            ..
+        } => {
+            *data_type = SqlDataType::Timestamp(
+                Some(6),
+                datafusion::sql::sqlparser::ast::TimezoneInfo::None,
+            );
+        }
         // Flink's text of a value (TRUE, `2024-01-01 00:00:01`, 1.0E20), not Arrow's.
         Expr::Cast {
             expr: inner,
@@ -477,8 +487,8 @@ fn flink_semantics(expr: &mut Expr) {
                     *expr = call("string_agg", args);
                 }
                 ("listagg", 2) if f.over.is_none() && f.filter.is_none() => *expr = call("string_agg", args),
-                // TRUNCATE(x[, n]) is DataFusion's TRUNC.
-                ("truncate", 1 | 2) => *expr = call("trunc", args),
+                // ARRAY_REMOVE removes every equal element in Flink (DataFusion's: the first).
+                ("array_remove", 2) => *expr = call("array_remove_all", args),
                 _ => {}
             }
         }
@@ -511,6 +521,31 @@ fn flink_semantics(expr: &mut Expr) {
                 ],
             );
         }
+        // SUBSTR / SUBSTRING: Flink's (a negative start counts from the end).
+        Expr::Substring {
+            expr: inner,
+            substring_from: Some(from),
+            substring_for,
+            ..
+        } => {
+            let mut args = vec![(**inner).clone(), (**from).clone()];
+            args.extend(substring_for.as_deref().cloned());
+            *expr = call("substr", args);
+        }
+        // 1.0E20 is a DOUBLE in Flink (DataFusion's: a DECIMAL).
+        Expr::Value(v)
+            if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])) =>
+        {
+            *expr = Expr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(expr.clone()),
+                data_type: SqlDataType::Double(
+                    datafusion::sql::sqlparser::ast::ExactNumberInfo::None,
+                ),
+                array: false,
+                format: None,
+            };
+        }
         // EXTRACT(DOW ...) counts Sunday as 1 in Flink (DataFusion's: 0).
         Expr::Extract {
             field: DateTimeField::Dow,
@@ -531,11 +566,15 @@ fn call(name: &str, args: Vec<Expr>) -> Expr {
     use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
     let placeholders = vec!["NULL"; args.len()].join(", ");
     let parsed = Parser::new(&datafusion::sql::sqlparser::dialect::GenericDialect {})
-        .try_with_sql(&format!("{name}({placeholders})"))
+        .try_with_sql(&format!("placeholder({placeholders})"))
         .and_then(|mut p| p.parse_expr());
     let Ok(Expr::Function(mut f)) = parsed else {
         unreachable!("a call with NULL arguments parses")
     };
+    // Named afterwards: some names (SUBSTR) parse as syntax of their own.
+    f.name = datafusion::sql::sqlparser::ast::ObjectName(vec![ObjectNamePart::Identifier(
+        Ident::new(name),
+    )]);
     if let FunctionArguments::List(list) = &mut f.args {
         for (slot, arg) in list.args.iter_mut().zip(args) {
             *slot = FunctionArg::Unnamed(FunctionArgExpr::Expr(arg));

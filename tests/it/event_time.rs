@@ -146,7 +146,11 @@ fn null_rowtimes_fail_the_job_or_are_dropped_and_counted() {
         ))
         .unwrap();
     assert_eq!(dropped.total("flowline_null_rowtime_rows_total"), 1);
-    assert_eq!(dropped.total("flowline_sink_rows_total"), 2, "two windows of one row");
+    assert_eq!(
+        dropped.total("flowline_sink_rows_total"),
+        2,
+        "two windows of one row"
+    );
     let bad = rt.block_on(run_script(
         &script("SET 'table.exec.source.null-rowtime' = 'skip';", plain),
         1,

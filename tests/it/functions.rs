@@ -67,10 +67,7 @@ async fn evaluate(kind: &str, expr: &str) -> Result<(String, String), String> {
     let batches = crate::support::batch_select("", &sql)
         .await
         .map_err(|e| format!("{e:#}").lines().next().unwrap_or("").to_string())?;
-    let b = batches
-        .iter()
-        .find(|b| b.num_rows() > 0)
-        .ok_or("no row")?;
+    let b = batches.iter().find(|b| b.num_rows() > 0).ok_or("no row")?;
     let text = |i: usize| -> Result<String, String> {
         let c = cast(b.column(i), &DataType::Utf8).map_err(|e| e.to_string())?;
         let c = c.as_string::<i32>();
@@ -93,7 +90,10 @@ fn builtin_functions_match_flink() {
     let mut lines = Vec::new();
     let (mut accepted, mut same, mut other_type, mut differs, mut refused) = (0, 0, 0, 0, 0);
     let mut docs_rows = Vec::new();
-    for line in EXPECTED.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in EXPECTED
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let mut f = line.splitn(4, '\t');
         let (kind, expr, ftype, ftext) = (
             f.next().unwrap(),

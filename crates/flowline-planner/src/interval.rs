@@ -292,4 +292,3 @@ fn expr_window_bound(e: &Expr) -> Option<WindowBound> {
     });
     found
 }
-

@@ -881,9 +881,7 @@ fn window_key_positions(agg: &Aggregate, keys: &[Expr]) -> Option<(usize, usize)
     let find = |b: WindowBound| keys.iter().position(|e| bound(e) == Some(b));
     // By name when lineage is lost (a window over a constant time, folded by the optimizer):
     // still a window aggregation, whose checks then refuse what is wrong with it.
-    let named = |name: &str| {
-        (0..keys.len()).find(|i| agg.schema.field(*i).name() == name)
-    };
+    let named = |name: &str| (0..keys.len()).find(|i| agg.schema.field(*i).name() == name);
     find(WindowBound::Start)
         .zip(find(WindowBound::End))
         .or_else(|| named("window_start").zip(named("window_end")))

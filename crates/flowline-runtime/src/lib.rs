@@ -21,9 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
 use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};

@@ -38,8 +38,7 @@ pub struct JobInfo {
 const STARTING_RETRY_AFTER_S: u64 = 1;
 
 /// The endpoints, for the 404 answer.
-const ENDPOINTS: &str =
-    "GET /metrics, GET /healthz, GET /readyz, POST /v1/ingest/{table}";
+const ENDPOINTS: &str = "GET /metrics, GET /healthz, GET /readyz, POST /v1/ingest/{table}";
 
 /// Binds `addr` and serves in the background; returns the bound address (port 0 picks one).
 pub async fn serve(
@@ -101,14 +100,20 @@ fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
         .fallback(|method: Method, uri: Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
-                format!("no endpoint {method} {}; the endpoints are {ENDPOINTS}", uri.path()),
+                format!(
+                    "no endpoint {method} {}; the endpoints are {ENDPOINTS}",
+                    uri.path()
+                ),
             )
         })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             // axum adds the `Allow` header with the methods the path takes.
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
-                format!("{} does not take {method}; the endpoints are {ENDPOINTS}", uri.path()),
+                format!(
+                    "{} does not take {method}; the endpoints are {ENDPOINTS}",
+                    uri.path()
+                ),
             )
         })
 }

@@ -447,7 +447,11 @@ fn flink_semantics(expr: &mut Expr) {
     match expr {
         // CAST(x AS TIMESTAMP) is a TIMESTAMP(6) in Flink (DataFusion's: nanoseconds).
         Expr::Cast {
-            data_type: data_type @ SqlDataType::Timestamp(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+            data_type:
+                data_type @ SqlDataType::Timestamp(
+                    None,
+                    datafusion::sql::sqlparser::ast::TimezoneInfo::None,
+                ),
             ..
         } => {
             *data_type = SqlDataType::Timestamp(
@@ -486,7 +490,9 @@ fn flink_semantics(expr: &mut Expr) {
                     args.push(Expr::value(Value::SingleQuotedString(",".into())));
                     *expr = call("string_agg", args);
                 }
-                ("listagg", 2) if f.over.is_none() && f.filter.is_none() => *expr = call("string_agg", args),
+                ("listagg", 2) if f.over.is_none() && f.filter.is_none() => {
+                    *expr = call("string_agg", args)
+                }
                 // ARRAY_REMOVE removes every equal element in Flink (DataFusion's: the first).
                 ("array_remove", 2) => *expr = call("array_remove_all", args),
                 _ => {}
@@ -503,9 +509,9 @@ fn flink_semantics(expr: &mut Expr) {
             let Some(text) = ts.value.clone().into_string() else {
                 return;
             };
-            let digits = text
-                .split_once('.')
-                .map_or(0, |(_, f)| f.chars().take_while(char::is_ascii_digit).count());
+            let digits = text.split_once('.').map_or(0, |(_, f)| {
+                f.chars().take_while(char::is_ascii_digit).count()
+            });
             let precision = match digits {
                 0 => 0,
                 1..=3 => 3,
@@ -533,9 +539,7 @@ fn flink_semantics(expr: &mut Expr) {
             *expr = call("substr", args);
         }
         // 1.0E20 is a DOUBLE in Flink (DataFusion's: a DECIMAL).
-        Expr::Value(v)
-            if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])) =>
-        {
+        Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])) => {
             *expr = Expr::Cast {
                 kind: CastKind::Cast,
                 expr: Box::new(expr.clone()),

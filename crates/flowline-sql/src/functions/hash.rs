@@ -15,25 +15,48 @@ use super::{arity, immutable, udf};
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
     vec![
-        udf("md5", immutable(&[1]), |a| arity("MD5", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| md5::Md5::digest(b).to_vec())
-        }),
-        udf("sha1", immutable(&[1]), |a| arity("SHA1", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| sha1::Sha1::digest(b).to_vec())
-        }),
-        udf("sha224", immutable(&[1]), |a| arity("SHA224", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| sha2::Sha224::digest(b).to_vec())
-        }),
-        udf("sha256", immutable(&[1]), |a| arity("SHA256", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| sha2::Sha256::digest(b).to_vec())
-        }),
-        udf("sha384", immutable(&[1]), |a| arity("SHA384", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| sha2::Sha384::digest(b).to_vec())
-        }),
-        udf("sha512", immutable(&[1]), |a| arity("SHA512", a, &[1]).map(|_| DataType::Utf8), |a, n| {
-            hex_digest(a, n, |b| sha2::Sha512::digest(b).to_vec())
-        }),
-        udf("sha2", immutable(&[2]), |a| arity("SHA2", a, &[2]).map(|_| DataType::Utf8), sha2_eval),
+        udf(
+            "md5",
+            immutable(&[1]),
+            |a| arity("MD5", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| md5::Md5::digest(b).to_vec()),
+        ),
+        udf(
+            "sha1",
+            immutable(&[1]),
+            |a| arity("SHA1", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| sha1::Sha1::digest(b).to_vec()),
+        ),
+        udf(
+            "sha224",
+            immutable(&[1]),
+            |a| arity("SHA224", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| sha2::Sha224::digest(b).to_vec()),
+        ),
+        udf(
+            "sha256",
+            immutable(&[1]),
+            |a| arity("SHA256", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| sha2::Sha256::digest(b).to_vec()),
+        ),
+        udf(
+            "sha384",
+            immutable(&[1]),
+            |a| arity("SHA384", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| sha2::Sha384::digest(b).to_vec()),
+        ),
+        udf(
+            "sha512",
+            immutable(&[1]),
+            |a| arity("SHA512", a, &[1]).map(|_| DataType::Utf8),
+            |a, n| hex_digest(a, n, |b| sha2::Sha512::digest(b).to_vec()),
+        ),
+        udf(
+            "sha2",
+            immutable(&[2]),
+            |a| arity("SHA2", a, &[2]).map(|_| DataType::Utf8),
+            sha2_eval,
+        ),
     ]
 }
 
@@ -45,7 +68,11 @@ fn bytes(a: &ArrayRef) -> Result<ArrayRef> {
     })
 }
 
-fn hex_digest(args: &[ArrayRef], rows: usize, digest: impl Fn(&[u8]) -> Vec<u8>) -> Result<ArrayRef> {
+fn hex_digest(
+    args: &[ArrayRef],
+    rows: usize,
+    digest: impl Fn(&[u8]) -> Vec<u8>,
+) -> Result<ArrayRef> {
     let b = bytes(&args[0])?;
     let b = b.as_binary::<i32>();
     let mut out = StringBuilder::with_capacity(rows, rows * 64);
@@ -83,7 +110,9 @@ fn sha2_eval(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
             256 => sha2::Sha256::digest(v).to_vec(),
             384 => sha2::Sha384::digest(v).to_vec(),
             512 => sha2::Sha512::digest(v).to_vec(),
-            other => return exec_err!("SHA2: the hash length must be 224, 256, 384 or 512, got {other}"),
+            other => {
+                return exec_err!("SHA2: the hash length must be 224, 256, 384 or 512, got {other}")
+            }
         };
         buf.clear();
         for byte in digest {

@@ -8,11 +8,11 @@
 
 pub mod aggregate;
 mod datetime;
-mod misc;
 mod hash;
+mod misc;
 mod string;
-pub mod text;
 pub mod temporal;
+pub mod text;
 pub mod window;
 
 use std::sync::Arc;

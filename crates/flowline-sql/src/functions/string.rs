@@ -36,7 +36,12 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             |a| arity("SUBSTR", a, &[2, 3]).map(|_| DataType::Utf8),
             substr,
         ),
-        udf("concat", Signature::variadic_any(Volatility::Immutable), |_| Ok(DataType::Utf8), concat),
+        udf(
+            "concat",
+            Signature::variadic_any(Volatility::Immutable),
+            |_| Ok(DataType::Utf8),
+            concat,
+        ),
         udf(
             "locate",
             immutable(&[2, 3]),
@@ -44,18 +49,29 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             locate,
         ),
         udf("is_digit", immutable(&[1]), boolean("IS_DIGIT"), |a, n| {
-            classify(a, n, |s| !s.is_empty() && s.chars().all(|c| c.is_ascii_digit()))
-        }),
-        udf("is_alpha", immutable(&[1]), boolean("IS_ALPHA"), |a, n| {
-            classify(a, n, |s| !s.is_empty() && s.chars().all(char::is_alphabetic))
-        }),
-        udf("is_decimal", immutable(&[1]), boolean("IS_DECIMAL"), |a, n| {
             classify(a, n, |s| {
-                let t = s.strip_prefix(['-', '+']).unwrap_or(s);
-                !t.is_empty() && t != "." && t.chars().filter(|c| *c == '.').count() <= 1
-                    && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+                !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
             })
         }),
+        udf("is_alpha", immutable(&[1]), boolean("IS_ALPHA"), |a, n| {
+            classify(a, n, |s| {
+                !s.is_empty() && s.chars().all(char::is_alphabetic)
+            })
+        }),
+        udf(
+            "is_decimal",
+            immutable(&[1]),
+            boolean("IS_DECIMAL"),
+            |a, n| {
+                classify(a, n, |s| {
+                    let t = s.strip_prefix(['-', '+']).unwrap_or(s);
+                    !t.is_empty()
+                        && t != "."
+                        && t.chars().filter(|c| *c == '.').count() <= 1
+                        && t.chars().all(|c| c.is_ascii_digit() || c == '.')
+                })
+            },
+        ),
         udf(
             "to_base64",
             immutable(&[1]),
@@ -209,7 +225,11 @@ fn from_base64(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     for i in 0..rows {
         let decoded = s
             .is_valid(i)
-            .then(|| base64::engine::general_purpose::STANDARD.decode(s.value(i)).ok())
+            .then(|| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.value(i))
+                    .ok()
+            })
             .flatten();
         out.append_option(decoded);
     }

@@ -47,14 +47,12 @@ pub fn flink_type_name(t: &DataType) -> String {
         DataType::Int16 => "SMALLINT".into(),
         DataType::Int32 => "INT".into(),
         DataType::Int64 => "BIGINT".into(),
-        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            "BIGINT".into()
-        }
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "BIGINT".into(),
         DataType::Float16 | DataType::Float32 => "FLOAT".into(),
         DataType::Float64 => "DOUBLE".into(),
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Decimal32(p, s) | DataType::Decimal64(p, s) | DataType::Decimal128(p, s) => {
+            format!("DECIMAL({p}, {s})")
+        }
         DataType::Decimal256(p, s) => format!("DECIMAL({p}, {s})"),
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
         DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
@@ -159,7 +157,9 @@ fn write_value(
         }
         DataType::Timestamp(u, _) => {
             let ns = cast(&a.slice(i, 1), &DataType::Int64)?;
-            let v = ns.as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
+            let v = ns
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0);
             let nanos = match u {
                 TimeUnit::Second => v.saturating_mul(1_000_000_000),
                 TimeUnit::Millisecond => v.saturating_mul(1_000_000),
@@ -312,7 +312,11 @@ pub fn write_java_double(out: &mut String, v: f64) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        write_java_decimal(out, format!("{v:e}"), v == 0.0 || (1e-3..1e7).contains(&v.abs()));
+        write_java_decimal(
+            out,
+            format!("{v:e}"),
+            v == 0.0 || (1e-3..1e7).contains(&v.abs()),
+        );
     }
 }
 
@@ -323,7 +327,11 @@ pub fn write_java_float(out: &mut String, v: f32) {
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        write_java_decimal(out, format!("{v:e}"), v == 0.0 || (1e-3..1e7).contains(&v.abs()));
+        write_java_decimal(
+            out,
+            format!("{v:e}"),
+            v == 0.0 || (1e-3..1e7).contains(&v.abs()),
+        );
     }
 }
 
@@ -350,7 +358,11 @@ fn write_java_decimal(out: &mut String, sci: String, plain: bool) {
                 .collect();
             out.push_str(&int);
             out.push('.');
-            let frac = if digits.len() > point { &digits[point..] } else { "0" };
+            let frac = if digits.len() > point {
+                &digits[point..]
+            } else {
+                "0"
+            };
             out.push_str(frac);
         } else {
             out.push_str("0.");

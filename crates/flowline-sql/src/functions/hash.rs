@@ -82,10 +82,7 @@ fn hex_digest(
             out.append_null();
             continue;
         }
-        buf.clear();
-        for byte in digest(b.value(i)) {
-            let _ = write!(buf, "{byte:02x}");
-        }
+        write_hex(&mut buf, &digest(b.value(i)));
         out.append_value(&buf);
     }
     Ok(Arc::new(out.finish()))
@@ -114,11 +111,16 @@ fn sha2_eval(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
                 return exec_err!("SHA2: the hash length must be 224, 256, 384 or 512, got {other}")
             }
         };
-        buf.clear();
-        for byte in digest {
-            let _ = write!(buf, "{byte:02x}");
-        }
+        write_hex(&mut buf, &digest);
         out.append_value(&buf);
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// `buf` becomes the lower-case hex of `bytes`.
+fn write_hex(buf: &mut String, bytes: &[u8]) {
+    buf.clear();
+    for byte in bytes {
+        let _ = write!(buf, "{byte:02x}");
+    }
 }

@@ -307,31 +307,22 @@ fn write_day_time(out: &mut String, millis: i64) {
 /// Java's `Double.toString`: plain between 10^-3 and 10^7, else `d.dddE±n`; the shortest digits
 /// that read back as the same double, and at least one digit after the point.
 pub fn write_java_double(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-    } else if v.is_infinite() {
-        out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
-    } else {
-        write_java_decimal(
-            out,
-            format!("{v:e}"),
-            v == 0.0 || (1e-3..1e7).contains(&v.abs()),
-        );
-    }
+    write_java_number(out, v, format!("{v:e}"));
 }
 
-/// Java's `Float.toString`, as [`write_java_double`].
+/// Java's `Float.toString`, as [`write_java_double`] (the shortest digits of the float).
 pub fn write_java_float(out: &mut String, v: f32) {
+    write_java_number(out, f64::from(v), format!("{v:e}"));
+}
+
+/// `v`'s special values, or its shortest scientific form `sci` in Java's layout.
+fn write_java_number(out: &mut String, v: f64, sci: String) {
     if v.is_nan() {
         out.push_str("NaN");
     } else if v.is_infinite() {
         out.push_str(if v > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        write_java_decimal(
-            out,
-            format!("{v:e}"),
-            v == 0.0 || (1e-3..1e7).contains(&v.abs()),
-        );
+        write_java_decimal(out, sci, v == 0.0 || (1e-3..1e7).contains(&v.abs()));
     }
 }
 

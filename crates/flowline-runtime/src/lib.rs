@@ -680,11 +680,14 @@ impl SourceTask {
                         if times.null_count() > 0 {
                             // Flink's watermark assigner fails the job; 'drop' counts them.
                             let kept = self.null_rowtime(&times)?;
+                            let keep = |a: &TimestampMillisecondArray| -> Result<TimestampMillisecondArray> {
+                                let kept = datafusion::arrow::compute::filter(a, &kept)
+                                    .map_err(|e| self.op_err(e.into()))?;
+                                Ok(kept.as_primitive::<TimestampMillisecondType>().clone())
+                            };
+                            (marks, times) = (keep(&marks)?, keep(&times)?);
                             batch = filter_record_batch(&batch, &kept)
                                 .map_err(|e| self.op_err(e.into()))?;
-                            (marks, times) = watermark_columns(
-                                chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
-                            )?;
                             rows = batch.num_rows();
                         }
                         // Rows see the watermark of the rows before them, as if it were sent after

@@ -18,38 +18,38 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         udf(
             "md5",
             immutable(&[1]),
-            |a| arity("MD5", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| md5::Md5::digest(b).to_vec()),
+            |a| hex_type("MD5", a),
+            hex_of::<md5::Md5>,
         ),
         udf(
             "sha1",
             immutable(&[1]),
-            |a| arity("SHA1", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| sha1::Sha1::digest(b).to_vec()),
+            |a| hex_type("SHA1", a),
+            hex_of::<sha1::Sha1>,
         ),
         udf(
             "sha224",
             immutable(&[1]),
-            |a| arity("SHA224", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| sha2::Sha224::digest(b).to_vec()),
+            |a| hex_type("SHA224", a),
+            hex_of::<sha2::Sha224>,
         ),
         udf(
             "sha256",
             immutable(&[1]),
-            |a| arity("SHA256", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| sha2::Sha256::digest(b).to_vec()),
+            |a| hex_type("SHA256", a),
+            hex_of::<sha2::Sha256>,
         ),
         udf(
             "sha384",
             immutable(&[1]),
-            |a| arity("SHA384", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| sha2::Sha384::digest(b).to_vec()),
+            |a| hex_type("SHA384", a),
+            hex_of::<sha2::Sha384>,
         ),
         udf(
             "sha512",
             immutable(&[1]),
-            |a| arity("SHA512", a, &[1]).map(|_| DataType::Utf8),
-            |a, n| hex_digest(a, n, |b| sha2::Sha512::digest(b).to_vec()),
+            |a| hex_type("SHA512", a),
+            hex_of::<sha2::Sha512>,
         ),
         udf(
             "sha2",
@@ -58,6 +58,15 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             sha2_eval,
         ),
     ]
+}
+
+fn hex_type(name: &str, args: &[DataType]) -> Result<DataType> {
+    arity(name, args, &[1]).map(|_| DataType::Utf8)
+}
+
+/// The hex digest `D` of each value.
+fn hex_of<D: Digest>(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    hex_digest(args, rows, |b| D::digest(b).to_vec())
 }
 
 fn bytes(a: &ArrayRef) -> Result<ArrayRef> {

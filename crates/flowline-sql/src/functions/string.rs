@@ -48,20 +48,30 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             |a| arity("LOCATE", a, &[2, 3]).map(|_| DataType::Int32),
             locate,
         ),
-        udf("is_digit", immutable(&[1]), boolean("IS_DIGIT"), |a, n| {
-            classify(a, n, |s| {
-                !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
-            })
-        }),
-        udf("is_alpha", immutable(&[1]), boolean("IS_ALPHA"), |a, n| {
-            classify(a, n, |s| {
-                !s.is_empty() && s.chars().all(char::is_alphabetic)
-            })
-        }),
+        udf(
+            "is_digit",
+            immutable(&[1]),
+            |a| boolean("IS_DIGIT", a),
+            |a, n| {
+                classify(a, n, |s| {
+                    !s.is_empty() && s.chars().all(|c| c.is_ascii_digit())
+                })
+            },
+        ),
+        udf(
+            "is_alpha",
+            immutable(&[1]),
+            |a| boolean("IS_ALPHA", a),
+            |a, n| {
+                classify(a, n, |s| {
+                    !s.is_empty() && s.chars().all(char::is_alphabetic)
+                })
+            },
+        ),
         udf(
             "is_decimal",
             immutable(&[1]),
-            boolean("IS_DECIMAL"),
+            |a| boolean("IS_DECIMAL", a),
             |a, n| {
                 classify(a, n, |s| {
                     let t = s.strip_prefix(['-', '+']).unwrap_or(s);
@@ -87,12 +97,9 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
     ]
 }
 
-fn boolean(name: &'static str) -> fn(&[DataType]) -> Result<DataType> {
-    match name {
-        "IS_DIGIT" => |a| arity("IS_DIGIT", a, &[1]).map(|_| DataType::Boolean),
-        "IS_ALPHA" => |a| arity("IS_ALPHA", a, &[1]).map(|_| DataType::Boolean),
-        _ => |a| arity("IS_DECIMAL", a, &[1]).map(|_| DataType::Boolean),
-    }
+/// The type of a one-argument predicate.
+fn boolean(name: &str, args: &[DataType]) -> Result<DataType> {
+    arity(name, args, &[1]).map(|_| DataType::Boolean)
 }
 
 /// IS_DIGIT, IS_ALPHA, IS_DECIMAL: false for NULL, as Flink's.

@@ -9,7 +9,8 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuil
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType,
-    IntervalUnit, IntervalYearMonthType, TimeUnit,
+    IntervalUnit, IntervalYearMonthType, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::common::Result;
@@ -156,15 +157,21 @@ fn write_value(
             write_java_float(out, a.as_primitive::<Float32Type>().value(i));
         }
         DataType::Timestamp(u, _) => {
-            let ns = cast(&a.slice(i, 1), &DataType::Int64)?;
-            let v = ns
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .value(0);
+            // The stored value, read in place (no cast per row).
             let nanos = match u {
-                TimeUnit::Second => v.saturating_mul(1_000_000_000),
-                TimeUnit::Millisecond => v.saturating_mul(1_000_000),
-                TimeUnit::Microsecond => v.saturating_mul(1_000),
-                TimeUnit::Nanosecond => v,
+                TimeUnit::Second => a
+                    .as_primitive::<TimestampSecondType>()
+                    .value(i)
+                    .saturating_mul(1_000_000_000),
+                TimeUnit::Millisecond => a
+                    .as_primitive::<TimestampMillisecondType>()
+                    .value(i)
+                    .saturating_mul(1_000_000),
+                TimeUnit::Microsecond => a
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .value(i)
+                    .saturating_mul(1_000),
+                TimeUnit::Nanosecond => a.as_primitive::<TimestampNanosecondType>().value(i),
             };
             let dt = chrono::DateTime::from_timestamp_nanos(nanos).naive_utc();
             let _ = write!(out, "{}", dt.format("%Y-%m-%d %H:%M:%S"));
@@ -199,13 +206,16 @@ fn write_value(
                 write_day_time(out, v.days as i64 * 86_400_000 + v.nanoseconds / 1_000_000);
             }
         }
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => {
-            let bytes = cast(&a.slice(i, 1), &DataType::Binary)?;
-            out.push_str(&String::from_utf8_lossy(bytes.as_binary::<i32>().value(0)));
+        DataType::Binary => out.push_str(&String::from_utf8_lossy(a.as_binary::<i32>().value(i))),
+        DataType::LargeBinary => {
+            out.push_str(&String::from_utf8_lossy(a.as_binary::<i64>().value(i)))
         }
+        DataType::BinaryView => out.push_str(&String::from_utf8_lossy(a.as_binary_view().value(i))),
         DataType::List(_) | DataType::LargeList(_) => {
-            let list = cast(&a.slice(i, 1), &DataType::new_list(list_item(a), true))?;
-            let values = list.as_list::<i32>().value(0);
+            let values = match a.data_type() {
+                DataType::List(_) => a.as_list::<i32>().value(i),
+                _ => a.as_list::<i64>().value(i),
+            };
             let f = ArrayFormatter::try_new(values.as_ref(), &FormatOptions::default())?;
             out.push('[');
             for j in 0..values.len() {
@@ -256,13 +266,6 @@ fn write_value(
         }
     }
     Ok(())
-}
-
-fn list_item(a: &ArrayRef) -> DataType {
-    match a.data_type() {
-        DataType::List(f) | DataType::LargeList(f) => f.data_type().clone(),
-        other => other.clone(),
-    }
 }
 
 fn write_or_null(

@@ -51,6 +51,10 @@ fn with_flink_functions(ctx: SessionContext) -> SessionContext {
     }
     ctx.register_udaf(flowline_sql::functions::aggregate::flink_avg());
     ctx.register_udaf(flowline_sql::functions::aggregate::flink_sum());
+    for f in flowline_sql::functions::aggregate::flink_deviations() {
+        ctx.register_udaf(f);
+    }
+    ctx.add_analyzer_rule(Arc::new(flowline_sql::functions::decimal::FlinkDecimals));
     ctx
 }
 

@@ -62,6 +62,8 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
     for mut unit in units {
         let mut sessions = Vec::new();
         unit = crate::windows::rewrite_tvfs(unit, &mut sessions)?;
+        refuse_unsupported_syntax(&unit)?;
+        unit = map_constructors(unit);
         out.extend(sessions.into_iter().map(Statement::DefineSession));
         if starts_with(&unit, &["EXECUTE", "STATEMENT", "SET", "BEGIN"]) {
             open_set(&mut set, &unit[0])?;
@@ -157,6 +159,94 @@ fn split_statements(tokens: Vec<TokenWithSpan>) -> Vec<Vec<TokenWithSpan>> {
         units.push(current);
     }
     units
+}
+
+/// Flink syntax the SQL parser does not know, refused with an error that names it (the
+/// parser's own would say only which token it expected).
+fn refuse_unsupported_syntax(unit: &[TokenWithSpan]) -> Result<()> {
+    for (i, pair) in unit.windows(2).enumerate() {
+        let refused = match () {
+            _ if word_is(&pair[0], "BETWEEN") && word_is(&pair[1], "SYMMETRIC") => Some(
+                "BETWEEN SYMMETRIC is not supported yet; write x BETWEEN LEAST(a, b) AND GREATEST(a, b)",
+            ),
+            _ if word_is(&pair[0], "IS") && word_is(&pair[1], "JSON") => {
+                Some("IS JSON is not supported yet")
+            }
+            _ if word_is(&pair[0], "NOT")
+                && word_is(&pair[1], "JSON")
+                && i > 0
+                && word_is(&unit[i - 1], "IS") =>
+            {
+                Some("IS NOT JSON is not supported yet")
+            }
+            _ if word_is(&pair[0], "OVERLAPS") => Some("OVERLAPS is not supported yet"),
+            _ => None,
+        };
+        if let Some(message) = refused {
+            return Err(err_at(&pair[0], message));
+        }
+    }
+    Ok(())
+}
+
+/// Flink's map constructor `MAP[k1, v1, k2, v2]` becomes DataFusion's
+/// `map(make_array(k1, k2), make_array(v1, v2))`.
+fn map_constructors(unit: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
+    let Some(start) = unit
+        .windows(2)
+        .position(|w| word_is(&w[0], "MAP") && w[1].token == Token::LBracket)
+    else {
+        return unit;
+    };
+    // The elements: token runs split at the bracket's own commas.
+    let mut depth = 0;
+    let mut elements: Vec<Vec<TokenWithSpan>> = vec![Vec::new()];
+    let mut end = None;
+    for (i, tok) in unit.iter().enumerate().skip(start + 2) {
+        match tok.token {
+            Token::LBracket | Token::LParen => depth += 1,
+            Token::RBracket if depth == 0 => {
+                end = Some(i);
+                break;
+            }
+            Token::RBracket | Token::RParen => depth -= 1,
+            Token::Comma if depth == 0 => {
+                elements.push(Vec::new());
+                continue;
+            }
+            _ => {}
+        }
+        elements
+            .last_mut()
+            .expect("one element at least")
+            .push(tok.clone());
+    }
+    let Some(end) = end else { return unit };
+    if elements.len() % 2 != 0 || elements.iter().any(Vec::is_empty) {
+        return unit; // the parser reports it
+    }
+    let at = |token: Token| TokenWithSpan::new(token, unit[start].span);
+    let word = |w: &str| at(Token::make_word(w, None));
+    let array = |items: Vec<&Vec<TokenWithSpan>>| {
+        let mut out = vec![word("make_array"), at(Token::LParen)];
+        for (i, item) in items.into_iter().enumerate() {
+            if i > 0 {
+                out.push(at(Token::Comma));
+            }
+            out.extend(item.iter().cloned());
+        }
+        out.push(at(Token::RParen));
+        out
+    };
+    let mut out = unit[..start].to_vec();
+    out.extend([word("map"), at(Token::LParen)]);
+    out.extend(array(elements.iter().step_by(2).collect()));
+    out.push(at(Token::Comma));
+    out.extend(array(elements.iter().skip(1).step_by(2).collect()));
+    out.push(at(Token::RParen));
+    out.extend(unit[end + 1..].iter().cloned());
+    // Further constructors, nested or later in the statement.
+    map_constructors(out)
 }
 
 fn word_is(tok: &TokenWithSpan, word: &str) -> bool {
@@ -364,13 +454,7 @@ pub fn normalize_query(query: &mut Query) {
             }
             // Flink's ROW_NUMBER() is a BIGINT (DataFusion's is unsigned).
             if f.over.is_some() && f.name.to_string() == "row_number" {
-                *expr = Expr::Cast {
-                    kind: CastKind::Cast,
-                    expr: Box::new(expr.clone()),
-                    data_type: SqlDataType::BigInt(None),
-                    array: false,
-                    format: None,
-                };
+                *expr = cast_to(expr.clone(), SqlDataType::BigInt(None));
             }
         }
         // Flink's binary types, which DataFusion's SQL planner knows as BYTEA.
@@ -423,7 +507,178 @@ pub fn normalize_query(query: &mut Query) {
         flink_semantics(expr);
         ControlFlow::<()>::Continue(())
     });
+    let _ = query.visit(&mut PositionalNumbers);
+    let _ = query.visit(&mut ValuesTypes);
     let _ = query.visit(&mut FieldNames);
+}
+
+/// A VALUES column mixing DECIMAL literals with DOUBLE values is a DOUBLE in Flink
+/// (DataFusion's: a DECIMAL(38, 15)): `VALUES (1.5), (CAST(NULL AS DOUBLE))`.
+struct ValuesTypes;
+
+impl VisitorMut for ValuesTypes {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::Value;
+        let SetExpr::Values(values) = query.body.as_mut() else {
+            return ControlFlow::Continue(());
+        };
+        let is_double = |e: &Expr| {
+            matches!(
+                e,
+                Expr::Cast {
+                    data_type: SqlDataType::Double(_)
+                        | SqlDataType::DoublePrecision
+                        | SqlDataType::Float(_)
+                        | SqlDataType::Real,
+                    ..
+                }
+            )
+        };
+        let columns = values.rows.first().map_or(0, |r| r.len());
+        for col in 0..columns {
+            if !values
+                .rows
+                .iter()
+                .any(|r| r.get(col).is_some_and(is_double))
+            {
+                continue;
+            }
+            for row in &mut values.rows {
+                let Some(e) = row.get_mut(col) else { continue };
+                if matches!(e, Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.contains('.')))
+                {
+                    *e = cast_to(
+                        e.clone(),
+                        SqlDataType::Double(datafusion::sql::sqlparser::ast::ExactNumberInfo::None),
+                    );
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// Flink types an integer literal that fits 32 bits as an INT (DataFusion's: BIGINT), so
+/// `2147483647 + 1` wraps and `TYPEOF(1)` is INT. The literal is cast with `::`, a syntax Flink
+/// SQL does not have, so [`PositionalNumbers`] can tell these casts from a user's.
+fn int_literal(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::Value;
+    // A script's query is normalised once per use; the second pass finds `1::INT` already.
+    if let Expr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: inner,
+        data_type: SqlDataType::Int(None),
+        ..
+    } = expr
+    {
+        if let Expr::Cast {
+            kind: CastKind::DoubleColon,
+            ..
+        } = **inner
+        {
+            *expr = (**inner).clone();
+        }
+        return;
+    }
+    if let Expr::Value(v) = expr {
+        if matches!(&v.value, Value::Number(n, false) if n.parse::<i32>().is_ok()) {
+            *expr = Expr::Cast {
+                kind: CastKind::DoubleColon,
+                expr: Box::new(expr.clone()),
+                data_type: SqlDataType::Int(None),
+                array: false,
+                format: None,
+            };
+        }
+    }
+}
+
+/// Where a number is a position or a count, not a value: `GROUP BY 1`, `ORDER BY 2`, `LIMIT 10`,
+/// `OFFSET 5`, `ROWS 3 PRECEDING`. These keep the bare literal DataFusion's planner expects.
+struct PositionalNumbers;
+
+fn bare_number(expr: &mut Expr) {
+    if let Expr::Cast {
+        kind: CastKind::DoubleColon,
+        expr: inner,
+        data_type: SqlDataType::Int(None),
+        ..
+    } = expr
+    {
+        if matches!(**inner, Expr::Value(_)) {
+            *expr = (**inner).clone();
+        }
+    }
+}
+
+impl VisitorMut for PositionalNumbers {
+    type Break = ();
+
+    fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::{
+            GroupByExpr, LimitClause, NamedWindowExpr, OrderByKind, SetExpr,
+        };
+        if let Some(order_by) = &mut query.order_by {
+            if let OrderByKind::Expressions(exprs) = &mut order_by.kind {
+                exprs.iter_mut().for_each(|o| bare_number(&mut o.expr));
+            }
+        }
+        match &mut query.limit_clause {
+            Some(LimitClause::LimitOffset {
+                limit,
+                offset,
+                limit_by,
+            }) => {
+                limit.iter_mut().for_each(bare_number);
+                offset.iter_mut().for_each(|o| bare_number(&mut o.value));
+                limit_by.iter_mut().for_each(bare_number);
+            }
+            Some(LimitClause::OffsetCommaLimit { offset, limit }) => {
+                bare_number(offset);
+                bare_number(limit);
+            }
+            None => {}
+        }
+        if let Some(fetch) = &mut query.fetch {
+            fetch.quantity.iter_mut().for_each(bare_number);
+        }
+        if let SetExpr::Select(select) = query.body.as_mut() {
+            if let GroupByExpr::Expressions(exprs, _) = &mut select.group_by {
+                exprs.iter_mut().for_each(bare_number);
+            }
+            for window in &mut select.named_window {
+                if let NamedWindowExpr::WindowSpec(spec) = &mut window.1 {
+                    bare_frame(spec);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_expr(&mut self, expr: &mut Expr) -> ControlFlow<()> {
+        use datafusion::sql::sqlparser::ast::WindowType;
+        if let Expr::Function(f) = expr {
+            if let Some(WindowType::WindowSpec(spec)) = &mut f.over {
+                bare_frame(spec);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn bare_frame(spec: &mut datafusion::sql::sqlparser::ast::WindowSpec) {
+    use datafusion::sql::sqlparser::ast::WindowFrameBound;
+    if let Some(frame) = &mut spec.window_frame {
+        for bound in std::iter::once(&mut frame.start_bound).chain(frame.end_bound.as_mut()) {
+            if let WindowFrameBound::Preceding(Some(e)) | WindowFrameBound::Following(Some(e)) =
+                bound
+            {
+                bare_number(e);
+            }
+        }
+    }
 }
 
 /// Rewrites where DataFusion's function of the same name or syntax gives another value than
@@ -444,6 +699,7 @@ fn flink_semantics(expr: &mut Expr) {
             })
             .collect()
     };
+    int_literal(expr);
     match expr {
         // CAST(x AS TIMESTAMP) is a TIMESTAMP(6) in Flink (DataFusion's: nanoseconds).
         Expr::Cast {
@@ -495,6 +751,33 @@ fn flink_semantics(expr: &mut Expr) {
                 }
                 // ARRAY_REMOVE removes every equal element in Flink (DataFusion's: the first).
                 ("array_remove", 2) => *expr = call("array_remove_all", args),
+                // Flink's names for DataFusion's functions.
+                ("ceiling", 1) => *expr = call("ceil", args),
+                ("startswith", 2) => *expr = call("starts_with", args),
+                ("endswith", 2) => *expr = call("ends_with", args),
+                ("split", 2) => *expr = call("string_to_array", args),
+                ("regexp", 2) => *expr = call("regexp_like", args),
+                ("e", 0) => {
+                    *expr = call("exp", vec![Expr::value(Value::Number("1".into(), false))])
+                }
+                // INT in Flink (DataFusion's: BIGINT, or unsigned).
+                ("cardinality", 1)
+                | ("array_position", 2)
+                | ("regexp_count", 2)
+                | ("regexp_instr", 2) => *expr = cast_to(expr.clone(), SqlDataType::Int(None)),
+                // A character literal is a CHAR(n) in Flink (Flowline's strings are STRING).
+                ("typeof", 1) => {
+                    if let Expr::Value(v) = &args[0] {
+                        if let Value::SingleQuotedString(text) = &v.value {
+                            let name = format!("CHAR({}) NOT NULL", text.chars().count());
+                            *expr = Expr::value(Value::SingleQuotedString(name));
+                        }
+                    }
+                }
+                // Flink's ARRAY_PREPEND(array, element); DataFusion's takes them the other way.
+                ("array_prepend", 2) => {
+                    *expr = call("array_prepend", args.into_iter().rev().collect())
+                }
                 _ => {}
             }
         }
@@ -540,28 +823,39 @@ fn flink_semantics(expr: &mut Expr) {
         }
         // 1.0E20 is a DOUBLE in Flink (DataFusion's: a DECIMAL).
         Expr::Value(v) if matches!(&v.value, Value::Number(n, _) if n.contains(['e', 'E'])) => {
-            *expr = Expr::Cast {
-                kind: CastKind::Cast,
-                expr: Box::new(expr.clone()),
-                data_type: SqlDataType::Double(
-                    datafusion::sql::sqlparser::ast::ExactNumberInfo::None,
-                ),
-                array: false,
-                format: None,
-            };
+            *expr = cast_to(
+                expr.clone(),
+                SqlDataType::Double(datafusion::sql::sqlparser::ast::ExactNumberInfo::None),
+            );
         }
-        // EXTRACT(DOW ...) counts Sunday as 1 in Flink (DataFusion's: 0).
-        Expr::Extract {
-            field: DateTimeField::Dow,
-            ..
-        } => {
-            *expr = Expr::Nested(Box::new(Expr::BinaryOp {
-                left: Box::new(expr.clone()),
-                op: BinaryOperator::Plus,
-                right: Box::new(Expr::value(Value::Number("1".into(), false))),
-            }));
+        // DataFusion's tuples take bare literals only.
+        Expr::Tuple(items) => items.iter_mut().for_each(bare_number),
+        // EXTRACT is a BIGINT in Flink (DataFusion's: an INT) and counts Sunday as day 1 of the
+        // week (DataFusion's: 0).
+        Expr::Extract { field, .. } => {
+            let day_one = matches!(field, DateTimeField::Dow);
+            let mut e = cast_to(expr.clone(), SqlDataType::BigInt(None));
+            if day_one {
+                e = Expr::Nested(Box::new(Expr::BinaryOp {
+                    left: Box::new(e),
+                    op: BinaryOperator::Plus,
+                    right: Box::new(Expr::value(Value::Number("1".into(), false))),
+                }));
+            }
+            *expr = e;
         }
         _ => {}
+    }
+}
+
+/// `CAST(e AS t)`.
+fn cast_to(e: Expr, t: SqlDataType) -> Expr {
+    Expr::Cast {
+        kind: CastKind::Cast,
+        expr: Box::new(e),
+        data_type: t,
+        array: false,
+        format: None,
     }
 }
 

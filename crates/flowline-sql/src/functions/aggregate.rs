@@ -3,7 +3,8 @@
 //! - `AVG` over integers returns the input's integer type (the average truncated toward zero, as
 //!   Java's integer division), where DataFusion returns DOUBLE;
 //! - `SUM` over TINYINT, SMALLINT and INT returns the input's type (wrapping on overflow, as
-//!   Java's arithmetic), where DataFusion returns BIGINT.
+//!   Java's arithmetic), where DataFusion returns BIGINT;
+//! - `STDDEV_*` and `VAR_*` over integers return the input's type (truncated toward zero).
 //!
 //! Other inputs behave as DataFusion's functions. The wrapper keeps those integer arguments
 //! uncoerced (so the return type can follow them), feeds DataFusion's accumulators with the
@@ -37,6 +38,30 @@ pub fn flink_sum() -> AggregateUDF {
         work: DataType::Int64,
         signature: Signature::user_defined(Volatility::Immutable),
     })
+}
+
+/// `STDDEV_*`/`VAR_*` (and Flink's `STDDEV`, `VARIANCE`) over integers return the input's type,
+/// truncated toward zero, as Flink's.
+pub fn flink_deviations() -> Vec<AggregateUDF> {
+    use datafusion::functions_aggregate::{stddev, variance};
+    [
+        ("stddev", stddev::stddev_udaf()),
+        ("stddev_samp", stddev::stddev_udaf()),
+        ("stddev_pop", stddev::stddev_pop_udaf()),
+        ("variance", variance::var_samp_udaf()),
+        ("var_samp", variance::var_samp_udaf()),
+        ("var_pop", variance::var_pop_udaf()),
+    ]
+    .into_iter()
+    .map(|(name, inner)| {
+        AggregateUDF::new_from_impl(IntegerResult {
+            name,
+            inner,
+            work: DataType::Float64,
+            signature: Signature::user_defined(Volatility::Immutable),
+        })
+    })
+    .collect()
 }
 
 /// DataFusion's aggregate `inner`, with an integer result of the argument's type.

@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 mod datetime;
+pub mod decimal;
 mod hash;
 mod misc;
 mod string;
@@ -96,6 +97,7 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     fns.extend(misc::functions());
     fns.extend(text::functions());
     fns.extend(hash::functions());
+    fns.extend(decimal::functions());
     fns.extend(window::functions());
     fns.extend(temporal::functions());
     fns.into_iter().map(Arc::new).collect()

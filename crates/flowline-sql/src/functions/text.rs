@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{
     DataType, Float32Type, Float64Type, IntervalDayTimeType, IntervalMonthDayNanoType,
@@ -29,13 +29,43 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             |a| arity("CAST AS STRING", a, &[1]).map(|_| DataType::Utf8),
             to_string,
         ),
-        udf(
-            "typeof",
-            immutable(&[1, 2]),
-            |a| arity("TYPEOF", a, &[1, 2]).map(|_| DataType::Utf8),
-            type_of,
-        ),
+        ScalarUDF::new_from_impl(TypeOf {
+            signature: immutable(&[1, 2]),
+        }),
     ]
+}
+
+/// `TYPEOF(x)`: Flink's name of the type of `x`, with ` NOT NULL` when `x` cannot be NULL (the
+/// nullability is the argument's field's, so the function is not one of the array-only
+/// [`udf`]s).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TypeOf {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for TypeOf {
+    fn name(&self) -> &str {
+        "typeof"
+    }
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        arity("TYPEOF", args, &[1, 2]).map(|_| DataType::Utf8)
+    }
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> Result<datafusion::logical_expr::ColumnarValue> {
+        let field = &args.arg_fields[0];
+        let mut name = flink_type_name(field.data_type());
+        if !field.is_nullable() {
+            name.push_str(" NOT NULL");
+        }
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(Some(name)),
+        ))
+    }
 }
 
 /// Flink's name of the type an Arrow type stands for (without nullability: Flowline's
@@ -94,11 +124,6 @@ fn precision(u: &TimeUnit) -> u32 {
         TimeUnit::Microsecond => 6,
         TimeUnit::Nanosecond => 9,
     }
-}
-
-fn type_of(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let name = flink_type_name(args[0].data_type());
-    Ok(Arc::new(StringArray::from(vec![name; rows])))
 }
 
 /// Flink's text of every value of `a` (NULL stays NULL), as a Utf8 array.

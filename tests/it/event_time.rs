@@ -151,6 +151,33 @@ fn null_rowtimes_fail_the_job_or_are_dropped_and_counted() {
         2,
         "two windows of one row"
     );
+    // With a late-row table, the dropped rows land there (the columns the query reads, filled
+    // by name).
+    let late_dir = dir.path().join("late");
+    let with_late = format!(
+        "SET 'table.exec.source.null-rowtime' = 'drop';
+        CREATE TABLE late_rows (v INT, ts TIMESTAMP(3), note STRING)
+          WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+        SET 'table.exec.late-data.sink' = 'late_rows';",
+        late_dir.display()
+    );
+    let summed = "SELECT window_start, CAST(SUM(v) AS BIGINT) FROM TABLE(TUMBLE(TABLE f, DESCRIPTOR(ts), INTERVAL '10' SECOND)) GROUP BY window_start, window_end";
+    let late = rt
+        .block_on(run_script(&script(&with_late, summed), 1))
+        .unwrap();
+    assert_eq!(late.total("flowline_null_rowtime_rows_total"), 1);
+    let mut written = String::new();
+    for f in std::fs::read_dir(&late_dir).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            written.push_str(&std::fs::read_to_string(path).unwrap());
+        }
+    }
+    assert_eq!(
+        written.trim(),
+        r#"{"v":2,"ts":null,"note":null}"#,
+        "the dropped row, in the late-row table"
+    );
     let bad = rt.block_on(run_script(
         &script("SET 'table.exec.source.null-rowtime' = 'skip';", plain),
         1,

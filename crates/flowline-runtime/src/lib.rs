@@ -400,8 +400,15 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
             ctx.sources += 1;
             let table = &branch.source.table.name;
             let op = format!("{}.source{}.{}", ctx.pipeline, ctx.sources, table);
+            // Rows dropped for a NULL time attribute go to the late-row table, if any.
+            let keeps_late = ctx.null_rowtime == NullRowtime::Drop
+                && matches!(branch.watermark, Some(WatermarkSpec::EventTime { .. }));
             for subtask in 0..ctx.parallelism {
                 let output = target.output(subtask, route.clone());
+                let late = match (&ctx.late, keeps_late) {
+                    (Some(late), true) => Some(late.output(subtask, Route::Forward)),
+                    _ => None,
+                };
                 let st = subtask.to_string();
                 let checkpoint = ctx.register(
                     format!("{op}#{subtask}"),
@@ -411,6 +418,8 @@ fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ctx) -> Resul
                     branch: branch.clone(),
                     ctx: ctx.task_context(table, subtask),
                     output,
+                    late,
+                    late_schema: ctx.late_schema.clone(),
                     stop: ctx.stop.clone(),
                     idle_timeout: ctx.idle_timeout,
                     null_rowtime: ctx.null_rowtime,
@@ -505,6 +514,9 @@ struct SourceTask {
     branch: Branch,
     ctx: TaskContext,
     output: Output,
+    /// The late-row table, for rows dropped for a NULL time attribute.
+    late: Option<Output>,
+    late_schema: Option<SchemaRef>,
     stop: StopSignal,
     idle_timeout: Option<Duration>,
     null_rowtime: NullRowtime,
@@ -548,6 +560,9 @@ impl SourceTask {
         // Tell the consumers this input is over (they may already be gone), unless it is not.
         if self.send_end && !self.stop.is_aborted() {
             self.output.broadcast(Message::End);
+            if let Some(late) = &self.late {
+                late.broadcast(Message::End);
+            }
         }
         res
     }
@@ -612,6 +627,9 @@ impl SourceTask {
         let state = self.snapshot(source)?;
         cp.save(barrier.id, state, started.elapsed());
         self.output.broadcast(Message::Barrier(barrier));
+        if let Some(late) = &self.late {
+            late.broadcast(Message::Barrier(barrier));
+        }
         Ok(Some(barrier.stop))
     }
 
@@ -686,6 +704,7 @@ impl SourceTask {
                                 Ok(kept.as_primitive::<TimestampMillisecondType>().clone())
                             };
                             (marks, times) = (keep(&marks)?, keep(&times)?);
+                            self.route_null_rowtimes(&batch, &kept)?;
                             batch = filter_record_batch(&batch, &kept)
                                 .map_err(|e| self.op_err(e.into()))?;
                             rows = batch.num_rows();
@@ -802,6 +821,22 @@ impl NullRowtime {
 }
 
 impl SourceTask {
+    /// Sends the rows of `batch` not `kept` to the late-row table, if the job has one.
+    fn route_null_rowtimes(&mut self, batch: &RecordBatch, kept: &BooleanArray) -> Result<()> {
+        let (Some(late), Some(schema)) = (&mut self.late, &self.late_schema) else {
+            return Ok(());
+        };
+        let err = |source| RuntimeError::Operator {
+            context: format!("rows with a NULL time attribute of {}", self.operator),
+            source,
+        };
+        let dropped = datafusion::arrow::compute::not(kept).map_err(|e| err(e.into()))?;
+        let rows = filter_record_batch(batch, &dropped).map_err(|e| err(e.into()))?;
+        let rows = conform_batch(&rows, schema).map_err(|e| err(e.into()))?;
+        late.send_batch(rows).map_err(err)?;
+        Ok(())
+    }
+
     /// The rows to keep of a batch whose time attributes `times` include NULLs, or the error
     /// that fails the job.
     fn null_rowtime(&self, times: &TimestampMillisecondArray) -> Result<BooleanArray> {

@@ -685,7 +685,8 @@ fn bare_frame(spec: &mut datafusion::sql::sqlparser::ast::WindowSpec) {
 /// Flink's (visited after the children, so nested calls are rewritten too).
 fn flink_semantics(expr: &mut Expr) {
     use datafusion::sql::sqlparser::ast::{
-        BinaryOperator, DateTimeField, FunctionArg, FunctionArgExpr, FunctionArguments, Value,
+        BinaryOperator, CeilFloorKind, DateTimeField, FunctionArg, FunctionArgExpr,
+        FunctionArguments, Value,
     };
     let unnamed = |f: &datafusion::sql::sqlparser::ast::Function| -> Option<Vec<Expr>> {
         let FunctionArguments::List(list) = &f.args else {
@@ -728,8 +729,13 @@ fn flink_semantics(expr: &mut Expr) {
         } => {
             *expr = call(crate::functions::text::TO_STRING, vec![(**inner).clone()]);
         }
+        Expr::Function(f) if f.name.to_string() == "json_object" => json_object(expr),
         Expr::Function(f) => {
             let name = f.name.to_string();
+            if name == "json_value" {
+                json_returning(expr);
+                return;
+            }
             let Some(args) = unnamed(f) else { return };
             match (name.as_str(), args.len()) {
                 // LOG(x) is the natural logarithm in Flink (DataFusion's: base 10).
@@ -759,6 +765,20 @@ fn flink_semantics(expr: &mut Expr) {
                 ("regexp", 2) => *expr = call("regexp_like", args),
                 ("e", 0) => {
                     *expr = call("exp", vec![Expr::value(Value::Number("1".into(), false))])
+                }
+                // TIMESTAMPADD(DAY, n, t), TIMESTAMPDIFF(DAY, t1, t2): the unit as a string.
+                ("timestampadd" | "timestampdiff", 3) => {
+                    use crate::functions::calendar::{TIMESTAMPADD, TIMESTAMPDIFF};
+                    let mut args = args;
+                    if let Expr::Identifier(unit) = &args[0] {
+                        args[0] = Expr::value(Value::SingleQuotedString(unit.value.clone()));
+                    }
+                    let f = if name == "timestampadd" {
+                        TIMESTAMPADD
+                    } else {
+                        TIMESTAMPDIFF
+                    };
+                    *expr = call(f, args);
                 }
                 // INT in Flink (DataFusion's: BIGINT, or unsigned).
                 ("cardinality", 1)
@@ -828,6 +848,26 @@ fn flink_semantics(expr: &mut Expr) {
                 SqlDataType::Double(datafusion::sql::sqlparser::ast::ExactNumberInfo::None),
             );
         }
+        // FLOOR(t TO HOUR), CEIL(t TO MONTH).
+        Expr::Floor {
+            expr: inner,
+            field: CeilFloorKind::DateTimeField(unit),
+        }
+        | Expr::Ceil {
+            expr: inner,
+            field: CeilFloorKind::DateTimeField(unit),
+        } if !matches!(unit, DateTimeField::NoDateTime) => {
+            let args = vec![
+                Expr::value(Value::SingleQuotedString(unit.to_string())),
+                (**inner).clone(),
+            ];
+            let f = if matches!(expr, Expr::Floor { .. }) {
+                crate::functions::calendar::FLOOR_TO
+            } else {
+                crate::functions::calendar::CEIL_TO
+            };
+            *expr = call(f, args);
+        }
         // DataFusion's tuples take bare literals only.
         Expr::Tuple(items) => items.iter_mut().for_each(bare_number),
         // EXTRACT is a BIGINT in Flink (DataFusion's: an INT) and counts Sunday as day 1 of the
@@ -846,6 +886,74 @@ fn flink_semantics(expr: &mut Expr) {
         }
         _ => {}
     }
+}
+
+/// `JSON_OBJECT(k VALUE v, ... [ABSENT ON NULL])` becomes a call with the keys and values in
+/// turn (DataFusion's SQL planner takes no `VALUE` arguments).
+fn json_object(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, FunctionArgOperator, FunctionArgumentClause,
+        FunctionArguments, JsonNullClause, Value,
+    };
+    let Expr::Function(f) = expr else { return };
+    let FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let mut args = Vec::new();
+    for a in &list.args {
+        match a {
+            FunctionArg::ExprNamed {
+                name,
+                arg: FunctionArgExpr::Expr(v),
+                operator: FunctionArgOperator::Value,
+            } => args.extend([name.clone(), v.clone()]),
+            // The parser reads a quoted key `'k' VALUE v` as a name.
+            FunctionArg::Named {
+                name,
+                arg: FunctionArgExpr::Expr(v),
+                operator: FunctionArgOperator::Value,
+            } => {
+                let key = match name.quote_style {
+                    Some('\'') => Expr::value(Value::SingleQuotedString(name.value.clone())),
+                    _ => Expr::Identifier(name.clone()),
+                };
+                args.extend([key, v.clone()]);
+            }
+            _ => return, // DataFusion's error names the function
+        }
+    }
+    let absent = list.clauses.iter().any(|c| {
+        matches!(
+            c,
+            FunctionArgumentClause::JsonNullClause(JsonNullClause::AbsentOnNull)
+        )
+    });
+    let name = if absent {
+        crate::functions::json::JSON_OBJECT_ABSENT
+    } else {
+        "json_object"
+    };
+    *expr = call(name, args);
+}
+
+/// `JSON_VALUE(doc, path RETURNING t)` becomes `CAST(JSON_VALUE(doc, path) AS t)`.
+fn json_returning(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::{FunctionArgumentClause, FunctionArguments};
+    let Expr::Function(f) = expr else { return };
+    let FunctionArguments::List(list) = &mut f.args else {
+        return;
+    };
+    let Some(i) = list
+        .clauses
+        .iter()
+        .position(|c| matches!(c, FunctionArgumentClause::JsonReturningClause(_)))
+    else {
+        return;
+    };
+    let FunctionArgumentClause::JsonReturningClause(returning) = list.clauses.remove(i) else {
+        unreachable!("found above")
+    };
+    *expr = cast_to(expr.clone(), returning.data_type);
 }
 
 /// `CAST(e AS t)`.

@@ -7,9 +7,11 @@
 //! All of them work on whole arrays; a constant pattern argument is compiled once per batch.
 
 pub mod aggregate;
+pub mod calendar;
 mod datetime;
 pub mod decimal;
 mod hash;
+pub mod json;
 mod misc;
 mod string;
 pub mod temporal;
@@ -98,6 +100,8 @@ pub fn flink_functions() -> Vec<Arc<ScalarUDF>> {
     fns.extend(text::functions());
     fns.extend(hash::functions());
     fns.extend(decimal::functions());
+    fns.extend(json::functions());
+    fns.extend(calendar::functions());
     fns.extend(window::functions());
     fns.extend(temporal::functions());
     fns.into_iter().map(Arc::new).collect()

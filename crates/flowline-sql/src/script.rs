@@ -180,6 +180,17 @@ fn refuse_unsupported_syntax(unit: &[TokenWithSpan]) -> Result<()> {
                 Some("IS NOT JSON is not supported yet")
             }
             _ if word_is(&pair[0], "OVERLAPS") => Some("OVERLAPS is not supported yet"),
+            // `NULL ON EMPTY`, `DEFAULT 'd' ON ERROR` (not `JOIN t ON error = 1`).
+            _ if word_is(&pair[0], "ON")
+                && (word_is(&pair[1], "EMPTY") || word_is(&pair[1], "ERROR"))
+                && i > 0
+                && (["NULL", "ERROR", "TRUE", "FALSE", "UNKNOWN"]
+                    .iter()
+                    .any(|w| word_is(&unit[i - 1], w))
+                    || (i > 1 && word_is(&unit[i - 2], "DEFAULT"))) =>
+            {
+                Some("the JSON functions' ON EMPTY / ON ERROR clauses are not supported yet (the default applies: NULL, or FALSE for JSON_EXISTS)")
+            }
             _ => None,
         };
         if let Some(message) = refused {

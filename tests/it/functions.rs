@@ -152,8 +152,8 @@ fn builtin_functions_match_flink() {
          **differs** runs and gives another value: do not rely on it.\n\n\
          Known differences, none on purpose (each is a bug to fix, kept visible here): a TIMESTAMP \
          literal's precision is kept as 0, 3, 6 or 9 fraction digits (Arrow's units), so \
-         `TIMESTAMP '2024-01-01 00:00:01.5'` prints `.500` (Flink: TIMESTAMP(1), `.5`); TIME is \
-         TIME(9); `ROUND` of a DECIMAL keeps DataFusion's precision; a ROW's fields are named \
+         `TIMESTAMP '2024-01-01 00:00:01.5'` prints `.500` (Flink: TIMESTAMP(1), `.5`); a \
+         year-month interval has the type of a day-time one (its text is Flink's); a ROW's fields are named \
          `c0, c1, ...` (Flink: `EXPR$0, ...`); TYPEOF names no CHAR(n) except of a literal. JSON paths \
          (`JSON_VALUE`, `JSON_QUERY`, `JSON_EXISTS`) take `$`, `.key`, `['key']`, `[n]` and `[*]` \
          steps in lax mode, without filters, with Flink's default error behaviour (NULL, or FALSE for \

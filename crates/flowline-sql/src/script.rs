@@ -879,6 +879,52 @@ fn flink_semantics(expr: &mut Expr) {
             };
             *expr = call(f, args);
         }
+        // INTERVAL '2-3' YEAR TO MONTH, INTERVAL '1 02:03:04' DAY TO SECOND (and the other
+        // ranges), which DataFusion's SQL planner does not take: the same span in units.
+        Expr::Interval(iv) if iv.last_field.is_some() => {
+            let Expr::Value(v) = iv.value.as_ref() else {
+                return;
+            };
+            let Value::SingleQuotedString(text) = &v.value else {
+                return;
+            };
+            let (Some(from), Some(to)) = (&iv.leading_field, &iv.last_field) else {
+                return;
+            };
+            if let Some(span) = interval_span(text, from, to) {
+                *expr = Expr::Interval(datafusion::sql::sqlparser::ast::Interval {
+                    value: Box::new(Expr::value(Value::SingleQuotedString(span))),
+                    leading_field: None,
+                    leading_precision: None,
+                    last_field: None,
+                    fractional_seconds_precision: None,
+                });
+            }
+        }
+        // TIME '12:34:56' and CAST(x AS TIME) are TIME(0) in Flink (DataFusion's: TIME(9)).
+        Expr::Cast {
+            expr: inner,
+            data_type: SqlDataType::Time(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None),
+            ..
+        } => {
+            let time = Expr::value(Value::SingleQuotedString("Time32(Second)".into()));
+            *expr = call("arrow_cast", vec![(**inner).clone(), time]);
+        }
+        Expr::TypedString(ts)
+            if matches!(
+                ts.data_type,
+                SqlDataType::Time(None, datafusion::sql::sqlparser::ast::TimezoneInfo::None)
+            ) =>
+        {
+            let Some(text) = ts.value.clone().into_string() else {
+                return;
+            };
+            if !text.contains('.') {
+                let time = Expr::value(Value::SingleQuotedString("Time32(Second)".into()));
+                let text = Expr::value(Value::SingleQuotedString(text));
+                *expr = call("arrow_cast", vec![text, time]);
+            }
+        }
         // DataFusion's tuples take bare literals only.
         Expr::Tuple(items) => items.iter_mut().for_each(bare_number),
         // EXTRACT is a BIGINT in Flink (DataFusion's: an INT) and counts Sunday as day 1 of the
@@ -965,6 +1011,45 @@ fn json_returning(expr: &mut Expr) {
         unreachable!("found above")
     };
     *expr = cast_to(expr.clone(), returning.data_type);
+}
+
+/// The span of an interval range literal (`'2-3'` YEAR TO MONTH, `'1 02:03:04'` DAY TO SECOND)
+/// in the words DataFusion's interval parser reads (`27 months`, `1 days 2 hours ...`).
+fn interval_span(
+    text: &str,
+    from: &datafusion::sql::sqlparser::ast::DateTimeField,
+    to: &datafusion::sql::sqlparser::ast::DateTimeField,
+) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::DateTimeField as F;
+    let (negative, text) = match text.trim().strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.trim().strip_prefix('+').unwrap_or(text.trim())),
+    };
+    let sign = if negative { "-" } else { "" };
+    if matches!((from, to), (F::Year, F::Month)) {
+        let (years, months) = text.split_once('-')?;
+        let months = years.trim().parse::<i64>().ok()? * 12 + months.trim().parse::<i64>().ok()?;
+        return Some(format!("{sign}{months} months"));
+    }
+    const UNITS: [&str; 4] = ["days", "hours", "minutes", "seconds"];
+    let index = |f: &F| match f {
+        F::Day => Some(0),
+        F::Hour => Some(1),
+        F::Minute => Some(2),
+        F::Second => Some(3),
+        _ => None,
+    };
+    let (first, last) = (index(from)?, index(to)?);
+    let parts: Vec<&str> = text.split([' ', ':']).filter(|p| !p.is_empty()).collect();
+    if last < first || parts.len() != last - first + 1 {
+        return None;
+    }
+    let words: Vec<String> = parts
+        .iter()
+        .zip(&UNITS[first..=last])
+        .map(|(n, unit)| format!("{sign}{n} {unit}"))
+        .collect();
+    Some(words.join(" "))
 }
 
 /// `CAST(e AS t)`.

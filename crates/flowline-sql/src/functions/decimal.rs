@@ -3,10 +3,11 @@
 //! - division `DECIMAL(p1, s1) / DECIMAL(p2, s2)` has the scale `max(6, s1 + p2 + 1)` and rounds
 //!   half up, where DataFusion's has the scale `s1 + 4` and truncates: `CAST(10 AS DECIMAL(10, 2))
 //!   / 3` is `3.3333333333333`, a DECIMAL(21, 13);
-//! - `CEIL`/`FLOOR` of a DECIMAL is a DECIMAL of scale 0, where DataFusion's is a DOUBLE.
+//! - `CEIL`/`FLOOR` of a DECIMAL is a DECIMAL of scale 0, where DataFusion's is a DOUBLE;
+//! - `ROUND(DECIMAL(p, s), r)` is a DECIMAL(1 + p - s + r, r), where DataFusion's keeps p.
 //!
 //! An analyzer rule (it runs after DataFusion's type coercion, so every operand's type is known)
-//! rewrites these expressions; the arithmetic stays DataFusion's vectorised kernels.
+//! rewrites these expressions into calls of functions that use Arrow's vectorised kernels.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use datafusion::arrow::array::{ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{DataType, Decimal128Type};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{plan_err, DFSchema, Result};
+use datafusion::common::{plan_err, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     cast, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF,
@@ -29,9 +30,52 @@ const MIN_ADJUSTED_SCALE: i8 = 6;
 
 const CEIL: &str = "__flowline_decimal_ceil";
 const FLOOR: &str = "__flowline_decimal_floor";
+const DIVIDE: &str = "__flowline_decimal_divide";
 
 pub(super) fn functions() -> Vec<ScalarUDF> {
-    vec![ceil_floor_udf(true), ceil_floor_udf(false)]
+    vec![ceil_floor_udf(true), ceil_floor_udf(false), divide_udf()]
+}
+
+fn divide_udf() -> ScalarUDF {
+    udf(DIVIDE, immutable(&[2]), divide_type, divide)
+}
+
+fn divide_type(args: &[DataType]) -> Result<DataType> {
+    match args {
+        [DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)] => {
+            let (p, s) = division_type(*p1, *s1, *p2, *s2);
+            Ok(DataType::Decimal128(p, s))
+        }
+        _ => plan_err!("decimal division of {args:?}"),
+    }
+}
+
+/// `l / r` at Flink's result scale, rounded half up.
+fn divide(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef> {
+    use datafusion::arrow::compute::kernels::numeric::div;
+    let out = divide_type(&[args[0].data_type().clone(), args[1].data_type().clone()])?;
+    let (DataType::Decimal128(p1, s1), DataType::Decimal128(_, s2), DataType::Decimal128(_, s)) =
+        (args[0].data_type(), args[1].data_type(), &out)
+    else {
+        unreachable!("checked by divide_type")
+    };
+    // Arrow divides at the left operand's scale + 4, truncating: widen the left operand so the
+    // quotient has one digit more than Flink's scale, then round to it (the cast rounds half
+    // away from zero, as Java's HALF_UP).
+    let integer_digits = *p1 as i16 - *s1 as i16;
+    let work = (*s as i16 + 1 - 4)
+        .min(MAX_PRECISION as i16 - 4 - *s2 as i16 - integer_digits)
+        .max(*s1 as i16) as i8;
+    let left = if work > *s1 {
+        datafusion::arrow::compute::cast(
+            &args[0],
+            &DataType::Decimal128((integer_digits + work as i16) as u8, work),
+        )?
+    } else {
+        args[0].clone()
+    };
+    let quotient = div(&left, &args[1])?;
+    Ok(datafusion::arrow::compute::cast(&quotient, &out)?)
 }
 
 fn ceil_floor_udf(ceil: bool) -> ScalarUDF {
@@ -129,33 +173,46 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Result<Transformed<Expr>> {
             op: Operator::Divide,
             right,
         }) => {
-            let (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) =
+            let (DataType::Decimal128(..), DataType::Decimal128(..)) =
                 (left.get_type(schema)?, right.get_type(schema)?)
             else {
                 return Ok(Transformed::no(e));
             };
-            let (p, s) = division_type(p1, s1, p2, s2);
-            // DataFusion divides at the left operand's scale + 4, truncating: widen the left
-            // operand so the quotient has one digit more than Flink's scale, then round to it
-            // (the cast rounds half away from zero, as Java's HALF_UP).
-            let integer_digits = p1 as i16 - s1 as i16;
-            let work = (s as i16 + 1 - 4)
-                .min(MAX_PRECISION as i16 - 4 - s2 as i16 - integer_digits)
-                .max(s1 as i16) as i8;
-            let left = if work > s1 {
-                cast(
-                    (**left).clone(),
-                    DataType::Decimal128((integer_digits + work as i16) as u8, work),
-                )
-            } else {
-                (**left).clone()
+            // A call, not casts around the operator: the rule may run again on its own output.
+            Ok(Transformed::yes(Expr::ScalarFunction(
+                ScalarFunction::new_udf(
+                    Arc::new(divide_udf()),
+                    vec![(**left).clone(), (**right).clone()],
+                ),
+            )))
+        }
+        // ROUND(DECIMAL(p, s), r) is a DECIMAL(1 + p - s + r, r) for a constant r < s (Flink's
+        // `findRoundDecimalType`); DataFusion's keeps p.
+        Expr::ScalarFunction(ScalarFunction { func, args })
+            if func.name() == "round" && args.len() == 2 =>
+        {
+            // The digits are a literal, perhaps cast (`2` is `CAST(2 AS INT)` before folding).
+            let mut digits = &args[1];
+            while let Expr::Cast(c) = digits {
+                digits = &c.expr;
+            }
+            let (DataType::Decimal128(p, s), Expr::Literal(r, _)) =
+                (args[0].get_type(schema)?, digits)
+            else {
+                return Ok(Transformed::no(e));
             };
-            let quotient = Expr::BinaryExpr(BinaryExpr::new(
-                Box::new(left),
-                Operator::Divide,
-                right.clone(),
-            ));
-            Ok(Transformed::yes(cast(quotient, DataType::Decimal128(p, s))))
+            let r = match r.cast_to(&DataType::Int64)? {
+                ScalarValue::Int64(Some(r)) => r,
+                _ => return Ok(Transformed::no(e)),
+            };
+            let Ok(r) = i8::try_from(r) else {
+                return Ok(Transformed::no(e));
+            };
+            if r < 0 || r >= s {
+                return Ok(Transformed::no(e));
+            }
+            let p = (1 + p as i16 - s as i16 + r as i16).min(MAX_PRECISION as i16) as u8;
+            Ok(Transformed::yes(cast(e, DataType::Decimal128(p, r))))
         }
         Expr::ScalarFunction(ScalarFunction { func, args })
             if matches!(func.name(), "ceil" | "floor") && args.len() == 1 =>

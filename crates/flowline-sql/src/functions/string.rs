@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, BooleanArray, Int32Builder, Int64Array, StringArray,
-    StringBuilder,
+    Array, ArrayRef, AsArray, BooleanArray, Int32Builder, Int64Array, StringArray, StringBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::DataType;
@@ -91,7 +90,7 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         udf(
             "from_base64",
             immutable(&[1]),
-            |a| arity("FROM_BASE64", a, &[1]).map(|_| DataType::Binary),
+            |a| arity("FROM_BASE64", a, &[1]).map(|_| DataType::Utf8),
             from_base64,
         ),
     ]
@@ -223,12 +222,13 @@ fn to_base64(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     Ok(Arc::new(out.finish()))
 }
 
-/// FROM_BASE64(s): the decoded bytes; NULL for NULL or text that is not base64.
+/// FROM_BASE64(s): the decoded text (a STRING in Flink, the bytes read as UTF-8, invalid
+/// sequences replaced); NULL for NULL or text that is not base64.
 fn from_base64(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     use base64::Engine;
     let s = as_utf8(&args[0])?;
     let s = s.as_string::<i32>();
-    let mut out = BinaryBuilder::with_capacity(rows, rows * 8);
+    let mut out = StringBuilder::with_capacity(rows, rows * 8);
     for i in 0..rows {
         let decoded = s
             .is_valid(i)
@@ -237,7 +237,8 @@ fn from_base64(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
                     .decode(s.value(i))
                     .ok()
             })
-            .flatten();
+            .flatten()
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
         out.append_option(decoded);
     }
     Ok(Arc::new(out.finish()))

@@ -43,7 +43,7 @@ fn parallelism(script: &str) -> usize {
     script
         .lines()
         .filter_map(|l| l.trim().strip_prefix("SET 'parallelism.default' = '"))
-        .last()
+        .next_back()
         .and_then(|v| v.trim_end_matches("';").parse().ok())
         .unwrap_or(2)
 }

@@ -16,7 +16,7 @@ pub(crate) fn json_rows(seed: u64, n: usize, keys: u64) -> String {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let v = if (x >> 24) % 10 == 0 {
+        let v = if (x >> 24).is_multiple_of(10) {
             "null".to_string()
         } else {
             ((x >> 28) % 1000).to_string()

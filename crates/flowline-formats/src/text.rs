@@ -30,9 +30,9 @@ fn write_fraction(out: &mut String, nanos: u32, java_groups: bool) {
     }
     let digits = format!("{nanos:09}");
     let keep = if java_groups {
-        if nanos % 1_000_000 == 0 {
+        if nanos.is_multiple_of(1_000_000) {
             3
-        } else if nanos % 1_000 == 0 {
+        } else if nanos.is_multiple_of(1_000) {
             6
         } else {
             9

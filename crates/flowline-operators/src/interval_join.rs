@@ -338,14 +338,14 @@ impl Operator for IntervalJoin {
         // Keep each row until no row of the other input can match it.
         let rows = self.sides[side].rows.convert_columns(data.columns())?;
         let mut padded = Vec::new();
-        for i in 0..n {
+        for (i, &was_matched) in matched.iter().enumerate().take(n) {
             let drop_at = if times.is_valid(i) {
                 self.drop_time(side, times.value(i))
             } else {
                 i64::MIN
             };
             if !valid(i) || drop_at <= self.watermark {
-                if spec.outer(side) && !matched[i] {
+                if spec.outer(side) && !was_matched {
                     padded.push(i as u32);
                 }
                 continue;
@@ -357,7 +357,7 @@ impl Operator for IntervalJoin {
             this.stored.entry(key.clone()).or_default().push(Stored {
                 time: times.value(i),
                 row,
-                matched: matched[i],
+                matched: was_matched,
             });
             this.expiry.entry(drop_at).or_default().push(key);
         }

@@ -190,12 +190,12 @@ impl Sorted {
 
     /// The place of a row equal to `row` with sort key `sort`.
     fn find(&self, sort: &[u8], row: &[u8]) -> Option<Pos> {
-        let same = |(p, r): (&Pos, &Box<[u8]>)| (&*p.0 == sort && **r == *row).then(|| p.clone());
+        let same = |(p, r): (&Pos, &[u8])| (&*p.0 == sort && r == row).then(|| p.clone());
         match self {
-            Sorted::Small(v) => v.iter().find_map(|(p, r)| same((p, r))),
+            Sorted::Small(v) => v.iter().find_map(|(p, r)| same((p, &**r))),
             Sorted::Large(m) => {
                 let (lo, hi): (Pos, Pos) = ((sort.into(), 0), (sort.into(), u64::MAX));
-                m.range(lo..=hi).find_map(same)
+                m.range(lo..=hi).find_map(|(p, r)| same((p, &**r)))
             }
         }
     }

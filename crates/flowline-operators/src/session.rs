@@ -241,9 +241,12 @@ fn slot_of<P: Payload>(table: &mut SessionTable<P>, key_rows: &Option<Rows>, i: 
     }
 }
 
+/// A session as a snapshot records it: (key, start, max_ts).
+type SessionMeta = (Option<Box<[u8]>>, i64, i64);
+
 /// Session metadata of a snapshot: `[key, start, max_ts]`, a row per session (a NULL key
 /// without PARTITION BY).
-fn session_meta(sessions: &[(Option<Box<[u8]>>, i64, i64)]) -> Result<RecordBatch> {
+fn session_meta(sessions: &[SessionMeta]) -> Result<RecordBatch> {
     let keys: BinaryArray = sessions.iter().map(|(k, _, _)| k.as_deref()).collect();
     let starts: Int64Array = sessions.iter().map(|(_, s, _)| Some(*s)).collect();
     let ends: Int64Array = sessions.iter().map(|(_, _, e)| Some(*e)).collect();

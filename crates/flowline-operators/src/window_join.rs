@@ -213,12 +213,12 @@ impl WindowJoin {
             return Ok(Some(crate::batch_of(&self.spec.schema, cols, count)?));
         }
         let mut parts: Vec<(Vec<ArrayRef>, usize)> = vec![(columns, n)];
-        for side in 0..2 {
+        for (side, matched) in matched.iter().enumerate() {
             if !self.outer(side) {
                 continue;
             }
-            let alone: Vec<u32> = (0..matched[side].len() as u32)
-                .filter(|i| !matched[side][*i as usize])
+            let alone: Vec<u32> = (0..matched.len() as u32)
+                .filter(|i| !matched[*i as usize])
                 .collect();
             if alone.is_empty() {
                 continue;

@@ -91,6 +91,7 @@ pub enum WatermarkSpec {
 
 /// A node of a pipeline's dataflow tree; its rows flow to its parent.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // a few per plan, built once
 pub enum Node {
     Source(Branch),
     Operator(Box<OperatorNode>),
@@ -260,6 +261,7 @@ impl Node {
 
 /// Where a pipeline's rows go.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per pipeline
 pub enum SinkTarget {
     Table(TableBinding),
     /// Collected in memory: the result of a SELECT.

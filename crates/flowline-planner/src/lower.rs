@@ -1291,13 +1291,16 @@ fn lower_window_join(
     Ok(Some(OperatorNode::pair(Arc::new(spec), inputs, keys)))
 }
 
+/// A join's two lowered inputs and, per input, its join key expressions.
+type JoinInputs = ([Vec<Node>; 2], [Vec<Arc<dyn PhysicalExpr>>; 2]);
+
 /// The lowered inputs of a watermark-driven join (interval, window), with their join keys;
 /// None when an input is updating (the join then stays a regular one).
 fn append_only_pair(
     plan: &LogicalPlan,
     join: &datafusion::logical_expr::Join,
     cat: &Catalog,
-) -> Result<Option<([Vec<Node>; 2], [Vec<Arc<dyn PhysicalExpr>>; 2])>> {
+) -> Result<Option<JoinInputs>> {
     let left = lower_node(&join.left, cat, true)?;
     let right = lower_node(&join.right, cat, true)?;
     if updating(&left) || updating(&right) {

@@ -130,8 +130,11 @@ pub(crate) struct TaskCheckpoint {
     pub completed: watch::Receiver<u64>,
     store: Checkpoints,
     pub exactly_once: bool,
-    restored: Option<Arc<(u64, BTreeMap<String, Vec<u8>>)>>,
+    restored: Option<Arc<RestoredStates>>,
 }
+
+/// The checkpoint a job restores from: its id and each task's state by task name.
+type RestoredStates = (u64, BTreeMap<String, Vec<u8>>);
 
 impl TaskCheckpoint {
     /// This task's state in the checkpoint the job resumes from: (checkpoint id, bytes).
@@ -699,6 +702,89 @@ impl Aligner {
     }
 }
 
+impl CheckpointConfig {
+    /// From the job's `SET` options: `None` when `execution.checkpointing.interval` is unset or
+    /// zero. Checkpoints go to `execution.checkpointing.dir` (a path or URL), else to
+    /// `<state_dir>/checkpoints`. `fresh` discards existing checkpoints first.
+    pub fn from_options(
+        config: &BTreeMap<String, String>,
+        state_dir: &std::path::Path,
+        fresh: bool,
+    ) -> crate::Result<Option<Self>> {
+        let get = |k: &str| config.get(k).map(String::as_str);
+        let duration = |k: &str| -> crate::Result<Option<Duration>> {
+            get(k)
+                .map(|v| {
+                    flowline_common::options::parse_duration(v)
+                        .map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}")))
+                })
+                .transpose()
+        };
+        let opened = Instant::now();
+        let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero())
+        else {
+            return Ok(None);
+        };
+        let exactly_once = match get("execution.checkpointing.mode").map(str::to_ascii_uppercase).as_deref() {
+            None | Some("EXACTLY_ONCE") => true,
+            Some("AT_LEAST_ONCE") => false,
+            Some(other) => {
+                return Err(RuntimeError::Config(format!("invalid 'execution.checkpointing.mode' = '{other}'; valid: EXACTLY_ONCE, AT_LEAST_ONCE")))
+            }
+        };
+        let timeout = duration("execution.checkpointing.timeout")?.unwrap_or(
+            Duration::from_millis(flowline_common::limits::CHECKPOINT_TIMEOUT_DEFAULT_MS),
+        );
+        let retained_key = [
+            "execution.checkpointing.num-retained",
+            "state.checkpoints.num-retained",
+        ]
+        .into_iter()
+        .find(|k| config.contains_key(*k));
+        let retained = match retained_key {
+            Some(k) => get(k)
+                .and_then(|v| v.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
+                .ok_or_else(|| {
+                    RuntimeError::Config(format!("invalid '{k}': expected a whole number >= 1"))
+                })?,
+            None => flowline_common::limits::CHECKPOINTS_RETAINED_DEFAULT,
+        };
+        let location = get("execution.checkpointing.dir")
+            .or(get("state.checkpoints.dir"))
+            .map(str::to_string)
+            .unwrap_or_else(|| state_dir.join("checkpoints").to_string_lossy().into_owned());
+        let store =
+            Checkpoints::open(&location).map_err(|e| RuntimeError::Config(e.to_string()))?;
+        if fresh {
+            store
+                .clear()
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        }
+        let job = store
+            .job_id()
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let restored = store
+            .latest()
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        if let Some(r) = &restored {
+            for s in &r.skipped {
+                eprintln!("flowline: warning: skipping a damaged checkpoint: {s}");
+            }
+        }
+        Ok(Some(Self {
+            interval,
+            exactly_once,
+            timeout,
+            retained,
+            store,
+            job,
+            restored,
+            opened,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -845,88 +931,5 @@ mod tests {
             "the last checkpoint records the job as finished"
         );
         coordinator.abort();
-    }
-}
-
-impl CheckpointConfig {
-    /// From the job's `SET` options: `None` when `execution.checkpointing.interval` is unset or
-    /// zero. Checkpoints go to `execution.checkpointing.dir` (a path or URL), else to
-    /// `<state_dir>/checkpoints`. `fresh` discards existing checkpoints first.
-    pub fn from_options(
-        config: &BTreeMap<String, String>,
-        state_dir: &std::path::Path,
-        fresh: bool,
-    ) -> crate::Result<Option<Self>> {
-        let get = |k: &str| config.get(k).map(String::as_str);
-        let duration = |k: &str| -> crate::Result<Option<Duration>> {
-            get(k)
-                .map(|v| {
-                    flowline_common::options::parse_duration(v)
-                        .map_err(|e| RuntimeError::Config(format!("invalid '{k}' = '{v}': {e}")))
-                })
-                .transpose()
-        };
-        let opened = Instant::now();
-        let Some(interval) = duration("execution.checkpointing.interval")?.filter(|d| !d.is_zero())
-        else {
-            return Ok(None);
-        };
-        let exactly_once = match get("execution.checkpointing.mode").map(str::to_ascii_uppercase).as_deref() {
-            None | Some("EXACTLY_ONCE") => true,
-            Some("AT_LEAST_ONCE") => false,
-            Some(other) => {
-                return Err(RuntimeError::Config(format!("invalid 'execution.checkpointing.mode' = '{other}'; valid: EXACTLY_ONCE, AT_LEAST_ONCE")))
-            }
-        };
-        let timeout = duration("execution.checkpointing.timeout")?.unwrap_or(
-            Duration::from_millis(flowline_common::limits::CHECKPOINT_TIMEOUT_DEFAULT_MS),
-        );
-        let retained_key = [
-            "execution.checkpointing.num-retained",
-            "state.checkpoints.num-retained",
-        ]
-        .into_iter()
-        .find(|k| config.contains_key(*k));
-        let retained = match retained_key {
-            Some(k) => get(k)
-                .and_then(|v| v.parse::<usize>().ok())
-                .filter(|n| *n >= 1)
-                .ok_or_else(|| {
-                    RuntimeError::Config(format!("invalid '{k}': expected a whole number >= 1"))
-                })?,
-            None => flowline_common::limits::CHECKPOINTS_RETAINED_DEFAULT,
-        };
-        let location = get("execution.checkpointing.dir")
-            .or(get("state.checkpoints.dir"))
-            .map(str::to_string)
-            .unwrap_or_else(|| state_dir.join("checkpoints").to_string_lossy().into_owned());
-        let store =
-            Checkpoints::open(&location).map_err(|e| RuntimeError::Config(e.to_string()))?;
-        if fresh {
-            store
-                .clear()
-                .map_err(|e| RuntimeError::Config(e.to_string()))?;
-        }
-        let job = store
-            .job_id()
-            .map_err(|e| RuntimeError::Config(e.to_string()))?;
-        let restored = store
-            .latest()
-            .map_err(|e| RuntimeError::Config(e.to_string()))?;
-        if let Some(r) = &restored {
-            for s in &r.skipped {
-                eprintln!("flowline: warning: skipping a damaged checkpoint: {s}");
-            }
-        }
-        Ok(Some(Self {
-            interval,
-            exactly_once,
-            timeout,
-            retained,
-            store,
-            job,
-            restored,
-            opened,
-        }))
     }
 }

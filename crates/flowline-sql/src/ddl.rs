@@ -34,6 +34,7 @@ pub struct ColumnDef {
 }
 
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per column of a declared table
 pub enum ColumnKind {
     /// Stored in the source's data.
     Physical { data_type: DataType, nullable: bool },

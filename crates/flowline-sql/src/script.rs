@@ -19,6 +19,7 @@ pub static DIALECT: crate::dialect::FlinkDialect = crate::dialect::FlinkDialect;
 
 /// One statement of a pipeline script.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // one per statement of a script
 pub enum Statement {
     CreateTable(TableDef),
     CreateView(ViewDef),
@@ -233,7 +234,7 @@ fn map_constructors(unit: Vec<TokenWithSpan>) -> Vec<TokenWithSpan> {
             .push(tok.clone());
     }
     let Some(end) = end else { return unit };
-    if elements.len() % 2 != 0 || elements.iter().any(Vec::is_empty) {
+    if !elements.len().is_multiple_of(2) || elements.iter().any(Vec::is_empty) {
         return unit; // the parser reports it
     }
     let at = |token: Token| TokenWithSpan::new(token, unit[start].span);

@@ -74,6 +74,9 @@ pub struct TaskEntry {
     pub bytes: u64,
 }
 
+/// Each task's state in a checkpoint, by task name.
+pub type TaskStates = BTreeMap<String, Vec<u8>>;
+
 /// The record of a complete checkpoint.
 #[derive(Debug, Clone, Default)]
 pub struct Manifest {
@@ -242,7 +245,7 @@ impl Checkpoints {
     }
 
     /// Reads checkpoint `id` and verifies every file.
-    pub fn read(&self, id: u64) -> Result<Option<(Manifest, BTreeMap<String, Vec<u8>>)>> {
+    pub fn read(&self, id: u64) -> Result<Option<(Manifest, TaskStates)>> {
         let corrupt = |reason: String| StateError::Corrupt {
             location: self.location(),
             id,
@@ -327,11 +330,7 @@ impl Checkpoints {
         self.store
             .put(
                 JOB_FILE,
-                &frame(
-                    uuid::Uuid::new_v4().simple().to_string()[..12]
-                        .as_bytes()
-                        .to_vec(),
-                ),
+                &frame(uuid::Uuid::new_v4().simple().to_string().as_bytes()[..12].to_vec()),
             )
             .map_err(|e| self.io(e))
     }

@@ -82,9 +82,7 @@ pub fn validate(table: &TableDef, o: &Options) -> Result<()> {
 fn format(table: &TableDef, o: &Options) -> Result<FormatConfig> {
     let parsed = match o.get("format") {
         Some(_) => flowline_formats::format_from_options(o, "format"),
-        None => flowline_formats::json::JsonOptions::from_options(o)
-            .map(FormatConfig::Json)
-            .map_err(Into::into),
+        None => flowline_formats::json::JsonOptions::from_options(o).map(FormatConfig::Json),
     };
     parsed.map_err(|e| ConnectorError::config(&table.name, e.to_string()))
 }

@@ -205,12 +205,15 @@ struct KafkaSink {
     headers_column: Option<usize>,
 }
 
+/// A Kafka header: its key and value (None: a header without a value).
+type Header<'a> = (&'a str, Option<&'a [u8]>);
+
 /// Row `i`'s headers: the entries of a MAP<STRING, BYTES> (a NULL value is a header without
 /// a value).
 fn header_pairs(
     map: &arrow::array::MapArray,
     i: usize,
-) -> std::result::Result<Vec<(&str, Option<&[u8]>)>, String> {
+) -> std::result::Result<Vec<Header<'_>>, String> {
     let range = map.value_offsets()[i] as usize..map.value_offsets()[i + 1] as usize;
     let (Some(keys), Some(values)) = (
         map.keys().as_string_opt::<i32>(),
@@ -597,13 +600,12 @@ impl Sink for KafkaSink {
                 },
             })
         };
-        if self.exactly_once.is_some() {
+        if let Some(eo) = &mut self.exactly_once {
             let records = values
                 .iter()
                 .enumerate()
                 .map(|(i, v)| record(i, v))
                 .collect::<Result<Vec<_>>>()?;
-            let eo = self.exactly_once.as_mut().expect("exactly-once");
             for r in &records {
                 eo.current.push(r);
             }

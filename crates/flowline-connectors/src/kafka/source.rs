@@ -403,12 +403,9 @@ impl Buffered {
     fn push(
         &mut self,
         shape: Shape,
-        split: usize,
-        offset: i64,
         payload: Option<&[u8]>,
         key: Option<&[u8]>,
-        timestamp: Option<(i64, &'static str)>,
-        headers: Headers,
+        record: RecordMeta,
     ) {
         if let Some(kinds) = self.kinds.as_mut() {
             // Upserts: a tombstone deletes its key; its row has only the key columns.
@@ -430,14 +427,9 @@ impl Buffered {
         if shape.has_key {
             self.key.push(key, shape.key_json);
         }
-        self.at.push((split, offset));
+        self.at.push((record.split, record.offset));
         if let Some(meta) = self.meta.as_mut() {
-            meta.push(RecordMeta {
-                split,
-                offset,
-                timestamp,
-                headers,
-            });
+            meta.push(record);
         }
     }
 }
@@ -825,12 +817,14 @@ impl Source for KafkaSource {
         if let Some(r) = self.stash.take() {
             self.buf.push(
                 shape,
-                r.split,
-                r.offset,
                 r.payload.as_deref(),
                 r.key.as_deref(),
-                r.timestamp,
-                r.headers,
+                RecordMeta {
+                    split: r.split,
+                    offset: r.offset,
+                    timestamp: r.timestamp,
+                    headers: r.headers,
+                },
             );
             self.advance(r.split, r.offset);
         }
@@ -886,12 +880,14 @@ impl Source for KafkaSource {
             }
             self.buf.push(
                 shape,
-                split,
-                offset,
                 msg.payload(),
                 msg.key(),
-                timestamp,
-                headers,
+                RecordMeta {
+                    split,
+                    offset,
+                    timestamp,
+                    headers,
+                },
             );
             drop(msg);
             self.advance(split, offset);

@@ -317,8 +317,9 @@ impl NexmarkGenerator {
     pub fn next_batch(&mut self, max_rows: usize) -> Result<RecordBatch> {
         let mut rows = max_rows;
         if let Some(n) = self.c.events_num {
-            let left = (n.saturating_sub(self.event_number(self.produced)) + self.parallelism - 1)
-                / self.parallelism;
+            let left = n
+                .saturating_sub(self.event_number(self.produced))
+                .div_ceil(self.parallelism);
             rows = rows.min(left as usize);
         }
         let mut kinds = Vec::with_capacity(rows);

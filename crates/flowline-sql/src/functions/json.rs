@@ -75,7 +75,7 @@ fn any_arity() -> Signature {
 }
 
 fn object_type(args: &[DataType]) -> Result<DataType> {
-    if args.len() % 2 != 0 {
+    if !args.len().is_multiple_of(2) {
         return plan_err!("JSON_OBJECT takes KEY k VALUE v pairs");
     }
     Ok(DataType::Utf8)

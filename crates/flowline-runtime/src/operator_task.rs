@@ -1,0 +1,378 @@
+//! An operator subtask: merges its inputs' watermarks, aligns barriers, feeds the operator and
+//! routes its late rows.
+
+use crate::*;
+
+#[derive(Clone, Copy, PartialEq)]
+pub(crate) enum InputState {
+    Active,
+    Idle,
+    Ended,
+}
+
+/// How often an operator's state size is published between watermarks.
+pub(crate) const STATE_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
+
+pub(crate) struct OperatorTask {
+    pub(crate) name: String,
+    pub(crate) operator: Box<dyn Operator>,
+    pub(crate) chain: flowline_operators::StatelessChain,
+    pub(crate) rx: mpsc::Receiver<Envelope>,
+    /// Per producer: its watermark and state, and which of the operator's inputs it feeds.
+    pub(crate) inputs: Vec<(i64, InputState)>,
+    pub(crate) input_of: Vec<usize>,
+    pub(crate) watermark: i64,
+    pub(crate) idle_sent: bool,
+    pub(crate) output: Output,
+    pub(crate) late: Option<Output>,
+    pub(crate) late_schema: Option<SchemaRef>,
+    pub(crate) rows_in: Counters,
+    pub(crate) rows_out: Counters,
+    pub(crate) late_rows: Counter,
+    pub(crate) late_seen: u64,
+    pub(crate) state_bytes: Gauge,
+    pub(crate) open_windows: Gauge,
+    pub(crate) watermark_gauge: Gauge,
+    pub(crate) aligner: Aligner,
+    pub(crate) checkpoint: Option<TaskCheckpoint>,
+    pub(crate) restoring: Option<checkpoint::RestoreClock>,
+    /// A stop barrier passed: exit without flushing or sending `End`.
+    pub(crate) stopped: bool,
+    /// When the state-size gauges were last set.
+    pub(crate) published: Instant,
+}
+
+impl OperatorTask {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        node: &OperatorNode,
+        operator: Box<dyn Operator>,
+        name: String,
+        subtask: usize,
+        rx: mpsc::Receiver<Envelope>,
+        input_of: Vec<usize>,
+        output: Output,
+        late: Option<Output>,
+        checkpoint: Option<TaskCheckpoint>,
+        ctx: &Ctx,
+    ) -> Self {
+        let st = subtask.to_string();
+        let labels = [("operator", name.as_str()), ("subtask", st.as_str())];
+        let m = ctx.metrics;
+        Self {
+            operator,
+            chain: node.chain.clone(),
+            rx,
+            inputs: vec![(i64::MIN, InputState::Active); input_of.len()],
+            watermark: i64::MIN,
+            idle_sent: false,
+            output,
+            late,
+            late_schema: ctx.late_schema.clone(),
+            rows_in: Counters::new(
+                m,
+                "flowline_operator_rows_in_total",
+                "flowline_operator_batches_in_total",
+                &labels,
+            ),
+            rows_out: Counters::new(
+                m,
+                "flowline_operator_rows_out_total",
+                "flowline_operator_batches_out_total",
+                &labels,
+            ),
+            late_rows: m.counter(
+                "flowline_late_rows_total",
+                "rows dropped because their window had fired",
+                &labels,
+            ),
+            late_seen: 0,
+            state_bytes: m.gauge(
+                "flowline_operator_state_bytes",
+                "approximate bytes of operator state held in memory",
+                &labels,
+            ),
+            open_windows: m.gauge(
+                "flowline_operator_open_windows",
+                "windows, sessions, groups or partitions held",
+                &labels,
+            ),
+            watermark_gauge: m.gauge(
+                "flowline_operator_watermark_ms",
+                "operator input watermark (ms since epoch)",
+                &labels,
+            ),
+            aligner: Aligner::new(
+                input_of.len(),
+                checkpoint.as_ref().is_none_or(|c| c.exactly_once),
+            ),
+            checkpoint,
+            restoring: ctx.restoring.clone().inspect(|r| r.enlist()),
+            stopped: false,
+            published: Instant::now(),
+            input_of,
+            name,
+        }
+    }
+
+    pub(crate) fn err(&self, source: datafusion::error::DataFusionError) -> RuntimeError {
+        RuntimeError::Operator {
+            context: format!("operator {}", self.name),
+            source,
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Result<()> {
+        let res = self.pump();
+        if !self.stopped {
+            self.output.broadcast(Message::End);
+            if let Some(late) = &mut self.late {
+                late.broadcast(Message::End);
+            }
+        }
+        res
+    }
+
+    pub(crate) fn restore(&mut self) -> Result<()> {
+        let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) else {
+            return Ok(());
+        };
+        let (header, payload) = open_envelope(state)?;
+        self.operator.restore(payload).map_err(|e| self.err(e))?;
+        for (input, w) in self
+            .inputs
+            .iter_mut()
+            .zip(header["inputs"].as_array().into_iter().flatten())
+        {
+            input.0 = w.as_i64().unwrap_or(i64::MIN);
+        }
+        let w = header["watermark"].as_i64().unwrap_or(i64::MIN);
+        if w > i64::MIN {
+            // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
+            self.watermark = w;
+            let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
+            self.emit(out)?;
+            self.output.broadcast(Message::Watermark(self.forwarded(w)));
+        }
+        self.publish_state();
+        Ok(())
+    }
+
+    pub(crate) fn on_barrier(&mut self, barrier: Barrier) -> Result<()> {
+        let Some(cp) = &self.checkpoint else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
+        let inputs: Vec<i64> = self.inputs.iter().map(|(w, _)| *w).collect();
+        let state = envelope(
+            serde_json::json!({"watermark": self.watermark, "inputs": inputs}),
+            payload,
+        );
+        cp.save(barrier.id, state, started.elapsed());
+        self.output.broadcast(Message::Barrier(barrier));
+        if let Some(late) = &self.late {
+            late.broadcast(Message::Barrier(barrier));
+        }
+        self.stopped = barrier.stop;
+        Ok(())
+    }
+
+    pub(crate) fn pump(&mut self) -> Result<()> {
+        let mut ended = 0;
+        self.restore()?;
+        if let Some(r) = self.restoring.take() {
+            r.done();
+        }
+        if self.inputs.is_empty() {
+            return self.finish();
+        }
+        let mut steps = Vec::new();
+        loop {
+            let env = match self.aligner.next_pending() {
+                Some(e) => e,
+                None => match self.rx.blocking_recv() {
+                    Some(e) => e,
+                    // Every producer gone without End: an upstream task failed, or a stop
+                    // barrier passed; stop without flushing.
+                    None => return Ok(()),
+                },
+            };
+            self.aligner.accept(env, &mut steps);
+            for step in steps.drain(..) {
+                let Envelope { from, msg } = match step {
+                    Step::Deliver(e) => e,
+                    Step::Aligned(b) => {
+                        self.on_barrier(b)?;
+                        if self.stopped {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                    Step::Decline(id) => {
+                        if let Some(cp) = &self.checkpoint {
+                            cp.decline(
+                                id,
+                                format!(
+                                    "operator {}: barrier alignment buffered more than its limit",
+                                    self.name
+                                ),
+                            );
+                        }
+                        continue;
+                    }
+                };
+                match msg {
+                    Message::Batch(batch) => {
+                        self.inputs[from].1 = InputState::Active;
+                        self.rows_in.add(&batch);
+                        let out = self
+                            .operator
+                            .on_batch(self.input_of[from], batch)
+                            .map_err(|e| self.err(e))?;
+                        if !self.emit(out)? {
+                            return Ok(());
+                        }
+                        self.route_late()?;
+                        // Operators without event time (aggregations, joins, TopN) grow their
+                        // state on rows alone: publish its size now and then (it can take a
+                        // walk over the state).
+                        if self.published.elapsed() >= STATE_PUBLISH_INTERVAL {
+                            self.publish_state();
+                        }
+                    }
+                    Message::Watermark(ts) => {
+                        let input = &mut self.inputs[from];
+                        input.0 = input.0.max(ts);
+                        input.1 = InputState::Active;
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::Idle => {
+                        self.inputs[from].1 = InputState::Idle;
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::End => {
+                        self.inputs[from].1 = InputState::Ended;
+                        ended += 1;
+                        if ended == self.inputs.len() {
+                            return self.finish();
+                        }
+                        if !self.advance()? {
+                            return Ok(());
+                        }
+                    }
+                    Message::Barrier(_) => {}
+                }
+            }
+        }
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        let out = self.operator.on_end().map_err(|e| self.err(e))?;
+        self.emit(out)?;
+        self.route_late()?;
+        self.publish_state();
+        if let Some(cp) = &self.checkpoint {
+            // Everything is emitted: later checkpoints record this operator as empty.
+            let state = envelope(
+                serde_json::json!({"watermark": i64::MIN, "inputs": []}),
+                Vec::new(),
+            );
+            drop(cp.finished(state));
+        }
+        Ok(())
+    }
+
+    /// Moves the operator's watermark to the minimum over its inputs, as Flink does: an ended
+    /// input counts as +infinity (it sent its last watermark), an idle one is left out. False if
+    /// downstream is gone.
+    pub(crate) fn advance(&mut self) -> Result<bool> {
+        let active = self
+            .inputs
+            .iter()
+            .filter_map(|(w, s)| match s {
+                InputState::Active => Some(*w),
+                InputState::Ended => Some(i64::MAX),
+                InputState::Idle => None,
+            })
+            .min();
+        let all_idle = !self.inputs.iter().any(|(_, s)| *s == InputState::Active);
+        if all_idle && self.inputs.iter().any(|(_, s)| *s == InputState::Idle) && !self.idle_sent {
+            // Idle until an input speaks again.
+            self.idle_sent = true;
+            self.output.broadcast(Message::Idle);
+        }
+        let Some(min) = active else { return Ok(true) };
+        if !all_idle {
+            self.idle_sent = false;
+        }
+        if min <= self.watermark {
+            return Ok(true);
+        }
+        self.watermark = min;
+        let out = self.operator.on_watermark(min).map_err(|e| self.err(e))?;
+        if !self.emit(out)? {
+            return Ok(false);
+        }
+        self.watermark_gauge.set(min.max(0) as u64);
+        self.publish_state();
+        self.output
+            .broadcast(Message::Watermark(self.forwarded(min)));
+        Ok(true)
+    }
+
+    /// The watermark sent downstream for input watermark `w`: held back by the operator's delay
+    /// (the end of input, `i64::MAX`, passes unchanged).
+    pub(crate) fn forwarded(&self, w: i64) -> i64 {
+        if w == i64::MAX {
+            w
+        } else {
+            w.saturating_sub(self.operator.watermark_delay())
+        }
+    }
+
+    pub(crate) fn publish_state(&mut self) {
+        self.published = Instant::now();
+        self.state_bytes.set(self.operator.state_bytes() as u64);
+        self.open_windows.set(self.operator.open_windows() as u64);
+    }
+
+    pub(crate) fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<bool> {
+        for b in batches {
+            let Some(out) = self.chain.apply(b).map_err(|e| self.err(e))? else {
+                continue;
+            };
+            self.rows_out.add(&out);
+            if !self.output.send_batch(out).map_err(|e| self.err(e))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    pub(crate) fn route_late(&mut self) -> Result<()> {
+        let total = self.operator.late_rows();
+        if total > self.late_seen {
+            self.late_rows.add(total - self.late_seen);
+            self.late_seen = total;
+        }
+        let batches = self.operator.take_late();
+        if let (Some(late), Some(schema)) = (&mut self.late, &self.late_schema) {
+            for b in batches {
+                let b = conform_batch(&b, schema).map_err(|e| RuntimeError::Operator {
+                    context: format!("late rows of {}", self.name),
+                    source: e.into(),
+                })?;
+                late.send_batch(b).map_err(|e| RuntimeError::Operator {
+                    context: format!("late rows of {}", self.name),
+                    source: e,
+                })?;
+            }
+        }
+        Ok(())
+    }
+}

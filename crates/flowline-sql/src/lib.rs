@@ -12,6 +12,7 @@ pub mod dialect;
 pub mod error;
 pub mod functions;
 pub mod script;
+mod semantics;
 pub mod types;
 pub mod windows;
 

@@ -9,6 +9,7 @@ mod golden;
 mod nexmark;
 mod oracle;
 mod over_oracle;
+mod plans;
 mod support;
 mod updating_oracle;
 mod window_oracle;

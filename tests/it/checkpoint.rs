@@ -117,6 +117,7 @@ async fn run_graph(
     let job = JobState {
         dir: Some(state.to_path_buf()),
         checkpoint,
+        ..Default::default()
     };
     Ok(flowline_runtime::run_job_with_state(graph, &MetricsRegistry::new(), &stop, job).await?)
 }

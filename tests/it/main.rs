@@ -11,5 +11,6 @@ mod oracle;
 mod over_oracle;
 mod plans;
 mod support;
+mod two_jobs;
 mod updating_oracle;
 mod window_oracle;

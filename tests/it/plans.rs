@@ -37,7 +37,9 @@ fn planner_goldens() {
         let actual = match (rt.block_on(outcome(&text)), expects_error) {
             (Ok(plan), false) | (Err(plan), true) => plan,
             (Ok(plan), true) => {
-                failures.push(format!("{name}: planned, but an error was expected:\n{plan}"));
+                failures.push(format!(
+                    "{name}: planned, but an error was expected:\n{plan}"
+                ));
                 continue;
             }
             (Err(e), false) => {

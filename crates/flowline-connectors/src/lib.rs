@@ -19,6 +19,7 @@ mod error;
 pub mod filesystem;
 pub mod http;
 pub mod jdbc;
+pub mod job;
 pub mod kafka;
 pub mod nexmark;
 pub mod print;
@@ -61,6 +62,7 @@ pub fn read_bounded(
         metrics: MetricsRegistry::new(),
         job: None,
         state_dir: None,
+        shared: job::JobShared::new(),
     };
     let mut source = create(table, options, &ctx, None)?;
     let mut out = Vec::new();
@@ -139,6 +141,8 @@ pub struct TaskContext {
     pub job: Option<String>,
     /// The job's local state directory (write-ahead logs), when it has one.
     pub state_dir: Option<std::path::PathBuf>,
+    /// What the job's tasks share (HTTP tables, file committers).
+    pub shared: std::sync::Arc<job::JobShared>,
 }
 
 impl TaskContext {

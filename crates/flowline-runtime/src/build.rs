@@ -20,6 +20,7 @@ pub(crate) struct Ctx<'a> {
     pub(crate) checkpoint: Option<&'a (dyn Fn(String) -> TaskCheckpoint + Sync)>,
     pub(crate) job: Option<String>,
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    pub(crate) shared: Arc<flowline_connectors::job::JobShared>,
     /// Late-row sink inboxes of the current pipeline (one per subtask), if it has one.
     pub(crate) late: Option<Inbox>,
     pub(crate) late_schema: Option<SchemaRef>,
@@ -39,6 +40,7 @@ impl Ctx<'_> {
             metrics: self.metrics.clone(),
             job: self.job.clone(),
             state_dir: self.state_dir.clone(),
+            shared: self.shared.clone(),
         }
     }
 

@@ -42,6 +42,7 @@ use build::*;
 pub use checkpoint::CheckpointConfig;
 use checkpoint::{envelope, open_envelope, Aligner, Step, TaskCheckpoint, TaskRegistry};
 use exchange::{Envelope, Inbox, Output, Route};
+pub use flowline_connectors::job::JobShared;
 use operator_task::*;
 use sink_task::*;
 use source_task::*;
@@ -124,11 +125,14 @@ impl Counters {
     }
 }
 
-/// Where a job keeps local state (write-ahead logs) and how it checkpoints.
+/// Where a job keeps local state (write-ahead logs), how it checkpoints, and what its tasks
+/// share with each other and with the HTTP server ([`JobShared`]: its HTTP tables and file
+/// committers; give the server the same one).
 #[derive(Default)]
 pub struct JobState {
     pub dir: Option<std::path::PathBuf>,
     pub checkpoint: Option<CheckpointConfig>,
+    pub shared: Arc<JobShared>,
 }
 
 /// Runs the job to completion (bounded inputs) or until `stop` is signalled.
@@ -181,6 +185,7 @@ pub async fn run_job_with_state(
         checkpoint: handle_fn,
         job: state.checkpoint.as_ref().map(|c| c.job.clone()),
         state_dir: state.dir.clone(),
+        shared: state.shared.clone(),
         late: None,
         late_schema: None,
         pipeline: String::new(),

@@ -15,7 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use flowline_common::metrics::process_rss_bytes;
 use flowline_common::MetricsRegistry;
-use flowline_connectors::http::ingest_table;
+use flowline_connectors::job::JobShared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,12 +26,14 @@ pub enum ServerError {
     },
 }
 
-/// What the server knows of the job before the job runs: the HTTP tables it reads. A declared
-/// table is never "not found": until its sources have restored their position and opened their
-/// write-ahead logs, ingest answers 503 with `Retry-After` and `/readyz` is not ready.
+/// What the server knows of the job: the HTTP tables it declares, and the job's shared state,
+/// where its sources register those tables as they start. A declared table is never "not
+/// found": until its sources have restored their position and opened their write-ahead logs,
+/// ingest answers 503 with `Retry-After` and `/readyz` is not ready.
 #[derive(Clone, Debug, Default)]
 pub struct JobInfo {
     pub ingest_tables: Vec<String>,
+    pub shared: Arc<JobShared>,
 }
 
 /// How long a client should wait before retrying while the job starts or restores (seconds).
@@ -122,7 +124,7 @@ async fn readyz(job: Arc<JobInfo>) -> axum::response::Response {
     let waiting: Vec<&String> = job
         .ingest_tables
         .iter()
-        .filter(|t| !ingest_table(t).is_some_and(|t| t.is_ready()))
+        .filter(|t| !job.shared.ingest_table(t).is_some_and(|t| t.is_ready()))
         .collect();
     if waiting.is_empty() {
         return (StatusCode::OK, "ready\n").into_response();
@@ -167,7 +169,7 @@ async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> axum::response::Response {
-    let Some(t) = ingest_table(&table).filter(|t| t.is_ready()) else {
+    let Some(t) = job.shared.ingest_table(&table).filter(|t| t.is_ready()) else {
         if job.ingest_tables.contains(&table) {
             let mut resp = error(
                 StatusCode::SERVICE_UNAVAILABLE,

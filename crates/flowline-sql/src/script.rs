@@ -64,12 +64,19 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
     let units = split_statements(tokens);
     let mut out = Vec::new();
     let mut set: Option<Vec<InsertDef>> = None;
+    // Every SESSION table of the script, numbered in order (their names are the numbers).
+    let mut sessions = Vec::new();
     for mut unit in units {
-        let mut sessions = Vec::new();
+        let before = sessions.len();
         unit = crate::windows::rewrite_tvfs(unit, &mut sessions)?;
         refuse_unsupported_syntax(&unit)?;
         unit = map_constructors(unit);
-        out.extend(sessions.into_iter().map(Statement::DefineSession));
+        out.extend(
+            sessions[before..]
+                .iter()
+                .cloned()
+                .map(Statement::DefineSession),
+        );
         if starts_with(&unit, &["EXECUTE", "STATEMENT", "SET", "BEGIN"]) {
             open_set(&mut set, &unit[0])?;
             unit = drop_words(unit, 4);
@@ -91,7 +98,7 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
                 out.push(Statement::StatementSet(set.take().unwrap_or_default()));
                 continue;
             }
-            match legacy_windows(parse_statement(unit)?, &mut out)? {
+            match legacy_windows(parse_statement(unit)?, &mut out, &mut sessions)? {
                 Statement::Insert(insert) => inserts.push(insert),
                 _ => {
                     return Err(SqlError::new(
@@ -103,7 +110,7 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
             }
             continue;
         }
-        let stmt = legacy_windows(parse_statement(unit)?, &mut out)?;
+        let stmt = legacy_windows(parse_statement(unit)?, &mut out, &mut sessions)?;
         out.push(stmt);
     }
     if set.is_some() {
@@ -117,17 +124,24 @@ pub fn parse_script(text: &str) -> Result<Vec<Statement>> {
 }
 
 /// Rewrites legacy group windows of a statement's query; their SESSION tables go to `out` first.
-fn legacy_windows(mut stmt: Statement, out: &mut Vec<Statement>) -> Result<Statement> {
-    let mut sessions = Vec::new();
+fn legacy_windows(
+    mut stmt: Statement,
+    out: &mut Vec<Statement>,
+    sessions: &mut Vec<crate::windows::SessionSpec>,
+) -> Result<Statement> {
+    let before = sessions.len();
     match &mut stmt {
-        Statement::Insert(i) => crate::windows::rewrite_group_windows(&mut i.query, &mut sessions)?,
-        Statement::CreateView(v) => {
-            crate::windows::rewrite_group_windows(&mut v.query, &mut sessions)?
-        }
-        Statement::Query(q) => crate::windows::rewrite_group_windows(q, &mut sessions)?,
+        Statement::Insert(i) => crate::windows::rewrite_group_windows(&mut i.query, sessions)?,
+        Statement::CreateView(v) => crate::windows::rewrite_group_windows(&mut v.query, sessions)?,
+        Statement::Query(q) => crate::windows::rewrite_group_windows(q, sessions)?,
         _ => {}
     }
-    out.extend(sessions.into_iter().map(Statement::DefineSession));
+    out.extend(
+        sessions[before..]
+            .iter()
+            .cloned()
+            .map(Statement::DefineSession),
+    );
     Ok(stmt)
 }
 

@@ -17,8 +17,6 @@
 //! batch and streaming plans share them. A session depends on its neighbours: the catalog plans
 //! it as window functions in batch and as a session operator in streaming.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
@@ -50,9 +48,8 @@ pub struct SessionSpec {
 /// Prefix of the tables that stand for SESSION TVFs.
 pub const SESSION_PREFIX: &str = "__flowline_session_";
 
-static SESSION_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// Rewrites every window TVF in a statement's tokens; SESSION TVFs are appended to `sessions`.
+/// Rewrites every window TVF in a statement's tokens; SESSION TVFs are appended to `sessions`
+/// (which holds the script's SESSION tables so far: a new one is named by its number).
 pub fn rewrite_tvfs(
     tokens: Vec<TokenWithSpan>,
     sessions: &mut Vec<SessionSpec>,
@@ -426,10 +423,7 @@ fn window_sql(
         }
         _ => {
             let gap = need("GAP")?;
-            let name = format!(
-                "{SESSION_PREFIX}{}",
-                SESSION_COUNTER.fetch_add(1, Ordering::Relaxed)
-            );
+            let name = format!("{SESSION_PREFIX}{}", sessions.len());
             sessions.push(SessionSpec {
                 name: name.clone(),
                 input,

@@ -162,6 +162,7 @@ async fn run_script(
     let job = flowline_runtime::JobState {
         dir: Some(state.clone()),
         checkpoint,
+        ..Default::default()
     };
     let res = flowline_runtime::run_job_with_state(&graph, &metrics, &StopSignal::new(), job).await;
     let elapsed = started.elapsed();
@@ -316,11 +317,13 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
     let state = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
     let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, &state, true)?;
     let stop = StopSignal::new();
+    let shared = flowline_runtime::JobShared::new();
     let job = {
         let (graph, metrics, stop) = (graph.clone(), metrics.clone(), stop.clone());
         let job = flowline_runtime::JobState {
             dir: Some(state.clone()),
             checkpoint,
+            shared: shared.clone(),
         };
         tokio::spawn(async move {
             flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job).await
@@ -331,6 +334,7 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
         metrics.clone(),
         flowline_server::JobInfo {
             ingest_tables: vec!["bids".into()],
+            shared,
         },
     )
     .await?;

@@ -206,8 +206,11 @@ async fn run(
     }
     let _ = std::fs::write(state_dir.join(PID_FILE), std::process::id().to_string());
     let metrics = MetricsRegistry::new();
+    // What the job's tasks share with the server: its HTTP tables (and file committers).
+    let shared = flowline_runtime::JobShared::new();
     if let Some(addr) = http {
-        let bound = flowline_server::serve(addr, metrics.clone(), server_job_info(&graph)).await?;
+        let info = server_job_info(&graph, shared.clone());
+        let bound = flowline_server::serve(addr, metrics.clone(), info).await?;
         eprintln!("flowline: serving http://{bound}/metrics");
     }
     let stop = StopSignal::new();
@@ -220,6 +223,7 @@ async fn run(
     let state = flowline_runtime::JobState {
         dir: Some(state_dir.to_path_buf()),
         checkpoint,
+        shared,
     };
     // The code planning touched is not needed again: give it back once the job runs.
     std::thread::spawn(|| {
@@ -244,8 +248,12 @@ async fn run(
 }
 
 /// What the HTTP server must know of the job before it runs.
-fn server_job_info(graph: &flowline_planner::JobGraph) -> flowline_server::JobInfo {
+fn server_job_info(
+    graph: &flowline_planner::JobGraph,
+    shared: std::sync::Arc<flowline_runtime::JobShared>,
+) -> flowline_server::JobInfo {
     flowline_server::JobInfo {
+        shared,
         ingest_tables: graph
             .source_tables()
             .iter()

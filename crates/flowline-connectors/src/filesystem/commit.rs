@@ -17,7 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use flowline_common::Options;
 use flowline_sql::TableDef;
@@ -117,12 +117,13 @@ pub struct Committer {
     done: HashSet<PathBuf>,
 }
 
-static COMMITTERS: LazyLock<Mutex<HashMap<PathBuf, Arc<Mutex<Committer>>>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// The committer shared by the `parallelism` subtasks writing under `root`.
-pub fn committer(root: &Path, parallelism: usize) -> Arc<Mutex<Committer>> {
-    let mut all = COMMITTERS.lock().unwrap_or_else(|e| e.into_inner());
+/// The committer shared by the job's `parallelism` subtasks writing under `root`.
+pub fn committer(
+    job: &crate::job::JobShared,
+    root: &Path,
+    parallelism: usize,
+) -> Arc<Mutex<Committer>> {
+    let mut all = job.committers.lock().unwrap_or_else(|e| e.into_inner());
     let c = all.entry(root.to_path_buf()).or_insert_with(|| {
         Arc::new(Mutex::new(Committer {
             marks: vec![i64::MIN; parallelism],

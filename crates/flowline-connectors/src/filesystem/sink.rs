@@ -79,7 +79,7 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
         commit: super::commit::policy(table, o)?.map(|p| {
             (
                 p,
-                super::commit::committer(&root_for_commit, ctx.parallelism),
+                super::commit::committer(&ctx.shared, &root_for_commit, ctx.parallelism),
             )
         }),
         watermark: i64::MIN,

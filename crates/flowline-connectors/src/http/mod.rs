@@ -19,7 +19,7 @@ mod wal;
 use std::io::Read;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -123,31 +123,6 @@ pub struct IngestTable {
     rejected: Counter,
 }
 
-fn tables() -> &'static Mutex<Vec<Arc<IngestTable>>> {
-    static TABLES: OnceLock<Mutex<Vec<Arc<IngestTable>>>> = OnceLock::new();
-    TABLES.get_or_init(|| Mutex::new(Vec::new()))
-}
-
-/// The HTTP table `name` of the running job, if it has one.
-pub fn ingest_table(name: &str) -> Option<Arc<IngestTable>> {
-    tables()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .find(|t| t.name == name)
-        .cloned()
-}
-
-/// Names of the HTTP tables of the running job.
-pub fn ingest_tables() -> Vec<String> {
-    tables()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .map(|t| t.name.clone())
-        .collect()
-}
-
 /// What an ingest request gets back.
 #[derive(Debug)]
 pub struct IngestResponse {
@@ -167,6 +142,10 @@ impl IngestResponse {
 }
 
 impl IngestTable {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     pub fn max_body_bytes(&self) -> u64 {
         self.limits.body
     }
@@ -553,7 +532,7 @@ pub fn create_source(
         .and_then(|s| s.first().copied())
         .unwrap_or(0);
     let ingest = {
-        let mut all = tables().lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = ctx.shared.ingest.lock().unwrap_or_else(|e| e.into_inner());
         let t = match all.iter().find(|t| t.name == table.name) {
             Some(t) => t.clone(),
             None => {
@@ -595,6 +574,7 @@ pub fn create_source(
         registered: false,
         checkpoints: Vec::new(),
         checkpointing: ctx.job.is_some(),
+        shared: ctx.shared.clone(),
     }))
 }
 
@@ -610,6 +590,8 @@ struct HttpSource {
     /// Positions of the checkpoints taken, oldest first (trimmed as they complete).
     checkpoints: Vec<wal::Position>,
     checkpointing: bool,
+    /// The job's registry of HTTP tables, which this source leaves when it is dropped.
+    shared: Arc<crate::job::JobShared>,
 }
 
 impl HttpSource {
@@ -701,7 +683,7 @@ impl Source for HttpSource {
 
 impl Drop for HttpSource {
     fn drop(&mut self) {
-        let mut all = tables().lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = self.shared.ingest.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|t| t.name != self.table);
     }
 }
@@ -754,11 +736,12 @@ mod tests {
                 metrics: MetricsRegistry::new(),
                 job: None,
                 state_dir: Some(dir.path().into()),
+                shared: crate::job::JobShared::new(),
             };
             let mut source = create_source(&table, &options, &ctx, None).unwrap();
             // The first poll opens the log to requests.
             assert!(matches!(source.poll().unwrap(), Poll::Pending(_)));
-            let ingest = ingest_table(name).unwrap();
+            let ingest = ctx.shared.ingest_table(name).unwrap();
             Self {
                 source,
                 ingest,

@@ -30,6 +30,8 @@ pub mod rank;
 pub mod session;
 mod session_table;
 pub mod temporal_join;
+#[cfg(test)]
+pub mod testing;
 pub mod window_agg;
 pub mod window_join;
 pub mod window_rank;

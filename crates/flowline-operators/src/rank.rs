@@ -510,3 +510,124 @@ impl Operator for Rank {
         self.groups.len() - self.groups.free.len()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// `ROW_NUMBER() OVER (PARTITION BY k ORDER BY v DESC) AS rn ... WHERE rn <= limit`.
+    fn top(limit: usize, later_first: bool) -> RankSpec {
+        let input = schema("k:str v:i64 id:i32");
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("rn", DataType::UInt64, false));
+        fields.push(flowline_common::changelog::row_kind_field());
+        RankSpec {
+            partition: vec![Arc::new(Column::new("k", 0))],
+            order: vec![(
+                Arc::new(Column::new("v", 1)),
+                SortOptions {
+                    descending: true,
+                    nulls_first: false,
+                },
+            )],
+            limit,
+            later_first,
+            input,
+            updating_input: false,
+            schema: Arc::new(Schema::new(fields)),
+            state_ttl: None,
+        }
+    }
+
+    #[test]
+    fn top_n_ranks_ties_by_arrival_and_null_keys_as_a_partition() {
+        Harness::new(top(2, false))
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     5     1
+                 a     5     2
+                 NULL  1     3",
+            )
+            .expect_unordered(
+                "k v id rn _row_kind
+                 a 5 1 1 +I
+                 a 5 2 2 +I
+                 NULL 1 3 1 +I",
+            )
+            // A better row takes rank 1; the rows below move down; the last drops out.
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     9     4",
+            )
+            .expect_unordered(
+                "k v id rn _row_kind
+                 a 5 1 1 -U
+                 a 9 4 1 +U
+                 a 5 2 2 -U
+                 a 5 1 2 +U",
+            )
+            // A row below the top 2 changes nothing.
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     1     5",
+            )
+            .expect("");
+    }
+
+    #[test]
+    fn top_n_survives_a_restart() {
+        Harness::new(top(1, false))
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     3     1",
+            )
+            .expect(
+                "k v id rn _row_kind
+                 a 3 1 1 +I",
+            )
+            .restart()
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     2     2
+                 a     4     3",
+            )
+            .expect(
+                "k v id rn _row_kind
+                 a 3 1 1 -U
+                 a 4 3 1 +U",
+            );
+    }
+
+    #[test]
+    fn deduplication_keeping_the_last_row_replaces_on_ties() {
+        Harness::new(top(1, true))
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     7     1",
+            )
+            .expect(
+                "k v id rn _row_kind
+                 a 7 1 1 +I",
+            )
+            .rows(
+                0,
+                "k:str v:i64 id:i32
+                 a     7     2",
+            )
+            .expect(
+                "k v id rn _row_kind
+                 a 7 1 1 -U
+                 a 7 2 1 +U",
+            );
+    }
+}

@@ -320,3 +320,102 @@ impl Operator for WindowJoin {
         self.windows.len()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// `L [kind] JOIN R ON L.k = R.k AND the windows are equal`.
+    fn spec(kind: JoinKind) -> WindowJoinSpec {
+        let left = schema("k:str v:i64 ws:ts we:ts");
+        let right = schema("rk:str w:i64 rws:ts rwe:ts");
+        let keys = |k: &str, s: &str, e: &str| -> Vec<Arc<dyn PhysicalExpr>> {
+            vec![
+                Arc::new(Column::new(k, 0)),
+                Arc::new(Column::new(s, 2)),
+                Arc::new(Column::new(e, 3)),
+            ]
+        };
+        let fields: Vec<_> = match kind {
+            JoinKind::LeftSemi | JoinKind::LeftAnti => left.fields().iter().cloned().collect(),
+            _ => left
+                .fields()
+                .iter()
+                .chain(right.fields())
+                .cloned()
+                .collect(),
+        };
+        WindowJoinSpec {
+            kind,
+            keys: [keys("k", "ws", "we"), keys("rk", "rws", "rwe")],
+            inputs: [left, right],
+            ends: [3, 3],
+            filter: None,
+            schema: Arc::new(Schema::new(fields)),
+        }
+    }
+
+    const LEFT: &str = "k:str v:i64 ws:ts we:ts
+                        a     1     0     10
+                        b     2     0     10
+                        a     3     10    20";
+    const RIGHT: &str = "rk:str w:i64 rws:ts rwe:ts
+                         a      7     0      10
+                         NULL   8     0      10";
+
+    #[test]
+    fn windows_join_once_when_the_watermark_closes_them() {
+        Harness::new(spec(JoinKind::Inner))
+            .rows(0, LEFT)
+            .rows(1, RIGHT)
+            .watermark(8)
+            .expect("")
+            .watermark(9)
+            // A NULL key joins nothing.
+            .expect(
+                "k v ws we rk w rws rwe
+                 a 1 0 10 a 7 0 10",
+            )
+            // The window [10, 20) has no right rows: nothing.
+            .watermark(19)
+            .expect("");
+    }
+
+    #[test]
+    fn rows_of_a_closed_window_are_late() {
+        let mut h = Harness::new(spec(JoinKind::Inner));
+        h.watermark(9).rows(0, LEFT).rows(1, RIGHT).end().expect("");
+        // Both inputs' rows of [0, 10) were late; [10, 20) had no right rows.
+        assert_eq!(h.late_rows(), 4);
+    }
+
+    #[test]
+    fn anti_and_outer_joins_survive_a_restart_mid_window() {
+        Harness::new(spec(JoinKind::LeftAnti))
+            .rows(0, LEFT)
+            .restart()
+            .rows(1, RIGHT)
+            .watermark(19)
+            .expect_unordered(
+                "k v ws we
+                 b 2 0 10
+                 a 3 10 20",
+            );
+        Harness::new(spec(JoinKind::Full))
+            .rows(1, RIGHT)
+            .restart()
+            .rows(0, LEFT)
+            .end()
+            .expect_unordered(
+                "k v ws we rk w rws rwe
+                 a 1 0 10 a 7 0 10
+                 b 2 0 10 NULL NULL NULL NULL
+                 NULL NULL NULL NULL NULL 8 0 10
+                 a 3 10 20 NULL NULL NULL NULL",
+            );
+    }
+}

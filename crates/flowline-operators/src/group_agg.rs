@@ -959,3 +959,106 @@ fn get_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
     *bytes = rest;
     Ok(v)
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::Harness;
+
+    /// `SELECT k, COUNT(v), SUM(v), MAX(v) FROM input GROUP BY k`.
+    fn spec(updating_input: bool) -> GroupAggregateSpec {
+        let call = |function, name: &str, output: DataType| GroupAggregateCall {
+            function,
+            distinct: false,
+            arg: Arc::new(Column::new("v", 1)),
+            arg_type: DataType::Int64,
+            filter: None,
+            output,
+            name: name.into(),
+        };
+        GroupAggregateSpec {
+            group_exprs: vec![Arc::new(Column::new("k", 0))],
+            aggregates: vec![
+                call(AggFunction::Count, "n", DataType::Int64),
+                call(AggFunction::Sum, "s", DataType::Int64),
+                call(AggFunction::Max, "m", DataType::Int64),
+            ],
+            schema: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("n", DataType::Int64, false),
+                Field::new("s", DataType::Int64, true),
+                Field::new("m", DataType::Int64, true),
+                flowline_common::changelog::row_kind_field(),
+            ])),
+            updating_input,
+            state_ttl: None,
+        }
+    }
+
+    #[test]
+    fn groups_update_with_retractions_and_null_keys_group_together() {
+        Harness::new(spec(false))
+            .rows(
+                0,
+                "k:str v:i64
+                 a     1
+                 NULL  5
+                 a     2
+                 NULL  NULL",
+            )
+            .expect_unordered(
+                "k n s m _row_kind
+                 a 2 3 2 +I
+                 NULL 1 5 5 +I",
+            )
+            .restart()
+            .rows(
+                0,
+                "k:str v:i64
+                 a     4",
+            )
+            .expect(
+                "k n s m _row_kind
+                 a 2 3 2 -U
+                 a 3 7 4 +U",
+            );
+    }
+
+    #[test]
+    fn an_updating_input_retracts_and_a_group_emptied_is_deleted() {
+        Harness::new(spec(true))
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     3     +I
+                 a     9     +I",
+            )
+            .expect(
+                "k n s m _row_kind
+                 a 2 12 9 +I",
+            )
+            // The max leaves: MAX falls back to the next value.
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     9     -U",
+            )
+            .expect(
+                "k n s m _row_kind
+                 a 2 12 9 -U
+                 a 1 3 3 +U",
+            )
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     3     -D",
+            )
+            .expect(
+                "k n s m _row_kind
+                 a 1 3 3 -D",
+            );
+    }
+}

@@ -78,17 +78,8 @@ pub async fn explain_select(ddl: &str, select: &str) -> anyhow::Result<String> {
 
 /// Runs a SELECT in batch mode with DataFusion over the (bounded) tables of `ddl`: the oracle.
 pub async fn batch_select(ddl: &str, select: &str) -> anyhow::Result<Vec<RecordBatch>> {
-    let mut catalog = Catalog::new_batch();
-    for stmt in flowline_sql::parse_script(ddl)? {
-        catalog.apply(stmt).await?;
-    }
-    let q = query_of(&mut catalog, select).await?;
-    let plan = catalog.plan_query_ast(q).await?;
-    Ok(
-        datafusion::dataframe::DataFrame::new(catalog.ctx.state(), plan)
-            .collect()
-            .await?,
-    )
+    let mut catalog = flowline_planner::batch_catalog(ddl).await?;
+    Ok(flowline_planner::batch_query(&mut catalog, select).await?)
 }
 
 /// The SELECT of `sql`, after applying what its window TVFs define (SESSION tables).

@@ -13,6 +13,7 @@
 mod catalog;
 mod interval;
 mod lower;
+mod query;
 mod session;
 mod sink_types;
 mod temporal;
@@ -30,6 +31,7 @@ use flowline_operators::{OperatorFactory, StatelessChain};
 use flowline_sql::{SqlError, TableDef};
 
 pub use catalog::{new_session, Catalog};
+pub use query::{batch_catalog, batch_query};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

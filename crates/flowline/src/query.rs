@@ -2,11 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::dataframe::DataFrame;
-use flowline_planner::Catalog;
-use flowline_sql::Statement;
 
 pub async fn run(sql: &str, init: Option<&Path>, format: &str) -> Result<()> {
     let batches = query(sql, init).await?;
@@ -14,42 +11,19 @@ pub async fn run(sql: &str, init: Option<&Path>, format: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs `sql` in batch mode after the DDL of `init`.
+/// Runs `sql` in batch mode after the declarations of the script `init`.
 pub async fn query(sql: &str, init: Option<&Path>) -> Result<Vec<RecordBatch>> {
-    let mut catalog = Catalog::new_batch();
-    if let Some(path) = init {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        for stmt in
-            flowline_sql::parse_script(&text).with_context(|| format!("in {}", path.display()))?
-        {
-            match stmt {
-                Statement::Insert(_) | Statement::StatementSet(_) => continue,
-                Statement::Query(_) => bail!(
-                    "{}: an --init script declares tables; put the SELECT on the command line",
-                    path.display()
-                ),
-                other => catalog
-                    .apply(other)
-                    .await
-                    .with_context(|| format!("in {}", path.display()))?,
-            }
+    let mut catalog = match init {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            flowline_planner::batch_catalog(&text)
+                .await
+                .with_context(|| format!("in {}", path.display()))?
         }
-    }
-    let mut stmts = flowline_sql::parse_script(sql)?;
-    let Some(Statement::Query(q)) = stmts.pop() else {
-        bail!("flowline query takes one SELECT statement");
+        None => flowline_planner::Catalog::new_batch(),
     };
-    for stmt in stmts {
-        match stmt {
-            // Window TVFs the SELECT uses.
-            Statement::DefineSession(_) => catalog.apply(stmt).await?,
-            _ => bail!("flowline query takes one SELECT statement"),
-        }
-    }
-    let plan = catalog.plan_query_ast(*q).await?;
-    let df = DataFrame::new(catalog.ctx.state(), plan);
-    Ok(df.collect().await?)
+    Ok(flowline_planner::batch_query(&mut catalog, sql).await?)
 }
 
 pub fn render(batches: &[RecordBatch], format: &str) -> Result<String> {

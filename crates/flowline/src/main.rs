@@ -1,6 +1,5 @@
 //! `flowline`: the command line. It only wires the library crates together.
 
-mod bench;
 mod memory;
 mod query;
 
@@ -73,7 +72,7 @@ enum Command {
         parallelism: Option<usize>,
     },
     /// Built-in benchmarks (events per second per core)
-    Bench(bench::BenchArgs),
+    Bench(flowline_bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -140,7 +139,7 @@ async fn dispatch(command: Command) -> Result<()> {
             print!("{}", graph.explain(verbose));
             Ok(())
         }
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(args) => flowline_bench::run(args).await,
     }
 }
 

@@ -8,7 +8,9 @@
 //! ```
 
 pub mod changelog;
+pub mod clock;
 pub mod failpoint;
+pub mod fs;
 pub mod integers;
 pub mod limits;
 pub mod message;

@@ -123,9 +123,7 @@ impl Ttl {
     /// Stamps `groups`' writes from now on, and returns the groups to drop now (if a sweep is
     /// due).
     pub fn due(&mut self, groups: &mut Groups) -> Vec<u32> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now = flowline_common::clock::now_millis();
         groups.clock = now;
         if self.swept == 0 {
             // Keys restored from a checkpoint count as written at the first batch.

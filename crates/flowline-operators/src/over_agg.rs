@@ -512,9 +512,7 @@ impl OverAggregate {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    flowline_common::clock::now_millis()
 }
 
 impl Operator for OverAggregate {

@@ -234,7 +234,7 @@ impl SourceTask {
                         return Ok(()); // the consumers are gone: the job is failing elsewhere
                     }
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
-                        self.marks.0 = now_millis() - 1;
+                        self.marks.0 = flowline_common::clock::now_millis() - 1;
                     }
                     if self.marks.0 > self.marks.1 {
                         let w = self.marks.0;
@@ -264,7 +264,7 @@ impl SourceTask {
                     }
                     // Processing time passes while nothing arrives.
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
-                        let now = now_millis() - 1;
+                        let now = flowline_common::clock::now_millis() - 1;
                         if now > self.marks.1 {
                             self.marks.0 = now;
                             self.send_watermark(now);
@@ -362,12 +362,6 @@ impl SourceTask {
             }
         }
     }
-}
-
-pub(crate) fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The watermark expression and the time attribute of each row, in ms.

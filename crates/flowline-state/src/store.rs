@@ -53,12 +53,7 @@ fn with_path(e: io::Error, path: &Path) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// fsync of a directory, so a rename in it is durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| with_path(e, dir))
-}
+pub use flowline_common::fs::sync_dir;
 
 impl CheckpointStore for LocalDir {
     fn put(&self, path: &str, data: &[u8]) -> io::Result<()> {

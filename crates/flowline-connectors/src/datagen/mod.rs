@@ -162,7 +162,7 @@ fn field_gen(
                 length: opt(table, o.parse(&key("length")))?.unwrap_or(STRING_LENGTH_DEFAULT),
                 var_len: opt(table, o.bool(&key("var-len"), false))?,
                 max_past_ms: opt(table, o.duration(&key("max-past")))?
-                    .map_or(0, |d| d.as_millis() as i64),
+                    .map_or(0, flowline_common::clock::millis),
                 null_rate: opt(table, o.parse(&key("null-rate")))?.unwrap_or(0.0),
             })
         }
@@ -214,10 +214,7 @@ pub fn create_source(
     let rate_total: u64 =
         opt(table, o.parse("rows-per-second"))?.unwrap_or(ROWS_PER_SECOND_DEFAULT);
     let rate = share(rate_total).max(1);
-    let seed = (std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64)
+    let seed = (flowline_common::clock::now_nanos() as u64)
         ^ (ctx.subtask as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     Ok(Box::new(DatagenSource {
         schema,

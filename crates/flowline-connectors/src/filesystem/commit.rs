@@ -73,8 +73,8 @@ pub fn policy(table: &TableDef, o: &Options) -> Result<Option<CommitPolicy>> {
             )));
         }
     }
-    let delay_ms =
-        opt(table, o.duration("sink.partition-commit.delay"))?.map_or(0, |d| d.as_millis() as i64);
+    let delay_ms = opt(table, o.duration("sink.partition-commit.delay"))?
+        .map_or(0, flowline_common::clock::millis);
     let Some(kinds) = o.get("sink.partition-commit.policy.kind") else {
         return Ok(None);
     };
@@ -178,9 +178,8 @@ pub fn commit_partitions(
             Trigger::PartitionTime => partition_time(table, root, &dir, partition_names, policy)?,
             Trigger::ProcessTime => std::fs::metadata(&dir)
                 .and_then(|m| m.modified())
-                .map_err(|e| io(&dir, e))?
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64),
+                .map(flowline_common::clock::millis_of)
+                .map_err(|e| io(&dir, e))?,
         };
         if covered == i64::MAX || time.saturating_add(policy.delay_ms) < covered {
             std::fs::File::create(&success)

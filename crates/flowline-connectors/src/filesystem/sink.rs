@@ -144,9 +144,7 @@ impl FileSink {
                 if p.trigger == super::commit::Trigger::ProcessTime
                     && self.watermark != i64::MAX =>
             {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64)
+                flowline_common::clock::now_millis()
             }
             _ => self.watermark,
         }

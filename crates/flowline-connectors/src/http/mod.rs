@@ -17,7 +17,6 @@
 mod wal;
 
 use std::io::Read;
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -500,10 +499,6 @@ fn decode_ipc(bytes: &[u8]) -> std::result::Result<Vec<RecordBatch>, String> {
         .map_err(|e| e.to_string())?;
     r.collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())
-}
-
-pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }
 
 pub fn create_source(

@@ -184,7 +184,7 @@ fn writer(
                     .create(true)
                     .append(true)
                     .open(segment_path(&dir, end.0))?;
-                crate::http::sync_dir(&dir)?;
+                flowline_common::fs::sync_dir(&dir)?;
             }
             f.write_all(&buf)?;
             f.sync_data()?;

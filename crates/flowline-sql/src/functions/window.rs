@@ -52,9 +52,7 @@ fn proctime_type(_: &[DataType]) -> Result<DataType> {
 }
 
 fn proctime_eval(_: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
+    let now = flowline_common::clock::now_millis();
     Ok(Arc::new(
         TimestampMillisecondArray::from_value(now, rows).with_timezone(crate::types::LTZ_TIME_ZONE),
     ))

@@ -45,6 +45,8 @@ pub enum PlanError {
     Unsupported(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("internal error (a bug in Flowline): {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = PlanError> = std::result::Result<T, E>;

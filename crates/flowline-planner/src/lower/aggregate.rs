@@ -28,7 +28,7 @@ pub(super) fn lower_window_aggregate(
             (distinct, Some(masks))
         }
         Some(Expr::GroupingSet(_)) => {
-            return Err(unsupported(plan, "this form of grouping set, which"))
+            return Err(unsupported(plan, "this form of grouping set", None))
         }
         _ => (agg.group_expr.clone(), None),
     };
@@ -167,7 +167,8 @@ pub(super) fn lower_group_aggregate(
     {
         return Err(unsupported(
             plan,
-            "GROUPING SETS, ROLLUP or CUBE without a window TVF, which",
+            "GROUPING SETS, ROLLUP or CUBE without a window TVF",
+            Some("group by a window TVF's window_start and window_end as well"),
         ));
     }
     let inputs = lower_node(&agg.input, cat, false)?;

@@ -22,12 +22,13 @@ pub(super) fn lower_join(
         JoinType::LeftAnti => JoinKind::LeftAnti,
         JoinType::RightSemi => JoinKind::RightSemi,
         JoinType::RightAnti => JoinKind::RightAnti,
-        other => return Err(unsupported(plan, &format!("a {other} join, which"))),
+        other => return Err(unsupported(plan, &format!("a {other} join"), None)),
     };
     if join.null_aware {
         return Err(unsupported(
             plan,
-            "NOT IN over a subquery (a NULL in the subquery empties the result), which; write NOT EXISTS,",
+            "NOT IN over a subquery (a NULL in the subquery empties the result)",
+            Some("write NOT EXISTS"),
         ));
     }
     if let Some(marker) = temporal_marker(join)? {
@@ -57,7 +58,8 @@ pub(super) fn lower_join(
     if join.null_equality == NullEquality::NullEqualsNull {
         return Err(unsupported(
             plan,
-            "a join whose keys match NULL to NULL, which",
+            "a join whose keys match NULL to NULL",
+            None,
         ));
     }
     let keys = join_keys(plan, join, cat)?;
@@ -252,7 +254,8 @@ pub(super) fn lower_temporal_join(
         other => {
             return Err(unsupported(
                 plan,
-                &format!("a {other} temporal join (only inner and LEFT are), which"),
+                &format!("a {other} temporal join"),
+                Some("use an inner or LEFT temporal join"),
             ))
         }
     };

@@ -129,7 +129,11 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
                 || !u.struct_type_columns.is_empty()
                 || u.list_type_columns[0].1.depth != 1
             {
-                return Err(unsupported(plan, "an unnest of more than one list"));
+                return Err(unsupported(
+                    plan,
+                    "an unnest of more than one list or of a nested list",
+                    Some("unnest one list per CROSS JOIN UNNEST"),
+                ));
             }
             let step = ChainStep::Unnest {
                 list: u.list_type_columns[0].0,
@@ -149,10 +153,20 @@ fn lower_node(plan: &LogicalPlan, cat: &Catalog, timed: bool) -> Result<Vec<Node
         LogicalPlan::Extension(ext) => {
             match ext.node.as_any().downcast_ref::<SessionWindowNode>() {
                 Some(node) => lower_session(node, cat),
-                None => Err(unsupported(plan, "an operator")),
+                None => Err(unsupported(plan, "this extension node", None)),
             }
         }
-        other => Err(unsupported(other, "a stateful operator")),
+        LogicalPlan::Sort(_) => Err(unsupported(
+            plan,
+            "ORDER BY (an unbounded result cannot be sorted)",
+            Some("order within an OVER window, or keep the first rows with a TopN (ROW_NUMBER() OVER (ORDER BY ...) AS rn ... WHERE rn <= N)"),
+        )),
+        LogicalPlan::Limit(_) => Err(unsupported(
+            plan,
+            "LIMIT",
+            Some("keep the first rows with a TopN (ROW_NUMBER() OVER (ORDER BY ...) AS rn ... WHERE rn <= N)"),
+        )),
+        other => Err(unsupported(other, "this plan node", None)),
     }
 }
 
@@ -248,10 +262,12 @@ fn fuse(mut nodes: Vec<Node>, step: ChainStep) -> Result<Vec<Node>> {
     Ok(nodes)
 }
 
-fn unsupported(plan: &LogicalPlan, what: &str) -> PlanError {
+/// A construct streaming jobs do not support (yet), named, with the supported alternative when
+/// there is one.
+fn unsupported(plan: &LogicalPlan, construct: &str, alternative: Option<&str>) -> PlanError {
     let node = plan.display().to_string();
+    let alternative = alternative.map_or(String::new(), |a| format!("; {a}"));
     PlanError::Unsupported(format!(
-        "`{node}` needs {what}, which streaming jobs do not support yet; this version runs projections, filters, \
-         functions, UNION ALL and window aggregations over window TVFs"
+        "`{node}`: {construct} is not supported in a streaming job{alternative}"
     ))
 }

@@ -75,7 +75,10 @@ pub(super) fn lower_upsert_scan(
 /// A scan becomes a source branch; with `watermark`, the table's WATERMARK FOR is fused in.
 pub(super) fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> Result<Branch> {
     let LogicalPlan::TableScan(scan) = plan else {
-        return Err(unsupported(plan, "a table scan"));
+        return Err(PlanError::Internal(format!(
+            "not a table scan: {}",
+            plan.display()
+        )));
     };
     let name = scan.table_name.table();
     let Some(binding) = cat.binding_for_scan(name) else {
@@ -90,7 +93,11 @@ pub(super) fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> 
         )));
     }
     if scan.fetch.is_some() {
-        return Err(unsupported(plan, "LIMIT on an unbounded stream"));
+        return Err(unsupported(
+            plan,
+            "LIMIT",
+            Some("keep the first rows with a TopN (ROW_NUMBER() OVER (ORDER BY ...) AS rn ... WHERE rn <= N)"),
+        ));
     }
     let mut chain = StatelessChain::default();
     for f in &scan.filters {
@@ -140,7 +147,13 @@ pub(super) fn watermark_branch(plan: &LogicalPlan, cat: &Catalog) -> Result<Bran
             }
             LogicalPlan::SubqueryAlias(a) => node = &a.input,
             LogicalPlan::TableScan(_) => break,
-            other => return Err(unsupported(other, "a watermark expression over one table")),
+            other => {
+                return Err(unsupported(
+                    other,
+                    "a watermark expression that reads more than its own table",
+                    None,
+                ))
+            }
         }
     }
     let mut branch = lower_scan(node, cat, false)?;

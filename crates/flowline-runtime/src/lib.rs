@@ -19,6 +19,7 @@ mod exchange;
 mod operator_task;
 mod sink_task;
 mod source_task;
+mod watermark;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -46,6 +47,7 @@ pub use flowline_connectors::job::JobShared;
 use operator_task::*;
 use sink_task::*;
 use source_task::*;
+use watermark::InputWatermarks;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

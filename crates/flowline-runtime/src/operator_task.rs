@@ -3,13 +3,6 @@
 
 use crate::*;
 
-#[derive(Clone, Copy, PartialEq)]
-pub(crate) enum InputState {
-    Active,
-    Idle,
-    Ended,
-}
-
 /// How often an operator's state size is published between watermarks.
 pub(crate) const STATE_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -18,10 +11,10 @@ pub(crate) struct OperatorTask {
     pub(crate) operator: Box<dyn Operator>,
     pub(crate) chain: flowline_operators::StatelessChain,
     pub(crate) rx: mpsc::Receiver<Envelope>,
-    /// Per producer: its watermark and state, and which of the operator's inputs it feeds.
-    pub(crate) inputs: Vec<(i64, InputState)>,
+    /// The producers' watermarks and their merge (the operator's watermark).
+    pub(crate) inputs: InputWatermarks,
+    /// Per producer: which of the operator's inputs it feeds.
     pub(crate) input_of: Vec<usize>,
-    pub(crate) watermark: i64,
     pub(crate) idle_sent: bool,
     pub(crate) output: Output,
     pub(crate) late: Option<Output>,
@@ -63,8 +56,7 @@ impl OperatorTask {
             operator,
             chain: node.chain.clone(),
             rx,
-            inputs: vec![(i64::MIN, InputState::Active); input_of.len()],
-            watermark: i64::MIN,
+            inputs: InputWatermarks::new(input_of.len()),
             idle_sent: false,
             output,
             late,
@@ -139,17 +131,12 @@ impl OperatorTask {
         };
         let (header, payload) = open_envelope(state)?;
         self.operator.restore(payload).map_err(|e| self.err(e))?;
-        for (input, w) in self
-            .inputs
-            .iter_mut()
-            .zip(header["inputs"].as_array().into_iter().flatten())
-        {
-            input.0 = w.as_i64().unwrap_or(i64::MIN);
-        }
         let w = header["watermark"].as_i64().unwrap_or(i64::MIN);
+        let marks = header["inputs"].as_array().into_iter().flatten();
+        self.inputs
+            .restore(marks.map(|m| m.as_i64().unwrap_or(i64::MIN)), w);
         if w > i64::MIN {
             // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
-            self.watermark = w;
             let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
             self.emit(out)?;
             self.output.broadcast(Message::Watermark(self.forwarded(w)));
@@ -164,9 +151,8 @@ impl OperatorTask {
         };
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
-        let inputs: Vec<i64> = self.inputs.iter().map(|(w, _)| *w).collect();
         let state = envelope(
-            serde_json::json!({"watermark": self.watermark, "inputs": inputs}),
+            serde_json::json!({"watermark": self.inputs.merged(), "inputs": self.inputs.marks()}),
             payload,
         );
         cp.save(barrier.id, state, started.elapsed());
@@ -179,7 +165,6 @@ impl OperatorTask {
     }
 
     pub(crate) fn pump(&mut self) -> Result<()> {
-        let mut ended = 0;
         self.restore()?;
         if let Some(r) = self.restoring.take() {
             r.done();
@@ -224,7 +209,7 @@ impl OperatorTask {
                 };
                 match msg {
                     Message::Batch(batch) => {
-                        self.inputs[from].1 = InputState::Active;
+                        self.inputs.on_row(from);
                         self.rows_in.add(&batch);
                         let out = self
                             .operator
@@ -242,26 +227,23 @@ impl OperatorTask {
                         }
                     }
                     Message::Watermark(ts) => {
-                        let input = &mut self.inputs[from];
-                        input.0 = input.0.max(ts);
-                        input.1 = InputState::Active;
-                        if !self.advance()? {
+                        let merged = self.inputs.on_watermark(from, ts);
+                        if !self.advance(merged)? {
                             return Ok(());
                         }
                     }
                     Message::Idle => {
-                        self.inputs[from].1 = InputState::Idle;
-                        if !self.advance()? {
+                        let merged = self.inputs.on_idle(from);
+                        if !self.advance(merged)? {
                             return Ok(());
                         }
                     }
                     Message::End => {
-                        self.inputs[from].1 = InputState::Ended;
-                        ended += 1;
-                        if ended == self.inputs.len() {
+                        let merged = self.inputs.on_end(from);
+                        if self.inputs.all_ended() {
                             return self.finish();
                         }
-                        if !self.advance()? {
+                        if !self.advance(merged)? {
                             return Ok(());
                         }
                     }
@@ -287,33 +269,20 @@ impl OperatorTask {
         Ok(())
     }
 
-    /// Moves the operator's watermark to the minimum over its inputs, as Flink does: an ended
-    /// input counts as +infinity (it sent its last watermark), an idle one is left out. False if
-    /// downstream is gone.
-    pub(crate) fn advance(&mut self) -> Result<bool> {
-        let active = self
-            .inputs
-            .iter()
-            .filter_map(|(w, s)| match s {
-                InputState::Active => Some(*w),
-                InputState::Ended => Some(i64::MAX),
-                InputState::Idle => None,
-            })
-            .min();
-        let all_idle = !self.inputs.iter().any(|(_, s)| *s == InputState::Active);
-        if all_idle && self.inputs.iter().any(|(_, s)| *s == InputState::Idle) && !self.idle_sent {
-            // Idle until an input speaks again.
-            self.idle_sent = true;
-            self.output.broadcast(Message::Idle);
-        }
-        let Some(min) = active else { return Ok(true) };
-        if !all_idle {
+    /// Acts on the merged watermark (`Some` when it advanced, see [`InputWatermarks`]): the
+    /// operator fires what it completes, and the watermark goes downstream. Tells downstream when
+    /// every input is idle. False if downstream is gone.
+    pub(crate) fn advance(&mut self, merged: Option<i64>) -> Result<bool> {
+        if self.inputs.idle() {
+            if !self.idle_sent {
+                // Idle until an input speaks again.
+                self.idle_sent = true;
+                self.output.broadcast(Message::Idle);
+            }
+        } else {
             self.idle_sent = false;
         }
-        if min <= self.watermark {
-            return Ok(true);
-        }
-        self.watermark = min;
+        let Some(min) = merged else { return Ok(true) };
         let out = self.operator.on_watermark(min).map_err(|e| self.err(e))?;
         if !self.emit(out)? {
             return Ok(false);

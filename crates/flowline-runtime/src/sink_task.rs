@@ -57,8 +57,7 @@ impl SinkTask {
     }
 
     pub(crate) async fn pump(&mut self) -> Result<()> {
-        let mut ended = 0;
-        let mut marks = SinkWatermarks::new(self.producers);
+        let mut marks = InputWatermarks::new(self.producers);
         let mut last_barrier = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());
         if self.producers == 0 {
             return self.finish(last_barrier).await;
@@ -121,8 +120,9 @@ impl SinkTask {
                     }
                     Step::Deliver(Envelope {
                         msg: Message::Batch(batch),
-                        ..
+                        from,
                     }) => {
+                        marks.on_row(from);
                         self.counters.add(&batch);
                         tokio::task::block_in_place(|| self.sink.write(batch))?;
                     }
@@ -130,18 +130,24 @@ impl SinkTask {
                         msg: Message::End,
                         from,
                     }) => {
-                        ended += 1;
-                        marks.set(from, i64::MAX);
-                        if ended == self.producers {
+                        let advanced = marks.on_end(from);
+                        if marks.all_ended() {
                             tokio::task::block_in_place(|| self.sink.on_watermark(i64::MAX))?;
                             return self.finish(last_barrier).await;
                         }
+                        if let Some(min) = advanced {
+                            tokio::task::block_in_place(|| self.sink.on_watermark(min))?;
+                        }
                     }
                     Step::Deliver(Envelope {
-                        msg: Message::Watermark(w),
+                        msg: msg @ (Message::Watermark(_) | Message::Idle),
                         from,
                     }) => {
-                        if let Some(min) = marks.set(from, w) {
+                        let advanced = match msg {
+                            Message::Watermark(w) => marks.on_watermark(from, w),
+                            _ => marks.on_idle(from),
+                        };
+                        if let Some(min) = advanced {
                             tokio::task::block_in_place(|| self.sink.on_watermark(min))?;
                         }
                     }
@@ -171,31 +177,5 @@ impl SinkTask {
             tokio::task::block_in_place(|| self.sink.commit(id.max(epoch)))?;
         }
         Ok(())
-    }
-}
-
-/// A sink's input watermark: the minimum over its producers (an ended one counts as +infinity).
-pub(crate) struct SinkWatermarks {
-    pub(crate) marks: Vec<i64>,
-    pub(crate) min: i64,
-}
-
-impl SinkWatermarks {
-    pub(crate) fn new(producers: usize) -> Self {
-        Self {
-            marks: vec![i64::MIN; producers],
-            min: i64::MIN,
-        }
-    }
-
-    /// Records producer `from`'s watermark; the new minimum when it advanced.
-    pub(crate) fn set(&mut self, from: usize, w: i64) -> Option<i64> {
-        let m = self.marks.get_mut(from)?;
-        *m = (*m).max(w);
-        let min = self.marks.iter().copied().min().unwrap_or(i64::MIN);
-        (min > self.min).then(|| {
-            self.min = min;
-            min
-        })
     }
 }

@@ -457,3 +457,90 @@ impl Operator for IntervalJoin {
         self.sides.iter().map(|s| s.bytes).sum()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::Schema;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// `L [kind] JOIN R ON L.k = R.k AND L.t BETWEEN R.t - 10 AND R.t + 5` (ms).
+    fn spec(kind: JoinKind) -> IntervalJoinSpec {
+        let (left, right) = (schema("k:str a:i64 t:ts"), schema("rk:str b:i64 rt:ts"));
+        IntervalJoinSpec {
+            kind,
+            keys: [
+                vec![Arc::new(Column::new("k", 0))],
+                vec![Arc::new(Column::new("rk", 0))],
+            ],
+            inputs: [left.clone(), right.clone()],
+            times: [2, 2],
+            lower: -10,
+            upper: 5,
+            filter: None,
+            schema: Arc::new(Schema::new(
+                left.fields()
+                    .iter()
+                    .chain(right.fields())
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )),
+        }
+    }
+
+    #[test]
+    fn rows_meet_within_the_bounds_in_either_arrival_order() {
+        Harness::new(spec(JoinKind::Inner))
+            .rows(
+                0,
+                "k:str a:i64 t:ts
+                 x     1     100
+                 x     2     120",
+            )
+            .expect("")
+            // 100 - 105 = -5 and 100 - 95 = 5 are within [-10, 5]; 120 is not near either.
+            .rows(
+                1,
+                "rk:str b:i64 rt:ts
+                 x      7     105
+                 x      8     95
+                 NULL   9     100",
+            )
+            .expect_unordered(
+                "k a t rk b rt
+                 x 1 100 x 7 105
+                 x 1 100 x 8 95",
+            );
+    }
+
+    #[test]
+    fn an_outer_row_is_padded_once_no_match_can_come_and_survives_a_restart() {
+        Harness::new(spec(JoinKind::Left))
+            .rows(
+                0,
+                "k:str a:i64 t:ts
+                 x     1     100
+                 y     2     100",
+            )
+            .restart()
+            .rows(
+                1,
+                "rk:str b:i64 rt:ts
+                 x      7     105",
+            )
+            .expect(
+                "k a t rk b rt
+                 x 1 100 x 7 105",
+            )
+            // Rows of R up to t + 10 could still match a left row at t: not yet.
+            .watermark(109)
+            .expect("")
+            .watermark(111)
+            .expect(
+                "k a t rk b rt
+                 y 2 100 NULL NULL NULL",
+            );
+    }
+}

@@ -698,3 +698,76 @@ impl Operator for OverAggregate {
         self.groups.len() - self.groups.free.len()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::Harness;
+    use crate::AggFunction;
+
+    /// `SUM(v) OVER (PARTITION BY k ORDER BY t ROWS BETWEEN 1 PRECEDING AND CURRENT ROW)`.
+    fn spec() -> OverAggregateSpec {
+        OverAggregateSpec {
+            partition: vec![Arc::new(Column::new("k", 0))],
+            time: 2,
+            proctime: false,
+            frame: OverFrame::Rows(Some(1)),
+            aggregates: vec![GroupAggregateCall {
+                function: AggFunction::Sum,
+                distinct: false,
+                arg: Arc::new(Column::new("v", 1)),
+                arg_type: DataType::Int64,
+                filter: None,
+                output: DataType::Int64,
+                name: "s".into(),
+            }],
+            schema: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("v", DataType::Int64, true),
+                Field::new(
+                    "t",
+                    DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+                    true,
+                ),
+                Field::new("s", DataType::Int64, true),
+            ])),
+            state_ttl: None,
+        }
+    }
+
+    #[test]
+    fn rows_wait_for_the_watermark_and_are_computed_in_time_order() {
+        Harness::new(spec())
+            // Out of order: the row at 20 arrives before the one at 10.
+            .rows(
+                0,
+                "k:str v:i64 t:ts
+                 a     2     20
+                 a     1     10
+                 b     5     15",
+            )
+            .expect("")
+            .watermark(15)
+            .expect_unordered(
+                "k v t s
+                 a 1 10 1
+                 b 5 15 5",
+            )
+            .restart()
+            .rows(
+                0,
+                "k:str v:i64 t:ts
+                 a     4     30",
+            )
+            .end()
+            // The frame is the row before and this one: 1 + 2, then 2 + 4.
+            .expect(
+                "k v t s
+                 a 2 20 3
+                 a 4 30 6",
+            );
+    }
+}

@@ -514,3 +514,103 @@ impl Operator for WindowAggregate {
         self.windows.len()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::functions_aggregate::{count::count_udaf, sum::sum_udaf};
+    use datafusion::physical_expr::aggregate::AggregateExprBuilder;
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// `SELECT k, window_start, window_end, COUNT(v), SUM(v) ... GROUP BY k, window_start,
+    /// window_end` over rows whose windows are assigned (10 ms tumbling windows).
+    fn spec() -> WindowAggregateSpec {
+        let input = schema("k:str v:i64 ws:ts we:ts");
+        let call = |udaf, name: &str| AggregateCall {
+            expr: Arc::new(
+                AggregateExprBuilder::new(udaf, vec![Arc::new(Column::new("v", 1))])
+                    .schema(input.clone())
+                    .alias(name)
+                    .build()
+                    .unwrap(),
+            ),
+            filter: None,
+        };
+        let ts = DataType::Timestamp(TimeUnit::Millisecond, None);
+        WindowAggregateSpec {
+            group_exprs: vec![
+                Arc::new(Column::new("k", 0)),
+                Arc::new(Column::new("ws", 2)),
+                Arc::new(Column::new("we", 3)),
+            ],
+            start: 1,
+            end: 2,
+            aggregates: vec![call(count_udaf(), "n"), call(sum_udaf(), "s")],
+            schema: Arc::new(Schema::new(vec![
+                Field::new("k", DataType::Utf8, true),
+                Field::new("ws", ts.clone(), true),
+                Field::new("we", ts, true),
+                Field::new("n", DataType::Int64, false),
+                Field::new("s", DataType::Int64, true),
+            ])),
+            grouping_sets: None,
+        }
+    }
+
+    #[test]
+    fn windows_fire_at_the_watermark_once_and_late_rows_are_dropped() {
+        let mut h = Harness::new(spec());
+        h.rows(
+            0,
+            "k:str v:i64 ws:ts we:ts
+             a     1     0     10
+             NULL  2     0     10
+             a     3     10    20",
+        )
+        .watermark(8)
+        .expect("")
+        .watermark(9)
+        .expect_unordered(
+            "k ws we n s
+             a 0 10 1 1
+             NULL 0 10 1 2",
+        )
+        // A row of the fired window is late; the open window keeps counting.
+        .rows(
+            0,
+            "k:str v:i64 ws:ts we:ts
+             a     5     0     10
+             a     4     10    20",
+        )
+        .end()
+        .expect(
+            "k ws we n s
+             a 10 20 2 7",
+        );
+        assert_eq!(h.late_rows(), 1);
+    }
+
+    #[test]
+    fn an_open_window_survives_a_restart() {
+        Harness::new(spec())
+            .rows(
+                0,
+                "k:str v:i64 ws:ts we:ts
+                 a     1     0     10",
+            )
+            .restart()
+            .rows(
+                0,
+                "k:str v:i64 ws:ts we:ts
+                 a     2     0     10",
+            )
+            .watermark(9)
+            .expect(
+                "k ws we n s
+                 a 0 10 2 3",
+            );
+    }
+}

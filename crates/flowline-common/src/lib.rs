@@ -10,6 +10,7 @@
 pub mod changelog;
 pub mod clock;
 pub mod failpoint;
+pub mod fault;
 pub mod fs;
 pub mod integers;
 pub mod limits;

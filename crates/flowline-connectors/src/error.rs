@@ -31,6 +31,14 @@ pub enum ConnectorError {
         path: PathBuf,
         source: FormatError,
     },
+    /// A service outside Flowline failed (a broker, a database, a remote store).
+    #[error("table '{table}': {message}")]
+    External {
+        table: String,
+        message: String,
+        /// Whether running again may succeed without changing anything.
+        retryable: bool,
+    },
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 }
@@ -42,6 +50,38 @@ impl ConnectorError {
         ConnectorError::Config {
             table: table.to_string(),
             message: message.into(),
+        }
+    }
+
+    pub fn external(table: &str, message: impl Into<String>, retryable: bool) -> Self {
+        ConnectorError::External {
+            table: table.to_string(),
+            message: message.into(),
+            retryable,
+        }
+    }
+
+    /// Whose fault the error is.
+    pub fn fault(&self) -> flowline_common::fault::Fault {
+        use flowline_common::fault::Fault;
+        match self {
+            ConnectorError::Option { .. }
+            | ConnectorError::Config { .. }
+            | ConnectorError::Decode { .. }
+            | ConnectorError::Format { .. } => Fault::User,
+            // A file system error: a missing path is the user's, a full disk or an I/O failure
+            // is outside Flowline.
+            ConnectorError::Io { source, .. } => match source.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => Fault::User,
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut => {
+                    Fault::External { retryable: true }
+                }
+                _ => Fault::External { retryable: false },
+            },
+            ConnectorError::External { retryable, .. } => Fault::External {
+                retryable: *retryable,
+            },
+            ConnectorError::Arrow(_) => Fault::Internal,
         }
     }
 }

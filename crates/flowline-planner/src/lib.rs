@@ -51,6 +51,22 @@ pub enum PlanError {
 
 pub type Result<T, E = PlanError> = std::result::Result<T, E>;
 
+impl PlanError {
+    /// Whose fault the error is: planning fails on the script (or a connector it names), unless
+    /// the planner itself is wrong.
+    pub fn fault(&self) -> flowline_common::fault::Fault {
+        use flowline_common::fault::Fault;
+        match self {
+            PlanError::Connector(e) => e.fault(),
+            PlanError::Internal(_) => Fault::Internal,
+            PlanError::DataFusion(datafusion::error::DataFusionError::Internal(_)) => {
+                Fault::Internal
+            }
+            _ => Fault::User,
+        }
+    }
+}
+
 /// A table's connector, resolved and with validated options.
 #[derive(Clone)]
 pub struct TableBinding {

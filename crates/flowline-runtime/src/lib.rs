@@ -66,6 +66,25 @@ pub enum RuntimeError {
 
 pub type Result<T, E = RuntimeError> = std::result::Result<T, E>;
 
+impl RuntimeError {
+    /// Whose fault the error is.
+    pub fn fault(&self) -> flowline_common::fault::Fault {
+        use datafusion::error::DataFusionError as D;
+        use flowline_common::fault::Fault;
+        match self {
+            RuntimeError::Connector(e) => e.fault(),
+            RuntimeError::Operator { source, .. } => match source {
+                D::Internal(_) => Fault::Internal,
+                D::IoError(_) | D::ObjectStore(_) => Fault::External { retryable: false },
+                // Expressions failing on the data (a cast, a division) and the like.
+                _ => Fault::User,
+            },
+            RuntimeError::Config(_) => Fault::User,
+            RuntimeError::Internal(_) => Fault::Internal,
+        }
+    }
+}
+
 /// Longest a source thread sleeps before it looks at the stop flag again.
 const STOP_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 

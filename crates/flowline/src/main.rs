@@ -89,11 +89,32 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {}", describe(&e));
-            ExitCode::FAILURE
-        }
+        Err(e) => match fault(&e) {
+            Some(fault) => {
+                eprintln!("error ({fault}): {}", describe(&e));
+                ExitCode::from(fault.exit_code())
+            }
+            None => {
+                eprintln!("error: {}", describe(&e));
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// Whose fault the error is, when one of our error types in its chain says so.
+fn fault(e: &anyhow::Error) -> Option<flowline_common::fault::Fault> {
+    e.chain().find_map(|cause| {
+        if let Some(e) = cause.downcast_ref::<flowline_runtime::RuntimeError>() {
+            Some(e.fault())
+        } else if let Some(e) = cause.downcast_ref::<flowline_planner::PlanError>() {
+            Some(e.fault())
+        } else {
+            cause
+                .downcast_ref::<flowline_connectors::ConnectorError>()
+                .map(|e| e.fault())
+        }
+    })
 }
 
 /// The error chain on one line, skipping causes whose text the message already shows

@@ -358,14 +358,17 @@ struct JdbcSink {
 }
 
 impl JdbcSink {
-    fn error(&self, what: String) -> ConnectorError {
+    /// The database failed us (after the retries): outside Flowline; worth a retry when it
+    /// could not even be reached.
+    fn error(&self, what: String, unreachable: bool) -> ConnectorError {
         let t = &self.target;
-        ConnectorError::config(
+        ConnectorError::external(
             &self.name,
             format!(
                 "jdbc {}:{}/{} table {}: {what}",
                 t.host, t.port, t.database, self.statements.table
             ),
+            unreachable,
         )
     }
 
@@ -427,11 +430,15 @@ impl JdbcSink {
             match result {
                 Ok(()) => break,
                 Err(e) if attempt >= self.retries => {
-                    return Err(self.error(format!(
-                        "writing {} rows failed after {} attempts: {e}",
-                        upserts.len() + deletes.len(),
-                        attempt + 1
-                    )))
+                    let unreachable = e.starts_with("cannot connect");
+                    return Err(self.error(
+                        format!(
+                            "writing {} rows failed after {} attempts: {e}",
+                            upserts.len() + deletes.len(),
+                            attempt + 1
+                        ),
+                        unreachable,
+                    ));
                 }
                 Err(_) => {
                     attempt += 1;

@@ -370,7 +370,8 @@ pub(crate) fn kafka_error(
     e: rdkafka::error::KafkaError,
 ) -> ConnectorError {
     use rdkafka::types::RDKafkaErrorCode as C;
-    let hint = match e.rdkafka_error_code() {
+    let code = e.rdkafka_error_code();
+    let hint = match code {
         Some(C::UnknownTopicOrPartition) | Some(C::UnknownTopic) => "; the topic does not exist (create it, or enable auto-creation on the broker)",
         Some(C::TopicAuthorizationFailed) | Some(C::GroupAuthorizationFailed) | Some(C::ClusterAuthorizationFailed) => {
             "; the broker refused: check the principal's ACLs and 'properties.sasl.*' / 'properties.security.protocol'"
@@ -388,11 +389,52 @@ pub(crate) fn kafka_error(
         }
         _ => "",
     };
-    ConnectorError::config(table, format!("kafka: {what}: {e}{hint}"))
+    let message = format!("kafka: {what}: {e}{hint}");
+    match code {
+        // The user's to fix: the topic, the ACLs, the size limits.
+        Some(C::UnknownTopicOrPartition)
+        | Some(C::UnknownTopic)
+        | Some(C::TopicAuthorizationFailed)
+        | Some(C::GroupAuthorizationFailed)
+        | Some(C::ClusterAuthorizationFailed)
+        | Some(C::MessageSizeTooLarge)
+        | Some(C::InvalidMessageSize) => ConnectorError::config(table, message),
+        // The broker is unreachable or slow: running again may pass.
+        Some(C::AllBrokersDown)
+        | Some(C::BrokerTransportFailure)
+        | Some(C::OperationTimedOut)
+        | Some(C::MessageTimedOut)
+        | Some(C::RequestTimedOut)
+        | Some(C::NetworkException) => ConnectorError::external(table, message, true),
+        _ => ConnectorError::external(table, message, false),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kafka_errors_say_whose_fault_they_are() {
+        use flowline_common::fault::Fault;
+        use rdkafka::error::KafkaError;
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let fault =
+            |code| kafka_error("t", "producing", KafkaError::MessageProduction(code)).fault();
+        assert_eq!(
+            fault(C::AllBrokersDown),
+            Fault::External { retryable: true }
+        );
+        assert_eq!(
+            fault(C::MessageTimedOut),
+            Fault::External { retryable: true }
+        );
+        assert_eq!(fault(C::TopicAuthorizationFailed), Fault::User);
+        assert_eq!(fault(C::UnknownTopicOrPartition), Fault::User);
+        assert_eq!(
+            fault(C::ProducerFenced),
+            Fault::External { retryable: false }
+        );
+    }
+
     use super::*;
 
     #[test]

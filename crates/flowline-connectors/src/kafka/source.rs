@@ -6,18 +6,20 @@ use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
 use arrow::record_batch::RecordBatch;
-use flowline_common::{Options, RowKind};
-use flowline_formats::{RecordBuffer, RecordDecoder};
+use flowline_common::Options;
+use flowline_formats::RecordDecoder;
 use flowline_sql::TableDef;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::offsets::*;
+use super::records::*;
 use super::{client_config, kafka_error, parse_specific_offsets, Layout};
 use crate::{ConnectorError, Poll, Result, Source, TaskContext};
 
 /// How long metadata and offset lookups may take before the source gives up.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Records per batch, and bytes of payload, before a batch is decoded and sent.
 const BATCH_RECORDS_MAX: usize = 8192;
 const BATCH_BYTES_MAX: usize = 4 << 20;
@@ -26,8 +28,6 @@ const BATCH_BYTES_MAX: usize = 4 << 20;
 const PREFETCH_KBYTES_DEFAULT: &str = "8192";
 /// How long the client waits to fetch again after the prefetch queue was full.
 const FETCH_QUEUE_BACKOFF_MS: &str = "10";
-
-type Tp = (String, i32);
 
 pub fn create_source(
     table: &TableDef,
@@ -193,245 +193,6 @@ pub(crate) fn create(
         ),
         skipped_seen: 0,
     }))
-}
-
-/// The subtask that reads a partition, as Flink's Kafka source assigns them: a topic's
-/// partitions go round-robin from a start subtask that depends on the topic's name. The owner
-/// of a partition does not change when partitions or topics are added.
-fn owner((topic, partition): &Tp, parallelism: usize) -> usize {
-    // Java's String.hashCode over UTF-16 code units.
-    let hash = topic
-        .encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    let start = (hash.wrapping_mul(31) & 0x7fff_ffff) as usize % parallelism;
-    (start + *partition as usize) % parallelism
-}
-
-/// The (topic, partition) pairs of `topic` / `topic-pattern`, sorted.
-fn partitions(consumer: &BaseConsumer, name: &str, o: &Options) -> Result<Vec<Tp>> {
-    let topics: Vec<String> = match o.get("topic") {
-        Some(t) => t
-            .split(';')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_string)
-            .collect(),
-        None => {
-            let pattern = o.get("topic-pattern").unwrap_or_default();
-            let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                ConnectorError::config(name, format!("invalid 'topic-pattern' = '{pattern}': {e}"))
-            })?;
-            let md = consumer
-                .fetch_metadata(None, LOOKUP_TIMEOUT)
-                .map_err(|e| kafka_error(name, "cannot list topics", e))?;
-            let mut found: Vec<String> = md
-                .topics()
-                .iter()
-                .map(|t| t.name().to_string())
-                .filter(|t| re.is_match(t))
-                .collect();
-            found.sort();
-            if found.is_empty() {
-                return Err(ConnectorError::config(
-                    name,
-                    format!("kafka: no topic matches 'topic-pattern' = '{pattern}'"),
-                ));
-            }
-            found
-        }
-    };
-    let mut out = Vec::new();
-    for topic in topics {
-        let md = consumer
-            .fetch_metadata(Some(&topic), LOOKUP_TIMEOUT)
-            .map_err(|e| {
-                kafka_error(name, &format!("cannot read metadata of topic '{topic}'"), e)
-            })?;
-        let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
-            return Err(ConnectorError::config(
-                name,
-                format!("kafka: topic '{topic}' not found"),
-            ));
-        };
-        if let Some(err) = t.error() {
-            let e = KafkaError::MetadataFetch(err.into());
-            return Err(kafka_error(name, &format!("topic '{topic}'"), e));
-        }
-        if t.partitions().is_empty() {
-            return Err(ConnectorError::config(
-                name,
-                format!("kafka: topic '{topic}' does not exist or has no partitions"),
-            ));
-        }
-        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-        ids.sort_unstable();
-        out.extend(ids.into_iter().map(|p| (topic.clone(), p)));
-    }
-    Ok(out)
-}
-
-fn tpl_of(tps: &[Tp], offset: Offset) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for (t, p) in tps {
-        let _ = tpl.add_partition_offset(t, *p, offset);
-    }
-    tpl
-}
-
-fn offsets_of(tpl: &TopicPartitionList) -> BTreeMap<Tp, Offset> {
-    tpl.elements()
-        .iter()
-        .map(|e| ((e.topic().to_string(), e.partition()), e.offset()))
-        .collect()
-}
-
-/// Exclusive stop offsets per partition for a bounded read.
-fn stop_offsets(
-    consumer: &BaseConsumer,
-    name: &str,
-    o: &Options,
-    mode: &str,
-    tps: &[Tp],
-) -> Result<BTreeMap<Tp, i64>> {
-    let high = |tp: &Tp| -> Result<i64> {
-        let (_, hi) = consumer
-            .fetch_watermarks(&tp.0, tp.1, LOOKUP_TIMEOUT)
-            .map_err(|e| kafka_error(name, "cannot read the end offset", e))?;
-        Ok(hi)
-    };
-    let mut out = BTreeMap::new();
-    match mode {
-        "latest-offset" => {
-            for tp in tps {
-                out.insert(tp.clone(), high(tp)?);
-            }
-        }
-        "specific-offsets" => {
-            let text = o.get("scan.bounded.specific-offsets").ok_or_else(|| {
-                ConnectorError::config(name, "'scan.bounded.mode' = 'specific-offsets' needs 'scan.bounded.specific-offsets'")
-            })?;
-            let given: BTreeMap<i32, i64> = parse_specific_offsets(name, "scan.bounded.specific-offsets", text)?.into_iter().collect();
-            for tp in tps {
-                let stop = match given.get(&tp.1) {
-                    Some(s) => *s,
-                    None => high(tp)?,
-                };
-                out.insert(tp.clone(), stop);
-            }
-        }
-        "timestamp" => {
-            let ts: i64 = o
-                .get("scan.bounded.timestamp-millis")
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| ConnectorError::config(name, "'scan.bounded.mode' = 'timestamp' needs 'scan.bounded.timestamp-millis' (ms since epoch)"))?;
-            let found = consumer.offsets_for_times(tpl_of(tps, Offset::Offset(ts)), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot look up offsets by time", e))?;
-            for (tp, off) in offsets_of(&found) {
-                let stop = match off {
-                    Offset::Offset(n) => n,
-                    _ => high(&tp)?,
-                };
-                out.insert(tp, stop);
-            }
-        }
-        "group-offsets" => {
-            let committed = consumer.committed_offsets(tpl_of(tps, Offset::Invalid), LOOKUP_TIMEOUT).map_err(|e| kafka_error(name, "cannot read the group's offsets", e))?;
-            for (tp, off) in offsets_of(&committed) {
-                let Offset::Offset(n) = off else {
-                    return Err(ConnectorError::config(name, format!("kafka: the group has no committed offset for {}-{} to stop at", tp.0, tp.1)));
-                };
-                out.insert(tp, n);
-            }
-        }
-        other => {
-            return Err(ConnectorError::config(
-                name,
-                format!("invalid 'scan.bounded.mode' = '{other}'; valid: unbounded, latest-offset, group-offsets, timestamp, specific-offsets"),
-            ))
-        }
-    }
-    Ok(out)
-}
-
-/// What METADATA columns can show of one record.
-struct RecordMeta {
-    /// Index of its partition in `KafkaSource::partitions` (topic and partition id).
-    split: usize,
-    offset: i64,
-    /// Milliseconds, and whether the producer set it (CreateTime) or the broker (LogAppendTime).
-    timestamp: Option<(i64, &'static str)>,
-    /// The record's headers, when the `headers` metadata is read.
-    headers: Headers,
-}
-
-/// A record's headers: (key, value) in order.
-type Headers = Vec<(String, Option<Vec<u8>>)>;
-
-/// The headers of `msg` (only called when the `headers` metadata is read).
-fn headers_of(msg: &rdkafka::message::BorrowedMessage<'_>) -> Headers {
-    use rdkafka::message::Headers as _;
-    msg.headers().map_or_else(Vec::new, |hs| {
-        hs.iter()
-            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-            .collect()
-    })
-}
-
-/// Records read and not yet decoded.
-#[derive(Default)]
-struct Buffered {
-    value: RecordBuffer,
-    key: RecordBuffer,
-    /// Per record, when a metadata column is read.
-    meta: Option<Vec<RecordMeta>>,
-    /// Per record of an upsert source: `+U`, or `-D` for a tombstone.
-    kinds: Option<Vec<i8>>,
-    /// Per record: its partition (index into `KafkaSource::partitions`) and offset, to name a
-    /// record that cannot be decoded.
-    at: Vec<(usize, i64)>,
-}
-
-/// How records are buffered: the formats' needs.
-#[derive(Clone, Copy)]
-struct Shape {
-    value_json: bool,
-    key_json: bool,
-    raw_value: bool,
-    has_key: bool,
-}
-
-impl Buffered {
-    fn push(
-        &mut self,
-        shape: Shape,
-        payload: Option<&[u8]>,
-        key: Option<&[u8]>,
-        record: RecordMeta,
-    ) {
-        if let Some(kinds) = self.kinds.as_mut() {
-            // Upserts: a tombstone deletes its key; its row has only the key columns.
-            kinds.push(if payload.is_some() {
-                RowKind::UpdateAfter
-            } else {
-                RowKind::Delete
-            } as i8);
-            let payload = match payload {
-                None if shape.value_json => Some(&b"{}"[..]),
-                other => other,
-            };
-            self.value.push(payload, shape.value_json);
-        } else if payload.is_none() && !shape.raw_value {
-            return; // a tombstone: no row in json or csv
-        } else {
-            self.value.push(payload, shape.value_json);
-        }
-        if shape.has_key {
-            self.key.push(key, shape.key_json);
-        }
-        self.at.push((record.split, record.offset));
-        if let Some(meta) = self.meta.as_mut() {
-            meta.push(record);
-        }
-    }
 }
 
 struct KafkaSource {
@@ -767,17 +528,6 @@ impl KafkaSource {
     }
 }
 
-/// Removes the per-record entries of the records at `skipped` (ascending): they have no row.
-fn drop_skipped<T>(items: &mut Vec<T>, skipped: &[usize]) {
-    let mut i = 0;
-    let mut skipped = skipped.iter().peekable();
-    items.retain(|_| {
-        let keep = skipped.next_if_eq(&&i).is_none();
-        i += 1;
-        keep
-    });
-}
-
 impl Source for KafkaSource {
     fn poll(&mut self) -> Result<Poll> {
         if !self.started {
@@ -1060,32 +810,6 @@ impl KafkaSource {
             self.mark_done(i);
         }
     }
-}
-
-/// The `headers` metadata: a MAP<STRING, BYTES> per record, with the declared type's field names.
-fn headers_array(meta: &[RecordMeta], declared: &arrow::datatypes::DataType) -> ArrayRef {
-    use arrow::array::{BinaryBuilder, MapBuilder, MapFieldNames, StringBuilder};
-    let names = match declared {
-        arrow::datatypes::DataType::Map(entries, _) => match entries.data_type() {
-            arrow::datatypes::DataType::Struct(f) if f.len() == 2 => Some(MapFieldNames {
-                entry: entries.name().clone(),
-                key: f[0].name().clone(),
-                value: f[1].name().clone(),
-            }),
-            _ => None,
-        },
-        _ => None,
-    };
-    let mut b = MapBuilder::new(names, StringBuilder::new(), BinaryBuilder::new());
-    for m in meta {
-        for (k, v) in &m.headers {
-            b.keys().append_value(k);
-            b.values().append_option(v.as_deref());
-        }
-        b.append(true)
-            .expect("keys and values are appended in pairs");
-    }
-    Arc::new(b.finish())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! producer's thread. A stop request (Ctrl-C, SIGTERM) makes every source send `End`, so
 //! operators flush, sinks finish and publish their files. The first error stops the job.
 
+mod align;
 mod build;
 mod checkpoint;
 mod exchange;
@@ -39,9 +40,10 @@ use flowline_planner::{
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use align::{Aligner, Step};
 use build::*;
 pub use checkpoint::CheckpointConfig;
-use checkpoint::{envelope, open_envelope, Aligner, Step, TaskCheckpoint, TaskRegistry};
+use checkpoint::{envelope, open_envelope, TaskCheckpoint, TaskRegistry};
 use exchange::{Envelope, Inbox, Output, Route};
 pub use flowline_connectors::job::JobShared;
 use operator_task::*;

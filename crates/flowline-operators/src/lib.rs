@@ -18,6 +18,7 @@
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].
 
+mod accumulators;
 pub mod chain;
 pub mod group_agg;
 mod groups;

@@ -312,6 +312,10 @@ pub(crate) fn flink_semantics(expr: &mut Expr) {
             .collect()
     };
     int_literal(expr);
+    // An interval's amount (`INTERVAL 5 SECOND`) stays the literal DataFusion's planner reads.
+    if let Expr::Interval(iv) = expr {
+        bare_number(&mut iv.value);
+    }
     match expr {
         // CAST(x AS TIMESTAMP) is a TIMESTAMP(6) in Flink (DataFusion's: nanoseconds).
         Expr::Cast {
@@ -525,6 +529,20 @@ pub(crate) fn flink_semantics(expr: &mut Expr) {
                 *expr = call("arrow_cast", vec![text, time]);
             }
         }
+        // `INTERVAL '1' DAY * n` (either way round), which DataFusion does not multiply: a
+        // literal n scales the interval; any other n makes a duration of n times its length.
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Multiply,
+            right,
+        } if matches!(**left, Expr::Interval(_)) || matches!(**right, Expr::Interval(_)) => {
+            let ((Expr::Interval(iv), n) | (n, Expr::Interval(iv))) = (&**left, &**right) else {
+                return;
+            };
+            if let Some(scaled) = scale_interval(iv, n) {
+                *expr = scaled;
+            }
+        }
         // DataFusion's tuples take bare literals only.
         Expr::Tuple(items) => items.iter_mut().for_each(bare_number),
         // EXTRACT is a BIGINT in Flink (DataFusion's: an INT) and counts Sunday as day 1 of the
@@ -650,6 +668,65 @@ pub(crate) fn interval_span(
         .map(|(n, unit)| format!("{sign}{n} {unit}"))
         .collect();
     Some(words.join(" "))
+}
+
+/// `iv * n` for a single-unit day-time interval literal (`INTERVAL '5' MINUTE`): the interval
+/// scaled when `n` is an integer literal, else `n` times the interval's length as a duration.
+fn scale_interval(iv: &datafusion::sql::sqlparser::ast::Interval, n: &Expr) -> Option<Expr> {
+    use datafusion::sql::sqlparser::ast::{DateTimeField as F, Value};
+    if iv.last_field.is_some() {
+        return None;
+    }
+    let nanos_per = match iv.leading_field.as_ref()? {
+        F::Second => 1_000_000_000_i64,
+        F::Minute => 60_000_000_000,
+        F::Hour => 3_600_000_000_000,
+        F::Day => 86_400_000_000_000,
+        F::Week(_) => 7 * 86_400_000_000_000,
+        _ => return None,
+    };
+    let Expr::Value(v) = iv.value.as_ref() else {
+        return None;
+    };
+    let (Value::SingleQuotedString(text) | Value::Number(text, _)) = &v.value else {
+        return None;
+    };
+    let count: i64 = text.trim().parse().ok()?;
+    // An integer literal (typed INT: `3::INT`) scales the literal.
+    let literal = match n {
+        Expr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: inner,
+            ..
+        } => match inner.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(k, _) => k.parse::<i64>().ok(),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some(k) = literal {
+        let mut scaled = iv.clone();
+        scaled.value = Box::new(Expr::value(Value::SingleQuotedString(
+            count.checked_mul(k)?.to_string(),
+        )));
+        return Some(Expr::Interval(scaled));
+    }
+    let length = count.checked_mul(nanos_per)?;
+    let nanos = Expr::BinaryOp {
+        left: Box::new(cast_to(n.clone(), SqlDataType::BigInt(None))),
+        op: datafusion::sql::sqlparser::ast::BinaryOperator::Multiply,
+        right: Box::new(Expr::value(Value::Number(length.to_string(), false))),
+    };
+    Some(call(
+        "arrow_cast",
+        vec![
+            nanos,
+            Expr::value(Value::SingleQuotedString("Duration(Nanosecond)".into())),
+        ],
+    ))
 }
 
 /// `CAST(e AS t)`.

@@ -156,7 +156,8 @@ async fn run_script(
     };
     let graph = flowline_planner::plan_script(&script, Some(parallelism)).await?;
     let metrics = MetricsRegistry::new();
-    let state = std::env::temp_dir().join(format!("flowline-bench-{}", std::process::id()));
+    // Not the json-parquet data directory (flowline-bench-PID): this one is removed after each run.
+    let state = std::env::temp_dir().join(format!("flowline-bench-state-{}", std::process::id()));
     let checkpoint = flowline_runtime::CheckpointConfig::from_options(&graph.config, &state, true)?;
     let started = Instant::now();
     let job = flowline_runtime::JobState {

@@ -1,5 +1,5 @@
 //! Flink's calendar arithmetic: `TIMESTAMPADD(unit, n, t)`, `TIMESTAMPDIFF(unit, t1, t2)`,
-//! `FLOOR(t TO unit)` / `CEIL(t TO unit)` and `TO_DATE(s [, pattern])`.
+//! `FLOOR(t TO unit)` / `CEIL(t TO unit)`.
 //!
 //! The SQL front end turns the unit keyword into a string argument (`TIMESTAMPADD(DAY, ...)` is
 //! `__flowline_timestampadd('DAY', ...)`). Values are worked on as microseconds; the result has
@@ -8,9 +8,7 @@
 use std::sync::Arc;
 
 use chrono::{Datelike, Duration, Months, NaiveDate, NaiveDateTime, Timelike};
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Date32Builder, Int32Builder, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Builder, TimestampMicrosecondArray};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use datafusion::common::{exec_err, plan_err, Result};
@@ -39,12 +37,6 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
         udf(CEIL_TO, immutable(&[2]), round_type, |a, _| {
             round_to(a, true)
         }),
-        udf(
-            "to_date",
-            immutable(&[1, 2]),
-            |a| arity("TO_DATE", a, &[1, 2]).map(|_| DataType::Date32),
-            to_date,
-        ),
     ]
 }
 
@@ -255,42 +247,6 @@ fn round_to(args: &[ArrayRef], ceil: bool) -> Result<ArrayRef> {
         })
         .collect();
     like(out, args[1].data_type())
-}
-
-/// `TO_DATE(s [, pattern])`: the pattern is Java's (default `yyyy-MM-dd`); NULL when `s` does
-/// not parse, as Flink's.
-fn to_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
-    if !matches!(
-        args[0].data_type(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
-    ) {
-        return Ok(cast(&args[0], &DataType::Date32)?);
-    }
-    let s = as_utf8(&args[0])?;
-    let s = s.as_string::<i32>();
-    let patterns = args.get(1).map(as_utf8).transpose()?;
-    let patterns = patterns.as_ref().map(|p| p.as_string::<i32>());
-    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
-    let mut out = Date32Builder::with_capacity(rows);
-    for i in 0..rows {
-        let pattern = match patterns {
-            Some(p) if p.is_null(i) => None,
-            Some(p) => Some(super::datetime::java_to_strftime(p.value(i))),
-            None => Some("%Y-%m-%d".to_string()),
-        };
-        let date = match (s.is_null(i), pattern) {
-            (false, Some(p)) => NaiveDate::parse_from_str(s.value(i).trim(), &p)
-                .ok()
-                .or_else(|| {
-                    NaiveDateTime::parse_from_str(s.value(i).trim(), &p)
-                        .ok()
-                        .map(|d| d.date())
-                }),
-            _ => None,
-        };
-        out.append_option(date.map(|d| (d - epoch).num_days() as i32));
-    }
-    Ok(Arc::new(out.finish()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! DATE_FORMAT, TO_TIMESTAMP, TO_TIMESTAMP_LTZ, UNIX_TIMESTAMP, FROM_UNIXTIME and the field
+//! DATE_FORMAT, TO_DATE, TO_TIMESTAMP, TO_TIMESTAMP_LTZ, UNIX_TIMESTAMP, FROM_UNIXTIME and the field
 //! functions HOUR, MINUTE, ... (Flink returns BIGINT for those).
 //!
 //! Patterns are Java `SimpleDateFormat` patterns (`yyyy-MM-dd HH:mm:ss`), as in Flink. The session
@@ -10,7 +10,8 @@ use std::sync::Arc;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Int64Builder, StringBuilder, TimestampMillisecondBuilder,
+    Array, ArrayRef, AsArray, Date32Builder, Int64Builder, StringBuilder,
+    TimestampMillisecondBuilder,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::temporal::{date_part, DatePart};
@@ -57,6 +58,12 @@ pub(super) fn functions() -> Vec<ScalarUDF> {
             ),
             |a| arity("UNIX_TIMESTAMP", a, &[0, 1, 2]).map(|_| DataType::Int64),
             unix_timestamp,
+        ),
+        udf(
+            "to_date",
+            immutable(&[1, 2]),
+            |a| arity("TO_DATE", a, &[1, 2]).map(|_| DataType::Date32),
+            to_date,
         ),
         udf(
             "from_unixtime",
@@ -289,6 +296,37 @@ fn to_timestamp(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
     parse_column(args, rows, |v| {
         out.append_option(v.map(|d| d.and_utc().timestamp_millis()))
     })?;
+    Ok(Arc::new(out.finish()))
+}
+
+/// `TO_DATE(s [, pattern])`: the pattern is Java's (default `yyyy-MM-dd`); NULL when `s` (or
+/// the pattern) does not parse, as Flink's.
+fn to_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    if !matches!(
+        args[0].data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null
+    ) {
+        return Ok(cast(&args[0], &DataType::Date32)?);
+    }
+    let s = as_utf8(&args[0])?;
+    let s = s.as_string::<i32>();
+    let patterns = args.get(1).map(as_utf8).transpose()?;
+    let patterns = patterns.as_ref().map(|p| p.as_string::<i32>());
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a valid date");
+    let mut cache = PatternCache::new();
+    let mut out = Date32Builder::with_capacity(rows);
+    for i in 0..rows {
+        let date = match patterns {
+            _ if s.is_null(i) => None,
+            Some(p) if p.is_null(i) => None,
+            Some(p) => match cache.get(p.value(i)) {
+                Ok((_, strftime)) => parse_datetime(s.value(i), strftime),
+                Err(_) => None,
+            },
+            None => parse_datetime(s.value(i), "%Y-%m-%d"),
+        };
+        out.append_option(date.map(|d| (d.date() - epoch).num_days() as i32));
+    }
     Ok(Arc::new(out.finish()))
 }
 

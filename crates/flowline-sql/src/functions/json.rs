@@ -159,16 +159,23 @@ fn walk<'a>(doc: &'a Value, steps: &[Step], out: &mut Vec<&'a Value>) {
     }
 }
 
-/// The one value `path` selects in `doc`, if the document and the path parse.
-fn select_one(doc: &str, path: &str) -> Option<Value> {
+/// What `f` makes of the values `path` selects in `doc`; None when the document or the path
+/// does not parse.
+fn with_selected<R>(doc: &str, path: &str, f: impl FnOnce(&[&Value]) -> R) -> Option<R> {
     let steps = parse_path(path)?;
     let doc: Value = serde_json::from_str(doc).ok()?;
     let mut found = Vec::new();
     walk(&doc, &steps, &mut found);
-    match found.as_slice() {
+    Some(f(&found))
+}
+
+/// The one value `path` selects in `doc`, if the document and the path parse.
+fn select_one(doc: &str, path: &str) -> Option<Value> {
+    with_selected(doc, path, |found| match found {
         [one] => Some((*one).clone()),
         _ => None,
-    }
+    })
+    .flatten()
 }
 
 fn strings(a: &ArrayRef) -> Result<ArrayRef> {
@@ -198,68 +205,90 @@ fn json_exists(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef> {
             out.append_null();
             continue;
         }
-        let exists = parse_path(paths.value(i))
-            .zip(serde_json::from_str::<Value>(docs.value(i)).ok())
-            .is_some_and(|(steps, doc)| {
-                let mut found = Vec::new();
-                walk(&doc, &steps, &mut found);
-                !found.is_empty()
-            });
+        let exists = with_selected(docs.value(i), paths.value(i), |found| !found.is_empty())
+            .unwrap_or(false);
         out.append_value(exists);
     }
     Ok(Arc::new(out.finish()))
 }
 
-/// The JSON value of row `i` of `a` (NULL is `null`).
-fn to_json(a: &ArrayRef, i: usize) -> Result<Value> {
-    if a.is_null(i) {
-        return Ok(Value::Null);
-    }
+/// The JSON value of every row of `a` (NULL is `null`), converted a column at a time: strings
+/// cast once, numbers printed once by Flink's text writer, nested values from their children.
+fn json_values(a: &ArrayRef) -> Result<Vec<Value>> {
+    let null_or = |i: usize, v: Value| if a.is_null(i) { Value::Null } else { v };
     Ok(match a.data_type() {
-        DataType::Boolean => Value::Bool(a.as_boolean().value(i)),
+        DataType::Null => vec![Value::Null; a.len()],
+        DataType::Boolean => {
+            let b = a.as_boolean();
+            (0..a.len())
+                .map(|i| null_or(i, Value::Bool(b.value(i))))
+                .collect()
+        }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            let s = strings(&a.slice(i, 1))?;
-            Value::String(s.as_string::<i32>().value(0).to_string())
+            let s = strings(a)?;
+            let s = s.as_string::<i32>();
+            (0..a.len())
+                .map(|i| null_or(i, Value::String(s.value(i).to_string())))
+                .collect()
         }
-        DataType::List(_) | DataType::LargeList(_) => {
-            let values = match a.data_type() {
-                DataType::List(_) => a.as_list::<i32>().value(i),
-                _ => a.as_list::<i64>().value(i),
-            };
-            Value::Array(
-                (0..values.len())
-                    .map(|j| to_json(&values, j))
-                    .collect::<Result<_>>()?,
-            )
-        }
+        DataType::List(_) | DataType::LargeList(_) => (0..a.len())
+            .map(|i| {
+                if a.is_null(i) {
+                    return Ok(Value::Null);
+                }
+                let items = match a.data_type() {
+                    DataType::List(_) => a.as_list::<i32>().value(i),
+                    _ => a.as_list::<i64>().value(i),
+                };
+                Ok(Value::Array(json_values(&items)?))
+            })
+            .collect::<Result<_>>()?,
         DataType::Struct(fields) => {
-            let s = a.as_struct();
-            let mut m = serde_json::Map::new();
-            for (f, c) in fields.iter().zip(s.columns()) {
-                m.insert(f.name().clone(), to_json(c, i)?);
-            }
-            Value::Object(m)
+            let columns = a
+                .as_struct()
+                .columns()
+                .iter()
+                .map(json_values)
+                .collect::<Result<Vec<_>>>()?;
+            (0..a.len())
+                .map(|i| {
+                    let m = fields
+                        .iter()
+                        .zip(&columns)
+                        .map(|(f, c)| (f.name().clone(), c[i].clone()))
+                        .collect();
+                    null_or(i, Value::Object(m))
+                })
+                .collect()
         }
-        t if t.is_numeric() => {
-            // Flink's text of the number (1.0E20 for a large DOUBLE), as a JSON number.
-            let text = super::text::flink_text(&a.slice(i, 1))?;
-            let text = text.as_string::<i32>().value(0).to_string();
-            serde_json::from_str(&text).unwrap_or(Value::String(text))
-        }
-        _ => {
-            let text = super::text::flink_text(&a.slice(i, 1))?;
-            Value::String(text.as_string::<i32>().value(0).to_string())
+        t => {
+            // Flink's text of each value (1.0E20 for a large DOUBLE): a JSON number for numbers,
+            // a string for the rest (dates, timestamps, ...).
+            let numeric = t.is_numeric();
+            let text = super::text::flink_text(a)?;
+            let text = text.as_string::<i32>();
+            (0..a.len())
+                .map(|i| {
+                    let t = text.value(i);
+                    let v = match numeric {
+                        true => serde_json::from_str(t).unwrap_or(Value::String(t.to_string())),
+                        false => Value::String(t.to_string()),
+                    };
+                    null_or(i, v)
+                })
+                .collect()
         }
     })
 }
 
 fn json_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let values = json_values(&args[0])?;
     let mut out = StringBuilder::with_capacity(rows, rows * 8);
-    for i in 0..rows {
+    for (i, v) in values.iter().enumerate() {
         if args[0].is_null(i) {
             out.append_null();
         } else {
-            out.append_value(to_json(&args[0], i)?.to_string());
+            out.append_value(v.to_string());
         }
     }
     Ok(Arc::new(out.finish()))
@@ -267,13 +296,15 @@ fn json_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 
 /// `JSON_ARRAY(v, ...)`: NULL elements are left out (Flink's default `ABSENT ON NULL`).
 fn json_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
+    let columns = args.iter().map(json_values).collect::<Result<Vec<_>>>()?;
     let mut out = StringBuilder::with_capacity(rows, rows * 8);
     for i in 0..rows {
         let items = args
             .iter()
-            .filter(|a| !a.is_null(i))
-            .map(|a| to_json(a, i))
-            .collect::<Result<Vec<_>>>()?;
+            .zip(&columns)
+            .filter(|(a, _)| !a.is_null(i))
+            .map(|(_, c)| c[i].clone())
+            .collect();
         out.append_value(Value::Array(items).to_string());
     }
     Ok(Arc::new(out.finish()))
@@ -284,16 +315,21 @@ fn json_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef> {
 fn json_object(args: &[ArrayRef], rows: usize, absent_on_null: bool) -> Result<ArrayRef> {
     let mut out = StringBuilder::with_capacity(rows, rows * 16);
     let keys: Vec<ArrayRef> = args.iter().step_by(2).map(strings).collect::<Result<_>>()?;
+    let values: Vec<&ArrayRef> = args.iter().skip(1).step_by(2).collect();
+    let columns = values
+        .iter()
+        .map(|v| json_values(v))
+        .collect::<Result<Vec<_>>>()?;
     for i in 0..rows {
         let mut m = serde_json::Map::new();
-        for (k, v) in keys.iter().zip(args.iter().skip(1).step_by(2)) {
+        for ((k, v), c) in keys.iter().zip(&values).zip(&columns) {
             if k.is_null(i) {
                 return datafusion::common::exec_err!("JSON_OBJECT: a key is NULL");
             }
             if absent_on_null && v.is_null(i) {
                 continue;
             }
-            m.insert(k.as_string::<i32>().value(i).to_string(), to_json(v, i)?);
+            m.insert(k.as_string::<i32>().value(i).to_string(), c[i].clone());
         }
         out.append_value(Value::Object(m).to_string());
     }

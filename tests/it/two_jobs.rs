@@ -31,6 +31,19 @@ fn written(dir: &std::path::Path) -> Vec<String> {
     rows
 }
 
+/// Polls `f` every 10 ms for up to 5 s; its first `Some`.
+fn wait_for<T>(rt: &tokio::runtime::Runtime, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    rt.block_on(async {
+        for _ in 0..500 {
+            if let Some(v) = f() {
+                return Some(v);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        None
+    })
+}
+
 #[test]
 fn two_jobs_with_same_named_tables_run_side_by_side() {
     let rt = crate::support::runtime();
@@ -58,15 +71,10 @@ fn two_jobs_with_same_named_tables_run_side_by_side() {
         })
         .collect();
     for (name, _, shared, _, _) in &jobs {
-        let table = rt.block_on(async {
-            for _ in 0..500 {
-                if let Some(t) = shared.ingest_table("events").filter(|t| t.is_ready()) {
-                    return t;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            panic!("job {name}: its table 'events' never became ready")
-        });
+        let table = wait_for(&rt, || {
+            shared.ingest_table("events").filter(|t| t.is_ready())
+        })
+        .unwrap_or_else(|| panic!("job {name}: its table 'events' never became ready"));
         let body =
             format!("{{\"id\": 1, \"name\": \"{name}\"}}\n{{\"id\": 2, \"name\": \"{name}\"}}");
         let resp = table.ingest(body.into_bytes().into(), false);
@@ -74,16 +82,10 @@ fn two_jobs_with_same_named_tables_run_side_by_side() {
     }
     // Acknowledged rows are durable; once each job's source has read its two, stop both.
     for (name, _, _, metrics, _) in &jobs {
-        let read = rt.block_on(async {
-            for _ in 0..500 {
-                if metrics.total("flowline_source_rows_total") >= 2 {
-                    return true;
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-            false
+        let read = wait_for(&rt, || {
+            (metrics.total("flowline_source_rows_total") >= 2).then_some(())
         });
-        assert!(read, "job {name}: its source never read the rows");
+        assert!(read.is_some(), "job {name}: its source never read the rows");
     }
     stop.stop();
     for (name, out, _, _, job) in jobs {

@@ -177,19 +177,9 @@ impl VisitorMut for ValuesTypes {
 pub(crate) fn int_literal(expr: &mut Expr) {
     use datafusion::sql::sqlparser::ast::Value;
     // A script's query is normalised once per use; the second pass finds `1::INT` already.
-    if let Expr::Cast {
-        kind: CastKind::DoubleColon,
-        expr: inner,
-        data_type: SqlDataType::Int(None),
-        ..
-    } = expr
-    {
-        if let Expr::Cast {
-            kind: CastKind::DoubleColon,
-            ..
-        } = **inner
-        {
-            *expr = (**inner).clone();
+    if let Some(inner) = typed_int(expr) {
+        if typed_int(inner).is_some() {
+            *expr = inner.clone();
         }
         return;
     }
@@ -206,21 +196,26 @@ pub(crate) fn int_literal(expr: &mut Expr) {
     }
 }
 
+/// The literal under an `x::INT` cast that [`int_literal`] added.
+fn typed_int(expr: &Expr) -> Option<&Expr> {
+    match expr {
+        Expr::Cast {
+            kind: CastKind::DoubleColon,
+            expr: inner,
+            data_type: SqlDataType::Int(None),
+            ..
+        } => Some(inner),
+        _ => None,
+    }
+}
+
 /// Where a number is a position or a count, not a value: `GROUP BY 1`, `ORDER BY 2`, `LIMIT 10`,
 /// `OFFSET 5`, `ROWS 3 PRECEDING`. These keep the bare literal DataFusion's planner expects.
 pub(crate) struct PositionalNumbers;
 
 pub(crate) fn bare_number(expr: &mut Expr) {
-    if let Expr::Cast {
-        kind: CastKind::DoubleColon,
-        expr: inner,
-        data_type: SqlDataType::Int(None),
-        ..
-    } = expr
-    {
-        if matches!(**inner, Expr::Value(_)) {
-            *expr = (**inner).clone();
-        }
+    if let Some(inner @ Expr::Value(_)) = typed_int(expr) {
+        *expr = inner.clone();
     }
 }
 
@@ -693,16 +688,9 @@ fn scale_interval(iv: &datafusion::sql::sqlparser::ast::Interval, n: &Expr) -> O
     };
     let count: i64 = text.trim().parse().ok()?;
     // An integer literal (typed INT: `3::INT`) scales the literal.
-    let literal = match n {
-        Expr::Cast {
-            kind: CastKind::DoubleColon,
-            expr: inner,
-            ..
-        } => match inner.as_ref() {
-            Expr::Value(v) => match &v.value {
-                Value::Number(k, _) => k.parse::<i64>().ok(),
-                _ => None,
-            },
+    let literal = match typed_int(n) {
+        Some(Expr::Value(v)) => match &v.value {
+            Value::Number(k, _) => k.parse::<i64>().ok(),
             _ => None,
         },
         _ => None,

@@ -19,6 +19,6 @@ pub mod metrics;
 pub mod options;
 
 pub use changelog::{RowKind, ROW_KIND};
-pub use message::{Barrier, Message};
+pub use message::{Barrier, EventTimeMs, Message, END_OF_TIME, NO_WATERMARK};
 pub use metrics::{Counter, Gauge, MetricsRegistry};
 pub use options::{OptionError, OptionSpec, Options};

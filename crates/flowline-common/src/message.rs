@@ -5,6 +5,11 @@ use arrow_array::RecordBatch;
 /// Event time in milliseconds since the Unix epoch (Flink's `TIMESTAMP(3)` resolution).
 pub type EventTimeMs = i64;
 
+/// The watermark before any: every event time is still on time.
+pub const NO_WATERMARK: EventTimeMs = EventTimeMs::MIN;
+/// The watermark of an input that has ended: every window and timer may fire.
+pub const END_OF_TIME: EventTimeMs = EventTimeMs::MAX;
+
 /// What travels on every channel of the dataflow.
 ///
 /// Ordering contract: a producer sends any number of `Batch`, `Watermark`, `Idle` and `Barrier`

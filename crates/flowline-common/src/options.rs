@@ -170,7 +170,7 @@ impl Options {
             None => Ok(None),
             Some(v) => parse_duration(v)
                 .map(Some)
-                .map_err(|r| self.invalid(key, r)),
+                .map_err(|r| self.invalid(key, r.0)),
         }
     }
 
@@ -180,24 +180,33 @@ impl Options {
             None => Ok(None),
             Some(v) => parse_memory_size(v)
                 .map(Some)
-                .map_err(|r| self.invalid(key, r)),
+                .map_err(|r| self.invalid(key, r.0)),
         }
     }
 }
 
-fn split_number_unit(text: &str) -> Result<(u64, String), String> {
+/// A value that does not parse (a duration, a memory size): the user's to fix.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct BadValue(pub String);
+
+fn split_number_unit(text: &str) -> Result<(u64, String), BadValue> {
     let text = text.trim();
     let digits = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     if digits == 0 {
-        return Err("expected a number followed by an optional unit".into());
+        return Err(BadValue(
+            "expected a number followed by an optional unit".into(),
+        ));
     }
-    let n: u64 = text[..digits].parse().map_err(|e| format!("{e}"))?;
+    let n: u64 = text[..digits]
+        .parse()
+        .map_err(|e| BadValue(format!("{e}")))?;
     Ok((n, text[digits..].trim().to_ascii_lowercase()))
 }
 
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, BadValue> {
     let (n, unit) = split_number_unit(text)?;
     let ms = match unit.as_str() {
         "" | "ms" | "milli" | "millis" | "millisecond" | "milliseconds" => n,
@@ -206,15 +215,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" | "hour" | "hours" => n * 3_600_000,
         "d" | "day" | "days" => n * 86_400_000,
         other => {
-            return Err(format!(
+            return Err(BadValue(format!(
                 "unknown time unit '{other}' (use ms, s, min, h or d)"
-            ))
+            )))
         }
     };
     Ok(Duration::from_millis(ms))
 }
 
-pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+pub fn parse_memory_size(text: &str) -> Result<u64, BadValue> {
     let (n, unit) = split_number_unit(text)?;
     let mult: u64 = match unit.as_str() {
         "" | "b" | "bytes" => 1,
@@ -223,9 +232,9 @@ pub fn parse_memory_size(text: &str) -> Result<u64, String> {
         "g" | "gb" | "gibibytes" => 1 << 30,
         "t" | "tb" | "tebibytes" => 1 << 40,
         other => {
-            return Err(format!(
+            return Err(BadValue(format!(
                 "unknown size unit '{other}' (use b, kb, mb, gb or tb)"
-            ))
+            )))
         }
     };
     Ok(n * mult)

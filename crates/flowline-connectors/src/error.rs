@@ -67,8 +67,12 @@ impl ConnectorError {
         match self {
             ConnectorError::Option { .. }
             | ConnectorError::Config { .. }
-            | ConnectorError::Decode { .. }
-            | ConnectorError::Format { .. } => Fault::User,
+            | ConnectorError::Decode { .. } => Fault::User,
+            ConnectorError::Format {
+                source: FormatError::Registry(_),
+                ..
+            } => Fault::External { retryable: true },
+            ConnectorError::Format { .. } => Fault::User,
             // A file system error: a missing path is the user's, a full disk or an I/O failure
             // is outside Flowline.
             ConnectorError::Io { source, .. } => match source.kind() {

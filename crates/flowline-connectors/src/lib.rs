@@ -223,7 +223,7 @@ pub trait Sink: Send {
         Ok(())
     }
     fn write(&mut self, batch: RecordBatch) -> Result<()>;
-    /// Event time advanced to `w` (the minimum over the sink's inputs; `i64::MAX` once they
+    /// Event time advanced to `w` (the minimum over the sink's inputs; `END_OF_TIME` once they
     /// all ended).
     fn on_watermark(&mut self, _w: i64) -> Result<()> {
         Ok(())

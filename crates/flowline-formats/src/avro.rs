@@ -398,8 +398,8 @@ impl AvroRecordDecoder {
     /// Fetches schema `id` from the registry and rebuilds the decoder to know it.
     fn learn(&mut self, id: u32) -> std::result::Result<(), PushError> {
         let registry = self.registry.as_ref().expect("confluent");
-        let text = registry.schema_by_id(id).map_err(|reason| PushError {
-            reason,
+        let text = registry.schema_by_id(id).map_err(|e| PushError {
+            reason: e.0,
             fatal: true,
         })?;
         self.store
@@ -529,10 +529,7 @@ fn with_avro_schema(arrow: SchemaRef, avro_json: &str) -> SchemaRef {
 impl BinaryEncoder for AvroRecordEncoder {
     fn encode(&mut self, batch: &RecordBatch, out: &mut RecordBuffer) -> Result<()> {
         if let (Some((c, subject)), None) = (&self.confluent, self.frame) {
-            let id = c
-                .registry
-                .register(subject, &self.writer_schema)
-                .map_err(FormatError::Unsupported)?;
+            let id = c.registry.register(subject, &self.writer_schema)?;
             let mut frame = [0u8; 5];
             frame[1..].copy_from_slice(&id.to_be_bytes());
             self.frame = Some(frame);

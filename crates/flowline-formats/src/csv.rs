@@ -6,7 +6,7 @@ use arrow_csv::ReaderBuilder;
 use arrow_schema::SchemaRef;
 use flowline_common::{OptionSpec, Options};
 
-use crate::lines::LineFormat;
+use crate::lines::{BadLines, LineFormat};
 use crate::Result;
 
 pub const OPTIONS: &[OptionSpec] = &[
@@ -135,12 +135,12 @@ fn build(schema: &SchemaRef, o: &CsvOptions) -> Result<Decoder> {
 }
 
 impl LineFormat for CsvLines {
-    fn decode(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn decode(&mut self, mut bytes: &[u8]) -> Result<(), BadLines> {
         while !bytes.is_empty() {
-            let n = self.decoder.decode(bytes).map_err(|e| e.to_string())?;
+            let n = self.decoder.decode(bytes)?;
             bytes = &bytes[n..];
             if n == 0 || !bytes.is_empty() {
-                if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                if let Some(b) = self.decoder.flush()? {
                     self.pending.push(b);
                 }
             }
@@ -148,11 +148,11 @@ impl LineFormat for CsvLines {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<Option<RecordBatch>, String> {
-        let last = self.decoder.flush().map_err(|e| e.to_string())?;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, BadLines> {
+        let last = self.decoder.flush()?;
         let mut all = std::mem::take(&mut self.pending);
         all.extend(last);
-        crate::concat_all(&self.schema, all).map_err(|e| e.to_string())
+        Ok(crate::concat_all(&self.schema, all)?)
     }
 
     fn reset(&mut self) {

@@ -6,7 +6,7 @@ use arrow_json::ReaderBuilder;
 use arrow_schema::SchemaRef;
 use flowline_common::{OptionSpec, Options};
 
-use crate::lines::LineFormat;
+use crate::lines::{BadLines, LineFormat};
 use crate::Result;
 
 /// The option keys of a JSON-based format: `json` itself and the changelog formats share them
@@ -128,13 +128,13 @@ fn build(schema: &SchemaRef, strict: bool) -> Result<Decoder> {
 }
 
 impl LineFormat for JsonLines {
-    fn decode(&mut self, mut bytes: &[u8]) -> Result<(), String> {
+    fn decode(&mut self, mut bytes: &[u8]) -> Result<(), BadLines> {
         while !bytes.is_empty() {
-            let n = self.decoder.decode(bytes).map_err(|e| e.to_string())?;
+            let n = self.decoder.decode(bytes)?;
             bytes = &bytes[n..];
             if n == 0 || !bytes.is_empty() {
                 // The decoder is full: move its rows out and go on.
-                if let Some(b) = self.decoder.flush().map_err(|e| e.to_string())? {
+                if let Some(b) = self.decoder.flush()? {
                     self.pending.push(b);
                 }
             }
@@ -142,8 +142,8 @@ impl LineFormat for JsonLines {
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<Option<RecordBatch>, String> {
-        let last = self.decoder.flush().map_err(|e| e.to_string())?;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, BadLines> {
+        let last = self.decoder.flush()?;
         if let Some(b) = &last {
             if self.strict {
                 check_no_missing(b)?;
@@ -151,7 +151,7 @@ impl LineFormat for JsonLines {
         }
         let mut all = std::mem::take(&mut self.pending);
         all.extend(last);
-        crate::concat_all(&self.schema, all).map_err(|e| e.to_string())
+        Ok(crate::concat_all(&self.schema, all)?)
     }
 
     fn reset(&mut self) {
@@ -163,13 +163,13 @@ impl LineFormat for JsonLines {
 
 /// `json.fail-on-missing-field`: arrow-json decodes a missing field as NULL, so with this option
 /// any NULL is rejected (an explicit JSON `null` too: stricter than Flink, never looser).
-fn check_no_missing(batch: &RecordBatch) -> Result<(), String> {
+fn check_no_missing(batch: &RecordBatch) -> Result<(), BadLines> {
     for (i, col) in batch.columns().iter().enumerate() {
         if col.null_count() > 0 {
-            return Err(format!(
+            return Err(BadLines(format!(
                 "field '{}' is missing (json.fail-on-missing-field is true)",
                 batch.schema().field(i).name()
-            ));
+            )));
         }
     }
     Ok(())

@@ -33,11 +33,11 @@ use flowline_common::{OptionError, OptionSpec, Options};
 
 pub use changelog::{ChangelogFormat, ChangelogLines, CHANGELOG_FORMATS};
 pub use conform::conform_batch;
-pub use lines::{DecodeError, LineChunkDecoder, LineFormat};
+pub use lines::{BadLines, DecodeError, LineChunkDecoder, LineFormat};
 pub use records::{
     RecordBuffer, RecordDecoder, RecordEncoder, RecordError, RecordFormat, RECORD_FORMATS,
 };
-pub use schema_registry::RegistryConfig;
+pub use schema_registry::{RegistryConfig, RegistryError};
 pub use writer::{create_writer, BatchWriter};
 
 /// Formats a connector may name in `'format'`.
@@ -64,6 +64,9 @@ pub enum FormatError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Unsupported(String),
+    /// The schema registry failed: outside Flowline.
+    #[error("schema registry: {0}")]
+    Registry(#[from] schema_registry::RegistryError),
 }
 
 pub type Result<T, E = FormatError> = std::result::Result<T, E>;

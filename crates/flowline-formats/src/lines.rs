@@ -6,12 +6,35 @@
 
 use arrow_array::RecordBatch;
 
+/// Why a run of lines does not decode; the driver adds which line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadLines(pub String);
+
+impl From<String> for BadLines {
+    fn from(reason: String) -> Self {
+        BadLines(reason)
+    }
+}
+
+impl From<&str> for BadLines {
+    fn from(reason: &str) -> Self {
+        BadLines(reason.to_string())
+    }
+}
+
+impl From<arrow_schema::ArrowError> for BadLines {
+    fn from(e: arrow_schema::ArrowError) -> Self {
+        BadLines(e.to_string())
+    }
+}
+
 /// A vectorised decoder of newline-separated records.
 pub trait LineFormat: Send {
     /// Feeds bytes holding whole lines. May buffer rows until `flush`.
-    fn decode(&mut self, bytes: &[u8]) -> Result<(), String>;
+    fn decode(&mut self, bytes: &[u8]) -> Result<(), BadLines>;
     /// Returns the rows decoded so far as one batch.
-    fn flush(&mut self) -> Result<Option<RecordBatch>, String>;
+    fn flush(&mut self) -> Result<Option<RecordBatch>, BadLines>;
     /// Drops any partial state (after an error).
     fn reset(&mut self);
 }
@@ -87,7 +110,7 @@ impl<F: LineFormat> LineChunkDecoder<F> {
                 continue;
             }
             let checked = self.probe.decode(line).and_then(|_| self.probe.flush());
-            if let Err(reason) = checked {
+            if let Err(BadLines(reason)) = checked {
                 self.probe.reset();
                 let error = DecodeError {
                     line: first_line + i as u64,

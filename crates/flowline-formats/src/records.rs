@@ -260,10 +260,10 @@ pub struct RecordError {
 }
 
 impl<T: LineFormat + ?Sized> LineFormat for Box<T> {
-    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<(), String> {
+    fn decode(&mut self, bytes: &[u8]) -> std::result::Result<(), crate::lines::BadLines> {
         (**self).decode(bytes)
     }
-    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, String> {
+    fn flush(&mut self) -> std::result::Result<Option<RecordBatch>, crate::lines::BadLines> {
         (**self).flush()
     }
     fn reset(&mut self) {

@@ -11,6 +11,11 @@ use std::time::Duration;
 const ATTEMPTS: u32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The registry could not be reached or gave an answer Flowline cannot use: outside Flowline.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct RegistryError(pub String);
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
     pub url: String,
@@ -21,21 +26,27 @@ pub struct RegistryConfig {
 
 impl RegistryConfig {
     /// The schema (JSON text) registered under `id`.
-    pub fn schema_by_id(&self, id: u32) -> Result<String, String> {
+    pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
         let v = self.request(reqwest::Method::GET, &format!("/schemas/ids/{id}"), None)?;
         if let Some(t) = v.get("schemaType").and_then(|t| t.as_str()) {
             if t != "AVRO" {
-                return Err(format!("schema id {id} is a {t} schema, not Avro"));
+                return Err(RegistryError(format!(
+                    "schema id {id} is a {t} schema, not Avro"
+                )));
             }
         }
         v.get("schema")
             .and_then(|s| s.as_str())
             .map(str::to_string)
-            .ok_or_else(|| format!("the registry's answer for schema id {id} has no 'schema': {v}"))
+            .ok_or_else(|| {
+                RegistryError(format!(
+                    "the registry's answer for schema id {id} has no 'schema': {v}"
+                ))
+            })
     }
 
     /// Registers `schema` under `subject` (or finds it registered) and returns its id.
-    pub fn register(&self, subject: &str, schema: &str) -> Result<u32, String> {
+    pub fn register(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let body = serde_json::json!({ "schema": schema }).to_string();
         let path = format!("/subjects/{}/versions", encode_path(subject));
         let v = self.request(reqwest::Method::POST, &path, Some(body))?;
@@ -43,7 +54,9 @@ impl RegistryConfig {
             .and_then(|i| i.as_u64())
             .and_then(|i| u32::try_from(i).ok())
             .ok_or_else(|| {
-                format!("the registry's answer to registering subject '{subject}' has no 'id': {v}")
+                RegistryError(format!(
+                    "the registry's answer to registering subject '{subject}' has no 'id': {v}"
+                ))
             })
     }
 
@@ -52,7 +65,7 @@ impl RegistryConfig {
         method: reqwest::Method,
         path: &str,
         body: Option<String>,
-    ) -> Result<serde_json::Value, String> {
+    ) -> Result<serde_json::Value, RegistryError> {
         let url = format!("{}{path}", self.url.trim_end_matches('/'));
         std::thread::scope(|s| {
             s.spawn(|| {
@@ -64,6 +77,7 @@ impl RegistryConfig {
             })
             .join()
             .unwrap_or_else(|_| Err("schema registry client thread panicked".into()))
+            .map_err(RegistryError)
         })
     }
 

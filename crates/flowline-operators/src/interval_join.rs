@@ -18,6 +18,7 @@
 //! time is joined with the rows still kept and not stored (Flink does the same). A NULL key or a
 //! NULL time never matches.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -121,7 +122,7 @@ impl OperatorFactory for IntervalJoinSpec {
             sides: [side(0)?, side(1)?],
             pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
             spec: Arc::new(self.clone()),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
         }))
     }
 }
@@ -379,7 +380,7 @@ impl Operator for IntervalJoin {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.expire(i64::MAX)
+        self.expire(END_OF_TIME)
     }
 
     fn watermark_delay(&self) -> i64 {

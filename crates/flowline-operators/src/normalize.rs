@@ -237,3 +237,79 @@ impl Operator for ChangelogNormalize {
         self.groups.len() - self.groups.free.len()
     }
 }
+
+#[cfg(test)]
+mod harness_tests {
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// ChangelogNormalize after an upsert source keyed by `k`.
+    fn normalize() -> ChangelogNormalizeSpec {
+        ChangelogNormalizeSpec {
+            key: vec![0],
+            schema: schema("k:str v:i64 _row_kind:kind"),
+            state_ttl: None,
+        }
+    }
+
+    #[test]
+    fn upserts_become_a_changelog() {
+        Harness::new(normalize())
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     1     +U
+                 b     1     +U
+                 c     1     -D",
+            )
+            // An unknown key's delete is nothing.
+            .expect_unordered(
+                "k v _row_kind
+                 a 1 +I
+                 b 1 +I",
+            )
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     1     +U
+                 b     2     +U
+                 a     NULL  -D",
+            )
+            // The same version is nothing; a delete retracts the row held, not the tombstone.
+            .expect_unordered(
+                "k v _row_kind
+                 b 1 -U
+                 b 2 +U
+                 a 1 -D",
+            );
+    }
+
+    #[test]
+    fn within_a_batch_only_a_keys_last_row_counts_and_state_survives_a_restart() {
+        Harness::new(normalize())
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     1     +U
+                 a     2     +U
+                 a     3     +U",
+            )
+            .expect(
+                "k v _row_kind
+                 a 3 +I",
+            )
+            .restart()
+            .rows(
+                0,
+                "k:str v:i64 _row_kind:kind
+                 a     4     +U
+                 NULL  5     +U",
+            )
+            .expect_unordered(
+                "k v _row_kind
+                 a 3 -U
+                 a 4 +U
+                 NULL 5 +I",
+            );
+    }
+}

@@ -24,6 +24,7 @@
 //! The accumulators are the group aggregation's retracting ones (COUNT, SUM, AVG, MIN, MAX, with
 //! DISTINCT and FILTER).
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -185,7 +186,7 @@ impl OverAggregate {
             chunks: HashMap::new(),
             next_chunk: 0,
             pending: Vec::new(),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
             late: LateRows::new(keep_late),
         })
     }
@@ -522,7 +523,7 @@ impl Operator for OverAggregate {
         }
         if self.spec.proctime {
             self.pending.push(batch);
-            return self.release(i64::MAX);
+            return self.release(END_OF_TIME);
         }
         let times = crate::millis(batch.column(self.spec.time), "the OVER window's time")?;
         let mut late = Vec::new();
@@ -561,7 +562,7 @@ impl Operator for OverAggregate {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.release(i64::MAX)
+        self.release(END_OF_TIME)
     }
 
     /// Three length-prefixed sections: the pending rows; a batch `[key, one state column per

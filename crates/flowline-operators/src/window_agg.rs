@@ -12,6 +12,7 @@
 //! Window assignment happened upstream (the TVF rewrite's functions, HOP/CUMULATE unnested), so
 //! TUMBLE, HOP, CUMULATE and SESSION share this operator.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -133,7 +134,7 @@ impl WindowAggregate {
             key_positions,
             key_schema,
             windows: BTreeMap::new(),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
             late: LateRows::new(keep_late),
             group_ids: Vec::new(),
         })
@@ -485,7 +486,7 @@ impl Operator for WindowAggregate {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.fire(i64::MAX - 2)
+        self.fire(END_OF_TIME - 2)
     }
 
     fn late_rows(&self) -> u64 {

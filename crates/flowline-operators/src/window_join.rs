@@ -12,6 +12,7 @@
 //!
 //! A row whose window has already fired is late: dropped and counted.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -74,7 +75,7 @@ impl OperatorFactory for WindowJoinSpec {
             conv: RowConverter::new(fields)?,
             pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
             windows: BTreeMap::new(),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
             late: LateRows::new(ctx.keep_late),
         }))
     }
@@ -271,7 +272,7 @@ impl Operator for WindowJoin {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.fire(i64::MAX)
+        self.fire(END_OF_TIME)
     }
 
     /// Two length-prefixed sections: each input's waiting rows (their window is in the rows).

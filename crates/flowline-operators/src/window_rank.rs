@@ -14,6 +14,7 @@
 //!
 //! State: per open window and partition at most N rows, in Arrow's row format.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -86,7 +87,7 @@ impl OperatorFactory for WindowRankSpec {
                 .collect()))?,
             spec: Arc::new(self.clone()),
             windows: BTreeMap::new(),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
             seq: 0,
             bytes: 0,
             late: LateRows::new(ctx.keep_late),
@@ -251,7 +252,7 @@ impl Operator for WindowRank {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.fire(i64::MAX)
+        self.fire(END_OF_TIME)
     }
 
     /// State batches of `[window end, partition key, sort key, tie, row]`, then the arrival
@@ -356,5 +357,106 @@ impl StateRows {
             ],
             n,
         )
+    }
+}
+
+#[cfg(test)]
+mod harness_tests {
+    use datafusion::arrow::compute::SortOptions;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_expr::expressions::Column;
+
+    use super::*;
+    use crate::testing::{schema, Harness};
+
+    /// `ROW_NUMBER() OVER (PARTITION BY k, ws, we ORDER BY v DESC) AS rn ... WHERE rn <= 2` over
+    /// a window TVF's rows.
+    fn top2() -> WindowRankSpec {
+        let input = schema("k:str v:i64 ws:ts we:ts");
+        let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
+        fields.push(Field::new("rn", DataType::UInt64, false));
+        let column = |name: &str, i: usize| -> Arc<dyn datafusion::physical_expr::PhysicalExpr> {
+            Arc::new(Column::new(name, i))
+        };
+        WindowRankSpec {
+            rank: RankSpec {
+                partition: vec![column("k", 0), column("ws", 2), column("we", 3)],
+                order: vec![(
+                    column("v", 1),
+                    SortOptions {
+                        descending: true,
+                        nulls_first: false,
+                    },
+                )],
+                limit: 2,
+                later_first: false,
+                input,
+                updating_input: false,
+                schema: Arc::new(Schema::new(fields)),
+                state_ttl: None,
+            },
+            end: 3,
+        }
+    }
+
+    #[test]
+    fn each_window_emits_its_top_rows_once_when_it_closes() {
+        Harness::new(top2())
+            .rows(
+                0,
+                "k:str v:i64 ws:ts we:ts
+                 a     1     0     10
+                 a     5     0     10
+                 a     5     0     10
+                 a     3     0     10
+                 NULL  2     0     10
+                 a     9     10    20",
+            )
+            .watermark(8)
+            .expect("")
+            // Ties rank by arrival; a NULL key is a partition of its own; [10, 20) stays open.
+            .watermark(9)
+            .expect_unordered(
+                "k v ws we rn
+                 a 5 0 10 1
+                 a 5 0 10 2
+                 NULL 2 0 10 1",
+            )
+            .end()
+            .expect(
+                "k v ws we rn
+                 a 9 10 20 1",
+            );
+    }
+
+    #[test]
+    fn rows_of_a_closed_window_are_late_and_a_restart_keeps_open_windows() {
+        let mut h = Harness::new(top2());
+        h.rows(
+            0,
+            "k:str v:i64 ws:ts we:ts
+             b     4     10    20",
+        )
+        .watermark(9)
+        .expect("")
+        .rows(
+            0,
+            "k:str v:i64 ws:ts we:ts
+             b     6     10    20",
+        )
+        .restart()
+        .rows(
+            0,
+            "k:str v:i64 ws:ts we:ts
+             b     7     0     10
+             b     5     10    20",
+        )
+        .watermark(19)
+        .expect(
+            "k v ws we rn
+             b 6 10 20 1
+             b 5 10 20 2",
+        );
+        assert_eq!(h.late_rows(), 1, "the row of [0, 10) after watermark 9");
     }
 }

@@ -123,8 +123,7 @@ pub(crate) fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ct
                     ),
                     operator: op.clone(),
                     checkpoint,
-                    marks: (i64::MIN, i64::MIN),
-                    splits: Vec::new(),
+                    marks: SourceMarks::new(),
                     send_end: true,
                 };
                 ctx.blocking.push(Box::new(move || task.run()));

@@ -30,7 +30,10 @@ use arrow::record_batch::RecordBatch;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, TimestampMillisecondArray};
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMillisecondType};
-use flowline_common::{failpoint, Barrier, Counter, Gauge, Message, MetricsRegistry};
+use flowline_common::{
+    failpoint, Barrier, Counter, EventTimeMs, Gauge, Message, MetricsRegistry, END_OF_TIME,
+    NO_WATERMARK,
+};
 use flowline_connectors::collect::CollectSink;
 use flowline_connectors::{conform_batch, ConnectorError, Poll, Sink, Source, TaskContext};
 use flowline_operators::{Operator, OperatorContext};

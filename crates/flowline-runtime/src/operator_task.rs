@@ -131,11 +131,11 @@ impl OperatorTask {
         };
         let (header, payload) = open_envelope(state)?;
         self.operator.restore(payload).map_err(|e| self.err(e))?;
-        let w = header["watermark"].as_i64().unwrap_or(i64::MIN);
+        let w = header["watermark"].as_i64().unwrap_or(NO_WATERMARK);
         let marks = header["inputs"].as_array().into_iter().flatten();
         self.inputs
-            .restore(marks.map(|m| m.as_i64().unwrap_or(i64::MIN)), w);
-        if w > i64::MIN {
+            .restore(marks.map(|m| m.as_i64().unwrap_or(NO_WATERMARK)), w);
+        if w > NO_WATERMARK {
             // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
             let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
             self.emit(out)?;
@@ -261,7 +261,7 @@ impl OperatorTask {
         if let Some(cp) = &self.checkpoint {
             // Everything is emitted: later checkpoints record this operator as empty.
             let state = envelope(
-                serde_json::json!({"watermark": i64::MIN, "inputs": []}),
+                serde_json::json!({"watermark": NO_WATERMARK, "inputs": []}),
                 Vec::new(),
             );
             drop(cp.finished(state));
@@ -295,9 +295,9 @@ impl OperatorTask {
     }
 
     /// The watermark sent downstream for input watermark `w`: held back by the operator's delay
-    /// (the end of input, `i64::MAX`, passes unchanged).
+    /// (the end of input, `END_OF_TIME`, passes unchanged).
     pub(crate) fn forwarded(&self, w: i64) -> i64 {
-        if w == i64::MAX {
+        if w == END_OF_TIME {
             w
         } else {
             w.saturating_sub(self.operator.watermark_delay())

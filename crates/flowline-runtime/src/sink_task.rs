@@ -132,7 +132,7 @@ impl SinkTask {
                     }) => {
                         let advanced = marks.on_end(from);
                         if marks.all_ended() {
-                            tokio::task::block_in_place(|| self.sink.on_watermark(i64::MAX))?;
+                            tokio::task::block_in_place(|| self.sink.on_watermark(END_OF_TIME))?;
                             return self.finish(last_barrier).await;
                         }
                         if let Some(min) = advanced {

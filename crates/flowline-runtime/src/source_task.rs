@@ -20,14 +20,62 @@ pub(crate) struct SourceTask {
     pub(crate) watermark: Gauge,
     pub(crate) operator: String,
     pub(crate) checkpoint: Option<TaskCheckpoint>,
-    /// (watermark from the rows so far, watermark sent): part of the checkpointed position.
-    pub(crate) marks: (i64, i64),
-    /// Per split of a split source (Kafka partitions): the highest watermark expression seen
-    /// and when its last batch came. The source's watermark is the minimum over the splits that
-    /// are not idle, as Flink's per-partition watermarks.
-    pub(crate) splits: Vec<(i64, Instant)>,
+    pub(crate) marks: SourceMarks,
     /// False after a stop barrier or an abort: consumers must not take the input as complete.
     pub(crate) send_end: bool,
+}
+
+/// A source's watermarks. The generated and sent ones are part of its checkpointed position.
+pub(crate) struct SourceMarks {
+    /// Per split of a split source (Kafka partitions; one input for a source without splits):
+    /// the highest watermark its rows generated, merged as any consumer merges its producers
+    /// (Flink's per-partition watermarks).
+    pub(crate) splits: InputWatermarks,
+    /// When each split last delivered a batch: a split quiet for the idle timeout is idle.
+    pub(crate) last_batch: Vec<Instant>,
+    /// The watermark the rows so far allow.
+    pub(crate) generated: EventTimeMs,
+    /// The watermark sent downstream.
+    pub(crate) sent: EventTimeMs,
+}
+
+impl SourceMarks {
+    pub(crate) fn new() -> Self {
+        Self {
+            splits: InputWatermarks::new(1),
+            last_batch: Vec::new(),
+            generated: NO_WATERMARK,
+            sent: NO_WATERMARK,
+        }
+    }
+
+    /// Split `split` (of `splits` now known) delivered a batch: it is active again.
+    fn on_batch(&mut self, split: usize, splits: usize) {
+        let now = Instant::now();
+        self.splits.grow(splits);
+        self.last_batch.resize(self.splits.len(), now);
+        self.last_batch[split] = now;
+        self.splits.on_row(split);
+    }
+
+    /// A row of `split` generated watermark `w`.
+    fn on_watermark(&mut self, split: usize, w: EventTimeMs) {
+        if let Some(merged) = self.splits.on_watermark(split, w) {
+            self.generated = self.generated.max(merged);
+        }
+    }
+
+    /// Splits that delivered nothing for `timeout` no longer hold time back.
+    fn expire_idle(&mut self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else { return };
+        for (s, last) in self.last_batch.iter().enumerate() {
+            if self.splits.is_active(s) && last.elapsed() >= timeout {
+                if let Some(merged) = self.splits.on_idle(s) {
+                    self.generated = self.generated.max(merged);
+                }
+            }
+        }
+    }
 }
 
 impl SourceTask {
@@ -82,26 +130,13 @@ impl SourceTask {
     pub(crate) fn snapshot(&self, source: &mut dyn Source) -> Result<Vec<u8>> {
         let position = source.snapshot()?;
         Ok(envelope(
-            serde_json::json!({"watermark": self.marks.0, "sent": self.marks.1}),
+            serde_json::json!({"watermark": self.marks.generated, "sent": self.marks.sent}),
             position,
         ))
     }
 
-    /// The minimum watermark over the splits (but `except`) that delivered within the idle
-    /// timeout (all of them without one); `None` when no split counts. A split that has shown
-    /// no row yet holds it at `i64::MIN`.
-    pub(crate) fn splits_min(&self, except: Option<usize>) -> Option<i64> {
-        let active = |t: &Instant| self.idle_timeout.is_none_or(|d| t.elapsed() < d);
-        self.splits
-            .iter()
-            .enumerate()
-            .filter(|(i, (_, t))| Some(*i) != except && active(t))
-            .map(|(_, (w, _))| *w)
-            .min()
-    }
-
-    pub(crate) fn send_watermark(&mut self, w: i64) {
-        self.marks.1 = w;
+    pub(crate) fn send_watermark(&mut self, w: EventTimeMs) {
+        self.marks.sent = w;
         self.watermark.set(w.max(0) as u64);
         self.output.broadcast(Message::Watermark(w));
     }
@@ -135,13 +170,11 @@ impl SourceTask {
         if let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) {
             let (header, position) = open_envelope(state)?;
             source.restore(position)?;
-            self.marks = (
-                header["watermark"].as_i64().unwrap_or(i64::MIN),
-                header["sent"].as_i64().unwrap_or(i64::MIN),
-            );
-            if self.marks.1 > i64::MIN {
-                let w = self.marks.1;
-                self.send_watermark(w);
+            self.marks.generated = header["watermark"].as_i64().unwrap_or(NO_WATERMARK);
+            self.marks.splits.restore([], self.marks.generated);
+            let sent = header["sent"].as_i64().unwrap_or(NO_WATERMARK);
+            if sent > NO_WATERMARK {
+                self.send_watermark(sent);
             }
         }
         let mut last_trigger = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());
@@ -173,21 +206,11 @@ impl SourceTask {
                     self.chain_in.add(&batch);
                     let mut rows = batch.num_rows();
                     let mut start = 0;
-                    let split = source.split_of_last_batch();
-                    if let Some(s) = split {
-                        // Splits can be added while running (Kafka partition discovery): a
-                        // new one holds time back until it delivers or goes idle, as in Flink.
-                        let n = source.splits().max(1);
-                        if self.splits.len() < n {
-                            self.splits.resize(n, (i64::MIN, Instant::now()));
-                        }
-                        if let Some(entry) = self.splits.get_mut(s) {
-                            entry.1 = Instant::now();
-                        }
-                    }
-                    let split = split.filter(|s| *s < self.splits.len());
-                    // The batch moves only its own split: the others' minimum is fixed meanwhile.
-                    let others = split.map(|s| self.splits_min(Some(s)).unwrap_or(i64::MAX));
+                    // Splits can be added while running (Kafka partition discovery): a new one
+                    // holds time back until it delivers or goes idle, as in Flink.
+                    let split = source.split_of_last_batch().unwrap_or(0);
+                    self.marks.on_batch(split, source.splits().max(split + 1));
+                    self.marks.expire_idle(self.idle_timeout);
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
                         let (mut marks, mut times) = watermark_columns(
                             chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
@@ -209,7 +232,7 @@ impl SourceTask {
                         // Rows see the watermark of the rows before them, as if it were sent after
                         // every row: a row behind a watermark not yet sent splits the batch there.
                         for j in 0..rows {
-                            let (watermark, sent) = self.marks;
+                            let (watermark, sent) = (self.marks.generated, self.marks.sent);
                             if times.is_valid(j) && times.value(j) <= watermark && watermark > sent
                             {
                                 if !self.forward(batch.slice(start, j - start))? {
@@ -219,14 +242,7 @@ impl SourceTask {
                                 self.send_watermark(watermark);
                             }
                             if marks.is_valid(j) {
-                                match (split, others) {
-                                    (Some(s), Some(others)) => {
-                                        let own = &mut self.splits[s].0;
-                                        *own = (*own).max(marks.value(j));
-                                        self.marks.0 = self.marks.0.max((*own).min(others));
-                                    }
-                                    _ => self.marks.0 = self.marks.0.max(marks.value(j)),
-                                }
+                                self.marks.on_watermark(split, marks.value(j));
                             }
                         }
                     }
@@ -234,11 +250,10 @@ impl SourceTask {
                         return Ok(()); // the consumers are gone: the job is failing elsewhere
                     }
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
-                        self.marks.0 = flowline_common::clock::now_millis() - 1;
+                        self.marks.generated = flowline_common::clock::now_millis() - 1;
                     }
-                    if self.marks.0 > self.marks.1 {
-                        let w = self.marks.0;
-                        self.send_watermark(w);
+                    if self.marks.generated > self.marks.sent {
+                        self.send_watermark(self.marks.generated);
                     }
                 }
                 Poll::Idle(wait) => {
@@ -250,23 +265,17 @@ impl SourceTask {
                 }
                 Poll::Pending(wait) => {
                     // A split gone idle no longer holds back the others.
-                    if !self.splits.is_empty()
-                        && matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. }))
-                    {
-                        let w = self.splits_min(None).unwrap_or(i64::MIN);
-                        if w > self.marks.0 {
-                            self.marks.0 = w;
-                        }
-                        if self.marks.0 > self.marks.1 {
-                            let w = self.marks.0;
-                            self.send_watermark(w);
+                    if matches!(self.branch.watermark, Some(WatermarkSpec::EventTime { .. })) {
+                        self.marks.expire_idle(self.idle_timeout);
+                        if self.marks.generated > self.marks.sent {
+                            self.send_watermark(self.marks.generated);
                         }
                     }
                     // Processing time passes while nothing arrives.
                     if matches!(self.branch.watermark, Some(WatermarkSpec::ProcessingTime)) {
                         let now = flowline_common::clock::now_millis() - 1;
-                        if now > self.marks.1 {
-                            self.marks.0 = now;
+                        if now > self.marks.sent {
+                            self.marks.generated = now;
                             self.send_watermark(now);
                         }
                     }

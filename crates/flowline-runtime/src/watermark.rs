@@ -10,8 +10,11 @@
 //!
 //! The merged watermark never goes back. It does not move while every producer that has not
 //! ended is idle; when the only producers that count have ended, it moves to the end (as Flink's
-//! watermark valve: an idle channel is left out even then, so its later rows may be late). Sources merge their splits with the
-//! same rule, but decide idleness by time (`table.exec.source.idle-timeout`) in `source_task.rs`.
+//! watermark valve: an idle channel is left out even then, so its later rows may be late).
+//! Sources merge their splits (Kafka partitions) with the same type, one input per split; they
+//! decide a split's idleness by time (`table.exec.source.idle-timeout`) in `source_task.rs`.
+
+use flowline_common::{EventTimeMs, END_OF_TIME, NO_WATERMARK};
 
 /// A producer's part in the merged watermark.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +26,8 @@ pub(crate) enum InputState {
 
 #[derive(Clone, Copy, Debug)]
 struct Input {
-    /// The highest watermark it sent (`i64::MIN`: none yet).
-    mark: i64,
+    /// The highest watermark it sent (`NO_WATERMARK`: none yet).
+    mark: EventTimeMs,
     state: InputState,
 }
 
@@ -32,21 +35,39 @@ struct Input {
 #[derive(Debug)]
 pub(crate) struct InputWatermarks {
     inputs: Vec<Input>,
-    merged: i64,
+    merged: EventTimeMs,
 }
+
+const FRESH: Input = Input {
+    mark: NO_WATERMARK,
+    state: InputState::Active,
+};
 
 impl InputWatermarks {
     pub(crate) fn new(producers: usize) -> Self {
         Self {
-            inputs: vec![
-                Input {
-                    mark: i64::MIN,
-                    state: InputState::Active,
-                };
-                producers
-            ],
-            merged: i64::MIN,
+            inputs: vec![FRESH; producers],
+            merged: NO_WATERMARK,
         }
+    }
+
+    /// Adds active inputs up to `producers` (splits found while running, such as new Kafka
+    /// partitions): each holds time back until it sends a watermark or goes idle, as in Flink.
+    pub(crate) fn grow(&mut self, producers: usize) {
+        if self.inputs.len() < producers {
+            self.inputs.resize(producers, FRESH);
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Whether producer `from` is active (neither idle nor ended).
+    pub(crate) fn is_active(&self, from: usize) -> bool {
+        self.inputs
+            .get(from)
+            .is_some_and(|i| i.state == InputState::Active)
     }
 
     /// Whether there are no producers (a subtask no hash route reaches).
@@ -64,7 +85,7 @@ impl InputWatermarks {
     }
 
     /// Producer `from`'s watermark; the new merged watermark when it advanced.
-    pub(crate) fn on_watermark(&mut self, from: usize, w: i64) -> Option<i64> {
+    pub(crate) fn on_watermark(&mut self, from: usize, w: EventTimeMs) -> Option<EventTimeMs> {
         let i = self.inputs.get_mut(from)?;
         i.mark = i.mark.max(w);
         if i.state == InputState::Idle {
@@ -74,7 +95,7 @@ impl InputWatermarks {
     }
 
     /// Producer `from` went idle; the new merged watermark when the others now allow one.
-    pub(crate) fn on_idle(&mut self, from: usize) -> Option<i64> {
+    pub(crate) fn on_idle(&mut self, from: usize) -> Option<EventTimeMs> {
         let i = self.inputs.get_mut(from)?;
         if i.state == InputState::Active {
             i.state = InputState::Idle;
@@ -83,7 +104,7 @@ impl InputWatermarks {
     }
 
     /// Producer `from` ended; the new merged watermark when it advanced.
-    pub(crate) fn on_end(&mut self, from: usize) -> Option<i64> {
+    pub(crate) fn on_end(&mut self, from: usize) -> Option<EventTimeMs> {
         self.inputs.get_mut(from)?.state = InputState::Ended;
         self.advance()
     }
@@ -100,17 +121,21 @@ impl InputWatermarks {
     }
 
     /// The merged watermark so far.
-    pub(crate) fn merged(&self) -> i64 {
+    pub(crate) fn merged(&self) -> EventTimeMs {
         self.merged
     }
 
     /// Each producer's watermark, for a checkpoint.
-    pub(crate) fn marks(&self) -> Vec<i64> {
+    pub(crate) fn marks(&self) -> Vec<EventTimeMs> {
         self.inputs.iter().map(|i| i.mark).collect()
     }
 
     /// Restores producers' watermarks and the merged one from a checkpoint.
-    pub(crate) fn restore(&mut self, marks: impl IntoIterator<Item = i64>, merged: i64) {
+    pub(crate) fn restore(
+        &mut self,
+        marks: impl IntoIterator<Item = EventTimeMs>,
+        merged: EventTimeMs,
+    ) {
         for (i, m) in self.inputs.iter_mut().zip(marks) {
             i.mark = m;
         }
@@ -118,13 +143,13 @@ impl InputWatermarks {
     }
 
     /// The minimum over the producers that count; `Some` when it moved the merged watermark.
-    fn advance(&mut self) -> Option<i64> {
+    fn advance(&mut self) -> Option<EventTimeMs> {
         let min = self
             .inputs
             .iter()
             .filter_map(|i| match i.state {
                 InputState::Active => Some(i.mark),
-                InputState::Ended => Some(i64::MAX),
+                InputState::Ended => Some(END_OF_TIME),
                 InputState::Idle => None,
             })
             .min()?;
@@ -160,7 +185,7 @@ mod tests {
         assert_eq!(w.on_end(1), None, "input 2 holds it at 7 < 20");
         assert_eq!(
             w.on_idle(2),
-            Some(i64::MAX),
+            Some(END_OF_TIME),
             "only ended inputs count: the end"
         );
         assert!(!w.all_ended());
@@ -180,5 +205,22 @@ mod tests {
         w.on_row(0);
         assert!(!w.idle(), "a row makes its input active again");
         assert_eq!(w.on_watermark(0, 15), Some(15));
+    }
+
+    #[test]
+    fn a_grown_input_holds_time_until_it_sends_or_goes_idle() {
+        let mut w = InputWatermarks::new(1);
+        assert_eq!(w.on_watermark(0, 10), Some(10));
+        w.grow(2);
+        assert_eq!(
+            w.on_watermark(0, 20),
+            None,
+            "the new split has sent nothing"
+        );
+        assert!(w.is_active(1));
+        assert_eq!(w.on_idle(1), Some(20));
+        assert!(!w.is_active(1));
+        w.grow(1);
+        assert_eq!(w.len(), 2, "never shrinks");
     }
 }

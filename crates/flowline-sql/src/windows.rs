@@ -301,7 +301,7 @@ fn parse_args(kind: &'static str, at: &TokenWithSpan, tokens: &[TokenWithSpan]) 
 }
 
 /// `INTERVAL '10' SECOND`, `INTERVAL '5' MINUTES`, `INTERVAL '1 hour'` → milliseconds.
-pub fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
+pub(crate) fn interval_ms(t: &[TokenWithSpan]) -> std::result::Result<i64, String> {
     let shown = text(t);
     let bad = || format!("expected an interval such as INTERVAL '10' SECOND, found `{shown}`");
     if t.is_empty() || !is_word(&t[0], "INTERVAL") {

@@ -47,7 +47,7 @@ pub fn frame(mut data: Vec<u8>) -> Vec<u8> {
 }
 
 /// Checks and strips the frame; the reason when the file is damaged.
-pub fn unframe(mut data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
+pub(crate) fn unframe(mut data: Vec<u8>) -> std::result::Result<Vec<u8>, String> {
     if data.len() < 8 || &data[data.len() - 4..] != MAGIC {
         return Err(format!(
             "truncated or not a checkpoint file ({} bytes)",

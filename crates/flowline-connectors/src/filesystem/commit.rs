@@ -15,6 +15,7 @@
 //! values, or the first partition value, parsed as `yyyy-MM-dd HH:mm:ss` or `yyyy-MM-dd` (UTC);
 //! with the process-time trigger, when its directory last changed.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -126,15 +127,15 @@ pub fn committer(
     let mut all = job.committers.lock().unwrap_or_else(|e| e.into_inner());
     let c = all.entry(root.to_path_buf()).or_insert_with(|| {
         Arc::new(Mutex::new(Committer {
-            marks: vec![i64::MIN; parallelism],
+            marks: vec![NO_WATERMARK; parallelism],
             done: HashSet::new(),
         }))
     });
     {
         let mut g = c.lock().unwrap_or_else(|e| e.into_inner());
-        if g.marks.len() != parallelism || g.marks.iter().all(|m| *m == i64::MAX) {
+        if g.marks.len() != parallelism || g.marks.iter().all(|m| *m == END_OF_TIME) {
             // A new run (another parallelism, or the last one finished).
-            g.marks = vec![i64::MIN; parallelism];
+            g.marks = vec![NO_WATERMARK; parallelism];
         }
     }
     c.clone()
@@ -154,8 +155,8 @@ pub fn commit_partitions(
     if let Some(m) = c.marks.get_mut(subtask) {
         *m = (*m).max(mark);
     }
-    let covered = c.marks.iter().copied().min().unwrap_or(i64::MIN);
-    if covered == i64::MIN {
+    let covered = c.marks.iter().copied().min().unwrap_or(NO_WATERMARK);
+    if covered == NO_WATERMARK {
         return Ok(());
     }
     let io = |path: &Path, source: std::io::Error| ConnectorError::Io {
@@ -181,7 +182,7 @@ pub fn commit_partitions(
                 .map(flowline_common::clock::millis_of)
                 .map_err(|e| io(&dir, e))?,
         };
-        if covered == i64::MAX || time.saturating_add(policy.delay_ms) < covered {
+        if covered == END_OF_TIME || time.saturating_add(policy.delay_ms) < covered {
             std::fs::File::create(&success)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| io(&success, e))?;

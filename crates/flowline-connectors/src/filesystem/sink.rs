@@ -1,5 +1,6 @@
 //! Filesystem sink: rolling files, partition directories, atomic publish by rename.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ pub fn create_sink(table: &TableDef, o: &Options, ctx: &TaskContext) -> Result<B
                 super::commit::committer(&ctx.shared, &root_for_commit, ctx.parallelism),
             )
         }),
-        watermark: i64::MIN,
+        watermark: NO_WATERMARK,
         marks: Vec::new(),
         counter: 0,
         open: HashMap::new(),
@@ -142,7 +143,7 @@ impl FileSink {
         match &self.commit {
             Some((p, _))
                 if p.trigger == super::commit::Trigger::ProcessTime
-                    && self.watermark != i64::MAX =>
+                    && self.watermark != END_OF_TIME =>
             {
                 flowline_common::clock::now_millis()
             }
@@ -520,7 +521,7 @@ impl Sink for FileSink {
         for p in parts {
             self.close_part(p)?;
         }
-        self.commit_partitions(i64::MAX)
+        self.commit_partitions(END_OF_TIME)
     }
 }
 

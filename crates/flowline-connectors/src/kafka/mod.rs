@@ -11,6 +11,7 @@
 //! The client is rdkafka (librdkafka built from its bundled source): the mature Kafka client,
 //! with idempotence and transactions; option keys follow Flink's Kafka connector.
 
+mod consumer;
 mod offsets;
 mod records;
 mod sink;

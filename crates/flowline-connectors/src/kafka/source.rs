@@ -13,9 +13,10 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::consumer::{consumer, discovery_interval};
 use super::offsets::*;
 use super::records::*;
-use super::{client_config, kafka_error, parse_specific_offsets, Layout};
+use super::{kafka_error, parse_specific_offsets, Layout};
 use crate::{ConnectorError, Poll, Result, Source, TaskContext};
 
 /// How long metadata and offset lookups may take before the source gives up.
@@ -23,11 +24,6 @@ pub(super) const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Records per batch, and bytes of payload, before a batch is decoded and sent.
 const BATCH_RECORDS_MAX: usize = 8192;
 const BATCH_BYTES_MAX: usize = 4 << 20;
-/// What librdkafka prefetches per partition at most, unless the table sets it: consuming stops
-/// when the pipeline stops polling (backpressure), so this bounds the buffered bytes.
-const PREFETCH_KBYTES_DEFAULT: &str = "8192";
-/// How long the client waits to fetch again after the prefetch queue was full.
-const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 
 pub fn create_source(
     table: &TableDef,
@@ -55,31 +51,11 @@ pub(crate) fn create(
         ));
     }
     let name = table.name.clone();
-    let mut config = client_config(o);
-    if o.get("properties.group.id").is_none() {
-        // librdkafka wants a group id for a consumer; offsets are ours, so any stable one works.
-        config.set("group.id", format!("flowline-{}", name));
-    }
-    config.set("enable.auto.commit", "false");
-    if o.get("properties.queued.max.messages.kbytes").is_none() {
-        config.set("queued.max.messages.kbytes", PREFETCH_KBYTES_DEFAULT);
-    }
-    if o.get("properties.fetch.queue.backoff.ms").is_none() {
-        // Once the prefetch queue is full, librdkafka waits this long (default 1 s) before it
-        // fetches again: a pipeline slower than the broker then starves for most of each
-        // second. 2M JSON bids: 140k/s with the default, 300k/s with this (docs/BENCHMARKS.md).
-        config.set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
-    }
     let bounded_mode = o
         .get("scan.bounded.mode")
         .unwrap_or("unbounded")
         .to_string();
-    if bounded_mode != "unbounded" {
-        config.set("enable.partition.eof", "true");
-    }
-    let consumer: BaseConsumer = config
-        .create()
-        .map_err(|e| kafka_error(&name, "cannot create the consumer", e))?;
+    let consumer = consumer(&name, o, bounded_mode != "unbounded")?;
 
     // Every partition of the topics; this subtask takes those it owns.
     let all = partitions(&consumer, &name, o)?;
@@ -87,21 +63,7 @@ pub(crate) fn create(
         .into_iter()
         .filter(|tp| owner(tp, ctx.parallelism) == ctx.subtask)
         .collect();
-    // Flink's default: look for new partitions every 5 minutes (only while unbounded).
-    let discovery = match o.get("scan.topic-partition-discovery.interval") {
-        None => Some(Duration::from_secs(300)),
-        Some(v) if v.trim().starts_with('-') || v.trim() == "0" => None,
-        Some(v) => {
-            let d = flowline_common::options::parse_duration(v).map_err(|e| {
-                ConnectorError::config(
-                    &name,
-                    format!("invalid 'scan.topic-partition-discovery.interval' = '{v}': {e}"),
-                )
-            })?;
-            (!d.is_zero()).then_some(d)
-        }
-    }
-    .filter(|_| bounded_mode == "unbounded");
+    let discovery = discovery_interval(&name, o)?.filter(|_| bounded_mode == "unbounded");
 
     let stops = match bounded_mode.as_str() {
         "unbounded" => None,

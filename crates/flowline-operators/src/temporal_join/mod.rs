@@ -22,6 +22,7 @@
 //! never matches. The output is append-only for an append-only probe input and keeps the probe
 //! side's time attribute, as Flink does.
 
+use flowline_common::{END_OF_TIME, NO_WATERMARK};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
@@ -337,7 +338,7 @@ impl OperatorFactory for VersionedJoinSpec {
             probes: BTreeMap::new(),
             versions: HashMap::new(),
             dirty: HashSet::new(),
-            watermark: i64::MIN,
+            watermark: NO_WATERMARK,
             bytes: 0,
         }))
     }
@@ -434,7 +435,7 @@ impl VersionedJoin {
 
     /// Joins the probe rows whose time is at most `upto` and drops them.
     fn emit(&mut self, upto: i64) -> Result<Vec<RecordBatch>> {
-        let later = if upto == i64::MAX {
+        let later = if upto == END_OF_TIME {
             BTreeMap::new()
         } else {
             self.probes.split_off(&(upto + 1))
@@ -552,7 +553,7 @@ impl Operator for VersionedJoin {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.emit(i64::MAX)
+        self.emit(END_OF_TIME)
     }
 
     /// State batches of `[input (0 probe, 1 version), time, key, row (NULL: a delete)]`.
@@ -635,163 +636,4 @@ impl Operator for VersionedJoin {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion::arrow::array::{Int64Array, Int8Array, StringArray, TimestampMillisecondArray};
-    use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
-    use datafusion::physical_expr::expressions::Column;
-    use flowline_common::changelog::with_row_kind;
-
-    fn ts() -> DataType {
-        DataType::Timestamp(TimeUnit::Millisecond, None)
-    }
-
-    fn spec(left_join: bool) -> VersionedJoinSpec {
-        let probe = Arc::new(Schema::new(vec![
-            Field::new("k", DataType::Int64, true),
-            Field::new("t", ts(), true),
-        ]));
-        let versions = Arc::new(Schema::new(vec![
-            Field::new("vk", DataType::Int64, true),
-            Field::new("v", DataType::Utf8, true),
-            Field::new("vt", ts(), true),
-        ]));
-        let mut out: Vec<Field> = probe.fields().iter().map(|f| f.as_ref().clone()).collect();
-        out.extend(versions.fields().iter().map(|f| f.as_ref().clone()));
-        VersionedJoinSpec {
-            left_join,
-            keys: [
-                vec![Arc::new(Column::new("k", 0))],
-                vec![Arc::new(Column::new("vk", 0))],
-            ],
-            inputs: [probe, versions],
-            versions_updating: true,
-            times: [1, 2],
-            table_name: "v".into(),
-            filter: None,
-            schema: Arc::new(Schema::new(out)),
-        }
-    }
-
-    fn probes(spec: &VersionedJoinSpec, rows: &[(i64, i64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            spec.inputs[0].clone(),
-            vec![
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
-                Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.1),
-                )),
-            ],
-        )
-        .unwrap()
-    }
-
-    fn versions(spec: &VersionedJoinSpec, rows: &[(RowKind, i64, &str, i64)]) -> RecordBatch {
-        RecordBatch::try_new(
-            Arc::new(with_row_kind(&spec.inputs[1])),
-            vec![
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
-                Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.3),
-                )),
-                Arc::new(Int8Array::from_iter_values(rows.iter().map(|r| r.0 as i8))),
-            ],
-        )
-        .unwrap()
-    }
-
-    /// (probe time, joined version value or "-") of each output row, sorted.
-    fn joined(batches: &[RecordBatch]) -> Vec<(i64, String)> {
-        let mut out = Vec::new();
-        for b in batches {
-            let t = b
-                .column(1)
-                .as_primitive::<datafusion::arrow::datatypes::TimestampMillisecondType>();
-            let v = b.column(3).as_string::<i32>();
-            for i in 0..b.num_rows() {
-                let v = if v.is_null(i) {
-                    "-".to_string()
-                } else {
-                    v.value(i).to_string()
-                };
-                out.push((t.value(i), v));
-            }
-        }
-        out.sort();
-        out
-    }
-
-    /// Versions of one key with an update and a delete: each probe row sees the version valid
-    /// at its time; a deleted key has none until it is inserted again. A checkpoint taken
-    /// between watermarks carries the waiting rows and the versions.
-    #[test]
-    fn probe_rows_join_the_version_valid_at_their_time() {
-        for left_join in [false, true] {
-            let spec = spec(left_join);
-            let mut op = spec.create(&OperatorContext::default()).unwrap();
-            let v = versions(
-                &spec,
-                &[
-                    (RowKind::Insert, 1, "a", 10),
-                    (RowKind::UpdateBefore, 1, "a", 20),
-                    (RowKind::UpdateAfter, 1, "b", 20),
-                    (RowKind::Delete, 1, "b", 30),
-                    (RowKind::Insert, 1, "c", 40),
-                ],
-            );
-            assert!(op.on_batch(1, v).unwrap().is_empty());
-            assert!(op
-                .on_batch(0, probes(&spec, &[(1, 5), (1, 10), (1, 25), (2, 25)]))
-                .unwrap()
-                .is_empty());
-            let mut out = op.on_watermark(26).unwrap();
-            // The state after the watermark, restored into a fresh operator.
-            let state = op.snapshot().unwrap();
-            let mut op = spec.create(&OperatorContext::default()).unwrap();
-            op.restore(&state).unwrap();
-            op.on_batch(0, probes(&spec, &[(1, 30), (1, 35), (1, 45), (1, 27)]))
-                .unwrap();
-            out.extend(op.on_watermark(100).unwrap());
-            out.extend(op.on_end().unwrap());
-            // 27 comes after the watermark passed it: it still finds the version valid then.
-            let mut expected = vec![
-                (10, "a".to_string()),
-                (25, "b".into()),
-                (27, "b".into()),
-                (45, "c".into()),
-            ];
-            if left_join {
-                expected.extend([
-                    (5, "-".to_string()),
-                    (25, "-".into()),
-                    (30, "-".into()),
-                    (35, "-".into()),
-                ]);
-            }
-            expected.sort();
-            assert_eq!(joined(&out), expected, "left_join={left_join}");
-        }
-    }
-
-    /// Only the version valid at the watermark (and the ones after it) are kept.
-    #[test]
-    fn the_watermark_drops_versions_no_row_can_join() {
-        let spec = spec(false);
-        let mut op = spec.create(&OperatorContext::default()).unwrap();
-        let rows: Vec<(RowKind, i64, &str, i64)> = (0..100)
-            .map(|t| (RowKind::Insert, 1, "x", t * 10))
-            .collect();
-        op.on_batch(1, versions(&spec, &rows)).unwrap();
-        let before = op.state_bytes();
-        op.on_watermark(995).unwrap();
-        assert!(
-            op.state_bytes() * 10 < before,
-            "{} of {before} bytes left",
-            op.state_bytes()
-        );
-        // A late probe row joins the oldest version kept.
-        op.on_batch(0, probes(&spec, &[(1, 996)])).unwrap();
-        assert_eq!(joined(&op.on_end().unwrap()), vec![(996, "x".to_string())]);
-    }
-}
+mod tests;

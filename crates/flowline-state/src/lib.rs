@@ -13,6 +13,7 @@
 //! is detected on restore; the restore then falls back to the previous complete checkpoint.
 
 mod store;
+pub mod table;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -1,0 +1,534 @@
+//! A keyed value table: one value per key, hot keys in memory as typed values, cold keys in
+//! sorted runs on local disk, and checkpoints that write only what changed.
+//!
+//! ```text
+//! get/update ─▶ hot map (typed V, dirty and recently-used bits) ─miss─▶ runs, newest first
+//! over budget ─▶ clock sweep: unused entries leave memory; dirty ones go to a new spill run
+//! checkpoint ─▶ dirty entries (and deletes) ─▶ a new run; the table's runs are the checkpoint
+//! more than MAX_RUNS runs ─▶ merged into one (deletes dropped, other key groups dropped)
+//! ```
+//!
+//! Invariant: a clean hot entry equals what the runs hold for its key, so evicting it loses
+//! nothing and a checkpoint needs only the dirty ones. A checkpoint's runs are immutable
+//! files: the next checkpoint references them again and adds one run of what changed.
+
+use std::collections::HashMap;
+use std::io;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::run::{key_group_of, Entry, Run, RunWriter};
+
+/// Runs a table keeps before it merges them into one.
+const MAX_RUNS: usize = 8;
+/// Bytes an entry costs in memory beyond its key and value (map slot, flags).
+const ENTRY_OVERHEAD: usize = 64;
+
+/// A value a table can hold: encoded when it leaves memory, decoded when it comes back.
+pub trait StateValue: Sized {
+    fn encode(&self, out: &mut Vec<u8>);
+    fn decode(bytes: &[u8]) -> io::Result<Self>;
+    /// Bytes it holds in memory, approximately.
+    fn size(&self) -> usize;
+}
+
+impl StateValue for Vec<u8> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self);
+    }
+    fn decode(bytes: &[u8]) -> io::Result<Self> {
+        Ok(bytes.to_vec())
+    }
+    fn size(&self) -> usize {
+        self.capacity()
+    }
+}
+
+struct Slot<V> {
+    /// `None`: deleted (a delete the runs must learn of while dirty).
+    value: Option<V>,
+    key_group: u16,
+    dirty: bool,
+    /// Set on every access, cleared by the eviction sweep (the clock algorithm).
+    used: bool,
+    size: usize,
+}
+
+/// What a table holds and has done, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub spills: u64,
+    pub compactions: u64,
+    /// Bytes the last checkpoint wrote (its new run).
+    pub checkpoint_bytes: u64,
+}
+
+pub struct KeyedTable<V> {
+    dir: PathBuf,
+    name: String,
+    hot: HashMap<Box<[u8]>, Slot<V>>,
+    hot_bytes: usize,
+    budget: usize,
+    /// Newest first.
+    runs: Vec<Arc<Run>>,
+    /// The key groups this table serves: entries of others (runs restored after a rescale)
+    /// are never read and are dropped at the next merge.
+    key_groups: Range<u16>,
+    next_run: u64,
+    /// A run key (key group, then key), reused between lookups.
+    scratch: Vec<u8>,
+    stats: TableStats,
+}
+
+fn run_key(out: &mut Vec<u8>, key_group: u16, key: &[u8]) {
+    out.clear();
+    out.extend_from_slice(&key_group.to_be_bytes());
+    out.extend_from_slice(key);
+}
+
+impl<V: StateValue> KeyedTable<V> {
+    /// An empty table whose runs go to `dir` (named `name-N.run`), holding at most about
+    /// `budget` bytes in memory, serving `key_groups`.
+    pub fn new(dir: &Path, name: &str, budget: usize, key_groups: Range<u16>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            name: name.to_string(),
+            hot: HashMap::new(),
+            hot_bytes: 0,
+            budget,
+            runs: Vec::new(),
+            key_groups,
+            next_run: 0,
+            scratch: Vec::new(),
+            stats: TableStats::default(),
+        })
+    }
+
+    /// A table over the runs of a checkpoint (newest first), possibly taken at another
+    /// parallelism: only runs that overlap `key_groups` are kept.
+    pub fn restore(
+        dir: &Path,
+        name: &str,
+        budget: usize,
+        key_groups: Range<u16>,
+        runs: Vec<Arc<Run>>,
+    ) -> io::Result<Self> {
+        let mut t = Self::new(dir, name, budget, key_groups)?;
+        t.runs = runs
+            .into_iter()
+            .filter(|r| r.key_groups.0 < t.key_groups.end && r.key_groups.1 >= t.key_groups.start)
+            .collect();
+        t.next_run = t.runs.len() as u64;
+        t.update_stats();
+        Ok(t)
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    fn update_stats(&mut self) {
+        self.stats.memory_bytes = self.hot_bytes as u64;
+        self.stats.disk_bytes = self.runs.iter().map(|r| r.bytes).sum();
+    }
+
+    /// Loads `key` into memory if the runs hold it; whether it is there now.
+    fn load(&mut self, key_group: u16, key: &[u8]) -> io::Result<bool> {
+        if let Some(s) = self.hot.get_mut(key) {
+            s.used = true;
+            return Ok(true);
+        }
+        run_key(&mut self.scratch, key_group, key);
+        for run in &self.runs {
+            if let Some(entry) = run.get(&self.scratch)? {
+                let Some(bytes) = entry else {
+                    return Ok(false); // deleted
+                };
+                let value = V::decode(&bytes)?;
+                let size = key.len() + value.size() + ENTRY_OVERHEAD;
+                self.hot_bytes += size;
+                self.hot.insert(
+                    key.into(),
+                    Slot {
+                        value: Some(value),
+                        key_group,
+                        dirty: false,
+                        used: true,
+                        size,
+                    },
+                );
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The value of `key`.
+    pub fn get(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<&V>> {
+        if !self.load(key_group, key)? {
+            return Ok(None);
+        }
+        Ok(self.hot.get(key).and_then(|s| s.value.as_ref()))
+    }
+
+    /// Reads and changes the value of `key` (`None`: absent, or set to `None` to delete it).
+    pub fn update<R>(
+        &mut self,
+        key_group: u16,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<V>) -> R,
+    ) -> io::Result<R> {
+        if !self.load(key_group, key)? && !self.hot.contains_key(key) {
+            let size = key.len() + ENTRY_OVERHEAD;
+            self.hot_bytes += size;
+            self.hot.insert(
+                key.into(),
+                Slot {
+                    value: None,
+                    key_group,
+                    dirty: false,
+                    used: true,
+                    size,
+                },
+            );
+        }
+        let slot = self.hot.get_mut(key).expect("loaded or inserted");
+        let had = slot.value.is_some();
+        let r = f(&mut slot.value);
+        // An absent key that stays absent changes nothing.
+        slot.dirty |= had || slot.value.is_some();
+        let size = key.len() + slot.value.as_ref().map_or(0, V::size) + ENTRY_OVERHEAD;
+        self.hot_bytes = self.hot_bytes + size - slot.size;
+        slot.size = size;
+        Ok(r)
+    }
+
+    /// Sets the value of `key` without reading it first.
+    pub fn put(&mut self, key_group: u16, key: &[u8], value: V) {
+        let size = key.len() + value.size() + ENTRY_OVERHEAD;
+        let slot = Slot {
+            value: Some(value),
+            key_group,
+            dirty: true,
+            used: true,
+            size,
+        };
+        self.hot_bytes += size;
+        if let Some(old) = self.hot.insert(key.into(), slot) {
+            self.hot_bytes -= old.size;
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key_group: u16, key: &[u8]) -> io::Result<()> {
+        self.update(key_group, key, |v| *v = None)
+    }
+
+    fn new_run(&mut self) -> io::Result<(PathBuf, RunWriter)> {
+        self.next_run += 1;
+        let path = self
+            .dir
+            .join(format!("{}-{}.run", self.name, self.next_run));
+        let w = RunWriter::create(&path)?;
+        Ok((path, w))
+    }
+
+    /// Writes `keys`' entries (dirty hot ones) as a new run, newest.
+    fn write_run(&mut self, mut keys: Vec<Box<[u8]>>) -> io::Result<u64> {
+        let mut entries: Vec<(Vec<u8>, Entry)> = keys
+            .drain(..)
+            .map(|k| {
+                let s = &self.hot[&k];
+                let mut rk = Vec::with_capacity(k.len() + 2);
+                run_key(&mut rk, s.key_group, &k);
+                let value = s.value.as_ref().map(|v| {
+                    let mut b = Vec::new();
+                    v.encode(&mut b);
+                    b
+                });
+                (rk, value)
+            })
+            .collect();
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let (path, mut w) = self.new_run()?;
+        for (k, v) in &entries {
+            w.add(k, v.as_deref())?;
+        }
+        let run = w.finish()?;
+        // The table keeps the file open; it is gone from the directory once no run uses it.
+        std::fs::remove_file(&path)?;
+        let bytes = run.bytes;
+        self.runs.insert(0, Arc::new(run));
+        Ok(bytes)
+    }
+
+    /// Moves cold entries out of memory while the table holds more than its budget.
+    pub fn spill_if_over_budget(&mut self) -> io::Result<()> {
+        if self.hot_bytes <= self.budget {
+            return Ok(());
+        }
+        let target = self.budget / 4 * 3;
+        let mut victims: Vec<Box<[u8]>> = Vec::new();
+        let mut left = self.hot_bytes;
+        // Two turns of the clock: the first spares what was used since the last sweep.
+        for _ in 0..2 {
+            for (k, s) in self.hot.iter_mut() {
+                if left <= target {
+                    break;
+                }
+                if std::mem::take(&mut s.used) {
+                    continue;
+                }
+                left -= s.size;
+                s.used = true; // taken: not again in the second turn
+                victims.push(k.clone());
+            }
+        }
+        let dirty: Vec<Box<[u8]>> = victims
+            .iter()
+            .filter(|k| self.hot[*k].dirty)
+            .cloned()
+            .collect();
+        if !dirty.is_empty() {
+            self.write_run(dirty)?;
+            self.stats.spills += 1;
+        }
+        for k in victims {
+            if let Some(s) = self.hot.remove(&k) {
+                self.hot_bytes -= s.size;
+            }
+        }
+        self.merge_if_needed()?;
+        self.update_stats();
+        Ok(())
+    }
+
+    /// Writes what changed since the last checkpoint as one new run and returns the runs that
+    /// now make up the table (newest first): the checkpoint of this table.
+    pub fn checkpoint(&mut self) -> io::Result<Vec<Arc<Run>>> {
+        let dirty: Vec<Box<[u8]>> = self
+            .hot
+            .iter()
+            .filter(|(_, s)| s.dirty)
+            .map(|(k, _)| k.clone())
+            .collect();
+        self.stats.checkpoint_bytes = self.write_run(dirty)?;
+        let mut freed = 0;
+        self.hot.retain(|_, s| {
+            s.dirty = false;
+            let keep = s.value.is_some();
+            if !keep {
+                freed += s.size;
+            }
+            keep
+        });
+        self.hot_bytes -= freed;
+        self.merge_if_needed()?;
+        self.update_stats();
+        Ok(self.runs.clone())
+    }
+
+    /// Merges every run into one when there are too many: the newest entry of each key wins,
+    /// deletes and other key groups' entries are dropped.
+    fn merge_if_needed(&mut self) -> io::Result<()> {
+        if self.runs.len() <= MAX_RUNS {
+            return Ok(());
+        }
+        let runs = std::mem::take(&mut self.runs);
+        let mut heads: Vec<_> = runs.iter().map(|r| r.iter().peekable()).collect();
+        let (path, mut w) = self.new_run()?;
+        loop {
+            // The smallest key among the heads; on a tie the newest run (lowest index) wins.
+            let mut min: Option<(usize, Vec<u8>)> = None;
+            for (i, h) in heads.iter_mut().enumerate() {
+                match h.peek() {
+                    Some(Ok((k, _))) if min.as_ref().is_none_or(|(_, m)| k < m) => {
+                        min = Some((i, k.clone()));
+                    }
+                    Some(Err(_)) => return Err(h.next().expect("peeked").unwrap_err()),
+                    _ => {}
+                }
+            }
+            let Some((winner, key)) = min else { break };
+            let mut value = None;
+            for (i, h) in heads.iter_mut().enumerate() {
+                if matches!(h.peek(), Some(Ok((k, _))) if *k == key) {
+                    let (_, v) = h.next().expect("peeked")?;
+                    if i == winner {
+                        value = v;
+                    }
+                }
+            }
+            if let Some(v) = value {
+                if self.key_groups.contains(&key_group_of(&key)) {
+                    w.add(&key, Some(&v))?;
+                }
+            }
+        }
+        let run = w.finish()?;
+        std::fs::remove_file(&path)?;
+        self.runs = vec![Arc::new(run)];
+        self.stats.compactions += 1;
+        Ok(())
+    }
+
+    /// Entries in memory (for tests and metrics).
+    pub fn hot_len(&self) -> usize {
+        self.hot.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn value(n: u32) -> Vec<u8> {
+        format!("value-{n:08}-padding-to-make-it-longer").into_bytes()
+    }
+
+    #[test]
+    fn a_table_many_times_its_budget_keeps_every_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", 64 << 10, 0..128).unwrap();
+        for n in 0..20_000u32 {
+            t.put((n % 128) as u16, &n.to_be_bytes(), value(n));
+            t.spill_if_over_budget().unwrap();
+        }
+        assert!(t.stats().spills > 10, "{:?}", t.stats());
+        assert!(t.stats().memory_bytes <= 64 << 10);
+        for n in (0..20_000u32).step_by(7) {
+            assert_eq!(
+                t.get((n % 128) as u16, &n.to_be_bytes()).unwrap(),
+                Some(&value(n))
+            );
+            t.spill_if_over_budget().unwrap();
+        }
+        assert!(t.stats().compactions > 0, "{:?}", t.stats());
+    }
+
+    #[test]
+    fn a_checkpoint_writes_only_what_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", 1 << 30, 0..128).unwrap();
+        for n in 0..10_000u32 {
+            t.put(0, &n.to_be_bytes(), value(n));
+        }
+        t.checkpoint().unwrap();
+        let first = t.stats().checkpoint_bytes;
+        for n in 0..100u32 {
+            t.update(0, &n.to_be_bytes(), |v| *v = Some(value(n + 1)))
+                .unwrap();
+        }
+        let runs = t.checkpoint().unwrap();
+        let second = t.stats().checkpoint_bytes;
+        assert!(
+            second * 50 < first,
+            "{second} bytes after 1% changed, {first} at first"
+        );
+        assert_eq!(runs.len(), 2, "the first run is shared");
+        // Nothing changed: nothing written.
+        t.checkpoint().unwrap();
+        assert_eq!(t.stats().checkpoint_bytes, 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put(u16, u8),
+        Delete(u16),
+        Add(u16, u8),
+        Spill,
+        Checkpoint,
+        Restore,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u16..300, any::<u8>()).prop_map(|(k, v)| Op::Put(k, v)),
+            2 => (0u16..300).prop_map(Op::Delete),
+            3 => (0u16..300, any::<u8>()).prop_map(|(k, v)| Op::Add(k, v)),
+            1 => Just(Op::Spill),
+            1 => Just(Op::Checkpoint),
+            1 => Just(Op::Restore),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Against a map: any sequence of writes, spills, checkpoints and restores from the last
+        /// checkpoint reads back as the map does (a restore rolls the map back too).
+        #[test]
+        fn the_table_behaves_as_a_map(ops in proptest::collection::vec(op(), 1..400)) {
+            let dir = tempfile::tempdir().unwrap();
+            let budget = 2_000; // a few dozen entries: everything spills
+            let kg = |k: u16| k % 4;
+            let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", budget, 0..4).unwrap();
+            let mut model: BTreeMap<u16, Vec<u8>> = BTreeMap::new();
+            let mut saved = (Vec::new(), BTreeMap::new());
+            for op in ops {
+                match op {
+                    Op::Put(k, v) => {
+                        t.put(kg(k), &k.to_be_bytes(), vec![v; 20]);
+                        model.insert(k, vec![v; 20]);
+                    }
+                    Op::Delete(k) => {
+                        t.delete(kg(k), &k.to_be_bytes()).unwrap();
+                        model.remove(&k);
+                    }
+                    Op::Add(k, v) => {
+                        t.update(kg(k), &k.to_be_bytes(), |old| old.get_or_insert_with(Vec::new).push(v)).unwrap();
+                        model.entry(k).or_default().push(v);
+                    }
+                    Op::Spill => t.spill_if_over_budget().unwrap(),
+                    Op::Checkpoint => saved = (t.checkpoint().unwrap(), model.clone()),
+                    Op::Restore => {
+                        t = KeyedTable::restore(dir.path(), "r", budget, 0..4, saved.0.clone()).unwrap();
+                        model = saved.1.clone();
+                    }
+                }
+                t.spill_if_over_budget().unwrap();
+            }
+            for k in 0u16..300 {
+                prop_assert_eq!(t.get(kg(k), &k.to_be_bytes()).unwrap().cloned(), model.get(&k).cloned());
+            }
+        }
+    }
+
+    #[test]
+    fn a_restore_at_another_parallelism_takes_its_key_groups_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", 1 << 20, 0..128).unwrap();
+        for n in 0..1000u32 {
+            t.put((n % 128) as u16, &n.to_be_bytes(), value(n));
+        }
+        let runs = t.checkpoint().unwrap();
+        // Key groups 64..128 go to the second of two subtasks.
+        let mut half =
+            KeyedTable::<Vec<u8>>::restore(dir.path(), "h", 1 << 20, 64..128, runs).unwrap();
+        assert_eq!(
+            half.get(70, &70u32.to_be_bytes()).unwrap(),
+            Some(&value(70))
+        );
+        for _ in 0..MAX_RUNS {
+            half.put(64, b"x", vec![1]);
+            half.checkpoint().unwrap();
+        }
+        assert_eq!(half.stats().compactions, 1);
+        let merged = half.checkpoint().unwrap();
+        assert_eq!(merged.len(), 1);
+        assert_eq!(
+            merged[0].key_groups.0, 64,
+            "the merge dropped the other half's key groups"
+        );
+        // n % 128 in 64..128 for n < 1000: 7 * 64 + 40 keys, and "x".
+        assert_eq!(merged[0].entries, 7 * 64 + 40 + 1);
+    }
+}

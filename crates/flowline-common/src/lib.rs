@@ -13,6 +13,7 @@ pub mod failpoint;
 pub mod fault;
 pub mod fs;
 pub mod integers;
+pub mod keygroups;
 pub mod limits;
 pub mod message;
 pub mod metrics;

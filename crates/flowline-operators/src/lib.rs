@@ -24,6 +24,7 @@ pub mod group_agg;
 mod groups;
 pub mod interval_join;
 pub mod join;
+pub mod keygroups;
 pub mod normalize;
 pub mod over_agg;
 mod pairs;
@@ -70,12 +71,27 @@ pub use window_rank::WindowRankSpec;
 /// `on_watermark` receives the merged watermark of all inputs; the runtime forwards it
 /// downstream after the rows it returns.
 ///
-/// Checkpoints: `snapshot` (on an aligned barrier) returns the operator's whole state as bytes
-/// and leaves the operator as it was; `restore` (before any other hook) loads such bytes. The
+/// Checkpoints: `snapshot` (on an aligned barrier) returns the operator's state as bytes and
+/// leaves the operator as it was; `restore` (before any other hook) loads such bytes. State kept
+/// in state tables travels beside the bytes as run files (`snapshot_tables`, `restore_tables`). The
 /// runtime keeps the watermark itself and replays it with `on_watermark` after `restore`.
 pub trait Operator: Send {
     fn snapshot(&mut self) -> Result<Vec<u8>>;
     fn restore(&mut self, state: &[u8]) -> Result<()>;
+    /// The runs of its state tables as of the last `snapshot` (an operator on state tables
+    /// checkpoints them in `snapshot` and keeps only small bytes of its own).
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        Vec::new()
+    }
+    /// Its state tables' runs from a checkpoint, before `restore` (possibly taken at another
+    /// parallelism: runs of other subtasks, of which it serves its own key groups).
+    fn restore_tables(&mut self, _tables: Vec<TableRuns>) -> Result<()> {
+        Ok(())
+    }
+    /// Bytes of its state tables: in memory, on local disk; with spill and merge counts.
+    fn table_stats(&self) -> flowline_state::table::TableStats {
+        Default::default()
+    }
     fn on_batch(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>>;
     fn on_watermark(&mut self, _ts: i64) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
@@ -163,6 +179,41 @@ pub struct OperatorContext {
     pub subtask: usize,
     /// Keep late rows for a late-row table instead of only counting them.
     pub keep_late: bool,
+    /// Where and how much state its tables keep.
+    pub state: StateEnv,
+}
+
+/// What an operator's state tables ([`flowline_state::table`]) are given.
+#[derive(Clone, Debug)]
+pub struct StateEnv {
+    /// Local directory for the tables' spill runs (scratch: nothing there outlives the process).
+    pub dir: std::path::PathBuf,
+    /// Bytes the subtask's tables may hold in memory together before they spill.
+    pub budget: usize,
+    /// `pipeline.max-parallelism`: how many key groups keyed state is split into.
+    pub max_parallelism: usize,
+    /// The key groups this subtask owns.
+    pub key_groups: std::ops::Range<u16>,
+}
+
+impl Default for StateEnv {
+    fn default() -> Self {
+        let max = flowline_common::keygroups::DEFAULT_MAX_PARALLELISM;
+        Self {
+            dir: std::env::temp_dir().join(format!("flowline-state-{}", std::process::id())),
+            budget: usize::MAX,
+            max_parallelism: max,
+            key_groups: 0..max as u16,
+        }
+    }
+}
+
+/// One state table's part of a checkpoint: its runs, newest first (files shared with earlier
+/// checkpoints, see [`flowline_state::table`]).
+#[derive(Clone, Debug)]
+pub struct TableRuns {
+    pub table: String,
+    pub runs: Vec<std::sync::Arc<flowline_state::table::Run>>,
 }
 
 /// A planned stateful operator: creates one [`Operator`] per subtask. `Debug` is its line in

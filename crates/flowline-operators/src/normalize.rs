@@ -8,22 +8,23 @@
 //! ```
 //!
 //! Within one batch only each key's last row counts (a mini-batch). State: the latest row of
-//! every live key, in Arrow's row format, written whole at each checkpoint.
+//! every live key, in Arrow's row format, in a keyed state table (spills past the memory
+//! budget, checkpoints what changed, expires keys with `table.exec.state.ttl`).
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, Int8Array, RecordBatch, RecordBatchOptions, UInt32Array,
-};
+use datafusion::arrow::array::{ArrayRef, Int8Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{exec_err, DataFusionError, Result};
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::groups::{Groups, Ttl};
-use crate::{Operator, OperatorContext, OperatorFactory};
+use flowline_state::table::{KeyedTable, Run, TableStats};
+
+use crate::keygroups::row_key_groups;
+use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 #[derive(Clone)]
 pub struct ChangelogNormalizeSpec {
@@ -51,17 +52,23 @@ impl fmt::Debug for ChangelogNormalizeSpec {
 }
 
 impl OperatorFactory for ChangelogNormalizeSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let width = self.schema.fields().len() - 1;
         let sort = |i: usize| SortField::new(self.schema.field(i).data_type().clone());
+        let name = format!("normalize-{}", ctx.subtask);
+        let env = &ctx.state;
+        let table = KeyedTable::new(&env.dir, &name, env.budget, env.key_groups.clone())?
+            .with_ttl(self.state_ttl);
         Ok(Box::new(ChangelogNormalize {
             spec: self.clone(),
             keys: RowConverter::new(self.key.iter().map(|i| sort(*i)).collect())?,
             rows: RowConverter::new((0..width).map(sort).collect())?,
-            groups: Groups::new(),
-            held: Vec::new(),
-            slot: Vec::new(),
-            ttl: Ttl::new(self.state_ttl),
+            table,
+            env: ctx.state.clone(),
+            name,
+            runs: Vec::new(),
+            hashes: Vec::new(),
+            key_groups: Vec::new(),
         }))
     }
 
@@ -70,41 +77,97 @@ impl OperatorFactory for ChangelogNormalizeSpec {
     }
 }
 
+/// The state table: each live key's latest row (Arrow row format), by key.
+const TABLE: &str = "latest";
+
 pub struct ChangelogNormalize {
     spec: ChangelogNormalizeSpec,
     keys: RowConverter,
     rows: RowConverter,
-    groups: Groups,
-    /// Per key: its latest row.
-    held: Vec<Option<Box<[u8]>>>,
-    /// Per key: its position among the keys the current batch touches, plus one (0 = untouched).
-    slot: Vec<u32>,
-    ttl: Option<Ttl>,
+    table: KeyedTable<Vec<u8>>,
+    env: StateEnv,
+    name: String,
+    /// The table's runs at the last snapshot.
+    runs: Vec<Arc<Run>>,
+    hashes: Vec<u64>,
+    key_groups: Vec<u16>,
+}
+
+/// What one key's rows in a batch do to the changelog.
+#[derive(Default)]
+struct Changes {
+    old_rows: Vec<Vec<u8>>,
+    old_kinds: Vec<i8>,
+    new_idx: Vec<u32>,
+    new_kinds: Vec<i8>,
+}
+
+impl Changes {
+    /// Key's held row `held` meets the batch's last row `i` for it (`new`: its row, if an
+    /// addition); `held` becomes what the key holds after.
+    fn apply(&mut self, held: &mut Option<Vec<u8>>, i: u32, new: Option<&[u8]>) {
+        match (held.take(), new) {
+            (Some(old), Some(new)) if old == new => *held = Some(old),
+            (Some(old), Some(new)) => {
+                *held = Some(new.to_vec());
+                self.old_rows.push(old);
+                self.old_kinds.push(RowKind::UpdateBefore as i8);
+                self.new_idx.push(i);
+                self.new_kinds.push(RowKind::UpdateAfter as i8);
+            }
+            (Some(old), None) => {
+                self.old_rows.push(old);
+                self.old_kinds.push(RowKind::Delete as i8);
+            }
+            (None, Some(new)) => {
+                *held = Some(new.to_vec());
+                self.new_idx.push(i);
+                self.new_kinds.push(RowKind::Insert as i8);
+            }
+            (None, None) => {}
+        }
+    }
+}
+
+fn io_err(e: std::io::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
 
 impl ChangelogNormalize {
-    fn key_of(&mut self, key: &[u8]) -> u32 {
-        let (g, created) = self.groups.intern(key);
-        if created {
-            self.held.resize(self.groups.len(), None);
-            self.slot.resize(self.groups.len(), 0);
+    fn emit(&self, changes: Changes, data: &[ArrayRef]) -> Result<Vec<RecordBatch>> {
+        let total = changes.old_rows.len() + changes.new_idx.len();
+        if total == 0 {
+            return Ok(Vec::new());
         }
-        g
-    }
-
-    fn drop_key(&mut self, g: u32) {
-        self.groups.remove(g);
-        self.held[g as usize] = None;
+        let parser = self.rows.parser();
+        let olds = self
+            .rows
+            .convert_rows(changes.old_rows.iter().map(|r| parser.parse(r)))?;
+        let new_idx = UInt32Array::from(changes.new_idx);
+        let mut columns = Vec::with_capacity(data.len() + 1);
+        for (old, col) in olds.iter().zip(data) {
+            columns.push(concat(&[
+                old.as_ref(),
+                take(col, &new_idx, None)?.as_ref(),
+            ])?);
+        }
+        let mut kinds = changes.old_kinds;
+        kinds.extend(changes.new_kinds);
+        columns.push(Arc::new(Int8Array::from(kinds)));
+        let options = RecordBatchOptions::new().with_row_count(Some(total));
+        Ok(vec![RecordBatch::try_new_with_options(
+            self.spec.schema.clone(),
+            columns,
+            &options,
+        )?])
     }
 }
 
 impl Operator for ChangelogNormalize {
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let n = batch.num_rows();
-        if let Some(ttl) = &mut self.ttl {
-            for g in ttl.due(&mut self.groups) {
-                self.drop_key(g);
-            }
+        if self.spec.state_ttl.is_some() {
+            self.table.set_clock(flowline_common::clock::now_millis());
         }
         let Some(kinds) = row_kinds(&batch).cloned() else {
             return exec_err!("changelog normalize: the input batch has no change-kind column");
@@ -114,127 +177,88 @@ impl Operator for ChangelogNormalize {
         let key_cols: Vec<ArrayRef> = self.spec.key.iter().map(|i| data[*i].clone()).collect();
         let key_rows = self.keys.convert_columns(&key_cols)?;
         let rows = self.rows.convert_columns(&data)?;
-        // Each touched key and the last row of the batch for it.
-        let mut touched: Vec<(u32, u32)> = Vec::new();
+        row_key_groups(
+            &key_cols,
+            n,
+            self.env.max_parallelism,
+            &mut self.hashes,
+            &mut self.key_groups,
+        )?;
+        // Within a batch only each key's last row counts (a mini-batch), in first-seen order.
+        let mut last: hashbrown::HashMap<&[u8], usize> = hashbrown::HashMap::with_capacity(n);
+        let mut touched: Vec<(&[u8], u32)> = Vec::with_capacity(n);
         for i in 0..n {
-            let g = self.key_of(key_rows.row(i).as_ref());
-            match self.slot[g as usize] {
-                0 => {
-                    touched.push((g, i as u32));
-                    self.slot[g as usize] = touched.len() as u32;
+            let key = key_rows.row(i).data();
+            match last.entry(key) {
+                hashbrown::hash_map::Entry::Occupied(e) => touched[*e.get()].1 = i as u32,
+                hashbrown::hash_map::Entry::Vacant(e) => {
+                    e.insert(touched.len());
+                    touched.push((key, i as u32));
                 }
-                s => touched[s as usize - 1].1 = i as u32,
             }
         }
-        let mut old_rows: Vec<Box<[u8]>> = Vec::new();
-        let mut old_kinds: Vec<i8> = Vec::new();
-        let mut new_idx: Vec<u32> = Vec::new();
-        let mut new_kinds: Vec<i8> = Vec::new();
-        for (g, i) in touched {
-            self.slot[g as usize] = 0;
+        let mut changes = Changes::default();
+        for (key, i) in touched {
             let add = RowKind::from_i8(kinds.value(i as usize)).is_some_and(RowKind::is_addition);
-            let new = add.then(|| rows.row(i as usize));
-            match (self.held[g as usize].take(), new) {
-                (Some(old), Some(new)) if *old == *new.as_ref() => {
-                    self.held[g as usize] = Some(old)
-                }
-                (Some(old), Some(new)) => {
-                    self.held[g as usize] = Some(new.as_ref().into());
-                    old_rows.push(old);
-                    old_kinds.push(RowKind::UpdateBefore as i8);
-                    new_idx.push(i);
-                    new_kinds.push(RowKind::UpdateAfter as i8);
-                }
-                (Some(old), None) => {
-                    old_rows.push(old);
-                    old_kinds.push(RowKind::Delete as i8);
-                    self.drop_key(g);
-                }
-                (None, Some(new)) => {
-                    self.held[g as usize] = Some(new.as_ref().into());
-                    new_idx.push(i);
-                    new_kinds.push(RowKind::Insert as i8);
-                }
-                (None, None) => self.drop_key(g),
-            }
+            let new = add.then(|| rows.row(i as usize).data());
+            let kg = self.key_groups[i as usize];
+            self.table
+                .update(kg, key, |held| changes.apply(held, i, new))
+                .map_err(io_err)?;
         }
-        let total = old_rows.len() + new_idx.len();
-        if total == 0 {
-            return Ok(Vec::new());
-        }
-        let parser = self.rows.parser();
-        let olds = self
-            .rows
-            .convert_rows(old_rows.iter().map(|r| parser.parse(r)))?;
-        let new_idx = UInt32Array::from(new_idx);
-        let mut columns = Vec::with_capacity(width + 1);
-        for (old, col) in olds.iter().zip(&data) {
-            columns.push(concat(&[
-                old.as_ref(),
-                take(col, &new_idx, None)?.as_ref(),
-            ])?);
-        }
-        old_kinds.extend(new_kinds);
-        columns.push(Arc::new(Int8Array::from(old_kinds)));
-        let options = RecordBatchOptions::new().with_row_count(Some(total));
-        Ok(vec![RecordBatch::try_new_with_options(
-            self.spec.schema.clone(),
-            columns,
-            &options,
-        )?])
+        self.table.spill_if_over_budget().map_err(io_err)?;
+        self.emit(changes, &data)
     }
 
-    /// State batches of `[key bytes, latest row bytes]`.
+    /// The table is checkpointed as runs ([`Operator::snapshot_tables`]); no bytes of its own.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut batches = Vec::new();
-        let live: Vec<usize> = (0..self.held.len())
-            .filter(|g| self.held[*g].is_some())
-            .collect();
-        for chunk in live.chunks(65536) {
-            let (mut keys, mut rows) = (BinaryBuilder::new(), BinaryBuilder::new());
-            for g in chunk {
-                keys.append_value(&self.groups.keys[*g]);
-                rows.append_value(self.held[*g].as_deref().unwrap_or_default());
-            }
-            batches.push(crate::state_batch(
-                vec![Arc::new(keys.finish()), Arc::new(rows.finish())],
-                chunk.len(),
-            )?);
-        }
-        crate::encode_batches(&batches)
+        self.runs = self.table.checkpoint().map_err(io_err)?;
+        Ok(Vec::new())
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_columns() != 2 {
-                return exec_err!(
-                    "changelog normalize: the checkpoint's state has {} columns, expected 2",
-                    batch.num_columns()
-                );
-            }
-            let (keys, rows) = (
-                batch.column(0).as_binary::<i32>(),
-                batch.column(1).as_binary::<i32>(),
-            );
-            for i in 0..batch.num_rows() {
-                let g = self.key_of(keys.value(i));
-                self.held[g as usize] = Some(rows.value(i).into());
-            }
-        }
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        vec![TableRuns {
+            table: TABLE.into(),
+            runs: self.runs.clone(),
+        }]
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        let runs = tables
+            .into_iter()
+            .filter(|t| t.table == TABLE)
+            .flat_map(|t| t.runs)
+            .collect();
+        let env = &self.env;
+        self.table = KeyedTable::restore(
+            &env.dir,
+            &self.name,
+            env.budget,
+            env.key_groups.clone(),
+            runs,
+        )
+        .map_err(io_err)?
+        .with_ttl(self.spec.state_ttl);
         Ok(())
     }
 
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        exec_err!("changelog normalize: this checkpoint holds state in an older format (before state tables); run with --fresh to start over")
+    }
+
     fn state_bytes(&self) -> usize {
-        self.groups.size()
-            + self
-                .held
-                .iter()
-                .map(|r| r.as_ref().map_or(0, |r| r.len()) + 16)
-                .sum::<usize>()
+        self.table.stats().memory_bytes as usize
+    }
+
+    fn table_stats(&self) -> TableStats {
+        self.table.stats()
     }
 
     fn open_windows(&self) -> usize {
-        self.groups.len() - self.groups.free.len()
+        self.table.hot_len()
     }
 }
 
@@ -311,5 +335,36 @@ mod harness_tests {
                  a 4 +U
                  NULL 5 +I",
             );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// With a budget of a few entries (everything spills) the changelog is the one of an
+        /// unbounded budget, through batches of any size and restarts anywhere.
+        #[test]
+        fn a_spilling_table_gives_the_same_changelog(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0u8..40, 0u8..4, proptest::bool::weighted(0.8)), 0..30),
+                 proptest::bool::weighted(0.2)),
+                1..20,
+            )
+        ) {
+            let mut unbounded = Harness::new(normalize());
+            let mut spilling = Harness::with_budget(normalize(), 600);
+            for (rows, restart) in steps {
+                let mut text = String::from("k:str v:i64 _row_kind:kind\n");
+                for (k, v, add) in rows {
+                    text += &format!("k{k} {v} {}\n", if add { "+U" } else { "-D" });
+                }
+                unbounded.rows(0, &text);
+                spilling.rows(0, &text);
+                if restart {
+                    unbounded.restart();
+                    spilling.restart();
+                }
+                proptest::prop_assert_eq!(spilling.take_table(), unbounded.take_table());
+            }
+            proptest::prop_assert!(spilling.table_stats().spills > 0 || spilling.table_stats().disk_bytes > 0);
+        }
     }
 }

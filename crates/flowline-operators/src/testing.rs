@@ -182,6 +182,7 @@ fn normalise(text: &str) -> String {
 /// Drives one operator as a subtask's task would.
 pub struct Harness {
     factory: Arc<dyn OperatorFactory>,
+    ctx: OperatorContext,
     operator: Box<dyn Operator>,
     /// The last watermark, replayed after a restore as the runtime does.
     watermark: Option<i64>,
@@ -191,10 +192,19 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(factory: impl OperatorFactory + 'static) -> Self {
+        Self::with_budget(factory, usize::MAX)
+    }
+
+    /// An operator whose state tables may hold `budget` bytes in memory (a small budget spills
+    /// everything to disk).
+    pub fn with_budget(factory: impl OperatorFactory + 'static, budget: usize) -> Self {
         let factory: Arc<dyn OperatorFactory> = Arc::new(factory);
-        let operator = factory.create(&OperatorContext::default()).unwrap();
+        let mut ctx = OperatorContext::default();
+        ctx.state.budget = budget;
+        let operator = factory.create(&ctx).unwrap();
         Self {
             factory,
+            ctx,
             operator,
             watermark: None,
             emitted: Vec::new(),
@@ -224,7 +234,9 @@ impl Harness {
     /// it and sees the last watermark again.
     pub fn restart(&mut self) -> &mut Self {
         let state = self.operator.snapshot().unwrap();
-        self.operator = self.factory.create(&OperatorContext::default()).unwrap();
+        let tables = self.operator.snapshot_tables();
+        self.operator = self.factory.create(&self.ctx).unwrap();
+        self.operator.restore_tables(tables).unwrap();
         self.operator.restore(&state).unwrap();
         if let Some(w) = self.watermark {
             let out = self.operator.on_watermark(w).unwrap();
@@ -237,6 +249,16 @@ impl Harness {
         let out = self.operator.on_end().unwrap();
         self.keep(out);
         self
+    }
+
+    /// What it emitted since the last `expect`, as a text table (taken).
+    pub fn take_table(&mut self) -> String {
+        table(&std::mem::take(&mut self.emitted))
+    }
+
+    /// Its state tables' statistics.
+    pub fn table_stats(&self) -> flowline_state::table::TableStats {
+        self.operator.table_stats()
     }
 
     pub fn late_rows(&self) -> u64 {

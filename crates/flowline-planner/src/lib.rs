@@ -327,6 +327,7 @@ pub const JOB_OPTIONS: &[&str] = &[
     "execution.checkpointing.dir",
     "state.checkpoints.num-retained",
     "state.checkpoints.dir",
+    "taskmanager.memory.managed.size",
 ];
 
 impl JobGraph {
@@ -429,6 +430,20 @@ pub(crate) fn resolve_parallelism(
     config: &BTreeMap<String, String>,
     over: Option<usize>,
 ) -> Result<usize> {
+    let max = flowline_common::keygroups::DEFAULT_MAX_PARALLELISM;
+    let p = resolve_parallelism_unchecked(config, over)?;
+    if p > max {
+        return Err(PlanError::Invalid(format!(
+            "parallelism {p} is over the maximum parallelism {max} (the number of key groups keyed state is split into)"
+        )));
+    }
+    Ok(p)
+}
+
+fn resolve_parallelism_unchecked(
+    config: &BTreeMap<String, String>,
+    over: Option<usize>,
+) -> Result<usize> {
     if let Some(p) = over {
         return Ok(p.max(1));
     }
@@ -443,6 +458,9 @@ pub(crate) fn resolve_parallelism(
                     "invalid value '{v}' for 'parallelism.default': expected a positive integer"
                 ))
             }),
-        None => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+        None => Ok(std::thread::available_parallelism().map_or(1, |n| {
+            n.get()
+                .min(flowline_common::keygroups::DEFAULT_MAX_PARALLELISM)
+        })),
     }
 }

@@ -20,6 +20,10 @@ pub(crate) struct Ctx<'a> {
     pub(crate) checkpoint: Option<&'a (dyn Fn(String) -> TaskCheckpoint + Sync)>,
     pub(crate) job: Option<String>,
     pub(crate) state_dir: Option<std::path::PathBuf>,
+    /// Scratch directory of state-table spill runs (emptied at start).
+    pub(crate) local_state: std::path::PathBuf,
+    /// Bytes of state each operator subtask's tables may hold in memory.
+    pub(crate) state_budget: usize,
     pub(crate) shared: Arc<flowline_connectors::job::JobShared>,
     /// Late-row sink inboxes of the current pipeline (one per subtask), if it has one.
     pub(crate) late: Option<Inbox>,
@@ -41,6 +45,20 @@ impl Ctx<'_> {
             job: self.job.clone(),
             state_dir: self.state_dir.clone(),
             shared: self.shared.clone(),
+        }
+    }
+
+    /// What subtask `subtask` of operator `name` gives its state tables: a spill directory, its
+    /// share of the job's state memory, its key groups.
+    pub(crate) fn state_env(&self, name: &str, subtask: usize) -> StateEnv {
+        let max = flowline_common::keygroups::DEFAULT_MAX_PARALLELISM;
+        StateEnv {
+            dir: self
+                .local_state
+                .join(format!("{}-{subtask}", name.replace(['/', '#'], "_"))),
+            budget: self.state_budget,
+            max_parallelism: max,
+            key_groups: flowline_common::keygroups::key_groups_of(subtask, max, self.parallelism),
         }
     }
 
@@ -148,11 +166,14 @@ pub(crate) fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ct
                     (Some(late), true) => Some(late.output(subtask, Route::Forward)),
                     _ => None,
                 };
+                let state = ctx.state_env(&name, subtask);
+                let state_dir = state.dir.clone();
                 let operator = op
                     .operator
                     .create(&OperatorContext {
                         subtask,
                         keep_late: late.is_some(),
+                        state,
                     })
                     .map_err(|source| RuntimeError::Operator {
                         context: format!("creating operator {name}"),
@@ -163,6 +184,7 @@ pub(crate) fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ct
                 let task = OperatorTask::new(
                     op,
                     operator,
+                    state_dir,
                     name.clone(),
                     subtask,
                     rx,

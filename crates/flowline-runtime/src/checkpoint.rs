@@ -14,11 +14,12 @@
 //! its last files safe to publish. When every task has finished, a final checkpoint is taken
 //! (its manifest says `finished`), so running a finished pipeline again does nothing.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flowline_common::{failpoint, Barrier, Counter, Gauge, MetricsRegistry};
+use flowline_state::table::Run;
 use flowline_state::{Checkpoints, Manifest, Restored, TaskEntry};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -106,6 +107,8 @@ pub(crate) enum Report {
         id: u64,
         key: String,
         bytes: u64,
+        /// Shared runs the state references (written now or by an earlier checkpoint).
+        shared: Vec<String>,
         pause: Duration,
     },
     Decline {
@@ -130,6 +133,8 @@ pub(crate) struct TaskCheckpoint {
     store: Checkpoints,
     pub exactly_once: bool,
     restored: Option<Arc<RestoredStates>>,
+    /// Shared runs this task knows the store holds (uploaded, or restored from).
+    uploaded: Arc<Mutex<HashSet<String>>>,
 }
 
 /// The checkpoint a job restores from: its id and each task's state by task name.
@@ -146,16 +151,22 @@ impl TaskCheckpoint {
         self.restored.as_ref().map_or(0, |r| r.0)
     }
 
-    /// Writes the state on a background thread, then acknowledges the checkpoint; `pause` is
-    /// how long the task stopped processing to take it.
-    pub fn save(&self, id: u64, state: Vec<u8>, pause: Duration) {
+    /// Writes the state and the state-table runs the store does not hold yet on a background
+    /// thread, then acknowledges the checkpoint; `pause` is how long the task stopped
+    /// processing to take it.
+    pub fn save(&self, id: u64, state: Vec<u8>, runs: Vec<Arc<Run>>, pause: Duration) {
         let (store, reports, key) = (self.store.clone(), self.reports.clone(), self.key.clone());
+        let uploaded = self.uploaded.clone();
         std::thread::spawn(move || {
-            let report = match store.put_task(id, &key, state) {
+            let shared: Vec<String> = runs.iter().map(|r| r.name()).collect();
+            let written = upload_runs(&store, &uploaded, &runs)
+                .and_then(|run_bytes| Ok(store.put_task(id, &key, state)? + run_bytes));
+            let report = match written {
                 Ok(bytes) => Report::Ack {
                     id,
                     key,
                     bytes,
+                    shared,
                     pause,
                 },
                 Err(e) => Report::Decline {
@@ -166,6 +177,36 @@ impl TaskCheckpoint {
             };
             let _ = reports.send(report);
         });
+    }
+
+    /// Reads the shared runs `names` into `dir` and opens them (the local files are removed
+    /// at once: a run reads through its open handle).
+    pub fn fetch_runs(
+        &self,
+        names: &[String],
+        dir: &std::path::Path,
+    ) -> crate::Result<Vec<Arc<Run>>> {
+        let io = |e: std::io::Error| {
+            RuntimeError::Config(format!("restoring state runs into {}: {e}", dir.display()))
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut runs = Vec::with_capacity(names.len());
+        for name in names {
+            let data = self
+                .store
+                .get_shared(name)
+                .map_err(|e| RuntimeError::Config(e.to_string()))?;
+            let path = dir.join(name);
+            std::fs::write(&path, data).map_err(io)?;
+            let run = Run::open(&path).map_err(io)?;
+            std::fs::remove_file(&path).map_err(io)?;
+            runs.push(Arc::new(run));
+            self.uploaded
+                .lock()
+                .expect("uploaded lock")
+                .insert(name.clone());
+        }
+        Ok(runs)
     }
 
     pub fn decline(&self, id: u64, reason: String) {
@@ -187,6 +228,30 @@ impl TaskCheckpoint {
         });
         rx
     }
+}
+
+/// Writes the runs the store does not hold yet; the bytes written.
+fn upload_runs(
+    store: &Checkpoints,
+    uploaded: &Mutex<HashSet<String>>,
+    runs: &[Arc<Run>],
+) -> Result<u64, flowline_state::StateError> {
+    let mut bytes = 0;
+    for run in runs {
+        let name = run.name();
+        if uploaded.lock().expect("uploaded lock").contains(&name) {
+            continue;
+        }
+        let data = run
+            .read_all()
+            .map_err(|source| flowline_state::StateError::Io {
+                location: run.path().display().to_string(),
+                source,
+            })?;
+        bytes += store.put_shared(&name, &data)?;
+        uploaded.lock().expect("uploaded lock").insert(name);
+    }
+    Ok(bytes)
 }
 
 /// A task's state in a checkpoint: the operator's, source's or sink's own bytes, then the
@@ -259,6 +324,8 @@ struct InFlight {
     stop: bool,
     started: Instant,
     acked: BTreeMap<String, u64>,
+    /// Per acknowledged task: the shared runs its state references.
+    shared: BTreeMap<String, Vec<String>>,
     pause: Duration,
 }
 
@@ -317,6 +384,7 @@ pub(crate) fn coordinator(
         store: store.clone(),
         exactly_once,
         restored: restored.clone(),
+        uploaded: Default::default(),
     };
     let m = |name, help| metrics.gauge(name, help, &[]);
     let c = Coordinator {
@@ -426,6 +494,7 @@ impl Coordinator {
             stop,
             started: Instant::now(),
             acked: BTreeMap::new(),
+            shared: BTreeMap::new(),
             pause: Duration::ZERO,
         });
         let _ = self.trigger.send(Some(Barrier { id, stop }));
@@ -453,9 +522,11 @@ impl Coordinator {
                 id,
                 key,
                 bytes,
+                shared,
                 pause,
             } => {
                 if let Some(f) = self.inflight.as_mut().filter(|f| f.id == id) {
+                    f.shared.insert(key.clone(), shared);
                     f.acked.insert(key, bytes);
                     f.pause = f.pause.max(pause);
                     self.check_complete().await;
@@ -549,6 +620,7 @@ impl Coordinator {
                 TaskEntry {
                     descriptor: descriptor.clone(),
                     bytes,
+                    shared: f.shared.get(key).cloned().unwrap_or_default(),
                 },
             );
         }
@@ -695,7 +767,7 @@ mod tests {
             .unwrap()
             .expect("triggered");
         // `a` acknowledges, then finishes; `b` finishes last and so completes the checkpoint.
-        a.save(first.id, b"acked".to_vec(), Duration::ZERO);
+        a.save(first.id, b"acked".to_vec(), Vec::new(), Duration::ZERO);
         tokio::time::sleep(Duration::from_millis(200)).await;
         let reply = a.finished(b"final".to_vec());
         drop(b.finished(Vec::new()));

@@ -3,7 +3,8 @@
 //! An [`Inbox`] is the set of channels into one consumer's subtasks. Each producer subtask gets
 //! an [`Output`] into it, with its own index at every consumer subtask it reaches:
 //! - `Route::Forward`: producer subtask `i` → consumer subtask `i` (chains, sinks);
-//! - `Route::Hash(keys)`: rows by hash of `keys` (all rows to subtask 0 when `keys` is empty);
+//! - `Route::Hash(keys)`: rows by the key group of the hash of `keys` (flowline_common::keygroups;
+//!   all rows to subtask 0 when `keys` is empty);
 //!   watermarks, idleness and `End` go to every consumer subtask.
 
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use arrow::record_batch::RecordBatch;
 use datafusion::arrow::array::UInt32Array;
 use datafusion::arrow::compute::take_record_batch;
-use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::limits::CHANNEL_CAPACITY_BATCHES;
@@ -102,8 +103,8 @@ pub struct Output {
     hashes: Vec<u64>,
 }
 
-/// Every producer must partition alike: a fixed seed.
-const HASH_SEED: RandomState = RandomState::with_seed(0x5EED_F10E);
+/// Every producer must partition alike, and as state tables file keys: one fixed seed.
+use flowline_operators::keygroups::HASH_SEED;
 
 impl Output {
     /// Sends rows on; false when the consumer is gone (the job is failing elsewhere).
@@ -120,10 +121,14 @@ impl Output {
         self.hashes.clear();
         self.hashes.resize(rows, 0);
         create_hashes(&arrays, &HASH_SEED, &mut self.hashes)?;
-        let n = self.targets.len() as u64;
-        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); self.targets.len()];
+        // By key group, as Flink: a key's subtask is its key group's owner, so keyed state
+        // checkpointed at one parallelism can be handed out by key group at another.
+        let n = self.targets.len();
+        let max = flowline_common::keygroups::DEFAULT_MAX_PARALLELISM;
+        let mut parts: Vec<Vec<u32>> = vec![Vec::new(); n];
         for (i, h) in self.hashes.iter().enumerate() {
-            parts[(h % n) as usize].push(i as u32);
+            let kg = flowline_common::keygroups::key_group(*h, max);
+            parts[flowline_common::keygroups::subtask_of(kg, max, n)].push(i as u32);
         }
         for (t, idx) in parts.into_iter().enumerate() {
             if idx.is_empty() {

@@ -17,6 +17,7 @@ mod align;
 mod build;
 mod checkpoint;
 mod exchange;
+mod memory;
 mod operator_task;
 mod sink_task;
 mod source_task;
@@ -36,7 +37,7 @@ use flowline_common::{
 };
 use flowline_connectors::collect::CollectSink;
 use flowline_connectors::{conform_batch, ConnectorError, Poll, Sink, Source, TaskContext};
-use flowline_operators::{Operator, OperatorContext};
+use flowline_operators::{Operator, OperatorContext, StateEnv, TableRuns};
 use flowline_planner::{
     Branch, JobGraph, Node, OperatorNode, SinkTarget, TableBinding, WatermarkSpec,
 };
@@ -161,6 +162,27 @@ pub struct JobState {
     pub shared: Arc<JobShared>,
 }
 
+/// The scratch directory state tables spill to, emptied: under the state directory, or a
+/// temporary one for a job without.
+fn local_state_dir(state_dir: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
+    let dir = match state_dir {
+        Some(d) => d.join("local"),
+        None => std::env::temp_dir().join(format!("flowline-state-{}", std::process::id())),
+    };
+    let io = |e: std::io::Error| {
+        RuntimeError::Config(format!(
+            "state tables' local directory {}: {e}",
+            dir.display()
+        ))
+    };
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+        _ => {}
+    }
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    Ok(dir)
+}
+
 /// Runs the job to completion (bounded inputs) or until `stop` is signalled.
 pub async fn run_job(
     graph: &JobGraph,
@@ -211,6 +233,8 @@ pub async fn run_job_with_state(
         checkpoint: handle_fn,
         job: state.checkpoint.as_ref().map(|c| c.job.clone()),
         state_dir: state.dir.clone(),
+        local_state: local_state_dir(state.dir.as_deref())?,
+        state_budget: memory::subtask_budget(graph)?,
         shared: state.shared.clone(),
         late: None,
         late_schema: None,

@@ -24,6 +24,9 @@ pub(crate) struct OperatorTask {
     pub(crate) late_rows: Counter,
     pub(crate) late_seen: u64,
     pub(crate) state_bytes: Gauge,
+    pub(crate) tables: TableGauges,
+    /// Where its state tables spill (and restored runs are read into).
+    pub(crate) state_dir: std::path::PathBuf,
     pub(crate) open_windows: Gauge,
     pub(crate) watermark_gauge: Gauge,
     pub(crate) aligner: Aligner,
@@ -40,6 +43,7 @@ impl OperatorTask {
     pub(crate) fn new(
         node: &OperatorNode,
         operator: Box<dyn Operator>,
+        state_dir: std::path::PathBuf,
         name: String,
         subtask: usize,
         rx: mpsc::Receiver<Envelope>,
@@ -84,6 +88,8 @@ impl OperatorTask {
                 "approximate bytes of operator state held in memory",
                 &labels,
             ),
+            tables: TableGauges::new(m, &labels),
+            state_dir,
             open_windows: m.gauge(
                 "flowline_operator_open_windows",
                 "windows, sessions, groups or partitions held",
@@ -130,6 +136,30 @@ impl OperatorTask {
             return Ok(());
         };
         let (header, payload) = open_envelope(state)?;
+        // State tables first: the operator's own bytes may refer to them.
+        let mut tables = Vec::new();
+        if let Some(t) = header["tables"].as_object() {
+            let cp = self
+                .checkpoint
+                .as_ref()
+                .expect("restoring from a checkpoint");
+            for (table, names) in t {
+                let names: Vec<String> = names
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect();
+                let runs = cp.fetch_runs(&names, &self.state_dir)?;
+                tables.push(TableRuns {
+                    table: table.clone(),
+                    runs,
+                });
+            }
+        }
+        self.operator
+            .restore_tables(tables)
+            .map_err(|e| self.err(e))?;
         self.operator.restore(payload).map_err(|e| self.err(e))?;
         let w = header["watermark"].as_i64().unwrap_or(NO_WATERMARK);
         let marks = header["inputs"].as_array().into_iter().flatten();
@@ -151,11 +181,17 @@ impl OperatorTask {
         };
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
+        let tables = self.operator.snapshot_tables();
+        let names: serde_json::Map<String, serde_json::Value> = tables
+            .iter()
+            .map(|t| (t.table.clone(), t.runs.iter().map(|r| r.name()).collect()))
+            .collect();
         let state = envelope(
-            serde_json::json!({"watermark": self.inputs.merged(), "inputs": self.inputs.marks()}),
+            serde_json::json!({"watermark": self.inputs.merged(), "inputs": self.inputs.marks(), "tables": names}),
             payload,
         );
-        cp.save(barrier.id, state, started.elapsed());
+        let runs = tables.into_iter().flat_map(|t| t.runs).collect();
+        cp.save(barrier.id, state, runs, started.elapsed());
         self.output.broadcast(Message::Barrier(barrier));
         if let Some(late) = &self.late {
             late.broadcast(Message::Barrier(barrier));
@@ -308,6 +344,7 @@ impl OperatorTask {
         self.published = Instant::now();
         self.state_bytes.set(self.operator.state_bytes() as u64);
         self.open_windows.set(self.operator.open_windows() as u64);
+        self.tables.set(&self.operator.table_stats());
     }
 
     pub(crate) fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<bool> {
@@ -343,5 +380,47 @@ impl OperatorTask {
             }
         }
         Ok(())
+    }
+}
+
+/// An operator's state tables in `/metrics`.
+pub(crate) struct TableGauges {
+    disk: Gauge,
+    spills: Gauge,
+    compactions: Gauge,
+    checkpoint: Gauge,
+}
+
+impl TableGauges {
+    fn new(m: &MetricsRegistry, labels: &[(&str, &str)]) -> Self {
+        Self {
+            disk: m.gauge(
+                "flowline_operator_state_disk_bytes",
+                "bytes of operator state in spill runs on local disk",
+                labels,
+            ),
+            spills: m.gauge(
+                "flowline_operator_state_spills",
+                "times the operator's state tables moved cold entries to disk (since start)",
+                labels,
+            ),
+            compactions: m.gauge(
+                "flowline_operator_state_compactions",
+                "times the operator's state tables merged their runs (since start)",
+                labels,
+            ),
+            checkpoint: m.gauge(
+                "flowline_operator_state_checkpoint_bytes",
+                "bytes the operator's state tables wrote for the last checkpoint (what changed)",
+                labels,
+            ),
+        }
+    }
+
+    fn set(&self, s: &flowline_state::table::TableStats) {
+        self.disk.set(s.disk_bytes);
+        self.spills.set(s.spills);
+        self.compactions.set(s.compactions);
+        self.checkpoint.set(s.checkpoint_bytes);
     }
 }

@@ -99,7 +99,7 @@ impl SinkTask {
                         if let Some(cp) = self.checkpoint.clone() {
                             let started = Instant::now();
                             let state = self.pre_commit(b.id)?;
-                            cp.save(b.id, state, started.elapsed());
+                            cp.save(b.id, state, Vec::new(), started.elapsed());
                             if b.stop {
                                 self.commit_when_complete(cp.completed.clone(), b.id)
                                     .await?;

@@ -157,7 +157,7 @@ impl SourceTask {
         *last = barrier.id;
         let started = Instant::now();
         let state = self.snapshot(source)?;
-        cp.save(barrier.id, state, started.elapsed());
+        cp.save(barrier.id, state, Vec::new(), started.elapsed());
         self.output.broadcast(Message::Barrier(barrier));
         if let Some(late) = &self.late {
             late.broadcast(Message::Barrier(barrier));

@@ -7,7 +7,14 @@
 //!      <task key>                        one file per task: operator state, source position,
 //!      ...                               sink committables
 //!      manifest                          written last: the checkpoint exists once this does
+//!    shared/
+//!      <run>                             state-table runs (table/): written once, referenced by
+//!      ...                               every checkpoint whose manifest lists them
 //! ```
+//!
+//! A checkpoint's manifest lists the shared runs each task references. A run is deleted when
+//! the last retained checkpoint that listed it is pruned (incremental checkpoints: each new one
+//! uploads only the runs its tables wrote since the previous one).
 //!
 //! Every file ends with a CRC-32 of its contents and a magic number, so a torn or damaged file
 //! is detected on restore; the restore then falls back to the previous complete checkpoint.
@@ -24,6 +31,7 @@ pub use store::{open_store, sync_dir, CheckpointStore, LocalDir, ObjectStoreDir}
 const MAGIC: &[u8; 4] = b"FLC1";
 const MANIFEST: &str = "manifest";
 const JOB_FILE: &str = "job";
+const SHARED: &str = "shared";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -73,6 +81,8 @@ pub struct TaskEntry {
     /// What the task is (its operator, table and connector): a restored pipeline must match.
     pub descriptor: String,
     pub bytes: u64,
+    /// The shared runs (`shared/<name>`) its state references.
+    pub shared: Vec<String>,
 }
 
 /// Each task's state in a checkpoint, by task name.
@@ -97,7 +107,7 @@ impl Manifest {
             .map(|(k, t)| {
                 (
                     k.clone(),
-                    serde_json::json!({"descriptor": t.descriptor, "bytes": t.bytes}),
+                    serde_json::json!({"descriptor": t.descriptor, "bytes": t.bytes, "shared": t.shared}),
                 )
             })
             .collect();
@@ -125,6 +135,13 @@ impl Manifest {
                         .unwrap_or_default()
                         .to_string(),
                     bytes: t.get("bytes").and_then(|d| d.as_u64()).unwrap_or_default(),
+                    shared: t
+                        .get("shared")
+                        .and_then(|s| s.as_array())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect(),
                 },
             );
         }
@@ -222,6 +239,27 @@ impl Checkpoints {
         Ok(n)
     }
 
+    /// Writes a shared run (unless a checkpoint already holds it); returns its size.
+    pub fn put_shared(&self, name: &str, data: &[u8]) -> Result<u64> {
+        self.store
+            .put(&format!("{SHARED}/{}", file_name(name)), data)
+            .map_err(|e| self.io(e))?;
+        Ok(data.len() as u64)
+    }
+
+    /// Reads a shared run.
+    pub fn get_shared(&self, name: &str) -> Result<Vec<u8>> {
+        self.store
+            .get(&format!("{SHARED}/{}", file_name(name)))
+            .map_err(|e| self.io(e))?
+            .ok_or_else(|| {
+                self.io(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("shared state run {name} is missing"),
+                ))
+            })
+    }
+
     /// Writes the manifest: from here on the checkpoint is complete.
     pub fn put_manifest(&self, m: &Manifest) -> Result<()> {
         self.store
@@ -243,6 +281,24 @@ impl Checkpoints {
             .collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    /// The manifest of checkpoint `id`, if it is complete.
+    fn read_manifest(&self, id: u64) -> Result<Option<Manifest>> {
+        let Some(raw) = self
+            .store
+            .get(&format!("{}/{MANIFEST}", dir_name(id)))
+            .map_err(|e| self.io(e))?
+        else {
+            return Ok(None);
+        };
+        let corrupt = |reason: String| StateError::Corrupt {
+            location: self.location(),
+            id,
+            reason,
+        };
+        let m = unframe(raw).map_err(|r| corrupt(format!("manifest: {r}")))?;
+        Ok(Some(Manifest::from_json(&m).map_err(corrupt)?))
     }
 
     /// Reads checkpoint `id` and verifies every file.
@@ -310,10 +366,32 @@ impl Checkpoints {
         let complete: Vec<u64> = ids.iter().copied().filter(|id| *id <= completed).collect();
         let keep_from = complete.len().saturating_sub(retained.max(1));
         let keep: Vec<u64> = complete[keep_from..].to_vec();
+        let shared_of = |id: u64| -> Vec<String> {
+            match self.read_manifest(id) {
+                Ok(Some(m)) => m.tasks.into_values().flat_map(|t| t.shared).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut kept = std::collections::HashSet::new();
+        for id in keep
+            .iter()
+            .copied()
+            .chain(ids.iter().copied().filter(|id| *id > completed))
+        {
+            kept.extend(shared_of(id));
+        }
         for id in ids
             .into_iter()
             .filter(|id| *id < completed && !keep.contains(id))
         {
+            // Runs only this checkpoint still referenced go with it.
+            for name in shared_of(id) {
+                if !kept.contains(&name) {
+                    self.store
+                        .delete(&format!("{SHARED}/{}", file_name(&name)))
+                        .map_err(|e| self.io(e))?;
+                }
+            }
             self.store
                 .delete_dir(&dir_name(id))
                 .map_err(|e| self.io(e))?;
@@ -328,6 +406,7 @@ impl Checkpoints {
                 .delete_dir(&dir_name(id))
                 .map_err(|e| self.io(e))?;
         }
+        self.store.delete_dir(SHARED).map_err(|e| self.io(e))?;
         self.store
             .put(
                 JOB_FILE,
@@ -353,6 +432,7 @@ mod tests {
             TaskEntry {
                 descriptor: "source t".into(),
                 bytes: 3,
+                shared: Vec::new(),
             },
         );
         m
@@ -409,6 +489,7 @@ mod tests {
             TaskEntry {
                 descriptor: "d".into(),
                 bytes: 3,
+                shared: Vec::new(),
             },
         )]
         .into();
@@ -418,5 +499,33 @@ mod tests {
         assert_eq!(c.ids().unwrap(), vec![7]);
         c.clear().unwrap();
         assert!(c.latest().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_shared_run_lives_while_a_retained_checkpoint_lists_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::open(dir.path().to_str().unwrap()).unwrap();
+        // Checkpoint 1 holds run a; 2 holds a and b (incremental); 3 holds c (merged).
+        for (id, runs) in [(1, vec!["a"]), (2, vec!["a", "b"]), (3, vec!["c"])] {
+            for r in &runs {
+                c.put_shared(r, r.as_bytes()).unwrap();
+            }
+            c.put_task(id, "a#0", vec![]).unwrap();
+            let mut m = manifest(id);
+            m.tasks.get_mut("a#0").unwrap().bytes = 0;
+            m.tasks.get_mut("a#0").unwrap().shared = runs.iter().map(|r| r.to_string()).collect();
+            c.put_manifest(&m).unwrap();
+        }
+        let present = |n: &str| dir.path().join("shared").join(n).exists();
+        c.prune(2, 1).unwrap();
+        assert!(present("a") && present("b"), "checkpoint 2 still lists a");
+        c.prune(3, 1).unwrap();
+        assert!(!present("a") && !present("b") && present("c"));
+        assert_eq!(c.get_shared("c").unwrap(), b"c");
+        assert!(c
+            .get_shared("a")
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
     }
 }

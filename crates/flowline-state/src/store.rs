@@ -17,6 +17,8 @@ pub trait CheckpointStore: Send + Sync {
     fn list_root(&self) -> io::Result<Vec<String>>;
     /// Removes `dir` and everything under it; a missing directory is not an error.
     fn delete_dir(&self, dir: &str) -> io::Result<()>;
+    /// Removes one file; a missing file is not an error.
+    fn delete(&self, path: &str) -> io::Result<()>;
     /// For messages: the directory or URL.
     fn describe(&self) -> String;
 }
@@ -90,6 +92,14 @@ impl CheckpointStore for LocalDir {
             out.push(e?.file_name().to_string_lossy().into_owned());
         }
         Ok(out)
+    }
+
+    fn delete(&self, path: &str) -> io::Result<()> {
+        let p = self.root.join(path);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(with_path(e, &p)),
+            _ => Ok(()),
+        }
     }
 
     fn delete_dir(&self, dir: &str) -> io::Result<()> {
@@ -237,6 +247,15 @@ impl CheckpointStore for ObjectStoreDir {
                 .iter()
                 .filter_map(|o| o.location.filename().map(str::to_string));
             Ok(dirs.chain(files).collect())
+        })
+    }
+
+    fn delete(&self, path: &str) -> io::Result<()> {
+        self.block(async {
+            match self.store.delete(&self.path(path)).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(io::Error::other(e)),
+            }
         })
     }
 

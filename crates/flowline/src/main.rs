@@ -43,6 +43,11 @@ enum Command {
         /// Discard existing checkpoints and start from the beginning
         #[arg(long)]
         fresh: bool,
+        /// Memory for operator state, e.g. 256MB (overrides SET
+        /// 'taskmanager.memory.managed.size'; default: 40% of the container's or machine's
+        /// memory); state beyond it moves to local disk
+        #[arg(long)]
+        memory: Option<String>,
     },
     /// Stop a running pipeline cleanly: it takes a final checkpoint and exits
     Stop {
@@ -141,9 +146,16 @@ async fn dispatch(command: Command) -> Result<()> {
             http,
             state_dir,
             fresh,
+            memory,
         } => {
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&pipeline));
-            run(&pipeline, parallelism, http.as_deref(), &state_dir, fresh).await
+            let opts = RunOptions {
+                parallelism,
+                http,
+                memory,
+                fresh,
+            };
+            run(&pipeline, &opts, &state_dir).await
         }
         Command::Stop {
             pipeline,
@@ -201,18 +213,35 @@ fn stop(state_dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// `flowline run`'s options beside the script and the state directory.
+struct RunOptions {
+    parallelism: Option<usize>,
+    http: Option<String>,
+    memory: Option<String>,
+    fresh: bool,
+}
+
 async fn run(
     pipeline: &std::path::Path,
-    parallelism: Option<usize>,
-    http: Option<&str>,
+    opts: &RunOptions,
     state_dir: &std::path::Path,
-    fresh: bool,
 ) -> Result<()> {
+    let (parallelism, http, fresh) = (opts.parallelism, opts.http.as_deref(), opts.fresh);
     let started = Instant::now();
     let text = read_script(pipeline)?;
-    let graph = flowline_planner::plan_script(&text, parallelism)
+    let mut graph = flowline_planner::plan_script(&text, parallelism)
         .await
         .with_context(|| format!("in {}", pipeline.display()))?;
+    if let Some(m) = &opts.memory {
+        flowline_common::options::parse_memory_size(m).map_err(|e| {
+            flowline_runtime::RuntimeError::Config(format!(
+                "invalid --memory '{m}': {e} (e.g. 256MB, 2GB)"
+            ))
+        })?;
+        graph
+            .config
+            .insert("taskmanager.memory.managed.size".into(), m.clone());
+    }
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
     let checkpoint =

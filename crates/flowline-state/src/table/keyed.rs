@@ -12,7 +12,7 @@
 //! nothing and a checkpoint needs only the dirty ones. A checkpoint's runs are immutable
 //! files: the next checkpoint references them again and adds one run of what changed.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -49,6 +49,8 @@ struct Slot<V> {
     /// `None`: deleted (a delete the runs must learn of while dirty).
     value: Option<V>,
     key_group: u16,
+    /// When it was last written (the table's clock, ms): for the state TTL.
+    written: i64,
     dirty: bool,
     /// Set on every access, cleared by the eviction sweep (the clock algorithm).
     used: bool,
@@ -81,6 +83,27 @@ pub struct KeyedTable<V> {
     /// A run key (key group, then key), reused between lookups.
     scratch: Vec<u8>,
     stats: TableStats,
+    /// `table.exec.state.ttl` in ms: an entry not written for this long is gone.
+    ttl_ms: Option<i64>,
+    /// The time writes are stamped with (ms; processing time, set by the operator).
+    clock: i64,
+}
+
+/// A value in a run: when it was written, then the value's encoding.
+fn stamped(written: i64, value: &impl StateValue) -> Vec<u8> {
+    let mut b = written.to_le_bytes().to_vec();
+    value.encode(&mut b);
+    b
+}
+
+fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
+    let (t, v) = bytes.split_first_chunk::<8>().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            "state entry without its write time",
+        )
+    })?;
+    Ok((i64::from_le_bytes(*t), v))
 }
 
 fn run_key(out: &mut Vec<u8>, key_group: u16, key: &[u8]) {
@@ -105,7 +128,25 @@ impl<V: StateValue> KeyedTable<V> {
             next_run: 0,
             scratch: Vec::new(),
             stats: TableStats::default(),
+            ttl_ms: None,
+            clock: 0,
         })
+    }
+
+    /// `table.exec.state.ttl`: entries not written for `ttl` are dropped (Flink's semantics:
+    /// what was emitted from them is not retracted, and a key seen again starts afresh).
+    pub fn with_ttl(mut self, ttl: Option<std::time::Duration>) -> Self {
+        self.ttl_ms = ttl.map(|t| t.as_millis() as i64).filter(|t| *t > 0);
+        self
+    }
+
+    /// Sets the time writes are stamped with and expiry is measured against.
+    pub fn set_clock(&mut self, now_ms: i64) {
+        self.clock = now_ms;
+    }
+
+    fn expired(&self, written: i64) -> bool {
+        self.ttl_ms.is_some_and(|ttl| written < self.clock - ttl)
     }
 
     /// A table over the runs of a checkpoint (newest first), possibly taken at another
@@ -138,8 +179,15 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// Loads `key` into memory if the runs hold it; whether it is there now.
     fn load(&mut self, key_group: u16, key: &[u8]) -> io::Result<bool> {
+        let clock = self.clock;
+        let ttl = self.ttl_ms;
         if let Some(s) = self.hot.get_mut(key) {
             s.used = true;
+            if s.value.is_some() && ttl.is_some_and(|ttl| s.written < clock - ttl) {
+                // Expired: absent from now on (the runs learn it at the next checkpoint).
+                s.value = None;
+                s.dirty = true;
+            }
             return Ok(true);
         }
         run_key(&mut self.scratch, key_group, key);
@@ -148,7 +196,11 @@ impl<V: StateValue> KeyedTable<V> {
                 let Some(bytes) = entry else {
                     return Ok(false); // deleted
                 };
-                let value = V::decode(&bytes)?;
+                let (written, bytes) = unstamp(&bytes)?;
+                if self.expired(written) {
+                    return Ok(false);
+                }
+                let value = V::decode(bytes)?;
                 let size = key.len() + value.size() + ENTRY_OVERHEAD;
                 self.hot_bytes += size;
                 self.hot.insert(
@@ -156,6 +208,7 @@ impl<V: StateValue> KeyedTable<V> {
                     Slot {
                         value: Some(value),
                         key_group,
+                        written,
                         dirty: false,
                         used: true,
                         size,
@@ -190,6 +243,7 @@ impl<V: StateValue> KeyedTable<V> {
                 Slot {
                     value: None,
                     key_group,
+                    written: self.clock,
                     dirty: false,
                     used: true,
                     size,
@@ -200,7 +254,10 @@ impl<V: StateValue> KeyedTable<V> {
         let had = slot.value.is_some();
         let r = f(&mut slot.value);
         // An absent key that stays absent changes nothing.
-        slot.dirty |= had || slot.value.is_some();
+        if had || slot.value.is_some() {
+            slot.dirty = true;
+            slot.written = self.clock;
+        }
         let size = key.len() + slot.value.as_ref().map_or(0, V::size) + ENTRY_OVERHEAD;
         self.hot_bytes = self.hot_bytes + size - slot.size;
         slot.size = size;
@@ -213,6 +270,7 @@ impl<V: StateValue> KeyedTable<V> {
         let slot = Slot {
             value: Some(value),
             key_group,
+            written: self.clock,
             dirty: true,
             used: true,
             size,
@@ -230,9 +288,10 @@ impl<V: StateValue> KeyedTable<V> {
 
     fn new_run(&mut self) -> io::Result<(PathBuf, RunWriter)> {
         self.next_run += 1;
-        let path = self
-            .dir
-            .join(format!("{}-{}.run", self.name, self.next_run));
+        // Unique across tasks, restarts and jobs: checkpoints share runs by name.
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{}-{}-{}.run", self.name, self.next_run, &id[..16]);
+        let path = self.dir.join(name);
         let w = RunWriter::create(&path)?;
         Ok((path, w))
     }
@@ -245,11 +304,7 @@ impl<V: StateValue> KeyedTable<V> {
                 let s = &self.hot[&k];
                 let mut rk = Vec::with_capacity(k.len() + 2);
                 run_key(&mut rk, s.key_group, &k);
-                let value = s.value.as_ref().map(|v| {
-                    let mut b = Vec::new();
-                    v.encode(&mut b);
-                    b
-                });
+                let value = s.value.as_ref().map(|v| stamped(s.written, v));
                 (rk, value)
             })
             .collect();
@@ -313,6 +368,7 @@ impl<V: StateValue> KeyedTable<V> {
     /// Writes what changed since the last checkpoint as one new run and returns the runs that
     /// now make up the table (newest first): the checkpoint of this table.
     pub fn checkpoint(&mut self) -> io::Result<Vec<Arc<Run>>> {
+        self.expire_hot();
         let dirty: Vec<Box<[u8]>> = self
             .hot
             .iter()
@@ -333,6 +389,19 @@ impl<V: StateValue> KeyedTable<V> {
         self.merge_if_needed()?;
         self.update_stats();
         Ok(self.runs.clone())
+    }
+
+    /// Turns expired entries in memory into deletes (runs drop theirs when merged, and never
+    /// serve them: reads check the write time).
+    fn expire_hot(&mut self) {
+        let Some(ttl) = self.ttl_ms else { return };
+        let before = self.clock - ttl;
+        for s in self.hot.values_mut() {
+            if s.value.is_some() && s.written < before {
+                s.value = None;
+                s.dirty = true;
+            }
+        }
     }
 
     /// Merges every run into one when there are too many: the newest entry of each key wins,
@@ -367,7 +436,8 @@ impl<V: StateValue> KeyedTable<V> {
                 }
             }
             if let Some(v) = value {
-                if self.key_groups.contains(&key_group_of(&key)) {
+                let live = !self.expired(unstamp(&v)?.0);
+                if live && self.key_groups.contains(&key_group_of(&key)) {
                     w.add(&key, Some(&v))?;
                 }
             }
@@ -500,6 +570,31 @@ mod tests {
                 prop_assert_eq!(t.get(kg(k), &k.to_be_bytes()).unwrap().cloned(), model.get(&k).cloned());
             }
         }
+    }
+
+    #[test]
+    fn entries_not_written_for_the_ttl_are_gone_in_memory_and_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", 1 << 20, 0..128)
+            .unwrap()
+            .with_ttl(Some(std::time::Duration::from_millis(100)));
+        t.set_clock(1_000);
+        t.put(0, b"spilled", vec![1]);
+        t.put(0, b"hot", vec![2]);
+        t.put(0, b"kept", vec![3]);
+        t.checkpoint().unwrap();
+        t.hot.remove(&b"spilled"[..]); // as an eviction would
+        t.set_clock(1_050);
+        t.update(0, b"kept", |v| v.as_mut().unwrap().push(4))
+            .unwrap();
+        t.set_clock(1_120);
+        assert_eq!(t.get(0, b"spilled").unwrap(), None, "expired on disk");
+        assert_eq!(t.get(0, b"hot").unwrap(), None, "expired in memory");
+        assert_eq!(
+            t.get(0, b"kept").unwrap(),
+            Some(&vec![3, 4]),
+            "written at 1050"
+        );
     }
 
     #[test]

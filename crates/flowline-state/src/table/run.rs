@@ -288,6 +288,20 @@ impl Run {
         &self.path
     }
 
+    /// The file's name: its identity in checkpoints, which share runs by name.
+    pub fn name(&self) -> String {
+        self.path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+
+    /// The whole file (read through the open handle: the directory entry may be gone).
+    pub fn read_all(&self) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; self.bytes as usize];
+        self.file.read_exact_at(&mut buf, 0)?;
+        Ok(buf)
+    }
+
     fn read_block(&self, b: &BlockRef) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; b.len as usize];
         self.file.read_exact_at(&mut buf, b.offset)?;

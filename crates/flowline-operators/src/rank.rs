@@ -12,26 +12,28 @@
 //! the later arrival first instead, as Flink's `Deduplicate` (a row with the same time replaces
 //! the kept one). Each input batch is one mini-batch: a partition emits one diff per batch.
 //!
-//! State: per partition its rows sorted by (sort key, arrival), in Arrow's row format. Over an
-//! append-only input a row that falls below position N can never come back, so only the top N
-//! are kept; an updating input may retract a top row, so all rows are kept.
+//! State: per partition its rows sorted by (sort key, arrival), in Arrow's row format, in a keyed
+//! state table (spills past the memory budget, checkpoints what changed, expires partitions
+//! with `table.exec.state.ttl`). Over an append-only input a row that falls below position N
+//! can never come back, so only the top N are kept; an updating input may retract a top row,
+//! so all rows are kept.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, Int8Array, RecordBatch, UInt64Array, UInt64Builder,
-};
+use datafusion::arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{SchemaRef, UInt64Type};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{exec_err, DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::groups::{Groups, Ttl};
-use crate::{Operator, OperatorContext, OperatorFactory};
+use flowline_state::table::{KeyedTable, Run, StateValue, TableStats};
+
+use crate::keygroups::row_key_groups;
+use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 #[derive(Clone)]
 pub struct RankSpec {
@@ -89,7 +91,7 @@ impl fmt::Debug for RankSpec {
 }
 
 impl OperatorFactory for RankSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let partition_types = self
             .partition
             .iter()
@@ -118,11 +120,13 @@ impl OperatorFactory for RankSpec {
             },
             order: RowConverter::new(order_types)?,
             rows: RowConverter::new(rows)?,
-            groups: Groups::new(),
-            parts: Vec::new(),
+            table: new_table(&ctx.state, ctx.subtask, self.state_ttl)?,
+            env: ctx.state.clone(),
+            subtask: ctx.subtask,
+            runs: Vec::new(),
+            hashes: Vec::new(),
+            key_groups: Vec::new(),
             seq: 0,
-            bytes: 0,
-            ttl: Ttl::new(self.state_ttl),
         }))
     }
 
@@ -133,6 +137,84 @@ impl OperatorFactory for RankSpec {
 
 /// A row's place in its partition: (sort key bytes, arrival tie-break).
 type Pos = (Box<[u8]>, u64);
+
+/// The state table: per partition key, its rows in order.
+const TABLE: &str = "partitions";
+
+fn new_table(
+    env: &StateEnv,
+    subtask: usize,
+    ttl: Option<std::time::Duration>,
+) -> Result<KeyedTable<Sorted>> {
+    let name = format!("rank-{subtask}");
+    Ok(
+        KeyedTable::new(&env.dir, &name, env.budget, env.key_groups.clone())
+            .map_err(io_err)?
+            .with_ttl(ttl),
+    )
+}
+
+fn io_err(e: std::io::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn take_bytes<'a>(b: &mut &'a [u8]) -> std::io::Result<&'a [u8]> {
+    let bad = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a TopN partition is truncated",
+        )
+    };
+    let (n, rest) = b.split_first_chunk::<4>().ok_or_else(bad)?;
+    let n = u32::from_le_bytes(*n) as usize;
+    let v = rest.get(..n).ok_or_else(bad)?;
+    *b = &rest[n..];
+    Ok(v)
+}
+
+/// A partition as a state table value: small or large, then (sort key, tie, row) in order.
+impl StateValue for Sorted {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.push(matches!(self, Sorted::Small(_)) as u8);
+        for ((sort, tie), row) in self.iter() {
+            put_bytes(out, sort);
+            out.extend_from_slice(&tie.to_le_bytes());
+            put_bytes(out, row);
+        }
+    }
+
+    fn decode(mut b: &[u8]) -> std::io::Result<Self> {
+        let bad = || {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "a TopN partition is truncated",
+            )
+        };
+        let (small, rest) = b.split_first().ok_or_else(bad)?;
+        b = rest;
+        let mut part = Sorted::new(*small == 1);
+        while !b.is_empty() {
+            let sort = take_bytes(&mut b)?;
+            let (tie, rest) = b.split_first_chunk::<8>().ok_or_else(bad)?;
+            b = rest;
+            let row = take_bytes(&mut b)?;
+            part.insert((sort.into(), u64::from_le_bytes(*tie)), row.into());
+        }
+        Ok(part)
+    }
+
+    fn size(&self) -> usize {
+        self.iter()
+            .map(|((s, _), r)| s.len() + r.len() + 32)
+            .sum::<usize>()
+            + 32
+    }
+}
 
 /// A partition's rows in order. Over an append-only input a partition holds at most N + 1 rows:
 /// a sorted vector (a B-tree node would cost far more than the row when N = 1). Over an
@@ -239,12 +321,16 @@ pub struct Rank {
     partitions: Option<RowConverter>,
     order: RowConverter,
     rows: RowConverter,
-    groups: Groups,
-    parts: Vec<Sorted>,
+    /// Partition key → its rows in order.
+    table: KeyedTable<Sorted>,
+    env: StateEnv,
+    subtask: usize,
+    /// The table's runs at the last snapshot.
+    runs: Vec<Arc<Run>>,
+    hashes: Vec<u64>,
+    key_groups: Vec<u16>,
     /// Arrival counter: the tie-break between equal sort keys.
     seq: u64,
-    bytes: usize,
-    ttl: Option<Ttl>,
 }
 
 impl Rank {
@@ -256,36 +342,106 @@ impl Rank {
             self.seq
         }
     }
+}
 
-    fn part_of(&mut self, key: &[u8]) -> u32 {
-        let (g, created) = self.groups.intern(key);
-        if created {
-            let small = !self.spec.updating_input;
-            self.parts
-                .resize_with(self.groups.len(), || Sorted::new(small));
+/// A partition the batch touched: its key group and key, and its top N before the batch.
+struct Touched {
+    key_group: u16,
+    key: Box<[u8]>,
+    before: Vec<Pos>,
+}
+
+impl Rank {
+    /// Applies row `i` to its partition; records the partition's top N before its first change
+    /// in this batch, and rows that leave state (they may have to be retracted).
+    #[allow(clippy::too_many_arguments)]
+    fn apply_row(
+        &mut self,
+        key_group: u16,
+        key: &[u8],
+        add: bool,
+        sort: &[u8],
+        row: &[u8],
+        touched: &mut Vec<Touched>,
+        seen: &mut HashSet<Box<[u8]>>,
+        gone: &mut HashMap<Pos, Box<[u8]>>,
+    ) -> Result<()> {
+        let (limit, updating) = (self.spec.limit, self.spec.updating_input);
+        if add {
+            let tie = self.tie();
+            if !updating {
+                // Append-only and below the top N already: it would leave at once.
+                let part = self.table.get(key_group, key).map_err(io_err)?;
+                if let Some((last, last_tie)) =
+                    part.filter(|p| p.len() >= limit).and_then(Sorted::last_key)
+                {
+                    if (sort, tie) > (last.as_ref(), *last_tie) {
+                        return Ok(());
+                    }
+                }
+            }
+            let first = !seen.contains(key);
+            let before = self
+                .table
+                .update(key_group, key, |p| {
+                    let part = p.get_or_insert_with(|| Sorted::new(!updating));
+                    let before = first.then(|| part.top(limit));
+                    part.insert((sort.into(), tie), row.into());
+                    if !updating && part.len() > limit {
+                        // Append-only: a row below the top N never comes back.
+                        let (pos, evicted) = part.pop_last().expect("longer than the limit");
+                        gone.insert(pos, evicted);
+                    }
+                    before
+                })
+                .map_err(io_err)?;
+            if let Some(before) = before {
+                seen.insert(key.into());
+                touched.push(Touched {
+                    key_group,
+                    key: key.into(),
+                    before,
+                });
+            }
+        } else {
+            // A retraction of a row that is not there (or no longer kept) changes nothing.
+            let Some(pos) = self
+                .table
+                .get(key_group, key)
+                .map_err(io_err)?
+                .and_then(|p| p.find(sort, row))
+            else {
+                return Ok(());
+            };
+            let first = !seen.contains(key);
+            let before = self
+                .table
+                .update(key_group, key, |p| {
+                    let part = p.as_mut().expect("found");
+                    let before = first.then(|| part.top(limit));
+                    let r = part.remove(&pos).expect("found");
+                    gone.insert(pos, r);
+                    before
+                })
+                .map_err(io_err)?;
+            if let Some(before) = before {
+                seen.insert(key.into());
+                touched.push(Touched {
+                    key_group,
+                    key: key.into(),
+                    before,
+                });
+            }
         }
-        g
-    }
-
-    /// The positions (sort key, tie) of partition `g`'s top rows.
-    fn top(&self, g: u32) -> Vec<Pos> {
-        self.parts[g as usize].top(self.spec.limit)
+        Ok(())
     }
 }
 
 impl Operator for Rank {
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let spec = self.spec.clone();
-        if let Some(ttl) = &mut self.ttl {
-            for g in ttl.due(&mut self.groups) {
-                let small = !spec.updating_input;
-                let part = std::mem::replace(&mut self.parts[g as usize], Sorted::new(small));
-                self.bytes -= part
-                    .iter()
-                    .map(|((s, _), r)| s.len() + r.len() + 32)
-                    .sum::<usize>();
-                self.groups.remove(g);
-            }
+        if spec.state_ttl.is_some() {
+            self.table.set_clock(flowline_common::clock::now_millis());
         }
         let n = batch.num_rows();
         let width = spec.input.fields().len();
@@ -303,91 +459,70 @@ impl Operator for Rank {
                 .map(|e| e.evaluate(&data).and_then(|v| v.into_array(n)))
                 .collect::<Result<Vec<ArrayRef>>>()
         };
+        let part_cols = eval(&mut spec.partition.iter())?;
         let part_keys = match &self.partitions {
-            Some(c) => Some(c.convert_columns(&eval(&mut spec.partition.iter())?)?),
+            Some(c) => Some(c.convert_columns(&part_cols)?),
             None => None,
         };
+        row_key_groups(
+            &part_cols,
+            n,
+            self.env.max_parallelism,
+            &mut self.hashes,
+            &mut self.key_groups,
+        )?;
         let sort_keys = self
             .order
             .convert_columns(&eval(&mut spec.order.iter().map(|(e, _)| e))?)?;
         let rows = self.rows.convert_columns(data.columns())?;
 
         // The top rows of each partition the batch touches, as they were before it, and the
-        // rows that leave state meanwhile (they may have to be retracted).
-        let mut before: Vec<(u32, Vec<Pos>)> = Vec::new();
-        let mut touched: HashSet<u32> = HashSet::new();
+        // rows that leave state meanwhile (they may have to be retracted). A partition's top is
+        // remembered just before the batch first changes it: a row that changes nothing (below
+        // the top N of an append-only input) costs no copy.
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
         let mut gone: HashMap<Pos, Box<[u8]>> = HashMap::new();
-        // A partition's top is remembered just before the batch first changes it: a row that
-        // changes nothing (below the top N of an append-only input) costs no copy.
         for i in 0..n {
             let key = part_keys.as_ref().map_or(&[][..], |k| k.row(i).data());
             let add = match &kinds {
                 Some(k) => RowKind::from_i8(k.value(i)).is_some_and(RowKind::is_addition),
                 None => true,
             };
-            let row = rows.row(i);
-            if add {
-                let g = self.part_of(key);
-                let tie = self.tie();
-                let part = &self.parts[g as usize];
-                if !spec.updating_input && part.len() >= spec.limit {
-                    // Append-only and below the top N already: it would leave at once.
-                    let (last, last_tie) = part.last_key().expect("not empty");
-                    if (sort_keys.row(i).as_ref(), tie) > (last.as_ref(), *last_tie) {
-                        continue;
-                    }
-                }
-                if touched.insert(g) {
-                    before.push((g, self.top(g)));
-                }
-                let sort: Box<[u8]> = sort_keys.row(i).as_ref().into();
-                self.bytes += sort.len() + row.as_ref().len() + 32;
-                let part = &mut self.parts[g as usize];
-                part.insert((sort, tie), row.as_ref().into());
-                if !spec.updating_input && part.len() > spec.limit {
-                    // Append-only: a row below the top N never comes back.
-                    let (pos, evicted) = part.pop_last().expect("longer than the limit");
-                    self.bytes -= pos.0.len() + evicted.len() + 32;
-                    gone.insert(pos, evicted);
-                }
-            } else {
-                // A retraction of a row that is not there (or no longer kept) changes nothing.
-                let Some(g) = self.groups.find(key) else {
-                    continue;
-                };
-                let Some(pos) =
-                    self.parts[g as usize].find(sort_keys.row(i).as_ref(), row.as_ref())
-                else {
-                    continue;
-                };
-                self.groups.touch(g);
-                if touched.insert(g) {
-                    before.push((g, self.top(g)));
-                }
-                let r = self.parts[g as usize].remove(&pos).expect("found");
-                self.bytes -= pos.0.len() + r.len() + 32;
-                gone.insert(pos, r);
-            }
+            let kg = self.key_groups[i];
+            let (sort, row) = (sort_keys.row(i), rows.row(i));
+            self.apply_row(
+                kg,
+                key,
+                add,
+                sort.data(),
+                row.data(),
+                &mut touched,
+                &mut seen,
+                &mut gone,
+            )?;
         }
 
         // Per partition and position: old and new row.
         let mut kinds_out: Vec<i8> = Vec::new();
         let mut rns: Vec<u64> = Vec::new();
         let mut out_rows: Vec<&[u8]> = Vec::new();
-        let afters: Vec<Vec<Pos>> = before.iter().map(|(g, _)| self.top(*g)).collect();
-        for ((g, old), new) in before.iter().zip(&afters) {
-            let part = &self.parts[*g as usize];
+        let limit = spec.limit;
+        for t in &touched {
+            // Touched partitions stay in memory until the batch ends (no spill meanwhile).
+            let part = self.table.peek(&t.key);
+            let new = part.map_or_else(Vec::new, |p| p.top(limit));
             let row_at = |pos: &Pos| -> &[u8] {
-                match part.get(pos) {
+                match part.and_then(|p| p.get(pos)) {
                     Some(r) => r,
                     None => gone
                         .get(pos)
                         .expect("a row that left state is kept for the batch"),
                 }
             };
-            for at in 0..old.len().max(new.len()) {
+            for at in 0..t.before.len().max(new.len()) {
                 let rn = at as u64 + 1;
-                match (old.get(at), new.get(at)) {
+                match (t.before.get(at), new.get(at)) {
                     (Some(o), Some(nw)) if o == nw => {}
                     (Some(o), Some(nw)) => {
                         kinds_out.extend([RowKind::UpdateBefore as i8, RowKind::UpdateAfter as i8]);
@@ -408,106 +543,80 @@ impl Operator for Rank {
                 }
             }
         }
-        for (g, _) in &before {
-            if self.parts[*g as usize].is_empty() {
-                self.groups.remove(*g);
+        let mut out = Vec::new();
+        if !kinds_out.is_empty() {
+            let total = kinds_out.len();
+            let parser = self.rows.parser();
+            let mut columns = self
+                .rows
+                .convert_rows(out_rows.iter().map(|r| parser.parse(r)))?;
+            columns.push(Arc::new(UInt64Array::from(rns)));
+            columns.push(Arc::new(Int8Array::from(kinds_out)));
+            crate::push_sliced(&mut out, crate::batch_of(&spec.schema, columns, total)?);
+        }
+        for t in &touched {
+            if self.table.peek(&t.key).is_some_and(Sorted::is_empty) {
+                self.table.delete(t.key_group, &t.key).map_err(io_err)?;
             }
         }
-        if kinds_out.is_empty() {
-            return Ok(Vec::new());
-        }
-        let total = kinds_out.len();
-        let parser = self.rows.parser();
-        let mut columns = self
-            .rows
-            .convert_rows(out_rows.iter().map(|r| parser.parse(r)))?;
-        columns.push(Arc::new(UInt64Array::from(rns)));
-        columns.push(Arc::new(Int8Array::from(kinds_out)));
-        let mut out = Vec::new();
-        crate::push_sliced(&mut out, crate::batch_of(&spec.schema, columns, total)?);
+        self.table.spill_if_over_budget().map_err(io_err)?;
         Ok(out)
     }
 
-    /// State batches of `[partition key, sort key, tie, row]`.
+    /// The partitions are checkpointed as runs ([`Operator::snapshot_tables`]); the bytes are
+    /// the arrival counter.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut batches = Vec::new();
-        let (mut keys, mut sorts, mut ties, mut rows) = (
-            BinaryBuilder::new(),
-            BinaryBuilder::new(),
-            UInt64Builder::new(),
-            BinaryBuilder::new(),
-        );
-        let mut n = 0;
-        let mut flush = |keys: &mut BinaryBuilder,
-                         sorts: &mut BinaryBuilder,
-                         ties: &mut UInt64Builder,
-                         rows: &mut BinaryBuilder,
-                         n: usize|
-         -> Result<()> {
-            batches.push(crate::state_batch(
-                vec![
-                    Arc::new(keys.finish()),
-                    Arc::new(sorts.finish()),
-                    Arc::new(ties.finish()),
-                    Arc::new(rows.finish()),
-                ],
-                n,
-            )?);
-            Ok(())
-        };
-        for (g, part) in self.parts.iter().enumerate() {
-            for ((sort, tie), row) in part.iter() {
-                keys.append_value(&self.groups.keys[g]);
-                sorts.append_value(sort);
-                ties.append_value(*tie);
-                rows.append_value(row);
-                n += 1;
-                if n == 65536 {
-                    flush(&mut keys, &mut sorts, &mut ties, &mut rows, n)?;
-                    n = 0;
-                }
-            }
-        }
-        if n > 0 {
-            flush(&mut keys, &mut sorts, &mut ties, &mut rows, n)?;
-        }
-        let mut state = crate::encode_batches(&batches)?;
-        state.extend_from_slice(&self.seq.to_le_bytes());
-        Ok(state)
+        self.runs = self.table.checkpoint().map_err(io_err)?;
+        Ok(self.seq.to_le_bytes().to_vec())
+    }
+
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        vec![TableRuns {
+            table: TABLE.into(),
+            runs: self.runs.clone(),
+        }]
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        let runs = tables
+            .into_iter()
+            .filter(|t| t.table == TABLE)
+            .flat_map(|t| t.runs)
+            .collect();
+        let env = &self.env;
+        self.table = KeyedTable::restore(
+            &env.dir,
+            &format!("rank-{}", self.subtask),
+            env.budget,
+            env.key_groups.clone(),
+            runs,
+        )
+        .map_err(io_err)?
+        .with_ttl(self.spec.state_ttl);
+        Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let Some(at) = state.len().checked_sub(8) else {
-            return exec_err!("TopN: the checkpoint's state is truncated");
-        };
-        self.seq = u64::from_le_bytes(state[at..].try_into().expect("8 bytes"));
-        for batch in crate::decode_batches(&state[..at])? {
-            if batch.num_columns() != 4 {
-                return exec_err!(
-                    "TopN: the checkpoint's state has {} columns, expected 4",
-                    batch.num_columns()
-                );
-            }
-            let keys = batch.column(0).as_binary::<i32>();
-            let sorts = batch.column(1).as_binary::<i32>();
-            let ties = batch.column(2).as_primitive::<UInt64Type>();
-            let rows = batch.column(3).as_binary::<i32>();
-            for i in 0..batch.num_rows() {
-                let g = self.part_of(keys.value(i));
-                self.bytes += sorts.value(i).len() + rows.value(i).len() + 32;
-                self.parts[g as usize]
-                    .insert((sorts.value(i).into(), ties.value(i)), rows.value(i).into());
-            }
+        if state.is_empty() {
+            return Ok(()); // an operator that had finished
         }
+        let Ok(seq) = <[u8; 8]>::try_from(state) else {
+            return exec_err!("TopN: this checkpoint holds state in an older format (before state tables); run with --fresh to start over");
+        };
+        self.seq = u64::from_le_bytes(seq);
         Ok(())
     }
 
     fn state_bytes(&self) -> usize {
-        self.bytes + self.groups.size()
+        self.table.stats().memory_bytes as usize
+    }
+
+    fn table_stats(&self) -> TableStats {
+        self.table.stats()
     }
 
     fn open_windows(&self) -> usize {
-        self.groups.len() - self.groups.free.len()
+        self.table.hot_len()
     }
 }
 
@@ -629,5 +738,38 @@ mod harness_tests {
                  a 7 1 1 -U
                  a 7 2 1 +U",
             );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// With a budget of a few partitions (everything spills) TopN and deduplication give the
+        /// changelog of an unbounded budget, through batches of any size and restarts anywhere.
+        #[test]
+        fn a_spilling_top_n_gives_the_same_changelog(
+            limit in 1usize..4,
+            later_first in proptest::bool::ANY,
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0u8..30, 0i64..20), 0..30), proptest::bool::weighted(0.2)),
+                1..20,
+            )
+        ) {
+            let mut unbounded = Harness::new(top(limit, later_first));
+            let mut spilling = Harness::with_budget(top(limit, later_first), 1500);
+            let mut id = 0;
+            for (rows, restart) in steps {
+                let mut text = String::from("k:str v:i64 id:i32\n");
+                for (k, v) in rows {
+                    id += 1;
+                    text += &format!("k{k} {v} {id}\n");
+                }
+                unbounded.rows(0, &text);
+                spilling.rows(0, &text);
+                if restart {
+                    unbounded.restart();
+                    spilling.restart();
+                }
+                proptest::prop_assert_eq!(spilling.take_table(), unbounded.take_table());
+            }
+        }
     }
 }

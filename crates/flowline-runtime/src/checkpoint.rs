@@ -49,6 +49,7 @@ pub(crate) struct RestoreClock {
     opened: Instant,
     id: u64,
     bytes: u64,
+    runs: usize,
     gauge: Gauge,
 }
 
@@ -60,6 +61,7 @@ impl RestoreClock {
             opened: cfg.opened,
             id: r.manifest.id,
             bytes: r.states.values().map(|s| s.len() as u64).sum(),
+            runs: r.manifest.tasks.values().map(|t| t.shared.len()).sum(),
             gauge: metrics.gauge(
                 "flowline_restore_ms",
                 "time to read the restored checkpoint and rebuild every operator's state",
@@ -95,9 +97,10 @@ impl RestoreClock {
         let ms = self.opened.elapsed().as_millis() as u64;
         self.gauge.set(ms.max(1));
         eprintln!(
-            "flowline: restored checkpoint {} ({:.1} MB of state) in {ms} ms",
+            "flowline: restored checkpoint {} ({:.1} MB of task state, {} state-table runs) in {ms} ms",
             self.id,
-            self.bytes as f64 / 1e6
+            self.bytes as f64 / 1e6,
+            self.runs
         );
     }
 }
@@ -109,6 +112,8 @@ pub(crate) enum Report {
         bytes: u64,
         /// Shared runs the state references (written now or by an earlier checkpoint).
         shared: Vec<String>,
+        /// Bytes of the runs written now (not in `bytes`: the manifest's size is the file's).
+        uploaded: u64,
         pause: Duration,
     },
     Decline {
@@ -160,13 +165,14 @@ impl TaskCheckpoint {
         std::thread::spawn(move || {
             let shared: Vec<String> = runs.iter().map(|r| r.name()).collect();
             let written = upload_runs(&store, &uploaded, &runs)
-                .and_then(|run_bytes| Ok(store.put_task(id, &key, state)? + run_bytes));
+                .and_then(|run_bytes| Ok((store.put_task(id, &key, state)?, run_bytes)));
             let report = match written {
-                Ok(bytes) => Report::Ack {
+                Ok((bytes, uploaded)) => Report::Ack {
                     id,
                     key,
                     bytes,
                     shared,
+                    uploaded,
                     pause,
                 },
                 Err(e) => Report::Decline {
@@ -326,6 +332,8 @@ struct InFlight {
     acked: BTreeMap<String, u64>,
     /// Per acknowledged task: the shared runs its state references.
     shared: BTreeMap<String, Vec<String>>,
+    /// Bytes of shared runs the tasks wrote for it.
+    uploaded: u64,
     pause: Duration,
 }
 
@@ -495,6 +503,7 @@ impl Coordinator {
             started: Instant::now(),
             acked: BTreeMap::new(),
             shared: BTreeMap::new(),
+            uploaded: 0,
             pause: Duration::ZERO,
         });
         let _ = self.trigger.send(Some(Barrier { id, stop }));
@@ -523,10 +532,12 @@ impl Coordinator {
                 key,
                 bytes,
                 shared,
+                uploaded,
                 pause,
             } => {
                 if let Some(f) = self.inflight.as_mut().filter(|f| f.id == id) {
                     f.shared.insert(key.clone(), shared);
+                    f.uploaded += uploaded;
                     f.acked.insert(key, bytes);
                     f.pause = f.pause.max(pause);
                     self.check_complete().await;
@@ -625,7 +636,7 @@ impl Coordinator {
             );
         }
         manifest.finished = self.all_final(f);
-        let total: u64 = manifest.tasks.values().map(|t| t.bytes).sum();
+        let total: u64 = manifest.tasks.values().map(|t| t.bytes).sum::<u64>() + f.uploaded;
         let store = self.store.clone();
         let retained = self.retained;
         let res = tokio::task::spawn_blocking(move || {

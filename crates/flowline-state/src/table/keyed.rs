@@ -228,6 +228,11 @@ impl<V: StateValue> KeyedTable<V> {
         Ok(self.hot.get(key).and_then(|s| s.value.as_ref()))
     }
 
+    /// The value of `key` if it is in memory (no disk read, no change to its recency).
+    pub fn peek(&self, key: &[u8]) -> Option<&V> {
+        self.hot.get(key).and_then(|s| s.value.as_ref())
+    }
+
     /// Reads and changes the value of `key` (`None`: absent, or set to `None` to delete it).
     pub fn update<R>(
         &mut self,

@@ -16,7 +16,7 @@ pub(crate) const MANAGED_SIZE: &str = "taskmanager.memory.managed.size";
 /// Share of the process's memory limit state tables get by default.
 const MANAGED_FRACTION: f64 = 0.4;
 /// No subtask's tables get less than this, however many there are.
-const SUBTASK_BUDGET_MIN: usize = 1 << 20;
+const SUBTASK_BUDGET_MIN: usize = 64 << 10;
 
 /// Bytes each stateful operator subtask's tables may hold in memory.
 pub(crate) fn subtask_budget(graph: &JobGraph) -> Result<usize> {

@@ -192,6 +192,7 @@ impl OperatorTask {
         );
         let runs = tables.into_iter().flat_map(|t| t.runs).collect();
         cp.save(barrier.id, state, runs, started.elapsed());
+        self.publish_state();
         self.output.broadcast(Message::Barrier(barrier));
         if let Some(late) = &self.late {
             late.broadcast(Message::Barrier(barrier));

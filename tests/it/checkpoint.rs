@@ -359,12 +359,13 @@ FROM bids WHERE event_type = 2;",
     eprintln!("committed when stopped: {early:?}; at the end: {all:?}");
 }
 
-/// TopN and deduplication with a state budget far below their state (partitions spill to local
-/// disk; checkpoints upload only new runs): stopped twice and resumed, the concatenated
+/// A group aggregation, TopN and deduplication with a state budget far below their state
+/// (groups and partitions spill to local disk; checkpoints upload only new runs): stopped twice and resumed, the concatenated
 /// changelog leaves the table of an unbudgeted run that was never stopped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spilled_state_resumes_its_changelog() {
     const SPILLING: &[&str] = &[
+        "SELECT bid.bidder, COUNT(*), MAX(bid.price), SUM(bid.price) FROM bids WHERE event_type = 2 GROUP BY bid.bidder",
         "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
         "SELECT b, a, p FROM (SELECT bid.bidder AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
     ];

@@ -23,20 +23,24 @@
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, Int64Array, RecordBatch, UInt32Array,
-};
+use datafusion::arrow::array::{ArrayRef, AsArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::compute::{concat, take};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
-use datafusion::common::{exec_err, Result};
+use datafusion::common::{exec_err, DataFusionError, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
 pub(crate) use crate::accumulators::{counted_rows, new_acc, Acc};
+use flowline_state::table::{KeyedTable, Run, TableStats};
+
 use crate::groups::{Groups, Ttl};
-use crate::{Operator, OperatorContext, OperatorFactory};
+use crate::keygroups::row_key_groups;
+use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
+
+/// The state table: groups by key.
+const TABLE: &str = "groups";
 
 /// The aggregate functions an updating aggregation computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,8 +113,8 @@ impl fmt::Debug for GroupAggregateSpec {
 }
 
 impl OperatorFactory for GroupAggregateSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(GroupAggregate::new(Arc::new(self.clone()))?))
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+        Ok(Box::new(GroupAggregate::new(Arc::new(self.clone()), ctx)?))
     }
 
     fn updating(&self) -> bool {
@@ -127,10 +131,34 @@ pub struct GroupAggregate {
     /// Per group: touched by the current batch.
     touched: Vec<bool>,
     ttl: Option<Ttl>,
+    /// Groups beyond memory, and the checkpoints' image of all groups: key → the group's row
+    /// count, then each accumulator's state. The dense groups above are its hot part: a group
+    /// is taken out of the table when a batch touches it and put back when it is evicted or
+    /// checkpointed with changes.
+    table: KeyedTable<Vec<u8>>,
+    env: StateEnv,
+    subtask: usize,
+    /// The table's runs at the last snapshot.
+    runs: Vec<Arc<Run>>,
+    /// Per group: its key group, changed since the last checkpoint, used since the last sweep.
+    kgs: Vec<u16>,
+    dirty: Vec<bool>,
+    used: Vec<bool>,
+    /// The eviction sweep's position among the groups.
+    hand: usize,
+    hashes: Vec<u64>,
+    row_kgs: Vec<u16>,
+}
+
+/// Share of an aggregation's budget its dense groups get; the table's hot map has the rest.
+const DENSE_SHARE: f64 = 0.75;
+
+fn io_err(e: std::io::Error) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
 }
 
 impl GroupAggregate {
-    pub fn new(spec: Arc<GroupAggregateSpec>) -> Result<Self> {
+    pub fn new(spec: Arc<GroupAggregateSpec>, ctx: &OperatorContext) -> Result<Self> {
         let keys = if spec.group_exprs.is_empty() {
             None
         } else {
@@ -152,18 +180,127 @@ impl GroupAggregate {
             touched: Vec::new(),
             accs,
             ttl,
+            table: Self::new_table(&ctx.state, ctx.subtask, None)?,
+            env: ctx.state.clone(),
+            subtask: ctx.subtask,
+            runs: Vec::new(),
+            kgs: Vec::new(),
+            dirty: Vec::new(),
+            used: Vec::new(),
+            hand: 0,
+            hashes: Vec::new(),
+            row_kgs: Vec::new(),
         })
+    }
+
+    fn new_table(
+        env: &StateEnv,
+        subtask: usize,
+        runs: Option<Vec<Arc<Run>>>,
+    ) -> Result<KeyedTable<Vec<u8>>> {
+        let name = format!("group-agg-{subtask}");
+        let budget = (env.budget as f64 * (1.0 - DENSE_SHARE)) as usize;
+        let kgs = env.key_groups.clone();
+        match runs {
+            None => KeyedTable::new(&env.dir, &name, budget, kgs),
+            Some(runs) => KeyedTable::restore(&env.dir, &name, budget, kgs, runs),
+        }
+        .map_err(io_err)
     }
 
     fn grow(&mut self) {
         let n = self.groups.len();
         self.touched.resize(n, false);
+        self.kgs.resize(n, 0);
+        self.dirty.resize(n, false);
+        self.used.resize(n, false);
         self.accs.iter_mut().for_each(|a| a.resize(n));
     }
 
-    fn remove_group(&mut self, g: u32) {
+    /// Drops group `g` from memory (its state stays wherever the table has it).
+    fn evict_group(&mut self, g: u32) {
         self.groups.remove(g);
         self.accs.iter_mut().for_each(|a| a.reset(g));
+        self.dirty[g as usize] = false;
+    }
+
+    /// Group `g` is gone (no rows left, or expired): from memory and from the table.
+    fn remove_group(&mut self, g: u32) {
+        let key = &self.groups.keys[g as usize];
+        self.table.delete_blind(self.kgs[g as usize], key);
+        self.evict_group(g);
+    }
+
+    /// Group `g`'s state as the table keeps it: its row count, then each accumulator's state.
+    fn encode_group(&self, g: u32) -> Vec<u8> {
+        let mut out = self.groups.live[g as usize].to_le_bytes().to_vec();
+        let mut scratch = Vec::new();
+        for acc in &self.accs {
+            scratch.clear();
+            acc.save(g, &mut scratch);
+            out.extend_from_slice(&(scratch.len() as u32).to_le_bytes());
+            out.extend_from_slice(&scratch);
+        }
+        out
+    }
+
+    fn decode_group(&mut self, g: u32, mut bytes: &[u8]) -> Result<()> {
+        let bad =
+            || DataFusionError::Execution("group aggregate: a group's state is truncated".into());
+        let (live, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+        self.groups.live[g as usize] = i64::from_le_bytes(*live);
+        bytes = rest;
+        for acc in self.accs.iter_mut() {
+            let (n, rest) = bytes.split_first_chunk::<4>().ok_or_else(bad)?;
+            let n = u32::from_le_bytes(*n) as usize;
+            let mut state = rest.get(..n).ok_or_else(bad)?;
+            acc.load(g, &mut state)?;
+            bytes = &rest[n..];
+        }
+        Ok(())
+    }
+
+    /// Groups in memory (not counting freed ids).
+    fn hot_groups(&self) -> usize {
+        self.groups.len() - self.groups.free.len()
+    }
+
+    /// Moves cold groups to the table while the dense groups hold more than their share of the
+    /// budget (a clock sweep: groups used since the last sweep stay).
+    fn evict_if_over_budget(&mut self) -> Result<()> {
+        let ids = self.groups.len();
+        let hot = self.hot_groups();
+        if ids == 0 || hot == 0 {
+            return Ok(());
+        }
+        let dense = self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>();
+        let per_group = (dense / ids).max(1);
+        let max_hot = ((self.env.budget as f64 * DENSE_SHARE) as usize / per_group).max(1);
+        if hot <= max_hot {
+            return Ok(());
+        }
+        let mut to_evict = hot - max_hot / 4 * 3;
+        for _ in 0..2 * ids {
+            if to_evict == 0 {
+                break;
+            }
+            let g = self.hand % ids;
+            self.hand = g + 1;
+            if self.groups.live[g] <= 0 {
+                continue; // a free id
+            }
+            if std::mem::take(&mut self.used[g]) {
+                continue;
+            }
+            if self.dirty[g] {
+                let bytes = self.encode_group(g as u32);
+                let key = self.groups.keys[g].clone();
+                self.table.put(self.kgs[g], &key, bytes);
+            }
+            self.evict_group(g as u32);
+            to_evict -= 1;
+        }
+        self.table.spill_if_over_budget().map_err(io_err)
     }
 
     /// The key columns of `groups`.
@@ -223,26 +360,37 @@ impl Operator for GroupAggregate {
         let mut gids = Vec::with_capacity(n);
         let mut touched: Vec<u32> = Vec::new();
         let mut before: Vec<i64> = Vec::new();
+        let key_cols = self
+            .spec
+            .group_exprs
+            .iter()
+            .map(eval)
+            .collect::<Result<Vec<_>>>()?;
         let key_rows: Option<Rows> = match &self.keys {
-            Some(conv) => {
-                let cols = self
-                    .spec
-                    .group_exprs
-                    .iter()
-                    .map(eval)
-                    .collect::<Result<Vec<_>>>()?;
-                Some(conv.convert_columns(&cols)?)
-            }
+            Some(conv) => Some(conv.convert_columns(&key_cols)?),
             None => None,
         };
+        row_key_groups(
+            &key_cols,
+            n,
+            self.env.max_parallelism,
+            &mut self.hashes,
+            &mut self.row_kgs,
+        )?;
         for i in 0..n {
-            let (g, created) = match &key_rows {
-                Some(rows) => self.groups.intern(rows.row(i).as_ref()),
-                None => self.groups.intern(&[]),
-            };
+            let key = key_rows.as_ref().map_or(&[][..], |r| r.row(i).data());
+            let (g, created) = self.groups.intern(key);
             if created {
+                // New in memory: the table may hold it (evicted, or restored).
                 self.grow();
+                let kg = self.row_kgs[i];
+                self.kgs[g as usize] = kg;
+                if let Some(bytes) = self.table.take(kg, key).map_err(io_err)? {
+                    self.decode_group(g, &bytes)?;
+                }
             }
+            self.used[g as usize] = true;
+            self.dirty[g as usize] = true;
             if !self.touched[g as usize] {
                 self.touched[g as usize] = true;
                 touched.push(g);
@@ -357,64 +505,59 @@ impl Operator for GroupAggregate {
                 self.remove_group(g);
             }
         }
+        self.evict_if_over_budget()?;
         Ok(out)
     }
 
-    /// State batches of `[key bytes, live rows, one state column per aggregate]`, a row per group.
+    /// Changed groups go to the table, and the table is checkpointed as runs
+    /// ([`Operator::snapshot_tables`]); no bytes of its own.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let live: Vec<u32> = (0..self.groups.len() as u32)
-            .filter(|g| self.groups.live[*g as usize] > 0)
-            .collect();
-        let mut batches = Vec::new();
-        let mut scratch = Vec::new();
-        for chunk in live.chunks(65536) {
-            let mut keys = BinaryBuilder::new();
-            let mut counts = Vec::with_capacity(chunk.len());
-            let mut states: Vec<BinaryBuilder> =
-                self.accs.iter().map(|_| BinaryBuilder::new()).collect();
-            for g in chunk {
-                keys.append_value(&self.groups.keys[*g as usize]);
-                counts.push(self.groups.live[*g as usize]);
-                for (acc, b) in self.accs.iter().zip(states.iter_mut()) {
-                    scratch.clear();
-                    acc.save(*g, &mut scratch);
-                    b.append_value(&scratch);
-                }
+        for g in 0..self.groups.len() {
+            if self.dirty[g] && self.groups.live[g] > 0 {
+                let bytes = self.encode_group(g as u32);
+                let key = self.groups.keys[g].clone();
+                self.table.put(self.kgs[g], &key, bytes);
+                self.dirty[g] = false;
             }
-            let mut columns: Vec<ArrayRef> =
-                vec![Arc::new(keys.finish()), Arc::new(Int64Array::from(counts))];
-            columns.extend(states.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-            batches.push(crate::state_batch(columns, chunk.len())?);
         }
-        crate::encode_batches(&batches)
+        self.runs = self.table.checkpoint().map_err(io_err)?;
+        // The table's copies of groups held in memory above are written: let them go.
+        self.table.spill_if_over_budget().map_err(io_err)?;
+        Ok(Vec::new())
     }
 
-    fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_columns() != 2 + self.accs.len() {
-                return exec_err!(
-                    "group aggregate: the checkpoint's state has {} columns, this query needs {}",
-                    batch.num_columns(),
-                    2 + self.accs.len()
-                );
-            }
-            let keys = batch.column(0).as_binary::<i32>();
-            let counts = batch.column(1).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                let (g, _) = self.groups.intern(keys.value(i));
-                self.grow();
-                self.groups.live[g as usize] = counts.value(i);
-                for (a, acc) in self.accs.iter_mut().enumerate() {
-                    let mut bytes = batch.column(2 + a).as_binary::<i32>().value(i);
-                    acc.load(g, &mut bytes)?;
-                }
-            }
-        }
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        vec![TableRuns {
+            table: TABLE.into(),
+            runs: self.runs.clone(),
+        }]
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        let runs = tables
+            .into_iter()
+            .filter(|t| t.table == TABLE)
+            .flat_map(|t| t.runs)
+            .collect();
+        self.table = Self::new_table(&self.env, self.subtask, Some(runs))?;
         Ok(())
     }
 
+    fn restore(&mut self, state: &[u8]) -> Result<()> {
+        if state.is_empty() {
+            return Ok(());
+        }
+        exec_err!("group aggregate: this checkpoint holds state in an older format (before state tables); run with --fresh to start over")
+    }
+
+    fn table_stats(&self) -> TableStats {
+        self.table.stats()
+    }
+
     fn state_bytes(&self) -> usize {
-        self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>()
+        self.groups.size()
+            + self.accs.iter().map(|a| a.size()).sum::<usize>()
+            + self.table.stats().memory_bytes as usize
     }
 
     fn open_windows(&self) -> usize {
@@ -522,5 +665,52 @@ mod harness_tests {
                 "k n s m _row_kind
                  a 1 3 3 -D",
             );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// With a budget of a few groups (most live in the table, on disk) the aggregation gives
+        /// the changelog of an unbounded budget, over an append-only or an updating input,
+        /// through batches of any size and restarts anywhere.
+        #[test]
+        fn a_spilling_aggregation_gives_the_same_changelog(
+            updating in proptest::bool::ANY,
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0u8..40, 0i64..50, proptest::bool::weighted(0.8)), 0..30),
+                 proptest::bool::weighted(0.2)),
+                1..20,
+            )
+        ) {
+            let mut unbounded = Harness::new(spec(updating));
+            let mut spilling = Harness::with_budget(spec(updating), 2000);
+            let mut keys = std::collections::HashSet::new();
+            // What was added and not yet retracted, per key: retractions must retract a row.
+            let mut held: std::collections::HashMap<u8, Vec<i64>> = Default::default();
+            for (rows, restart) in steps {
+                let mut text = String::from(if updating { "k:str v:i64 _row_kind:kind\n" } else { "k:str v:i64\n" });
+                for (k, v, add) in rows {
+                    keys.insert(k);
+                    if !updating {
+                        text += &format!("k{k} {v}\n");
+                    } else if add || held.get(&k).is_none_or(|h| h.is_empty()) {
+                        held.entry(k).or_default().push(v);
+                        text += &format!("k{k} {v} +I\n");
+                    } else {
+                        let v = held.get_mut(&k).unwrap().pop().unwrap();
+                        text += &format!("k{k} {v} -D\n");
+                    }
+                }
+                unbounded.rows(0, &text);
+                spilling.rows(0, &text);
+                if restart {
+                    unbounded.restart();
+                    spilling.restart();
+                }
+                proptest::prop_assert_eq!(spilling.take_table(), unbounded.take_table());
+            }
+            // About 15 groups fit: with more, some went to the table and on to disk.
+            let stats = spilling.table_stats();
+            proptest::prop_assert!(keys.len() < 30 || stats.spills + stats.disk_bytes > 0, "{stats:?}");
+        }
     }
 }

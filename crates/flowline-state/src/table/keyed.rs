@@ -228,6 +228,46 @@ impl<V: StateValue> KeyedTable<V> {
         Ok(self.hot.get(key).and_then(|s| s.value.as_ref()))
     }
 
+    /// Takes `key`'s value out for an operator that keeps its hot state in structures of its own
+    /// (an aggregation's dense accumulators): the operator holds it from now on and gives it
+    /// back with [`KeyedTable::put`] when it evicts it or checkpoints, or deletes it with
+    /// [`KeyedTable::delete_blind`]. What the runs hold is left as is.
+    pub fn take(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<V>> {
+        if !self.load(key_group, key)? {
+            return Ok(None);
+        }
+        match self.hot.remove(key) {
+            Some(s) => {
+                self.hot_bytes -= s.size;
+                if s.dirty && s.value.is_none() {
+                    // A delete the runs have not learnt: keep it.
+                    self.hot_bytes += s.size;
+                    self.hot.insert(key.into(), s);
+                    return Ok(None);
+                }
+                Ok(s.value)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes `key` without reading it first (the next checkpoint writes the delete).
+    pub fn delete_blind(&mut self, key_group: u16, key: &[u8]) {
+        let size = key.len() + ENTRY_OVERHEAD;
+        let slot = Slot {
+            value: None,
+            key_group,
+            written: self.clock,
+            dirty: true,
+            used: true,
+            size,
+        };
+        self.hot_bytes += size;
+        if let Some(old) = self.hot.insert(key.into(), slot) {
+            self.hot_bytes -= old.size;
+        }
+    }
+
     /// The value of `key` if it is in memory (no disk read, no change to its recency).
     pub fn peek(&self, key: &[u8]) -> Option<&V> {
         self.hot.get(key).and_then(|s| s.value.as_ref())
@@ -575,6 +615,31 @@ mod tests {
                 prop_assert_eq!(t.get(kg(k), &k.to_be_bytes()).unwrap().cloned(), model.get(&k).cloned());
             }
         }
+    }
+
+    #[test]
+    fn taken_values_are_the_callers_until_put_back_or_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "t", 1 << 20, 0..128).unwrap();
+        t.put(1, b"a", vec![1]);
+        t.put(1, b"b", vec![2]);
+        t.checkpoint().unwrap();
+        assert_eq!(t.take(1, b"a").unwrap(), Some(vec![1]));
+        assert_eq!(t.hot_len(), 1, "b stays");
+        t.put(1, b"a", vec![1, 1]);
+        t.take(1, b"b").unwrap();
+        t.delete_blind(1, b"b");
+        let runs = t.checkpoint().unwrap();
+        let mut r = KeyedTable::<Vec<u8>>::restore(dir.path(), "r", 1 << 20, 0..128, runs).unwrap();
+        assert_eq!(r.take(1, b"a").unwrap(), Some(vec![1, 1]));
+        assert_eq!(r.take(1, b"b").unwrap(), None);
+        r.delete_blind(1, b"c");
+        assert_eq!(
+            r.take(1, b"c").unwrap(),
+            None,
+            "a delete not yet written stays"
+        );
+        assert_eq!(r.hot_len(), 1);
     }
 
     #[test]

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""State beyond memory: stateful Nexmark queries with and without a state budget, side by side.
+
+    python3 benches/state_budget.py BINARY [--events N] [--memory 64MB] [--only q18,q19]
+
+For each query the job runs twice on the same generated events (parallelism 1, a debezium-json
+file sink): without a budget, and with `--memory`. It reports wall time, CPU time (user + sys),
+peak RSS and the state tables' spill counts, and checks that both runs leave the same final rows
+(the changelogs replayed). Exit status 1 when a result differs.
+"""
+import argparse, collections, json, os, re, resource, subprocess, sys, tempfile, time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "flink"))
+from nexmark import replay  # noqa: E402  (the changelog replay the Flink comparison uses)
+
+SOURCE = """
+CREATE TABLE nexmark (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS bid.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '10000000',
+        'base-time' = '2026-01-01 00:00:00');
+CREATE VIEW bid AS SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, dateTime, bid.extra
+  FROM nexmark WHERE event_type = 2;
+"""
+
+# name, result columns, query
+QUERIES = [
+    ("q17", "BIGINT, STRING, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT",
+     "SELECT auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd'), count(*), count(*) filter (where price < 10000), "
+     "min(price), max(price), avg(price), sum(price) FROM bid GROUP BY auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd')"),
+    ("q18", "BIGINT, BIGINT, BIGINT, STRING, STRING, TIMESTAMP(3), STRING",
+     "SELECT auction, bidder, price, channel, url, dateTime, extra FROM (SELECT *, ROW_NUMBER() OVER "
+     "(PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rank_number FROM bid) WHERE rank_number <= 1"),
+    ("q19", "BIGINT, BIGINT, BIGINT, STRING, STRING, TIMESTAMP(3), STRING, BIGINT",
+     "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number "
+     "FROM bid) WHERE rank_number <= 10"),
+]
+
+
+def run(binary, name, types, query, events, memory, work):
+    out = os.path.join(work, f"{name}-{memory or 'unbounded'}")
+    cols = ", ".join(f"c{i} {t}" for i, t in enumerate(t.strip() for t in types.split(",")))
+    script = os.path.join(work, f"{name}.sql")
+    with open(script, "w") as f:
+        f.write(SOURCE.format(events=events))
+        f.write(f"CREATE TABLE out ({cols}) WITH ('connector' = 'filesystem', 'path' = '{out}', 'format' = 'debezium-json');\n")
+        f.write(f"INSERT INTO out {query};\n")
+    args = [binary, "run", script, "-p", "1", "--fresh", "--state-dir", os.path.join(work, "state-" + name)]
+    if memory:
+        args += ["--memory", memory]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.time()
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", *args], capture_output=True, text=True)
+    wall = time.time() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if p.returncode != 0:
+        sys.exit(f"{name}: flowline failed:\n{p.stderr[-2000:]}")
+    rss_kb = int(p.stderr.strip().splitlines()[-1])
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    width = len(types.split(","))
+    return dict(wall=wall, cpu=cpu, rss=rss_kb / 1024, rows=replay(out, width))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--events", type=int, default=2_000_000)
+    ap.add_argument("--memory", default="64MB")
+    ap.add_argument("--only", default="")
+    args = ap.parse_args()
+    only = set(filter(None, args.only.split(",")))
+    ok = True
+    print(f"{'query':6} {'budget':>10} {'wall s':>7} {'cpu s':>7} {'peak RSS MB':>12} {'rows':>9}  same rows")
+    with tempfile.TemporaryDirectory() as work:
+        for name, types, query in QUERIES:
+            if only and name not in only:
+                continue
+            free = run(args.binary, name, types, query, args.events, None, work)
+            capped = run(args.binary, name, types, query, args.events, args.memory, work)
+            same = free["rows"] == capped["rows"]
+            ok &= same
+            for label, r in (("none", free), (args.memory, capped)):
+                print(f"{name:6} {label:>10} {r['wall']:7.1f} {r['cpu']:7.1f} {r['rss']:12.0f} {len(r['rows']):9}  {'' if r is free else same}")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -173,6 +173,7 @@ impl GroupAggregate {
             .map(|a| new_acc(a, spec.updating_input))
             .collect::<Result<Vec<_>>>()?;
         let ttl = Ttl::new(spec.state_ttl);
+        let ttl_of_table = spec.state_ttl;
         Ok(Self {
             spec,
             keys,
@@ -180,7 +181,7 @@ impl GroupAggregate {
             touched: Vec::new(),
             accs,
             ttl,
-            table: Self::new_table(&ctx.state, ctx.subtask, None)?,
+            table: Self::new_table(&ctx.state, ctx.subtask, None, ttl_of_table)?,
             env: ctx.state.clone(),
             subtask: ctx.subtask,
             runs: Vec::new(),
@@ -193,19 +194,22 @@ impl GroupAggregate {
         })
     }
 
+    /// The groups' table; cold groups expire there with `table.exec.state.ttl` as hot ones do
+    /// in [`Groups`].
     fn new_table(
         env: &StateEnv,
         subtask: usize,
         runs: Option<Vec<Arc<Run>>>,
+        ttl: Option<std::time::Duration>,
     ) -> Result<KeyedTable<Vec<u8>>> {
         let name = format!("group-agg-{subtask}");
         let budget = (env.budget as f64 * (1.0 - DENSE_SHARE)) as usize;
         let kgs = env.key_groups.clone();
-        match runs {
+        let table = match runs {
             None => KeyedTable::new(&env.dir, &name, budget, kgs),
             Some(runs) => KeyedTable::restore(&env.dir, &name, budget, kgs, runs),
-        }
-        .map_err(io_err)
+        };
+        Ok(table.map_err(io_err)?.with_ttl(ttl))
     }
 
     fn grow(&mut self) {
@@ -340,6 +344,9 @@ impl Operator for GroupAggregate {
         };
         for g in expired {
             self.remove_group(g);
+        }
+        if self.spec.state_ttl.is_some() {
+            self.table.set_clock(flowline_common::clock::now_millis());
         }
         let adds: Vec<bool> = match (self.spec.updating_input, row_kinds(&batch)) {
             (true, Some(kinds)) => kinds
@@ -539,7 +546,7 @@ impl Operator for GroupAggregate {
             .filter(|t| t.table == TABLE)
             .flat_map(|t| t.runs)
             .collect();
-        self.table = Self::new_table(&self.env, self.subtask, Some(runs))?;
+        self.table = Self::new_table(&self.env, self.subtask, Some(runs), self.spec.state_ttl)?;
         Ok(())
     }
 
@@ -712,5 +719,33 @@ mod harness_tests {
             let stats = spilling.table_stats();
             proptest::prop_assert!(keys.len() < 30 || stats.spills + stats.disk_bytes > 0, "{stats:?}");
         }
+    }
+
+    #[test]
+    fn expired_groups_start_afresh_whether_in_memory_or_on_disk() {
+        let ttl = |budget| {
+            let mut spec = spec(false);
+            spec.state_ttl = Some(std::time::Duration::from_millis(100));
+            Harness::with_budget(spec, budget)
+        };
+        let many: String = (0..60).map(|i| format!("k{i} 1\n")).collect();
+        for mut h in [ttl(usize::MAX), ttl(2000)] {
+            flowline_common::clock::set_for_tests(Some(1_000));
+            h.rows(0, &format!("k:str v:i64\na 7\n{many}"));
+            h.take_table();
+            flowline_common::clock::set_for_tests(Some(1_060));
+            h.rows(0, "k:str v:i64\nz 1");
+            h.take_table();
+            flowline_common::clock::set_for_tests(Some(1_300));
+            h.rows(0, "k:str v:i64\nz 2");
+            h.take_table();
+            flowline_common::clock::set_for_tests(Some(1_400));
+            // Not written for 400 ms > 100 ms: a new group, not an update of the old one.
+            h.rows(0, "k:str v:i64\na 5").expect(
+                "k n s m _row_kind
+                 a 1 5 5 +I",
+            );
+        }
+        flowline_common::clock::set_for_tests(None);
     }
 }

@@ -190,6 +190,16 @@ pub struct Harness {
     emitted: Vec<RecordBatch>,
 }
 
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.ctx.state.dir);
+        // The process's directory, once no other harness uses it.
+        if let Some(parent) = self.ctx.state.dir.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 impl Harness {
     pub fn new(factory: impl OperatorFactory + 'static) -> Self {
         Self::with_budget(factory, usize::MAX)
@@ -201,6 +211,10 @@ impl Harness {
         let factory: Arc<dyn OperatorFactory> = Arc::new(factory);
         let mut ctx = OperatorContext::default();
         ctx.state.budget = budget;
+        // Its own spill directory, removed with the harness.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        ctx.state.dir = ctx.state.dir.join(format!("harness-{n}"));
         let operator = factory.create(&ctx).unwrap();
         Self {
             factory,

@@ -162,6 +162,18 @@ pub struct JobState {
     pub shared: Arc<JobShared>,
 }
 
+/// The scratch directory of the job's state tables; a temporary one (a job without a state
+/// directory) is removed when the job ends.
+struct LocalState(std::path::PathBuf, bool);
+
+impl Drop for LocalState {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
 /// The scratch directory state tables spill to, emptied: under the state directory, or a
 /// temporary one for a job without.
 fn local_state_dir(state_dir: Option<&std::path::Path>) -> Result<std::path::PathBuf> {
@@ -218,6 +230,7 @@ pub async fn run_job_with_state(
         }
         None => (None, None),
     };
+    let local_state = LocalState(local_state_dir(state.dir.as_deref())?, state.dir.is_none());
     let handle_fn: Option<&(dyn Fn(String) -> TaskCheckpoint + Sync)> = handles
         .as_ref()
         .map(|h| h as &(dyn Fn(String) -> TaskCheckpoint + Sync));
@@ -233,7 +246,7 @@ pub async fn run_job_with_state(
         checkpoint: handle_fn,
         job: state.checkpoint.as_ref().map(|c| c.job.clone()),
         state_dir: state.dir.clone(),
-        local_state: local_state_dir(state.dir.as_deref())?,
+        local_state: local_state.0.clone(),
         state_budget: memory::subtask_budget(graph)?,
         shared: state.shared.clone(),
         late: None,

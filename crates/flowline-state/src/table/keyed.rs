@@ -116,7 +116,6 @@ impl<V: StateValue> KeyedTable<V> {
     /// An empty table whose runs go to `dir` (named `name-N.run`), holding at most about
     /// `budget` bytes in memory, serving `key_groups`.
     pub fn new(dir: &Path, name: &str, budget: usize, key_groups: Range<u16>) -> io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             name: name.to_string(),
@@ -336,6 +335,8 @@ impl<V: StateValue> KeyedTable<V> {
         // Unique across tasks, restarts and jobs: checkpoints share runs by name.
         let id = uuid::Uuid::new_v4().simple().to_string();
         let name = format!("{}-{}-{}.run", self.name, self.next_run, &id[..16]);
+        // Made on the first run: a table that never spills or checkpoints leaves no directory.
+        std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(name);
         let w = RunWriter::create(&path)?;
         Ok((path, w))

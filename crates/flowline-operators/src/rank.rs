@@ -208,11 +208,14 @@ impl StateValue for Sorted {
         Ok(part)
     }
 
+    /// Exact for a top-N partition (a few rows); for one holding every row (updating input)
+    /// its length times its first row's size, so that a change is not a walk over all rows.
     fn size(&self) -> usize {
-        self.iter()
-            .map(|((s, _), r)| s.len() + r.len() + 32)
-            .sum::<usize>()
-            + 32
+        let entry = |s: &Pos, r: &[u8]| s.0.len() + r.len() + 32;
+        match self {
+            Sorted::Small(v) => v.iter().map(|(p, r)| entry(p, r)).sum::<usize>() + 32,
+            Sorted::Large(m) => m.iter().next().map_or(0, |(p, r)| entry(p, r)) * m.len() + 32,
+        }
     }
 }
 
@@ -345,9 +348,9 @@ impl Rank {
 }
 
 /// A partition the batch touched: its key group and key, and its top N before the batch.
-struct Touched {
+struct Touched<'a> {
     key_group: u16,
-    key: Box<[u8]>,
+    key: &'a [u8],
     before: Vec<Pos>,
 }
 
@@ -355,35 +358,32 @@ impl Rank {
     /// Applies row `i` to its partition; records the partition's top N before its first change
     /// in this batch, and rows that leave state (they may have to be retracted).
     #[allow(clippy::too_many_arguments)]
-    fn apply_row(
+    fn apply_row<'a>(
         &mut self,
         key_group: u16,
-        key: &[u8],
+        key: &'a [u8],
         add: bool,
         sort: &[u8],
         row: &[u8],
-        touched: &mut Vec<Touched>,
-        seen: &mut HashSet<Box<[u8]>>,
+        touched: &mut Vec<Touched<'a>>,
+        seen: &mut HashSet<&'a [u8]>,
         gone: &mut HashMap<Pos, Box<[u8]>>,
     ) -> Result<()> {
         let (limit, updating) = (self.spec.limit, self.spec.updating_input);
-        if add {
+        let first = !seen.contains(key);
+        let before = if add {
             let tie = self.tie();
-            if !updating {
-                // Append-only and below the top N already: it would leave at once.
-                let part = self.table.get(key_group, key).map_err(io_err)?;
-                if let Some((last, last_tie)) =
-                    part.filter(|p| p.len() >= limit).and_then(Sorted::last_key)
-                {
-                    if (sort, tie) > (last.as_ref(), *last_tie) {
-                        return Ok(());
+            self.table
+                .update_when(key_group, key, |p| {
+                    if !updating {
+                        // Append-only and below the top N already: it would leave at once.
+                        let full = p.as_ref().filter(|p| p.len() >= limit);
+                        if let Some((last, last_tie)) = full.and_then(Sorted::last_key) {
+                            if (sort, tie) > (last.as_ref(), *last_tie) {
+                                return (None, false);
+                            }
+                        }
                     }
-                }
-            }
-            let first = !seen.contains(key);
-            let before = self
-                .table
-                .update(key_group, key, |p| {
                     let part = p.get_or_insert_with(|| Sorted::new(!updating));
                     let before = first.then(|| part.top(limit));
                     part.insert((sort.into(), tie), row.into());
@@ -392,46 +392,33 @@ impl Rank {
                         let (pos, evicted) = part.pop_last().expect("longer than the limit");
                         gone.insert(pos, evicted);
                     }
-                    before
+                    (before, true)
                 })
-                .map_err(io_err)?;
-            if let Some(before) = before {
-                seen.insert(key.into());
-                touched.push(Touched {
-                    key_group,
-                    key: key.into(),
-                    before,
-                });
-            }
+                .map_err(io_err)?
         } else {
             // A retraction of a row that is not there (or no longer kept) changes nothing.
-            let Some(pos) = self
-                .table
-                .get(key_group, key)
-                .map_err(io_err)?
-                .and_then(|p| p.find(sort, row))
-            else {
-                return Ok(());
-            };
-            let first = !seen.contains(key);
-            let before = self
-                .table
-                .update(key_group, key, |p| {
-                    let part = p.as_mut().expect("found");
+            self.table
+                .update_when(key_group, key, |p| {
+                    let Some(part) = p.as_mut() else {
+                        return (None, false);
+                    };
+                    let Some(pos) = part.find(sort, row) else {
+                        return (None, false);
+                    };
                     let before = first.then(|| part.top(limit));
                     let r = part.remove(&pos).expect("found");
                     gone.insert(pos, r);
-                    before
+                    (before, true)
                 })
-                .map_err(io_err)?;
-            if let Some(before) = before {
-                seen.insert(key.into());
-                touched.push(Touched {
-                    key_group,
-                    key: key.into(),
-                    before,
-                });
-            }
+                .map_err(io_err)?
+        };
+        if let Some(before) = before {
+            seen.insert(key);
+            touched.push(Touched {
+                key_group,
+                key,
+                before,
+            });
         }
         Ok(())
     }
@@ -481,7 +468,7 @@ impl Operator for Rank {
         // remembered just before the batch first changes it: a row that changes nothing (below
         // the top N of an append-only input) costs no copy.
         let mut touched: Vec<Touched> = Vec::new();
-        let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+        let mut seen: HashSet<&[u8]> = HashSet::new();
         let mut gone: HashMap<Pos, Box<[u8]>> = HashMap::new();
         for i in 0..n {
             let key = part_keys.as_ref().map_or(&[][..], |k| k.row(i).data());
@@ -510,7 +497,7 @@ impl Operator for Rank {
         let limit = spec.limit;
         for t in &touched {
             // Touched partitions stay in memory until the batch ends (no spill meanwhile).
-            let part = self.table.peek(&t.key);
+            let part = self.table.peek(t.key);
             let new = part.map_or_else(Vec::new, |p| p.top(limit));
             let row_at = |pos: &Pos| -> &[u8] {
                 match part.and_then(|p| p.get(pos)) {
@@ -555,8 +542,8 @@ impl Operator for Rank {
             crate::push_sliced(&mut out, crate::batch_of(&spec.schema, columns, total)?);
         }
         for t in &touched {
-            if self.table.peek(&t.key).is_some_and(Sorted::is_empty) {
-                self.table.delete(t.key_group, &t.key).map_err(io_err)?;
+            if self.table.peek(t.key).is_some_and(Sorted::is_empty) {
+                self.table.delete(t.key_group, t.key).map_err(io_err)?;
             }
         }
         self.table.spill_if_over_budget().map_err(io_err)?;

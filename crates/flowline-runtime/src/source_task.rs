@@ -39,6 +39,13 @@ pub(crate) struct SourceMarks {
     pub(crate) sent: EventTimeMs,
 }
 
+/// A batch's split, its watermark so far, and the other splits' merge (fixed for the batch).
+pub(crate) struct BatchMarks {
+    split: usize,
+    own: EventTimeMs,
+    others: EventTimeMs,
+}
+
 impl SourceMarks {
     pub(crate) fn new() -> Self {
         Self {
@@ -58,9 +65,26 @@ impl SourceMarks {
         self.splits.on_row(split);
     }
 
-    /// A row of `split` generated watermark `w`.
-    fn on_watermark(&mut self, split: usize, w: EventTimeMs) {
-        if let Some(merged) = self.splits.on_watermark(split, w) {
+    /// Before the rows of a batch of `split`: the other splits' merge stays fixed while they
+    /// are read, so a row's watermark is `min(split's so far, others)`, as `InputWatermarks`
+    /// would merge it, without a walk over the splits per row.
+    fn start_batch(&mut self, split: usize) -> BatchMarks {
+        BatchMarks {
+            split,
+            own: self.splits.mark(split),
+            others: self.splits.min_except(split).unwrap_or(END_OF_TIME),
+        }
+    }
+
+    /// A row's watermark expression gave `w`.
+    fn on_row_watermark(&mut self, b: &mut BatchMarks, w: EventTimeMs) {
+        b.own = b.own.max(w);
+        self.generated = self.generated.max(b.own.min(b.others));
+    }
+
+    /// After the batch's rows: the split's watermark goes into the merge.
+    fn end_batch(&mut self, b: BatchMarks) {
+        if let Some(merged) = self.splits.on_watermark(b.split, b.own) {
             self.generated = self.generated.max(merged);
         }
     }
@@ -212,6 +236,7 @@ impl SourceTask {
                     self.marks.on_batch(split, source.splits().max(split + 1));
                     self.marks.expire_idle(self.idle_timeout);
                     if let Some(WatermarkSpec::EventTime { chain, .. }) = &self.branch.watermark {
+                        let mut batch_marks = self.marks.start_batch(split);
                         let (mut marks, mut times) = watermark_columns(
                             chain.apply(batch.clone()).map_err(|e| self.op_err(e))?,
                         )?;
@@ -242,9 +267,11 @@ impl SourceTask {
                                 self.send_watermark(watermark);
                             }
                             if marks.is_valid(j) {
-                                self.marks.on_watermark(split, marks.value(j));
+                                self.marks
+                                    .on_row_watermark(&mut batch_marks, marks.value(j));
                             }
                         }
+                        self.marks.end_batch(batch_marks);
                     }
                     if !self.forward(batch.slice(start, rows - start))? {
                         return Ok(()); // the consumers are gone: the job is failing elsewhere

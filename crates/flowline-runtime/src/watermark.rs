@@ -63,6 +63,26 @@ impl InputWatermarks {
         self.inputs.len()
     }
 
+    /// The merge over every producer but `except` (`None` when none of them counts): what a
+    /// source holds fixed while it reads a batch of one split.
+    pub(crate) fn min_except(&self, except: usize) -> Option<EventTimeMs> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != except)
+            .filter_map(|(_, i)| match i.state {
+                InputState::Active => Some(i.mark),
+                InputState::Ended => Some(END_OF_TIME),
+                InputState::Idle => None,
+            })
+            .min()
+    }
+
+    /// Producer `from`'s watermark so far.
+    pub(crate) fn mark(&self, from: usize) -> EventTimeMs {
+        self.inputs.get(from).map_or(NO_WATERMARK, |i| i.mark)
+    }
+
     /// Whether producer `from` is active (neither idle nor ended).
     pub(crate) fn is_active(&self, from: usize) -> bool {
         self.inputs

@@ -29,7 +29,7 @@ const ENTRY_OVERHEAD: usize = 64;
 pub trait StateValue: Sized {
     fn encode(&self, out: &mut Vec<u8>);
     fn decode(bytes: &[u8]) -> io::Result<Self>;
-    /// Bytes it holds in memory, approximately.
+    /// Bytes it holds in memory, approximately, in constant time (it is asked at every change).
     fn size(&self) -> usize;
 }
 
@@ -87,6 +87,33 @@ pub struct KeyedTable<V> {
     ttl_ms: Option<i64>,
     /// The time writes are stamped with (ms; processing time, set by the operator).
     clock: i64,
+}
+
+/// Applies a change to a hot slot: expires it first, then lets `f` change it; keeps its
+/// dirtiness, write time and size (and the table's byte count) right.
+fn apply<V: StateValue, R>(
+    slot: &mut Slot<V>,
+    key_len: usize,
+    clock: i64,
+    ttl: Option<i64>,
+    hot_bytes: &mut usize,
+    f: impl FnOnce(&mut Option<V>) -> (R, bool),
+) -> R {
+    slot.used = true;
+    if slot.value.is_some() && ttl.is_some_and(|t| slot.written < clock - t) {
+        // Expired: absent from now on (the runs learn it at the next checkpoint).
+        slot.value = None;
+        slot.dirty = true;
+    }
+    let (r, changed) = f(&mut slot.value);
+    if changed {
+        slot.dirty = true;
+        slot.written = clock;
+        let size = key_len + slot.value.as_ref().map_or(0, V::size) + ENTRY_OVERHEAD;
+        *hot_bytes = *hot_bytes + size - slot.size;
+        slot.size = size;
+    }
+    r
 }
 
 /// A value in a run: when it was written, then the value's encoding.
@@ -221,10 +248,19 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// The value of `key`.
     pub fn get(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<&V>> {
-        if !self.load(key_group, key)? {
+        if !self.hot.contains_key(key) && !self.load(key_group, key)? {
             return Ok(None);
         }
-        Ok(self.hot.get(key).and_then(|s| s.value.as_ref()))
+        let (clock, ttl) = (self.clock, self.ttl_ms);
+        let Some(s) = self.hot.get_mut(key) else {
+            return Ok(None);
+        };
+        s.used = true;
+        if s.value.is_some() && ttl.is_some_and(|t| s.written < clock - t) {
+            s.value = None;
+            s.dirty = true;
+        }
+        Ok(s.value.as_ref())
     }
 
     /// Takes `key`'s value out for an operator that keeps its hot state in structures of its own
@@ -279,7 +315,29 @@ impl<V: StateValue> KeyedTable<V> {
         key: &[u8],
         f: impl FnOnce(&mut Option<V>) -> R,
     ) -> io::Result<R> {
-        if !self.load(key_group, key)? && !self.hot.contains_key(key) {
+        self.update_when(key_group, key, |v| {
+            let had = v.is_some();
+            let r = f(v);
+            // An absent key that stays absent changes nothing.
+            let changed = had || v.is_some();
+            (r, changed)
+        })
+    }
+
+    /// [`KeyedTable::update`] for a change that may turn out to be none: `f` says whether it
+    /// changed the value (an unchanged entry stays clean: the next checkpoint skips it).
+    pub fn update_when<R>(
+        &mut self,
+        key_group: u16,
+        key: &[u8],
+        f: impl FnOnce(&mut Option<V>) -> (R, bool),
+    ) -> io::Result<R> {
+        let (clock, ttl) = (self.clock, self.ttl_ms);
+        // Hot: one lookup.
+        if let Some(slot) = self.hot.get_mut(key) {
+            return Ok(apply(slot, key.len(), clock, ttl, &mut self.hot_bytes, f));
+        }
+        if !self.load(key_group, key)? {
             let size = key.len() + ENTRY_OVERHEAD;
             self.hot_bytes += size;
             self.hot.insert(
@@ -287,7 +345,7 @@ impl<V: StateValue> KeyedTable<V> {
                 Slot {
                     value: None,
                     key_group,
-                    written: self.clock,
+                    written: clock,
                     dirty: false,
                     used: true,
                     size,
@@ -295,17 +353,7 @@ impl<V: StateValue> KeyedTable<V> {
             );
         }
         let slot = self.hot.get_mut(key).expect("loaded or inserted");
-        let had = slot.value.is_some();
-        let r = f(&mut slot.value);
-        // An absent key that stays absent changes nothing.
-        if had || slot.value.is_some() {
-            slot.dirty = true;
-            slot.written = self.clock;
-        }
-        let size = key.len() + slot.value.as_ref().map_or(0, V::size) + ENTRY_OVERHEAD;
-        self.hot_bytes = self.hot_bytes + size - slot.size;
-        slot.size = size;
-        Ok(r)
+        Ok(apply(slot, key.len(), clock, ttl, &mut self.hot_bytes, f))
     }
 
     /// Sets the value of `key` without reading it first.

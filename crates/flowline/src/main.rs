@@ -81,6 +81,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::tune_allocator();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

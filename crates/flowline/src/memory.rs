@@ -57,3 +57,23 @@ fn advise_pageout(addr: usize, len: usize) -> bool {
     // Rust reference to that memory can observe a difference.
     unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_PAGEOUT) == 0 }
 }
+
+/// glibc's threshold above which an allocation gets its own mapping, fixed (see
+/// [`tune_allocator`]).
+const MMAP_THRESHOLD: libc::c_int = 16 << 20;
+
+/// Fixes glibc's mmap threshold at 16 MiB. By default it is dynamic and a pipeline's batch-sized
+/// buffers (hundreds of KiB to a few MiB, allocated and freed per batch on several threads)
+/// were mapped and unmapped over and over: page faults and page clearing cost 10-15% of the CPU
+/// of the TUMBLE benchmark (`perf`: `clear_page_rep`, `exc_page_fault`; docs/BENCHMARKS.md).
+/// Memory freed at the top of the heap is still trimmed (the trim threshold is untouched), so
+/// an idle job still gives it back.
+#[allow(unsafe_code)]
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; it is called before any other thread
+    // exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+    }
+}

@@ -146,12 +146,18 @@ pub struct GroupAggregate {
     used: Vec<bool>,
     /// The eviction sweep's position among the groups.
     hand: usize,
+    /// Bytes per group in memory, as last measured; batches seen; groups when measured.
+    per_group: usize,
+    batches: u64,
+    sized_at: usize,
     hashes: Vec<u64>,
     row_kgs: Vec<u16>,
 }
 
 /// Share of an aggregation's budget its dense groups get; the table's hot map has the rest.
 const DENSE_SHARE: f64 = 0.75;
+/// Batches between two measurements of the dense groups' bytes.
+const SIZE_EVERY: u64 = 64;
 
 fn io_err(e: std::io::Error) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -189,6 +195,9 @@ impl GroupAggregate {
             dirty: Vec::new(),
             used: Vec::new(),
             hand: 0,
+            per_group: 0,
+            batches: 0,
+            sized_at: 0,
             hashes: Vec::new(),
             row_kgs: Vec::new(),
         })
@@ -277,9 +286,16 @@ impl GroupAggregate {
         if ids == 0 || hot == 0 {
             return Ok(());
         }
-        let dense = self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>();
-        let per_group = (dense / ids).max(1);
-        let max_hot = ((self.env.budget as f64 * DENSE_SHARE) as usize / per_group).max(1);
+        // Measuring the accumulators walks their state (DISTINCT sets): at most once per
+        // SIZE_EVERY batches, or when the groups doubled since.
+        self.batches += 1;
+        if self.per_group == 0 || self.batches.is_multiple_of(SIZE_EVERY) || ids > 2 * self.sized_at
+        {
+            let dense = self.groups.size() + self.accs.iter().map(|a| a.size()).sum::<usize>();
+            self.per_group = (dense / ids).max(1);
+            self.sized_at = ids;
+        }
+        let max_hot = ((self.env.budget as f64 * DENSE_SHARE) as usize / self.per_group).max(1);
         if hot <= max_hot {
             return Ok(());
         }

@@ -18,7 +18,7 @@
 //! can never come back, so only the top N are kept; an updating input may retract a top row,
 //! so all rows are kept.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 
@@ -208,14 +208,15 @@ impl StateValue for Sorted {
         Ok(part)
     }
 
-    /// Exact for a top-N partition (a few rows); for one holding every row (updating input)
-    /// its length times its first row's size, so that a change is not a walk over all rows.
+    /// Its length times its first row's size: constant time (asked at every change), exact
+    /// enough for a budget.
     fn size(&self) -> usize {
         let entry = |s: &Pos, r: &[u8]| s.0.len() + r.len() + 32;
-        match self {
-            Sorted::Small(v) => v.iter().map(|(p, r)| entry(p, r)).sum::<usize>() + 32,
-            Sorted::Large(m) => m.iter().next().map_or(0, |(p, r)| entry(p, r)) * m.len() + 32,
-        }
+        let first = match self {
+            Sorted::Small(v) => v.first().map_or(0, |(p, r)| entry(p, r)),
+            Sorted::Large(m) => m.iter().next().map_or(0, |(p, r)| entry(p, r)),
+        };
+        first * self.len() + 32
     }
 }
 
@@ -366,7 +367,7 @@ impl Rank {
         sort: &[u8],
         row: &[u8],
         touched: &mut Vec<Touched<'a>>,
-        seen: &mut HashSet<&'a [u8]>,
+        seen: &mut hashbrown::HashSet<&'a [u8]>,
         gone: &mut HashMap<Pos, Box<[u8]>>,
     ) -> Result<()> {
         let (limit, updating) = (self.spec.limit, self.spec.updating_input);
@@ -468,7 +469,7 @@ impl Operator for Rank {
         // remembered just before the batch first changes it: a row that changes nothing (below
         // the top N of an append-only input) costs no copy.
         let mut touched: Vec<Touched> = Vec::new();
-        let mut seen: HashSet<&[u8]> = HashSet::new();
+        let mut seen: hashbrown::HashSet<&[u8]> = hashbrown::HashSet::with_capacity(n);
         let mut gone: HashMap<Pos, Box<[u8]>> = HashMap::new();
         for i in 0..n {
             let key = part_keys.as_ref().map_or(&[][..], |k| k.row(i).data());

@@ -12,7 +12,7 @@
 //! nothing and a checkpoint needs only the dirty ones. A checkpoint's runs are immutable
 //! files: the next checkpoint references them again and adds one run of what changed.
 
-use hashbrown::HashMap;
+use std::hash::BuildHasher;
 use std::io;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,7 @@ pub struct TableStats {
 pub struct KeyedTable<V> {
     dir: PathBuf,
     name: String,
-    hot: HashMap<Box<[u8]>, Slot<V>>,
+    hot: HotMap<V>,
     hot_bytes: usize,
     budget: usize,
     /// Newest first.
@@ -133,6 +133,126 @@ fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
     Ok((i64::from_le_bytes(*t), v))
 }
 
+/// The hot entries: slots in a vector, found through a table of their indices (4 bytes a
+/// bucket, as the operators' own group tables were), so growing rehashes indices, not entries.
+/// A hot entry's place: its key and slot, or `None` when free.
+type HotSlot<V> = Option<(Box<[u8]>, Slot<V>)>;
+
+struct HotMap<V> {
+    index: hashbrown::HashTable<u32>,
+    slots: Vec<HotSlot<V>>,
+    free: Vec<u32>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl<V> Default for HotMap<V> {
+    fn default() -> Self {
+        Self {
+            index: hashbrown::HashTable::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            hasher: Default::default(),
+        }
+    }
+}
+
+impl<V> HotMap<V> {
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        self.index
+            .find(hash, |i| {
+                slots[*i as usize]
+                    .as_ref()
+                    .is_some_and(|(k, _)| **k == *key)
+            })
+            .copied()
+    }
+
+    fn get(&self, key: &[u8]) -> Option<&Slot<V>> {
+        let i = self.find(key)?;
+        self.slots[i as usize].as_ref().map(|(_, s)| s)
+    }
+
+    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot<V>> {
+        let i = self.find(key)?;
+        self.slots[i as usize].as_mut().map(|(_, s)| s)
+    }
+
+    fn contains_key(&self, key: &[u8]) -> bool {
+        self.find(key).is_some()
+    }
+
+    /// Inserts or replaces; the slot replaced.
+    fn insert(&mut self, key: Box<[u8]>, slot: Slot<V>) -> Option<Slot<V>> {
+        if let Some(i) = self.find(&key) {
+            let (_, old) = self.slots[i as usize].replace((key, slot)).expect("found");
+            return Some(old);
+        }
+        let hash = self.hasher.hash_one(&*key);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some((key, slot));
+                i
+            }
+            None => {
+                self.slots.push(Some((key, slot)));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, i, |j| {
+            hasher.hash_one(&*slots[*j as usize].as_ref().expect("indexed").0)
+        });
+        None
+    }
+
+    fn remove(&mut self, key: &[u8]) -> Option<Slot<V>> {
+        let hash = self.hasher.hash_one(key);
+        let slots = &self.slots;
+        let entry = self
+            .index
+            .find_entry(hash, |i| {
+                slots[*i as usize]
+                    .as_ref()
+                    .is_some_and(|(k, _)| **k == *key)
+            })
+            .ok()?;
+        let (i, _) = entry.remove();
+        self.free.push(i);
+        self.slots[i as usize].take().map(|(_, s)| s)
+    }
+
+    fn len(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Slot<V>)> {
+        self.slots.iter().flatten().map(|(k, s)| (k, s))
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = (&Box<[u8]>, &mut Slot<V>)> {
+        self.slots.iter_mut().flatten().map(|(k, s)| (&*k, s))
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut Slot<V>> {
+        self.slots.iter_mut().flatten().map(|(_, s)| s)
+    }
+
+    /// Keeps the slots `keep` says yes to.
+    fn retain(&mut self, mut keep: impl FnMut(&[u8], &mut Slot<V>) -> bool) {
+        let gone: Vec<Box<[u8]>> = self
+            .slots
+            .iter_mut()
+            .flatten()
+            .filter_map(|(k, s)| (!keep(k, s)).then(|| k.clone()))
+            .collect();
+        for k in gone {
+            self.remove(&k);
+        }
+    }
+}
+
 fn run_key(out: &mut Vec<u8>, key_group: u16, key: &[u8]) {
     out.clear();
     out.extend_from_slice(&key_group.to_be_bytes());
@@ -146,7 +266,7 @@ impl<V: StateValue> KeyedTable<V> {
         Ok(Self {
             dir: dir.to_path_buf(),
             name: name.to_string(),
-            hot: HashMap::new(),
+            hot: HotMap::default(),
             hot_bytes: 0,
             budget,
             runs: Vec::new(),
@@ -395,7 +515,7 @@ impl<V: StateValue> KeyedTable<V> {
         let mut entries: Vec<(Vec<u8>, Entry)> = keys
             .drain(..)
             .map(|k| {
-                let s = &self.hot[&k];
+                let s = self.hot.get(&k).expect("a hot key");
                 let mut rk = Vec::with_capacity(k.len() + 2);
                 run_key(&mut rk, s.key_group, &k);
                 let value = s.value.as_ref().map(|v| stamped(s.written, v));
@@ -442,7 +562,7 @@ impl<V: StateValue> KeyedTable<V> {
         }
         let dirty: Vec<Box<[u8]>> = victims
             .iter()
-            .filter(|k| self.hot[*k].dirty)
+            .filter(|k| self.hot.get(k).is_some_and(|s| s.dirty))
             .cloned()
             .collect();
         if !dirty.is_empty() {

@@ -356,6 +356,18 @@ impl Checkpoints {
                 Err(e) => return Err(e),
             }
         }
+        if let Some(first) = skipped.first() {
+            // Starting over would run the input again into sinks that already hold its output:
+            // say so, and leave the choice to the user.
+            return Err(StateError::Corrupt {
+                location: self.location(),
+                id: self.ids()?.last().copied().unwrap_or_default(),
+                reason: format!(
+                    "every checkpoint is damaged ({} of them; newest: {first}); run with --fresh to start over",
+                    skipped.len()
+                ),
+            });
+        }
         Ok(None)
     }
 
@@ -474,6 +486,15 @@ mod tests {
         let b = std::fs::read(&p).unwrap();
         std::fs::write(&p, &b[..b.len() / 2]).unwrap();
         assert_eq!(c.latest().unwrap().unwrap().manifest.id, 1);
+        // All damaged: an error, not a silent fresh start.
+        let p1 = dir.path().join("chk-00000000000000000001/manifest");
+        std::fs::write(&p1, b"garbage").unwrap();
+        let err = c.latest().unwrap_err().to_string();
+        assert!(
+            err.contains("every checkpoint is damaged") && err.contains("--fresh"),
+            "{err}"
+        );
+        std::fs::write(&p1, frame(manifest(1).to_json())).unwrap();
         c.prune(3, 1).unwrap();
         assert_eq!(c.ids().unwrap(), vec![3, 4]);
     }

@@ -105,6 +105,16 @@ async fn run_graph(
     state: &Path,
     stop_after: Option<Duration>,
 ) -> anyhow::Result<flowline_runtime::JobOutput> {
+    run_graph_with_metrics(graph, state, stop_after, &MetricsRegistry::new()).await
+}
+
+/// [`run_graph`], with the job's metrics in `metrics`.
+async fn run_graph_with_metrics(
+    graph: &flowline_planner::JobGraph,
+    state: &Path,
+    stop_after: Option<Duration>,
+    metrics: &MetricsRegistry,
+) -> anyhow::Result<flowline_runtime::JobOutput> {
     let checkpoint = CheckpointConfig::from_options(&graph.config, state, false)?;
     let stop = StopSignal::new();
     if let Some(d) = stop_after {
@@ -119,7 +129,7 @@ async fn run_graph(
         checkpoint,
         ..Default::default()
     };
-    Ok(flowline_runtime::run_job_with_state(graph, &MetricsRegistry::new(), &stop, job).await?)
+    Ok(flowline_runtime::run_job_with_state(graph, metrics, &stop, job).await?)
 }
 
 fn lines(dir: &Path) -> Vec<String> {
@@ -394,22 +404,8 @@ async fn spilled_state_resumes_its_changelog() {
             parallelism: 2,
             config,
         };
-        let checkpoint = CheckpointConfig::from_options(&graph.config, state, false).unwrap();
-        let stop = StopSignal::new();
-        if let Some(d) = stop_after {
-            let s = stop.clone();
-            tokio::spawn(async move {
-                tokio::time::sleep(d).await;
-                s.stop();
-            });
-        }
-        let job = JobState {
-            dir: Some(state.to_path_buf()),
-            checkpoint,
-            ..Default::default()
-        };
         let metrics = MetricsRegistry::new();
-        let out = flowline_runtime::run_job_with_state(&graph, &metrics, &stop, job)
+        let out = run_graph_with_metrics(&graph, state, stop_after, &metrics)
             .await
             .unwrap();
         (out.collected.into_iter().flatten().collect(), metrics)

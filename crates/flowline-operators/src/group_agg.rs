@@ -33,10 +33,11 @@ use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
 pub(crate) use crate::accumulators::{counted_rows, new_acc, Acc};
-use flowline_state::table::{KeyedTable, Run, TableStats};
+use flowline_state::table::TableStats;
 
 use crate::groups::{Groups, Ttl};
 use crate::keygroups::row_key_groups;
+use crate::state::{io_err, OperatorTable};
 use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// The state table: groups by key.
@@ -135,11 +136,8 @@ pub struct GroupAggregate {
     /// count, then each accumulator's state. The dense groups above are its hot part: a group
     /// is taken out of the table when a batch touches it and put back when it is evicted or
     /// checkpointed with changes.
-    table: KeyedTable<Vec<u8>>,
+    table: OperatorTable<Vec<u8>>,
     env: StateEnv,
-    subtask: usize,
-    /// The table's runs at the last snapshot.
-    runs: Vec<Arc<Run>>,
     /// Per group: its key group, changed since the last checkpoint, used since the last sweep.
     kgs: Vec<u16>,
     dirty: Vec<bool>,
@@ -158,10 +156,6 @@ pub struct GroupAggregate {
 const DENSE_SHARE: f64 = 0.75;
 /// Batches between two measurements of the dense groups' bytes.
 const SIZE_EVERY: u64 = 64;
-
-fn io_err(e: std::io::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 impl GroupAggregate {
     pub fn new(spec: Arc<GroupAggregateSpec>, ctx: &OperatorContext) -> Result<Self> {
@@ -187,10 +181,15 @@ impl GroupAggregate {
             touched: Vec::new(),
             accs,
             ttl,
-            table: Self::new_table(&ctx.state, ctx.subtask, None, ttl_of_table)?,
+            // Cold groups expire there with the TTL as hot ones do in `Groups`.
+            table: OperatorTable::new(
+                ctx,
+                TABLE,
+                "group-agg",
+                (ctx.state.budget as f64 * (1.0 - DENSE_SHARE)) as usize,
+                ttl_of_table,
+            )?,
             env: ctx.state.clone(),
-            subtask: ctx.subtask,
-            runs: Vec::new(),
             kgs: Vec::new(),
             dirty: Vec::new(),
             used: Vec::new(),
@@ -201,24 +200,6 @@ impl GroupAggregate {
             hashes: Vec::new(),
             row_kgs: Vec::new(),
         })
-    }
-
-    /// The groups' table; cold groups expire there with `table.exec.state.ttl` as hot ones do
-    /// in [`Groups`].
-    fn new_table(
-        env: &StateEnv,
-        subtask: usize,
-        runs: Option<Vec<Arc<Run>>>,
-        ttl: Option<std::time::Duration>,
-    ) -> Result<KeyedTable<Vec<u8>>> {
-        let name = format!("group-agg-{subtask}");
-        let budget = (env.budget as f64 * (1.0 - DENSE_SHARE)) as usize;
-        let kgs = env.key_groups.clone();
-        let table = match runs {
-            None => KeyedTable::new(&env.dir, &name, budget, kgs),
-            Some(runs) => KeyedTable::restore(&env.dir, &name, budget, kgs, runs),
-        };
-        Ok(table.map_err(io_err)?.with_ttl(ttl))
     }
 
     fn grow(&mut self) {
@@ -543,27 +524,18 @@ impl Operator for GroupAggregate {
                 self.dirty[g] = false;
             }
         }
-        self.runs = self.table.checkpoint().map_err(io_err)?;
+        self.table.checkpoint()?;
         // The table's copies of groups held in memory above are written: let them go.
         self.table.spill_if_over_budget().map_err(io_err)?;
         Ok(Vec::new())
     }
 
     fn snapshot_tables(&mut self) -> Vec<TableRuns> {
-        vec![TableRuns {
-            table: TABLE.into(),
-            runs: self.runs.clone(),
-        }]
+        self.table.runs()
     }
 
     fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
-        let runs = tables
-            .into_iter()
-            .filter(|t| t.table == TABLE)
-            .flat_map(|t| t.runs)
-            .collect();
-        self.table = Self::new_table(&self.env, self.subtask, Some(runs), self.spec.state_ttl)?;
-        Ok(())
+        self.table.restore(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {

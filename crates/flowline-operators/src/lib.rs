@@ -31,6 +31,7 @@ mod pairs;
 pub mod rank;
 pub mod session;
 mod session_table;
+mod state;
 pub mod temporal_join;
 #[cfg(test)]
 pub mod testing;

@@ -18,13 +18,14 @@ use datafusion::arrow::array::{ArrayRef, Int8Array, RecordBatch, RecordBatchOpti
 use datafusion::arrow::compute::{concat, take};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, DataFusionError, Result};
+use datafusion::common::{exec_err, Result};
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use flowline_state::table::{KeyedTable, Run, TableStats};
+use flowline_state::table::TableStats;
 
 use crate::keygroups::row_key_groups;
-use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
+use crate::state::{io_err, OperatorTable};
+use crate::{Operator, OperatorContext, OperatorFactory, TableRuns};
 
 #[derive(Clone)]
 pub struct ChangelogNormalizeSpec {
@@ -55,18 +56,13 @@ impl OperatorFactory for ChangelogNormalizeSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let width = self.schema.fields().len() - 1;
         let sort = |i: usize| SortField::new(self.schema.field(i).data_type().clone());
-        let name = format!("normalize-{}", ctx.subtask);
-        let env = &ctx.state;
-        let table = KeyedTable::new(&env.dir, &name, env.budget, env.key_groups.clone())?
-            .with_ttl(self.state_ttl);
+        let table = OperatorTable::new(ctx, TABLE, "normalize", ctx.state.budget, self.state_ttl)?;
         Ok(Box::new(ChangelogNormalize {
             spec: self.clone(),
             keys: RowConverter::new(self.key.iter().map(|i| sort(*i)).collect())?,
             rows: RowConverter::new((0..width).map(sort).collect())?,
             table,
-            env: ctx.state.clone(),
-            name,
-            runs: Vec::new(),
+            max_parallelism: ctx.state.max_parallelism,
             hashes: Vec::new(),
             key_groups: Vec::new(),
         }))
@@ -84,11 +80,8 @@ pub struct ChangelogNormalize {
     spec: ChangelogNormalizeSpec,
     keys: RowConverter,
     rows: RowConverter,
-    table: KeyedTable<Vec<u8>>,
-    env: StateEnv,
-    name: String,
-    /// The table's runs at the last snapshot.
-    runs: Vec<Arc<Run>>,
+    table: OperatorTable<Vec<u8>>,
+    max_parallelism: usize,
     hashes: Vec<u64>,
     key_groups: Vec<u16>,
 }
@@ -127,10 +120,6 @@ impl Changes {
             (None, None) => {}
         }
     }
-}
-
-fn io_err(e: std::io::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
 }
 
 impl ChangelogNormalize {
@@ -180,7 +169,7 @@ impl Operator for ChangelogNormalize {
         row_key_groups(
             &key_cols,
             n,
-            self.env.max_parallelism,
+            self.max_parallelism,
             &mut self.hashes,
             &mut self.key_groups,
         )?;
@@ -212,34 +201,16 @@ impl Operator for ChangelogNormalize {
 
     /// The table is checkpointed as runs ([`Operator::snapshot_tables`]); no bytes of its own.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.runs = self.table.checkpoint().map_err(io_err)?;
+        self.table.checkpoint()?;
         Ok(Vec::new())
     }
 
     fn snapshot_tables(&mut self) -> Vec<TableRuns> {
-        vec![TableRuns {
-            table: TABLE.into(),
-            runs: self.runs.clone(),
-        }]
+        self.table.runs()
     }
 
     fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
-        let runs = tables
-            .into_iter()
-            .filter(|t| t.table == TABLE)
-            .flat_map(|t| t.runs)
-            .collect();
-        let env = &self.env;
-        self.table = KeyedTable::restore(
-            &env.dir,
-            &self.name,
-            env.budget,
-            env.key_groups.clone(),
-            runs,
-        )
-        .map_err(io_err)?
-        .with_ttl(self.spec.state_ttl);
-        Ok(())
+        self.table.restore(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {

@@ -26,14 +26,15 @@ use datafusion::arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use datafusion::common::{exec_err, DataFusionError, Result};
+use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use flowline_state::table::{KeyedTable, Run, StateValue, TableStats};
+use flowline_state::table::{StateValue, TableStats};
 
 use crate::keygroups::row_key_groups;
-use crate::{Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
+use crate::state::{io_err, OperatorTable};
+use crate::{Operator, OperatorContext, OperatorFactory, TableRuns};
 
 #[derive(Clone)]
 pub struct RankSpec {
@@ -120,10 +121,8 @@ impl OperatorFactory for RankSpec {
             },
             order: RowConverter::new(order_types)?,
             rows: RowConverter::new(rows)?,
-            table: new_table(&ctx.state, ctx.subtask, self.state_ttl)?,
-            env: ctx.state.clone(),
-            subtask: ctx.subtask,
-            runs: Vec::new(),
+            table: OperatorTable::new(ctx, TABLE, "rank", ctx.state.budget, self.state_ttl)?,
+            max_parallelism: ctx.state.max_parallelism,
             hashes: Vec::new(),
             key_groups: Vec::new(),
             seq: 0,
@@ -140,23 +139,6 @@ type Pos = (Box<[u8]>, u64);
 
 /// The state table: per partition key, its rows in order.
 const TABLE: &str = "partitions";
-
-fn new_table(
-    env: &StateEnv,
-    subtask: usize,
-    ttl: Option<std::time::Duration>,
-) -> Result<KeyedTable<Sorted>> {
-    let name = format!("rank-{subtask}");
-    Ok(
-        KeyedTable::new(&env.dir, &name, env.budget, env.key_groups.clone())
-            .map_err(io_err)?
-            .with_ttl(ttl),
-    )
-}
-
-fn io_err(e: std::io::Error) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
-}
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(&(b.len() as u32).to_le_bytes());
@@ -326,11 +308,8 @@ pub struct Rank {
     order: RowConverter,
     rows: RowConverter,
     /// Partition key → its rows in order.
-    table: KeyedTable<Sorted>,
-    env: StateEnv,
-    subtask: usize,
-    /// The table's runs at the last snapshot.
-    runs: Vec<Arc<Run>>,
+    table: OperatorTable<Sorted>,
+    max_parallelism: usize,
     hashes: Vec<u64>,
     key_groups: Vec<u16>,
     /// Arrival counter: the tie-break between equal sort keys.
@@ -455,7 +434,7 @@ impl Operator for Rank {
         row_key_groups(
             &part_cols,
             n,
-            self.env.max_parallelism,
+            self.max_parallelism,
             &mut self.hashes,
             &mut self.key_groups,
         )?;
@@ -554,34 +533,16 @@ impl Operator for Rank {
     /// The partitions are checkpointed as runs ([`Operator::snapshot_tables`]); the bytes are
     /// the arrival counter.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        self.runs = self.table.checkpoint().map_err(io_err)?;
+        self.table.checkpoint()?;
         Ok(self.seq.to_le_bytes().to_vec())
     }
 
     fn snapshot_tables(&mut self) -> Vec<TableRuns> {
-        vec![TableRuns {
-            table: TABLE.into(),
-            runs: self.runs.clone(),
-        }]
+        self.table.runs()
     }
 
     fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
-        let runs = tables
-            .into_iter()
-            .filter(|t| t.table == TABLE)
-            .flat_map(|t| t.runs)
-            .collect();
-        let env = &self.env;
-        self.table = KeyedTable::restore(
-            &env.dir,
-            &format!("rank-{}", self.subtask),
-            env.budget,
-            env.key_groups.clone(),
-            runs,
-        )
-        .map_err(io_err)?
-        .with_ttl(self.spec.state_ttl);
-        Ok(())
+        self.table.restore(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {

@@ -76,11 +76,6 @@ impl Groups {
             .copied()
     }
 
-    /// Marks group `g` as written now.
-    pub fn touch(&mut self, g: u32) {
-        self.written[g as usize] = self.clock;
-    }
-
     pub fn remove(&mut self, g: u32) {
         if !self.alive[g as usize] {
             return;

@@ -32,15 +32,26 @@ pub(crate) fn eval_keys(
     conv: &RowConverter,
     data: &RecordBatch,
 ) -> Result<(Rows, Option<NullBuffer>)> {
+    let cols = key_columns(keys, data)?;
+    Ok((conv.convert_columns(&cols)?, key_nulls(&cols)))
+}
+
+/// The key columns of `data`.
+pub(crate) fn key_columns(
+    keys: &[Arc<dyn PhysicalExpr>],
+    data: &RecordBatch,
+) -> Result<Vec<ArrayRef>> {
     let n = data.num_rows();
-    let cols = keys
-        .iter()
+    keys.iter()
         .map(|k| k.evaluate(data).and_then(|v| v.into_array(n)))
-        .collect::<Result<Vec<_>>>()?;
-    let nulls = cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
+        .collect()
+}
+
+/// Which rows have a NULL in their key (`None`: none has).
+pub(crate) fn key_nulls(cols: &[ArrayRef]) -> Option<NullBuffer> {
+    cols.iter().fold(None, |acc: Option<NullBuffer>, c| {
         NullBuffer::union(acc.as_ref(), c.logical_nulls().as_ref())
-    });
-    Ok((conv.convert_columns(&cols)?, nulls))
+    })
 }
 
 /// Columns of `schema` from stored rows (Arrow's row format of `conv`); NULL where a row is

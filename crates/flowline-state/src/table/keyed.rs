@@ -476,6 +476,39 @@ impl<V: StateValue> KeyedTable<V> {
         Ok(apply(slot, key.len(), clock, ttl, &mut self.hot_bytes, f))
     }
 
+    /// The hot slot holding `key`'s value, read from the runs if need be; `None` when absent.
+    /// A slot stays `key`'s until the next spill, checkpoint, `take` or `delete_blind`, so an
+    /// operator may look a batch's keys up once and then read and change them by slot.
+    pub fn locate(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<u32>> {
+        if !self.load(key_group, key)? {
+            return Ok(None);
+        }
+        let i = self.hot.find(key).expect("loaded");
+        let present = self.hot.slots[i as usize]
+            .as_ref()
+            .is_some_and(|(_, s)| s.value.is_some());
+        Ok(present.then_some(i))
+    }
+
+    /// The value in a slot [`KeyedTable::locate`] returned.
+    pub fn at(&self, slot: u32) -> &V {
+        let (_, s) = self.hot.slots[slot as usize]
+            .as_ref()
+            .expect("a located slot");
+        s.value.as_ref().expect("a located value")
+    }
+
+    /// Changes the value in a slot [`KeyedTable::locate`] returned; it counts as written now.
+    pub fn change_at<R>(&mut self, slot: u32, f: impl FnOnce(&mut V) -> R) -> R {
+        let (key, s) = self.hot.slots[slot as usize]
+            .as_mut()
+            .expect("a located slot");
+        // No expiry check: it was made when the slot was located.
+        apply(s, key.len(), self.clock, None, &mut self.hot_bytes, |v| {
+            (f(v.as_mut().expect("a located value")), true)
+        })
+    }
+
     /// Sets the value of `key` without reading it first.
     pub fn put(&mut self, key_group: u16, key: &[u8], value: V) {
         let size = key.len() + value.size() + ENTRY_OVERHEAD;

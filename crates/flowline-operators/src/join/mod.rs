@@ -16,27 +16,28 @@
 //! inner or semi join of two append-only inputs is append-only. Rows whose key has a NULL never match (SQL equality): they are not
 //! stored, and an outer side emits them NULL-padded at once.
 //!
-//! State: per input, per key, its rows (Arrow's row format) and, on an outer side, how many rows
-//! of the other input each matches; equal rows of an updating input share one entry with a count
-//! (a retraction must find its row). It lives in memory and is written whole at each checkpoint.
+//! State: per input, a state table from key to its rows (Arrow's row format) and, on an outer
+//! side, how many rows of the other input each matches; equal rows of an updating input share
+//! one entry with a count (a retraction must find its row). Keys a batch looks up stay in memory
+//! until the batch ends; past the budget cold keys spill to disk, and a checkpoint writes the
+//! keys changed since the last one.
 
 use std::fmt;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    ArrayRef, AsArray, BinaryBuilder, BooleanArray, RecordBatch, UInt32Array, UInt32Builder,
-    UInt8Array, UInt8Builder,
-};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::{RowConverter, Rows, SortField};
 use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
+use flowline_state::table::{StateValue, TableStats};
 
-use crate::groups::{Groups, Ttl};
-use crate::pairs::{eval_keys, filter_mask, pairs_schema, stored_columns};
-use crate::{Operator, OperatorContext, OperatorFactory};
+use crate::keygroups::row_key_groups;
+use crate::pairs::{filter_mask, key_columns, key_nulls, pairs_schema, stored_columns};
+use crate::state::{io_err, OperatorTable};
+use crate::{Operator, OperatorContext, OperatorFactory, TableRuns};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JoinKind {
@@ -129,7 +130,7 @@ impl fmt::Debug for JoinSpec {
 }
 
 impl OperatorFactory for JoinSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let side = |i: usize| -> Result<Side> {
             let sort = |t: &datafusion::arrow::datatypes::DataType| SortField::new(t.clone());
             let key_types = self.keys[i]
@@ -145,18 +146,25 @@ impl OperatorFactory for JoinSpec {
                         .map(|f| sort(f.data_type()))
                         .collect(),
                 )?,
-                groups: Groups::new(),
-                entries: Vec::new(),
+                // The budget is the operator's: half for each input.
+                table: OperatorTable::new(
+                    ctx,
+                    TABLES[i],
+                    "join",
+                    ctx.state.budget / 2,
+                    self.state_ttl,
+                )?,
                 outer: self.kind.outer(i),
                 updating: self.updating[i],
-                bytes: 0,
-                ttl: Ttl::new(self.state_ttl),
+                key_groups: Vec::new(),
             })
         };
         Ok(Box::new(Join {
             spec: Arc::new(self.clone()),
             sides: [side(0)?, side(1)?],
             pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
+            max_parallelism: ctx.state.max_parallelism,
+            hashes: Vec::new(),
         }))
     }
 
@@ -164,6 +172,9 @@ impl OperatorFactory for JoinSpec {
         self.output_updating()
     }
 }
+
+/// The inputs' state tables, by name in checkpoints.
+const TABLES: [&str; 2] = ["left", "right"];
 
 /// A distinct row of one input under one key.
 struct Entry {
@@ -174,89 +185,120 @@ struct Entry {
     matched: u32,
 }
 
+/// One key's rows of one input: a value of the input's state table.
+#[derive(Default)]
+struct KeyRows {
+    rows: Vec<Entry>,
+    /// Bytes of the rows.
+    bytes: usize,
+}
+
+impl KeyRows {
+    fn push(&mut self, row: &[u8], count: u32, matched: u32) {
+        self.bytes += row.len();
+        self.rows.push(Entry {
+            row: row.into(),
+            count,
+            matched,
+        });
+    }
+}
+
+/// On disk, per row: count, matched and length (u32, little-endian), then the row.
+impl StateValue for KeyRows {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.bytes + 12 * self.rows.len());
+        for e in &self.rows {
+            out.extend_from_slice(&e.count.to_le_bytes());
+            out.extend_from_slice(&e.matched.to_le_bytes());
+            out.extend_from_slice(&(e.row.len() as u32).to_le_bytes());
+            out.extend_from_slice(&e.row);
+        }
+    }
+
+    fn decode(mut bytes: &[u8]) -> std::io::Result<Self> {
+        let mut rows = KeyRows::default();
+        let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "a malformed join row");
+        while !bytes.is_empty() {
+            let (head, rest) = bytes.split_first_chunk::<12>().ok_or_else(bad)?;
+            let u = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+            let len = u(8) as usize;
+            let row = rest.get(..len).ok_or_else(bad)?;
+            rows.push(row, u(0), u(4));
+            bytes = &rest[len..];
+        }
+        Ok(rows)
+    }
+
+    fn size(&self) -> usize {
+        self.bytes + self.rows.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
 /// One input's rows, by key.
 struct Side {
     keys: RowConverter,
     rows: RowConverter,
-    groups: Groups,
-    /// Per key (group id): its distinct rows.
-    entries: Vec<Vec<Entry>>,
+    /// Per key: its distinct rows (its own table: the inputs' keys are alike).
+    table: OperatorTable<KeyRows>,
     outer: bool,
     /// The input carries retractions: equal rows share an entry, so a retraction finds its row.
     updating: bool,
-    bytes: usize,
-    ttl: Option<Ttl>,
+    /// The key group of each row of the batch at hand.
+    key_groups: Vec<u16>,
 }
 
 impl Side {
-    /// Adds `count` copies of `row`, which matches `matched` rows of the other input.
-    fn put(&mut self, key: &[u8], row: &[u8], count: u32, matched: u32) {
-        let (g, created) = self.groups.intern(key);
-        if created {
-            self.entries.resize_with(self.groups.len(), Vec::new);
-        }
-        let list = &mut self.entries[g as usize];
-        // An append-only input is never retracted: its rows need not be found again, so a
-        // repeated row gets an entry of its own rather than a scan of the key's rows.
-        let same = match self.updating {
-            true => list.iter_mut().find(|e| *e.row == *row),
-            false => None,
-        };
-        match same {
-            Some(e) => e.count += count,
-            None => {
-                self.bytes += row.len() + 16;
-                list.push(Entry {
-                    row: row.into(),
-                    count,
-                    matched,
-                })
-            }
-        }
+    /// Adds a copy of `row`, which matches `matched` rows of the other input.
+    fn put(&mut self, key_group: u16, key: &[u8], row: &[u8], matched: u32) -> Result<()> {
+        let updating = self.updating;
+        self.table
+            .update(key_group, key, |v| {
+                let list = v.get_or_insert_with(KeyRows::default);
+                // An append-only input is never retracted: its rows need not be found again, so
+                // a repeated row gets an entry of its own rather than a scan of the key's rows.
+                let same = match updating {
+                    true => list.rows.iter_mut().find(|e| *e.row == *row),
+                    false => None,
+                };
+                match same {
+                    Some(e) => e.count += 1,
+                    None => list.push(row, 1, matched),
+                }
+            })
+            .map_err(io_err)
     }
 
     /// Stores (`add`) or retracts input row `i` of a batch, unless its key has a NULL (such a
     /// row never matches, so it is not kept).
-    fn apply(&mut self, add: bool, key: &Rows, rows: &Rows, i: usize, has_key: bool, matched: u32) {
-        if !has_key {
-            return;
-        }
-        let (key, row) = (key.row(i), rows.row(i));
+    fn apply(&mut self, add: bool, key: &Rows, rows: &Rows, i: usize, matched: u32) -> Result<()> {
+        let (kg, key, row) = (self.key_groups[i], key.row(i), rows.row(i));
         if add {
-            self.put(key.as_ref(), row.as_ref(), 1, matched);
+            self.put(kg, key.as_ref(), row.as_ref(), matched)
         } else {
-            self.retract(key.as_ref(), row.as_ref());
-        }
-    }
-
-    /// Drops the keys not updated for the state TTL.
-    fn expire(&mut self) {
-        let Some(ttl) = &mut self.ttl else { return };
-        for g in ttl.due(&mut self.groups) {
-            let list = std::mem::take(&mut self.entries[g as usize]);
-            self.bytes -= list.iter().map(|e| e.row.len() + 16).sum::<usize>();
-            self.groups.remove(g);
+            self.retract(kg, key.as_ref(), row.as_ref())
         }
     }
 
     /// Removes one copy of `row`; a retraction of a row that is not there changes nothing.
-    fn retract(&mut self, key: &[u8], row: &[u8]) {
-        let Some(g) = self.groups.find(key) else {
-            return;
-        };
-        self.groups.touch(g);
-        let list = &mut self.entries[g as usize];
-        let Some(at) = list.iter().position(|e| *e.row == *row) else {
-            return;
-        };
-        list[at].count -= 1;
-        if list[at].count == 0 {
-            self.bytes -= list[at].row.len() + 16;
-            list.swap_remove(at);
-            if list.is_empty() {
-                self.groups.remove(g);
-            }
-        }
+    fn retract(&mut self, key_group: u16, key: &[u8], row: &[u8]) -> Result<()> {
+        self.table
+            .update_when(key_group, key, |v| {
+                let Some(list) = v else { return ((), false) };
+                let Some(at) = list.rows.iter().position(|e| *e.row == *row) else {
+                    return ((), false);
+                };
+                list.rows[at].count -= 1;
+                if list.rows[at].count == 0 {
+                    list.bytes -= list.rows[at].row.len();
+                    list.rows.swap_remove(at);
+                    if list.rows.is_empty() {
+                        *v = None;
+                    }
+                }
+                ((), true)
+            })
+            .map_err(io_err)
     }
 }
 
@@ -264,10 +306,13 @@ pub struct Join {
     spec: Arc<JoinSpec>,
     sides: [Side; 2],
     pairs: SchemaRef,
+    max_parallelism: usize,
+    /// Scratch for the key groups.
+    hashes: Vec<u64>,
 }
 
 /// Where a joined row's columns come from: a row of the input batch, a stored row of the other
-/// input (key group, entry), or NULLs.
+/// input (its table slot, entry), or NULLs.
 struct Joined {
     kinds: Vec<i8>,
     input: Vec<Option<u32>>,
@@ -318,7 +363,7 @@ impl Join {
             let stored: Vec<Option<&[u8]>> = rows
                 .other
                 .iter()
-                .map(|o| o.map(|(g, e)| &*other.entries[g as usize][e as usize].row))
+                .map(|o| o.map(|(slot, e)| &*other.table.at(slot).rows[e as usize].row))
                 .collect();
             stored_columns(&other.rows, &self.spec.inputs[1 - side], &stored)?
         };
@@ -352,7 +397,10 @@ impl Join {
 impl Operator for Join {
     fn on_batch(&mut self, side: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let spec = self.spec.clone();
-        self.sides.iter_mut().for_each(Side::expire);
+        if spec.state_ttl.is_some() {
+            let now = flowline_common::clock::now_millis();
+            self.sides.iter_mut().for_each(|s| s.table.set_clock(now));
+        }
         let n = batch.num_rows();
         let width = spec.inputs[side].fields().len();
         let kinds = if spec.updating[side] {
@@ -364,23 +412,43 @@ impl Operator for Join {
             None
         };
         let data = crate::batch_of(&spec.inputs[side], batch.columns()[..width].to_vec(), n)?;
-        let (key_rows, null_key) = eval_keys(&spec.keys[side], &self.sides[side].keys, &data)?;
+        let key_cols = key_columns(&spec.keys[side], &data)?;
+        let null_key = key_nulls(&key_cols);
         let has_key = |i: usize| null_key.as_ref().is_none_or(|nb| nb.is_valid(i));
+        let key_rows = self.sides[side].keys.convert_columns(&key_cols)?;
+        row_key_groups(
+            &key_cols,
+            n,
+            self.max_parallelism,
+            &mut self.hashes,
+            &mut self.sides[side].key_groups,
+        )?;
         let rows = self.sides[side].rows.convert_columns(data.columns())?;
 
-        // The other input's rows under each row's key: the candidate pairs, in row order.
+        // The other input's rows under each row's key: the candidate pairs, in row order. The
+        // keys found stay in memory (by slot) until the batch ends.
         let mut cand = Joined::new();
         let mut starts = Vec::with_capacity(n + 1);
         {
-            let other = &self.sides[1 - side];
+            let [left, right] = &mut self.sides;
+            let (this, other) = if side == 0 {
+                (&*left, right)
+            } else {
+                (&*right, left)
+            };
             for i in 0..n {
                 starts.push(cand.kinds.len());
                 if !has_key(i) {
                     continue;
                 }
-                if let Some(g) = other.groups.find(key_rows.row(i).as_ref()) {
-                    for e in 0..other.entries[g as usize].len() {
-                        cand.push(1, RowKind::Insert, Some(i as u32), Some((g, e as u32)));
+                let key = key_rows.row(i);
+                let found = other
+                    .table
+                    .locate(this.key_groups[i], key.as_ref())
+                    .map_err(io_err)?;
+                if let Some(slot) = found {
+                    for e in 0..other.table.at(slot).rows.len() {
+                        cand.push(1, RowKind::Insert, Some(i as u32), Some((slot, e as u32)));
                     }
                 }
             }
@@ -396,6 +464,8 @@ impl Operator for Join {
         } else {
             (right, left)
         };
+        let other_outer = other.outer;
+        let other = &mut other.table;
         for i in 0..n {
             let kind = match &kinds {
                 Some(k) => match RowKind::from_i8(k.value(i)) {
@@ -420,7 +490,7 @@ impl Operator for Join {
                 let add = kind.is_addition();
                 if side == keep {
                     let matched: u32 = matches
-                        .map(|(g, e)| other.entries[g as usize][e as usize].count)
+                        .map(|(slot, e)| other.at(slot).rows[e as usize].count)
                         .sum();
                     if (matched > 0) != anti {
                         let k = if add {
@@ -430,57 +500,79 @@ impl Operator for Join {
                         };
                         out.push(1, k, row, None);
                     }
-                    this.apply(add, &key_rows, &rows, i, has_key(i), matched);
+                    if has_key(i) {
+                        this.apply(add, &key_rows, &rows, i, matched)?;
+                    }
                     continue;
                 }
-                for (g, e) in matches {
-                    let entry = &mut other.entries[g as usize][e as usize];
-                    if add {
-                        if entry.matched == 0 {
-                            out.push(entry.count, show, None, Some((g, e)));
-                        }
-                        entry.matched += 1;
-                    } else {
-                        entry.matched = entry.matched.saturating_sub(1);
-                        if entry.matched == 0 {
-                            out.push(entry.count, hide, None, Some((g, e)));
-                        }
+                for (slot, e) in matches {
+                    let (count, was) = other.change_at(slot, |v| {
+                        let entry = &mut v.rows[e as usize];
+                        let was = entry.matched;
+                        entry.matched = match add {
+                            true => was + 1,
+                            false => was.saturating_sub(1),
+                        };
+                        (entry.count, was)
+                    });
+                    if add && was == 0 {
+                        out.push(count, show, None, Some((slot, e)));
+                    } else if !add && was <= 1 {
+                        out.push(count, hide, None, Some((slot, e)));
                     }
                 }
-                this.apply(add, &key_rows, &rows, i, has_key(i), 0);
+                if has_key(i) {
+                    this.apply(add, &key_rows, &rows, i, 0)?;
+                }
                 continue;
             }
             if kind.is_addition() {
                 let mut matched = 0u32;
-                for (g, e) in matches {
-                    let entry = &mut other.entries[g as usize][e as usize];
-                    if other.outer {
-                        if entry.matched == 0 {
-                            out.push(entry.count, RowKind::Delete, None, Some((g, e)));
+                for (slot, e) in matches {
+                    let count = if other_outer {
+                        let (count, was) = other.change_at(slot, |v| {
+                            let entry = &mut v.rows[e as usize];
+                            entry.matched += 1;
+                            (entry.count, entry.matched - 1)
+                        });
+                        if was == 0 {
+                            out.push(count, RowKind::Delete, None, Some((slot, e)));
                         }
-                        entry.matched += 1;
-                    }
+                        count
+                    } else {
+                        other.at(slot).rows[e as usize].count
+                    };
                     let k = if any_outer { RowKind::Insert } else { kind };
-                    out.push(entry.count, k, row, Some((g, e)));
-                    matched += entry.count;
+                    out.push(count, k, row, Some((slot, e)));
+                    matched += count;
                 }
                 if this.outer && matched == 0 {
                     out.push(1, RowKind::Insert, row, None);
                 }
-                this.apply(true, &key_rows, &rows, i, has_key(i), matched);
+                if has_key(i) {
+                    this.apply(true, &key_rows, &rows, i, matched)?;
+                }
             } else {
-                this.apply(false, &key_rows, &rows, i, has_key(i), 0);
+                if has_key(i) {
+                    this.apply(false, &key_rows, &rows, i, 0)?;
+                }
                 let mut any = false;
-                for (g, e) in matches {
+                for (slot, e) in matches {
                     any = true;
-                    let entry = &mut other.entries[g as usize][e as usize];
                     let k = if any_outer { RowKind::Delete } else { kind };
-                    out.push(entry.count, k, row, Some((g, e)));
-                    if other.outer {
-                        entry.matched = entry.matched.saturating_sub(1);
-                        if entry.matched == 0 {
-                            out.push(entry.count, RowKind::Insert, None, Some((g, e)));
+                    if other_outer {
+                        let (count, now) = other.change_at(slot, |v| {
+                            let entry = &mut v.rows[e as usize];
+                            entry.matched = entry.matched.saturating_sub(1);
+                            (entry.count, entry.matched)
+                        });
+                        out.push(count, k, row, Some((slot, e)));
+                        if now == 0 {
+                            out.push(count, RowKind::Insert, None, Some((slot, e)));
                         }
+                    } else {
+                        let count = other.at(slot).rows[e as usize].count;
+                        out.push(count, k, row, Some((slot, e)));
                     }
                 }
                 if this.outer && !any {
@@ -488,112 +580,71 @@ impl Operator for Join {
                 }
             }
         }
-        if out.kinds.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows_out = out.kinds.len();
-        let mut columns = self.columns(side, &data, &out, spec.kind.kept())?;
-        if spec.output_updating() {
-            columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(
-                std::mem::take(&mut out.kinds),
-            )));
-        }
         let mut batches = Vec::new();
-        crate::push_sliced(
-            &mut batches,
-            crate::batch_of(&spec.schema, columns, rows_out)?,
-        );
+        if !out.kinds.is_empty() {
+            let rows_out = out.kinds.len();
+            let mut columns = self.columns(side, &data, &out, spec.kind.kept())?;
+            if spec.output_updating() {
+                columns.push(Arc::new(datafusion::arrow::array::Int8Array::from(
+                    std::mem::take(&mut out.kinds),
+                )));
+            }
+            crate::push_sliced(
+                &mut batches,
+                crate::batch_of(&spec.schema, columns, rows_out)?,
+            );
+        }
+        // Slots are read above: only now may cold keys leave memory.
+        for s in &mut self.sides {
+            s.table.spill_if_over_budget().map_err(io_err)?;
+        }
         Ok(batches)
     }
 
-    /// State batches of `[input, key bytes, row bytes, count, matched]`.
+    /// The rows are checkpointed as runs ([`Operator::snapshot_tables`]); no bytes of its own.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut batches = Vec::new();
-        let mut st = StateRows::default();
-        for (s, side) in self.sides.iter().enumerate() {
-            for (g, list) in side.entries.iter().enumerate() {
-                for e in list {
-                    st.inputs.append_value(s as u8);
-                    st.keys.append_value(&side.groups.keys[g]);
-                    st.rows.append_value(&e.row);
-                    st.counts.append_value(e.count);
-                    st.matched.append_value(e.matched);
-                    st.n += 1;
-                    if st.n == 65536 {
-                        st.flush(&mut batches)?;
-                    }
-                }
-            }
+        for s in &mut self.sides {
+            s.table.checkpoint()?;
         }
-        st.flush(&mut batches)?;
-        crate::encode_batches(&batches)
+        Ok(Vec::new())
+    }
+
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        self.sides.iter().flat_map(|s| s.table.runs()).collect()
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        for s in &mut self.sides {
+            s.table.restore(tables.clone())?;
+        }
+        Ok(())
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_columns() != 5 {
-                return exec_err!(
-                    "join: the checkpoint's state has {} columns, expected 5",
-                    batch.num_columns()
-                );
-            }
-            let inputs = batch
-                .column(0)
-                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
-            let keys = batch.column(1).as_binary::<i32>();
-            let rows = batch.column(2).as_binary::<i32>();
-            let counts = batch
-                .column(3)
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
-            let matched = batch
-                .column(4)
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
-            for i in 0..batch.num_rows() {
-                let side = &mut self.sides[usize::from(inputs.value(i) == 1)];
-                side.put(
-                    keys.value(i),
-                    rows.value(i),
-                    counts.value(i),
-                    matched.value(i),
-                );
-            }
+        if !state.is_empty() {
+            return exec_err!("join: this checkpoint holds state in an older format (before state tables); run with --fresh to start over");
         }
         Ok(())
     }
 
     fn state_bytes(&self) -> usize {
-        self.sides.iter().map(|s| s.bytes + s.groups.size()).sum()
+        self.sides
+            .iter()
+            .map(|s| s.table.stats().memory_bytes as usize)
+            .sum()
     }
-}
 
-/// Join state rows being written into state batches.
-#[derive(Default)]
-struct StateRows {
-    inputs: UInt8Builder,
-    keys: BinaryBuilder,
-    rows: BinaryBuilder,
-    counts: UInt32Builder,
-    matched: UInt32Builder,
-    n: usize,
-}
-
-impl StateRows {
-    fn flush(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
-        if self.n == 0 {
-            return Ok(());
+    fn table_stats(&self) -> TableStats {
+        let [l, r] = [self.sides[0].table.stats(), self.sides[1].table.stats()];
+        TableStats {
+            memory_bytes: l.memory_bytes + r.memory_bytes,
+            disk_bytes: l.disk_bytes + r.disk_bytes,
+            spills: l.spills + r.spills,
+            compactions: l.compactions + r.compactions,
+            checkpoint_bytes: l.checkpoint_bytes + r.checkpoint_bytes,
         }
-        let inputs: UInt8Array = self.inputs.finish();
-        out.push(crate::state_batch(
-            vec![
-                Arc::new(inputs),
-                Arc::new(self.keys.finish()),
-                Arc::new(self.rows.finish()),
-                Arc::new(self.counts.finish()),
-                Arc::new(self.matched.finish()),
-            ],
-            self.n,
-        )?);
-        self.n = 0;
-        Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ fn spec(kind: JoinKind, updating: bool, filter: bool) -> JoinSpec {
             .fields()
             .iter()
             .chain(right.fields())
-            .map(|f| Arc::new(f.as_ref().clone().with_name(format!("{}", f.name()))))
+            .cloned()
             .collect(),
     };
     if kind.kept().is_none() {

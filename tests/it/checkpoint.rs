@@ -369,6 +369,97 @@ FROM bids WHERE event_type = 2;",
     eprintln!("committed when stopped: {early:?}; at the end: {all:?}");
 }
 
+/// Runs `query` over [`SOURCE`] at `parallelism` with checkpoints in `state` (stopped after
+/// `stop_after`), its state tables held to `budget`: the rows and the job's metrics.
+async fn select(
+    query: &str,
+    state: &Path,
+    budget: Option<&str>,
+    stop_after: Option<Duration>,
+    parallelism: usize,
+) -> (Vec<datafusion::arrow::array::RecordBatch>, MetricsRegistry) {
+    let (out, metrics) = try_select(query, state, budget, stop_after, parallelism).await;
+    (out.unwrap(), metrics)
+}
+
+async fn try_select(
+    query: &str,
+    state: &Path,
+    budget: Option<&str>,
+    stop_after: Option<Duration>,
+    parallelism: usize,
+) -> (
+    anyhow::Result<Vec<datafusion::arrow::array::RecordBatch>>,
+    MetricsRegistry,
+) {
+    let mut catalog = flowline_planner::Catalog::new();
+    for stmt in flowline_sql::parse_script(SOURCE).unwrap() {
+        catalog.apply(stmt).await.unwrap();
+    }
+    let Some(flowline_sql::Statement::Query(q)) = flowline_sql::parse_script(query).unwrap().pop()
+    else {
+        panic!("not a query")
+    };
+    let pipeline = catalog.plan_select(*q).await.unwrap();
+    let mut config = catalog.config.clone();
+    if let Some(b) = budget {
+        config.insert("taskmanager.memory.managed.size".into(), b.into());
+    }
+    let graph = flowline_planner::JobGraph {
+        pipelines: vec![pipeline],
+        parallelism,
+        config,
+    };
+    let metrics = MetricsRegistry::new();
+    let out = run_graph_with_metrics(&graph, state, stop_after, &metrics)
+        .await
+        .map(|out| out.collected.into_iter().flatten().collect());
+    (out, metrics)
+}
+
+/// A checkpoint taken at parallelism 2 restores at 1 and at 4: the state tables hand their key
+/// groups to the new subtasks, the nexmark source's position is shared out, and the rows are
+/// the fault-free run's. GROUP BY, TopN, deduplication and a join into a GROUP BY, spilling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rescaled_state_gives_the_fault_free_rows() {
+    const QUERIES: &[&str] = &[
+        "SELECT bid.bidder, COUNT(*), MAX(bid.price), SUM(bid.price) FROM bids WHERE event_type = 2 GROUP BY bid.bidder",
+        "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
+        "SELECT b, a, p FROM (SELECT bid.bidder AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
+        "SELECT P.id, P.name, COUNT(*), MAX(A.auction.category) FROM nexmark A JOIN person P ON A.auction.seller = P.id WHERE A.event_type = 1 GROUP BY P.id, P.name",
+    ];
+    for query in QUERIES {
+        let d = tempfile::tempdir().unwrap();
+        let (rows, _) = select(query, &d.path().join("ref"), None, None, 2).await;
+        let expected = crate::support::apply_changelog(&rows).unwrap();
+        for to in [1, 4] {
+            let state = d.path().join(format!("to{to}"));
+            let stop = Some(Duration::from_millis(300));
+            let (mut changelog, _) = select(query, &state, Some("128kb"), stop, 2).await;
+            let (rows, _) = select(query, &state, Some("128kb"), None, to).await;
+            changelog.extend(rows);
+            let got = crate::support::apply_changelog(&changelog)
+                .unwrap_or_else(|e| panic!("{query}, 2 -> {to}: {e}"));
+            assert_eq!(
+                got, expected,
+                "{query}: rows after a restore at parallelism {to}"
+            );
+        }
+    }
+}
+
+/// An operator whose keyed state is not in state tables yet (a window) refuses a checkpoint
+/// taken at another parallelism, and says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_window_refuses_to_rescale_and_says_why() {
+    let query = "SELECT bid.auction, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end";
+    let d = tempfile::tempdir().unwrap();
+    select(query, d.path(), None, Some(Duration::from_millis(300)), 2).await;
+    let (out, _) = try_select(query, d.path(), None, None, 1).await;
+    let err = format!("{:#}", out.unwrap_err());
+    assert!(err.contains("parallelism it was taken with"), "{err}");
+}
+
 /// A group aggregation, TopN and deduplication with a state budget far below their state
 /// (groups and partitions spill to local disk; checkpoints upload only new runs): stopped twice and resumed, the concatenated
 /// changelog leaves the table of an unbudgeted run that was never stopped.
@@ -379,40 +470,9 @@ async fn spilled_state_resumes_its_changelog() {
         "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
         "SELECT b, a, p FROM (SELECT bid.bidder AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
     ];
-    async fn select(
-        query: &str,
-        state: &Path,
-        budget: Option<&str>,
-        stop_after: Option<Duration>,
-    ) -> (Vec<datafusion::arrow::array::RecordBatch>, MetricsRegistry) {
-        let mut catalog = flowline_planner::Catalog::new();
-        for stmt in flowline_sql::parse_script(SOURCE).unwrap() {
-            catalog.apply(stmt).await.unwrap();
-        }
-        let Some(flowline_sql::Statement::Query(q)) =
-            flowline_sql::parse_script(query).unwrap().pop()
-        else {
-            panic!("not a query")
-        };
-        let pipeline = catalog.plan_select(*q).await.unwrap();
-        let mut config = catalog.config.clone();
-        if let Some(b) = budget {
-            config.insert("taskmanager.memory.managed.size".into(), b.into());
-        }
-        let graph = flowline_planner::JobGraph {
-            pipelines: vec![pipeline],
-            parallelism: 2,
-            config,
-        };
-        let metrics = MetricsRegistry::new();
-        let out = run_graph_with_metrics(&graph, state, stop_after, &metrics)
-            .await
-            .unwrap();
-        (out.collected.into_iter().flatten().collect(), metrics)
-    }
     for query in SPILLING {
         let d = tempfile::tempdir().unwrap();
-        let (rows, _) = select(query, &d.path().join("a"), None, None).await;
+        let (rows, _) = select(query, &d.path().join("a"), None, None, 2).await;
         let expected = crate::support::apply_changelog(&rows).unwrap();
         let state = d.path().join("b");
         let mut changelog = Vec::new();
@@ -422,7 +482,7 @@ async fn spilled_state_resumes_its_changelog() {
             Some(Duration::from_millis(300)),
             None,
         ] {
-            let (rows, metrics) = select(query, &state, Some("128kb"), stop_after).await;
+            let (rows, metrics) = select(query, &state, Some("128kb"), stop_after, 2).await;
             changelog.extend(rows);
             spills += metrics.total("flowline_operator_state_spills");
             if stop_after.is_some() {

@@ -184,6 +184,15 @@ pub trait Source: Send {
     fn poll(&mut self) -> Result<Poll>;
     fn snapshot(&mut self) -> Result<Vec<u8>>;
     fn restore(&mut self, position: &[u8]) -> Result<()>;
+    /// Resumes from a checkpoint taken at another parallelism: `positions` are every old
+    /// subtask's, and this subtask takes up the splits it owns now. A source that cannot
+    /// redistribute its position refuses.
+    fn restore_rescaled(&mut self, _positions: &[&[u8]]) -> Result<()> {
+        Err(ConnectorError::Config {
+            table: String::new(),
+            message: "this source's checkpointed position cannot be redistributed to another parallelism; run with the parallelism the checkpoint was taken with, or --fresh".into(),
+        })
+    }
     fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
         Ok(())
     }

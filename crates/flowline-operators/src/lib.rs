@@ -89,6 +89,19 @@ pub trait Operator: Send {
     fn restore_tables(&mut self, _tables: Vec<TableRuns>) -> Result<()> {
         Ok(())
     }
+    /// Restores from a checkpoint taken at another parallelism: `states` are the bytes of every
+    /// subtask the operator had then, after `restore_tables` handed it their tables (of which it
+    /// serves its own key groups). An operator whose keyed state is all in state tables has
+    /// nothing (or only counters) in its bytes; one that still keeps keyed state in its bytes
+    /// cannot split it by key group and refuses.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        if states.iter().all(|s| s.is_empty()) {
+            return Ok(());
+        }
+        datafusion::common::exec_err!(
+            "this operator keeps its state in memory, not in key-grouped state tables, so its checkpoint can only be restored at the parallelism it was taken with"
+        )
+    }
     /// Bytes of its state tables: in memory, on local disk; with spill and merge counts.
     fn table_stats(&self) -> flowline_state::table::TableStats {
         Default::default()

@@ -556,6 +556,16 @@ impl Operator for Rank {
         Ok(())
     }
 
+    /// The arrival counter continues past every old subtask's.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        for s in states {
+            let seq = self.seq;
+            self.restore(s)?;
+            self.seq = self.seq.max(seq);
+        }
+        Ok(())
+    }
+
     fn state_bytes(&self) -> usize {
         self.table.stats().memory_bytes as usize
     }

@@ -142,18 +142,61 @@ pub(crate) struct TaskCheckpoint {
     uploaded: Arc<Mutex<HashSet<String>>>,
 }
 
-/// The checkpoint a job restores from: its id and each task's state by task name.
-type RestoredStates = (u64, BTreeMap<String, Vec<u8>>);
+/// The checkpoint a job restores from.
+struct RestoredStates {
+    id: u64,
+    /// Each task's state, by task key (`name#subtask`).
+    states: BTreeMap<String, Vec<u8>>,
+    /// Whether it was taken at another parallelism than this run's.
+    rescaled: bool,
+    /// This run's parallelism.
+    parallelism: usize,
+}
 
 impl TaskCheckpoint {
-    /// This task's state in the checkpoint the job resumes from: (checkpoint id, bytes).
+    /// This task's state in the checkpoint the job resumes from: (checkpoint id, bytes). None
+    /// when the checkpoint was taken at another parallelism: see [`TaskCheckpoint::rescaled`].
     pub fn restored(&self) -> Option<(u64, &[u8])> {
-        let r = self.restored.as_ref()?;
-        r.1.get(&self.key).map(|s| (r.0, s.as_slice()))
+        let r = self.restored.as_ref().filter(|r| !r.rescaled)?;
+        r.states.get(&self.key).map(|s| (r.id, s.as_slice()))
+    }
+
+    /// When the checkpoint was taken at another parallelism: the states of every subtask this
+    /// task had then, in subtask order. Keyed state is handed out by key group from all of
+    /// them; source splits and sink commits by their own rules.
+    pub fn rescaled(&self) -> Option<Vec<(usize, &[u8])>> {
+        let r = self.restored.as_ref().filter(|r| r.rescaled)?;
+        let name = self.key.rsplit_once('#').map_or(&*self.key, |(n, _)| n);
+        let mut parts: Vec<(usize, &[u8])> = r
+            .states
+            .iter()
+            .filter_map(|(k, s)| {
+                let (n, subtask) = k.rsplit_once('#')?;
+                (n == name).then(|| Some((subtask.parse().ok()?, s.as_slice())))?
+            })
+            .collect();
+        // In subtask order (the keys sort `#10` before `#2`).
+        parts.sort_by_key(|(subtask, _)| *subtask);
+        Some(parts)
+    }
+
+    /// [`TaskCheckpoint::rescaled`] shared out whole: old subtask `i`'s state goes to subtask
+    /// `i mod parallelism` (a sink's commits, which must happen once).
+    pub fn rescaled_share(&self) -> Option<Vec<&[u8]>> {
+        let p = self.restored.as_ref()?.parallelism.max(1);
+        let me: usize = self.key.rsplit_once('#')?.1.parse().ok()?;
+        let parts = self.rescaled()?;
+        Some(
+            parts
+                .into_iter()
+                .filter(|(i, _)| i % p == me)
+                .map(|(_, s)| s)
+                .collect(),
+        )
     }
 
     pub fn restored_id(&self) -> u64 {
-        self.restored.as_ref().map_or(0, |r| r.0)
+        self.restored.as_ref().map_or(0, |r| r.id)
     }
 
     /// Writes the state and the state-table runs the store does not hold yet on a background
@@ -288,30 +331,37 @@ pub(crate) struct TaskRegistry {
 }
 
 impl TaskRegistry {
-    /// Refuses a checkpoint taken by a different pipeline, saying what differs.
+    /// Refuses a checkpoint taken by a different pipeline, saying what differs. One taken at
+    /// another parallelism fits when the pipeline's tasks are the same but for their subtasks.
     pub fn check(&self, r: &Restored, parallelism: usize, location: &str) -> crate::Result<()> {
         let id = r.manifest.id;
         let fresh = "run with --fresh to discard the checkpoints and start over (output already committed stays)";
-        if r.manifest.parallelism != parallelism {
-            return Err(RuntimeError::Config(format!(
-                "checkpoint {id} in {location} was taken with parallelism {}, this run has {parallelism}; \
-                 rescaling state is not supported yet: run with -p {}, or {fresh}",
-                r.manifest.parallelism, r.manifest.parallelism
-            )));
-        }
+        // Compared by task name (without `#subtask`) when the parallelism changed.
+        let by_name = |key: &String| -> String {
+            match r.manifest.parallelism != parallelism {
+                true => key.rsplit_once('#').map_or(&**key, |(n, _)| n).to_string(),
+                false => key.clone(),
+            }
+        };
+        let ours: BTreeMap<String, &String> =
+            self.tasks.iter().map(|(k, d)| (by_name(k), d)).collect();
+        let theirs: BTreeMap<String, &String> = r
+            .manifest
+            .tasks
+            .iter()
+            .map(|(k, e)| (by_name(k), &e.descriptor))
+            .collect();
         let mut diffs = Vec::new();
-        for (k, d) in &self.tasks {
-            match r.manifest.tasks.get(k) {
+        for (k, d) in &ours {
+            match theirs.get(k) {
                 None => diffs.push(format!("{k} ({d}) is new")),
-                Some(e) if e.descriptor != *d => {
-                    diffs.push(format!("{k} was {} and is now {d}", e.descriptor))
-                }
+                Some(e) if e != d => diffs.push(format!("{k} was {e} and is now {d}")),
                 _ => {}
             }
         }
-        for (k, e) in &r.manifest.tasks {
-            if !self.tasks.contains_key(k) {
-                diffs.push(format!("{k} ({}) is gone", e.descriptor));
+        for (k, e) in &theirs {
+            if !ours.contains_key(k) {
+                diffs.push(format!("{k} ({e}) is gone"));
             }
         }
         if diffs.is_empty() {
@@ -374,15 +424,20 @@ pub(crate) fn coordinator(
     cfg: &CheckpointConfig,
     metrics: &MetricsRegistry,
     stop: &StopSignal,
+    parallelism: usize,
 ) -> (Coordinator, impl Fn(String) -> TaskCheckpoint) {
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let (trigger, trigger_rx) = watch::channel(None);
     let restored_id = cfg.restored.as_ref().map_or(0, |r| r.manifest.id);
     let (completed, completed_rx) = watch::channel(restored_id);
-    let restored = cfg
-        .restored
-        .as_ref()
-        .map(|r| Arc::new((r.manifest.id, r.states.clone())));
+    let restored = cfg.restored.as_ref().map(|r| {
+        Arc::new(RestoredStates {
+            id: r.manifest.id,
+            states: r.states.clone(),
+            rescaled: r.manifest.parallelism != parallelism,
+            parallelism,
+        })
+    });
     let (store, exactly_once) = (cfg.store.clone(), cfg.exactly_once);
     let handle = move |key: String| TaskCheckpoint {
         key,
@@ -766,7 +821,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let stop = StopSignal::new();
-        let (mut c, handle) = coordinator(&cfg, &MetricsRegistry::new(), &stop);
+        let (mut c, handle) = coordinator(&cfg, &MetricsRegistry::new(), &stop, 1);
         let key = |k: &str| (k.to_string(), k.to_string());
         c.set_tasks(BTreeMap::from([key("a"), key("b")]), 1);
         let (a, b) = (handle("a".to_string()), handle("b".to_string()));

@@ -225,7 +225,7 @@ pub async fn run_job_with_state(
     let null_rowtime = NullRowtime::from_config(&graph.config)?;
     let (mut coordinator, handles) = match &state.checkpoint {
         Some(cfg) => {
-            let (c, h) = checkpoint::coordinator(cfg, metrics, stop);
+            let (c, h) = checkpoint::coordinator(cfg, metrics, stop, graph.parallelism);
             (Some(c), Some(h))
         }
         None => (None, None),

@@ -132,39 +132,59 @@ impl OperatorTask {
     }
 
     pub(crate) fn restore(&mut self) -> Result<()> {
-        let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) else {
+        let Some(cp) = self.checkpoint.clone() else {
             return Ok(());
         };
-        let (header, payload) = open_envelope(state)?;
+        // Taken at this parallelism: this subtask's own state. At another: every old subtask's,
+        // of which the state tables serve this subtask's key groups.
+        let parts: Vec<&[u8]> = match (cp.restored(), cp.rescaled()) {
+            (Some((_, state)), _) => vec![state],
+            (None, Some(parts)) => parts.into_iter().map(|(_, s)| s).collect(),
+            (None, None) => return Ok(()),
+        };
+        let rescaled = cp.rescaled().is_some();
+        let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        let mut payloads = Vec::new();
+        // The watermark: the least of the old subtasks' (each held its own keys' time).
+        let mut w = if parts.is_empty() {
+            NO_WATERMARK
+        } else {
+            END_OF_TIME
+        };
+        let mut marks: Option<Vec<i64>> = None;
+        for state in parts {
+            let (header, payload) = open_envelope(state)?;
+            for (table, runs) in header["tables"].as_object().into_iter().flatten() {
+                names.entry(table.clone()).or_default().extend(
+                    runs.as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|n| n.as_str().map(str::to_string)),
+                );
+            }
+            payloads.push(payload);
+            w = w.min(header["watermark"].as_i64().unwrap_or(NO_WATERMARK));
+            // Per producer: only meaningful when the producers are the same subtasks as then.
+            if !rescaled {
+                let m = header["inputs"].as_array().into_iter().flatten();
+                marks = Some(m.map(|m| m.as_i64().unwrap_or(NO_WATERMARK)).collect());
+            }
+        }
         // State tables first: the operator's own bytes may refer to them.
         let mut tables = Vec::new();
-        if let Some(t) = header["tables"].as_object() {
-            let cp = self
-                .checkpoint
-                .as_ref()
-                .expect("restoring from a checkpoint");
-            for (table, names) in t {
-                let names: Vec<String> = names
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect();
-                let runs = cp.fetch_runs(&names, &self.state_dir)?;
-                tables.push(TableRuns {
-                    table: table.clone(),
-                    runs,
-                });
-            }
+        for (table, names) in names {
+            let runs = cp.fetch_runs(&names, &self.state_dir)?;
+            tables.push(TableRuns { table, runs });
         }
         self.operator
             .restore_tables(tables)
             .map_err(|e| self.err(e))?;
-        self.operator.restore(payload).map_err(|e| self.err(e))?;
-        let w = header["watermark"].as_i64().unwrap_or(NO_WATERMARK);
-        let marks = header["inputs"].as_array().into_iter().flatten();
-        self.inputs
-            .restore(marks.map(|m| m.as_i64().unwrap_or(NO_WATERMARK)), w);
+        match rescaled {
+            false => self.operator.restore(payloads[0]),
+            true => self.operator.restore_rescaled(&payloads),
+        }
+        .map_err(|e| self.err(e))?;
+        self.inputs.restore(marks.unwrap_or_default(), w);
         if w > NO_WATERMARK {
             // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
             let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;

@@ -16,12 +16,24 @@ pub(crate) struct SinkTask {
 impl SinkTask {
     pub(crate) async fn run(mut self) -> Result<()> {
         if let Some(cp) = &self.checkpoint {
-            // Publish what the restored checkpoint covers; remove what none does.
-            let (id, committables) = match cp.restored() {
-                Some((id, state)) => (id, open_envelope(state)?.1.to_vec()),
-                None => (cp.restored_id(), Vec::new()),
+            // Publish what the restored checkpoint covers; remove what none does. At another
+            // parallelism, each old subtask's commits are made by one new subtask.
+            let id = cp.restored_id();
+            let parts: Vec<&[u8]> = match (cp.restored(), cp.rescaled_share()) {
+                (Some((_, state)), _) => vec![state],
+                (None, Some(parts)) => parts,
+                (None, None) => Vec::new(),
             };
-            tokio::task::block_in_place(|| self.sink.restore(id, &committables))?;
+            let mut committables = Vec::new();
+            for state in parts {
+                committables.push(open_envelope(state)?.1.to_vec());
+            }
+            if committables.is_empty() {
+                committables.push(Vec::new());
+            }
+            for c in committables {
+                tokio::task::block_in_place(|| self.sink.restore(id, &c))?;
+            }
         }
         let res = self.pump().await;
         if res.is_err() {

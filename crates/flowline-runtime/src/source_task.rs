@@ -191,14 +191,37 @@ impl SourceTask {
 
     pub(crate) fn pump(&mut self) -> Result<()> {
         let mut source = self.create()?;
-        if let Some((_, state)) = self.checkpoint.as_ref().and_then(|c| c.restored()) {
-            let (header, position) = open_envelope(state)?;
-            source.restore(position)?;
-            self.marks.generated = header["watermark"].as_i64().unwrap_or(NO_WATERMARK);
-            self.marks.splits.restore([], self.marks.generated);
-            let sent = header["sent"].as_i64().unwrap_or(NO_WATERMARK);
-            if sent > NO_WATERMARK {
-                self.send_watermark(sent);
+        if let Some(cp) = self.checkpoint.clone() {
+            // At another parallelism: every old subtask's position, of which the source takes
+            // the splits it now owns; the watermark is the least of theirs.
+            let parts: Vec<&[u8]> = match (cp.restored(), cp.rescaled()) {
+                (Some((_, state)), _) => vec![state],
+                (None, Some(parts)) => parts.into_iter().map(|(_, s)| s).collect(),
+                (None, None) => Vec::new(),
+            };
+            if !parts.is_empty() {
+                let (mut generated, mut sent) = (END_OF_TIME, END_OF_TIME);
+                let mut positions = Vec::new();
+                for state in parts {
+                    let (header, position) = open_envelope(state)?;
+                    positions.push(position);
+                    generated = generated.min(header["watermark"].as_i64().unwrap_or(NO_WATERMARK));
+                    sent = sent.min(header["sent"].as_i64().unwrap_or(NO_WATERMARK));
+                }
+                match cp.rescaled() {
+                    None => source.restore(positions[0])?,
+                    Some(_) => source.restore_rescaled(&positions).map_err(|e| match e {
+                        ConnectorError::Config { table, message } if table.is_empty() => {
+                            ConnectorError::config(&self.branch.source.table.name, message)
+                        }
+                        e => e,
+                    })?,
+                }
+                self.marks.generated = generated;
+                self.marks.splits.restore([], self.marks.generated);
+                if sent > NO_WATERMARK {
+                    self.send_watermark(sent);
+                }
             }
         }
         let mut last_trigger = self.checkpoint.as_ref().map_or(0, |c| c.restored_id());

@@ -667,6 +667,12 @@ impl Source for KafkaSource {
         Ok(())
     }
 
+    /// Each old subtask's positions name their partitions: this subtask takes those assigned
+    /// to it now (restore ignores the others).
+    fn restore_rescaled(&mut self, positions: &[&[u8]]) -> Result<()> {
+        positions.iter().try_for_each(|p| self.restore(p))
+    }
+
     fn checkpoint_complete(&mut self, _id: u64) -> Result<()> {
         // The newest snapshot is covered by a completed checkpoint: report its offsets to the
         // group (monitoring and group-offsets startup; recovery uses the checkpoint).

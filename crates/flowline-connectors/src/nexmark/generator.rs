@@ -244,7 +244,8 @@ impl NexmarkGenerator {
         }
     }
 
-    fn event_number(&self, k: u64) -> u64 {
+    /// The number of this generator's `k`-th event.
+    pub fn event_number(&self, k: u64) -> u64 {
         self.subtask + k * self.parallelism
     }
 

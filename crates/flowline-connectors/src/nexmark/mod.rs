@@ -19,7 +19,10 @@
 //! Event `n` is a person, an auction or a bid by `n mod (1 + 3 + 46)` (the proportions are
 //! options); its contents depend only on `seed` and `n`, its event time is
 //! `base-time + n / first-event.rate`. Subtask `i` of `p` generates events `i, i + p, ...`, so any
-//! parallelism yields the same events.
+//! parallelism yields the same events. A checkpoint taken at parallelism `p` resumes at another:
+//! event `n` was produced then iff `n / p` is below the count subtask `n mod p` had produced, so
+//! each new subtask starts where every old one had got to and skips, until it passes the one
+//! furthest ahead, the events some had already produced.
 
 mod generator;
 
@@ -165,6 +168,7 @@ pub fn create_source(
         rate_limited,
         batch_rows,
         started: None,
+        before: None,
     }))
 }
 
@@ -174,6 +178,71 @@ struct NexmarkSource {
     rate_limited: bool,
     batch_rows: usize,
     started: Option<Instant>,
+    /// After a restore at another parallelism: what the old subtasks had produced, until this
+    /// generator passes the furthest of them.
+    before: Option<Before>,
+}
+
+/// What the subtasks of a checkpoint taken at another parallelism had produced.
+struct Before {
+    parallelism: u64,
+    /// Per old subtask: events produced.
+    produced: Vec<u64>,
+}
+
+impl Before {
+    fn done(&self, event: u64) -> bool {
+        event / self.parallelism < self.produced[(event % self.parallelism) as usize]
+    }
+
+    /// Every event below this had been produced.
+    fn all_below(&self) -> u64 {
+        self.produced.iter().min().copied().unwrap_or(0) * self.parallelism
+    }
+
+    /// No event from this on had been.
+    fn none_from(&self) -> u64 {
+        self.produced.iter().max().copied().unwrap_or(0) * self.parallelism
+    }
+}
+
+/// A checkpointed position: (events produced, base time, what old subtasks had produced).
+fn position(table: &str, bytes: &[u8]) -> Result<(u64, i64, Option<Before>)> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        ConnectorError::config(
+            table,
+            format!("the checkpointed position is not valid: {e}"),
+        )
+    })?;
+    let (Some(produced), Some(base)) = (v["produced"].as_u64(), v["base_time"].as_i64()) else {
+        return Err(ConnectorError::config(
+            table,
+            "the checkpointed position lacks 'produced' or 'base_time'",
+        ));
+    };
+    let before = match v.get("before") {
+        Some(b) if !b.is_null() => {
+            let produced: Option<Vec<u64>> = b["produced"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|n| n.as_u64()).collect());
+            match (b["parallelism"].as_u64(), produced) {
+                (Some(parallelism), Some(produced)) if produced.len() as u64 == parallelism => {
+                    Some(Before {
+                        parallelism,
+                        produced,
+                    })
+                }
+                _ => {
+                    return Err(ConnectorError::config(
+                        table,
+                        "the checkpointed position's 'before' is not valid",
+                    ))
+                }
+            }
+        }
+        _ => None,
+    };
+    Ok((produced, base, before))
 }
 
 impl Source for NexmarkSource {
@@ -195,32 +264,72 @@ impl Source for NexmarkSource {
                 )));
             }
         }
-        let batch = self.generator.next_batch(self.batch_rows)?;
+        let first = self.generator.produced();
+        let mut batch = self.generator.next_batch(self.batch_rows)?;
+        if let Some(before) = &self.before {
+            // Leave out the events an old subtask had produced.
+            let g = &self.generator;
+            let keep: arrow::array::BooleanArray = (first..g.produced())
+                .map(|k| Some(!before.done(g.event_number(k))))
+                .collect();
+            batch = arrow::compute::filter_record_batch(&batch, &keep)?;
+            if g.event_number(g.produced()) >= before.none_from() {
+                self.before = None;
+            }
+        }
         Ok(Poll::Batch(conform_batch(&batch, &self.schema)?))
     }
 
     /// The position is the count of events produced (every event is a function of its number)
     /// and the base time (which defaults to the start of the first run).
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let v = serde_json::json!({"produced": self.generator.produced(), "base_time": self.generator.base_time()});
+        let v = serde_json::json!({
+            "produced": self.generator.produced(),
+            "base_time": self.generator.base_time(),
+            "before": self.before.as_ref().map(|b| serde_json::json!({
+                "parallelism": b.parallelism,
+                "produced": b.produced,
+            })),
+        });
         Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
     }
 
-    fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let v: serde_json::Value = serde_json::from_slice(position).map_err(|e| {
-            ConnectorError::config(
-                "nexmark",
-                format!("the checkpointed position is not valid: {e}"),
-            )
-        })?;
-        let (Some(produced), Some(base)) = (v["produced"].as_u64(), v["base_time"].as_i64()) else {
-            return Err(ConnectorError::config(
-                "nexmark",
-                "the checkpointed position lacks 'produced' or 'base_time'",
-            ));
-        };
+    fn restore(&mut self, bytes: &[u8]) -> Result<()> {
+        let (produced, base, before) = position("nexmark", bytes)?;
         self.generator.set_produced(produced);
         self.generator.set_base_time(base);
+        self.before = before;
+        Ok(())
+    }
+
+    /// Starts where every old subtask had got to (`positions` in old subtask order) and skips
+    /// what some had produced beyond that.
+    fn restore_rescaled(&mut self, positions: &[&[u8]]) -> Result<()> {
+        let mut before = Before {
+            parallelism: positions.len() as u64,
+            produced: Vec::new(),
+        };
+        for p in positions {
+            let (produced, base, earlier) = position("nexmark", p)?;
+            if earlier.is_some() {
+                return Err(ConnectorError::config(
+                    "nexmark",
+                    "this checkpoint was taken while catching up after an earlier change of parallelism; restore it at the parallelism it was taken with, then change it",
+                ));
+            }
+            self.generator.set_base_time(base);
+            before.produced.push(produced);
+        }
+        if before.parallelism == 0 {
+            return Ok(());
+        }
+        // This generator's first event at or past the point every old one had reached.
+        let (g, from) = (&mut self.generator, before.all_below());
+        let (first, step) = (g.event_number(0), g.event_number(1) - g.event_number(0));
+        g.set_produced(from.saturating_sub(first).div_ceil(step));
+        if g.event_number(g.produced()) < before.none_from() {
+            self.before = Some(before);
+        }
         Ok(())
     }
 }

@@ -503,3 +503,79 @@ async fn spilled_state_resumes_its_changelog() {
         );
     }
 }
+
+/// The filesystem source restored at another parallelism: files are dealt out by their index,
+/// so files another subtask was in the middle of may be this one's now. Two subtasks each read
+/// part of their first file; restored at 1 and at 3 the rows read afterwards are the rest, each
+/// once.
+#[test]
+fn a_file_source_restored_at_another_parallelism_reads_every_row_once() {
+    use flowline_connectors::{Poll, TaskContext};
+    let d = tempfile::tempdir().unwrap();
+    let lines = 150_000;
+    for f in 0..5 {
+        let text: String = (0..lines)
+            .map(|i| format!("{{\"id\": {}}}\n", f * lines + i))
+            .collect();
+        std::fs::write(d.path().join(format!("f{f}.json")), text).unwrap();
+    }
+    let ddl = format!(
+        "CREATE TABLE t (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
+        d.path().display()
+    );
+    let Some(flowline_sql::Statement::CreateTable(table)) =
+        flowline_sql::parse_script(&ddl).unwrap().pop()
+    else {
+        panic!("not a table")
+    };
+    let (factory, options) = flowline_connectors::registry::connector(&table).unwrap();
+    let source = |subtask: usize, parallelism: usize| {
+        let ctx = TaskContext {
+            table: "t".into(),
+            subtask,
+            parallelism,
+            metrics: MetricsRegistry::new(),
+            job: None,
+            state_dir: None,
+            shared: flowline_connectors::job::JobShared::new(),
+        };
+        (factory.source.unwrap())(&table, &options, &ctx, None).unwrap()
+    };
+    let ids = |b: &datafusion::arrow::array::RecordBatch| -> Vec<i64> {
+        use datafusion::arrow::array::AsArray;
+        let c = b
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        c.values().to_vec()
+    };
+    for to in [1, 3] {
+        let mut seen: Vec<i64> = Vec::new();
+        let mut positions = Vec::new();
+        for subtask in 0..2 {
+            let mut s = source(subtask, 2);
+            // One batch: part of the first file.
+            match s.poll().unwrap() {
+                Poll::Batch(b) => seen.extend(ids(&b)),
+                _ => panic!("no rows"),
+            }
+            positions.push(s.snapshot().unwrap());
+        }
+        assert!(seen.len() < 2 * lines as usize, "a batch is part of a file");
+        let parts: Vec<&[u8]> = positions.iter().map(Vec::as_slice).collect();
+        for subtask in 0..to {
+            let mut s = source(subtask, to);
+            s.restore_rescaled(&parts).unwrap();
+            loop {
+                match s.poll().unwrap() {
+                    Poll::Batch(b) => seen.extend(ids(&b)),
+                    Poll::End => break,
+                    _ => {}
+                }
+            }
+        }
+        seen.sort_unstable();
+        let all: Vec<i64> = (0..5 * lines).collect();
+        assert_eq!(seen.len(), all.len(), "2 -> {to}: every row once");
+        assert_eq!(seen, all, "2 -> {to}");
+    }
+}

@@ -79,6 +79,7 @@ pub fn create_source(
             .to_string(),
         current: None,
         done: Vec::new(),
+        pending: Vec::new(),
         parse_errors: ctx.counter(
             "flowline_source_parse_errors_total",
             "rows skipped because they could not be parsed",
@@ -169,6 +170,9 @@ struct FileSource {
     current: Option<OpenFile>,
     /// Files read to the end, for the checkpointed position.
     done: Vec<PathBuf>,
+    /// Files to read on from an offset before the others (restored from a checkpoint taken at
+    /// another parallelism, which was in the middle of several of this subtask's files).
+    pending: Vec<(PathBuf, u64)>,
     parse_errors: Counter,
     ignore_key: String,
 }
@@ -389,6 +393,10 @@ impl Source for FileSource {
     fn poll(&mut self) -> Result<Poll> {
         loop {
             if self.current.is_none() {
+                if let Some((path, offset)) = self.pending.pop() {
+                    self.current = Some(self.open_at(path, offset)?);
+                    continue;
+                }
                 let Some(next) = self.files.pop() else {
                     return Ok(Poll::End);
                 };
@@ -418,70 +426,106 @@ impl Source for FileSource {
             "done": self.done.iter().map(|p| path(p)).collect::<Vec<_>>(),
             "current": self.current.as_ref().map(|c| path(&c.path)),
             "offset": self.current.as_ref().map_or(0, |c| c.consumed),
+            "resume": self.pending.iter().map(|(p, o)| serde_json::json!([path(p), o])).collect::<Vec<_>>(),
         });
         Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
     }
 
     fn restore(&mut self, position: &[u8]) -> Result<()> {
-        let table = self.table.clone();
-        let bad = |why: String| {
-            ConnectorError::config(
-                &table,
-                format!("cannot resume from the checkpointed position: {why}"),
-            )
-        };
-        let v: serde_json::Value =
-            serde_json::from_slice(position).map_err(|e| bad(e.to_string()))?;
-        let done: Vec<PathBuf> = v["done"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.as_str())
-            .map(PathBuf::from)
-            .collect();
-        self.files.retain(|f| !done.contains(f));
-        self.done = done;
-        if let Some(current) = v["current"].as_str().map(PathBuf::from) {
-            let Some(i) = self.files.iter().position(|f| *f == current) else {
-                return Err(bad(format!(
-                    "the file {} it was reading is gone",
-                    current.display()
-                )));
+        self.resume_from(&[position], false)
+    }
+
+    /// Every old subtask's files read, and the files they were in the middle of that are this
+    /// subtask's now (files are dealt out by their index in the sorted listing).
+    fn restore_rescaled(&mut self, positions: &[&[u8]]) -> Result<()> {
+        self.resume_from(positions, true)
+    }
+}
+
+impl FileSource {
+    fn bad_position(&self, why: String) -> ConnectorError {
+        ConnectorError::config(
+            &self.table,
+            format!("cannot resume from the checkpointed position: {why}"),
+        )
+    }
+
+    /// Resumes from checkpointed positions: files read to the end are skipped, files read in
+    /// part are read on from their offsets. `rescaled`: the positions are another
+    /// parallelism's, so files in the middle of which they were may be other subtasks' now.
+    fn resume_from(&mut self, positions: &[&[u8]], rescaled: bool) -> Result<()> {
+        let mut done: Vec<PathBuf> = Vec::new();
+        let mut resume: Vec<(PathBuf, u64)> = Vec::new();
+        for position in positions {
+            let v: serde_json::Value =
+                serde_json::from_slice(position).map_err(|e| self.bad_position(e.to_string()))?;
+            let paths = |key: &str| -> Vec<PathBuf> {
+                v[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| p.as_str())
+                    .map(PathBuf::from)
+                    .collect()
             };
-            self.files.remove(i);
-            let offset = v["offset"].as_u64().unwrap_or(0);
-            let mut open = self.open(current)?;
-            let path = open.path.clone();
-            match &mut open.reader {
-                Reader::Lines { file, .. } => {
-                    use std::io::Seek;
-                    file.seek(std::io::SeekFrom::Start(offset)).map_err(|e| {
-                        ConnectorError::Io {
-                            table: table.clone(),
-                            path,
-                            source: e,
-                        }
-                    })?;
-                    open.consumed = offset;
-                    self.current = Some(open);
-                }
-                Reader::Batches(_) => {
-                    // Skip the rows already returned (the reader's batches are the same as then).
-                    self.current = Some(open);
-                    while self.current.as_ref().is_some_and(|c| c.consumed < offset) {
-                        if self.read()?.is_none() {
-                            break;
-                        }
-                    }
-                    if self.current.as_ref().is_some_and(|c| c.consumed != offset) {
-                        return Err(bad(format!(
-                            "the file no longer has row {offset} at a batch boundary"
-                        )));
-                    }
+            done.extend(paths("done"));
+            if let Some(current) = v["current"].as_str().map(PathBuf::from) {
+                resume.push((current, v["offset"].as_u64().unwrap_or(0)));
+            }
+            for r in v["resume"].as_array().into_iter().flatten() {
+                if let (Some(p), Some(o)) = (r[0].as_str(), r[1].as_u64()) {
+                    resume.push((PathBuf::from(p), o));
                 }
             }
         }
+        for (path, _) in &resume {
+            if !self.files.contains(path) && (!rescaled || !path.exists()) {
+                return Err(self.bad_position(format!(
+                    "the file {} it was reading is gone",
+                    path.display()
+                )));
+            }
+        }
+        // Another subtask's file now (after a rescale): that subtask resumes it.
+        resume.retain(|(path, _)| self.files.contains(path));
+        self.files
+            .retain(|f| !done.contains(f) && !resume.iter().any(|(p, _)| p == f));
+        self.done = done;
+        self.pending = resume;
+        if let Some((path, offset)) = self.pending.pop() {
+            self.current = Some(self.open_at(path, offset)?);
+        }
         Ok(())
+    }
+
+    /// Opens `path` to read on from `offset` (bytes of a line format, rows of a batch format).
+    fn open_at(&mut self, path: PathBuf, offset: u64) -> Result<OpenFile> {
+        let mut open = self.open(path)?;
+        match &mut open.reader {
+            Reader::Lines { file, .. } => {
+                use std::io::Seek;
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .map_err(|e| self.io_err(&open.path, e))?;
+                open.consumed = offset;
+                Ok(open)
+            }
+            Reader::Batches(_) => {
+                // Skip the rows already returned (the reader's batches are the same as then).
+                let held = self.current.replace(open);
+                while self.current.as_ref().is_some_and(|c| c.consumed < offset) {
+                    if self.read()?.is_none() {
+                        break;
+                    }
+                }
+                let open = std::mem::replace(&mut self.current, held);
+                match open {
+                    Some(open) if open.consumed == offset => Ok(open),
+                    _ => Err(self.bad_position(format!(
+                        "the file no longer has row {offset} at a batch boundary"
+                    ))),
+                }
+            }
+        }
     }
 }
 

@@ -2,13 +2,20 @@
 """Crash harness: runs a checkpointing pipeline, kills it with SIGKILL at random moments,
 restarts it each time, and compares the committed output with a fault-free run.
 
-    tests/crash/crash.py BINARY [--kills N] [--seed S] [--failpoints]
+    tests/crash/crash.py BINARY [--kills N] [--stateful-kills N] [--seed S] [--failpoints]
 
 Pass/fail: the multiset of committed output rows equals the fault-free run's (nothing lost,
 nothing doubled), and no in-progress file is visible as output. With --failpoints, each named
 failpoint (FLOWLINE_FAILPOINTS) is also armed once in turn and the run must recover.
+
+Two pipelines: a windowed aggregation (append-only output), and a stateful one whose state lives
+in spilling state tables (a 1 MB budget: a join, a GROUP BY over it and a TopN, their state many
+times the budget, checkpointed incrementally), whose updating output is compared as the final
+rows its changelog leaves (a lost or doubled change shows as a wrong or negative row). Each
+restart of the stateful pipeline picks a parallelism of 1, 2 or 3 at random: its checkpoints are
+restored rescaled.
 """
-import argparse, collections, os, random, signal, subprocess, sys, tempfile, time
+import argparse, collections, json, os, random, signal, subprocess, sys, tempfile, time
 
 PIPELINE = """
 SET 'execution.checkpointing.interval' = '{interval}';
@@ -30,6 +37,49 @@ GROUP BY bid.auction, window_start, window_end;
 """
 
 
+STATEFUL = """
+SET 'execution.checkpointing.interval' = '{interval}';
+SET 'parallelism.default' = '2';
+SET 'taskmanager.memory.managed.size' = '1mb';
+CREATE TABLE nexmark (
+  event_type INT,
+  auction ROW<id BIGINT, itemName STRING, description STRING, initialBid BIGINT, reserve BIGINT, dateTime TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra STRING>,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '{rate}', 'rate.limited' = 'true',
+      'base-time' = '2026-01-01 00:00:00');
+CREATE VIEW auction AS SELECT auction.id, auction.category FROM nexmark WHERE event_type = 1;
+CREATE VIEW bid AS SELECT bid.auction, bid.bidder, bid.price, bid.dateTime FROM nexmark WHERE event_type = 2;
+CREATE TABLE per_auction (auction BIGINT, category BIGINT, max_price BIGINT, bids BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/per_auction', 'format' = 'debezium-json', 'sink.rolling-policy.file-size' = '64kb');
+CREATE TABLE last_bid (auction BIGINT, bidder BIGINT, price BIGINT, dateTime TIMESTAMP(3))
+  WITH ('connector' = 'filesystem', 'path' = '{out}/last_bid', 'format' = 'debezium-json', 'sink.rolling-policy.file-size' = '64kb');
+INSERT INTO per_auction
+SELECT A.id, A.category, MAX(B.price), COUNT(*) FROM auction A JOIN bid B ON A.id = B.auction GROUP BY A.id, A.category;
+INSERT INTO last_bid
+SELECT auction, bidder, price, dateTime FROM (
+  SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY dateTime DESC, price DESC) AS rn FROM bid) WHERE rn <= 1;
+"""
+
+
+def changelog_rows(out_dir):
+    """The rows an updating (debezium-json) output's changelog leaves, with their counts (a
+    doubled insert shows as 2, a doubled delete as -1), and visible in-progress files."""
+    counter, bad = collections.Counter(), []
+    for root, _, files in os.walk(out_dir):
+        for f in sorted(files):
+            if f.startswith("."):
+                continue
+            if "inprogress" in f:
+                bad.append(f)
+            for line in open(os.path.join(root, f)):
+                rec = json.loads(line)
+                for side, sign in (("before", -1), ("after", 1)):
+                    if rec.get(side) is not None:
+                        key = os.path.basename(root) + " " + json.dumps(rec[side], sort_keys=True)
+                        counter[key] += sign
+    return collections.Counter({k: n for k, n in counter.items() if n != 0}), bad
+
+
 def rows(out_dir):
     """Committed rows (a multiset) and the names of visible in-progress files."""
     counter, bad = collections.Counter(), []
@@ -44,10 +94,10 @@ def rows(out_dir):
     return counter, bad
 
 
-def write_pipeline(dir_, name, **kw):
+def write_pipeline(dir_, name, pipeline=PIPELINE, **kw):
     path = os.path.join(dir_, name + ".sql")
     with open(path, "w") as f:
-        f.write(PIPELINE.format(out=os.path.join(dir_, name), **kw))
+        f.write(pipeline.format(out=os.path.join(dir_, name), **kw))
     return path
 
 
@@ -57,8 +107,8 @@ def run(binary, pipeline, env=None, timeout=600):
 
 
 def compare(expected, got, label):
-    lost = expected - got
-    doubled = got - expected
+    lost = collections.Counter({k: n - got[k] for k, n in expected.items() if n > got[k]})
+    doubled = collections.Counter({k: n - expected[k] for k, n in got.items() if n > expected[k]})
     if lost or doubled:
         print(f"FAIL {label}: {sum(lost.values())} rows lost, {sum(doubled.values())} rows extra")
         for r in list(lost)[:3]:
@@ -159,6 +209,46 @@ def http_scenario(binary, d, kills, rnd, requests=400, rows_per_request=200):
     return True
 
 
+def kill_rounds(binary, d, prefix, kw, expected, read, kills_wanted, rnd, pipeline=PIPELINE, parallelisms=(2,)):
+    """Rounds: a run killed often enough still finishes its input; then a fresh round starts,
+    until `kills_wanted` kills have happened. Each round's output must equal the fault-free run's.
+    Each run takes a parallelism from `parallelisms` (a restart at another one rescales)."""
+    ok = True
+    duration = kw["events"] / kw["rate"]
+    kills, round_ = 0, 0
+    while kills < kills_wanted:
+        name = f"{prefix}{round_}"
+        crash = write_pipeline(d, name, pipeline, **kw)
+        round_kills = 0
+        while kills < kills_wanted:
+            p = str(rnd.choice(parallelisms))
+            proc = subprocess.Popen([binary, "run", crash, "-p", p], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            time.sleep(rnd.uniform(0.05, max(0.1, duration / 4)))
+            if proc.poll() is not None:
+                err = proc.stderr.read()
+                if proc.returncode != 0:
+                    print(f"FAIL run {kills} (-p {p}) exited with {proc.returncode}: {err}")
+                    sys.exit(1)
+                break
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            round_kills += 1
+            _, bad = read(os.path.join(d, name))
+            if bad:
+                print(f"FAIL: in-progress files visible as output after kill {kills}: {bad[:3]}")
+                ok = False
+        p = subprocess.run([binary, "run", crash, "-p", str(rnd.choice(parallelisms))], capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            print(p.stderr)
+            sys.exit(1)
+        got, bad = read(os.path.join(d, name))
+        ok &= compare(expected, got, f"{prefix} round {round_}, SIGKILL x{round_kills}")
+        round_ += 1
+    print(f"{prefix}: {kills} kills in {round_} rounds")
+    return ok
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -166,12 +256,16 @@ def main():
     ap.add_argument("--seed", type=int, default=int(time.time()))
     ap.add_argument("--events", type=int, default=600_000)
     ap.add_argument("--rate", type=int, default=200_000, help="events per second (event time and pacing)")
+    ap.add_argument("--stateful-kills", type=int, default=None, help="kills of the stateful, spilling pipeline (default: --kills)")
     ap.add_argument("--failpoints", action="store_true")
     ap.add_argument("--http-kills", type=int, default=None, help="kills in the HTTP ingest scenario (default: --kills)")
     args = ap.parse_args()
     rnd = random.Random(args.seed)
+    if args.stateful_kills is None:
+        args.stateful_kills = args.kills
     print(f"crash harness: seed {args.seed}, {args.kills} kills, {args.events} events at {args.rate}/s")
     kw = dict(interval="100ms", events=args.events, rate=args.rate)
+    duration = args.events / args.rate
     ok = True
     with tempfile.TemporaryDirectory() as d:
         ref = write_pipeline(d, "ref", **kw)
@@ -182,39 +276,17 @@ def main():
         expected, _ = rows(os.path.join(d, "ref"))
         print(f"fault-free run: {sum(expected.values())} rows")
 
-        # Rounds: a run killed often enough still finishes its input; then a fresh round starts,
-        # until --kills kills have happened. Each round's output must equal the fault-free run's.
-        duration = args.events / args.rate
-        kills, round_ = 0, 0
-        while kills < args.kills:
-            name = f"crash{round_}"
-            crash = write_pipeline(d, name, **kw)
-            round_kills = 0
-            while kills < args.kills:
-                proc = subprocess.Popen([args.binary, "run", crash], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-                time.sleep(rnd.uniform(0.05, max(0.1, duration / 4)))
-                if proc.poll() is not None:
-                    err = proc.stderr.read()
-                    if proc.returncode != 0:
-                        print(f"FAIL run {kills} exited with {proc.returncode}: {err}")
-                        sys.exit(1)
-                    break
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
-                kills += 1
-                round_kills += 1
-                _, bad = rows(os.path.join(d, name))
-                if bad:
-                    print(f"FAIL: in-progress files visible as output after kill {kills}: {bad[:3]}")
-                    ok = False
-            p = run(args.binary, crash)
-            if p.returncode != 0:
-                print(p.stderr)
-                sys.exit(1)
-            got, bad = rows(os.path.join(d, name))
-            ok &= compare(expected, got, f"round {round_}, SIGKILL x{round_kills}")
-            round_ += 1
-        print(f"{kills} kills in {round_} rounds")
+        ok &= kill_rounds(args.binary, d, "crash", kw, expected, rows, args.kills, rnd)
+
+        # The stateful pipeline: spilled state tables, incremental checkpoints.
+        ref = write_pipeline(d, "stateful_ref", STATEFUL, **kw)
+        p = run(args.binary, ref)
+        if p.returncode != 0:
+            print(p.stderr)
+            sys.exit(1)
+        stateful, _ = changelog_rows(os.path.join(d, "stateful_ref"))
+        print(f"fault-free stateful run (1 MB of state memory): {sum(stateful.values())} rows")
+        ok &= kill_rounds(args.binary, d, "stateful", kw, stateful, changelog_rows, args.stateful_kills, rnd, STATEFUL, (1, 2, 3))
 
         ok &= http_scenario(args.binary, d, args.http_kills if args.http_kills is not None else args.kills, rnd)
 

@@ -417,8 +417,8 @@ async fn try_select(
     (out, metrics)
 }
 
-/// A checkpoint taken at parallelism 2 restores at 1 and at 4: the state tables hand their key
-/// groups to the new subtasks, the nexmark source's position is shared out, and the rows are
+/// A checkpoint taken at parallelism 2 restores at 1, at 4, and at 3 and then 1: the state
+/// tables hand their key groups to the new subtasks, the nexmark source's position is shared out, and the rows are
 /// the fault-free run's. GROUP BY, TopN, deduplication and a join into a GROUP BY, spilling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rescaled_state_gives_the_fault_free_rows() {
@@ -432,18 +432,20 @@ async fn rescaled_state_gives_the_fault_free_rows() {
         let d = tempfile::tempdir().unwrap();
         let (rows, _) = select(query, &d.path().join("ref"), None, None, 2).await;
         let expected = crate::support::apply_changelog(&rows).unwrap();
-        for to in [1, 4] {
-            let state = d.path().join(format!("to{to}"));
-            let stop = Some(Duration::from_millis(300));
-            let (mut changelog, _) = select(query, &state, Some("128kb"), stop, 2).await;
-            let (rows, _) = select(query, &state, Some("128kb"), None, to).await;
-            changelog.extend(rows);
+        // Stopped at each parallelism but the last, which runs to the end. 2 -> 3 -> 1: the
+        // last restore reads runs that two rescales have listed (each speaks only for the key
+        // groups its lister owned).
+        for plan in [&[2, 1][..], &[2, 4], &[2, 3, 1]] {
+            let state = d.path().join(format!("{plan:?}"));
+            let mut changelog = Vec::new();
+            for (i, p) in plan.iter().enumerate() {
+                let stop = (i + 1 < plan.len()).then(|| Duration::from_millis(250));
+                let (rows, _) = select(query, &state, Some("128kb"), stop, *p).await;
+                changelog.extend(rows);
+            }
             let got = crate::support::apply_changelog(&changelog)
-                .unwrap_or_else(|e| panic!("{query}, 2 -> {to}: {e}"));
-            assert_eq!(
-                got, expected,
-                "{query}: rows after a restore at parallelism {to}"
-            );
+                .unwrap_or_else(|e| panic!("{query}, {plan:?}: {e}"));
+            assert_eq!(got, expected, "{query}: rows after restores at {plan:?}");
         }
     }
 }

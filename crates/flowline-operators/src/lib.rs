@@ -222,12 +222,12 @@ impl Default for StateEnv {
     }
 }
 
-/// One state table's part of a checkpoint: its runs, newest first (files shared with earlier
-/// checkpoints, see [`flowline_state::table`]).
+/// One state table's part of a checkpoint: its runs, newest first, each with the key groups it
+/// speaks for (files shared with earlier checkpoints, see [`flowline_state::table`]).
 #[derive(Clone, Debug)]
 pub struct TableRuns {
     pub table: String,
-    pub runs: Vec<std::sync::Arc<flowline_state::table::Run>>,
+    pub runs: Vec<flowline_state::table::TableRun>,
 }
 
 /// A planned stateful operator: creates one [`Operator`] per subtask. `Debug` is its line in

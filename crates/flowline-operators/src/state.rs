@@ -3,10 +3,9 @@
 //! checkpoint/restore plumbing every operator on a state table shares.
 
 use std::ops::{Deref, DerefMut};
-use std::sync::Arc;
 
 use datafusion::common::{DataFusionError, Result};
-use flowline_state::table::{KeyedTable, Run, StateValue};
+use flowline_state::table::{KeyedTable, StateValue, TableRun};
 
 use crate::{OperatorContext, StateEnv, TableRuns};
 
@@ -25,7 +24,7 @@ pub(crate) struct OperatorTable<V> {
     env: StateEnv,
     budget: usize,
     ttl: Option<std::time::Duration>,
-    runs: Vec<Arc<Run>>,
+    runs: Vec<TableRun>,
 }
 
 impl<V: StateValue> OperatorTable<V> {

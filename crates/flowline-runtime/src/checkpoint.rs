@@ -206,7 +206,10 @@ impl TaskCheckpoint {
         let (store, reports, key) = (self.store.clone(), self.reports.clone(), self.key.clone());
         let uploaded = self.uploaded.clone();
         std::thread::spawn(move || {
-            let shared: Vec<String> = runs.iter().map(|r| r.name()).collect();
+            // A run may be listed twice (for two old subtasks' key groups, after a rescale).
+            let mut shared: Vec<String> = runs.iter().map(|r| r.name()).collect();
+            shared.sort_unstable();
+            shared.dedup();
             let written = upload_runs(&store, &uploaded, &runs)
                 .and_then(|run_bytes| Ok((store.put_task(id, &key, state)?, run_bytes)));
             let report = match written {

@@ -1,6 +1,11 @@
 //! An operator subtask: merges its inputs' watermarks, aligns barriers, feeds the operator and
 //! routes its late rows.
 
+use std::ops::Range;
+
+use flowline_common::keygroups;
+use flowline_state::table::{Run, TableRun};
+
 use crate::*;
 
 /// How often an operator's state size is published between watermarks.
@@ -27,6 +32,8 @@ pub(crate) struct OperatorTask {
     pub(crate) tables: TableGauges,
     /// Where its state tables spill (and restored runs are read into).
     pub(crate) state_dir: std::path::PathBuf,
+    /// The key groups it serves.
+    pub(crate) key_groups: Range<u16>,
     pub(crate) open_windows: Gauge,
     pub(crate) watermark_gauge: Gauge,
     pub(crate) aligner: Aligner,
@@ -56,7 +63,9 @@ impl OperatorTask {
         let st = subtask.to_string();
         let labels = [("operator", name.as_str()), ("subtask", st.as_str())];
         let m = ctx.metrics;
+        let max = keygroups::DEFAULT_MAX_PARALLELISM;
         Self {
+            key_groups: keygroups::key_groups_of(subtask, max, ctx.parallelism),
             operator,
             chain: node.chain.clone(),
             rx,
@@ -143,7 +152,17 @@ impl OperatorTask {
             (None, None) => return Ok(()),
         };
         let rescaled = cp.rescaled().is_some();
-        let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        // Old subtask `i` of `parts.len()` owned these key groups: its tables speak for them.
+        let old_parallelism = parts.len();
+        let owner = |i: usize| match rescaled {
+            true => {
+                keygroups::key_groups_of(i, keygroups::DEFAULT_MAX_PARALLELISM, old_parallelism)
+            }
+            false => self.key_groups.clone(),
+        };
+        // Per table: (run name, key groups it speaks for), newest first per old subtask.
+        let mut listed: std::collections::BTreeMap<String, Vec<(String, Range<u16>)>> =
+            Default::default();
         let mut payloads = Vec::new();
         // The watermark: the least of the old subtasks' (each held its own keys' time).
         let mut w = if parts.is_empty() {
@@ -152,15 +171,14 @@ impl OperatorTask {
             END_OF_TIME
         };
         let mut marks: Option<Vec<i64>> = None;
-        for state in parts {
+        for (i, state) in parts.into_iter().enumerate() {
             let (header, payload) = open_envelope(state)?;
+            let owned = owner(i);
             for (table, runs) in header["tables"].as_object().into_iter().flatten() {
-                names.entry(table.clone()).or_default().extend(
-                    runs.as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|n| n.as_str().map(str::to_string)),
-                );
+                let list = listed.entry(table.clone()).or_default();
+                for r in runs.as_array().into_iter().flatten() {
+                    list.push(table_run(r, &owned)?);
+                }
             }
             payloads.push(payload);
             w = w.min(header["watermark"].as_i64().unwrap_or(NO_WATERMARK));
@@ -170,12 +188,32 @@ impl OperatorTask {
                 marks = Some(m.map(|m| m.as_i64().unwrap_or(NO_WATERMARK)).collect());
             }
         }
-        // State tables first: the operator's own bytes may refer to them.
-        let mut tables = Vec::new();
-        for (table, names) in names {
-            let runs = cp.fetch_runs(&names, &self.state_dir)?;
-            tables.push(TableRuns { table, runs });
-        }
+        // State tables first: the operator's own bytes may refer to them. A run several old
+        // subtasks listed is fetched once.
+        let names: Vec<String> = {
+            let mut n: Vec<String> = listed.values().flatten().map(|(n, _)| n.clone()).collect();
+            n.sort_unstable();
+            n.dedup();
+            n
+        };
+        let fetched: std::collections::HashMap<String, Arc<Run>> = names
+            .iter()
+            .cloned()
+            .zip(cp.fetch_runs(&names, &self.state_dir)?)
+            .collect();
+        let tables = listed
+            .into_iter()
+            .map(|(table, runs)| TableRuns {
+                table,
+                runs: runs
+                    .into_iter()
+                    .map(|(name, key_groups)| TableRun {
+                        run: fetched[&name].clone(),
+                        key_groups,
+                    })
+                    .collect(),
+            })
+            .collect();
         self.operator
             .restore_tables(tables)
             .map_err(|e| self.err(e))?;
@@ -202,15 +240,24 @@ impl OperatorTask {
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
         let tables = self.operator.snapshot_tables();
+        // Each run as [name, first key group, end]: the key groups it speaks for in this list.
         let names: serde_json::Map<String, serde_json::Value> = tables
             .iter()
-            .map(|t| (t.table.clone(), t.runs.iter().map(|r| r.name()).collect()))
+            .map(|t| {
+                let runs = t.runs.iter().map(|r| {
+                    serde_json::json!([r.run.name(), r.key_groups.start, r.key_groups.end])
+                });
+                (t.table.clone(), runs.collect())
+            })
             .collect();
         let state = envelope(
             serde_json::json!({"watermark": self.inputs.merged(), "inputs": self.inputs.marks(), "tables": names}),
             payload,
         );
-        let runs = tables.into_iter().flat_map(|t| t.runs).collect();
+        let runs = tables
+            .into_iter()
+            .flat_map(|t| t.runs.into_iter().map(|r| r.run))
+            .collect();
         cp.save(barrier.id, state, runs, started.elapsed());
         self.publish_state();
         self.output.broadcast(Message::Barrier(barrier));
@@ -444,4 +491,25 @@ impl TableGauges {
         self.compactions.set(s.compactions);
         self.checkpoint.set(s.checkpoint_bytes);
     }
+}
+
+/// A run as a checkpoint's header lists it: `[name, first key group, end]`, or a bare name
+/// (checkpoints before rescaling), which speaks for the key groups its subtask `owned`.
+fn table_run(r: &serde_json::Value, owned: &Range<u16>) -> Result<(String, Range<u16>)> {
+    let bad = || RuntimeError::Config("a task's checkpointed state lists a malformed run".into());
+    let (name, listed) = match r {
+        serde_json::Value::String(n) => (n.clone(), owned.clone()),
+        serde_json::Value::Array(a) => {
+            let kg = |i: usize| a.get(i).and_then(|v| v.as_u64()).map(|v| v as u16);
+            let name = a.first().and_then(|n| n.as_str()).ok_or_else(bad)?;
+            (
+                name.to_string(),
+                kg(1).ok_or_else(bad)?..kg(2).ok_or_else(bad)?,
+            )
+        }
+        _ => return Err(bad()),
+    };
+    let lo = listed.start.max(owned.start);
+    let hi = listed.end.min(owned.end);
+    Ok((name, lo..hi.max(lo)))
 }

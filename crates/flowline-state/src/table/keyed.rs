@@ -57,6 +57,17 @@ struct Slot<V> {
     size: usize,
 }
 
+/// A run as part of a table: the key groups it speaks for there. A table's own runs speak for
+/// its key groups. After a rescale, a table's runs come from several old subtasks, each of which
+/// listed runs it inherited that may also hold other key groups' older entries; only the old
+/// owner's list is right about a key group, so each run speaks only for the key groups its
+/// lister owned (and the new table serves).
+#[derive(Clone, Debug)]
+pub struct TableRun {
+    pub run: Arc<Run>,
+    pub key_groups: Range<u16>,
+}
+
 /// What a table holds and has done, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -75,7 +86,7 @@ pub struct KeyedTable<V> {
     hot_bytes: usize,
     budget: usize,
     /// Newest first.
-    runs: Vec<Arc<Run>>,
+    runs: Vec<TableRun>,
     /// The key groups this table serves: entries of others (runs restored after a rescale)
     /// are never read and are dropped at the next merge.
     key_groups: Range<u16>,
@@ -295,19 +306,32 @@ impl<V: StateValue> KeyedTable<V> {
         self.ttl_ms.is_some_and(|ttl| written < self.clock - ttl)
     }
 
-    /// A table over the runs of a checkpoint (newest first), possibly taken at another
-    /// parallelism: only runs that overlap `key_groups` are kept.
+    /// A table over the runs of a checkpoint (newest first for each key group), possibly taken
+    /// at another parallelism: each run speaks for the key groups it did then that this table
+    /// serves; runs left with none are dropped.
     pub fn restore(
         dir: &Path,
         name: &str,
         budget: usize,
         key_groups: Range<u16>,
-        runs: Vec<Arc<Run>>,
+        runs: Vec<TableRun>,
     ) -> io::Result<Self> {
         let mut t = Self::new(dir, name, budget, key_groups)?;
         t.runs = runs
             .into_iter()
-            .filter(|r| r.key_groups.0 < t.key_groups.end && r.key_groups.1 >= t.key_groups.start)
+            .filter_map(|r| {
+                let (stored_lo, stored_hi) = r.run.key_groups;
+                let lo = r.key_groups.start.max(t.key_groups.start).max(stored_lo);
+                let hi = r
+                    .key_groups
+                    .end
+                    .min(t.key_groups.end)
+                    .min(stored_hi.saturating_add(1));
+                (lo < hi).then_some(TableRun {
+                    run: r.run,
+                    key_groups: lo..hi,
+                })
+            })
             .collect();
         t.next_run = t.runs.len() as u64;
         t.update_stats();
@@ -320,7 +344,7 @@ impl<V: StateValue> KeyedTable<V> {
 
     fn update_stats(&mut self) {
         self.stats.memory_bytes = self.hot_bytes as u64;
-        self.stats.disk_bytes = self.runs.iter().map(|r| r.bytes).sum();
+        self.stats.disk_bytes = self.runs.iter().map(|r| r.run.bytes).sum();
     }
 
     /// Loads `key` into memory if the runs hold it; whether it is there now.
@@ -337,7 +361,10 @@ impl<V: StateValue> KeyedTable<V> {
             return Ok(true);
         }
         run_key(&mut self.scratch, key_group, key);
-        for run in &self.runs {
+        for TableRun { run, key_groups } in &self.runs {
+            if !key_groups.contains(&key_group) {
+                continue;
+            }
             if let Some(entry) = run.get(&self.scratch)? {
                 let Some(bytes) = entry else {
                     return Ok(false); // deleted
@@ -567,7 +594,14 @@ impl<V: StateValue> KeyedTable<V> {
         // The table keeps the file open; it is gone from the directory once no run uses it.
         std::fs::remove_file(&path)?;
         let bytes = run.bytes;
-        self.runs.insert(0, Arc::new(run));
+        let key_groups = self.key_groups.clone();
+        self.runs.insert(
+            0,
+            TableRun {
+                run: Arc::new(run),
+                key_groups,
+            },
+        );
         Ok(bytes)
     }
 
@@ -614,7 +648,7 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// Writes what changed since the last checkpoint as one new run and returns the runs that
     /// now make up the table (newest first): the checkpoint of this table.
-    pub fn checkpoint(&mut self) -> io::Result<Vec<Arc<Run>>> {
+    pub fn checkpoint(&mut self) -> io::Result<Vec<TableRun>> {
         self.expire_hot();
         let dirty: Vec<Box<[u8]>> = self
             .hot
@@ -658,7 +692,19 @@ impl<V: StateValue> KeyedTable<V> {
             return Ok(());
         }
         let runs = std::mem::take(&mut self.runs);
-        let mut heads: Vec<_> = runs.iter().map(|r| r.iter().peekable()).collect();
+        // Each run's entries of the key groups it speaks for.
+        let mut heads: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                r.run
+                    .iter()
+                    .filter(|e| {
+                        e.as_ref()
+                            .map_or(true, |(k, _)| r.key_groups.contains(&key_group_of(k)))
+                    })
+                    .peekable()
+            })
+            .collect();
         let (path, mut w) = self.new_run()?;
         loop {
             // The smallest key among the heads; on a tie the newest run (lowest index) wins.
@@ -691,7 +737,10 @@ impl<V: StateValue> KeyedTable<V> {
         }
         let run = w.finish()?;
         std::fs::remove_file(&path)?;
-        self.runs = vec![Arc::new(run)];
+        self.runs = vec![TableRun {
+            run: Arc::new(run),
+            key_groups: self.key_groups.clone(),
+        }];
         self.stats.compactions += 1;
         Ok(())
     }
@@ -892,10 +941,43 @@ mod tests {
         let merged = half.checkpoint().unwrap();
         assert_eq!(merged.len(), 1);
         assert_eq!(
-            merged[0].key_groups.0, 64,
+            merged[0].run.key_groups.0, 64,
             "the merge dropped the other half's key groups"
         );
         // n % 128 in 64..128 for n < 1000: 7 * 64 + 40 keys, and "x".
-        assert_eq!(merged[0].entries, 7 * 64 + 40 + 1);
+        assert_eq!(merged[0].run.entries, 7 * 64 + 40 + 1);
+    }
+
+    /// Rescaled twice: 1 subtask, then 2, then 1 again. Both halves list the first run, which
+    /// holds every key group as it was; only the half that owns a key group may speak for it,
+    /// so a key updated by the second half reads its new value, before and after a merge.
+    #[test]
+    fn after_two_rescales_a_key_reads_its_owners_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = 70u32.to_be_bytes();
+        let mut one = KeyedTable::<Vec<u8>>::new(dir.path(), "one", 1 << 20, 0..128).unwrap();
+        one.put(70, &key, b"old".to_vec());
+        one.put(3, b"k3", b"three".to_vec());
+        let first = one.checkpoint().unwrap();
+        let restore = |kgs: Range<u16>, runs: Vec<TableRun>| {
+            KeyedTable::<Vec<u8>>::restore(dir.path(), "t", 1 << 20, kgs, runs).unwrap()
+        };
+        let mut low = restore(0..64, first.clone());
+        let mut high = restore(64..128, first);
+        high.put(70, &key, b"new".to_vec());
+        let mut runs = low.checkpoint().unwrap();
+        runs.extend(high.checkpoint().unwrap());
+        let mut again = restore(0..128, runs);
+        assert_eq!(again.get(70, &key).unwrap(), Some(&b"new".to_vec()));
+        assert_eq!(again.get(3, b"k3").unwrap(), Some(&b"three".to_vec()));
+        for i in 0..MAX_RUNS as u8 {
+            again.put(5, &[i], vec![i]);
+            again.checkpoint().unwrap();
+        }
+        assert_eq!(again.stats().compactions, 1);
+        let merged = restore(0..128, again.checkpoint().unwrap());
+        let mut merged = merged;
+        assert_eq!(merged.get(70, &key).unwrap(), Some(&b"new".to_vec()));
+        assert_eq!(merged.get(3, b"k3").unwrap(), Some(&b"three".to_vec()));
     }
 }

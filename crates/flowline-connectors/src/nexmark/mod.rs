@@ -183,16 +183,19 @@ struct NexmarkSource {
     before: Option<Before>,
 }
 
-/// What the subtasks of a checkpoint taken at another parallelism had produced.
+/// What the subtasks of a checkpoint taken at another parallelism had produced. Subtask `i`
+/// had passed the first `produced[i]` events of its stride (produced them, or skipped them as
+/// done by an earlier parallelism, `before`: restarts may rescale again before catching up).
 struct Before {
     parallelism: u64,
-    /// Per old subtask: events produced.
     produced: Vec<u64>,
+    before: Option<Box<Before>>,
 }
 
 impl Before {
     fn done(&self, event: u64) -> bool {
         event / self.parallelism < self.produced[(event % self.parallelism) as usize]
+            || self.before.as_ref().is_some_and(|b| b.done(event))
     }
 
     /// Every event below this had been produced.
@@ -202,7 +205,37 @@ impl Before {
 
     /// No event from this on had been.
     fn none_from(&self) -> u64 {
-        self.produced.iter().max().copied().unwrap_or(0) * self.parallelism
+        let mine = self.produced.iter().max().copied().unwrap_or(0) * self.parallelism;
+        mine.max(self.before.as_ref().map_or(0, |b| b.none_from()))
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "parallelism": self.parallelism,
+            "produced": self.produced,
+            "before": self.before.as_ref().map(|b| b.to_json()),
+        })
+    }
+
+    fn from_json(v: &serde_json::Value) -> Option<Option<Self>> {
+        if v.is_null() {
+            return Some(None);
+        }
+        let produced: Vec<u64> = v["produced"]
+            .as_array()?
+            .iter()
+            .map(|n| n.as_u64())
+            .collect::<Option<_>>()?;
+        let parallelism = v["parallelism"].as_u64()?;
+        if produced.len() as u64 != parallelism || parallelism == 0 {
+            return None;
+        }
+        let before = Self::from_json(&v["before"])?.map(Box::new);
+        Some(Some(Before {
+            parallelism,
+            produced,
+            before,
+        }))
     }
 }
 
@@ -220,28 +253,9 @@ fn position(table: &str, bytes: &[u8]) -> Result<(u64, i64, Option<Before>)> {
             "the checkpointed position lacks 'produced' or 'base_time'",
         ));
     };
-    let before = match v.get("before") {
-        Some(b) if !b.is_null() => {
-            let produced: Option<Vec<u64>> = b["produced"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|n| n.as_u64()).collect());
-            match (b["parallelism"].as_u64(), produced) {
-                (Some(parallelism), Some(produced)) if produced.len() as u64 == parallelism => {
-                    Some(Before {
-                        parallelism,
-                        produced,
-                    })
-                }
-                _ => {
-                    return Err(ConnectorError::config(
-                        table,
-                        "the checkpointed position's 'before' is not valid",
-                    ))
-                }
-            }
-        }
-        _ => None,
-    };
+    let before = Before::from_json(&v["before"]).ok_or_else(|| {
+        ConnectorError::config(table, "the checkpointed position's 'before' is not valid")
+    })?;
     Ok((produced, base, before))
 }
 
@@ -286,10 +300,7 @@ impl Source for NexmarkSource {
         let v = serde_json::json!({
             "produced": self.generator.produced(),
             "base_time": self.generator.base_time(),
-            "before": self.before.as_ref().map(|b| serde_json::json!({
-                "parallelism": b.parallelism,
-                "produced": b.produced,
-            })),
+            "before": self.before.as_ref().map(Before::to_json),
         });
         Ok(serde_json::to_vec(&v).expect("JSON values serialize"))
     }
@@ -308,20 +319,27 @@ impl Source for NexmarkSource {
         let mut before = Before {
             parallelism: positions.len() as u64,
             produced: Vec::new(),
+            before: None,
         };
         for p in positions {
             let (produced, base, earlier) = position("nexmark", p)?;
-            if earlier.is_some() {
-                return Err(ConnectorError::config(
-                    "nexmark",
-                    "this checkpoint was taken while catching up after an earlier change of parallelism; restore it at the parallelism it was taken with, then change it",
-                ));
-            }
             self.generator.set_base_time(base);
             before.produced.push(produced);
+            // Every old subtask restored from the same earlier one: any that still had it says
+            // the same (one that had passed it skips nothing of it in its own stride).
+            if before.before.is_none() {
+                before.before = earlier.map(Box::new);
+            }
         }
         if before.parallelism == 0 {
             return Ok(());
+        }
+        if before
+            .before
+            .as_ref()
+            .is_some_and(|b| b.none_from() <= before.all_below())
+        {
+            before.before = None; // all it marks is below where every old subtask had got to
         }
         // This generator's first event at or past the point every old one had reached.
         let (g, from) = (&mut self.generator, before.all_below());

@@ -156,3 +156,26 @@ proptest::proptest! {
         proptest::prop_assert!(spills > 0 || present.len() < 10);
     }
 }
+
+/// `table.exec.state.ttl`, Flink's semantics: a key not written for the TTL is gone, so a later
+/// row of the other input finds nothing (what was emitted is not retracted). A key written in
+/// time stays, and so does one that spilled to disk meanwhile.
+#[test]
+fn rows_of_a_key_not_written_for_the_ttl_no_longer_match() {
+    use flowline_common::clock::set_for_tests;
+    let mut spec = spec(JoinKind::Inner, false, false);
+    spec.state_ttl = Some(std::time::Duration::from_millis(100));
+    for budget in [usize::MAX, 400] {
+        let mut h = Harness::with_budget(spec.clone(), budget);
+        set_for_tests(Some(1_000));
+        h.rows(0, "k:str a:i64\n old 1\n kept 2").expect("");
+        set_for_tests(Some(1_060));
+        h.rows(0, "k:str a:i64\n kept 3").expect("").restart();
+        set_for_tests(Some(1_150));
+        h.rows(1, "k:str b:i64\n old 10\n kept 20")
+            .expect("k a rk b\n kept 2 kept 20\n kept 3 kept 20");
+        set_for_tests(Some(1_400));
+        h.rows(1, "k:str b:i64\n kept 30").expect("");
+    }
+    set_for_tests(None);
+}

@@ -294,13 +294,9 @@ fn upload_runs(
         if uploaded.lock().expect("uploaded lock").contains(&name) {
             continue;
         }
-        let data = run
-            .read_all()
-            .map_err(|source| flowline_state::StateError::Io {
-                location: run.path().display().to_string(),
-                source,
-            })?;
-        bytes += store.put_shared(&name, &data)?;
+        // A part at a time: a merged run can be the table's whole state.
+        bytes +=
+            store.put_shared_from(&name, run.bytes, &|offset, buf| run.read_at(offset, buf))?;
         uploaded.lock().expect("uploaded lock").insert(name);
     }
     Ok(bytes)

@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
 
-pub use store::{open_store, sync_dir, CheckpointStore, LocalDir, ObjectStoreDir};
+pub use store::{open_store, sync_dir, CheckpointStore, LocalDir, ObjectStoreDir, ReadAt};
 
 const MAGIC: &[u8; 4] = b"FLC1";
 const MANIFEST: &str = "manifest";
@@ -245,6 +245,15 @@ impl Checkpoints {
             .put(&format!("{SHARED}/{}", file_name(name)), data)
             .map_err(|e| self.io(e))?;
         Ok(data.len() as u64)
+    }
+
+    /// Writes a shared run of `len` bytes a part at a time (see [`CheckpointStore::put_from`]);
+    /// the bytes written.
+    pub fn put_shared_from(&self, name: &str, len: u64, read: &store::ReadAt<'_>) -> Result<u64> {
+        self.store
+            .put_from(&format!("{SHARED}/{}", file_name(name)), len, read)
+            .map_err(|e| self.io(e))?;
+        Ok(len)
     }
 
     /// Reads a shared run.

@@ -12,6 +12,13 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 /// or none of it.
 pub trait CheckpointStore: Send + Sync {
     fn put(&self, path: &str, data: &[u8]) -> io::Result<()>;
+    /// Writes a file of `len` bytes that `read(offset, buf)` fills, a part at a time, so a large
+    /// file is never held whole in memory (object stores: a multipart upload).
+    fn put_from(&self, path: &str, len: u64, read: &ReadAt<'_>) -> io::Result<()> {
+        let mut buf = vec![0; len as usize];
+        read(0, &mut buf)?;
+        self.put(path, &buf)
+    }
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>>;
     /// Names of the entries directly under the root (checkpoint directories and files).
     fn list_root(&self) -> io::Result<Vec<String>>;
@@ -22,6 +29,13 @@ pub trait CheckpointStore: Send + Sync {
     /// For messages: the directory or URL.
     fn describe(&self) -> String;
 }
+
+/// Fills a buffer from a file at an offset (a state run being uploaded).
+pub type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> io::Result<()> + Sync + 'a;
+
+/// The size of an upload's parts: files larger than this go up as a multipart upload (S3's
+/// parts are 5 MiB at least).
+pub const PART_BYTES: u64 = 8 << 20;
 
 /// Opens `location`: a plain path or `file://` URL is a local directory; `s3://bucket/prefix`
 /// and `gs://bucket/prefix` go to `object_store`, configured from the environment (`AWS_*`,
@@ -73,6 +87,29 @@ impl CheckpointStore for LocalDir {
         f.write_all(data)
             .and_then(|_| f.sync_all())
             .map_err(|e| with_path(e, &tmp))?;
+        std::fs::rename(&tmp, &target).map_err(|e| with_path(e, &target))?;
+        sync_dir(&dir)
+    }
+
+    fn put_from(&self, path: &str, len: u64, read: &ReadAt<'_>) -> io::Result<()> {
+        let target = self.root.join(path);
+        let dir = target.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| with_path(e, &dir))?;
+        let name = target
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file");
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(|e| with_path(e, &tmp))?;
+        let mut buf = vec![0; PART_BYTES.min(len) as usize];
+        let mut offset = 0;
+        while offset < len {
+            let n = PART_BYTES.min(len - offset) as usize;
+            read(offset, &mut buf[..n])?;
+            f.write_all(&buf[..n]).map_err(|e| with_path(e, &tmp))?;
+            offset += n as u64;
+        }
+        f.sync_all().map_err(|e| with_path(e, &tmp))?;
         std::fs::rename(&tmp, &target).map_err(|e| with_path(e, &target))?;
         sync_dir(&dir)
     }
@@ -221,6 +258,49 @@ impl CheckpointStore for ObjectStoreDir {
             .map_err(io::Error::other)
     }
 
+    /// One PUT up to [`PART_BYTES`], a multipart upload of such parts beyond (aborted if a part
+    /// fails, so no partial object appears).
+    fn put_from(&self, path: &str, len: u64, read: &ReadAt<'_>) -> io::Result<()> {
+        if len <= PART_BYTES {
+            let mut buf = vec![0; len as usize];
+            read(0, &mut buf)?;
+            return self.put(path, &buf);
+        }
+        let target = self.path(path);
+        self.block(async {
+            let mut upload = self
+                .store
+                .put_multipart(&target)
+                .await
+                .map_err(io::Error::other)?;
+            let mut parts = async {
+                let mut offset = 0;
+                while offset < len {
+                    let mut buf = vec![0; PART_BYTES.min(len - offset) as usize];
+                    read(offset, &mut buf)?;
+                    offset += buf.len() as u64;
+                    upload
+                        .put_part(PutPayload::from(buf))
+                        .await
+                        .map_err(io::Error::other)?;
+                }
+                Ok::<_, io::Error>(())
+            }
+            .await;
+            if parts.is_ok() {
+                parts = upload
+                    .complete()
+                    .await
+                    .map(|_| ())
+                    .map_err(io::Error::other);
+            }
+            if parts.is_err() {
+                let _ = upload.abort().await;
+            }
+            parts
+        })
+    }
+
     fn get(&self, path: &str) -> io::Result<Option<Vec<u8>>> {
         self.block(async {
             match self.store.get(&self.path(path)).await {
@@ -280,5 +360,69 @@ impl CheckpointStore for ObjectStoreDir {
 
     fn describe(&self) -> String {
         self.url.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2.5 parts of bytes that tell their offset.
+    fn data() -> Vec<u8> {
+        (0..PART_BYTES * 5 / 2).map(|i| (i % 251) as u8).collect()
+    }
+
+    fn put_and_read(store: &dyn CheckpointStore) {
+        let data = data();
+        let read = |offset: u64, buf: &mut [u8]| {
+            let at = offset as usize;
+            buf.copy_from_slice(&data[at..at + buf.len()]);
+            Ok(())
+        };
+        store
+            .put_from("shared/big.run", data.len() as u64, &read)
+            .unwrap();
+        store.put_from("shared/small.run", 10, &read).unwrap();
+        assert!(store.get("shared/big.run").unwrap() == Some(data.clone()));
+        assert_eq!(
+            store.get("shared/small.run").unwrap(),
+            Some(data[..10].to_vec())
+        );
+    }
+
+    #[test]
+    fn a_large_file_goes_up_in_parts_to_an_object_store() {
+        let store = ObjectStoreDir::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            ObjectPath::from("cp"),
+            "memory://cp".into(),
+        )
+        .unwrap();
+        put_and_read(&store);
+    }
+
+    #[test]
+    fn a_large_file_is_copied_a_part_at_a_time_to_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        put_and_read(&LocalDir::new(dir.path().to_path_buf()).unwrap());
+    }
+
+    /// A part that cannot be read aborts the upload: no object appears.
+    #[test]
+    fn a_failed_part_leaves_no_object() {
+        let store = ObjectStoreDir::new(
+            Arc::new(object_store::memory::InMemory::new()),
+            ObjectPath::from("cp"),
+            "memory://cp".into(),
+        )
+        .unwrap();
+        let read = |offset: u64, _: &mut [u8]| match offset {
+            0 => Ok(()),
+            _ => Err(io::Error::other("disk gone")),
+        };
+        assert!(store
+            .put_from("shared/x.run", PART_BYTES * 2, &read)
+            .is_err());
+        assert_eq!(store.get("shared/x.run").unwrap(), None);
     }
 }

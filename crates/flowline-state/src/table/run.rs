@@ -296,6 +296,11 @@ impl Run {
     }
 
     /// The whole file (read through the open handle: the directory entry may be gone).
+    /// Fills `buf` with the run's bytes from `offset` (for an upload a part at a time).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.file.read_exact_at(buf, offset)
+    }
+
     pub fn read_all(&self) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; self.bytes as usize];
         self.file.read_exact_at(&mut buf, 0)?;

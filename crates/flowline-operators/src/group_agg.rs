@@ -260,7 +260,8 @@ impl GroupAggregate {
     }
 
     /// Moves cold groups to the table while the dense groups hold more than their share of the
-    /// budget (a clock sweep: groups used since the last sweep stay).
+    /// budget (a clock sweep: groups used since the last sweep stay, and those of the batch at
+    /// hand are never moved).
     fn evict_if_over_budget(&mut self) -> Result<()> {
         let ids = self.groups.len();
         let hot = self.hot_groups();
@@ -290,7 +291,7 @@ impl GroupAggregate {
             if self.groups.live[g] <= 0 {
                 continue; // a free id
             }
-            if std::mem::take(&mut self.used[g]) {
+            if self.touched[g] || std::mem::take(&mut self.used[g]) {
                 continue;
             }
             if self.dirty[g] {
@@ -503,13 +504,17 @@ impl Operator for GroupAggregate {
             crate::push_sliced(&mut out, crate::batch_of(&self.spec.schema, columns, rows)?);
         }
 
-        for g in touched {
-            self.touched[g as usize] = false;
-            if self.groups.live[g as usize] <= 0 {
-                self.remove_group(g);
+        for g in &touched {
+            if self.groups.live[*g as usize] <= 0 {
+                self.remove_group(*g);
             }
         }
+        // The groups this batch touched stay: a working set larger than the budget overruns
+        // it rather than moving the same groups out and back in at every batch.
         self.evict_if_over_budget()?;
+        for g in touched {
+            self.touched[g as usize] = false;
+        }
         Ok(out)
     }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """State beyond memory: stateful Nexmark queries with and without a state budget, side by side.
 
-    python3 benches/state_budget.py BINARY [--events N] [--memory 64MB] [--only q18,q19]
+    python3 benches/state_budget.py BINARY [--events N] [--memory 64MB] [--only q3,q18]
 
-For each query the job runs twice on the same generated events (parallelism 1, a debezium-json
+For each stateful Nexmark query (q3 q4 q7 q9 q16 q17 q18 q19 q20) the job runs twice on the same generated events (parallelism 1, a debezium-json
 file sink): without a budget, and with `--memory`. It reports wall time, CPU time (user + sys),
 peak RSS and the state tables' spill counts, and checks that both runs leave the same final rows
 (the changelogs replayed). Exit status 1 when a result differs.
@@ -12,31 +12,42 @@ import argparse, collections, json, os, re, resource, subprocess, sys, tempfile,
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "flink"))
-from nexmark import replay  # noqa: E402  (the changelog replay the Flink comparison uses)
+import nexmark  # noqa: E402  (the queries, views and changelog replay of the Flink comparison)
+from nexmark import replay  # noqa: E402
 
-SOURCE = """
-CREATE TABLE nexmark (
-  event_type INT,
-  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
-  dateTime AS bid.dateTime,
-  WATERMARK FOR dateTime AS dateTime - INTERVAL '4' SECOND
-) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '10000000',
+SOURCE = f"""
+CREATE TABLE nexmark (event_type INT, {nexmark.ROWS},
+  `dateTime` AS CASE WHEN event_type = 0 THEN person.`dateTime` WHEN event_type = 1 THEN auction.`dateTime` ELSE bid.`dateTime` END,
+  WATERMARK FOR `dateTime` AS `dateTime` - INTERVAL '4' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '{{events}}', 'first-event.rate' = '10000000',
         'base-time' = '2026-01-01 00:00:00');
-CREATE VIEW bid AS SELECT bid.auction, bid.bidder, bid.price, bid.channel, bid.url, dateTime, bid.extra
-  FROM nexmark WHERE event_type = 2;
-"""
+""" + ";\n".join(nexmark.DDL[1:]) + ";\n"
 
-# name, result columns, query
+TS, S, B = "TIMESTAMP(3)", "STRING", "BIGINT"
+AUCTION = [B, S, S, B, B, TS, TS, B, B, S]
+# The stateful queries (tests/flink/nexmark_queries.txt) and their result's column types.
+TYPES = {
+    "q3": [S, S, S, B],
+    "q4": [B, B],
+    "q7": [B, B, B, TS, S],
+    "q9": AUCTION + [B, B, B, TS, S],
+    "q16": [S, S, S, B, B, B, B],
+    "q17": [B, S, B, B, B, B, B, B],
+    "q18": [B, B, B, S, S, TS, S],
+    "q19": [B, B, B, S, S, TS, S, B],
+    "q20": [B, B, B, S, S, TS, S] + [S, S, B, B, TS, TS, B, B, S],
+}
 QUERIES = [
-    ("q17", "BIGINT, STRING, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT, BIGINT",
-     "SELECT auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd'), count(*), count(*) filter (where price < 10000), "
-     "min(price), max(price), avg(price), sum(price) FROM bid GROUP BY auction, DATE_FORMAT(dateTime, 'yyyy-MM-dd')"),
-    ("q18", "BIGINT, BIGINT, BIGINT, STRING, STRING, TIMESTAMP(3), STRING",
-     "SELECT auction, bidder, price, channel, url, dateTime, extra FROM (SELECT *, ROW_NUMBER() OVER "
-     "(PARTITION BY bidder, auction ORDER BY dateTime DESC) AS rank_number FROM bid) WHERE rank_number <= 1"),
-    ("q19", "BIGINT, BIGINT, BIGINT, STRING, STRING, TIMESTAMP(3), STRING, BIGINT",
-     "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rank_number "
-     "FROM bid) WHERE rank_number <= 10"),
+    (name, ", ".join(TYPES[name]), q)
+    for name, q in (
+        (n.strip(), q.strip())
+        for n, q in (
+            line.split(";;", 1)
+            for line in open(os.path.join(HERE, "..", "tests", "flink", "nexmark_queries.txt"))
+            if line.strip() and not line.startswith("#")
+        )
+    )
+    if name in TYPES
 ]
 
 

@@ -22,6 +22,8 @@ use super::run::{key_group_of, Entry, Run, RunWriter};
 
 /// Runs a table keeps before it merges them into one.
 const MAX_RUNS: usize = 8;
+/// A merge leaves the oldest run out while it is this many times the others' size.
+const MERGE_RATIO: u64 = 4;
 /// Bytes an entry costs in memory beyond its key and value (map slot, flags).
 const ENTRY_OVERHEAD: usize = 64;
 
@@ -685,13 +687,25 @@ impl<V: StateValue> KeyedTable<V> {
         }
     }
 
-    /// Merges every run into one when there are too many: the newest entry of each key wins,
-    /// deletes and other key groups' entries are dropped.
+    /// Merges runs into one when there are too many: the newest entry of each key wins;
+    /// expired entries and other key groups' are dropped. Size-tiered: while the newer runs
+    /// together stay small beside the oldest (the table's bulk, MERGE_RATIO times their size),
+    /// only they merge, keeping their deletes (the bulk may hold the keys), so a checkpoint
+    /// re-uploads the small runs, not the whole state; once they are not small, everything
+    /// merges and deletes go.
     fn merge_if_needed(&mut self) -> io::Result<()> {
         if self.runs.len() <= MAX_RUNS {
             return Ok(());
         }
-        let runs = std::mem::take(&mut self.runs);
+        let n = self.runs.len();
+        let bulk = self.runs[n - 1].run.bytes;
+        let rest: u64 = self.runs[..n - 1].iter().map(|r| r.run.bytes).sum();
+        let full = rest.saturating_mul(MERGE_RATIO) >= bulk;
+        let mut runs = std::mem::take(&mut self.runs);
+        let kept = match full {
+            true => Vec::new(),
+            false => runs.split_off(n - 1),
+        };
         // Each run's entries of the key groups it speaks for.
         let mut heads: Vec<_> = runs
             .iter()
@@ -728,11 +742,14 @@ impl<V: StateValue> KeyedTable<V> {
                     }
                 }
             }
-            if let Some(v) = value {
-                let live = !self.expired(unstamp(&v)?.0);
-                if live && self.key_groups.contains(&key_group_of(&key)) {
-                    w.add(&key, Some(&v))?;
-                }
+            if !self.key_groups.contains(&key_group_of(&key)) {
+                continue;
+            }
+            match value {
+                Some(v) if !self.expired(unstamp(&v)?.0) => w.add(&key, Some(&v))?,
+                // An older entry in the bulk would show through: keep the delete.
+                None if !full => w.add(&key, None)?,
+                _ => {}
             }
         }
         let run = w.finish()?;
@@ -741,6 +758,7 @@ impl<V: StateValue> KeyedTable<V> {
             run: Arc::new(run),
             key_groups: self.key_groups.clone(),
         }];
+        self.runs.extend(kept);
         self.stats.compactions += 1;
         Ok(())
     }
@@ -934,7 +952,8 @@ mod tests {
             Some(&value(70))
         );
         for _ in 0..MAX_RUNS {
-            half.put(64, b"x", vec![1]);
+            // Runs as large as the restored one together: the merge takes every run.
+            half.put(64, b"x", vec![1; 20_000]);
             half.checkpoint().unwrap();
         }
         assert_eq!(half.stats().compactions, 1);
@@ -946,6 +965,36 @@ mod tests {
         );
         // n % 128 in 64..128 for n < 1000: 7 * 64 + 40 keys, and "x".
         assert_eq!(merged[0].run.entries, 7 * 64 + 40 + 1);
+    }
+
+    /// Small runs over a large one merge among themselves (so a checkpoint does not re-upload
+    /// the bulk), and a delete among them still hides the bulk's entry.
+    #[test]
+    fn a_partial_merge_leaves_the_bulk_and_keeps_deletes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = KeyedTable::<Vec<u8>>::new(dir.path(), "p", 1 << 20, 0..128).unwrap();
+        for n in 0..2000u32 {
+            t.put((n % 128) as u16, &n.to_be_bytes(), value(n));
+        }
+        let bulk = t.checkpoint().unwrap()[0].run.name();
+        t.delete(5, &5u32.to_be_bytes()).unwrap();
+        t.checkpoint().unwrap();
+        for i in 0..MAX_RUNS as u8 {
+            t.put(1, b"x", vec![i]);
+            t.checkpoint().unwrap();
+        }
+        assert_eq!(t.stats().compactions, 1);
+        let runs = t.checkpoint().unwrap();
+        assert_eq!(
+            runs.last().unwrap().run.name(),
+            bulk,
+            "the bulk is left out"
+        );
+        assert!(runs.len() <= 3, "{} runs", runs.len());
+        let mut r = KeyedTable::<Vec<u8>>::restore(dir.path(), "r", 1 << 20, 0..128, runs).unwrap();
+        assert_eq!(r.get(5, &5u32.to_be_bytes()).unwrap(), None, "deleted");
+        assert_eq!(r.get(6, &6u32.to_be_bytes()).unwrap(), Some(&value(6)));
+        assert_eq!(r.get(1, b"x").unwrap(), Some(&vec![MAX_RUNS as u8 - 1]));
     }
 
     /// Rescaled twice: 1 subtask, then 2, then 1 again. Both halves list the first run, which

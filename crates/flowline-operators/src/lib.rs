@@ -7,13 +7,14 @@
 //! - `session.rs`: SESSION window assignment (buffers rows until their session closes);
 //! - `group_agg.rs`: non-windowed GROUP BY with an updating result (retractions);
 //! - `normalize.rs`: an upsert stream (upsert-kafka) turned into a changelog;
-//! - `join.rs`: regular equi-joins (inner and outer) over append-only or updating inputs;
+//! - `join/`: regular equi-joins (inner, outer, semi, anti) over append-only or updating inputs,
+//!   each input's rows in a state table;
 //! - `rank.rs`: TopN and deduplication (`ROW_NUMBER() ... WHERE rn <= N`);
 //! - `over_agg.rs`: OVER aggregations (`SUM(x) OVER (PARTITION BY ... ORDER BY t ROWS|RANGE ...)`);
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `window_join.rs`: window joins (two window TVF results joined per window);
 //! - `window_rank.rs`: window TopN and window deduplication (append-only, per window);
-//! - `temporal_join.rs`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
+//! - `temporal_join/`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!
 //! Each stateful operator has a spec (built by the planner, implementing [`OperatorFactory`])
 //! and a per-subtask instance implementing [`Operator`].

@@ -297,12 +297,24 @@ impl GroupAggregate {
             if self.dirty[g] {
                 let bytes = self.encode_group(g as u32);
                 let key = self.groups.keys[g].clone();
-                self.table.put(self.kgs[g], &key, bytes);
+                self.put_cold(g, &key, bytes);
             }
             self.evict_group(g as u32);
             to_evict -= 1;
         }
         self.table.spill_if_over_budget().map_err(io_err)
+    }
+
+    /// Hands group `g`'s state to the table, stamped with its last change (with a TTL) so it
+    /// expires as if it had stayed in memory.
+    fn put_cold(&mut self, g: usize, key: &[u8], bytes: Vec<u8>) {
+        match self.ttl.is_some() {
+            true => {
+                let written = self.groups.written(g as u32);
+                self.table.put_written(self.kgs[g], key, bytes, written);
+            }
+            false => self.table.put(self.kgs[g], key, bytes),
+        }
     }
 
     /// The key columns of `groups`.
@@ -525,7 +537,7 @@ impl Operator for GroupAggregate {
             if self.dirty[g] && self.groups.live[g] > 0 {
                 let bytes = self.encode_group(g as u32);
                 let key = self.groups.keys[g].clone();
-                self.table.put(self.kgs[g], &key, bytes);
+                self.put_cold(g, &key, bytes);
                 self.dirty[g] = false;
             }
         }
@@ -739,6 +751,32 @@ mod harness_tests {
                  a 1 5 5 +I",
             );
         }
+        flowline_common::clock::set_for_tests(None);
+    }
+
+    /// A group evicted after its last change expires a TTL after that change, not after its
+    /// eviction (the table gets the change's time).
+    #[test]
+    fn a_cold_group_expires_from_its_last_change() {
+        let mut spec = spec(false);
+        spec.state_ttl = Some(std::time::Duration::from_millis(100));
+        let mut h = Harness::with_budget(spec, 2000);
+        let many =
+            |from: usize| -> String { (from..from + 60).map(|i| format!("k{i} 1\n")).collect() };
+        flowline_common::clock::set_for_tests(Some(1_000));
+        h.rows(0, "k:str v:i64\na 7");
+        h.take_table();
+        // Other groups push `a` out of memory 90 ms after its change.
+        flowline_common::clock::set_for_tests(Some(1_090));
+        h.rows(0, &format!("k:str v:i64\n{}", many(0)));
+        h.rows(0, &format!("k:str v:i64\n{}", many(100)));
+        h.take_table();
+        // 150 ms after its change, 60 after its eviction: expired.
+        flowline_common::clock::set_for_tests(Some(1_150));
+        h.rows(0, "k:str v:i64\na 5").expect(
+            "k n s m _row_kind
+             a 1 5 5 +I",
+        );
         flowline_common::clock::set_for_tests(None);
     }
 }

@@ -76,6 +76,11 @@ impl Groups {
             .copied()
     }
 
+    /// When group `g` was last written (the clock of [`Ttl::due`]; kept only with a TTL).
+    pub fn written(&self, g: u32) -> i64 {
+        self.written[g as usize]
+    }
+
     pub fn remove(&mut self, g: u32) {
         if !self.alive[g as usize] {
             return;

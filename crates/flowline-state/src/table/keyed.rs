@@ -540,11 +540,18 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// Sets the value of `key` without reading it first.
     pub fn put(&mut self, key_group: u16, key: &[u8], value: V) {
+        self.put_written(key_group, key, value, self.clock);
+    }
+
+    /// [`KeyedTable::put`] of a value last written at `written` (the table's clock, ms), not
+    /// now: for an operator that held the value itself and hands it back (its TTL counts from
+    /// its last change, not from its eviction).
+    pub fn put_written(&mut self, key_group: u16, key: &[u8], value: V, written: i64) {
         let size = key.len() + value.size() + ENTRY_OVERHEAD;
         let slot = Slot {
             value: Some(value),
             key_group,
-            written: self.clock,
+            written,
             dirty: true,
             used: true,
             size,

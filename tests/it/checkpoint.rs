@@ -460,6 +460,10 @@ async fn a_window_refuses_to_rescale_and_says_why() {
     let (out, _) = try_select(query, d.path(), None, None, 1).await;
     let err = format!("{:#}", out.unwrap_err());
     assert!(err.contains("parallelism it was taken with"), "{err}");
+    assert!(
+        err.contains("WindowAggregate") && err.contains("run with -p 2"),
+        "{err}"
+    );
 }
 
 /// A group aggregation, TopN and deduplication with a state budget far below their state

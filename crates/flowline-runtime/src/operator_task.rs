@@ -34,6 +34,8 @@ pub(crate) struct OperatorTask {
     pub(crate) state_dir: std::path::PathBuf,
     /// The key groups it serves.
     pub(crate) key_groups: Range<u16>,
+    /// What it is, as `flowline explain` shows it (for messages).
+    pub(crate) operator_description: String,
     pub(crate) open_windows: Gauge,
     pub(crate) watermark_gauge: Gauge,
     pub(crate) aligner: Aligner,
@@ -66,6 +68,7 @@ impl OperatorTask {
         let max = keygroups::DEFAULT_MAX_PARALLELISM;
         Self {
             key_groups: keygroups::key_groups_of(subtask, max, ctx.parallelism),
+            operator_description: format!("{:?}", node.operator),
             operator,
             chain: node.chain.clone(),
             rx,
@@ -219,7 +222,12 @@ impl OperatorTask {
             .map_err(|e| self.err(e))?;
         match rescaled {
             false => self.operator.restore(payloads[0]),
-            true => self.operator.restore_rescaled(&payloads),
+            true => self.operator.restore_rescaled(&payloads).map_err(|e| {
+                datafusion::common::DataFusionError::Execution(format!(
+                    "{} ({e}); run with -p {old_parallelism}, the parallelism the checkpoint was taken at, or with --fresh to start over",
+                    self.operator_description
+                ))
+            }),
         }
         .map_err(|e| self.err(e))?;
         self.inputs.restore(marks.unwrap_or_default(), w);

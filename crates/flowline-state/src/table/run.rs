@@ -25,7 +25,7 @@ const MAGIC: &[u8; 4] = b"FLR1";
 const VERSION: u32 = 1;
 const FOOTER_BYTES: usize = 8 + 8 + 8 + 2 + 2 + 4 + 4 + 4;
 /// Uncompressed bytes per block: one positioned read serves a point lookup.
-const BLOCK_BYTES: usize = 16 << 10;
+const BLOCK_BYTES: usize = 4 << 10;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: u32 = 7;
 

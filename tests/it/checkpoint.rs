@@ -510,13 +510,37 @@ async fn spilled_state_resumes_its_changelog() {
     }
 }
 
+/// Subtask `subtask` of `parallelism` of the source a `CREATE TABLE` declares.
+fn source_of(
+    ddl: &str,
+    subtask: usize,
+    parallelism: usize,
+) -> Box<dyn flowline_connectors::Source> {
+    let Some(flowline_sql::Statement::CreateTable(table)) =
+        flowline_sql::parse_script(ddl).unwrap().pop()
+    else {
+        panic!("not a table")
+    };
+    let (factory, options) = flowline_connectors::registry::connector(&table).unwrap();
+    let ctx = flowline_connectors::TaskContext {
+        table: table.name.clone(),
+        subtask,
+        parallelism,
+        metrics: MetricsRegistry::new(),
+        job: None,
+        state_dir: None,
+        shared: flowline_connectors::job::JobShared::new(),
+    };
+    (factory.source.unwrap())(&table, &options, &ctx, None).unwrap()
+}
+
 /// The filesystem source restored at another parallelism: files are dealt out by their index,
 /// so files another subtask was in the middle of may be this one's now. Two subtasks each read
 /// part of their first file; restored at 1 and at 3 the rows read afterwards are the rest, each
 /// once.
 #[test]
 fn a_file_source_restored_at_another_parallelism_reads_every_row_once() {
-    use flowline_connectors::{Poll, TaskContext};
+    use flowline_connectors::Poll;
     let d = tempfile::tempdir().unwrap();
     let lines = 150_000;
     for f in 0..5 {
@@ -529,24 +553,7 @@ fn a_file_source_restored_at_another_parallelism_reads_every_row_once() {
         "CREATE TABLE t (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json')",
         d.path().display()
     );
-    let Some(flowline_sql::Statement::CreateTable(table)) =
-        flowline_sql::parse_script(&ddl).unwrap().pop()
-    else {
-        panic!("not a table")
-    };
-    let (factory, options) = flowline_connectors::registry::connector(&table).unwrap();
-    let source = |subtask: usize, parallelism: usize| {
-        let ctx = TaskContext {
-            table: "t".into(),
-            subtask,
-            parallelism,
-            metrics: MetricsRegistry::new(),
-            job: None,
-            state_dir: None,
-            shared: flowline_connectors::job::JobShared::new(),
-        };
-        (factory.source.unwrap())(&table, &options, &ctx, None).unwrap()
-    };
+    let source = |subtask: usize, parallelism: usize| source_of(&ddl, subtask, parallelism);
     let ids = |b: &datafusion::arrow::array::RecordBatch| -> Vec<i64> {
         use datafusion::arrow::array::AsArray;
         let c = b
@@ -591,26 +598,9 @@ fn a_file_source_restored_at_another_parallelism_reads_every_row_once() {
 /// different number of batches, produce every event exactly once.
 #[test]
 fn a_nexmark_source_rescaled_twice_produces_every_event_once() {
-    use flowline_connectors::{Poll, Source, TaskContext};
+    use flowline_connectors::{Poll, Source};
     let ddl = "CREATE TABLE t (event_type INT, bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>) WITH ('connector' = 'nexmark', 'events.num' = '40000', 'base-time' = '2026-01-01 00:00:00')";
-    let Some(flowline_sql::Statement::CreateTable(table)) =
-        flowline_sql::parse_script(ddl).unwrap().pop()
-    else {
-        panic!("not a table")
-    };
-    let (factory, options) = flowline_connectors::registry::connector(&table).unwrap();
-    let source = |subtask: usize, parallelism: usize| {
-        let ctx = TaskContext {
-            table: "t".into(),
-            subtask,
-            parallelism,
-            metrics: MetricsRegistry::new(),
-            job: None,
-            state_dir: None,
-            shared: flowline_connectors::job::JobShared::new(),
-        };
-        (factory.source.unwrap())(&table, &options, &ctx, None).unwrap()
-    };
+    let source = |subtask: usize, parallelism: usize| source_of(ddl, subtask, parallelism);
     let rows = |b: &datafusion::arrow::array::RecordBatch| -> Vec<String> {
         let t = datafusion::arrow::util::pretty::pretty_format_batches(std::slice::from_ref(b))
             .unwrap();

@@ -70,6 +70,17 @@ pub struct TableRun {
     pub key_groups: Range<u16>,
 }
 
+impl<V> Slot<V> {
+    /// Makes it a delete (the runs learn it at the next checkpoint) if it was last written
+    /// before `cutoff` (the clock minus the TTL; `None`: no TTL).
+    fn expire(&mut self, cutoff: Option<i64>) {
+        if self.value.is_some() && cutoff.is_some_and(|c| self.written < c) {
+            self.value = None;
+            self.dirty = true;
+        }
+    }
+}
+
 /// What a table holds and has done, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TableStats {
@@ -102,22 +113,16 @@ pub struct KeyedTable<V> {
     clock: i64,
 }
 
-/// Applies a change to a hot slot: expires it first, then lets `f` change it; keeps its
-/// dirtiness, write time and size (and the table's byte count) right.
+/// Applies a change to a hot slot (already expired if due, by the lookup that found it): lets
+/// `f` change it; keeps its dirtiness, write time and size (and the table's byte count) right.
 fn apply<V: StateValue, R>(
     slot: &mut Slot<V>,
     key_len: usize,
     clock: i64,
-    ttl: Option<i64>,
     hot_bytes: &mut usize,
     f: impl FnOnce(&mut Option<V>) -> (R, bool),
 ) -> R {
     slot.used = true;
-    if slot.value.is_some() && ttl.is_some_and(|t| slot.written < clock - t) {
-        // Expired: absent from now on (the runs learn it at the next checkpoint).
-        slot.value = None;
-        slot.dirty = true;
-    }
     let (r, changed) = f(&mut slot.value);
     if changed {
         slot.dirty = true;
@@ -187,20 +192,11 @@ impl<V> HotMap<V> {
         self.slots[i as usize].as_ref().map(|(_, s)| s)
     }
 
-    fn get_mut(&mut self, key: &[u8]) -> Option<&mut Slot<V>> {
-        let i = self.find(key)?;
-        self.slots[i as usize].as_mut().map(|(_, s)| s)
-    }
-
-    fn contains_key(&self, key: &[u8]) -> bool {
-        self.find(key).is_some()
-    }
-
-    /// Inserts or replaces; the slot replaced.
-    fn insert(&mut self, key: Box<[u8]>, slot: Slot<V>) -> Option<Slot<V>> {
+    /// Inserts or replaces: its index, and the slot replaced.
+    fn insert(&mut self, key: Box<[u8]>, slot: Slot<V>) -> (u32, Option<Slot<V>>) {
         if let Some(i) = self.find(&key) {
             let (_, old) = self.slots[i as usize].replace((key, slot)).expect("found");
-            return Some(old);
+            return (i, Some(old));
         }
         let hash = self.hasher.hash_one(&*key);
         let i = match self.free.pop() {
@@ -217,7 +213,13 @@ impl<V> HotMap<V> {
         self.index.insert_unique(hash, i, |j| {
             hasher.hash_one(&*slots[*j as usize].as_ref().expect("indexed").0)
         });
-        None
+        (i, None)
+    }
+
+    /// The slot at an index [`HotMap::find`] or [`HotMap::insert`] gave.
+    fn at_mut(&mut self, i: u32) -> (&[u8], &mut Slot<V>) {
+        let (k, s) = self.slots[i as usize].as_mut().expect("an occupied slot");
+        (k, s)
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Slot<V>> {
@@ -304,8 +306,13 @@ impl<V: StateValue> KeyedTable<V> {
         self.clock = now_ms;
     }
 
+    /// Entries last written before this are expired (`None`: no TTL).
+    fn cutoff(&self) -> Option<i64> {
+        self.ttl_ms.map(|ttl| self.clock - ttl)
+    }
+
     fn expired(&self, written: i64) -> bool {
-        self.ttl_ms.is_some_and(|ttl| written < self.clock - ttl)
+        self.cutoff().is_some_and(|c| written < c)
     }
 
     /// A table over the runs of a checkpoint (newest first for each key group), possibly taken
@@ -349,18 +356,15 @@ impl<V: StateValue> KeyedTable<V> {
         self.stats.disk_bytes = self.runs.iter().map(|r| r.run.bytes).sum();
     }
 
-    /// Loads `key` into memory if the runs hold it; whether it is there now.
-    fn load(&mut self, key_group: u16, key: &[u8]) -> io::Result<bool> {
-        let clock = self.clock;
-        let ttl = self.ttl_ms;
-        if let Some(s) = self.hot.get_mut(key) {
+    /// The hot slot of `key` (expired first if due), read into memory from the runs if they
+    /// hold it; `None` when neither does. A hot slot may hold a delete (`value: None`).
+    fn load(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<u32>> {
+        let cutoff = self.cutoff();
+        if let Some(i) = self.hot.find(key) {
+            let (_, s) = self.hot.at_mut(i);
             s.used = true;
-            if s.value.is_some() && ttl.is_some_and(|ttl| s.written < clock - ttl) {
-                // Expired: absent from now on (the runs learn it at the next checkpoint).
-                s.value = None;
-                s.dirty = true;
-            }
-            return Ok(true);
+            s.expire(cutoff);
+            return Ok(Some(i));
         }
         run_key(&mut self.scratch, key_group, key);
         for TableRun { run, key_groups } in &self.runs {
@@ -369,16 +373,16 @@ impl<V: StateValue> KeyedTable<V> {
             }
             if let Some(entry) = run.get(&self.scratch)? {
                 let Some(bytes) = entry else {
-                    return Ok(false); // deleted
+                    return Ok(None); // deleted
                 };
                 let (written, bytes) = unstamp(&bytes)?;
                 if self.expired(written) {
-                    return Ok(false);
+                    return Ok(None);
                 }
                 let value = V::decode(bytes)?;
                 let size = key.len() + value.size() + ENTRY_OVERHEAD;
                 self.hot_bytes += size;
-                self.hot.insert(
+                let (i, _) = self.hot.insert(
                     key.into(),
                     Slot {
                         value: Some(value),
@@ -389,27 +393,18 @@ impl<V: StateValue> KeyedTable<V> {
                         size,
                     },
                 );
-                return Ok(true);
+                return Ok(Some(i));
             }
         }
-        Ok(false)
+        Ok(None)
     }
 
     /// The value of `key`.
     pub fn get(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<&V>> {
-        if !self.hot.contains_key(key) && !self.load(key_group, key)? {
-            return Ok(None);
-        }
-        let (clock, ttl) = (self.clock, self.ttl_ms);
-        let Some(s) = self.hot.get_mut(key) else {
-            return Ok(None);
-        };
-        s.used = true;
-        if s.value.is_some() && ttl.is_some_and(|t| s.written < clock - t) {
-            s.value = None;
-            s.dirty = true;
-        }
-        Ok(s.value.as_ref())
+        Ok(match self.load(key_group, key)? {
+            Some(i) => self.hot.at_mut(i).1.value.as_ref(),
+            None => None,
+        })
     }
 
     /// Takes `key`'s value out for an operator that keeps its hot state in structures of its own
@@ -417,7 +412,7 @@ impl<V: StateValue> KeyedTable<V> {
     /// back with [`KeyedTable::put`] when it evicts it or checkpoints, or deletes it with
     /// [`KeyedTable::delete_blind`]. What the runs hold is left as is.
     pub fn take(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<V>> {
-        if !self.load(key_group, key)? {
+        if self.load(key_group, key)?.is_none() {
             return Ok(None);
         }
         match self.hot.remove(key) {
@@ -437,17 +432,22 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// Deletes `key` without reading it first (the next checkpoint writes the delete).
     pub fn delete_blind(&mut self, key_group: u16, key: &[u8]) {
-        let size = key.len() + ENTRY_OVERHEAD;
+        self.set(key_group, key, None, self.clock);
+    }
+
+    /// Sets `key` to `value` (`None`: a delete) last written at `written`, without reading it.
+    fn set(&mut self, key_group: u16, key: &[u8], value: Option<V>, written: i64) {
+        let size = key.len() + value.as_ref().map_or(0, V::size) + ENTRY_OVERHEAD;
         let slot = Slot {
-            value: None,
+            value,
             key_group,
-            written: self.clock,
+            written,
             dirty: true,
             used: true,
             size,
         };
         self.hot_bytes += size;
-        if let Some(old) = self.hot.insert(key.into(), slot) {
+        if let (_, Some(old)) = self.hot.insert(key.into(), slot) {
             self.hot_bytes -= old.size;
         }
     }
@@ -481,42 +481,35 @@ impl<V: StateValue> KeyedTable<V> {
         key: &[u8],
         f: impl FnOnce(&mut Option<V>) -> (R, bool),
     ) -> io::Result<R> {
-        let (clock, ttl) = (self.clock, self.ttl_ms);
-        // Hot: one lookup.
-        if let Some(slot) = self.hot.get_mut(key) {
-            return Ok(apply(slot, key.len(), clock, ttl, &mut self.hot_bytes, f));
-        }
-        if !self.load(key_group, key)? {
-            let size = key.len() + ENTRY_OVERHEAD;
-            self.hot_bytes += size;
-            self.hot.insert(
-                key.into(),
-                Slot {
+        let clock = self.clock;
+        let i = match self.load(key_group, key)? {
+            Some(i) => i,
+            // Absent: a clean placeholder, which `f` may fill.
+            None => {
+                let size = key.len() + ENTRY_OVERHEAD;
+                self.hot_bytes += size;
+                let slot = Slot {
                     value: None,
                     key_group,
                     written: clock,
                     dirty: false,
                     used: true,
                     size,
-                },
-            );
-        }
-        let slot = self.hot.get_mut(key).expect("loaded or inserted");
-        Ok(apply(slot, key.len(), clock, ttl, &mut self.hot_bytes, f))
+                };
+                self.hot.insert(key.into(), slot).0
+            }
+        };
+        let (key, slot) = self.hot.at_mut(i);
+        Ok(apply(slot, key.len(), clock, &mut self.hot_bytes, f))
     }
 
     /// The hot slot holding `key`'s value, read from the runs if need be; `None` when absent.
     /// A slot stays `key`'s until the next spill, checkpoint, `take` or `delete_blind`, so an
     /// operator may look a batch's keys up once and then read and change them by slot.
     pub fn locate(&mut self, key_group: u16, key: &[u8]) -> io::Result<Option<u32>> {
-        if !self.load(key_group, key)? {
-            return Ok(None);
-        }
-        let i = self.hot.find(key).expect("loaded");
-        let present = self.hot.slots[i as usize]
-            .as_ref()
-            .is_some_and(|(_, s)| s.value.is_some());
-        Ok(present.then_some(i))
+        Ok(self
+            .load(key_group, key)?
+            .filter(|i| self.hot.at_mut(*i).1.value.is_some()))
     }
 
     /// The value in a slot [`KeyedTable::locate`] returned.
@@ -529,11 +522,8 @@ impl<V: StateValue> KeyedTable<V> {
 
     /// Changes the value in a slot [`KeyedTable::locate`] returned; it counts as written now.
     pub fn change_at<R>(&mut self, slot: u32, f: impl FnOnce(&mut V) -> R) -> R {
-        let (key, s) = self.hot.slots[slot as usize]
-            .as_mut()
-            .expect("a located slot");
-        // No expiry check: it was made when the slot was located.
-        apply(s, key.len(), self.clock, None, &mut self.hot_bytes, |v| {
+        let (key, s) = self.hot.at_mut(slot);
+        apply(s, key.len(), self.clock, &mut self.hot_bytes, |v| {
             (f(v.as_mut().expect("a located value")), true)
         })
     }
@@ -547,19 +537,7 @@ impl<V: StateValue> KeyedTable<V> {
     /// now: for an operator that held the value itself and hands it back (its TTL counts from
     /// its last change, not from its eviction).
     pub fn put_written(&mut self, key_group: u16, key: &[u8], value: V, written: i64) {
-        let size = key.len() + value.size() + ENTRY_OVERHEAD;
-        let slot = Slot {
-            value: Some(value),
-            key_group,
-            written,
-            dirty: true,
-            used: true,
-            size,
-        };
-        self.hot_bytes += size;
-        if let Some(old) = self.hot.insert(key.into(), slot) {
-            self.hot_bytes -= old.size;
-        }
+        self.set(key_group, key, Some(value), written);
     }
 
     /// Deletes `key`.
@@ -684,13 +662,12 @@ impl<V: StateValue> KeyedTable<V> {
     /// Turns expired entries in memory into deletes (runs drop theirs when merged, and never
     /// serve them: reads check the write time).
     fn expire_hot(&mut self) {
-        let Some(ttl) = self.ttl_ms else { return };
-        let before = self.clock - ttl;
+        let cutoff = self.cutoff();
+        if cutoff.is_none() {
+            return;
+        }
         for s in self.hot.values_mut() {
-            if s.value.is_some() && s.written < before {
-                s.value = None;
-                s.dirty = true;
-            }
+            s.expire(cutoff);
         }
     }
 

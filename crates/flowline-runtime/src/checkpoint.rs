@@ -142,6 +142,13 @@ pub(crate) struct TaskCheckpoint {
     uploaded: Arc<Mutex<HashSet<String>>>,
 }
 
+/// The states a task restores from ([`TaskCheckpoint::restoring`]).
+pub(crate) struct Restoring<'a> {
+    /// Taken at another parallelism: `states` are every old subtask's.
+    pub rescaled: bool,
+    pub states: Vec<&'a [u8]>,
+}
+
 /// The checkpoint a job restores from.
 struct RestoredStates {
     id: u64,
@@ -178,6 +185,22 @@ impl TaskCheckpoint {
         // In subtask order (the keys sort `#10` before `#2`).
         parts.sort_by_key(|(subtask, _)| *subtask);
         Some(parts)
+    }
+
+    /// What this task restores from: its own state, or, when the checkpoint was taken at
+    /// another parallelism (`rescaled`), every old subtask's in subtask order. `None`: nothing.
+    pub fn restoring(&self) -> Option<Restoring<'_>> {
+        if let Some((_, state)) = self.restored() {
+            return Some(Restoring {
+                rescaled: false,
+                states: vec![state],
+            });
+        }
+        let states: Vec<&[u8]> = self.rescaled()?.into_iter().map(|(_, s)| s).collect();
+        (!states.is_empty()).then_some(Restoring {
+            rescaled: true,
+            states,
+        })
     }
 
     /// [`TaskCheckpoint::rescaled`] shared out whole: old subtask `i`'s state goes to subtask

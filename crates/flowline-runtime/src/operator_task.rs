@@ -149,12 +149,13 @@ impl OperatorTask {
         };
         // Taken at this parallelism: this subtask's own state. At another: every old subtask's,
         // of which the state tables serve this subtask's key groups.
-        let parts: Vec<&[u8]> = match (cp.restored(), cp.rescaled()) {
-            (Some((_, state)), _) => vec![state],
-            (None, Some(parts)) => parts.into_iter().map(|(_, s)| s).collect(),
-            (None, None) => return Ok(()),
+        let Some(checkpoint::Restoring {
+            rescaled,
+            states: parts,
+        }) = cp.restoring()
+        else {
+            return Ok(());
         };
-        let rescaled = cp.rescaled().is_some();
         // Old subtask `i` of `parts.len()` owned these key groups: its tables speak for them.
         let old_parallelism = parts.len();
         let owner = |i: usize| match rescaled {

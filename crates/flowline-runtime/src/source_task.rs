@@ -194,23 +194,18 @@ impl SourceTask {
         if let Some(cp) = self.checkpoint.clone() {
             // At another parallelism: every old subtask's position, of which the source takes
             // the splits it now owns; the watermark is the least of theirs.
-            let parts: Vec<&[u8]> = match (cp.restored(), cp.rescaled()) {
-                (Some((_, state)), _) => vec![state],
-                (None, Some(parts)) => parts.into_iter().map(|(_, s)| s).collect(),
-                (None, None) => Vec::new(),
-            };
-            if !parts.is_empty() {
+            if let Some(restoring) = cp.restoring() {
                 let (mut generated, mut sent) = (END_OF_TIME, END_OF_TIME);
                 let mut positions = Vec::new();
-                for state in parts {
+                for state in restoring.states {
                     let (header, position) = open_envelope(state)?;
                     positions.push(position);
                     generated = generated.min(header["watermark"].as_i64().unwrap_or(NO_WATERMARK));
                     sent = sent.min(header["sent"].as_i64().unwrap_or(NO_WATERMARK));
                 }
-                match cp.rescaled() {
-                    None => source.restore(positions[0])?,
-                    Some(_) => source.restore_rescaled(&positions).map_err(|e| match e {
+                match restoring.rescaled {
+                    false => source.restore(positions[0])?,
+                    true => source.restore_rescaled(&positions).map_err(|e| match e {
                         ConnectorError::Config { table, message } if table.is_empty() => {
                             ConnectorError::config(&self.branch.source.table.name, message)
                         }

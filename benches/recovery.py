@@ -122,32 +122,38 @@ def main():
               f"{ckpt_bytes / 2**20:.0f} MiB, took {ckpt_ms:.0f} ms, longest task pause {pause_ms:.0f} ms "
               f"(longest of any checkpoint: {pause_max_ms:.0f} ms)")
 
-        log2_path = os.path.join(d, "run2.log")
-        log2 = open(log2_path, "w")
-        port = free_port()
-        t1 = time.time()
-        proc = start(args.binary, pipeline, port, log2)
-        restored_wall = restored_ms = None
-        while True:
-            time.sleep(0.02)
-            text = open(log2_path).read()
-            hit = re.search(r"restored checkpoint (\d+) \(([\d.]+) MB of task state.*?\) in (\d+) ms", text)
-            if hit and restored_wall is None:
-                restored_wall = time.time() - t1
-                restored_ms = int(hit.group(3))
-            if proc.poll() is not None:
-                sys.exit(f"the restarted pipeline exited: {text}")
-            if restored_wall is not None:
-                m = metrics(port)
-                if m and m.get("flowline_checkpoints_completed_total", 0) >= 1:
-                    first_ckpt = time.time() - t1
-                    break
-            if time.time() - t1 > 300:
-                sys.exit(f"no recovery in 5 minutes: {text}")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        print(f"recovery: state rebuilt {restored_ms} ms after the checkpoint was opened ({restored_wall:.2f} s from exec); "
-              f"first checkpoint after the restart completed {first_ckpt:.2f} s from exec")
+        restart(args.binary, pipeline, d)
+
+
+def restart(binary, pipeline, d):
+    """Restarts the killed job and reports how long until its state was back, and until its
+    first checkpoint completed."""
+    log_path = os.path.join(d, "run2.log")
+    log = open(log_path, "w")
+    port = free_port()
+    t1 = time.time()
+    proc = start(binary, pipeline, port, log)
+    restored_wall = restored_ms = None
+    while True:
+        time.sleep(0.02)
+        text = open(log_path).read()
+        hit = re.search(r"restored checkpoint (\d+) \(([\d.]+) MB of task state.*?\) in (\d+) ms", text)
+        if hit and restored_wall is None:
+            restored_wall = time.time() - t1
+            restored_ms = int(hit.group(3))
+        if proc.poll() is not None:
+            sys.exit(f"the restarted pipeline exited: {text}")
+        if restored_wall is not None:
+            m = metrics(port)
+            if m and m.get("flowline_checkpoints_completed_total", 0) >= 1:
+                first_ckpt = time.time() - t1
+                break
+        if time.time() - t1 > 300:
+            sys.exit(f"no recovery in 5 minutes: {text}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    print(f"recovery: state rebuilt {restored_ms} ms after the checkpoint was opened ({restored_wall:.2f} s from exec); "
+          f"first checkpoint after the restart completed {first_ckpt:.2f} s from exec")
 
 
 def incremental(args):
@@ -191,22 +197,7 @@ def incremental(args):
             print(f"after the first: mean {sum(share) / len(share):.3f}, max {max(share):.3f} of the state per checkpoint")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        log2_path = os.path.join(d, "run2.log")
-        log2 = open(log2_path, "w")
-        t1 = time.time()
-        proc = start(args.binary, pipeline, free_port(), log2)
-        while True:
-            time.sleep(0.02)
-            text = open(log2_path).read()
-            hit = re.search(r"restored checkpoint (\d+) .* in (\d+) ms", text)
-            if hit:
-                print(f"recovery after SIGKILL: state back {hit.group(2)} ms after the checkpoint was opened, "
-                      f"{time.time() - t1:.2f} s from exec")
-                break
-            if proc.poll() is not None or time.time() - t1 > 300:
-                sys.exit(f"no recovery: {text}")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        restart(args.binary, pipeline, d)
 
 
 if __name__ == "__main__":

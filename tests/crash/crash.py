@@ -209,6 +209,15 @@ def http_scenario(binary, d, kills, rnd, requests=400, rows_per_request=200):
     return True
 
 
+def fault_free(binary, d, name, pipeline, kw, read):
+    """The output of `pipeline` run once without faults (the harness stops if it fails)."""
+    p = run(binary, write_pipeline(d, name, pipeline, **kw))
+    if p.returncode != 0:
+        print(p.stderr)
+        sys.exit(1)
+    return read(os.path.join(d, name))[0]
+
+
 def kill_rounds(binary, d, prefix, kw, expected, read, kills_wanted, rnd, pipeline=PIPELINE, parallelisms=(2,)):
     """Rounds: a run killed often enough still finishes its input; then a fresh round starts,
     until `kills_wanted` kills have happened. Each round's output must equal the fault-free run's.
@@ -268,23 +277,13 @@ def main():
     duration = args.events / args.rate
     ok = True
     with tempfile.TemporaryDirectory() as d:
-        ref = write_pipeline(d, "ref", **kw)
-        p = run(args.binary, ref)
-        if p.returncode != 0:
-            print(p.stderr)
-            sys.exit(1)
-        expected, _ = rows(os.path.join(d, "ref"))
+        expected = fault_free(args.binary, d, "ref", PIPELINE, kw, rows)
         print(f"fault-free run: {sum(expected.values())} rows")
 
         ok &= kill_rounds(args.binary, d, "crash", kw, expected, rows, args.kills, rnd)
 
         # The stateful pipeline: spilled state tables, incremental checkpoints.
-        ref = write_pipeline(d, "stateful_ref", STATEFUL, **kw)
-        p = run(args.binary, ref)
-        if p.returncode != 0:
-            print(p.stderr)
-            sys.exit(1)
-        stateful, _ = changelog_rows(os.path.join(d, "stateful_ref"))
+        stateful = fault_free(args.binary, d, "stateful_ref", STATEFUL, kw, changelog_rows)
         print(f"fault-free stateful run (1 MB of state memory): {sum(stateful.values())} rows")
         ok &= kill_rounds(args.binary, d, "stateful", kw, stateful, changelog_rows, args.stateful_kills, rnd, STATEFUL, (1, 2, 3))
 

@@ -95,7 +95,7 @@ def main():
             with open(spec, "w") as f:
                 f.write(ddl + ";\n\n;;\n" + q)
             wall, _ = cpu_of([sys.executable, job, spec, cols])
-            return wall, float(open(cols + ".cpu").read()) if q else 0.0
+            return wall, float(open(cols + ".cpu").read())
 
         print(f"{args.events} events, {size / 1e6:.0f} MB of JSON")
         print(f"{'query':6} {'flink cpu s':>11} {'flowline cpu s':>14} {'ratio':>6} {'flink wall':>10} {'flowline wall':>13}")

@@ -377,13 +377,7 @@ impl KafkaSink {
         let records = Held::records(bytes).ok_or_else(|| {
             ConnectorError::config(&self.table, "the checkpointed Kafka records are malformed")
         })?;
-        let tx = |what: &str, e| {
-            kafka_error(
-                &self.table,
-                &format!("transaction for checkpoint {id}: {what}"),
-                e,
-            )
-        };
+        let tx = |what: &str, e| self.error(&format!("transaction for checkpoint {id}: {what}"), e);
         self.producer
             .begin_transaction()
             .map_err(|e| tx("begin", e))?;
@@ -441,11 +435,7 @@ impl KafkaSink {
                     self.check()?;
                 }
                 Err((e, _)) => {
-                    return Err(kafka_error(
-                        &self.table,
-                        &format!("cannot write to topic '{}'", self.topic),
-                        e,
-                    ))
+                    return Err(self.error(&format!("cannot write to topic '{}'", self.topic), e))
                 }
             }
         }
@@ -453,8 +443,7 @@ impl KafkaSink {
 
     fn check(&self) -> Result<()> {
         match self.errors.lock().expect("delivery error lock").take() {
-            Some(e) => Err(kafka_error(
-                &self.table,
+            Some(e) => Err(self.error(
                 &format!("a record could not be written to topic '{}'", self.topic),
                 e,
             )),
@@ -465,9 +454,34 @@ impl KafkaSink {
     fn flush(&self) -> Result<()> {
         self.producer
             .flush(FLUSH_TIMEOUT)
-            .map_err(|e| kafka_error(&self.table, "flush", e))?;
+            .map_err(|e| self.error("flush", e))?;
         self.check()
     }
+
+    fn error(&self, what: &str, e: KafkaError) -> ConnectorError {
+        producer_error(&self.table, what, e, self.producer.client())
+    }
+}
+
+/// A producer's `e` as the user's error. Once the client has hit a fatal error (a
+/// transactional producer fenced by a newer instance, say), every call fails with the bare
+/// `Fatal` code; the cause is the client's, so it is what the error names.
+fn producer_error<C: ClientContext>(
+    table: &str,
+    what: &str,
+    e: KafkaError,
+    client: &rdkafka::client::Client<C>,
+) -> ConnectorError {
+    if e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) {
+        if let Some((code, reason)) = client.fatal_error() {
+            return kafka_error(
+                table,
+                &format!("{what}: {reason}"),
+                KafkaError::MessageProduction(code),
+            );
+        }
+    }
+    kafka_error(table, what, e)
 }
 
 impl Sink for KafkaSink {
@@ -690,5 +704,53 @@ impl Sink for KafkaSink {
             return Ok(());
         }
         self.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zombie producer fenced by a newer instance with its transactional id: librdkafka fails
+    /// its later calls with the bare `Fatal` code, and the error the user sees must still say it
+    /// was taken over (the broker's fencing answer is injected: librdkafka's mock broker does
+    /// not fence by itself).
+    #[test]
+    fn a_fenced_producer_says_it_was_taken_over() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::types::RDKafkaApiKey;
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        cluster.create_topic("t", 1, 1).expect("topic");
+        let zombie: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("transactional.id", "flowline-out-0")
+            .create()
+            .expect("producer");
+        let timeout = Duration::from_secs(10);
+        zombie.init_transactions(timeout).expect("init");
+        zombie.begin_transaction().expect("begin");
+        let record = || BaseRecord::<[u8], [u8]>::to("t").payload(&b"x"[..]);
+        zombie.send(record()).map_err(|(e, _)| e).expect("send");
+        cluster.request_errors(
+            RDKafkaApiKey::EndTxn,
+            &[rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+        );
+        let commit = zombie.commit_transaction(timeout).expect_err("fenced");
+        let message = producer_error("out", "commit", commit, zombie.client()).to_string();
+        assert!(
+            message.contains("taken over its transactional id"),
+            "{message}"
+        );
+        // Every call after that fails with the bare `Fatal` code (what the zombie of the Kafka
+        // test met when its next checkpoint's records were sent).
+        let Err((error, _)) = zombie.send(record()) else {
+            panic!("the fenced producer accepted a record");
+        };
+        assert_eq!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::Fatal));
+        let message = producer_error("out", "cannot write", error, zombie.client()).to_string();
+        assert!(
+            message.contains("taken over its transactional id"),
+            "{message}"
+        );
     }
 }

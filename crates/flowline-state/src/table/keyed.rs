@@ -747,6 +747,77 @@ impl<V: StateValue> KeyedTable<V> {
         Ok(())
     }
 
+    /// Takes out every entry of `key_groups` whose key starts with `prefix`, in (key group,
+    /// key) order, and deletes them (range reads for a table whose keys start with a time, such
+    /// as a window's state: all of a window at once when it fires). Reads the hot entries once
+    /// and each run from the first block that may hold the prefix, newest entry winning.
+    pub fn take_prefix(
+        &mut self,
+        key_groups: Range<u16>,
+        prefix: &[u8],
+    ) -> io::Result<Vec<(u16, Box<[u8]>, V)>> {
+        let cutoff = self.cutoff();
+        // Key → newest entry (None: deleted), hot entries first: they are newer than any run.
+        let mut found: std::collections::BTreeMap<(u16, Box<[u8]>), Option<V>> =
+            Default::default();
+        let hot: Vec<Box<[u8]>> = self
+            .hot
+            .iter()
+            .filter(|(k, s)| key_groups.contains(&s.key_group) && k.starts_with(prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in hot {
+            let mut s = self.hot.remove(&k).expect("a hot key");
+            self.hot_bytes -= s.size;
+            s.expire(cutoff);
+            found.insert((s.key_group, k), s.value);
+        }
+        let mut start = Vec::with_capacity(prefix.len() + 2);
+        for TableRun { run, key_groups: speaks } in &self.runs {
+            let lo = key_groups.start.max(speaks.start);
+            let hi = key_groups.end.min(speaks.end);
+            for kg in lo..hi {
+                if !(run.key_groups.0..=run.key_groups.1).contains(&kg) {
+                    continue;
+                }
+                run_key(&mut start, kg, prefix);
+                for e in run.iter_from(&start) {
+                    let (key, entry) = e?;
+                    if key < start {
+                        continue;
+                    }
+                    if !key.starts_with(&start) {
+                        break;
+                    }
+                    let slot = (kg, key[2..].into());
+                    if found.contains_key(&slot) {
+                        continue; // a newer run or the hot entry has it
+                    }
+                    let value = match entry {
+                        Some(bytes) => {
+                            let (written, bytes) = unstamp(&bytes)?;
+                            (!self.expired(written))
+                                .then(|| V::decode(bytes))
+                                .transpose()?
+                        }
+                        None => None,
+                    };
+                    found.insert(slot, value);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(found.len());
+        for ((kg, key), value) in found {
+            // The runs may hold it: a delete hides it from restores and later reads.
+            self.set(kg, &key, None, self.clock);
+            if let Some(v) = value {
+                out.push((kg, key, v));
+            }
+        }
+        self.update_stats();
+        Ok(out)
+    }
+
     /// Entries in memory (for tests and metrics).
     pub fn hot_len(&self) -> usize {
         self.hot.len()
@@ -816,6 +887,8 @@ mod tests {
         Spill,
         Checkpoint,
         Restore,
+        /// Takes the keys whose first byte is `.0` in key groups `.1..4`.
+        TakePrefix(u8, u16),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -826,6 +899,7 @@ mod tests {
             1 => Just(Op::Spill),
             1 => Just(Op::Checkpoint),
             1 => Just(Op::Restore),
+            1 => (0u8..2, 0u16..4).prop_map(|(p, lo)| Op::TakePrefix(p, lo)),
         ]
     }
 
@@ -860,6 +934,28 @@ mod tests {
                     Op::Restore => {
                         t = KeyedTable::restore(dir.path(), "r", budget, 0..4, saved.0.clone()).unwrap();
                         model = saved.1.clone();
+                    }
+                    Op::TakePrefix(p, lo) => {
+                        let taken: Vec<(u16, Vec<u8>)> = t
+                            .take_prefix(lo..4, &[p])
+                            .unwrap()
+                            .into_iter()
+                            .map(|(g, k, v)| {
+                                assert_eq!(g, kg(u16::from_be_bytes([k[0], k[1]])));
+                                (u16::from_be_bytes([k[0], k[1]]), v)
+                            })
+                            .collect();
+                        let mut want: Vec<(u16, Vec<u8>)> = model
+                            .iter()
+                            .filter(|(k, _)| (*k >> 8) as u8 == p && kg(**k) >= lo)
+                            .map(|(k, v)| (*k, v.clone()))
+                            .collect();
+                        // In (key group, key) order.
+                        want.sort_by_key(|(k, _)| (kg(*k), *k));
+                        prop_assert_eq!(&taken, &want);
+                        for (k, _) in want {
+                            model.remove(&k);
+                        }
                     }
                 }
                 t.spill_if_over_budget().unwrap();

@@ -357,6 +357,22 @@ impl Run {
             at: 0,
         }
     }
+
+    /// The entries from the block that may hold `key` on, in key order (entries before `key`
+    /// in that block included: the caller skips them). One index lookup, no bloom probe: for
+    /// range reads.
+    pub fn iter_from(&self, key: &[u8]) -> RunIter<'_> {
+        let block = self
+            .blocks
+            .partition_point(|b| b.first.as_slice() <= key)
+            .saturating_sub(1);
+        RunIter {
+            run: self,
+            block,
+            entries: Vec::new(),
+            at: 0,
+        }
+    }
 }
 
 struct BlockEntries<'a> {

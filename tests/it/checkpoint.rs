@@ -47,7 +47,7 @@ CREATE VIEW auction AS SELECT auction.id, auction.seller, auction.category FROM 
 /// Each stateful operator behind one query: window aggregation (TUMBLE, HOP, CUMULATE),
 /// session aggregation, session assignment (rows held per session), OVER aggregation, a window
 /// TopN and a window join. The 1 s TUMBLE lives
-/// through dozens of checkpoints, so its frozen state batches are compacted several times.
+/// through dozens of checkpoints, so each of its windows fires from many frozen parts.
 const QUERIES: &[(&str, &str)] = &[
     ("a BIGINT, ws TIMESTAMP(3), n BIGINT, p BIGINT",
      "SELECT bid.auction, window_start, COUNT(*), MAX(bid.price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end"),
@@ -419,7 +419,9 @@ async fn try_select(
 
 /// A checkpoint taken at parallelism 2 restores at 1, at 4, and at 3 and then 1: the state
 /// tables hand their key groups to the new subtasks, the nexmark source's position is shared out, and the rows are
-/// the fault-free run's. GROUP BY, TopN, deduplication and a join into a GROUP BY, spilling.
+/// the fault-free run's. GROUP BY, TopN, deduplication, a join into a GROUP BY, and window
+/// aggregations with keys and without (a window's state parts are filed by key group too),
+/// spilling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rescaled_state_gives_the_fault_free_rows() {
     const QUERIES: &[&str] = &[
@@ -427,6 +429,8 @@ async fn rescaled_state_gives_the_fault_free_rows() {
         "SELECT * FROM (SELECT bid.auction, bid.bidder, bid.price, ROW_NUMBER() OVER (PARTITION BY bid.auction ORDER BY bid.price DESC, bid.bidder, dateTime) AS rn FROM bids WHERE event_type = 2) WHERE rn <= 3",
         "SELECT b, a, p FROM (SELECT bid.bidder AS b, bid.auction AS a, bid.price AS p, ROW_NUMBER() OVER (PARTITION BY bid.bidder ORDER BY dateTime DESC, bid.auction, bid.price) AS rn FROM bids WHERE event_type = 2) WHERE rn = 1",
         "SELECT P.id, P.name, COUNT(*), MAX(A.auction.category) FROM nexmark A JOIN person P ON A.auction.seller = P.id WHERE A.event_type = 1 GROUP BY P.id, P.name",
+        "SELECT bid.auction, window_start, COUNT(*), COUNT(DISTINCT bid.bidder), MIN(bid.price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end",
+        "SELECT window_start, COUNT(*), COUNT(DISTINCT bid.bidder) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND, INTERVAL '300' MILLISECOND)) WHERE event_type = 2 GROUP BY window_start, window_end",
     ];
     for query in QUERIES {
         let d = tempfile::tempdir().unwrap();
@@ -450,18 +454,20 @@ async fn rescaled_state_gives_the_fault_free_rows() {
     }
 }
 
-/// An operator whose keyed state is not in state tables yet (a window) refuses a checkpoint
-/// taken at another parallelism, and says what to do.
+/// An operator whose keyed state is not in state tables yet (a window TopN) refuses a
+/// checkpoint taken at another parallelism, and says what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_window_refuses_to_rescale_and_says_why() {
-    let query = "SELECT bid.auction, window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end";
+async fn a_window_top_n_refuses_to_rescale_and_says_why() {
+    let query = "SELECT auction, price, window_start, rn FROM (SELECT bid.auction AS auction, bid.price AS price, window_start, \
+      ROW_NUMBER() OVER (PARTITION BY window_start, window_end, bid.auction % 10 ORDER BY bid.price DESC, bid.bidder, bid.auction, dateTime) AS rn \
+      FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) WHERE event_type = 2) WHERE rn <= 3";
     let d = tempfile::tempdir().unwrap();
     select(query, d.path(), None, Some(Duration::from_millis(300)), 2).await;
     let (out, _) = try_select(query, d.path(), None, None, 1).await;
     let err = format!("{:#}", out.unwrap_err());
     assert!(err.contains("parallelism it was taken with"), "{err}");
     assert!(
-        err.contains("WindowAggregate") && err.contains("run with -p 2"),
+        err.contains("WindowTopN") && err.contains("run with -p 2"),
         "{err}"
     );
 }

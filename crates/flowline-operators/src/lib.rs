@@ -336,11 +336,6 @@ pub(crate) fn state_columns<'a>(
     Ok(out)
 }
 
-/// An `Int64` column of `n` copies of `v` (window bounds and session times in state batches).
-pub(crate) fn repeat_i64(v: i64, n: usize) -> ArrayRef {
-    std::sync::Arc::new(datafusion::arrow::array::Int64Array::from_value(v, n))
-}
-
 /// A batch of `schema` from `columns`, each cast to its field's type where it differs:
 /// accumulators may produce slightly different types or type parameters, and the planner's
 /// schema is the contract.

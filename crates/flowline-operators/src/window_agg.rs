@@ -6,14 +6,19 @@
 //! watermark W ─▶ every window with window_end - 1 <= W fires: keys + accumulators emitted, state dropped
 //! ```
 //!
-//! State is one hash table of keys and one accumulator per aggregate for each open window, and it
-//! is released when the window fires, as in Flink. A row whose window has already fired is late:
+//! State is one hash table of keys and one accumulator per aggregate for each open window (the
+//! live state, vectorised), and it is released when the window fires, as in Flink. A checkpoint,
+//! or live windows past half the state budget, freeze the live state into a state table as
+//! accumulator states, one entry per (window, key group, freeze): the table spills to disk past
+//! its half of the budget, checkpoints only the new entries, and hands key groups to other
+//! subtasks on a rescale. A window with frozen state fires a chunk of key groups at a time:
+//! live and frozen states of the chunk merged, emitted, dropped. A row whose window has already fired is late:
 //! it is dropped and counted (or handed to the late-row output when the job asks for one).
 //! Window assignment happened upstream (the TVF rewrite's functions, HOP/CUMULATE unnested), so
 //! TUMBLE, HOP, CUMULATE and SESSION share this operator.
 
 use flowline_common::{END_OF_TIME, NO_WATERMARK};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::Arc;
 
@@ -30,7 +35,11 @@ use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::aggregates::group_values::{new_group_values, GroupValues};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
-use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory};
+use flowline_state::table::TableStats;
+
+use crate::keygroups::row_key_groups;
+use crate::state::{io_err, OperatorTable};
+use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
 #[derive(Clone, Debug)]
@@ -83,41 +92,70 @@ impl fmt::Debug for WindowAggregateSpec {
 
 impl OperatorFactory for WindowAggregateSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(WindowAggregate::new(
-            Arc::new(self.clone()),
-            ctx.keep_late,
-        )?))
+        Ok(Box::new(WindowAggregate::new(Arc::new(self.clone()), ctx)?))
     }
 }
 
-/// The state of one open window: a live table that rows update, and the state batches taken
-/// at earlier checkpoints (or restored) that have not been merged into it yet. A group may be in
-/// both; merging (at fire time, or when the frozen batches pile up) combines them.
+/// The live state of one open window: keys and accumulators that rows update. At a checkpoint,
+/// or when the live windows outgrow their share of the budget, it is frozen into the table as
+/// accumulator states and starts empty again.
 struct Window {
     /// Interned non-window keys; `None` when the only keys are the window columns.
     groups: Option<Box<dyn GroupValues>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     num_groups: usize,
-    frozen: Vec<RecordBatch>,
 }
 
-/// Frozen state batches a window may hold before a checkpoint compacts them into one.
-const FROZEN_BATCHES_MAX: usize = 8;
+impl Window {
+    fn size(&self) -> usize {
+        self.groups.as_ref().map_or(0, |g| g.size())
+            + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
+    }
+}
+
+/// The state table: frozen window state, keyed by (window end, window start, freeze number,
+/// key group).
+const TABLE: &str = "windows";
+/// Key groups merged together when a window with frozen state fires: each chunk is read,
+/// merged and emitted before the next, so firing a window larger than memory stays bounded.
+const FIRE_CHUNK: u16 = 16;
+/// The operator's own checkpoint bytes: magic, then its counters and the windows the table
+/// holds state of.
+const MAGIC: &[u8; 4] = b"FWA1";
+
+/// A window's table-key prefix: end, then start, ordered as the numbers are.
+fn window_prefix((end, start): (i64, i64)) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+    k[8..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
 
 pub struct WindowAggregate {
     spec: Arc<WindowAggregateSpec>,
     /// Positions in `group_exprs` of the non-window keys.
     key_positions: Vec<usize>,
     key_schema: SchemaRef,
-    /// Open windows by (window_end, window_start): the first ones fire first.
+    /// Positions among the key columns of those the exchange routes by: a frozen group's key
+    /// group is theirs.
+    route: Vec<usize>,
+    /// Open windows' live state by (window_end, window_start): the first ones fire first.
     windows: BTreeMap<(i64, i64), Window>,
+    /// Windows with frozen state in the table (fired with the live ones).
+    stored: BTreeSet<(i64, i64)>,
+    table: OperatorTable<Vec<u8>>,
+    /// Freezes so far: the last part of table keys, so no freeze overwrites another.
+    freezes: u64,
+    env: StateEnv,
     watermark: i64,
     late: LateRows,
     group_ids: Vec<usize>,
+    hashes: Vec<u64>,
+    key_groups: Vec<u16>,
 }
 
 impl WindowAggregate {
-    pub fn new(spec: Arc<WindowAggregateSpec>, keep_late: bool) -> Result<Self> {
+    pub fn new(spec: Arc<WindowAggregateSpec>, ctx: &OperatorContext) -> Result<Self> {
         let key_positions: Vec<usize> = (0..spec.group_exprs.len())
             .filter(|i| *i != spec.start && *i != spec.end)
             .collect();
@@ -128,15 +166,35 @@ impl WindowAggregate {
         if spec.grouping_sets.is_some() {
             key_fields.push(spec.schema.field(spec.group_exprs.len()).clone());
         }
+        // As the planner keys the exchange: keys no grouping set leaves out.
+        let route = key_positions
+            .iter()
+            .enumerate()
+            .filter(|(_, pos)| {
+                spec.grouping_sets
+                    .as_ref()
+                    .is_none_or(|g| g.masks.iter().all(|m| !m[**pos]))
+            })
+            .map(|(i, _)| i)
+            .collect();
         let key_schema = Arc::new(Schema::new(key_fields));
+        // Half the budget for the live windows, half for the table's memory.
+        let budget = ctx.state.budget / 2;
         Ok(Self {
             spec,
             key_positions,
             key_schema,
+            route,
             windows: BTreeMap::new(),
+            stored: BTreeSet::new(),
+            table: OperatorTable::new(ctx, TABLE, "window", budget, None)?,
+            freezes: 0,
+            env: ctx.state.clone(),
             watermark: NO_WATERMARK,
-            late: LateRows::new(keep_late),
+            late: LateRows::new(ctx.keep_late),
             group_ids: Vec::new(),
+            hashes: Vec::new(),
+            key_groups: Vec::new(),
         })
     }
 
@@ -159,31 +217,82 @@ impl WindowAggregate {
             groups,
             accumulators,
             num_groups: 0,
-            frozen: Vec::new(),
         })
     }
 
     /// Fires every window that ends at or before `watermark + 1`.
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
-        let keep = match watermark.checked_add(2) {
-            Some(bound) => self.windows.split_off(&(bound, i64::MIN)),
-            None => BTreeMap::new(),
+        let Some(bound) = watermark.checked_add(2) else {
+            return Ok(Vec::new());
         };
-        let fired = std::mem::replace(&mut self.windows, keep);
+        let keep = self.windows.split_off(&(bound, i64::MIN));
+        let mut live = std::mem::replace(&mut self.windows, keep);
+        let keep = self.stored.split_off(&(bound, i64::MIN));
+        let stored = std::mem::replace(&mut self.stored, keep);
+        let mut due: Vec<(i64, i64)> = live.keys().chain(&stored).copied().collect();
+        due.sort_unstable();
+        due.dedup();
         let mut out = Vec::new();
-        for ((end, start), window) in fired {
-            if window.num_groups == 0 && window.frozen.is_empty() {
-                continue;
+        for key in due {
+            let window = live.remove(&key);
+            if stored.contains(&key) {
+                self.fire_stored(key, window, &mut out)?;
+            } else if let Some(w) = window.filter(|w| w.num_groups > 0) {
+                crate::push_sliced(&mut out, self.emit(key.1, key.0, w)?);
             }
-            crate::push_sliced(&mut out, self.emit(start, end, window)?);
         }
         Ok(out)
     }
 
-    fn emit(&self, start: i64, end: i64, mut window: Window) -> Result<RecordBatch> {
-        for batch in std::mem::take(&mut window.frozen) {
-            self.merge_state(&mut window, &batch)?;
+    /// Fires a window with frozen state in the table, a chunk of key groups at a time: its live
+    /// state and the table's parts of the chunk's key groups merged, emitted, dropped.
+    fn fire_stored(
+        &mut self,
+        key: (i64, i64),
+        live: Option<Window>,
+        out: &mut Vec<RecordBatch>,
+    ) -> Result<()> {
+        // The live groups as a state batch in key-group order, and each row's key group.
+        let mut live = match live {
+            Some(mut w) => self.freeze(&mut w)?,
+            None => None,
         }
+        .map(|b| self.by_key_group(&b))
+        .transpose()?;
+        let prefix = window_prefix(key);
+        let groups = self.env.key_groups.clone();
+        let mut lo = groups.start;
+        while lo < groups.end {
+            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+            let mut window = self.new_window()?;
+            if let Some((batch, kgs)) = live.as_mut() {
+                // Every live row up to the chunk's end (rows of key groups this subtask does
+                // not own cannot be, but would go to the first chunk rather than be lost).
+                let upto = if hi == groups.end {
+                    kgs.len()
+                } else {
+                    kgs.partition_point(|g| *g < hi)
+                };
+                if upto > 0 {
+                    self.merge_state(&mut window, &batch.slice(0, upto))?;
+                    *batch = batch.slice(upto, batch.num_rows() - upto);
+                    kgs.drain(..upto);
+                }
+            }
+            for (_, _, bytes) in self.table.take_prefix(lo..hi, &prefix).map_err(io_err)? {
+                for batch in crate::decode_batches(&bytes)? {
+                    self.merge_state(&mut window, &batch)?;
+                }
+            }
+            if window.num_groups > 0 {
+                crate::push_sliced(out, self.emit(key.1, key.0, window)?);
+            }
+            lo = hi;
+        }
+        Ok(())
+    }
+
+    fn emit(&self, start: i64, end: i64, mut window: Window) -> Result<RecordBatch> {
         let n = window.num_groups;
         let mut keys = match window.groups.as_mut() {
             Some(g) => g.emit(EmitTo::All)?,
@@ -265,47 +374,96 @@ fn create_accumulator(expr: &Arc<AggregateFunctionExpr>) -> Result<Box<dyn Group
 }
 
 impl WindowAggregate {
-    /// A window's state as batches `[window_end, window_start, keys..., accumulator states...]`,
-    /// a row per group. Emitting state consumes the live table, so it is frozen as one more batch
-    /// and the live table starts empty: the pause is proportional to what changed since the last
-    /// checkpoint, not to the whole state. Too many frozen batches are compacted into one.
-    fn snapshot_window(&self, key: (i64, i64), window: &mut Window) -> Result<Vec<RecordBatch>> {
+    /// A window's live state as one state batch `[keys..., accumulator states...]`, a row per
+    /// group (`None` when it has none); the window is left empty.
+    fn freeze(&self, window: &mut Window) -> Result<Option<RecordBatch>> {
         let n = window.num_groups;
-        if n > 0 {
-            let keys = match window.groups.as_mut() {
-                Some(g) => g.emit(EmitTo::All)?,
-                None => Vec::new(),
-            };
-            let mut states = Vec::new();
-            for acc in window.accumulators.iter_mut() {
-                states.push(acc.state(EmitTo::All)?);
-            }
-            let mut columns = vec![crate::repeat_i64(key.0, n), crate::repeat_i64(key.1, n)];
-            columns.extend(keys);
-            columns.extend(states.into_iter().flatten());
-            let frozen = std::mem::take(&mut window.frozen);
-            *window = self.new_window()?;
-            window.frozen = frozen;
-            window.frozen.push(crate::state_batch(columns, n)?);
+        if n == 0 {
+            return Ok(None);
         }
-        if window.frozen.len() > FROZEN_BATCHES_MAX {
-            let mut merged = self.new_window()?;
-            for batch in std::mem::take(&mut window.frozen) {
-                self.merge_state(&mut merged, &batch)?;
-            }
-            window.frozen = self.snapshot_window(key, &mut merged)?;
+        let mut columns = match window.groups.as_mut() {
+            Some(g) => g.emit(EmitTo::All)?,
+            None => Vec::new(),
+        };
+        for acc in window.accumulators.iter_mut() {
+            columns.extend(acc.state(EmitTo::All)?);
         }
-        Ok(window.frozen.clone())
+        *window = self.new_window()?;
+        Ok(Some(crate::state_batch(columns, n)?))
     }
 
-    /// Merges a state batch into the window's live table.
+    /// A state batch's rows ordered by key group, and their key groups (ascending): a key's
+    /// group is the one the exchange routed it by (all in group 0 without keys, as the
+    /// exchange sends them all to the first subtask).
+    fn by_key_group(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, Vec<u16>)> {
+        let n = batch.num_rows();
+        if self.route.is_empty() {
+            return Ok((batch.clone(), vec![0; n]));
+        }
+        let route: Vec<ArrayRef> = self
+            .route
+            .iter()
+            .map(|i| batch.column(*i).clone())
+            .collect();
+        row_key_groups(
+            &route,
+            n,
+            self.env.max_parallelism,
+            &mut self.hashes,
+            &mut self.key_groups,
+        )?;
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_by_key(|i| self.key_groups[*i as usize]);
+        let kgs = order.iter().map(|i| self.key_groups[*i as usize]).collect();
+        let batch =
+            datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?;
+        Ok((batch, kgs))
+    }
+
+    /// Moves every live window's state into the table, one entry per (window, key group),
+    /// under a new freeze number.
+    fn freeze_all(&mut self) -> Result<()> {
+        let mut windows = std::mem::take(&mut self.windows);
+        self.freezes += 1;
+        let freeze = self.freezes.to_be_bytes();
+        for (key, window) in windows.iter_mut() {
+            let Some(batch) = self.freeze(window)? else {
+                continue;
+            };
+            let (batch, kgs) = self.by_key_group(&batch)?;
+            let mut table_key = window_prefix(*key).to_vec();
+            table_key.extend_from_slice(&freeze);
+            let mut at = 0;
+            while at < kgs.len() {
+                let kg = kgs[at];
+                let len = kgs[at..].partition_point(|g| *g == kg);
+                let bytes = crate::encode_batches(&[batch.slice(at, len)])?;
+                // The table tells keys apart by their bytes alone: the key group is one of them.
+                table_key.truncate(24);
+                table_key.extend_from_slice(&kg.to_be_bytes());
+                self.table.put(kg, &table_key, bytes);
+                at += len;
+            }
+            self.stored.insert(*key);
+        }
+        // Emptied windows stay open: rows of this batch may come for them again.
+        self.windows = windows;
+        Ok(())
+    }
+
+    /// Bytes the live windows hold.
+    fn live_bytes(&self) -> usize {
+        self.windows.values().map(Window::size).sum()
+    }
+
+    /// Merges a state batch (`[keys..., accumulator states...]`) into the window's live table.
     fn merge_state(&self, window: &mut Window, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
         let nkeys = self.key_schema.fields().len();
-        let keys: Vec<ArrayRef> = batch.columns()[2..2 + nkeys].to_vec();
+        let keys: Vec<ArrayRef> = batch.columns()[..nkeys].to_vec();
         let mut ids = Vec::with_capacity(n);
         match window.groups.as_mut() {
             Some(g) => {
@@ -317,7 +475,7 @@ impl WindowAggregate {
                 window.num_groups = 1;
             }
         }
-        let states = crate::state_columns(&self.spec.aggregates, batch, 2 + nkeys)?;
+        let states = crate::state_columns(&self.spec.aggregates, batch, nkeys)?;
         for (acc, state) in window.accumulators.iter_mut().zip(states) {
             acc.merge_batch(state, &ids, window.num_groups)?;
         }
@@ -326,43 +484,57 @@ impl WindowAggregate {
 }
 
 impl Operator for WindowAggregate {
+    /// Live windows are frozen into the table, and the table is checkpointed as runs (what
+    /// changed since the last checkpoint); its own bytes list the windows the table holds.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut windows = std::mem::take(&mut self.windows);
-        let mut batches = Vec::with_capacity(windows.len());
-        for (key, window) in windows.iter_mut() {
-            batches.extend(self.snapshot_window(*key, window)?);
+        self.freeze_all()?;
+        self.table.checkpoint()?;
+        self.table.spill_if_over_budget().map_err(io_err)?;
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&self.freezes.to_le_bytes());
+        for (end, start) in &self.stored {
+            out.extend_from_slice(&end.to_le_bytes());
+            out.extend_from_slice(&start.to_le_bytes());
         }
-        self.windows = windows;
-        crate::encode_batches(&batches)
+        Ok(out)
+    }
+
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        self.table.runs()
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        self.table.restore(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_rows() == 0 || batch.num_columns() < 2 {
-                continue;
-            }
-            let (end, start) = (
-                batch
-                    .column(0)
-                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                    .value(0),
-                batch
-                    .column(1)
-                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                    .value(0),
-            );
-            // Kept frozen: merged into the live table when the window fires.
-            if !self.windows.contains_key(&(end, start)) {
-                let w = self.new_window()?;
-                self.windows.insert((end, start), w);
-            }
-            self.windows
-                .get_mut(&(end, start))
-                .expect("window just inserted")
-                .frozen
-                .push(batch);
+        if state.is_empty() {
+            return Ok(());
+        }
+        let Some(rest) = state.strip_prefix(MAGIC) else {
+            return exec_err!("window aggregate: this checkpoint holds state in an older format (before state tables); run with --fresh to start over");
+        };
+        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
+        if rest.len() < 8 || (rest.len() - 8) % 16 != 0 {
+            return exec_err!("window aggregate: the checkpoint's state is truncated");
+        }
+        self.freezes = self.freezes.max(word(&rest[..8]) as u64);
+        for w in rest[8..].chunks_exact(16) {
+            self.stored.insert((word(&w[..8]), word(&w[8..])));
         }
         Ok(())
+    }
+
+    /// Every old subtask's windows (the table serves this subtask's key groups of them).
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        for s in states {
+            self.restore(s)?;
+        }
+        Ok(())
+    }
+
+    fn table_stats(&self) -> TableStats {
+        self.table.stats()
     }
 
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -474,6 +646,10 @@ impl Operator for WindowAggregate {
         }
         late.sort_unstable();
         self.late.add(&batch, &late)?;
+        if self.live_bytes() > self.env.budget / 2 {
+            self.freeze_all()?;
+            self.table.spill_if_over_budget().map_err(io_err)?;
+        }
         Ok(Vec::new())
     }
 
@@ -498,21 +674,15 @@ impl Operator for WindowAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.windows
-            .values()
-            .map(|w| {
-                w.groups.as_ref().map_or(0, |g| g.size())
-                    + w.accumulators.iter().map(|a| a.size()).sum::<usize>()
-                    + w.frozen
-                        .iter()
-                        .map(|b| b.get_array_memory_size())
-                        .sum::<usize>()
-            })
-            .sum()
+        self.live_bytes() + self.table.stats().memory_bytes as usize
     }
 
     fn open_windows(&self) -> usize {
-        self.windows.len()
+        self.windows
+            .keys()
+            .filter(|k| !self.stored.contains(k))
+            .count()
+            + self.stored.len()
     }
 }
 
@@ -613,5 +783,93 @@ mod harness_tests {
                 "k ws we n s
                  a 0 10 2 3",
             );
+    }
+
+    /// Rows of `text` sorted but for the header: the order windows emit their groups in is
+    /// not part of the contract.
+    fn sorted(text: String) -> String {
+        let mut lines: Vec<&str> = text.lines().collect();
+        if lines.len() > 1 {
+            lines[1..].sort_unstable();
+        }
+        lines.join("\n")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// With a budget of a few groups (live windows frozen into the table at almost every
+        /// batch, the table on disk) the aggregation fires the windows an unbounded one does
+        /// and a map computes, through batches of any size, watermarks and restarts anywhere.
+        #[test]
+        fn a_spilling_window_aggregation_gives_the_same_rows(
+            steps in proptest::collection::vec(
+                (proptest::collection::vec((0u8..60, 0i64..50, 0i64..40), 0..40),
+                 proptest::bool::weighted(0.2),
+                 0i64..15),
+                1..20,
+            )
+        ) {
+            let mut unbounded = Harness::new(spec());
+            let mut spilling = Harness::with_budget(spec(), 2000);
+            // (window start, key) → (count, sum) of the rows not late.
+            let mut model: std::collections::BTreeMap<(i64, u8), (i64, i64)> = Default::default();
+            let mut watermark = -1;
+            let mut want = Vec::new();
+            for (rows, restart, advance) in steps {
+                let mut text = String::from("k:str v:i64 ws:ts we:ts\n");
+                for (k, v, at) in rows {
+                    let t = watermark.max(0) + at;
+                    let ws = t / 10 * 10;
+                    text += &format!("k{k} {v} {ws} {}\n", ws + 10);
+                    if ws + 10 - 1 > watermark {
+                        let e = model.entry((ws, k)).or_default();
+                        e.0 += 1;
+                        e.1 += v;
+                    }
+                }
+                unbounded.rows(0, &text);
+                spilling.rows(0, &text);
+                if restart {
+                    unbounded.restart();
+                    spilling.restart();
+                }
+                watermark += advance;
+                unbounded.watermark(watermark);
+                spilling.watermark(watermark);
+                let fired: Vec<(i64, u8)> = model.keys().filter(|(ws, _)| ws + 10 - 1 <= watermark).copied().collect();
+                for key in fired {
+                    let (n, s) = model.remove(&key).unwrap();
+                    want.push(format!("k{} {} {} {n} {s}", key.1, key.0, key.0 + 10));
+                }
+                let got = unbounded.take_table();
+                proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(got.clone()));
+                let expected = match std::mem::take(&mut want) {
+                    rows if rows.is_empty() => String::new(),
+                    rows => format!("k ws we n s\n{}", rows.join("\n")),
+                };
+                proptest::prop_assert_eq!(sorted(got), sorted(expected));
+            }
+            spilling.end();
+            unbounded.end();
+            proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+        }
+    }
+
+    #[test]
+    fn a_window_many_times_the_budget_spills_and_fires_whole() {
+        let mut h = Harness::with_budget(spec(), 4000);
+        let mut text = String::from("k:str v:i64 ws:ts we:ts\n");
+        for k in 0..3000 {
+            text += &format!("k{k} {k} 0 10\n");
+        }
+        h.rows(0, &text).rows(0, &text);
+        let stats = h.table_stats();
+        assert!(stats.spills > 0 && stats.disk_bytes > 0, "{stats:?}");
+        h.restart();
+        h.watermark(9);
+        let out = h.take_table();
+        let lines: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(lines.len(), 3000);
+        assert!(lines.contains(&"k2999 0 10 2 5998"), "{}", &out[..200]);
     }
 }

@@ -151,6 +151,9 @@ fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
     Ok((i64::from_le_bytes(*t), v))
 }
 
+/// An entry [`KeyedTable::take_prefix`] took: key group, key, value.
+pub type Taken<V> = (u16, Box<[u8]>, V);
+
 /// The hot entries: slots in a vector, found through a table of their indices (4 bytes a
 /// bucket, as the operators' own group tables were), so growing rehashes indices, not entries.
 /// A hot entry's place: its key and slot, or `None` when free.
@@ -755,11 +758,10 @@ impl<V: StateValue> KeyedTable<V> {
         &mut self,
         key_groups: Range<u16>,
         prefix: &[u8],
-    ) -> io::Result<Vec<(u16, Box<[u8]>, V)>> {
+    ) -> io::Result<Vec<Taken<V>>> {
         let cutoff = self.cutoff();
         // Key → newest entry (None: deleted), hot entries first: they are newer than any run.
-        let mut found: std::collections::BTreeMap<(u16, Box<[u8]>), Option<V>> =
-            Default::default();
+        let mut found: std::collections::BTreeMap<(u16, Box<[u8]>), Option<V>> = Default::default();
         let hot: Vec<Box<[u8]>> = self
             .hot
             .iter()
@@ -773,7 +775,11 @@ impl<V: StateValue> KeyedTable<V> {
             found.insert((s.key_group, k), s.value);
         }
         let mut start = Vec::with_capacity(prefix.len() + 2);
-        for TableRun { run, key_groups: speaks } in &self.runs {
+        for TableRun {
+            run,
+            key_groups: speaks,
+        } in &self.runs
+        {
             let lo = key_groups.start.max(speaks.start);
             let hi = key_groups.end.min(speaks.end);
             for kg in lo..hi {

@@ -3,7 +3,7 @@
 
     python3 benches/state_budget.py BINARY [--events N] [--memory 64MB] [--only q3,q18]
 
-For each stateful Nexmark query (q3 q4 q7 q9 q16 q17 q18 q19 q20) the job runs twice on the same generated events (parallelism 1, a debezium-json
+For each stateful Nexmark query (q3 q4 q5 q7 q9 q16 q17 q18 q19 q20) the job runs twice on the same generated events (parallelism 1, a debezium-json
 file sink): without a budget, and with `--memory`. It reports wall time, CPU time (user + sys),
 peak RSS and the state tables' spill counts, and checks that both runs leave the same final rows
 (the changelogs replayed). Exit status 1 when a result differs.
@@ -29,6 +29,7 @@ AUCTION = [B, S, S, B, B, TS, TS, B, B, S]
 TYPES = {
     "q3": [S, S, S, B],
     "q4": [B, B],
+    "q5": [B, B],
     "q7": [B, B, B, TS, S],
     "q9": AUCTION + [B, B, B, TS, S],
     "q16": [S, S, S, B, B, B, B],

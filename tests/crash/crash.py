@@ -9,8 +9,8 @@ nothing doubled), and no in-progress file is visible as output. With --failpoint
 failpoint (FLOWLINE_FAILPOINTS) is also armed once in turn and the run must recover.
 
 Two pipelines: a windowed aggregation (append-only output), and a stateful one whose state lives
-in spilling state tables (a 1 MB budget: a join, a GROUP BY over it and a TopN, their state many
-times the budget, checkpointed incrementally), whose updating output is compared as the final
+in spilling state tables (a 1 MB budget: a join, a GROUP BY over it, a TopN and a HOP window
+aggregation, their state many times the budget, checkpointed incrementally), whose updating output is compared as the final
 rows its changelog leaves (a lost or doubled change shows as a wrong or negative row). Each
 restart of the stateful pipeline picks a parallelism of 1, 2 or 3 at random: its checkpoints are
 restored rescaled.
@@ -58,6 +58,20 @@ SELECT A.id, A.category, MAX(B.price), COUNT(*) FROM auction A JOIN bid B ON A.i
 INSERT INTO last_bid
 SELECT auction, bidder, price, dateTime FROM (
   SELECT *, ROW_NUMBER() OVER (PARTITION BY bidder, auction ORDER BY dateTime DESC, price DESC) AS rn FROM bid) WHERE rn <= 1;
+CREATE TABLE bids (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel STRING, url STRING, dateTime TIMESTAMP(3), extra STRING>,
+  dateTime AS bid.dateTime,
+  WATERMARK FOR dateTime AS dateTime - INTERVAL '2' SECOND
+) WITH ('connector' = 'nexmark', 'events.num' = '{events}', 'first-event.rate' = '{rate}', 'rate.limited' = 'true',
+      'base-time' = '2026-01-01 00:00:00');
+CREATE TABLE per_window (auction BIGINT, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+  WITH ('connector' = 'filesystem', 'path' = '{out}/per_window', 'format' = 'debezium-json', 'sink.rolling-policy.file-size' = '64kb');
+INSERT INTO per_window
+SELECT bid.auction, window_start, COUNT(*), SUM(bid.price)
+FROM TABLE(HOP(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND, INTERVAL '3' SECOND))
+WHERE event_type = 2
+GROUP BY bid.auction, window_start, window_end;
 """
 
 

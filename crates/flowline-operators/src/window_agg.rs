@@ -437,7 +437,10 @@ impl WindowAggregate {
             while at < kgs.len() {
                 let kg = kgs[at];
                 let len = kgs[at..].partition_point(|g| *g == kg);
-                let bytes = crate::encode_batches(&[batch.slice(at, len)])?;
+                let mut bytes = crate::encode_batches(&[batch.slice(at, len)])?;
+                // Sized for the whole batch (a slice reports its parent's buffers): the table
+                // counts capacity against the budget.
+                bytes.shrink_to_fit();
                 // The table tells keys apart by their bytes alone: the key group is one of them.
                 table_key.truncate(24);
                 table_key.extend_from_slice(&kg.to_be_bytes());

@@ -114,6 +114,12 @@ pub trait Operator: Send {
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
         Ok(Vec::new())
     }
+    /// More of what the last `on_watermark` or `on_end` completes, when it was too much to
+    /// return at once (a window larger than memory fires a part at a time): the runtime calls
+    /// it, sending each part downstream before asking for the next, until it gives `None`.
+    fn pending(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        Ok(None)
+    }
     /// Rows dropped as late so far (cumulative).
     fn late_rows(&self) -> u64 {
         0

@@ -230,6 +230,14 @@ impl Harness {
             .extend(out.into_iter().filter(|b| b.num_rows() > 0));
     }
 
+    /// What a watermark or the end completed: `out`, then what the operator has pending.
+    fn keep_all(&mut self, out: Vec<RecordBatch>) {
+        self.keep(out);
+        while let Some(more) = self.operator.pending().unwrap() {
+            self.keep(more);
+        }
+    }
+
     /// Rows on input `input` (0, or 1 for a join's right input), as a text table.
     pub fn rows(&mut self, input: usize, text: &str) -> &mut Self {
         let out = self.operator.on_batch(input, batch(text)).unwrap();
@@ -240,7 +248,7 @@ impl Harness {
     pub fn watermark(&mut self, ts: i64) -> &mut Self {
         self.watermark = Some(ts);
         let out = self.operator.on_watermark(ts).unwrap();
-        self.keep(out);
+        self.keep_all(out);
         self
     }
 
@@ -254,14 +262,14 @@ impl Harness {
         self.operator.restore(&state).unwrap();
         if let Some(w) = self.watermark {
             let out = self.operator.on_watermark(w).unwrap();
-            self.keep(out);
+            self.keep_all(out);
         }
         self
     }
 
     pub fn end(&mut self) -> &mut Self {
         let out = self.operator.on_end().unwrap();
-        self.keep(out);
+        self.keep_all(out);
         self
     }
 

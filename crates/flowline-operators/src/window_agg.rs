@@ -18,7 +18,7 @@
 //! TUMBLE, HOP, CUMULATE and SESSION share this operator.
 
 use flowline_common::{END_OF_TIME, NO_WATERMARK};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -118,7 +118,7 @@ impl Window {
 const TABLE: &str = "windows";
 /// Key groups merged together when a window with frozen state fires: each chunk is read,
 /// merged and emitted before the next, so firing a window larger than memory stays bounded.
-const FIRE_CHUNK: u16 = 16;
+const FIRE_CHUNK: u16 = 4;
 /// The operator's own checkpoint bytes: magic, then its counters and the windows the table
 /// holds state of.
 const MAGIC: &[u8; 4] = b"FWA1";
@@ -129,6 +129,19 @@ fn window_prefix((end, start): (i64, i64)) -> [u8; 16] {
     k[..8].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
     k[8..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
     k
+}
+
+/// A due window being fired (see [`WindowAggregate::step`]).
+struct Firing {
+    key: (i64, i64),
+    /// Its live state, until the first step takes it.
+    live: Option<Window>,
+    /// Whether the table holds frozen parts of it: then it fires a chunk of key groups a step.
+    stored: bool,
+    /// The live state's rows not fired yet, in key-group order, and their key groups.
+    sorted: Option<(RecordBatch, Vec<u16>)>,
+    /// The first key group not fired yet.
+    next: u16,
 }
 
 pub struct WindowAggregate {
@@ -143,6 +156,8 @@ pub struct WindowAggregate {
     windows: BTreeMap<(i64, i64), Window>,
     /// Windows with frozen state in the table (fired with the live ones).
     stored: BTreeSet<(i64, i64)>,
+    /// Due windows not fired whole yet (the runtime drains them before the next message).
+    firing: VecDeque<Firing>,
     table: OperatorTable<Vec<u8>>,
     /// Freezes so far: the last part of table keys, so no freeze overwrites another.
     freezes: u64,
@@ -187,6 +202,7 @@ impl WindowAggregate {
             route,
             windows: BTreeMap::new(),
             stored: BTreeSet::new(),
+            firing: VecDeque::new(),
             table: OperatorTable::new(ctx, TABLE, "window", budget, None)?,
             freezes: 0,
             env: ctx.state.clone(),
@@ -220,7 +236,8 @@ impl WindowAggregate {
         })
     }
 
-    /// Fires every window that ends at or before `watermark + 1`.
+    /// Fires every window that ends at or before `watermark + 1`: queues them, and returns
+    /// the first part ([`Operator::pending`] gives the rest).
     fn fire(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
         let Some(bound) = watermark.checked_add(2) else {
             return Ok(Vec::new());
@@ -232,40 +249,44 @@ impl WindowAggregate {
         let mut due: Vec<(i64, i64)> = live.keys().chain(&stored).copied().collect();
         due.sort_unstable();
         due.dedup();
-        let mut out = Vec::new();
         for key in due {
-            let window = live.remove(&key);
-            if stored.contains(&key) {
-                self.fire_stored(key, window, &mut out)?;
-            } else if let Some(w) = window.filter(|w| w.num_groups > 0) {
-                crate::push_sliced(&mut out, self.emit(key.1, key.0, w)?);
-            }
+            self.firing.push_back(Firing {
+                key,
+                live: live.remove(&key),
+                stored: stored.contains(&key),
+                sorted: None,
+                next: self.env.key_groups.start,
+            });
         }
-        Ok(out)
+        Ok(self.step()?.unwrap_or_default())
     }
 
-    /// Fires a window with frozen state in the table, a chunk of key groups at a time: its live
-    /// state and the table's parts of the chunk's key groups merged, emitted, dropped.
-    fn fire_stored(
-        &mut self,
-        key: (i64, i64),
-        live: Option<Window>,
-        out: &mut Vec<RecordBatch>,
-    ) -> Result<()> {
-        // The live groups as a state batch in key-group order, and each row's key group.
-        let mut live = match live {
-            Some(mut w) => self.freeze(&mut w)?,
-            None => None,
-        }
-        .map(|b| self.by_key_group(&b))
-        .transpose()?;
-        let prefix = window_prefix(key);
-        let groups = self.env.key_groups.clone();
-        let mut lo = groups.start;
-        while lo < groups.end {
-            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+    /// The next part of the windows being fired: a window without frozen state whole, or one
+    /// chunk of key groups of a window with frozen state (its live state and the table's parts
+    /// of those key groups merged, emitted, dropped). `None` when all have fired.
+    fn step(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let Some(mut f) = self.firing.pop_front() else {
+                return Ok(None);
+            };
+            if !f.stored {
+                if let Some(w) = f.live.take().filter(|w| w.num_groups > 0) {
+                    crate::push_sliced(&mut out, self.emit(f.key.1, f.key.0, w)?);
+                }
+                continue;
+            }
+            if let Some(mut w) = f.live.take() {
+                // The live groups as a state batch in key-group order, with their key groups.
+                f.sorted = self
+                    .freeze(&mut w)?
+                    .map(|b| self.by_key_group(&b))
+                    .transpose()?;
+            }
+            let groups = self.env.key_groups.clone();
+            let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
             let mut window = self.new_window()?;
-            if let Some((batch, kgs)) = live.as_mut() {
+            if let Some((batch, kgs)) = f.sorted.as_mut() {
                 // Every live row up to the chunk's end (rows of key groups this subtask does
                 // not own cannot be, but would go to the first chunk rather than be lost).
                 let upto = if hi == groups.end {
@@ -279,17 +300,21 @@ impl WindowAggregate {
                     kgs.drain(..upto);
                 }
             }
+            let prefix = window_prefix(f.key);
             for (_, _, bytes) in self.table.take_prefix(lo..hi, &prefix).map_err(io_err)? {
                 for batch in crate::decode_batches(&bytes)? {
                     self.merge_state(&mut window, &batch)?;
                 }
             }
             if window.num_groups > 0 {
-                crate::push_sliced(out, self.emit(key.1, key.0, window)?);
+                crate::push_sliced(&mut out, self.emit(f.key.1, f.key.0, window)?);
             }
-            lo = hi;
+            if hi < groups.end {
+                f.next = hi;
+                self.firing.push_front(f);
+            }
         }
-        Ok(())
+        Ok(Some(out))
     }
 
     fn emit(&self, start: i64, end: i64, mut window: Window) -> Result<RecordBatch> {
@@ -490,6 +515,9 @@ impl Operator for WindowAggregate {
     /// Live windows are frozen into the table, and the table is checkpointed as runs (what
     /// changed since the last checkpoint); its own bytes list the windows the table holds.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
+        if !self.firing.is_empty() {
+            return exec_err!("window aggregate: a checkpoint while windows are still firing");
+        }
         self.freeze_all()?;
         self.table.checkpoint()?;
         self.table.spill_if_over_budget().map_err(io_err)?;
@@ -666,6 +694,10 @@ impl Operator for WindowAggregate {
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
         self.fire(END_OF_TIME - 2)
+    }
+
+    fn pending(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        self.step()
     }
 
     fn late_rows(&self) -> u64 {

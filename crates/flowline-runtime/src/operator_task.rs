@@ -235,7 +235,7 @@ impl OperatorTask {
         if w > NO_WATERMARK {
             // Windows up to `w` fired before the snapshot: this only sets the operator's clock.
             let out = self.operator.on_watermark(w).map_err(|e| self.err(e))?;
-            self.emit(out)?;
+            self.emit_all(out)?;
             self.output.broadcast(Message::Watermark(self.forwarded(w)));
         }
         self.publish_state();
@@ -368,7 +368,7 @@ impl OperatorTask {
 
     pub(crate) fn finish(&mut self) -> Result<()> {
         let out = self.operator.on_end().map_err(|e| self.err(e))?;
-        self.emit(out)?;
+        self.emit_all(out)?;
         self.route_late()?;
         self.publish_state();
         if let Some(cp) = &self.checkpoint {
@@ -397,7 +397,7 @@ impl OperatorTask {
         }
         let Some(min) = merged else { return Ok(true) };
         let out = self.operator.on_watermark(min).map_err(|e| self.err(e))?;
-        if !self.emit(out)? {
+        if !self.emit_all(out)? {
             return Ok(false);
         }
         self.watermark_gauge.set(min.max(0) as u64);
@@ -422,6 +422,20 @@ impl OperatorTask {
         self.state_bytes.set(self.operator.state_bytes() as u64);
         self.open_windows.set(self.operator.open_windows() as u64);
         self.tables.set(&self.operator.table_stats());
+    }
+
+    /// Emits what a watermark or the end of input completed, and then what the operator still
+    /// has pending of it, a part at a time (each sent before the next is made).
+    fn emit_all(&mut self, batches: Vec<RecordBatch>) -> Result<bool> {
+        if !self.emit(batches)? {
+            return Ok(false);
+        }
+        while let Some(more) = self.operator.pending().map_err(|e| self.err(e))? {
+            if !self.emit(more)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     pub(crate) fn emit(&mut self, batches: Vec<RecordBatch>) -> Result<bool> {

@@ -38,6 +38,7 @@ pub mod temporal_join;
 pub mod testing;
 pub mod window_agg;
 pub mod window_join;
+mod window_parts;
 pub mod window_rank;
 
 use std::fmt;

@@ -18,7 +18,7 @@
 //! TUMBLE, HOP, CUMULATE and SESSION share this operator.
 
 use flowline_common::{END_OF_TIME, NO_WATERMARK};
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -37,8 +37,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use flowline_state::table::TableStats;
 
-use crate::keygroups::row_key_groups;
-use crate::state::{io_err, OperatorTable};
+use crate::window_parts::WindowParts;
 use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
@@ -113,23 +112,11 @@ impl Window {
     }
 }
 
-/// The state table: frozen window state, keyed by (window end, window start, freeze number,
-/// key group).
+/// The state table: frozen window state (window_parts.rs).
 const TABLE: &str = "windows";
 /// Key groups merged together when a window with frozen state fires: each chunk is read,
 /// merged and emitted before the next, so firing a window larger than memory stays bounded.
 const FIRE_CHUNK: u16 = 4;
-/// The operator's own checkpoint bytes: magic, then its counters and the windows the table
-/// holds state of.
-const MAGIC: &[u8; 4] = b"FWA1";
-
-/// A window's table-key prefix: end, then start, ordered as the numbers are.
-fn window_prefix((end, start): (i64, i64)) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
-    k[8..].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
-    k
-}
 
 /// A due window being fired (see [`WindowAggregate::step`]).
 struct Firing {
@@ -154,19 +141,14 @@ pub struct WindowAggregate {
     route: Vec<usize>,
     /// Open windows' live state by (window_end, window_start): the first ones fire first.
     windows: BTreeMap<(i64, i64), Window>,
-    /// Windows with frozen state in the table (fired with the live ones).
-    stored: BTreeSet<(i64, i64)>,
     /// Due windows not fired whole yet (the runtime drains them before the next message).
     firing: VecDeque<Firing>,
-    table: OperatorTable<Vec<u8>>,
-    /// Freezes so far: the last part of table keys, so no freeze overwrites another.
-    freezes: u64,
+    /// Frozen window state.
+    parts: WindowParts,
     env: StateEnv,
     watermark: i64,
     late: LateRows,
     group_ids: Vec<usize>,
-    hashes: Vec<u64>,
-    key_groups: Vec<u16>,
 }
 
 impl WindowAggregate {
@@ -201,16 +183,12 @@ impl WindowAggregate {
             key_schema,
             route,
             windows: BTreeMap::new(),
-            stored: BTreeSet::new(),
             firing: VecDeque::new(),
-            table: OperatorTable::new(ctx, TABLE, "window", budget, None)?,
-            freezes: 0,
+            parts: WindowParts::new(ctx, TABLE, "window", budget)?,
             env: ctx.state.clone(),
             watermark: NO_WATERMARK,
             late: LateRows::new(ctx.keep_late),
             group_ids: Vec::new(),
-            hashes: Vec::new(),
-            key_groups: Vec::new(),
         })
     }
 
@@ -244,8 +222,7 @@ impl WindowAggregate {
         };
         let keep = self.windows.split_off(&(bound, i64::MIN));
         let mut live = std::mem::replace(&mut self.windows, keep);
-        let keep = self.stored.split_off(&(bound, i64::MIN));
-        let stored = std::mem::replace(&mut self.stored, keep);
+        let stored = self.parts.split_due((bound, i64::MIN));
         let mut due: Vec<(i64, i64)> = live.keys().chain(&stored).copied().collect();
         due.sort_unstable();
         due.dedup();
@@ -278,10 +255,13 @@ impl WindowAggregate {
             }
             if let Some(mut w) = f.live.take() {
                 // The live groups as a state batch in key-group order, with their key groups.
-                f.sorted = self
-                    .freeze(&mut w)?
-                    .map(|b| self.by_key_group(&b))
-                    .transpose()?;
+                f.sorted = match self.freeze(&mut w)? {
+                    Some(b) => {
+                        let route = self.route_columns(&b);
+                        Some(self.parts.by_key_group(&b, &route)?)
+                    }
+                    None => None,
+                };
             }
             let groups = self.env.key_groups.clone();
             let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
@@ -300,11 +280,8 @@ impl WindowAggregate {
                     kgs.drain(..upto);
                 }
             }
-            let prefix = window_prefix(f.key);
-            for (_, _, bytes) in self.table.take_prefix(lo..hi, &prefix).map_err(io_err)? {
-                for batch in crate::decode_batches(&bytes)? {
-                    self.merge_state(&mut window, &batch)?;
-                }
+            for (_, batch) in self.parts.take(f.key, lo..hi)? {
+                self.merge_state(&mut window, &batch)?;
             }
             if window.num_groups > 0 {
                 crate::push_sliced(&mut out, self.emit(f.key.1, f.key.0, window)?);
@@ -417,64 +394,26 @@ impl WindowAggregate {
         Ok(Some(crate::state_batch(columns, n)?))
     }
 
-    /// A state batch's rows ordered by key group, and their key groups (ascending): a key's
-    /// group is the one the exchange routed it by (all in group 0 without keys, as the
-    /// exchange sends them all to the first subtask).
-    fn by_key_group(&mut self, batch: &RecordBatch) -> Result<(RecordBatch, Vec<u16>)> {
-        let n = batch.num_rows();
-        if self.route.is_empty() {
-            return Ok((batch.clone(), vec![0; n]));
-        }
-        let route: Vec<ArrayRef> = self
-            .route
+    /// The columns of a state batch the exchange routed its groups by.
+    fn route_columns(&self, batch: &RecordBatch) -> Vec<ArrayRef> {
+        self.route
             .iter()
             .map(|i| batch.column(*i).clone())
-            .collect();
-        row_key_groups(
-            &route,
-            n,
-            self.env.max_parallelism,
-            &mut self.hashes,
-            &mut self.key_groups,
-        )?;
-        let mut order: Vec<u32> = (0..n as u32).collect();
-        order.sort_by_key(|i| self.key_groups[*i as usize]);
-        let kgs = order.iter().map(|i| self.key_groups[*i as usize]).collect();
-        let batch =
-            datafusion::arrow::compute::take_record_batch(batch, &UInt32Array::from(order))?;
-        Ok((batch, kgs))
+            .collect()
     }
 
     /// Moves every live window's state into the table, one entry per (window, key group),
     /// under a new freeze number.
     fn freeze_all(&mut self) -> Result<()> {
         let mut windows = std::mem::take(&mut self.windows);
-        self.freezes += 1;
-        let freeze = self.freezes.to_be_bytes();
+        self.parts.next_freeze();
         for (key, window) in windows.iter_mut() {
-            let Some(batch) = self.freeze(window)? else {
-                continue;
-            };
-            let (batch, kgs) = self.by_key_group(&batch)?;
-            let mut table_key = window_prefix(*key).to_vec();
-            table_key.extend_from_slice(&freeze);
-            let mut at = 0;
-            while at < kgs.len() {
-                let kg = kgs[at];
-                let len = kgs[at..].partition_point(|g| *g == kg);
-                let mut bytes = crate::encode_batches(&[batch.slice(at, len)])?;
-                // Sized for the whole batch (a slice reports its parent's buffers): the table
-                // counts capacity against the budget.
-                bytes.shrink_to_fit();
-                // The table tells keys apart by their bytes alone: the key group is one of them.
-                table_key.truncate(24);
-                table_key.extend_from_slice(&kg.to_be_bytes());
-                self.table.put(kg, &table_key, bytes);
-                at += len;
+            if let Some(batch) = self.freeze(window)? {
+                let route = self.route_columns(&batch);
+                self.parts.put(*key, 0, &batch, &route)?;
             }
-            self.stored.insert(*key);
         }
-        // Emptied windows stay open: rows of this batch may come for them again.
+        // Emptied windows stay open: rows may come for them again.
         self.windows = windows;
         Ok(())
     }
@@ -519,41 +458,19 @@ impl Operator for WindowAggregate {
             return exec_err!("window aggregate: a checkpoint while windows are still firing");
         }
         self.freeze_all()?;
-        self.table.checkpoint()?;
-        self.table.spill_if_over_budget().map_err(io_err)?;
-        let mut out = MAGIC.to_vec();
-        out.extend_from_slice(&self.freezes.to_le_bytes());
-        for (end, start) in &self.stored {
-            out.extend_from_slice(&end.to_le_bytes());
-            out.extend_from_slice(&start.to_le_bytes());
-        }
-        Ok(out)
+        self.parts.checkpoint()
     }
 
     fn snapshot_tables(&mut self) -> Vec<TableRuns> {
-        self.table.runs()
+        self.parts.runs()
     }
 
     fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
-        self.table.restore(tables)
+        self.parts.restore_tables(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        if state.is_empty() {
-            return Ok(());
-        }
-        let Some(rest) = state.strip_prefix(MAGIC) else {
-            return exec_err!("window aggregate: this checkpoint holds state in an older format (before state tables); run with --fresh to start over");
-        };
-        let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
-        if rest.len() < 8 || (rest.len() - 8) % 16 != 0 {
-            return exec_err!("window aggregate: the checkpoint's state is truncated");
-        }
-        self.freezes = self.freezes.max(word(&rest[..8]) as u64);
-        for w in rest[8..].chunks_exact(16) {
-            self.stored.insert((word(&w[..8]), word(&w[8..])));
-        }
-        Ok(())
+        self.parts.restore(state, "window aggregate")
     }
 
     /// Every old subtask's windows (the table serves this subtask's key groups of them).
@@ -565,7 +482,7 @@ impl Operator for WindowAggregate {
     }
 
     fn table_stats(&self) -> TableStats {
-        self.table.stats()
+        self.parts.stats()
     }
 
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
@@ -679,7 +596,7 @@ impl Operator for WindowAggregate {
         self.late.add(&batch, &late)?;
         if self.live_bytes() > self.env.budget / 2 {
             self.freeze_all()?;
-            self.table.spill_if_over_budget().map_err(io_err)?;
+            self.parts.spill_if_over_budget()?;
         }
         Ok(Vec::new())
     }
@@ -709,15 +626,15 @@ impl Operator for WindowAggregate {
     }
 
     fn state_bytes(&self) -> usize {
-        self.live_bytes() + self.table.stats().memory_bytes as usize
+        self.live_bytes() + self.parts.stats().memory_bytes as usize
     }
 
     fn open_windows(&self) -> usize {
         self.windows
             .keys()
-            .filter(|k| !self.stored.contains(k))
+            .filter(|k| !self.parts.stored(k))
             .count()
-            + self.stored.len()
+            + self.parts.windows().count()
     }
 }
 

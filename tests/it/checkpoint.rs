@@ -419,9 +419,9 @@ async fn try_select(
 
 /// A checkpoint taken at parallelism 2 restores at 1, at 4, and at 3 and then 1: the state
 /// tables hand their key groups to the new subtasks, the nexmark source's position is shared out, and the rows are
-/// the fault-free run's. GROUP BY, TopN, deduplication, a join into a GROUP BY, and window
-/// aggregations with keys and without (a window's state parts are filed by key group too),
-/// spilling.
+/// the fault-free run's. GROUP BY, TopN, deduplication, a join into a GROUP BY, window
+/// aggregations with keys and without and a window join (a window's state parts are filed by
+/// key group too), spilling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rescaled_state_gives_the_fault_free_rows() {
     const QUERIES: &[&str] = &[
@@ -431,6 +431,10 @@ async fn rescaled_state_gives_the_fault_free_rows() {
         "SELECT P.id, P.name, COUNT(*), MAX(A.auction.category) FROM nexmark A JOIN person P ON A.auction.seller = P.id WHERE A.event_type = 1 GROUP BY P.id, P.name",
         "SELECT bid.auction, window_start, COUNT(*), COUNT(DISTINCT bid.bidder), MIN(bid.price) FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 GROUP BY bid.auction, window_start, window_end",
         "SELECT window_start, COUNT(*), COUNT(DISTINCT bid.bidder) FROM TABLE(HOP(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '100' MILLISECOND, INTERVAL '300' MILLISECOND)) WHERE event_type = 2 GROUP BY window_start, window_end",
+        "SELECT L.a, L.p, R.p, L.window_start FROM \
+         (SELECT bid.auction AS a, bid.price AS p, window_start, window_end FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 AND bid.price % 7 = 0) L \
+         LEFT JOIN (SELECT bid.auction AS a, bid.price AS p, window_start, window_end FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 AND bid.price % 11 = 0) R \
+         ON L.a = R.a AND L.window_start = R.window_start AND L.window_end = R.window_end",
     ];
     for query in QUERIES {
         let d = tempfile::tempdir().unwrap();

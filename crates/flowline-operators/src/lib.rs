@@ -13,6 +13,8 @@
 //! - `over_agg.rs`: OVER aggregations (`SUM(x) OVER (PARTITION BY ... ORDER BY t ROWS|RANGE ...)`);
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `window_join.rs`: window joins (two window TVF results joined per window);
+//! - `window_parts.rs`: window state in a state table, by window and key group (window
+//!   aggregation and window join);
 //! - `window_rank.rs`: window TopN and window deduplication (append-only, per window);
 //! - `temporal_join/`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!

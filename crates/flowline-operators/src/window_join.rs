@@ -11,9 +11,15 @@
 //! ```
 //!
 //! A row whose window has already fired is late: dropped and counted.
+//!
+//! Rows wait in memory; a checkpoint, or waiting rows past half the state budget, freeze them
+//! into a state table (window_parts.rs), one entry per (window, input, freeze, key group): the
+//! table spills, checkpoints only new entries and hands key groups out on a rescale. A window
+//! with frozen rows fires a chunk of key groups at a time (rows that join share their key, so
+//! their key group): its rows of those key groups, in memory and frozen, joined and emitted.
 
 use flowline_common::{END_OF_TIME, NO_WATERMARK};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 
@@ -24,9 +30,17 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::Result;
 use datafusion::physical_expr::PhysicalExpr;
 
+use flowline_state::table::TableStats;
+
 use crate::join::JoinKind;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema};
-use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
+use crate::window_parts::WindowParts;
+use crate::{LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
+
+/// The state table: frozen rows of open windows (window_parts.rs).
+const TABLE: &str = "windows";
+/// Key groups joined together when a window with frozen rows fires.
+const FIRE_CHUNK: u16 = 4;
 
 /// The plan of a window join; the planner builds it, each subtask creates its operator.
 #[derive(Clone)]
@@ -75,18 +89,42 @@ impl OperatorFactory for WindowJoinSpec {
             conv: RowConverter::new(fields)?,
             pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
             windows: BTreeMap::new(),
+            live_bytes: 0,
+            parts: WindowParts::new(ctx, TABLE, "window-join", ctx.state.budget / 2)?,
+            env: ctx.state.clone(),
+            firing: VecDeque::new(),
             watermark: NO_WATERMARK,
             late: LateRows::new(ctx.keep_late),
         }))
     }
 }
 
+/// A due window being joined (see [`WindowJoin::step`]).
+struct Firing {
+    end: i64,
+    /// Its rows in memory, until the first step takes them.
+    live: Option<[Vec<RecordBatch>; 2]>,
+    /// Whether the table holds frozen rows of it: then it fires a chunk of key groups a step.
+    stored: bool,
+    /// Per input, the rows in memory not joined yet, in key-group order, with their key groups.
+    sorted: Option<[(RecordBatch, Vec<u16>); 2]>,
+    /// The first key group not joined yet.
+    next: u16,
+}
+
 pub struct WindowJoin {
     spec: Arc<WindowJoinSpec>,
     conv: RowConverter,
     pairs: SchemaRef,
-    /// Per window end: each input's rows.
+    /// Per window end: each input's rows in memory.
     windows: BTreeMap<i64, [Vec<RecordBatch>; 2]>,
+    /// Bytes of the rows in `windows`.
+    live_bytes: usize,
+    /// Frozen rows, by window (end, 0) and input (the tag).
+    parts: WindowParts,
+    env: StateEnv,
+    /// Due windows not joined whole yet (the runtime drains them before the next message).
+    firing: VecDeque<Firing>,
     watermark: i64,
     late: LateRows,
 }
@@ -115,32 +153,133 @@ impl WindowJoin {
         self.late.add(&batch, &late)?;
         if by_end.len() == 1 && late.is_empty() {
             let (end, _) = by_end.pop_first().expect("one window");
+            self.live_bytes += batch.get_array_memory_size();
             self.windows.entry(end).or_default()[side].push(batch);
             return Ok(());
         }
         for (end, rows) in by_end {
             let part =
                 datafusion::arrow::compute::take_record_batch(&batch, &UInt32Array::from(rows))?;
+            self.live_bytes += part.get_array_memory_size();
             self.windows.entry(end).or_default()[side].push(part);
         }
         Ok(())
     }
 
-    /// Joins and drops every window ending at or before `until + 1`.
-    fn fire(&mut self, until: i64) -> Result<Vec<RecordBatch>> {
-        let mut out = Vec::new();
-        while let Some(entry) = self.windows.first_entry() {
-            if entry.key().saturating_sub(1) > until {
-                break;
+    /// The join key columns of input `side`'s rows: the exchange routed them by these.
+    fn keys(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+        let rows = batch.num_rows();
+        self.spec.keys[side]
+            .iter()
+            .map(|k| k.evaluate(batch).and_then(|v| v.into_array(rows)))
+            .collect()
+    }
+
+    /// Moves every waiting row into the table, one entry per (window, input, key group), under
+    /// a new freeze number.
+    fn freeze_all(&mut self) -> Result<()> {
+        self.parts.next_freeze();
+        for (end, sides) in std::mem::take(&mut self.windows) {
+            for (side, batches) in sides.iter().enumerate() {
+                if batches.is_empty() {
+                    continue;
+                }
+                let batch = concat_batches(&self.spec.inputs[side], batches)?;
+                let keys = self.keys(side, &batch)?;
+                self.parts.put((end, 0), side as u8, &batch, &keys)?;
             }
-            let [l, r] = entry.remove();
+        }
+        self.live_bytes = 0;
+        Ok(())
+    }
+
+    /// Joins and drops every window ending at or before `until + 1`: queues them, and returns
+    /// the first part ([`Operator::pending`] gives the rest).
+    fn fire(&mut self, until: i64) -> Result<Vec<RecordBatch>> {
+        let Some(bound) = until.checked_add(2) else {
+            return Ok(Vec::new());
+        };
+        let keep = self.windows.split_off(&bound);
+        let mut live = std::mem::replace(&mut self.windows, keep);
+        self.live_bytes = self
+            .windows
+            .values()
+            .flat_map(|w| w.iter().flatten())
+            .map(|b| b.get_array_memory_size())
+            .sum();
+        let stored = self.parts.split_due((bound, i64::MIN));
+        let mut due: Vec<i64> = live
+            .keys()
+            .copied()
+            .chain(stored.iter().map(|w| w.0))
+            .collect();
+        due.sort_unstable();
+        due.dedup();
+        for end in due {
+            self.firing.push_back(Firing {
+                end,
+                live: live.remove(&end),
+                stored: stored.contains(&(end, 0)),
+                sorted: None,
+                next: self.env.key_groups.start,
+            });
+        }
+        Ok(self.step()?.unwrap_or_default())
+    }
+
+    /// The next part of the windows being joined: a window without frozen rows whole, or one
+    /// chunk of key groups of a window with frozen rows. `None` when all are done.
+    fn step(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            let Some(mut f) = self.firing.pop_front() else {
+                return Ok(None);
+            };
+            let [l, r] = f.live.take().unwrap_or_default();
             let l = concat_batches(&self.spec.inputs[0], &l)?;
             let r = concat_batches(&self.spec.inputs[1], &r)?;
+            if !f.stored {
+                if let Some(b) = self.join(&l, &r)? {
+                    crate::push_sliced(&mut out, b);
+                }
+                continue;
+            }
+            if f.sorted.is_none() {
+                let (lk, rk) = (self.keys(0, &l)?, self.keys(1, &r)?);
+                f.sorted = Some([
+                    self.parts.by_key_group(&l, &lk)?,
+                    self.parts.by_key_group(&r, &rk)?,
+                ]);
+            }
+            let groups = self.env.key_groups.clone();
+            let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
+            let mut rows: [Vec<RecordBatch>; 2] = Default::default();
+            for (side, (batch, kgs)) in f.sorted.iter_mut().flatten().enumerate() {
+                // Rows in memory up to the chunk's end (rows of key groups this subtask does
+                // not own cannot be, but would go to the first chunk rather than be lost).
+                let upto = if hi == groups.end {
+                    kgs.len()
+                } else {
+                    kgs.partition_point(|g| *g < hi)
+                };
+                rows[side].push(batch.slice(0, upto));
+                *batch = batch.slice(upto, batch.num_rows() - upto);
+                kgs.drain(..upto);
+            }
+            for (tag, batch) in self.parts.take((f.end, 0), lo..hi)? {
+                rows[usize::from(tag).min(1)].push(batch);
+            }
+            let l = concat_batches(&self.spec.inputs[0], &rows[0])?;
+            let r = concat_batches(&self.spec.inputs[1], &rows[1])?;
             if let Some(b) = self.join(&l, &r)? {
                 crate::push_sliced(&mut out, b);
             }
+            if hi < groups.end {
+                f.next = hi;
+                self.firing.push_front(f);
+            }
         }
-        Ok(out)
+        Ok(Some(out))
     }
 
     fn join(&self, l: &RecordBatch, r: &RecordBatch) -> Result<Option<RecordBatch>> {
@@ -260,6 +399,10 @@ impl Operator for WindowJoin {
         if batch.num_rows() > 0 {
             self.add(input, batch, true)?;
         }
+        if self.live_bytes > self.env.budget / 2 {
+            self.freeze_all()?;
+            self.parts.spill_if_over_budget()?;
+        }
         Ok(Vec::new())
     }
 
@@ -272,33 +415,47 @@ impl Operator for WindowJoin {
     }
 
     fn on_end(&mut self) -> Result<Vec<RecordBatch>> {
-        self.fire(END_OF_TIME)
+        self.fire(END_OF_TIME - 2)
     }
 
-    /// Two length-prefixed sections: each input's waiting rows (their window is in the rows).
+    fn pending(&mut self) -> Result<Option<Vec<RecordBatch>>> {
+        self.step()
+    }
+
+    /// Waiting rows are frozen into the table, and the table is checkpointed as runs (what
+    /// changed since the last checkpoint); its own bytes list the windows the table holds.
     fn snapshot(&mut self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
-        for side in 0..2 {
-            let batches: Vec<RecordBatch> = self
-                .windows
-                .values()
-                .flat_map(|w| w[side].iter().cloned())
-                .collect();
-            crate::push_section(&mut out, &batches)?;
+        if !self.firing.is_empty() {
+            return datafusion::common::exec_err!(
+                "window join: a checkpoint while windows are still firing"
+            );
         }
-        Ok(out)
+        self.freeze_all()?;
+        self.parts.checkpoint()
+    }
+
+    fn snapshot_tables(&mut self) -> Vec<TableRuns> {
+        self.parts.runs()
+    }
+
+    fn restore_tables(&mut self, tables: Vec<TableRuns>) -> Result<()> {
+        self.parts.restore_tables(tables)
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for (side, batches) in crate::read_sections(state, 2, "window join")?
-            .into_iter()
-            .enumerate()
-        {
-            for b in batches {
-                self.add(side, b, false)?;
-            }
+        self.parts.restore(state, "window join")
+    }
+
+    /// Every old subtask's windows (the table serves this subtask's key groups of them).
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        for s in states {
+            self.restore(s)?;
         }
         Ok(())
+    }
+
+    fn table_stats(&self) -> TableStats {
+        self.parts.stats()
     }
 
     fn late_rows(&self) -> u64 {
@@ -310,15 +467,15 @@ impl Operator for WindowJoin {
     }
 
     fn state_bytes(&self) -> usize {
-        self.windows
-            .values()
-            .flat_map(|w| w.iter().flatten())
-            .map(|b| b.get_array_memory_size())
-            .sum()
+        self.live_bytes + self.parts.stats().memory_bytes as usize
     }
 
     fn open_windows(&self) -> usize {
-        self.windows.len()
+        self.windows
+            .keys()
+            .filter(|end| !self.parts.stored(&(**end, 0)))
+            .count()
+            + self.parts.windows().count()
     }
 }
 
@@ -418,5 +575,59 @@ mod harness_tests {
                  NULL NULL NULL NULL NULL 8 0 10
                  a 3 10 20 NULL NULL NULL NULL",
             );
+    }
+
+    fn sorted(text: String) -> String {
+        let mut lines: Vec<&str> = text.lines().collect();
+        if lines.len() > 1 {
+            lines[1..].sort_unstable();
+        }
+        lines.join("\n")
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// With a budget of a few rows (waiting rows frozen into the table at almost every
+        /// batch, the table on disk) every join kind gives the rows of an unbounded one, through
+        /// batches of any size on either input, watermarks and restarts anywhere.
+        #[test]
+        fn a_spilling_window_join_gives_the_same_rows(
+            kind in proptest::sample::select(vec![
+                JoinKind::Inner, JoinKind::Left, JoinKind::Right, JoinKind::Full,
+                JoinKind::LeftSemi, JoinKind::LeftAnti,
+            ]),
+            steps in proptest::collection::vec(
+                (0usize..2,
+                 proptest::collection::vec((0u8..12, 0i64..50, 0i64..30), 0..30),
+                 proptest::bool::weighted(0.2),
+                 0i64..12),
+                1..24,
+            )
+        ) {
+            let mut unbounded = Harness::new(spec(kind));
+            let mut spilling = Harness::with_budget(spec(kind), 3000);
+            let mut watermark = -1;
+            for (side, rows, restart, advance) in steps {
+                let mut text = String::from(if side == 0 { "k:str v:i64 ws:ts we:ts\n" } else { "rk:str w:i64 rws:ts rwe:ts\n" });
+                for (k, v, at) in rows {
+                    let ws = (watermark.max(0) + at) / 10 * 10;
+                    text += &format!("k{k} {v} {ws} {}\n", ws + 10);
+                }
+                unbounded.rows(side, &text);
+                spilling.rows(side, &text);
+                if restart {
+                    unbounded.restart();
+                    spilling.restart();
+                }
+                watermark += advance;
+                unbounded.watermark(watermark);
+                spilling.watermark(watermark);
+                proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+            }
+            spilling.end();
+            unbounded.end();
+            proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+            proptest::prop_assert_eq!(spilling.late_rows(), unbounded.late_rows());
+        }
     }
 }

@@ -179,6 +179,16 @@ fn normalise(text: &str) -> String {
         .join("\n")
 }
 
+/// A text table with its rows sorted (the header stays first): for output whose order is not
+/// part of the contract.
+pub fn sorted_rows(text: &str) -> String {
+    let mut lines: Vec<&str> = text.lines().collect();
+    if lines.len() > 1 {
+        lines[1..].sort_unstable();
+    }
+    lines.join("\n")
+}
+
 /// Drives one operator as a subtask's task would.
 pub struct Harness {
     factory: Arc<dyn OperatorFactory>,
@@ -303,16 +313,9 @@ impl Harness {
     #[track_caller]
     pub fn expect_unordered(&mut self, expected: &str) -> &mut Self {
         let emitted = std::mem::take(&mut self.emitted);
-        let sorted = |t: String| {
-            let mut lines: Vec<String> = t.lines().map(str::to_string).collect();
-            if lines.len() > 1 {
-                lines[1..].sort();
-            }
-            lines.join("\n")
-        };
         assert_eq!(
-            sorted(normalise(&table(&emitted))),
-            sorted(normalise(expected)),
+            sorted_rows(&normalise(&table(&emitted))),
+            sorted_rows(&normalise(expected)),
             "emitted rows (in any order)"
         );
         self

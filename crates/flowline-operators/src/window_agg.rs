@@ -37,7 +37,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use flowline_state::table::TableStats;
 
-use crate::window_parts::WindowParts;
+use crate::window_parts::{take_chunk, WindowParts};
 use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
@@ -266,19 +266,9 @@ impl WindowAggregate {
             let groups = self.env.key_groups.clone();
             let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
             let mut window = self.new_window()?;
-            if let Some((batch, kgs)) = f.sorted.as_mut() {
-                // Every live row up to the chunk's end (rows of key groups this subtask does
-                // not own cannot be, but would go to the first chunk rather than be lost).
-                let upto = if hi == groups.end {
-                    kgs.len()
-                } else {
-                    kgs.partition_point(|g| *g < hi)
-                };
-                if upto > 0 {
-                    self.merge_state(&mut window, &batch.slice(0, upto))?;
-                    *batch = batch.slice(upto, batch.num_rows() - upto);
-                    kgs.drain(..upto);
-                }
+            if let Some(sorted) = f.sorted.as_mut() {
+                let chunk = take_chunk(sorted, hi, hi == groups.end);
+                self.merge_state(&mut window, &chunk)?;
             }
             for (_, batch) in self.parts.take(f.key, lo..hi)? {
                 self.merge_state(&mut window, &batch)?;
@@ -646,7 +636,7 @@ mod harness_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::testing::{schema, Harness};
+    use crate::testing::{schema, sorted_rows, Harness};
 
     /// `SELECT k, window_start, window_end, COUNT(v), SUM(v) ... GROUP BY k, window_start,
     /// window_end` over rows whose windows are assigned (10 ms tumbling windows).
@@ -737,16 +727,6 @@ mod harness_tests {
             );
     }
 
-    /// Rows of `text` sorted but for the header: the order windows emit their groups in is
-    /// not part of the contract.
-    fn sorted(text: String) -> String {
-        let mut lines: Vec<&str> = text.lines().collect();
-        if lines.len() > 1 {
-            lines[1..].sort_unstable();
-        }
-        lines.join("\n")
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
         /// With a budget of a few groups (live windows frozen into the table at almost every
@@ -794,16 +774,16 @@ mod harness_tests {
                     want.push(format!("k{} {} {} {n} {s}", key.1, key.0, key.0 + 10));
                 }
                 let got = unbounded.take_table();
-                proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(got.clone()));
+                proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&got));
                 let expected = match std::mem::take(&mut want) {
                     rows if rows.is_empty() => String::new(),
                     rows => format!("k ws we n s\n{}", rows.join("\n")),
                 };
-                proptest::prop_assert_eq!(sorted(got), sorted(expected));
+                proptest::prop_assert_eq!(sorted_rows(&got), sorted_rows(&expected));
             }
             spilling.end();
             unbounded.end();
-            proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+            proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&unbounded.take_table()));
         }
     }
 

@@ -34,7 +34,7 @@ use flowline_state::table::TableStats;
 
 use crate::join::JoinKind;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema};
-use crate::window_parts::WindowParts;
+use crate::window_parts::{take_chunk, WindowParts};
 use crate::{LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// The state table: frozen rows of open windows (window_parts.rs).
@@ -254,17 +254,8 @@ impl WindowJoin {
             let groups = self.env.key_groups.clone();
             let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
             let mut rows: [Vec<RecordBatch>; 2] = Default::default();
-            for (side, (batch, kgs)) in f.sorted.iter_mut().flatten().enumerate() {
-                // Rows in memory up to the chunk's end (rows of key groups this subtask does
-                // not own cannot be, but would go to the first chunk rather than be lost).
-                let upto = if hi == groups.end {
-                    kgs.len()
-                } else {
-                    kgs.partition_point(|g| *g < hi)
-                };
-                rows[side].push(batch.slice(0, upto));
-                *batch = batch.slice(upto, batch.num_rows() - upto);
-                kgs.drain(..upto);
+            for (side, sorted) in f.sorted.iter_mut().flatten().enumerate() {
+                rows[side].push(take_chunk(sorted, hi, hi == groups.end));
             }
             for (tag, batch) in self.parts.take((f.end, 0), lo..hi)? {
                 rows[usize::from(tag).min(1)].push(batch);
@@ -485,7 +476,7 @@ mod harness_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::testing::{schema, Harness};
+    use crate::testing::{schema, sorted_rows, Harness};
 
     /// `L [kind] JOIN R ON L.k = R.k AND the windows are equal`.
     fn spec(kind: JoinKind) -> WindowJoinSpec {
@@ -577,14 +568,6 @@ mod harness_tests {
             );
     }
 
-    fn sorted(text: String) -> String {
-        let mut lines: Vec<&str> = text.lines().collect();
-        if lines.len() > 1 {
-            lines[1..].sort_unstable();
-        }
-        lines.join("\n")
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
         /// With a budget of a few rows (waiting rows frozen into the table at almost every
@@ -622,11 +605,11 @@ mod harness_tests {
                 watermark += advance;
                 unbounded.watermark(watermark);
                 spilling.watermark(watermark);
-                proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+                proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&unbounded.take_table()));
             }
             spilling.end();
             unbounded.end();
-            proptest::prop_assert_eq!(sorted(spilling.take_table()), sorted(unbounded.take_table()));
+            proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&unbounded.take_table()));
             proptest::prop_assert_eq!(spilling.late_rows(), unbounded.late_rows());
         }
     }

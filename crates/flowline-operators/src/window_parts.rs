@@ -38,6 +38,23 @@ fn window_prefix((end, start): WindowKey) -> [u8; 16] {
     k
 }
 
+/// Takes the rows of a due window's in-memory rows (ordered by key group, with their key
+/// groups) that belong to a chunk ending at key group `hi`; `last`: the final chunk, which takes
+/// all that is left (rows of key groups this subtask does not own cannot be, but would go to
+/// the first chunk rather than be lost).
+pub(crate) fn take_chunk(sorted: &mut (RecordBatch, Vec<u16>), hi: u16, last: bool) -> RecordBatch {
+    let (batch, kgs) = sorted;
+    let upto = if last {
+        kgs.len()
+    } else {
+        kgs.partition_point(|g| *g < hi)
+    };
+    let chunk = batch.slice(0, upto);
+    *batch = batch.slice(upto, batch.num_rows() - upto);
+    kgs.drain(..upto);
+    chunk
+}
+
 pub(crate) struct WindowParts {
     table: OperatorTable<Vec<u8>>,
     /// Windows with entries in the table.

@@ -420,8 +420,8 @@ async fn try_select(
 /// A checkpoint taken at parallelism 2 restores at 1, at 4, and at 3 and then 1: the state
 /// tables hand their key groups to the new subtasks, the nexmark source's position is shared out, and the rows are
 /// the fault-free run's. GROUP BY, TopN, deduplication, a join into a GROUP BY, window
-/// aggregations with keys and without and a window join (a window's state parts are filed by
-/// key group too), spilling.
+/// aggregations with keys and without, a window join and a window TopN (a window's state parts
+/// are filed by key group too), spilling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rescaled_state_gives_the_fault_free_rows() {
     const QUERIES: &[&str] = &[
@@ -435,6 +435,9 @@ async fn rescaled_state_gives_the_fault_free_rows() {
          (SELECT bid.auction AS a, bid.price AS p, window_start, window_end FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 AND bid.price % 7 = 0) L \
          LEFT JOIN (SELECT bid.auction AS a, bid.price AS p, window_start, window_end FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2 AND bid.price % 11 = 0) R \
          ON L.a = R.a AND L.window_start = R.window_start AND L.window_end = R.window_end",
+        "SELECT auction, price, window_start, rn FROM (SELECT bid.auction AS auction, bid.price AS price, window_start, \
+         ROW_NUMBER() OVER (PARTITION BY window_start, window_end, bid.auction % 10 ORDER BY bid.price DESC, bid.bidder, bid.auction, dateTime) AS rn \
+         FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '1' SECOND)) WHERE event_type = 2) WHERE rn <= 3",
     ];
     for query in QUERIES {
         let d = tempfile::tempdir().unwrap();
@@ -458,20 +461,20 @@ async fn rescaled_state_gives_the_fault_free_rows() {
     }
 }
 
-/// An operator whose keyed state is not in state tables yet (a window TopN) refuses a
+/// An operator whose keyed state is not in state tables yet (an interval join) refuses a
 /// checkpoint taken at another parallelism, and says what to do.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_window_top_n_refuses_to_rescale_and_says_why() {
-    let query = "SELECT auction, price, window_start, rn FROM (SELECT bid.auction AS auction, bid.price AS price, window_start, \
-      ROW_NUMBER() OVER (PARTITION BY window_start, window_end, bid.auction % 10 ORDER BY bid.price DESC, bid.bidder, bid.auction, dateTime) AS rn \
-      FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(dateTime), INTERVAL '10' SECOND)) WHERE event_type = 2) WHERE rn <= 3";
+async fn an_interval_join_refuses_to_rescale_and_says_why() {
+    let query = "SELECT b.bid.auction, b.bid.price, p.person.id FROM bids AS b JOIN people AS p \
+         ON b.bid.auction % 10 = p.person.id % 10 AND p.event_type = 0 \
+         AND b.dateTime BETWEEN p.dateTime AND p.dateTime + INTERVAL '10' SECOND WHERE b.event_type = 2";
     let d = tempfile::tempdir().unwrap();
     select(query, d.path(), None, Some(Duration::from_millis(300)), 2).await;
     let (out, _) = try_select(query, d.path(), None, None, 1).await;
     let err = format!("{:#}", out.unwrap_err());
     assert!(err.contains("parallelism it was taken with"), "{err}");
     assert!(
-        err.contains("WindowTopN") && err.contains("run with -p 2"),
+        err.contains("IntervalJoin") && err.contains("run with -p 2"),
         "{err}"
     );
 }

@@ -14,7 +14,7 @@
 //! - `interval_join.rs`: interval joins (time bounds between the inputs' time attributes);
 //! - `window_join.rs`: window joins (two window TVF results joined per window);
 //! - `window_parts.rs`: window state in a state table, by window and key group (window
-//!   aggregation and window join);
+//!   aggregation, window join, window TopN);
 //! - `window_rank.rs`: window TopN and window deduplication (append-only, per window);
 //! - `temporal_join/`: lookup joins and event-time temporal joins (`FOR SYSTEM_TIME AS OF`).
 //!

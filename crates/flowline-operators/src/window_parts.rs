@@ -1,5 +1,6 @@
 //! Window state in a state table, for operators whose state waits for the watermark by window
-//! (window aggregation, window join): a time-ordered table on the keyed table's runs.
+//! (window aggregation, window join, window TopN): a time-ordered table on the keyed table's
+//! runs.
 //!
 //! ```text
 //! put(window, tag, rows) ─▶ rows by key group ─▶ one entry per (window, tag, freeze, key group)

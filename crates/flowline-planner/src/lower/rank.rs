@@ -132,7 +132,7 @@ pub(super) fn lower_rank(
         let Expr::Column(end_column) = &wf.params.partition_by[end] else {
             unreachable!("window_bound matched a column");
         };
-        let key = partition
+        let key: Vec<_> = partition
             .iter()
             .enumerate()
             .filter(|(i, _)| *i != start && *i != end)
@@ -150,6 +150,7 @@ pub(super) fn lower_rank(
                 state_ttl: None,
             },
             end: input_schema.index_of_column(end_column).map_err(df_error)?,
+            route: key.clone(),
         };
         let mut nodes = vec![OperatorNode::single(
             Arc::new(spec),

@@ -34,6 +34,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::join::JoinKind;
+use crate::keygroups::KeyGroupFilter;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema, stored_columns};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
@@ -96,7 +97,7 @@ impl fmt::Debug for IntervalJoinSpec {
 }
 
 impl OperatorFactory for IntervalJoinSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let side = |i: usize| -> Result<Side> {
             let keys = self.keys[i]
                 .iter()
@@ -123,6 +124,7 @@ impl OperatorFactory for IntervalJoinSpec {
             pairs: pairs_schema(&self.inputs[0], &self.inputs[1]),
             spec: Arc::new(self.clone()),
             watermark: NO_WATERMARK,
+            env: ctx.state.clone(),
         }))
     }
 }
@@ -149,6 +151,8 @@ struct IntervalJoin {
     sides: [Side; 2],
     pairs: SchemaRef,
     watermark: i64,
+    /// Its key groups (a rescaled restore keeps only their rows).
+    env: crate::StateEnv,
 }
 
 impl IntervalJoin {
@@ -249,6 +253,68 @@ impl IntervalJoin {
             crate::push_sliced(&mut out, crate::batch_of(&self.spec.schema, cols, n)?);
         }
         Ok(out)
+    }
+}
+
+impl IntervalJoin {
+    /// Restores a snapshot's rows; with `filters` (one per input), only the rows whose key's
+    /// key group is this subtask's.
+    fn restore_owned(
+        &mut self,
+        state: &[u8],
+        mut filters: Option<&mut Vec<KeyGroupFilter>>,
+    ) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_columns() != 5 {
+                return exec_err!(
+                    "interval join: the checkpoint's state has {} columns, expected 5",
+                    batch.num_columns()
+                );
+            }
+            let inputs = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+            let keys = batch.column(1).as_binary::<i32>();
+            let times = batch
+                .column(2)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let rows = batch.column(3).as_binary::<i32>();
+            let matched = batch.column(4).as_boolean();
+            let owned = match filters.as_deref_mut() {
+                Some(f) => {
+                    let [left, right] = &mut f[..] else {
+                        return exec_err!("interval join: a filter per input");
+                    };
+                    // Each input's keys through its own converter.
+                    let mut owned = vec![false; batch.num_rows()];
+                    for (side, filter) in [left, right].into_iter().enumerate() {
+                        let rows: Vec<usize> = (0..batch.num_rows())
+                            .filter(|i| usize::from(inputs.value(*i) == 1) == side)
+                            .collect();
+                        let own = filter.owns(rows.iter().map(|i| keys.value(*i)))?;
+                        for (i, o) in rows.into_iter().zip(own) {
+                            owned[i] = o;
+                        }
+                    }
+                    owned
+                }
+                None => vec![true; batch.num_rows()],
+            };
+            for i in (0..batch.num_rows()).filter(|i| owned[*i]) {
+                let s = usize::from(inputs.value(i) == 1);
+                let drop_at = self.drop_time(s, times.value(i));
+                let side = &mut self.sides[s];
+                let key: Box<[u8]> = keys.value(i).into();
+                side.bytes += rows.value(i).len() + key.len() + 40;
+                side.stored.entry(key.clone()).or_default().push(Stored {
+                    time: times.value(i),
+                    row: rows.value(i).into(),
+                    matched: matched.value(i),
+                });
+                side.expiry.entry(drop_at).or_default().push(key);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -421,35 +487,22 @@ impl Operator for IntervalJoin {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_columns() != 5 {
-                return exec_err!(
-                    "interval join: the checkpoint's state has {} columns, expected 5",
-                    batch.num_columns()
-                );
-            }
-            let inputs = batch
-                .column(0)
-                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
-            let keys = batch.column(1).as_binary::<i32>();
-            let times = batch
-                .column(2)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            let rows = batch.column(3).as_binary::<i32>();
-            let matched = batch.column(4).as_boolean();
-            for i in 0..batch.num_rows() {
-                let s = usize::from(inputs.value(i) == 1);
-                let drop_at = self.drop_time(s, times.value(i));
-                let side = &mut self.sides[s];
-                let key: Box<[u8]> = keys.value(i).into();
-                side.bytes += rows.value(i).len() + key.len() + 40;
-                side.stored.entry(key.clone()).or_default().push(Stored {
-                    time: times.value(i),
-                    row: rows.value(i).into(),
-                    matched: matched.value(i),
-                });
-                side.expiry.entry(drop_at).or_default().push(key);
-            }
+        self.restore_owned(state, None)
+    }
+
+    /// Every old subtask's rows of this subtask's key groups (the rows are filed by join key,
+    /// which the exchange routes by).
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        let mut filters = Vec::with_capacity(2);
+        for side in 0..2 {
+            let fields = self.spec.keys[side]
+                .iter()
+                .map(|k| k.data_type(&self.spec.inputs[side]).map(SortField::new))
+                .collect::<Result<Vec<_>>>()?;
+            filters.push(KeyGroupFilter::new(fields, &self.env)?);
+        }
+        for s in states {
+            self.restore_owned(s, Some(&mut filters))?;
         }
         Ok(())
     }

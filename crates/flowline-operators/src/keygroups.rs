@@ -3,6 +3,7 @@
 //! parallelism by handing out key groups (flowline_common::keygroups).
 
 use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::Result;
 
@@ -30,4 +31,57 @@ pub fn row_key_groups(
             .map(|h| flowline_common::keygroups::key_group(*h, max_parallelism)),
     );
     Ok(())
+}
+
+/// Which stored keys belong to some key groups: an operator that keeps its keyed state in its
+/// own bytes restores, after a rescale, only its key groups' part of the old subtasks' states.
+/// Keys are rows of a [`RowConverter`] over the columns the exchange routes by; they are decoded
+/// and hashed as the exchange hashed them.
+pub(crate) struct KeyGroupFilter {
+    /// `None` when rows have no key: the exchange sends them all to the first subtask, the owner
+    /// of key group 0.
+    conv: Option<RowConverter>,
+    max_parallelism: usize,
+    key_groups: std::ops::Range<u16>,
+    hashes: Vec<u64>,
+    groups: Vec<u16>,
+}
+
+impl KeyGroupFilter {
+    pub(crate) fn new(fields: Vec<SortField>, state: &crate::StateEnv) -> Result<Self> {
+        Ok(Self {
+            conv: (!fields.is_empty())
+                .then(|| RowConverter::new(fields))
+                .transpose()?,
+            max_parallelism: state.max_parallelism,
+            key_groups: state.key_groups.clone(),
+            hashes: Vec::new(),
+            groups: Vec::new(),
+        })
+    }
+
+    /// Per key: whether its key group is one of ours.
+    pub(crate) fn owns<'a>(
+        &mut self,
+        keys: impl ExactSizeIterator<Item = &'a [u8]>,
+    ) -> Result<Vec<bool>> {
+        let n = keys.len();
+        let Some(conv) = &self.conv else {
+            return Ok(vec![self.key_groups.contains(&0); n]);
+        };
+        let parser = conv.parser();
+        let columns = conv.convert_rows(keys.map(|k| parser.parse(k)))?;
+        row_key_groups(
+            &columns,
+            n,
+            self.max_parallelism,
+            &mut self.hashes,
+            &mut self.groups,
+        )?;
+        Ok(self
+            .groups
+            .iter()
+            .map(|g| self.key_groups.contains(g))
+            .collect())
+    }
 }

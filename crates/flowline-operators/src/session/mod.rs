@@ -30,6 +30,7 @@ use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::limits::BATCH_ROWS_MAX;
 
+use crate::keygroups::KeyGroupFilter;
 use crate::session_table::{Payload, Session, SessionTable};
 use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory};
 
@@ -59,10 +60,7 @@ impl fmt::Debug for SessionWindowSpec {
 
 impl OperatorFactory for SessionWindowSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(SessionWindow::new(
-            Arc::new(self.clone()),
-            ctx.keep_late,
-        )?))
+        Ok(Box::new(SessionWindow::new(Arc::new(self.clone()), ctx)?))
     }
 }
 
@@ -85,6 +83,8 @@ pub struct SessionWindow {
     next_batch: u64,
     watermark: i64,
     late: LateRows,
+    /// Its key groups (a rescaled restore keeps only their sessions).
+    env: crate::StateEnv,
 }
 
 /// A row converter for the PARTITION BY keys (None without keys).
@@ -95,26 +95,78 @@ pub(crate) fn key_converter(
     if keys.is_empty() {
         return Ok(None);
     }
-    let fields = keys
-        .iter()
+    Ok(Some(RowConverter::new(key_fields(keys, input)?)?))
+}
+
+fn key_fields(keys: &[Arc<dyn PhysicalExpr>], input: &Schema) -> Result<Vec<SortField>> {
+    keys.iter()
         .map(|k| Ok(SortField::new(k.data_type(input)?)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Some(RowConverter::new(fields)?))
+        .collect()
 }
 
 impl SessionWindow {
-    pub fn new(spec: Arc<SessionWindowSpec>, keep_late: bool) -> Result<Self> {
-        let n = spec.schema.fields().len() - 3;
-        let input = Schema::new(spec.schema.fields()[..n].to_vec());
+    pub fn new(spec: Arc<SessionWindowSpec>, ctx: &OperatorContext) -> Result<Self> {
         Ok(Self {
-            converter: key_converter(&spec.keys, &input)?,
+            converter: key_converter(&spec.keys, &Self::input(&spec))?,
             table: SessionTable::new(spec.gap_ms),
             spec,
             arena: BTreeMap::new(),
             next_batch: 0,
             watermark: NO_WATERMARK,
-            late: LateRows::new(keep_late),
+            late: LateRows::new(ctx.keep_late),
+            env: ctx.state.clone(),
         })
+    }
+
+    /// The input's columns: the output's but the window columns.
+    fn input(spec: &SessionWindowSpec) -> Schema {
+        let n = spec.schema.fields().len() - 3;
+        Schema::new(spec.schema.fields()[..n].to_vec())
+    }
+
+    /// Restores a snapshot's sessions and their rows; with `filter`, only the sessions whose
+    /// key's key group is this subtask's.
+    fn restore_owned(&mut self, state: &[u8], filter: Option<&mut KeyGroupFilter>) -> Result<()> {
+        let batches = crate::decode_batches(state)?;
+        let Some(meta) = batches.first() else {
+            return Ok(());
+        };
+        let sessions = read_session_meta(meta)?;
+        let owned = match filter {
+            Some(f) => f.owns(sessions.iter().map(|(k, _, _)| k.as_slice()))?,
+            None => vec![true; sessions.len()],
+        };
+        let mut payloads: Vec<HeldRows> = vec![Vec::new(); sessions.len()];
+        if let Some(rows) = batches.get(1) {
+            let owner = rows
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            let keep: datafusion::arrow::array::BooleanArray = owner
+                .values()
+                .iter()
+                .map(|o| Some(owned[*o as usize]))
+                .collect();
+            let rows = datafusion::arrow::compute::filter_record_batch(rows, &keep)?;
+            let owner = rows
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
+            for (i, o) in owner.values().iter().enumerate() {
+                payloads[*o as usize].push((self.next_batch, i as u32));
+            }
+            if rows.num_rows() > 0 {
+                let input = Arc::new(Self::input(&self.spec));
+                let batch = RecordBatch::try_new(input, rows.columns()[1..].to_vec())?;
+                self.arena.insert(self.next_batch, (batch, rows.num_rows()));
+            }
+            self.next_batch += 1;
+        }
+        for (((key, start, max_ts), payload), own) in sessions.into_iter().zip(payloads).zip(owned)
+        {
+            if own {
+                self.table.load(&key, start, max_ts, payload);
+            }
+        }
+        Ok(())
     }
 
     /// Closes every session with `end - 1 <= watermark` and emits its rows.
@@ -323,27 +375,15 @@ impl Operator for SessionWindow {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let batches = crate::decode_batches(state)?;
-        let Some(meta) = batches.first() else {
-            return Ok(());
-        };
-        let sessions = read_session_meta(meta)?;
-        let mut payloads: Vec<HeldRows> = vec![Vec::new(); sessions.len()];
-        if let Some(rows) = batches.get(1) {
-            let owner = rows
-                .column(0)
-                .as_primitive::<datafusion::arrow::datatypes::UInt32Type>();
-            for (i, o) in owner.values().iter().enumerate() {
-                payloads[*o as usize].push((self.next_batch, i as u32));
-            }
-            let n = self.spec.schema.fields().len() - 3;
-            let input = Arc::new(Schema::new(self.spec.schema.fields()[..n].to_vec()));
-            let batch = RecordBatch::try_new(input, rows.columns()[1..].to_vec())?;
-            self.arena.insert(self.next_batch, (batch, rows.num_rows()));
-            self.next_batch += 1;
-        }
-        for ((key, start, max_ts), payload) in sessions.into_iter().zip(payloads) {
-            self.table.load(&key, start, max_ts, payload);
+        self.restore_owned(state, None)
+    }
+
+    /// Every old subtask's sessions of this subtask's key groups.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        let fields = key_fields(&self.spec.keys, &Self::input(&self.spec))?;
+        let mut filter = KeyGroupFilter::new(fields, &self.env)?;
+        for s in states {
+            self.restore_owned(s, Some(&mut filter))?;
         }
         Ok(())
     }
@@ -471,7 +511,7 @@ impl OperatorFactory for SessionAggregateSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         Ok(Box::new(SessionAggregate::new(
             Arc::new(self.clone()),
-            ctx.keep_late,
+            ctx,
         )?))
     }
 }
@@ -499,18 +539,50 @@ pub struct SessionAggregate {
     watermark: i64,
     late: LateRows,
     state_bytes: usize,
+    /// Its key groups (a rescaled restore keeps only their sessions).
+    env: crate::StateEnv,
 }
 
 impl SessionAggregate {
-    pub fn new(spec: Arc<SessionAggregateSpec>, keep_late: bool) -> Result<Self> {
+    pub fn new(spec: Arc<SessionAggregateSpec>, ctx: &OperatorContext) -> Result<Self> {
         Ok(Self {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
             table: SessionTable::new(spec.gap_ms),
             spec,
             watermark: NO_WATERMARK,
-            late: LateRows::new(keep_late),
+            late: LateRows::new(ctx.keep_late),
             state_bytes: 0,
+            env: ctx.state.clone(),
         })
+    }
+
+    /// Restores a snapshot's sessions; with `filter`, only those whose key's key group is this
+    /// subtask's.
+    fn restore_owned(
+        &mut self,
+        state: &[u8],
+        mut filter: Option<&mut KeyGroupFilter>,
+    ) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            let sessions = read_session_meta(&batch)?;
+            let owned = match filter.as_deref_mut() {
+                Some(f) => f.owns(sessions.iter().map(|(k, _, _)| k.as_slice()))?,
+                None => vec![true; sessions.len()],
+            };
+            let states = crate::state_columns(&self.spec.aggregates, &batch, 3)?;
+            for (i, (key, start, max_ts)) in sessions.into_iter().enumerate() {
+                if !owned[i] {
+                    continue;
+                }
+                let mut accs = Self::new_accumulators(&self.spec)?;
+                for (acc, cols) in accs.iter_mut().zip(&states) {
+                    let row: Vec<ArrayRef> = cols.iter().map(|c| c.slice(i, 1)).collect();
+                    acc.merge_batch(&row)?;
+                }
+                self.table.load(&key, start, max_ts, accs);
+            }
+        }
+        Ok(())
     }
 
     fn new_accumulators(spec: &SessionAggregateSpec) -> Result<Accumulators> {
@@ -616,17 +688,15 @@ impl Operator for SessionAggregate {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            let sessions = read_session_meta(&batch)?;
-            let states = crate::state_columns(&self.spec.aggregates, &batch, 3)?;
-            for (i, (key, start, max_ts)) in sessions.into_iter().enumerate() {
-                let mut accs = Self::new_accumulators(&self.spec)?;
-                for (acc, cols) in accs.iter_mut().zip(&states) {
-                    let row: Vec<ArrayRef> = cols.iter().map(|c| c.slice(i, 1)).collect();
-                    acc.merge_batch(&row)?;
-                }
-                self.table.load(&key, start, max_ts, accs);
-            }
+        self.restore_owned(state, None)
+    }
+
+    /// Every old subtask's sessions of this subtask's key groups.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        let fields = key_fields(&self.spec.keys, &self.spec.input_schema)?;
+        let mut filter = KeyGroupFilter::new(fields, &self.env)?;
+        for s in states {
+            self.restore_owned(s, Some(&mut filter))?;
         }
         Ok(())
     }

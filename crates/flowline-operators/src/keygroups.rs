@@ -60,6 +60,26 @@ impl KeyGroupFilter {
         })
     }
 
+    /// Per row of `columns` (the exchange's key columns, evaluated): whether its key group is
+    /// one of ours.
+    pub(crate) fn owns_columns(&mut self, columns: &[ArrayRef], rows: usize) -> Result<Vec<bool>> {
+        if self.conv.is_none() {
+            return Ok(vec![self.key_groups.contains(&0); rows]);
+        }
+        row_key_groups(
+            columns,
+            rows,
+            self.max_parallelism,
+            &mut self.hashes,
+            &mut self.groups,
+        )?;
+        Ok(self
+            .groups
+            .iter()
+            .map(|g| self.key_groups.contains(g))
+            .collect())
+    }
+
     /// Per key: whether its key group is one of ours.
     pub(crate) fn owns<'a>(
         &mut self,

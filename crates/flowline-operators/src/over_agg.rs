@@ -42,6 +42,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use crate::group_agg::{counted_rows, new_acc, Acc, GroupAggregateCall};
 use crate::groups::{Groups, Ttl};
+use crate::keygroups::KeyGroupFilter;
 use crate::{LateRows, Operator, OperatorContext, OperatorFactory};
 
 /// The frame of an OVER window, from its start to the current row.
@@ -118,10 +119,7 @@ impl fmt::Debug for OverAggregateSpec {
 
 impl OperatorFactory for OverAggregateSpec {
     fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
-        Ok(Box::new(OverAggregate::new(
-            Arc::new(self.clone()),
-            ctx.keep_late,
-        )?))
+        Ok(Box::new(OverAggregate::new(Arc::new(self.clone()), ctx)?))
     }
 }
 
@@ -156,10 +154,12 @@ pub struct OverAggregate {
     watermark: i64,
     late: LateRows,
     ttl: Option<Ttl>,
+    /// Its key groups (a rescaled restore keeps only their partitions).
+    env: crate::StateEnv,
 }
 
 impl OverAggregate {
-    pub fn new(spec: Arc<OverAggregateSpec>, keep_late: bool) -> Result<Self> {
+    pub fn new(spec: Arc<OverAggregateSpec>, ctx: &OperatorContext) -> Result<Self> {
         let input = spec.schema.clone();
         let keys = if spec.partition.is_empty() {
             None
@@ -187,8 +187,20 @@ impl OverAggregate {
             next_chunk: 0,
             pending: Vec::new(),
             watermark: NO_WATERMARK,
-            late: LateRows::new(keep_late),
+            late: LateRows::new(ctx.keep_late),
+            env: ctx.state.clone(),
         })
+    }
+
+    /// A filter of partition keys by this subtask's key groups.
+    fn key_group_filter(&self) -> Result<KeyGroupFilter> {
+        let fields = self
+            .spec
+            .partition
+            .iter()
+            .map(|e| Ok(SortField::new(e.data_type(&self.spec.schema)?)))
+            .collect::<Result<Vec<_>>>()?;
+        KeyGroupFilter::new(fields, &self.env)
     }
 
     /// The partition of each row of `batch`, created where new.
@@ -516,6 +528,103 @@ fn now_ms() -> i64 {
     flowline_common::clock::now_millis()
 }
 
+impl OverAggregate {
+    /// Restores a snapshot; with `filter`, only the partitions (and waiting rows) whose key's
+    /// key group is this subtask's.
+    fn restore_owned(
+        &mut self,
+        state: &[u8],
+        mut filter: Option<&mut KeyGroupFilter>,
+    ) -> Result<()> {
+        let mut sections = crate::read_sections(state, 3, "OVER aggregate")?;
+        let frames = sections.pop().expect("three sections");
+        let partitions = sections.pop().expect("three sections");
+        for batch in sections.pop().expect("three sections") {
+            let batch = match filter.as_deref_mut() {
+                Some(f) => {
+                    let n = batch.num_rows();
+                    let columns = self
+                        .spec
+                        .partition
+                        .iter()
+                        .map(|e| e.evaluate(&batch).and_then(|v| v.into_array(n)))
+                        .collect::<Result<Vec<_>>>()?;
+                    let keep = BooleanArray::from(f.owns_columns(&columns, n)?);
+                    datafusion::arrow::compute::filter_record_batch(&batch, &keep)?
+                }
+                None => batch,
+            };
+            self.pending.push(batch);
+        }
+        let width = self.accs.len();
+        for batch in partitions {
+            if batch.num_columns() != 1 + width {
+                return exec_err!(
+                    "OVER aggregate: the checkpoint's state has {} columns, this query needs {}",
+                    batch.num_columns(),
+                    1 + width
+                );
+            }
+            let keys = batch.column(0).as_binary::<i32>();
+            let owned = match filter.as_deref_mut() {
+                Some(f) => f.owns(keys.iter().map(|k| k.unwrap_or_default()))?,
+                None => vec![true; batch.num_rows()],
+            };
+            for i in (0..batch.num_rows()).filter(|i| owned[*i]) {
+                let (g, _) = self.groups.intern(keys.value(i));
+                self.grow();
+                self.groups.live[g as usize] = 1;
+                for (a, acc) in self.accs.iter_mut().enumerate() {
+                    let mut bytes = batch.column(1 + a).as_binary::<i32>().value(i);
+                    acc.load(g, &mut bytes)?;
+                }
+            }
+        }
+        for batch in frames {
+            if batch.num_columns() != 2 + width {
+                return exec_err!(
+                    "OVER aggregate: the checkpoint's frame rows do not fit this query"
+                );
+            }
+            let batch = match filter.as_deref_mut() {
+                Some(f) => {
+                    let keys = batch.column(0).as_binary::<i32>();
+                    let owned = f.owns(keys.iter().map(|k| k.unwrap_or_default()))?;
+                    datafusion::arrow::compute::filter_record_batch(
+                        &batch,
+                        &BooleanArray::from(owned),
+                    )?
+                }
+                None => batch,
+            };
+            let chunk = self.next_chunk;
+            self.next_chunk += 1;
+            let keys = batch.column(0).as_binary::<i32>();
+            let times = batch.column(1).as_primitive::<Int64Type>();
+            for i in 0..batch.num_rows() {
+                let Some(g) = self.groups.find(keys.value(i)) else {
+                    return exec_err!(
+                        "OVER aggregate: a frame row of the checkpoint has no partition"
+                    );
+                };
+                self.frames[g as usize].push_back(FrameRow {
+                    time: times.value(i),
+                    chunk,
+                    row: i as u32,
+                });
+            }
+            self.chunks.insert(
+                chunk,
+                Chunk {
+                    args: batch.columns()[2..].to_vec(),
+                    live: batch.num_rows(),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Operator for OverAggregate {
     fn on_batch(&mut self, _input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         if batch.num_rows() == 0 {
@@ -615,59 +724,14 @@ impl Operator for OverAggregate {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        let mut sections = crate::read_sections(state, 3, "OVER aggregate")?;
-        let frames = sections.pop().expect("three sections");
-        let partitions = sections.pop().expect("three sections");
-        self.pending = sections.pop().expect("three sections");
-        let width = self.accs.len();
-        for batch in partitions {
-            if batch.num_columns() != 1 + width {
-                return exec_err!(
-                    "OVER aggregate: the checkpoint's state has {} columns, this query needs {}",
-                    batch.num_columns(),
-                    1 + width
-                );
-            }
-            let keys = batch.column(0).as_binary::<i32>();
-            for i in 0..batch.num_rows() {
-                let (g, _) = self.groups.intern(keys.value(i));
-                self.grow();
-                self.groups.live[g as usize] = 1;
-                for (a, acc) in self.accs.iter_mut().enumerate() {
-                    let mut bytes = batch.column(1 + a).as_binary::<i32>().value(i);
-                    acc.load(g, &mut bytes)?;
-                }
-            }
-        }
-        for batch in frames {
-            if batch.num_columns() != 2 + width {
-                return exec_err!(
-                    "OVER aggregate: the checkpoint's frame rows do not fit this query"
-                );
-            }
-            let chunk = self.next_chunk;
-            self.next_chunk += 1;
-            let keys = batch.column(0).as_binary::<i32>();
-            let times = batch.column(1).as_primitive::<Int64Type>();
-            for i in 0..batch.num_rows() {
-                let Some(g) = self.groups.find(keys.value(i)) else {
-                    return exec_err!(
-                        "OVER aggregate: a frame row of the checkpoint has no partition"
-                    );
-                };
-                self.frames[g as usize].push_back(FrameRow {
-                    time: times.value(i),
-                    chunk,
-                    row: i as u32,
-                });
-            }
-            self.chunks.insert(
-                chunk,
-                Chunk {
-                    args: batch.columns()[2..].to_vec(),
-                    live: batch.num_rows(),
-                },
-            );
+        self.restore_owned(state, None)
+    }
+
+    /// Every old subtask's partitions (and waiting rows) of this subtask's key groups.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        let mut filter = self.key_group_filter()?;
+        for s in states {
+            self.restore_owned(s, Some(&mut filter))?;
         }
         Ok(())
     }

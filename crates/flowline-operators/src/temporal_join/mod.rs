@@ -39,6 +39,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
+use crate::keygroups::KeyGroupFilter;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
@@ -318,7 +319,7 @@ impl fmt::Debug for VersionedJoinSpec {
 }
 
 impl OperatorFactory for VersionedJoinSpec {
-    fn create(&self, _ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
+    fn create(&self, ctx: &OperatorContext) -> Result<Box<dyn Operator>> {
         let rows = |s: &Schema| -> Result<RowConverter> {
             Ok(RowConverter::new(
                 s.fields()
@@ -340,6 +341,7 @@ impl OperatorFactory for VersionedJoinSpec {
             dirty: HashSet::new(),
             watermark: NO_WATERMARK,
             bytes: 0,
+            env: ctx.state.clone(),
         }))
     }
 }
@@ -370,6 +372,8 @@ struct VersionedJoin {
     dirty: HashSet<Box<[u8]>>,
     watermark: i64,
     bytes: usize,
+    /// Its key groups (a rescaled restore keeps only their probes and versions).
+    env: crate::StateEnv,
 }
 
 impl VersionedJoin {
@@ -524,6 +528,72 @@ impl VersionedJoin {
     }
 }
 
+impl VersionedJoin {
+    /// Restores a snapshot; with `filters` (probe input, versioned input), only the probes and
+    /// versions whose key's key group is this subtask's. A probe with a NULL key (stored with
+    /// an empty key: it never matches, and a LEFT join pads it) goes to the owner of key group 0.
+    fn restore_owned(
+        &mut self,
+        state: &[u8],
+        mut filters: Option<&mut Vec<KeyGroupFilter>>,
+    ) -> Result<()> {
+        for batch in crate::decode_batches(state)? {
+            if batch.num_columns() != 4 {
+                return exec_err!(
+                    "temporal join: the checkpoint's state has {} columns, expected 4",
+                    batch.num_columns()
+                );
+            }
+            let inputs = batch
+                .column(0)
+                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
+            let times = batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            let keys = batch.column(2).as_binary::<i32>();
+            let rows = batch.column(3).as_binary::<i32>();
+            let mut owned = vec![true; batch.num_rows()];
+            if let Some(filters) = filters.as_deref_mut() {
+                let ours = self.env.key_groups.contains(&0);
+                for (side, filter) in filters.iter_mut().enumerate() {
+                    let at: Vec<usize> = (0..batch.num_rows())
+                        .filter(|i| usize::from(inputs.value(*i) == 1) == side)
+                        .collect();
+                    let (keyed, nulls): (Vec<usize>, Vec<usize>) =
+                        at.into_iter().partition(|i| !keys.value(*i).is_empty());
+                    let own = filter.owns(keyed.iter().map(|i| keys.value(*i)))?;
+                    for (i, o) in keyed.into_iter().zip(own) {
+                        owned[i] = o;
+                    }
+                    for i in nulls {
+                        owned[i] = ours;
+                    }
+                }
+            }
+            for i in (0..batch.num_rows()).filter(|i| owned[*i]) {
+                let (time, key) = (times.value(i), Box::<[u8]>::from(keys.value(i)));
+                if inputs.value(i) == 0 {
+                    let row: Box<[u8]> = rows.value(i).into();
+                    self.bytes += key.len() + row.len() + 32;
+                    self.probes
+                        .entry(time)
+                        .or_default()
+                        .push(Probe { key, row });
+                } else {
+                    let row = rows.is_valid(i).then(|| Box::<[u8]>::from(rows.value(i)));
+                    self.bytes += row.as_ref().map_or(0, |r| r.len()) + 32;
+                    self.versions
+                        .entry(key.clone())
+                        .or_default()
+                        .push(Version { time, row });
+                    self.dirty.insert(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Operator for VersionedJoin {
     fn on_batch(&mut self, input: usize, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
         let n = batch.num_rows();
@@ -592,40 +662,21 @@ impl Operator for VersionedJoin {
     }
 
     fn restore(&mut self, state: &[u8]) -> Result<()> {
-        for batch in crate::decode_batches(state)? {
-            if batch.num_columns() != 4 {
-                return exec_err!(
-                    "temporal join: the checkpoint's state has {} columns, expected 4",
-                    batch.num_columns()
-                );
-            }
-            let inputs = batch
-                .column(0)
-                .as_primitive::<datafusion::arrow::datatypes::UInt8Type>();
-            let times = batch
-                .column(1)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
-            let keys = batch.column(2).as_binary::<i32>();
-            let rows = batch.column(3).as_binary::<i32>();
-            for i in 0..batch.num_rows() {
-                let (time, key) = (times.value(i), Box::<[u8]>::from(keys.value(i)));
-                if inputs.value(i) == 0 {
-                    let row: Box<[u8]> = rows.value(i).into();
-                    self.bytes += key.len() + row.len() + 32;
-                    self.probes
-                        .entry(time)
-                        .or_default()
-                        .push(Probe { key, row });
-                } else {
-                    let row = rows.is_valid(i).then(|| Box::<[u8]>::from(rows.value(i)));
-                    self.bytes += row.as_ref().map_or(0, |r| r.len()) + 32;
-                    self.versions
-                        .entry(key.clone())
-                        .or_default()
-                        .push(Version { time, row });
-                    self.dirty.insert(key);
-                }
-            }
+        self.restore_owned(state, None)
+    }
+
+    /// Every old subtask's probes and versions of this subtask's key groups.
+    fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
+        let mut filters = Vec::with_capacity(2);
+        for side in 0..2 {
+            let fields = self.spec.keys[side]
+                .iter()
+                .map(|k| k.data_type(&self.spec.inputs[side]).map(SortField::new))
+                .collect::<Result<Vec<_>>>()?;
+            filters.push(KeyGroupFilter::new(fields, &self.env)?);
+        }
+        for s in states {
+            self.restore_owned(s, Some(&mut filters))?;
         }
         Ok(())
     }

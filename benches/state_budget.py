@@ -3,7 +3,7 @@
 
     python3 benches/state_budget.py BINARY [--events N] [--memory 64MB] [--only q3,q18]
 
-For each stateful Nexmark query (q3 q4 q5 q7 q9 q16 q17 q18 q19 q20) the job runs twice on the same generated events (parallelism 1, a debezium-json
+For each stateful Nexmark query (q3 q4 q5 q7 q11 q9 q16 q17 q18 q19 q20) the job runs twice on the same generated events (parallelism 1, a debezium-json
 file sink): without a budget, and with `--memory`. It reports wall time, CPU time (user + sys),
 peak RSS and the state tables' spill counts, and checks that both runs leave the same final rows
 (the changelogs replayed). Exit status 1 when a result differs.
@@ -32,6 +32,7 @@ TYPES = {
     "q5": [B, B],
     "q7": [B, B, B, TS, S],
     "q9": AUCTION + [B, B, B, TS, S],
+    "q11": [B, B, TS, TS],
     "q16": [S, S, S, B, B, B, B],
     "q17": [B, S, B, B, B, B, B, B],
     "q18": [B, B, B, S, S, TS, S],

@@ -86,6 +86,7 @@ impl<V> Slot<V> {
 pub struct TableStats {
     pub memory_bytes: u64,
     pub disk_bytes: u64,
+    /// Sweeps that moved cold entries out of memory (to a new run, or already in one).
     pub spills: u64,
     pub compactions: u64,
     /// Bytes the last checkpoint wrote (its new run).
@@ -624,6 +625,10 @@ impl<V: StateValue> KeyedTable<V> {
             .collect();
         if !dirty.is_empty() {
             self.write_run(dirty)?;
+        }
+        // A spill moves cold entries out of memory, written now or already on disk (clean
+        // since the last checkpoint or spill).
+        if !victims.is_empty() {
             self.stats.spills += 1;
         }
         for k in victims {

@@ -405,6 +405,30 @@ impl WindowAggregate {
         }
         // Emptied windows stay open: rows may come for them again.
         self.windows = windows;
+        for key in self.parts.due_for_compaction() {
+            self.compact(key)?;
+        }
+        Ok(())
+    }
+
+    /// Merges a window's frozen parts into one per key group, a chunk of key groups at a time
+    /// (as firing does, without emitting).
+    fn compact(&mut self, key: (i64, i64)) -> Result<()> {
+        let groups = self.env.key_groups.clone();
+        let mut lo = groups.start;
+        while lo < groups.end {
+            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+            let mut window = self.new_window()?;
+            for (_, batch) in self.parts.take(key, lo..hi)? {
+                self.merge_state(&mut window, &batch)?;
+            }
+            if let Some(batch) = self.freeze(&mut window)? {
+                let route = self.route_columns(&batch);
+                self.parts.put(key, 0, &batch, &route)?;
+            }
+            lo = hi;
+        }
+        self.parts.compacted(key);
         Ok(())
     }
 
@@ -803,5 +827,40 @@ mod harness_tests {
         let lines: Vec<&str> = out.lines().skip(1).collect();
         assert_eq!(lines.len(), 3000);
         assert!(lines.contains(&"k2999 0 10 2 5998"), "{}", &out[..200]);
+    }
+
+    /// A window frozen at every checkpoint for a long time keeps a bounded number of parts:
+    /// every `COMPACT_AFTER` freezes they are merged into one per key group.
+    #[test]
+    fn a_long_window_keeps_a_bounded_number_of_parts() {
+        let mut ctx = OperatorContext::default();
+        ctx.state.dir = ctx.state.dir.join("a-long-window");
+        let mut op = WindowAggregate::new(Arc::new(spec()), &ctx).unwrap();
+        let mut text = String::from("k:str v:i64 ws:ts we:ts\n");
+        for k in 0..300 {
+            text += &format!("k{k} 1 0 10\n");
+        }
+        let rows = crate::testing::batch(&text);
+        let rounds = 5 * crate::window_parts::COMPACT_AFTER as usize;
+        for _ in 0..rounds {
+            op.on_batch(0, rows.clone()).unwrap();
+            op.snapshot().unwrap();
+        }
+        let entries = op.parts.hot_entries();
+        let bound = crate::window_parts::COMPACT_AFTER as usize * 128;
+        assert!(entries <= bound, "{entries} entries after {rounds} freezes");
+        let mut out = op.on_watermark(9).unwrap();
+        while let Some(more) = op.pending().unwrap() {
+            out.extend(more);
+        }
+        let table = crate::testing::table(&out);
+        let lines: Vec<&str> = table.lines().skip(1).collect();
+        assert_eq!(lines.len(), 300);
+        assert!(
+            lines.contains(&format!("k7 0 10 {rounds} {rounds}").as_str()),
+            "{table}"
+        );
+        drop(op);
+        let _ = std::fs::remove_dir_all(&ctx.state.dir);
     }
 }

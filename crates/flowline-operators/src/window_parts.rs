@@ -28,6 +28,10 @@ use crate::{OperatorContext, TableRuns};
 /// A window: (end, start) in ms.
 pub(crate) type WindowKey = (i64, i64);
 
+/// Freezes of a window whose parts are merged into one: the parts a window fires from (and the
+/// table's entries) stay bounded however long it is open and however often it is frozen.
+pub(crate) const COMPACT_AFTER: u32 = 16;
+
 /// The operator's checkpoint bytes start with this.
 const MAGIC: &[u8; 4] = b"FWP1";
 
@@ -60,6 +64,9 @@ pub(crate) struct WindowParts {
     table: OperatorTable<Vec<u8>>,
     /// Windows with entries in the table.
     stored: BTreeSet<WindowKey>,
+    /// Per window, the freezes that added parts since its parts were last merged (not
+    /// checkpointed: a restored window starts counting again).
+    freezes_of: std::collections::HashMap<WindowKey, u32>,
     /// Freezes so far: part of every key, so no freeze overwrites another's entry.
     freezes: u64,
     max_parallelism: usize,
@@ -79,6 +86,7 @@ impl WindowParts {
         Ok(Self {
             table: OperatorTable::new(ctx, name, prefix, budget, None)?,
             stored: BTreeSet::new(),
+            freezes_of: Default::default(),
             freezes: 0,
             max_parallelism: ctx.state.max_parallelism,
             hashes: Vec::new(),
@@ -149,8 +157,30 @@ impl WindowParts {
             self.table.put(kg, &key, bytes);
             at += len;
         }
-        self.stored.insert(window);
+        if self.stored.insert(window) || !self.freezes_of.contains_key(&window) {
+            self.freezes_of.insert(window, 0);
+        }
+        *self.freezes_of.get_mut(&window).expect("just set") += 1;
         Ok(())
+    }
+
+    /// Windows with `COMPACT_AFTER` or more parts per key group: the operator merges them
+    /// ([`WindowParts::take`] and [`WindowParts::put`] again) and calls
+    /// [`WindowParts::compacted`].
+    pub(crate) fn due_for_compaction(&self) -> Vec<WindowKey> {
+        let mut due: Vec<WindowKey> = self
+            .freezes_of
+            .iter()
+            .filter(|(_, n)| **n >= COMPACT_AFTER)
+            .map(|(w, _)| *w)
+            .collect();
+        due.sort_unstable();
+        due
+    }
+
+    /// `window`'s parts are one per key group again.
+    pub(crate) fn compacted(&mut self, window: WindowKey) {
+        self.freezes_of.insert(window, 1);
     }
 
     /// Whether the table holds parts of `window`.
@@ -162,7 +192,11 @@ impl WindowParts {
     /// them and takes their parts).
     pub(crate) fn split_due(&mut self, bound: WindowKey) -> BTreeSet<WindowKey> {
         let keep = self.stored.split_off(&bound);
-        std::mem::replace(&mut self.stored, keep)
+        let due = std::mem::replace(&mut self.stored, keep);
+        for w in &due {
+            self.freezes_of.remove(w);
+        }
+        due
     }
 
     /// Takes `window`'s parts of `key_groups` out of the table: (tag, rows).
@@ -235,6 +269,12 @@ impl WindowParts {
 
     pub(crate) fn stats(&self) -> TableStats {
         self.table.stats()
+    }
+
+    /// Entries held in memory (for tests).
+    #[cfg(test)]
+    pub(crate) fn hot_entries(&self) -> usize {
+        self.table.hot_len()
     }
 
     /// Windows with parts in the table.

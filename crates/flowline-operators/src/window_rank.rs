@@ -278,6 +278,31 @@ impl WindowRank {
             self.parts.put((end, 0), 0, &state, &keys)?;
         }
         self.bytes = 0;
+        for key in self.parts.due_for_compaction() {
+            self.compact(key)?;
+        }
+        Ok(())
+    }
+
+    /// Merges a window's frozen tops into one part per key group (each partition's top N of
+    /// them), a chunk of key groups at a time.
+    fn compact(&mut self, key: (i64, i64)) -> Result<()> {
+        let groups = self.env.key_groups.clone();
+        let mut lo = groups.start;
+        while lo < groups.end {
+            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+            let mut window = Window::default();
+            for (_, batch) in self.parts.take(key, lo..hi)? {
+                window.offer_state(self.spec.rank.limit, &batch)?;
+            }
+            if !window.keys.is_empty() {
+                let state = window.state(key.0)?;
+                let keys = self.route(&state)?;
+                self.parts.put(key, 0, &state, &keys)?;
+            }
+            lo = hi;
+        }
+        self.parts.compacted(key);
         Ok(())
     }
 

@@ -34,7 +34,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::join::JoinKind;
-use crate::keygroups::KeyGroupFilter;
+use crate::keygroups::InputFilters;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema, stored_columns};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
@@ -262,7 +262,7 @@ impl IntervalJoin {
     fn restore_owned(
         &mut self,
         state: &[u8],
-        mut filters: Option<&mut Vec<KeyGroupFilter>>,
+        mut filters: Option<&mut InputFilters>,
     ) -> Result<()> {
         for batch in crate::decode_batches(state)? {
             if batch.num_columns() != 5 {
@@ -281,23 +281,7 @@ impl IntervalJoin {
             let rows = batch.column(3).as_binary::<i32>();
             let matched = batch.column(4).as_boolean();
             let owned = match filters.as_deref_mut() {
-                Some(f) => {
-                    let [left, right] = &mut f[..] else {
-                        return exec_err!("interval join: a filter per input");
-                    };
-                    // Each input's keys through its own converter.
-                    let mut owned = vec![false; batch.num_rows()];
-                    for (side, filter) in [left, right].into_iter().enumerate() {
-                        let rows: Vec<usize> = (0..batch.num_rows())
-                            .filter(|i| usize::from(inputs.value(*i) == 1) == side)
-                            .collect();
-                        let own = filter.owns(rows.iter().map(|i| keys.value(*i)))?;
-                        for (i, o) in rows.into_iter().zip(own) {
-                            owned[i] = o;
-                        }
-                    }
-                    owned
-                }
+                Some(f) => f.owns(inputs, keys)?,
                 None => vec![true; batch.num_rows()],
             };
             for i in (0..batch.num_rows()).filter(|i| owned[*i]) {
@@ -493,14 +477,7 @@ impl Operator for IntervalJoin {
     /// Every old subtask's rows of this subtask's key groups (the rows are filed by join key,
     /// which the exchange routes by).
     fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
-        let mut filters = Vec::with_capacity(2);
-        for side in 0..2 {
-            let fields = self.spec.keys[side]
-                .iter()
-                .map(|k| k.data_type(&self.spec.inputs[side]).map(SortField::new))
-                .collect::<Result<Vec<_>>>()?;
-            filters.push(KeyGroupFilter::new(fields, &self.env)?);
-        }
+        let mut filters = InputFilters::new(&self.spec.keys, &self.spec.inputs, &self.env)?;
         for s in states {
             self.restore_owned(s, Some(&mut filters))?;
         }

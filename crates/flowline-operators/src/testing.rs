@@ -189,6 +189,30 @@ pub fn sorted_rows(text: &str) -> String {
     lines.join("\n")
 }
 
+/// Feeds the same rows (on `input`), an optional restart and a watermark to an unbounded and a
+/// spilling harness of one operator: what each emitted, rows sorted (the order of a window's
+/// groups is not part of the contract).
+pub fn step_both(
+    unbounded: &mut Harness,
+    spilling: &mut Harness,
+    input: usize,
+    text: &str,
+    restart: bool,
+    watermark: i64,
+) -> (String, String) {
+    for h in [&mut *unbounded, &mut *spilling] {
+        h.rows(input, text);
+        if restart {
+            h.restart();
+        }
+        h.watermark(watermark);
+    }
+    (
+        sorted_rows(&unbounded.take_table()),
+        sorted_rows(&spilling.take_table()),
+    )
+}
+
 /// Drives one operator as a subtask's task would.
 pub struct Harness {
     factory: Arc<dyn OperatorFactory>,

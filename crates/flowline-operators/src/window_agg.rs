@@ -37,7 +37,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 
 use flowline_state::table::TableStats;
 
-use crate::window_parts::{take_chunk, WindowParts};
+use crate::window_parts::{self, take_chunk, WindowParts};
 use crate::{millis, LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// One aggregate call: `agg(args) [FILTER (WHERE filter)]`.
@@ -114,22 +114,10 @@ impl Window {
 
 /// The state table: frozen window state (window_parts.rs).
 const TABLE: &str = "windows";
-/// Key groups merged together when a window with frozen state fires: each chunk is read,
-/// merged and emitted before the next, so firing a window larger than memory stays bounded.
-const FIRE_CHUNK: u16 = 4;
 
-/// A due window being fired (see [`WindowAggregate::step`]).
-struct Firing {
-    key: (i64, i64),
-    /// Its live state, until the first step takes it.
-    live: Option<Window>,
-    /// Whether the table holds frozen parts of it: then it fires a chunk of key groups a step.
-    stored: bool,
-    /// The live state's rows not fired yet, in key-group order, and their key groups.
-    sorted: Option<(RecordBatch, Vec<u16>)>,
-    /// The first key group not fired yet.
-    next: u16,
-}
+/// A due window being fired (see [`WindowAggregate::step`]): its live groups, and once frozen
+/// for a chunked firing, their state rows with their key groups.
+type Firing = window_parts::Firing<Window, (RecordBatch, Vec<u16>)>;
 
 pub struct WindowAggregate {
     spec: Arc<WindowAggregateSpec>,
@@ -221,20 +209,10 @@ impl WindowAggregate {
             return Ok(Vec::new());
         };
         let keep = self.windows.split_off(&(bound, i64::MIN));
-        let mut live = std::mem::replace(&mut self.windows, keep);
-        let stored = self.parts.split_due((bound, i64::MIN));
-        let mut due: Vec<(i64, i64)> = live.keys().chain(&stored).copied().collect();
-        due.sort_unstable();
-        due.dedup();
-        for key in due {
-            self.firing.push_back(Firing {
-                key,
-                live: live.remove(&key),
-                stored: stored.contains(&key),
-                sorted: None,
-                next: self.env.key_groups.start,
-            });
-        }
+        let live = std::mem::replace(&mut self.windows, keep);
+        let first = self.env.key_groups.start;
+        let due = self.parts.due(live, (bound, i64::MIN), first);
+        self.firing.extend(due);
         Ok(self.step()?.unwrap_or_default())
     }
 
@@ -247,9 +225,10 @@ impl WindowAggregate {
             let Some(mut f) = self.firing.pop_front() else {
                 return Ok(None);
             };
+            let (end, start) = f.window;
             if !f.stored {
                 if let Some(w) = f.live.take().filter(|w| w.num_groups > 0) {
-                    crate::push_sliced(&mut out, self.emit(f.key.1, f.key.0, w)?);
+                    crate::push_sliced(&mut out, self.emit(start, end, w)?);
                 }
                 continue;
             }
@@ -263,21 +242,19 @@ impl WindowAggregate {
                     None => None,
                 };
             }
-            let groups = self.env.key_groups.clone();
-            let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
+            let (chunk, last) = f.chunk(&self.env.key_groups);
             let mut window = self.new_window()?;
             if let Some(sorted) = f.sorted.as_mut() {
-                let chunk = take_chunk(sorted, hi, hi == groups.end);
-                self.merge_state(&mut window, &chunk)?;
+                self.merge_state(&mut window, &take_chunk(sorted, chunk.end, last))?;
             }
-            for (_, batch) in self.parts.take(f.key, lo..hi)? {
+            for (_, batch) in self.parts.take(f.window, chunk.clone())? {
                 self.merge_state(&mut window, &batch)?;
             }
             if window.num_groups > 0 {
-                crate::push_sliced(&mut out, self.emit(f.key.1, f.key.0, window)?);
+                crate::push_sliced(&mut out, self.emit(start, end, window)?);
             }
-            if hi < groups.end {
-                f.next = hi;
+            if !last {
+                f.next = chunk.end;
                 self.firing.push_front(f);
             }
         }
@@ -414,19 +391,15 @@ impl WindowAggregate {
     /// Merges a window's frozen parts into one per key group, a chunk of key groups at a time
     /// (as firing does, without emitting).
     fn compact(&mut self, key: (i64, i64)) -> Result<()> {
-        let groups = self.env.key_groups.clone();
-        let mut lo = groups.start;
-        while lo < groups.end {
-            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+        for chunk in window_parts::chunks(self.env.key_groups.clone()) {
             let mut window = self.new_window()?;
-            for (_, batch) in self.parts.take(key, lo..hi)? {
+            for (_, batch) in self.parts.take(key, chunk)? {
                 self.merge_state(&mut window, &batch)?;
             }
             if let Some(batch) = self.freeze(&mut window)? {
                 let route = self.route_columns(&batch);
                 self.parts.put(key, 0, &batch, &route)?;
             }
-            lo = hi;
         }
         self.parts.compacted(key);
         Ok(())
@@ -660,7 +633,7 @@ mod harness_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::testing::{schema, sorted_rows, Harness};
+    use crate::testing::{schema, sorted_rows, step_both, Harness};
 
     /// `SELECT k, window_start, window_end, COUNT(v), SUM(v) ... GROUP BY k, window_start,
     /// window_end` over rows whose windows are assigned (10 ms tumbling windows).
@@ -783,27 +756,19 @@ mod harness_tests {
                         e.1 += v;
                     }
                 }
-                unbounded.rows(0, &text);
-                spilling.rows(0, &text);
-                if restart {
-                    unbounded.restart();
-                    spilling.restart();
-                }
                 watermark += advance;
-                unbounded.watermark(watermark);
-                spilling.watermark(watermark);
+                let (got, spilled) = step_both(&mut unbounded, &mut spilling, 0, &text, restart, watermark);
                 let fired: Vec<(i64, u8)> = model.keys().filter(|(ws, _)| ws + 10 - 1 <= watermark).copied().collect();
                 for key in fired {
                     let (n, s) = model.remove(&key).unwrap();
                     want.push(format!("k{} {} {} {n} {s}", key.1, key.0, key.0 + 10));
                 }
-                let got = unbounded.take_table();
-                proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&got));
+                proptest::prop_assert_eq!(&spilled, &got);
                 let expected = match std::mem::take(&mut want) {
                     rows if rows.is_empty() => String::new(),
                     rows => format!("k ws we n s\n{}", rows.join("\n")),
                 };
-                proptest::prop_assert_eq!(sorted_rows(&got), sorted_rows(&expected));
+                proptest::prop_assert_eq!(&got, &sorted_rows(&expected));
             }
             spilling.end();
             unbounded.end();

@@ -34,13 +34,11 @@ use flowline_state::table::TableStats;
 
 use crate::join::JoinKind;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema};
-use crate::window_parts::{take_chunk, WindowParts};
+use crate::window_parts::{self, take_chunk, WindowParts};
 use crate::{LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// The state table: frozen rows of open windows (window_parts.rs).
 const TABLE: &str = "windows";
-/// Key groups joined together when a window with frozen rows fires.
-const FIRE_CHUNK: u16 = 4;
 
 /// The plan of a window join; the planner builds it, each subtask creates its operator.
 #[derive(Clone)]
@@ -99,18 +97,9 @@ impl OperatorFactory for WindowJoinSpec {
     }
 }
 
-/// A due window being joined (see [`WindowJoin::step`]).
-struct Firing {
-    end: i64,
-    /// Its rows in memory, until the first step takes them.
-    live: Option<[Vec<RecordBatch>; 2]>,
-    /// Whether the table holds frozen rows of it: then it fires a chunk of key groups a step.
-    stored: bool,
-    /// Per input, the rows in memory not joined yet, in key-group order, with their key groups.
-    sorted: Option<[(RecordBatch, Vec<u16>); 2]>,
-    /// The first key group not joined yet.
-    next: u16,
-}
+/// A due window being joined (see [`WindowJoin::step`]): each input's rows in memory, and once
+/// frozen for a chunked join, per input the rows in key-group order with their key groups.
+type Firing = window_parts::Firing<[Vec<RecordBatch>; 2], [(RecordBatch, Vec<u16>); 2]>;
 
 pub struct WindowJoin {
     spec: Arc<WindowJoinSpec>,
@@ -200,30 +189,17 @@ impl WindowJoin {
             return Ok(Vec::new());
         };
         let keep = self.windows.split_off(&bound);
-        let mut live = std::mem::replace(&mut self.windows, keep);
+        let live = std::mem::replace(&mut self.windows, keep);
         self.live_bytes = self
             .windows
             .values()
             .flat_map(|w| w.iter().flatten())
             .map(|b| b.get_array_memory_size())
             .sum();
-        let stored = self.parts.split_due((bound, i64::MIN));
-        let mut due: Vec<i64> = live
-            .keys()
-            .copied()
-            .chain(stored.iter().map(|w| w.0))
-            .collect();
-        due.sort_unstable();
-        due.dedup();
-        for end in due {
-            self.firing.push_back(Firing {
-                end,
-                live: live.remove(&end),
-                stored: stored.contains(&(end, 0)),
-                sorted: None,
-                next: self.env.key_groups.start,
-            });
-        }
+        let live = live.into_iter().map(|(end, rows)| ((end, 0), rows));
+        let first = self.env.key_groups.start;
+        let due = self.parts.due(live, (bound, i64::MIN), first);
+        self.firing.extend(due);
         Ok(self.step()?.unwrap_or_default())
     }
 
@@ -235,29 +211,29 @@ impl WindowJoin {
             let Some(mut f) = self.firing.pop_front() else {
                 return Ok(None);
             };
-            let [l, r] = f.live.take().unwrap_or_default();
-            let l = concat_batches(&self.spec.inputs[0], &l)?;
-            let r = concat_batches(&self.spec.inputs[1], &r)?;
-            if !f.stored {
-                if let Some(b) = self.join(&l, &r)? {
-                    crate::push_sliced(&mut out, b);
-                }
-                continue;
-            }
             if f.sorted.is_none() {
+                // The first step: the rows in memory, whole or in key-group order.
+                let [l, r] = f.live.take().unwrap_or_default();
+                let l = concat_batches(&self.spec.inputs[0], &l)?;
+                let r = concat_batches(&self.spec.inputs[1], &r)?;
+                if !f.stored {
+                    if let Some(b) = self.join(&l, &r)? {
+                        crate::push_sliced(&mut out, b);
+                    }
+                    continue;
+                }
                 let (lk, rk) = (self.keys(0, &l)?, self.keys(1, &r)?);
                 f.sorted = Some([
                     self.parts.by_key_group(&l, &lk)?,
                     self.parts.by_key_group(&r, &rk)?,
                 ]);
             }
-            let groups = self.env.key_groups.clone();
-            let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
+            let (chunk, last) = f.chunk(&self.env.key_groups);
             let mut rows: [Vec<RecordBatch>; 2] = Default::default();
             for (side, sorted) in f.sorted.iter_mut().flatten().enumerate() {
-                rows[side].push(take_chunk(sorted, hi, hi == groups.end));
+                rows[side].push(take_chunk(sorted, chunk.end, last));
             }
-            for (tag, batch) in self.parts.take((f.end, 0), lo..hi)? {
+            for (tag, batch) in self.parts.take(f.window, chunk.clone())? {
                 rows[usize::from(tag).min(1)].push(batch);
             }
             let l = concat_batches(&self.spec.inputs[0], &rows[0])?;
@@ -265,8 +241,8 @@ impl WindowJoin {
             if let Some(b) = self.join(&l, &r)? {
                 crate::push_sliced(&mut out, b);
             }
-            if hi < groups.end {
-                f.next = hi;
+            if !last {
+                f.next = chunk.end;
                 self.firing.push_front(f);
             }
         }
@@ -476,7 +452,7 @@ mod harness_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::testing::{schema, sorted_rows, Harness};
+    use crate::testing::{schema, sorted_rows, step_both, Harness};
 
     /// `L [kind] JOIN R ON L.k = R.k AND the windows are equal`.
     fn spec(kind: JoinKind) -> WindowJoinSpec {
@@ -596,16 +572,9 @@ mod harness_tests {
                     let ws = (watermark.max(0) + at) / 10 * 10;
                     text += &format!("k{k} {v} {ws} {}\n", ws + 10);
                 }
-                unbounded.rows(side, &text);
-                spilling.rows(side, &text);
-                if restart {
-                    unbounded.restart();
-                    spilling.restart();
-                }
                 watermark += advance;
-                unbounded.watermark(watermark);
-                spilling.watermark(watermark);
-                proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&unbounded.take_table()));
+                let (got, spilled) = step_both(&mut unbounded, &mut spilling, side, &text, restart, watermark);
+                proptest::prop_assert_eq!(&spilled, &got);
             }
             spilling.end();
             unbounded.end();

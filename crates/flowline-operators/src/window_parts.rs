@@ -14,7 +14,7 @@
 //! budget; the table spills, checkpoints only new entries and hands key groups out on a rescale.
 //! The operator's own checkpoint bytes are the windows with entries here and the freeze count.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::ops::Range;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, UInt32Array};
@@ -43,6 +43,41 @@ fn window_prefix((end, start): WindowKey) -> [u8; 16] {
     k
 }
 
+/// Key groups fired together when a window with frozen parts fires: each chunk is read, merged
+/// and emitted before the next, so firing a window larger than memory stays bounded.
+pub(crate) const FIRE_CHUNK: u16 = 4;
+
+/// `groups` in chunks of `FIRE_CHUNK` key groups.
+pub(crate) fn chunks(groups: Range<u16>) -> impl Iterator<Item = Range<u16>> {
+    groups
+        .clone()
+        .step_by(usize::from(FIRE_CHUNK))
+        .map(move |lo| lo..lo.saturating_add(FIRE_CHUNK).min(groups.end))
+}
+
+/// A due window being fired: whole if the table holds no parts of it, else a chunk of key
+/// groups a step (its live state of those key groups and the table's parts merged).
+pub(crate) struct Firing<L, S> {
+    pub window: WindowKey,
+    /// Its live state, until the first step takes it.
+    pub live: Option<L>,
+    /// Whether the table holds parts of it.
+    pub stored: bool,
+    /// The live state not fired yet, in key-group order (the first step of a stored window
+    /// sets it).
+    pub sorted: Option<S>,
+    /// The first key group not fired yet.
+    pub next: u16,
+}
+
+impl<L, S> Firing<L, S> {
+    /// The key groups of this step (of `groups`, the subtask's), and whether it is the last.
+    pub(crate) fn chunk(&self, groups: &Range<u16>) -> (Range<u16>, bool) {
+        let hi = self.next.saturating_add(FIRE_CHUNK).min(groups.end);
+        (self.next..hi, hi == groups.end)
+    }
+}
+
 /// Takes the rows of a due window's in-memory rows (ordered by key group, with their key
 /// groups) that belong to a chunk ending at key group `hi`; `last`: the final chunk, which takes
 /// all that is left (rows of key groups this subtask does not own cannot be, but would go to
@@ -62,11 +97,9 @@ pub(crate) fn take_chunk(sorted: &mut (RecordBatch, Vec<u16>), hi: u16, last: bo
 
 pub(crate) struct WindowParts {
     table: OperatorTable<Vec<u8>>,
-    /// Windows with entries in the table.
-    stored: BTreeSet<WindowKey>,
-    /// Per window, the freezes that added parts since its parts were last merged (not
-    /// checkpointed: a restored window starts counting again).
-    freezes_of: std::collections::HashMap<WindowKey, u32>,
+    /// Windows with entries in the table, each with the freezes that added parts since its
+    /// parts were last merged (not checkpointed: a restored window starts counting again).
+    stored: BTreeMap<WindowKey, u32>,
     /// Freezes so far: part of every key, so no freeze overwrites another's entry.
     freezes: u64,
     max_parallelism: usize,
@@ -85,8 +118,7 @@ impl WindowParts {
     ) -> Result<Self> {
         Ok(Self {
             table: OperatorTable::new(ctx, name, prefix, budget, None)?,
-            stored: BTreeSet::new(),
-            freezes_of: Default::default(),
+            stored: BTreeMap::new(),
             freezes: 0,
             max_parallelism: ctx.state.max_parallelism,
             hashes: Vec::new(),
@@ -157,10 +189,7 @@ impl WindowParts {
             self.table.put(kg, &key, bytes);
             at += len;
         }
-        if self.stored.insert(window) || !self.freezes_of.contains_key(&window) {
-            self.freezes_of.insert(window, 0);
-        }
-        *self.freezes_of.get_mut(&window).expect("just set") += 1;
+        *self.stored.entry(window).or_default() += 1;
         Ok(())
     }
 
@@ -169,7 +198,7 @@ impl WindowParts {
     /// [`WindowParts::compacted`].
     pub(crate) fn due_for_compaction(&self) -> Vec<WindowKey> {
         let mut due: Vec<WindowKey> = self
-            .freezes_of
+            .stored
             .iter()
             .filter(|(_, n)| **n >= COMPACT_AFTER)
             .map(|(w, _)| *w)
@@ -180,23 +209,43 @@ impl WindowParts {
 
     /// `window`'s parts are one per key group again.
     pub(crate) fn compacted(&mut self, window: WindowKey) {
-        self.freezes_of.insert(window, 1);
+        self.stored.insert(window, 1);
+    }
+
+    /// The windows before `bound`, in window order, to fire from key group `first` on: those
+    /// `live` holds (with their live state) and those the table holds parts of (no longer
+    /// listed: their parts are taken as they fire).
+    pub(crate) fn due<L, S>(
+        &mut self,
+        live: impl IntoIterator<Item = (WindowKey, L)>,
+        bound: WindowKey,
+        first: u16,
+    ) -> Vec<Firing<L, S>> {
+        let mut live: BTreeMap<WindowKey, L> = live.into_iter().collect();
+        let stored = self.split_due(bound);
+        let mut due: Vec<WindowKey> = live.keys().chain(stored.keys()).copied().collect();
+        due.sort_unstable();
+        due.dedup();
+        due.into_iter()
+            .map(|window| Firing {
+                window,
+                live: live.remove(&window),
+                stored: stored.contains_key(&window),
+                sorted: None,
+                next: first,
+            })
+            .collect()
     }
 
     /// Whether the table holds parts of `window`.
     pub(crate) fn stored(&self, window: &WindowKey) -> bool {
-        self.stored.contains(window)
+        self.stored.contains_key(window)
     }
 
-    /// The windows with parts that come before `bound`, no longer listed (the operator fires
-    /// them and takes their parts).
-    pub(crate) fn split_due(&mut self, bound: WindowKey) -> BTreeSet<WindowKey> {
+    /// The windows with parts that come before `bound`, no longer listed.
+    fn split_due(&mut self, bound: WindowKey) -> BTreeMap<WindowKey, u32> {
         let keep = self.stored.split_off(&bound);
-        let due = std::mem::replace(&mut self.stored, keep);
-        for w in &due {
-            self.freezes_of.remove(w);
-        }
-        due
+        std::mem::replace(&mut self.stored, keep)
     }
 
     /// Takes `window`'s parts of `key_groups` out of the table: (tag, rows).
@@ -232,7 +281,7 @@ impl WindowParts {
         self.table.spill_if_over_budget().map_err(io_err)?;
         let mut out = MAGIC.to_vec();
         out.extend_from_slice(&self.freezes.to_le_bytes());
-        for (end, start) in &self.stored {
+        for (end, start) in self.stored.keys() {
             out.extend_from_slice(&end.to_le_bytes());
             out.extend_from_slice(&start.to_le_bytes());
         }
@@ -262,7 +311,9 @@ impl WindowParts {
         let word = |b: &[u8]| i64::from_le_bytes(b.try_into().expect("8 bytes"));
         self.freezes = self.freezes.max(word(&rest[..8]) as u64);
         for w in rest[8..].chunks_exact(16) {
-            self.stored.insert((word(&w[..8]), word(&w[8..])));
+            self.stored
+                .entry((word(&w[..8]), word(&w[8..])))
+                .or_default();
         }
         Ok(())
     }
@@ -279,6 +330,6 @@ impl WindowParts {
 
     /// Windows with parts in the table.
     pub(crate) fn windows(&self) -> impl Iterator<Item = &WindowKey> {
-        self.stored.iter()
+        self.stored.keys()
     }
 }

@@ -35,13 +35,11 @@ use datafusion::common::{exec_err, DataFusionError, Result};
 use flowline_state::table::TableStats;
 
 use crate::rank::RankSpec;
-use crate::window_parts::{take_chunk, WindowParts};
+use crate::window_parts::{self, take_chunk, WindowParts};
 use crate::{LateRows, Operator, OperatorContext, OperatorFactory, StateEnv, TableRuns};
 
 /// The state table: frozen tops of open windows (window_parts.rs).
 const TABLE: &str = "windows";
-/// Key groups fired together when a window with frozen rows fires.
-const FIRE_CHUNK: u16 = 4;
 
 /// The plan of a window TopN: a TopN over an append-only input whose PARTITION BY holds the
 /// window's bounds.
@@ -202,18 +200,9 @@ impl Window {
     }
 }
 
-/// A due window being fired (see [`WindowRank::step`]).
-struct Firing {
-    end: i64,
-    /// Its tops in memory, until the first step takes them.
-    live: Option<Window>,
-    /// Whether the table holds frozen rows of it: then it fires a chunk of key groups a step.
-    stored: bool,
-    /// The tops in memory not fired yet as state rows in key-group order, with their key groups.
-    sorted: Option<(RecordBatch, Vec<u16>)>,
-    /// The first key group not fired yet.
-    next: u16,
-}
+/// A due window being fired (see [`WindowRank::step`]): its tops in memory, and once frozen
+/// for a chunked firing, their state rows with their key groups.
+type Firing = window_parts::Firing<Window, (RecordBatch, Vec<u16>)>;
 
 pub struct WindowRank {
     spec: Arc<WindowRankSpec>,
@@ -287,12 +276,9 @@ impl WindowRank {
     /// Merges a window's frozen tops into one part per key group (each partition's top N of
     /// them), a chunk of key groups at a time.
     fn compact(&mut self, key: (i64, i64)) -> Result<()> {
-        let groups = self.env.key_groups.clone();
-        let mut lo = groups.start;
-        while lo < groups.end {
-            let hi = lo.saturating_add(FIRE_CHUNK).min(groups.end);
+        for chunk in window_parts::chunks(self.env.key_groups.clone()) {
             let mut window = Window::default();
-            for (_, batch) in self.parts.take(key, lo..hi)? {
+            for (_, batch) in self.parts.take(key, chunk)? {
                 window.offer_state(self.spec.rank.limit, &batch)?;
             }
             if !window.keys.is_empty() {
@@ -300,7 +286,6 @@ impl WindowRank {
                 let keys = self.route(&state)?;
                 self.parts.put(key, 0, &state, &keys)?;
             }
-            lo = hi;
         }
         self.parts.compacted(key);
         Ok(())
@@ -335,27 +320,14 @@ impl WindowRank {
             return Ok(Vec::new());
         };
         let keep = self.windows.split_off(&bound);
-        let mut live = std::mem::replace(&mut self.windows, keep);
+        let live = std::mem::replace(&mut self.windows, keep);
         self.bytes = self
             .bytes
             .saturating_sub(live.values().map(Window::bytes).sum::<usize>());
-        let stored = self.parts.split_due((bound, i64::MIN));
-        let mut due: Vec<i64> = live
-            .keys()
-            .copied()
-            .chain(stored.iter().map(|w| w.0))
-            .collect();
-        due.sort_unstable();
-        due.dedup();
-        for end in due {
-            self.firing.push_back(Firing {
-                end,
-                live: live.remove(&end),
-                stored: stored.contains(&(end, 0)),
-                sorted: None,
-                next: self.env.key_groups.start,
-            });
-        }
+        let live = live.into_iter().map(|(end, w)| ((end, 0), w));
+        let first = self.env.key_groups.start;
+        let due = self.parts.due(live, (bound, i64::MIN), first);
+        self.firing.extend(due);
         Ok(self.step()?.unwrap_or_default())
     }
 
@@ -376,24 +348,23 @@ impl WindowRank {
                 continue;
             }
             if let Some(w) = f.live.take() {
-                let state = w.state(f.end)?;
+                let state = w.state(f.window.0)?;
                 let keys = self.route(&state)?;
                 f.sorted = Some(self.parts.by_key_group(&state, &keys)?);
             }
-            let groups = self.env.key_groups.clone();
-            let (lo, hi) = (f.next, f.next.saturating_add(FIRE_CHUNK).min(groups.end));
+            let (chunk, last) = f.chunk(&self.env.key_groups);
             let mut window = Window::default();
             if let Some(sorted) = f.sorted.as_mut() {
-                window.offer_state(limit, &take_chunk(sorted, hi, hi == groups.end))?;
+                window.offer_state(limit, &take_chunk(sorted, chunk.end, last))?;
             }
-            for (_, batch) in self.parts.take((f.end, 0), lo..hi)? {
+            for (_, batch) in self.parts.take(f.window, chunk.clone())? {
                 window.offer_state(limit, &batch)?;
             }
             if let Some(b) = self.emit(&window)? {
                 crate::push_sliced(&mut out, b);
             }
-            if hi < groups.end {
-                f.next = hi;
+            if !last {
+                f.next = chunk.end;
                 self.firing.push_front(f);
             }
         }
@@ -572,7 +543,7 @@ mod harness_tests {
     use datafusion::physical_expr::expressions::Column;
 
     use super::*;
-    use crate::testing::{schema, sorted_rows, Harness};
+    use crate::testing::{schema, sorted_rows, step_both, Harness};
 
     /// `ROW_NUMBER() OVER (PARTITION BY k, ws, we ORDER BY v DESC) AS rn ... WHERE rn <= 2` over
     /// a window TVF's rows.
@@ -689,16 +660,9 @@ mod harness_tests {
                     let ws = (watermark.max(0) + at) / 10 * 10;
                     text += &format!("k{k} {v} {ws} {}\n", ws + 10);
                 }
-                unbounded.rows(0, &text);
-                spilling.rows(0, &text);
-                if restart {
-                    unbounded.restart();
-                    spilling.restart();
-                }
                 watermark += advance;
-                unbounded.watermark(watermark);
-                spilling.watermark(watermark);
-                proptest::prop_assert_eq!(sorted_rows(&spilling.take_table()), sorted_rows(&unbounded.take_table()));
+                let (got, spilled) = step_both(&mut unbounded, &mut spilling, 0, &text, restart, watermark);
+                proptest::prop_assert_eq!(&spilled, &got);
             }
             spilling.end();
             unbounded.end();

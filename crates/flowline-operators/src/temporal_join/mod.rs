@@ -39,7 +39,7 @@ use datafusion::common::{exec_err, Result};
 use datafusion::physical_expr::PhysicalExpr;
 use flowline_common::changelog::{row_kinds, RowKind};
 
-use crate::keygroups::KeyGroupFilter;
+use crate::keygroups::InputFilters;
 use crate::pairs::{eval_keys, filter_mask, pairs_schema};
 use crate::{Operator, OperatorContext, OperatorFactory};
 
@@ -535,7 +535,7 @@ impl VersionedJoin {
     fn restore_owned(
         &mut self,
         state: &[u8],
-        mut filters: Option<&mut Vec<KeyGroupFilter>>,
+        mut filters: Option<&mut InputFilters>,
     ) -> Result<()> {
         for batch in crate::decode_batches(state)? {
             if batch.num_columns() != 4 {
@@ -552,24 +552,10 @@ impl VersionedJoin {
                 .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
             let keys = batch.column(2).as_binary::<i32>();
             let rows = batch.column(3).as_binary::<i32>();
-            let mut owned = vec![true; batch.num_rows()];
-            if let Some(filters) = filters.as_deref_mut() {
-                let ours = self.env.key_groups.contains(&0);
-                for (side, filter) in filters.iter_mut().enumerate() {
-                    let at: Vec<usize> = (0..batch.num_rows())
-                        .filter(|i| usize::from(inputs.value(*i) == 1) == side)
-                        .collect();
-                    let (keyed, nulls): (Vec<usize>, Vec<usize>) =
-                        at.into_iter().partition(|i| !keys.value(*i).is_empty());
-                    let own = filter.owns(keyed.iter().map(|i| keys.value(*i)))?;
-                    for (i, o) in keyed.into_iter().zip(own) {
-                        owned[i] = o;
-                    }
-                    for i in nulls {
-                        owned[i] = ours;
-                    }
-                }
-            }
+            let owned = match filters.as_deref_mut() {
+                Some(f) => f.owns(inputs, keys)?,
+                None => vec![true; batch.num_rows()],
+            };
             for i in (0..batch.num_rows()).filter(|i| owned[*i]) {
                 let (time, key) = (times.value(i), Box::<[u8]>::from(keys.value(i)));
                 if inputs.value(i) == 0 {
@@ -667,14 +653,7 @@ impl Operator for VersionedJoin {
 
     /// Every old subtask's probes and versions of this subtask's key groups.
     fn restore_rescaled(&mut self, states: &[&[u8]]) -> Result<()> {
-        let mut filters = Vec::with_capacity(2);
-        for side in 0..2 {
-            let fields = self.spec.keys[side]
-                .iter()
-                .map(|k| k.data_type(&self.spec.inputs[side]).map(SortField::new))
-                .collect::<Result<Vec<_>>>()?;
-            filters.push(KeyGroupFilter::new(fields, &self.env)?);
-        }
+        let mut filters = InputFilters::new(&self.spec.keys, &self.spec.inputs, &self.env)?;
         for s in states {
             self.restore_owned(s, Some(&mut filters))?;
         }

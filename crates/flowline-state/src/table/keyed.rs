@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::run::{key_group_of, Entry, Run, RunWriter};
+use super::run::{key_group_of, Run, RunWriter};
 
 /// Runs a table keeps before it merges them into one.
 const MAX_RUNS: usize = 8;
@@ -135,11 +135,11 @@ fn apply<V: StateValue, R>(
     r
 }
 
-/// A value in a run: when it was written, then the value's encoding.
-fn stamped(written: i64, value: &impl StateValue) -> Vec<u8> {
-    let mut b = written.to_le_bytes().to_vec();
-    value.encode(&mut b);
-    b
+/// A value in a run, into `out`: when it was written, then the value's encoding.
+fn stamp(out: &mut Vec<u8>, written: i64, value: &impl StateValue) {
+    out.clear();
+    out.extend_from_slice(&written.to_le_bytes());
+    value.encode(out);
 }
 
 fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
@@ -227,19 +227,27 @@ impl<V> HotMap<V> {
     }
 
     fn remove(&mut self, key: &[u8]) -> Option<Slot<V>> {
-        let hash = self.hasher.hash_one(key);
-        let slots = &self.slots;
-        let entry = self
-            .index
-            .find_entry(hash, |i| {
-                slots[*i as usize]
-                    .as_ref()
-                    .is_some_and(|(k, _)| **k == *key)
-            })
-            .ok()?;
-        let (i, _) = entry.remove();
+        let i = self.find(key)?;
+        Some(self.remove_at(i))
+    }
+
+    /// Removes the slot at an occupied index.
+    fn remove_at(&mut self, i: u32) -> Slot<V> {
+        let (key, slot) = self.slots[i as usize].take().expect("an occupied slot");
+        let hash = self.hasher.hash_one(&*key);
+        if let Ok(entry) = self.index.find_entry(hash, |j| *j == i) {
+            entry.remove();
+        }
         self.free.push(i);
-        self.slots[i as usize].take().map(|(_, s)| s)
+        slot
+    }
+
+    /// The indices of the occupied slots, with them.
+    fn indexed_mut(&mut self) -> impl Iterator<Item = (u32, &mut Slot<V>)> {
+        self.slots
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, s)| s.as_mut().map(|(_, s)| (i as u32, s)))
     }
 
     fn len(&self) -> usize {
@@ -250,24 +258,18 @@ impl<V> HotMap<V> {
         self.slots.iter().flatten().map(|(k, s)| (k, s))
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = (&Box<[u8]>, &mut Slot<V>)> {
-        self.slots.iter_mut().flatten().map(|(k, s)| (&*k, s))
-    }
-
     fn values_mut(&mut self) -> impl Iterator<Item = &mut Slot<V>> {
         self.slots.iter_mut().flatten().map(|(_, s)| s)
     }
 
     /// Keeps the slots `keep` says yes to.
-    fn retain(&mut self, mut keep: impl FnMut(&[u8], &mut Slot<V>) -> bool) {
-        let gone: Vec<Box<[u8]>> = self
-            .slots
-            .iter_mut()
-            .flatten()
-            .filter_map(|(k, s)| (!keep(k, s)).then(|| k.clone()))
+    fn retain(&mut self, mut keep: impl FnMut(&mut Slot<V>) -> bool) {
+        let gone: Vec<u32> = self
+            .indexed_mut()
+            .filter_map(|(i, s)| (!keep(s)).then_some(i))
             .collect();
-        for k in gone {
-            self.remove(&k);
+        for i in gone {
+            self.remove_at(i);
         }
     }
 }
@@ -549,7 +551,8 @@ impl<V: StateValue> KeyedTable<V> {
         self.update(key_group, key, |v| *v = None)
     }
 
-    fn new_run(&mut self) -> io::Result<(PathBuf, RunWriter)> {
+    /// A writer of a new run of at most `capacity` entries.
+    fn new_run(&mut self, capacity: u64) -> io::Result<(PathBuf, RunWriter)> {
         self.next_run += 1;
         // Unique across tasks, restarts and jobs: checkpoints share runs by name.
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -557,29 +560,36 @@ impl<V: StateValue> KeyedTable<V> {
         // Made on the first run: a table that never spills or checkpoints leaves no directory.
         std::fs::create_dir_all(&self.dir)?;
         let path = self.dir.join(name);
-        let w = RunWriter::create(&path)?;
+        let w = RunWriter::create(&path, capacity)?;
         Ok((path, w))
     }
 
-    /// Writes `keys`' entries (dirty hot ones) as a new run, newest.
-    fn write_run(&mut self, mut keys: Vec<Box<[u8]>>) -> io::Result<u64> {
-        let mut entries: Vec<(Vec<u8>, Entry)> = keys
-            .drain(..)
-            .map(|k| {
-                let s = self.hot.get(&k).expect("a hot key");
-                let mut rk = Vec::with_capacity(k.len() + 2);
-                run_key(&mut rk, s.key_group, &k);
-                let value = s.value.as_ref().map(|v| stamped(s.written, v));
-                (rk, value)
-            })
-            .collect();
-        if entries.is_empty() {
+    /// Writes the entries of hot slots (dirty ones) as a new run, newest. Sorts their indices,
+    /// not copies: a checkpoint of a table whose every entry changed costs no second copy of it.
+    fn write_run(&mut self, mut slots: Vec<u32>) -> io::Result<u64> {
+        if slots.is_empty() {
             return Ok(0);
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let (path, mut w) = self.new_run()?;
-        for (k, v) in &entries {
-            w.add(k, v.as_deref())?;
+        let hot = &self.hot.slots;
+        let at = |i: &u32| hot[*i as usize].as_ref().expect("a hot slot");
+        slots.sort_unstable_by(|a, b| {
+            let ((ka, sa), (kb, sb)) = (at(a), at(b));
+            (sa.key_group, &**ka).cmp(&(sb.key_group, &**kb))
+        });
+        let (path, mut w) = self.new_run(slots.len() as u64)?;
+        let hot = &self.hot.slots;
+        let at = |i: &u32| hot[*i as usize].as_ref().expect("a hot slot");
+        let (mut key, mut value) = (Vec::new(), Vec::new());
+        for i in &slots {
+            let (k, s) = at(i);
+            run_key(&mut key, s.key_group, k);
+            match &s.value {
+                Some(v) => {
+                    stamp(&mut value, s.written, v);
+                    w.add(&key, Some(&value))?;
+                }
+                None => w.add(&key, None)?,
+            }
         }
         let run = w.finish()?;
         // The table keeps the file open; it is gone from the directory once no run uses it.
@@ -602,11 +612,11 @@ impl<V: StateValue> KeyedTable<V> {
             return Ok(());
         }
         let target = self.budget / 4 * 3;
-        let mut victims: Vec<Box<[u8]>> = Vec::new();
+        let mut victims: Vec<u32> = Vec::new();
         let mut left = self.hot_bytes;
         // Two turns of the clock: the first spares what was used since the last sweep.
         for _ in 0..2 {
-            for (k, s) in self.hot.iter_mut() {
+            for (i, s) in self.hot.indexed_mut() {
                 if left <= target {
                     break;
                 }
@@ -615,26 +625,23 @@ impl<V: StateValue> KeyedTable<V> {
                 }
                 left -= s.size;
                 s.used = true; // taken: not again in the second turn
-                victims.push(k.clone());
+                victims.push(i);
             }
         }
-        let dirty: Vec<Box<[u8]>> = victims
+        let hot = &self.hot.slots;
+        let dirty: Vec<u32> = victims
             .iter()
-            .filter(|k| self.hot.get(k).is_some_and(|s| s.dirty))
-            .cloned()
+            .copied()
+            .filter(|i| hot[*i as usize].as_ref().is_some_and(|(_, s)| s.dirty))
             .collect();
-        if !dirty.is_empty() {
-            self.write_run(dirty)?;
-        }
+        self.write_run(dirty)?;
         // A spill moves cold entries out of memory, written now or already on disk (clean
         // since the last checkpoint or spill).
         if !victims.is_empty() {
             self.stats.spills += 1;
         }
-        for k in victims {
-            if let Some(s) = self.hot.remove(&k) {
-                self.hot_bytes -= s.size;
-            }
+        for i in victims {
+            self.hot_bytes -= self.hot.remove_at(i).size;
         }
         self.merge_if_needed()?;
         self.update_stats();
@@ -645,15 +652,14 @@ impl<V: StateValue> KeyedTable<V> {
     /// now make up the table (newest first): the checkpoint of this table.
     pub fn checkpoint(&mut self) -> io::Result<Vec<TableRun>> {
         self.expire_hot();
-        let dirty: Vec<Box<[u8]>> = self
+        let dirty: Vec<u32> = self
             .hot
-            .iter()
-            .filter(|(_, s)| s.dirty)
-            .map(|(k, _)| k.clone())
+            .indexed_mut()
+            .filter_map(|(i, s)| s.dirty.then_some(i))
             .collect();
         self.stats.checkpoint_bytes = self.write_run(dirty)?;
         let mut freed = 0;
-        self.hot.retain(|_, s| {
+        self.hot.retain(|s| {
             s.dirty = false;
             let keep = s.value.is_some();
             if !keep {
@@ -711,7 +717,8 @@ impl<V: StateValue> KeyedTable<V> {
                     .peekable()
             })
             .collect();
-        let (path, mut w) = self.new_run()?;
+        let capacity = runs.iter().map(|r| r.run.entries).sum();
+        let (path, mut w) = self.new_run(capacity)?;
         loop {
             // The smallest key among the heads; on a tie the newest run (lowest index) wins.
             let mut min: Option<(usize, Vec<u8>)> = None;

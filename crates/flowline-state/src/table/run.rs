@@ -88,21 +88,33 @@ pub fn key_group_of(key: &[u8]) -> u16 {
     ])
 }
 
-/// Writes a run; entries must come in strictly ascending key order.
+/// Writes a run; entries must come in strictly ascending key order. Its memory is one block,
+/// the index and the bloom filter (sized up front: a writer holds no keys).
 pub struct RunWriter {
     path: PathBuf,
     out: BufWriter<File>,
     offset: u64,
     block: Vec<u8>,
+    /// The first key of the open block, if it has one.
     block_first: Option<Vec<u8>>,
     index: Vec<u8>,
-    hashes_keys: Vec<Vec<u8>>,
-    last: Option<Vec<u8>>,
+    bloom: Vec<u8>,
+    first_key_group: Option<u16>,
+    last: Vec<u8>,
     entries: u64,
+    capacity: u64,
+}
+
+/// The least bloom filter for `entries` keys, in bytes (whole bytes: a reader knows the
+/// filter's size in bits from its length).
+fn bloom_bytes(entries: u64) -> usize {
+    (entries as usize * BLOOM_BITS_PER_KEY).max(64).div_ceil(8)
 }
 
 impl RunWriter {
-    pub fn create(path: &Path) -> io::Result<Self> {
+    /// A writer of at most `capacity` entries (the bloom filter is sized for that many; a
+    /// merge passes the entries of its inputs, some of which it may drop).
+    pub fn create(path: &Path, capacity: u64) -> io::Result<Self> {
         Ok(Self {
             path: path.to_path_buf(),
             out: BufWriter::with_capacity(256 << 10, File::create(path)?),
@@ -110,17 +122,27 @@ impl RunWriter {
             block: Vec::with_capacity(BLOCK_BYTES + 1024),
             block_first: None,
             index: Vec::new(),
-            hashes_keys: Vec::new(),
-            last: None,
+            // A power of two, so that it folds down to what the entries need (see `finish`).
+            bloom: vec![0; bloom_bytes(capacity).next_power_of_two()],
+            first_key_group: None,
+            last: Vec::new(),
             entries: 0,
+            capacity,
         })
     }
 
     pub fn add(&mut self, key: &[u8], value: Option<&[u8]>) -> io::Result<()> {
-        if self.last.as_deref().is_some_and(|l| l >= key) {
+        if self.entries > 0 && *self.last >= *key {
             return Err(io::Error::other(format!(
                 "state run {}: keys out of order (a bug in Flowline)",
                 self.path.display()
+            )));
+        }
+        if self.entries == self.capacity {
+            return Err(io::Error::other(format!(
+                "state run {}: more than the {} entries it was made for (a bug in Flowline)",
+                self.path.display(),
+                self.capacity
             )));
         }
         if self.block_first.is_none() {
@@ -132,8 +154,13 @@ impl RunWriter {
         if let Some(v) = value {
             self.block.extend_from_slice(v);
         }
-        self.hashes_keys.push(key.to_vec());
-        self.last = Some(key.to_vec());
+        let bits = self.bloom.len() as u64 * 8;
+        for p in bloom_probes(key, bits) {
+            self.bloom[(p / 8) as usize] |= 1 << (p % 8);
+        }
+        self.first_key_group.get_or_insert(key_group_of(key));
+        self.last.clear();
+        self.last.extend_from_slice(key);
         self.entries += 1;
         if self.block.len() >= BLOCK_BYTES {
             self.close_block()?;
@@ -161,19 +188,22 @@ impl RunWriter {
     /// Completes the file (synced) and opens it for reading.
     pub fn finish(mut self) -> io::Result<Run> {
         self.close_block()?;
-        // Whole bytes: the reader knows the filter's size in bits from its length.
-        let bytes = (self.hashes_keys.len() * BLOOM_BITS_PER_KEY)
-            .max(64)
-            .div_ceil(8);
-        let bits = bytes as u64 * 8;
-        let mut bloom = vec![0u8; bytes];
-        for k in &self.hashes_keys {
-            for p in bloom_probes(k, bits) {
-                bloom[(p / 8) as usize] |= 1 << (p % 8);
+        // A merge that dropped entries made the filter bigger than needed: halving it while
+        // still as big folds it (a probe's bit p of 2n is bit p mod n), keeping what it says.
+        let mut bloom = std::mem::take(&mut self.bloom);
+        while bloom.len().is_multiple_of(2) && bloom.len() / 2 >= bloom_bytes(self.entries) {
+            let half = bloom.len() / 2;
+            let (low, high) = bloom.split_at_mut(half);
+            for (l, h) in low.iter_mut().zip(high.iter()) {
+                *l |= *h;
             }
+            bloom.truncate(half);
         }
-        let first_kg = self.hashes_keys.first().map_or(0, |k| key_group_of(k));
-        let last_kg = self.hashes_keys.last().map_or(0, |k| key_group_of(k));
+        let first_kg = self.first_key_group.unwrap_or(0);
+        let last_kg = match self.entries {
+            0 => 0,
+            _ => key_group_of(&self.last),
+        };
         let index_offset = self.offset;
         let bloom_offset = index_offset + self.index.len() as u64;
         let mut crc = crc32fast::Hasher::new();
@@ -458,7 +488,7 @@ mod tests {
     #[test]
     fn a_run_answers_point_lookups_and_iterates_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = RunWriter::create(&dir.path().join("r")).unwrap();
+        let mut w = RunWriter::create(&dir.path().join("r"), 20_000).unwrap();
         let mut keys: Vec<Vec<u8>> = (0..20_000u32)
             .map(|n| key((n / 4000) as u16 + 3, n))
             .collect();
@@ -483,8 +513,41 @@ mod tests {
         assert!(w_out_of_order(&dir.path().join("bad")).is_err());
     }
 
+    #[test]
+    fn a_filter_sized_for_more_entries_is_folded_and_still_finds_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        // A merge sizes the filter for all its inputs' entries and may keep far fewer.
+        let mut w = RunWriter::create(&dir.path().join("r"), 1_000_000).unwrap();
+        let keys: Vec<Vec<u8>> = (0..5_000u32).map(|n| key(1, n * 2)).collect();
+        for k in &keys {
+            w.add(k, Some(b"v")).unwrap();
+        }
+        let run = w.finish().unwrap();
+        let wanted = bloom_bytes(5_000);
+        assert!(
+            (wanted..2 * wanted).contains(&run.bloom.len()),
+            "{} bytes of filter for 5000 keys",
+            run.bloom.len()
+        );
+        for k in &keys {
+            assert_eq!(run.get(k).unwrap(), Some(Some(b"v".to_vec())));
+        }
+        // Keys never written pass the folded filter about as rarely as an unfolded one's.
+        let bits = run.bloom.len() as u64 * 8;
+        let passed = (0..5_000u32)
+            .filter(|n| {
+                bloom_probes(&key(1, n * 2 + 1), bits)
+                    .all(|p| run.bloom[(p / 8) as usize] & (1 << (p % 8)) != 0)
+            })
+            .count();
+        assert!(passed < 150, "{passed} of 5000 absent keys pass the filter");
+        let mut full = RunWriter::create(&dir.path().join("f"), 1).unwrap();
+        full.add(b"a", None).unwrap();
+        assert!(full.add(b"b", None).is_err(), "past its capacity");
+    }
+
     fn w_out_of_order(path: &Path) -> io::Result<()> {
-        let mut w = RunWriter::create(path)?;
+        let mut w = RunWriter::create(path, 10)?;
         w.add(b"b", Some(b"1"))?;
         w.add(b"a", Some(b"2"))
     }
@@ -493,7 +556,7 @@ mod tests {
     fn damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r");
-        let mut w = RunWriter::create(&path).unwrap();
+        let mut w = RunWriter::create(&path, 100).unwrap();
         for n in 0..100u32 {
             w.add(&key(0, n), Some(b"some value")).unwrap();
         }

@@ -10,6 +10,7 @@ mod nexmark;
 mod oracle;
 mod over_oracle;
 mod plans;
+mod serving;
 mod support;
 mod two_jobs;
 mod updating_oracle;

@@ -336,7 +336,9 @@ async fn http_ingest(args: &BenchArgs) -> Result<()> {
         flowline_server::JobInfo {
             ingest_tables: vec!["bids".into()],
             shared,
+            query: None,
         },
+        &Default::default(),
     )
     .await?;
 

@@ -118,8 +118,9 @@ impl Catalog {
         }
     }
 
-    /// A catalog for batch queries: declared tables are loaded (they must be bounded) and file
-    /// paths can be queried directly as tables (`SELECT * FROM "data/x.parquet"`).
+    /// A catalog for batch queries: declared tables are read when a query scans them (they
+    /// must be bounded then) and file paths can be queried directly as tables
+    /// (`SELECT * FROM "data/x.parquet"`).
     pub fn new_batch() -> Self {
         Self {
             ctx: with_flink_functions(base_session().enable_url_table()),
@@ -142,13 +143,9 @@ impl Catalog {
         if !self.batch || factory.source.is_none() {
             return Ok(Arc::new(EmptyTable::new(physical)));
         }
-        let batches = tokio::task::block_in_place(|| {
-            flowline_connectors::read_bounded(def, factory, options)
-        })?;
-        Ok(Arc::new(datafusion::datasource::MemTable::try_new(
-            physical,
-            vec![batches],
-        )?))
+        // Read when a query scans it: a long-lived session sees what the table holds then,
+        // and a table no query reads (a job's Kafka source in the declarations) costs nothing.
+        Ok(Arc::new(crate::live::LiveTable::new(def, factory, options)))
     }
 
     fn check_new_name(&self, name: &str, line: u64, column: u64) -> Result<()> {

@@ -12,6 +12,7 @@
 
 mod catalog;
 mod interval;
+mod live;
 mod lower;
 mod query;
 mod session;
@@ -30,8 +31,9 @@ use flowline_connectors::ConnectorFactory;
 use flowline_operators::{OperatorFactory, StatelessChain};
 use flowline_sql::{SqlError, TableDef};
 
-pub use catalog::{new_session, Catalog};
-pub use query::{batch_catalog, batch_query};
+pub use catalog::{df_error, new_session, Catalog};
+pub use live::LiveTable;
+pub use query::{batch_catalog, batch_query, plan_select};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {

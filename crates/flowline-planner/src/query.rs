@@ -3,6 +3,7 @@
 
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::dataframe::DataFrame;
+use datafusion::logical_expr::LogicalPlan;
 use flowline_sql::Statement;
 
 use crate::catalog::{df_error, Catalog};
@@ -24,6 +25,18 @@ pub async fn batch_catalog(declarations: &str) -> Result<Catalog> {
         }
     }
     Ok(catalog)
+}
+
+/// The plan of one SELECT over `catalog`'s tables, for a server: `catalog` is shared by every
+/// query, so a statement that would change it (a window TVF definition) is refused.
+pub async fn plan_select(catalog: &Catalog, sql: &str) -> Result<LogicalPlan> {
+    let mut stmts = flowline_sql::parse_script(sql)?;
+    match (stmts.pop(), stmts.is_empty()) {
+        (Some(Statement::Query(q)), true) => catalog.plan_query_ast(*q).await,
+        _ => Err(PlanError::Invalid(
+            "a query is one SELECT statement (or VALUES / WITH ... SELECT)".into(),
+        )),
+    }
 }
 
 /// Runs the SELECT `sql` in batch mode over `catalog`'s tables.

@@ -1,10 +1,17 @@
 //! The HTTP endpoints of a running job: `/metrics` (Prometheus text), `/healthz` (live),
 //! `/readyz` (every HTTP table takes rows) and `POST /v1/ingest/{table}` for tables with
 //! `'connector' = 'http'`. Every error answer is JSON: `{"error": "what is wrong"}`.
+//!
+//! With tokens configured ([`security`]) every path, unknown ones included, answers 401 to a
+//! request without one of them, before anything else is looked at: an unauthenticated client
+//! learns nothing, not even which tables exist.
+
+pub mod query;
+pub mod security;
 
 use std::net::SocketAddr;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path};
@@ -16,6 +23,7 @@ use axum::Router;
 use flowline_common::metrics::process_rss_bytes;
 use flowline_common::MetricsRegistry;
 use flowline_connectors::job::JobShared;
+use security::Security;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -24,29 +32,37 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    /// Authentication or TLS set up wrong, or an open listener where it is refused.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// What the server knows of the job: the HTTP tables it declares, and the job's shared state,
 /// where its sources register those tables as they start. A declared table is never "not
 /// found": until its sources have restored their position and opened their write-ahead logs,
 /// ingest answers 503 with `Retry-After` and `/readyz` is not ready.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct JobInfo {
     pub ingest_tables: Vec<String>,
     pub shared: Arc<JobShared>,
+    /// `POST /v1/query`, when the server answers queries.
+    pub query: Option<query::QueryService>,
 }
 
 /// How long a client should wait before retrying while the job starts or restores (seconds).
 const STARTING_RETRY_AFTER_S: u64 = 1;
 
 /// The endpoints, for the 404 answer.
-const ENDPOINTS: &str = "GET /metrics, GET /healthz, GET /readyz, POST /v1/ingest/{table}";
+const ENDPOINTS: &str =
+    "GET /metrics, GET /healthz, GET /readyz, POST /v1/ingest/{table}, POST /v1/query";
 
-/// Binds `addr` and serves in the background; returns the bound address (port 0 picks one).
+/// Binds `addr` and serves in the background, as `security` says; returns the bound address
+/// (port 0 picks one).
 pub async fn serve(
     addr: &str,
     metrics: MetricsRegistry,
     job: JobInfo,
+    security: &Security,
 ) -> Result<SocketAddr, ServerError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -58,12 +74,86 @@ pub async fn serve(
         addr: addr.to_string(),
         source,
     })?;
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(metrics, job)).await {
-            eprintln!("error: http server stopped: {e}");
+    security.check_bound("the http listener", addr, local)?;
+    let mut app = router(metrics.clone(), job);
+    if let Some(auth) = security.auth.clone() {
+        let refused = metrics.counter(
+            "flowline_auth_failures_total",
+            "requests refused for missing or wrong credentials",
+            &[("listener", "http")],
+        );
+        app = app.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let ok = auth.accepts(req.headers());
+                let refused = refused.clone();
+                async move {
+                    if ok {
+                        return next.run(req).await;
+                    }
+                    refused.inc();
+                    let mut resp = error(
+                        StatusCode::UNAUTHORIZED,
+                        "missing or wrong credentials: send 'Authorization: Bearer <token>'".into(),
+                    );
+                    resp.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Bearer realm=\"flowline\""),
+                    );
+                    resp
+                }
+            },
+        ));
+    }
+    match security.tls.clone() {
+        None => {
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    eprintln!("error: http server stopped: {e}");
+                }
+            });
         }
-    });
+        Some(tls) => {
+            tokio::spawn(serve_tls(listener, app, tls));
+        }
+    }
     Ok(local)
+}
+
+/// How long a client has to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TLS connections and serves HTTP/1.1 on each.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                eprintln!("flowline: warning: http listener: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            // A client that fails the handshake (plain HTTP, an untrusted certificate) is
+            // simply disconnected.
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+            else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
@@ -74,6 +164,7 @@ fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
     );
     let job = Arc::new(job);
     let ready_job = job.clone();
+    let query = job.query.clone();
     Router::new()
         .route(
             "/metrics",
@@ -93,6 +184,11 @@ fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
         // Live: the process answers. Ready: every HTTP table takes rows.
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(move || readyz(ready_job.clone())))
+        .route(
+            "/v1/query",
+            post(move |headers, body| query_endpoint(query.clone(), headers, body))
+                .layer(DefaultBodyLimit::max(query::MAX_SQL_BYTES)),
+        )
         .route(
             "/v1/ingest/{table}",
             // The body is read by the handler, against the table's own 'ingest.max-body-size'.
@@ -118,6 +214,33 @@ fn router(metrics: MetricsRegistry, job: JobInfo) -> Router {
                 ),
             )
         })
+}
+
+async fn query_endpoint(
+    service: Option<query::QueryService>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let Some(service) = service else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "this server answers no queries".into(),
+        );
+    };
+    let sql = match query::sql_of(&headers, &body) {
+        Ok(sql) => sql,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
+    match query::answer(&service, &headers, sql).await {
+        Ok(resp) => resp,
+        Err((status, m)) => {
+            let mut resp = error(status, m);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                retry_after(&mut resp, 1);
+            }
+            resp
+        }
+    }
 }
 
 async fn readyz(job: Arc<JobInfo>) -> axum::response::Response {

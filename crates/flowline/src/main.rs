@@ -2,6 +2,7 @@
 
 mod memory;
 mod query;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,10 @@ enum Command {
         /// memory); state beyond it moves to local disk
         #[arg(long)]
         memory: Option<String>,
+        #[command(flatten)]
+        listen: ListenerArgs,
+        #[command(flatten)]
+        limits: QueryLimitArgs,
     },
     /// Stop a running pipeline cleanly: it takes a final checkpoint and exits
     Stop {
@@ -61,11 +66,28 @@ enum Command {
         /// The SELECT statement; files can be named as tables: SELECT * FROM "out/part-0.parquet"
         sql: String,
         /// A script whose CREATE TABLE / CREATE VIEW statements declare the tables the query reads
-        #[arg(long)]
+        #[arg(long, conflicts_with = "connect")]
         init: Option<PathBuf>,
+        /// Ask a running server (`flowline run --http` or `flowline serve`) instead, e.g.
+        /// http://127.0.0.1:9249; its token from the environment variable FLOWLINE_TOKEN
+        #[arg(long)]
+        connect: Option<String>,
         /// Output format
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
+    },
+    /// Serve SQL over lake tables and files without a streaming job: POST /v1/query
+    Serve {
+        /// The address to listen on, e.g. 127.0.0.1:9249
+        #[arg(long)]
+        http: String,
+        /// A script whose CREATE TABLE / CREATE VIEW statements declare the tables served
+        #[arg(long)]
+        init: Option<PathBuf>,
+        #[command(flatten)]
+        listen: ListenerArgs,
+        #[command(flatten)]
+        limits: QueryLimitArgs,
     },
     /// Print the dataflow graph the planner builds for a pipeline script
     Explain {
@@ -80,8 +102,78 @@ enum Command {
     Bench(flowline_bench::BenchArgs),
 }
 
+/// How the listeners are secured. Tokens come from a file or the environment, never from the
+/// command line (where `ps` shows them).
+#[derive(clap::Args, Clone, Debug, Default)]
+struct ListenerArgs {
+    /// A file of bearer tokens, one per line, that every listener then requires (also:
+    /// the environment variables FLOWLINE_AUTH_FILE, FLOWLINE_AUTH_TOKENS)
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
+    /// Serve over TLS with this PEM certificate chain (needs --tls-key)
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve a non-loopback address without authentication (refused otherwise)
+    #[arg(long)]
+    insecure: bool,
+}
+
+/// Limits of the query endpoint.
+#[derive(clap::Args, Clone, Debug)]
+struct QueryLimitArgs {
+    /// Longest a query may run, e.g. 30s (default: no limit)
+    #[arg(long)]
+    query_timeout: Option<String>,
+    /// Most rows a query may return (default: no limit)
+    #[arg(long)]
+    query_max_rows: Option<u64>,
+    /// Most queries running at once; more are answered 429
+    #[arg(long, default_value_t = 16)]
+    max_concurrent_queries: usize,
+}
+
+impl QueryLimitArgs {
+    fn limits(&self) -> Result<flowline_server::query::QueryLimits> {
+        let timeout = match &self.query_timeout {
+            Some(t) => Some(flowline_common::options::parse_duration(t).map_err(|e| {
+                anyhow::anyhow!("invalid --query-timeout '{t}': {e} (e.g. 30s, 500ms)")
+            })?),
+            None => None,
+        };
+        anyhow::ensure!(
+            self.max_concurrent_queries > 0,
+            "--max-concurrent-queries must be at least 1"
+        );
+        Ok(flowline_server::query::QueryLimits {
+            max_concurrent: self.max_concurrent_queries,
+            timeout,
+            max_rows: self.query_max_rows,
+        })
+    }
+}
+
+impl ListenerArgs {
+    fn security(&self) -> Result<flowline_server::security::Security> {
+        use flowline_server::security::{tls_config, Auth, Security};
+        let auth = Auth::from_env(self.auth_file.as_deref())?.map(std::sync::Arc::new);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
+            _ => None,
+        };
+        Ok(Security {
+            auth,
+            tls,
+            insecure: self.insecure,
+        })
+    }
+}
+
 fn main() -> ExitCode {
     memory::tune_allocator();
+    flowline_server::security::install_crypto_provider();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -148,6 +240,8 @@ async fn dispatch(command: Command) -> Result<()> {
             state_dir,
             fresh,
             memory,
+            listen,
+            limits,
         } => {
             let state_dir = state_dir.unwrap_or_else(|| default_state_dir(&pipeline));
             let opts = RunOptions {
@@ -155,6 +249,8 @@ async fn dispatch(command: Command) -> Result<()> {
                 http,
                 memory,
                 fresh,
+                listen,
+                limits,
             };
             run(&pipeline, &opts, &state_dir).await
         }
@@ -162,7 +258,21 @@ async fn dispatch(command: Command) -> Result<()> {
             pipeline,
             state_dir,
         } => stop(&state_dir.unwrap_or_else(|| default_state_dir(&pipeline))),
-        Command::Query { sql, init, format } => query::run(&sql, init.as_deref(), &format).await,
+        Command::Query {
+            sql,
+            init,
+            connect,
+            format,
+        } => match connect {
+            Some(url) => serve::query_remote(&url, &sql, &format).await,
+            None => query::run(&sql, init.as_deref(), &format).await,
+        },
+        Command::Serve {
+            http,
+            init,
+            listen,
+            limits,
+        } => serve(&http, init.as_deref(), &listen, &limits).await,
         Command::Explain {
             pipeline,
             verbose,
@@ -220,6 +330,8 @@ struct RunOptions {
     http: Option<String>,
     memory: Option<String>,
     fresh: bool,
+    listen: ListenerArgs,
+    limits: QueryLimitArgs,
 }
 
 async fn run(
@@ -259,9 +371,23 @@ async fn run(
     // What the job's tasks share with the server: its HTTP tables (and file committers).
     let shared = flowline_runtime::JobShared::new();
     if let Some(addr) = http {
-        let info = server_job_info(&graph, shared.clone());
-        let bound = flowline_server::serve(addr, metrics.clone(), info).await?;
-        eprintln!("flowline: serving http://{bound}/metrics");
+        let security = opts.listen.security()?;
+        let mut info = server_job_info(&graph, shared.clone());
+        // Queries over the script's own tables (its lake tables, say) and files.
+        let engine = serve::Engine::new(Some(pipeline)).await?;
+        info.query = Some(flowline_server::query::QueryService::new(
+            std::sync::Arc::new(engine),
+            opts.limits.limits()?,
+        ));
+        let bound = flowline_server::serve(addr, metrics.clone(), info, &security).await?;
+        let auth = match &security.auth {
+            Some(a) => format!(" (tokens from {})", a.source),
+            None => String::new(),
+        };
+        eprintln!(
+            "flowline: serving {}://{bound}/metrics{auth}",
+            security.scheme()
+        );
     }
     let stop = StopSignal::new();
     spawn_signal_handler(stop.clone());
@@ -297,6 +423,36 @@ async fn run(
     Ok(())
 }
 
+/// `flowline serve`: the query endpoint (and /metrics, /healthz) without a job, until Ctrl-C.
+async fn serve(
+    http: &str,
+    init: Option<&std::path::Path>,
+    listen: &ListenerArgs,
+    limits: &QueryLimitArgs,
+) -> Result<()> {
+    let security = listen.security()?;
+    let engine = serve::Engine::new(init).await?;
+    let info = flowline_server::JobInfo {
+        query: Some(flowline_server::query::QueryService::new(
+            std::sync::Arc::new(engine),
+            limits.limits()?,
+        )),
+        ..Default::default()
+    };
+    let bound = flowline_server::serve(http, MetricsRegistry::new(), info, &security).await?;
+    eprintln!(
+        "flowline: serving queries at {}://{bound}/v1/query",
+        security.scheme()
+    );
+    // Until Ctrl-C or SIGTERM.
+    let stop = StopSignal::new();
+    spawn_signal_handler(stop.clone());
+    while !stop.is_stopped() {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
 /// What the HTTP server must know of the job before it runs.
 fn server_job_info(
     graph: &flowline_planner::JobGraph,
@@ -310,6 +466,7 @@ fn server_job_info(
             .filter(|t| t.factory.name == "http")
             .map(|t| t.table.name.clone())
             .collect(),
+        query: None,
     }
 }
 

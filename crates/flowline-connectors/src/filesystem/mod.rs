@@ -18,7 +18,7 @@ use flowline_common::{OptionSpec, Options};
 use flowline_sql::TableDef;
 
 pub use sink::create_sink;
-pub use source::create_source;
+pub use source::{create_source, lake_files, LakeFile};
 
 use crate::registry::opt;
 use crate::{ConnectorError, Result};

@@ -114,6 +114,53 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// A committed file of a filesystem table, as a reader sees it.
+#[derive(Debug, Clone)]
+pub struct LakeFile {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: std::time::SystemTime,
+    /// Partition values from its `k=v` directories, unescaped; `None` is NULL (the default
+    /// partition name).
+    pub partition: Vec<(String, Option<String>)>,
+}
+
+/// The files of a filesystem table that readers see: committed files (not hidden in-progress
+/// ones), in the order a source reads them; absolute paths.
+pub fn lake_files(table: &TableDef, o: &Options) -> Result<Vec<LakeFile>> {
+    let root = root(o);
+    let io = |source| ConnectorError::Io {
+        table: table.name.clone(),
+        path: root.clone(),
+        source,
+    };
+    let root = std::path::absolute(&root).map_err(io)?;
+    let mut files = Vec::new();
+    list_files(&root, &mut files).map_err(io)?;
+    files.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+    let default_name = o
+        .get("partition.default-name")
+        .unwrap_or(DEFAULT_PARTITION_NAME);
+    files
+        .into_iter()
+        .filter_map(|path| {
+            // A file a commit or a cleanup removed since the listing is simply not there.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(e) => return Some(Err(io(e))),
+            };
+            let partition = partition_values(&root, &path, default_name);
+            Some(Ok(LakeFile {
+                size: meta.len(),
+                modified: meta.modified().unwrap_or(std::time::UNIX_EPOCH),
+                partition,
+                path,
+            }))
+        })
+        .collect()
+}
+
 fn list_files(path: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     let meta = std::fs::metadata(path)?;
     if meta.is_file() {

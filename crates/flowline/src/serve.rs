@@ -1,0 +1,184 @@
+//! The query endpoint's engine, `flowline serve`, and `flowline query --connect`.
+//!
+//! One planner session lives as long as the server: the tables a script declares (read when a
+//! query scans them, lake tables as DataFusion Parquet scans whose footers the session caches)
+//! and files named as tables.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use datafusion::dataframe::DataFrame;
+use flowline_server::query::{QueryAnswer, QueryEngine, QueryError};
+use futures::StreamExt;
+
+/// Answers queries over one long-lived batch catalog, on a runtime of its own: a query's
+/// operators may compute for long between yields (a cross join's inner loop), and the server's
+/// runtime must stay free to answer, time out and see clients go.
+pub struct Engine {
+    catalog: Arc<flowline_planner::Catalog>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+/// Batches a query may have computed ahead of its client.
+const AHEAD: usize = 2;
+
+impl Engine {
+    /// An engine over the tables and views `init` declares (none: files only).
+    pub async fn new(init: Option<&Path>) -> Result<Self> {
+        let catalog = match init {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                flowline_planner::batch_catalog(&text)
+                    .await
+                    .with_context(|| format!("in {}", path.display()))?
+            }
+            None => flowline_planner::Catalog::new_batch(),
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .thread_name("flowline-query")
+            .enable_all()
+            .build()
+            .context("cannot start the query runtime")?;
+        Ok(Self {
+            catalog: Arc::new(catalog),
+            runtime: Some(runtime),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Queries still computing are abandoned, not waited for.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Aborts a query's task when its answer is dropped (the client went, or the time ran out).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl QueryEngine for Engine {
+    fn query(
+        &self,
+        sql: String,
+    ) -> futures::future::BoxFuture<'static, Result<QueryAnswer, QueryError>> {
+        let catalog = self.catalog.clone();
+        let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<_, String>>(AHEAD);
+        let task = self
+            .runtime
+            .as_ref()
+            .expect("a running engine")
+            .spawn(async move {
+                let started = async {
+                    let plan = flowline_planner::plan_select(&catalog, &sql)
+                        .await
+                        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+                    DataFrame::new(catalog.ctx.state(), plan)
+                        .execute_stream()
+                        .await
+                        .map_err(|e| QueryError::Failed(flowline_planner::df_error(e).to_string()))
+                };
+                let mut stream = match started.await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = schema_tx.send(Err(e));
+                        return;
+                    }
+                };
+                if schema_tx.send(Ok(stream.schema())).is_err() {
+                    return;
+                }
+                while let Some(batch) = stream.next().await {
+                    let batch = batch.map_err(|e| flowline_planner::df_error(e).to_string());
+                    let failed = batch.is_err();
+                    // A closed channel: the answer was dropped.
+                    if tx.send(batch).await.is_err() || failed {
+                        return;
+                    }
+                }
+            });
+        let guard = AbortOnDrop(task);
+        Box::pin(async move {
+            let schema = schema_rx
+                .await
+                .map_err(|_| QueryError::Failed("the query stopped before it started".into()))??;
+            let batches = futures::stream::unfold((rx, guard), |(mut rx, guard)| async move {
+                rx.recv().await.map(|b| (b, (rx, guard)))
+            });
+            Ok(QueryAnswer {
+                schema,
+                batches: batches.boxed(),
+            })
+        })
+    }
+}
+
+/// `flowline query --connect URL`: asks a running server; prints as `format` says.
+pub async fn query_remote(url: &str, sql: &str, format: &str) -> Result<()> {
+    let accept = match format {
+        "csv" => "text/csv",
+        "json" => "application/x-ndjson",
+        _ => flowline_server::query::ARROW_STREAM,
+    };
+    let endpoint = format!("{}/v1/query", url.trim_end_matches('/'));
+    let client = reqwest::Client::builder()
+        .build()
+        .context("cannot make an HTTP client")?;
+    let mut req = client
+        .post(&endpoint)
+        .header("Accept", accept)
+        .header("Content-Type", "text/plain; charset=utf-8")
+        .body(sql.to_string());
+    if let Ok(token) = std::env::var(TOKEN_ENV) {
+        req = req.bearer_auth(token.trim());
+    }
+    let resp = req
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {endpoint}"))?;
+    let status = resp.status();
+    let body = resp
+        .bytes()
+        .await
+        .with_context(|| format!("{endpoint}: the answer was cut off"))?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body);
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_else(|| text.trim().to_string());
+        let hint = match status.as_u16() {
+            401 => format!(" (set {TOKEN_ENV} to a token the server accepts)"),
+            _ => String::new(),
+        };
+        anyhow::bail!("{endpoint} answered {status}: {message}{hint}");
+    }
+    match format {
+        "csv" | "json" => print!("{}", String::from_utf8_lossy(&body)),
+        _ => {
+            let reader = datafusion::arrow::ipc::reader::StreamReader::try_new(
+                std::io::Cursor::new(body),
+                None,
+            )
+            .context("the server's Arrow answer is malformed")?;
+            let batches = reader
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .context("the server's Arrow answer is malformed")?;
+            print!("{}", crate::query::render(&batches, format)?);
+        }
+    }
+    Ok(())
+}
+
+/// The token `flowline query --connect` sends.
+pub const TOKEN_ENV: &str = "FLOWLINE_TOKEN";

@@ -380,6 +380,11 @@ impl Catalog {
     }
 
     /// The table late rows go to (`SET 'table.exec.late-data.sink' = 'name'`).
+    /// The views the script declared, in order.
+    pub fn view_names(&self) -> &[String] {
+        &self.views
+    }
+
     pub fn late_sink(&self) -> Option<&String> {
         self.config.get("table.exec.late-data.sink")
     }

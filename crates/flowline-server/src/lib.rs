@@ -6,6 +6,8 @@
 //! request without one of them, before anything else is looked at: an unauthenticated client
 //! learns nothing, not even which tables exist.
 
+#[cfg(feature = "flight")]
+pub mod flight;
 pub mod query;
 pub mod security;
 

@@ -32,12 +32,41 @@ pub enum QueryError {
     Failed(String),
 }
 
+/// A table a server serves, for catalog listings.
+#[derive(Clone, Debug)]
+pub struct TableInfo {
+    pub name: String,
+    /// `TABLE` or `VIEW`.
+    pub kind: &'static str,
+    pub schema: SchemaRef,
+    pub primary_key: Vec<String>,
+}
+
+/// What a query is before it runs: its answer's columns and its parameters' (`$1`, `$2`, ...
+/// or `?`; `Null` where the plan leaves a type open).
+#[derive(Clone, Debug)]
+pub struct QueryShape {
+    pub schema: SchemaRef,
+    pub parameters: SchemaRef,
+}
+
 /// Answers SQL: the planner's long-lived session over the script's tables and files.
 pub trait QueryEngine: Send + Sync {
+    /// Runs `sql`; `params` (one row: column i is parameter i + 1) fills its placeholders.
     fn query(
         &self,
         sql: String,
+        params: Option<RecordBatch>,
     ) -> futures::future::BoxFuture<'static, Result<QueryAnswer, QueryError>>;
+
+    /// Plans `sql` without running it.
+    fn describe(
+        &self,
+        sql: String,
+    ) -> futures::future::BoxFuture<'static, Result<QueryShape, QueryError>>;
+
+    /// The tables and views it serves.
+    fn tables(&self) -> Vec<TableInfo>;
 }
 
 /// Per-query limits of a server.
@@ -245,13 +274,20 @@ pub(crate) fn sql_of(headers: &HeaderMap, body: &[u8]) -> Result<String, String>
 /// The largest query text taken.
 pub(crate) const MAX_SQL_BYTES: usize = 1 << 20;
 
-/// Runs a query for the endpoint: the answer, or an error answer's status and message.
-pub(crate) async fn answer(
+/// A query answering under the server's limits: its columns and its batches (the first
+/// already computed, so that most errors come before any row is sent). The stream holds the
+/// query's slot until it ends or is dropped; it stops with an error past the time or row limit.
+pub struct Running {
+    pub schema: SchemaRef,
+    pub batches: BoxStream<'static, Result<RecordBatch, (StatusCode, String)>>,
+}
+
+/// Starts `sql` (with `params`) under `service`'s limits; errors as the HTTP status they are.
+pub async fn run(
     service: &QueryService,
-    headers: &HeaderMap,
     sql: String,
-) -> Result<axum::response::Response, (StatusCode, String)> {
-    let encoding = Encoding::from_accept(headers).map_err(|m| (StatusCode::NOT_ACCEPTABLE, m))?;
+    params: Option<RecordBatch>,
+) -> Result<Running, (StatusCode, String)> {
     let permit = service.slots.clone().try_acquire_owned().map_err(|_| {
         (
             StatusCode::TOO_MANY_REQUESTS,
@@ -264,83 +300,102 @@ pub(crate) async fn answer(
     let limits = service.limits.clone();
     let deadline = limits.timeout.map(|t| tokio::time::Instant::now() + t);
     let answer = match deadline {
-        Some(d) => tokio::time::timeout_at(d, service.engine.query(sql))
+        Some(d) => tokio::time::timeout_at(d, service.engine.query(sql, params))
             .await
             .map_err(|_| limits.timed_out())?,
-        None => service.engine.query(sql).await,
+        None => service.engine.query(sql, params).await,
     }
     .map_err(|e| match e {
         QueryError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
         QueryError::Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
     })?;
-    let schema = answer.schema.clone();
-    let encoder =
-        Encoder::new(encoding, &schema).map_err(|m| (StatusCode::INTERNAL_SERVER_ERROR, m))?;
     let mut batches = answer.batches;
-    // The first batch before the status: most errors come before any row.
     let first = next_batch(&mut batches, deadline, &limits).await?;
     if let Some(b) = &first {
         limits.check_rows(b.num_rows() as u64)?;
     }
-    let state = Answering {
+    let state = Limited {
         batches,
         pending: first,
-        encoder,
-        schema,
         rows: 0,
         limits,
+        deadline,
         done: false,
         _permit: permit,
     };
-    let body = futures::stream::unfold(state, move |mut s| async move {
+    let batches = futures::stream::unfold(state, |mut s| async move {
         if s.done {
             return None;
         }
         let next = match s.pending.take() {
             Some(b) => Ok(Some(b)),
-            None => next_batch(&mut s.batches, deadline, &s.limits).await,
+            None => next_batch(&mut s.batches, s.deadline, &s.limits).await,
         };
-        let bytes = match next {
+        match next {
             Ok(Some(b)) => {
                 s.rows += b.num_rows() as u64;
-                match s.limits.check_rows(s.rows) {
-                    Err((_, m)) => {
-                        s.done = true;
-                        Err(m)
-                    }
-                    Ok(()) => s.encoder.batch(&b),
-                }
+                let item = s.limits.check_rows(s.rows).map(|()| b);
+                s.done = item.is_err();
+                Some((item, s))
             }
-            Ok(None) => {
+            Ok(None) => None,
+            Err(e) => {
                 s.done = true;
-                s.encoder.finish(&s.schema)
+                Some((Err(e), s))
             }
-            Err((_, m)) => {
-                s.done = true;
-                Err(m)
-            }
-        };
-        Some((bytes.map(Bytes::from).map_err(std::io::Error::other), s))
+        }
     });
+    Ok(Running {
+        schema: answer.schema,
+        batches: batches.boxed(),
+    })
+}
+
+/// A query's answer being read: what is left of it, and its slot among the running queries
+/// (given back when the answer ends or the client goes).
+struct Limited {
+    batches: BoxStream<'static, Result<RecordBatch, String>>,
+    pending: Option<RecordBatch>,
+    rows: u64,
+    limits: QueryLimits,
+    deadline: Option<tokio::time::Instant>,
+    done: bool,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Runs a query for the HTTP endpoint: the answer, or an error answer's status and message.
+pub(crate) async fn answer(
+    service: &QueryService,
+    headers: &HeaderMap,
+    sql: String,
+) -> Result<axum::response::Response, (StatusCode, String)> {
+    let encoding = Encoding::from_accept(headers).map_err(|m| (StatusCode::NOT_ACCEPTABLE, m))?;
+    let running = run(service, sql, None).await?;
+    let schema = running.schema.clone();
+    let mut encoder =
+        Encoder::new(encoding, &schema).map_err(|m| (StatusCode::INTERNAL_SERVER_ERROR, m))?;
+    let body = running
+        .batches
+        .map(Some)
+        .chain(futures::stream::once(async { None }))
+        .map(move |item| match item {
+            Some(Ok(b)) => encoder.batch(&b),
+            Some(Err((_, m))) => Err(m),
+            // The end: the CSV header of an empty answer, the IPC end-of-stream marker.
+            None => encoder.finish(&schema),
+        })
+        // An error ends the answer early: nothing follows it.
+        .scan(false, |failed, r| {
+            let out = (!*failed).then_some(r.map(Bytes::from).map_err(std::io::Error::other));
+            *failed |= matches!(out, Some(Err(_)));
+            futures::future::ready(out)
+        });
     let mut resp = axum::response::Response::new(Body::from_stream(body));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(encoding.content_type()),
     );
     Ok(resp)
-}
-
-/// A query's answer being sent: what is left of it, and its slot among the running queries
-/// (given back when the answer ends or the client goes).
-struct Answering {
-    batches: BoxStream<'static, Result<RecordBatch, String>>,
-    pending: Option<RecordBatch>,
-    encoder: Encoder,
-    schema: SchemaRef,
-    rows: u64,
-    limits: QueryLimits,
-    done: bool,
-    _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// The next non-empty batch, within the deadline.

@@ -104,32 +104,37 @@ impl Auth {
 
     /// Whether a request's headers carry one of the tokens.
     pub fn accepts(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers
+        headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-        else {
-            return false;
-        };
-        let value = value.trim();
-        let Some((scheme, rest)) = value.split_once(' ') else {
-            return false;
-        };
+            .and_then(|v| self.accepted_token(v))
+            .is_some()
+    }
+
+    /// The token an `Authorization` value carries, if it is one of ours: `Bearer <token>`, or
+    /// `Basic` with the token as the password.
+    pub fn accepted_token(&self, authorization: &str) -> Option<String> {
+        let (scheme, rest) = authorization.trim().split_once(' ')?;
         let rest = rest.trim();
-        if scheme.eq_ignore_ascii_case("bearer") {
-            self.accepts_token(rest.as_bytes())
+        let token = if scheme.eq_ignore_ascii_case("bearer") {
+            rest.as_bytes().to_vec()
         } else if scheme.eq_ignore_ascii_case("basic") {
             // user:password, the password being the token.
-            base64::engine::general_purpose::STANDARD
-                .decode(rest)
-                .ok()
-                .and_then(|d| {
-                    let colon = d.iter().position(|b| *b == b':')?;
-                    Some(self.accepts_token(&d[colon + 1..]))
-                })
-                .unwrap_or(false)
+            // Padded or not: Go's Flight client (ADBC's) sends it unpadded.
+            let lenient = base64::engine::GeneralPurpose::new(
+                &base64::alphabet::STANDARD,
+                base64::engine::GeneralPurposeConfig::new()
+                    .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+            );
+            let d = lenient.decode(rest).ok()?;
+            let colon = d.iter().position(|b| *b == b':')?;
+            d[colon + 1..].to_vec()
         } else {
-            false
-        }
+            return None;
+        };
+        self.accepts_token(&token)
+            .then(|| String::from_utf8(token).ok())
+            .flatten()
     }
 
     /// Compares with every token in time that does not depend on where they differ.
@@ -207,6 +212,9 @@ pub fn tls_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, 
 pub struct Security {
     pub auth: Option<Arc<Auth>>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The PEM certificate chain and key behind `tls`, for listeners that build their own TLS
+    /// (Flight SQL's tonic).
+    pub tls_pem: Option<(Vec<u8>, Vec<u8>)>,
     /// Serve a non-loopback address without authentication (`--insecure`).
     pub insecure: bool,
 }
@@ -284,6 +292,8 @@ mod tests {
             )
         };
         assert!(auth.accepts(&headers(&basic("alice:second"))));
+        let unpadded = base64::engine::general_purpose::STANDARD_NO_PAD.encode("alice:second");
+        assert!(auth.accepts(&headers(&format!("Basic {unpadded}"))));
         assert!(auth.accepts(&headers(&basic(":second"))));
         assert!(!auth.accepts(&headers(&basic("second:wrong"))));
         assert!(!auth.accepts(&headers(&basic("second"))));

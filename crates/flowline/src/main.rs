@@ -76,11 +76,12 @@ enum Command {
         #[arg(long, default_value = "table", value_parser = ["table", "csv", "json"])]
         format: String,
     },
-    /// Serve SQL over lake tables and files without a streaming job: POST /v1/query
+    /// Serve SQL over lake tables and files without a streaming job: POST /v1/query on
+    /// --http, Arrow Flight SQL on --flight
     Serve {
-        /// The address to listen on, e.g. 127.0.0.1:9249
+        /// The HTTP address to listen on, e.g. 127.0.0.1:9249
         #[arg(long)]
-        http: String,
+        http: Option<String>,
         /// A script whose CREATE TABLE / CREATE VIEW statements declare the tables served
         #[arg(long)]
         init: Option<PathBuf>,
@@ -119,6 +120,9 @@ struct ListenerArgs {
     /// Serve a non-loopback address without authentication (refused otherwise)
     #[arg(long)]
     insecure: bool,
+    /// Serve Arrow Flight SQL on this address too, e.g. 127.0.0.1:50051
+    #[arg(long)]
+    flight: Option<String>,
 }
 
 /// Limits of the query endpoint.
@@ -156,16 +160,55 @@ impl QueryLimitArgs {
 }
 
 impl ListenerArgs {
+    /// Starts Flight SQL on `--flight`, if given.
+    async fn serve_flight(
+        &self,
+        service: &flowline_server::query::QueryService,
+        security: &flowline_server::security::Security,
+        metrics: &MetricsRegistry,
+    ) -> Result<()> {
+        let Some(addr) = &self.flight else {
+            return Ok(());
+        };
+        #[cfg(feature = "flight")]
+        {
+            let bound =
+                flowline_server::flight::serve_flight(addr, service.clone(), security, metrics)
+                    .await?;
+            let scheme = if security.tls.is_some() {
+                "grpc+tls"
+            } else {
+                "grpc"
+            };
+            eprintln!("flowline: serving Flight SQL at {scheme}://{bound}");
+            Ok(())
+        }
+        #[cfg(not(feature = "flight"))]
+        {
+            let _ = (service, security, metrics);
+            anyhow::bail!("--flight {addr}: this flowline was built without Flight SQL (the 'flight' feature)")
+        }
+    }
+
     fn security(&self) -> Result<flowline_server::security::Security> {
         use flowline_server::security::{tls_config, Auth, Security};
         let auth = Auth::from_env(self.auth_file.as_deref())?.map(std::sync::Arc::new);
-        let tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(tls_config(cert, key)?),
-            _ => None,
+        let (tls, tls_pem) = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |p: &PathBuf| {
+                    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+                };
+                (
+                    Some(tls_config(cert, key)?),
+                    Some((read(cert)?, read(key)?)),
+                )
+            }
+            _ => (None, None),
         };
         Ok(Security {
             auth,
             tls,
+            tls_pem,
             insecure: self.insecure,
         })
     }
@@ -272,7 +315,7 @@ async fn dispatch(command: Command) -> Result<()> {
             init,
             listen,
             limits,
-        } => serve(&http, init.as_deref(), &listen, &limits).await,
+        } => serve(http.as_deref(), init.as_deref(), &listen, &limits).await,
         Command::Explain {
             pipeline,
             verbose,
@@ -370,24 +413,30 @@ async fn run(
     let metrics = MetricsRegistry::new();
     // What the job's tasks share with the server: its HTTP tables (and file committers).
     let shared = flowline_runtime::JobShared::new();
-    if let Some(addr) = http {
+    if http.is_some() || opts.listen.flight.is_some() {
         let security = opts.listen.security()?;
-        let mut info = server_job_info(&graph, shared.clone());
         // Queries over the script's own tables (its lake tables, say) and files.
         let engine = serve::Engine::new(Some(pipeline)).await?;
-        info.query = Some(flowline_server::query::QueryService::new(
+        let service = flowline_server::query::QueryService::new(
             std::sync::Arc::new(engine),
             opts.limits.limits()?,
-        ));
-        let bound = flowline_server::serve(addr, metrics.clone(), info, &security).await?;
-        let auth = match &security.auth {
-            Some(a) => format!(" (tokens from {})", a.source),
-            None => String::new(),
-        };
-        eprintln!(
-            "flowline: serving {}://{bound}/metrics{auth}",
-            security.scheme()
         );
+        if let Some(addr) = http {
+            let mut info = server_job_info(&graph, shared.clone());
+            info.query = Some(service.clone());
+            let bound = flowline_server::serve(addr, metrics.clone(), info, &security).await?;
+            let auth = match &security.auth {
+                Some(a) => format!(" (tokens from {})", a.source),
+                None => String::new(),
+            };
+            eprintln!(
+                "flowline: serving {}://{bound}/metrics{auth}",
+                security.scheme()
+            );
+        }
+        opts.listen
+            .serve_flight(&service, &security, &metrics)
+            .await?;
     }
     let stop = StopSignal::new();
     spawn_signal_handler(stop.clone());
@@ -423,27 +472,35 @@ async fn run(
     Ok(())
 }
 
-/// `flowline serve`: the query endpoint (and /metrics, /healthz) without a job, until Ctrl-C.
+/// `flowline serve`: the query endpoints (HTTP, and Flight SQL with `--flight`) without a job,
+/// until Ctrl-C or SIGTERM.
 async fn serve(
-    http: &str,
+    http: Option<&str>,
     init: Option<&std::path::Path>,
     listen: &ListenerArgs,
     limits: &QueryLimitArgs,
 ) -> Result<()> {
+    anyhow::ensure!(
+        http.is_some() || listen.flight.is_some(),
+        "flowline serve needs --http ADDR, --flight ADDR or both"
+    );
     let security = listen.security()?;
     let engine = serve::Engine::new(init).await?;
-    let info = flowline_server::JobInfo {
-        query: Some(flowline_server::query::QueryService::new(
-            std::sync::Arc::new(engine),
-            limits.limits()?,
-        )),
-        ..Default::default()
-    };
-    let bound = flowline_server::serve(http, MetricsRegistry::new(), info, &security).await?;
-    eprintln!(
-        "flowline: serving queries at {}://{bound}/v1/query",
-        security.scheme()
-    );
+    let service =
+        flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits.limits()?);
+    let metrics = MetricsRegistry::new();
+    if let Some(http) = http {
+        let info = flowline_server::JobInfo {
+            query: Some(service.clone()),
+            ..Default::default()
+        };
+        let bound = flowline_server::serve(http, metrics.clone(), info, &security).await?;
+        eprintln!(
+            "flowline: serving queries at {}://{bound}/v1/query",
+            security.scheme()
+        );
+    }
+    listen.serve_flight(&service, &security, &metrics).await?;
     // Until Ctrl-C or SIGTERM.
     let stop = StopSignal::new();
     spawn_signal_handler(stop.clone());

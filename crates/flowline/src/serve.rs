@@ -8,8 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use flowline_server::query::{QueryAnswer, QueryEngine, QueryError};
+use flowline_server::query::{QueryAnswer, QueryEngine, QueryError, QueryShape, TableInfo};
 use futures::StreamExt;
 
 /// Answers queries over one long-lived batch catalog, on a runtime of its own: a query's
@@ -18,6 +21,7 @@ use futures::StreamExt;
 pub struct Engine {
     catalog: Arc<flowline_planner::Catalog>,
     runtime: Option<tokio::runtime::Runtime>,
+    tables: Vec<TableInfo>,
 }
 
 /// Batches a query may have computed ahead of its client.
@@ -36,6 +40,25 @@ impl Engine {
             }
             None => flowline_planner::Catalog::new_batch(),
         };
+        let mut tables = Vec::new();
+        for (name, binding) in &catalog.tables {
+            let provider = catalog.ctx.table_provider(name.as_str()).await?;
+            tables.push(TableInfo {
+                name: name.clone(),
+                kind: "TABLE",
+                schema: provider.schema(),
+                primary_key: binding.table.primary_key.clone(),
+            });
+        }
+        for name in catalog.view_names() {
+            let provider = catalog.ctx.table_provider(name.as_str()).await?;
+            tables.push(TableInfo {
+                name: name.clone(),
+                kind: "VIEW",
+                schema: provider.schema(),
+                primary_key: Vec::new(),
+            });
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .thread_name("flowline-query")
             .enable_all()
@@ -44,6 +67,7 @@ impl Engine {
         Ok(Self {
             catalog: Arc::new(catalog),
             runtime: Some(runtime),
+            tables,
         })
     }
 }
@@ -67,9 +91,42 @@ impl Drop for AbortOnDrop {
 }
 
 impl QueryEngine for Engine {
+    fn tables(&self) -> Vec<TableInfo> {
+        self.tables.clone()
+    }
+
+    fn describe(
+        &self,
+        sql: String,
+    ) -> futures::future::BoxFuture<'static, Result<QueryShape, QueryError>> {
+        let catalog = self.catalog.clone();
+        Box::pin(async move {
+            let plan = plan(&catalog, &sql).await?;
+            let schema = Arc::new(plan.schema().as_arrow().clone());
+            let mut params: Vec<(usize, String, DataType)> = plan
+                .get_parameter_types()
+                .map_err(|e| QueryError::Invalid(flowline_planner::df_error(e).to_string()))?
+                .into_iter()
+                .map(|(name, t)| {
+                    let index = name[1..].parse().unwrap_or(usize::MAX);
+                    (index, name, t.unwrap_or(DataType::Null))
+                })
+                .collect();
+            params.sort();
+            let parameters = Arc::new(Schema::new(
+                params
+                    .into_iter()
+                    .map(|(_, name, t)| Field::new(name, t, true))
+                    .collect::<Vec<_>>(),
+            ));
+            Ok(QueryShape { schema, parameters })
+        })
+    }
+
     fn query(
         &self,
         sql: String,
+        params: Option<RecordBatch>,
     ) -> futures::future::BoxFuture<'static, Result<QueryAnswer, QueryError>> {
         let catalog = self.catalog.clone();
         let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
@@ -80,9 +137,14 @@ impl QueryEngine for Engine {
             .expect("a running engine")
             .spawn(async move {
                 let started = async {
-                    let plan = flowline_planner::plan_select(&catalog, &sql)
-                        .await
-                        .map_err(|e| QueryError::Invalid(e.to_string()))?;
+                    let mut plan = plan(&catalog, &sql).await?;
+                    if let Some(params) = params {
+                        plan = plan
+                            .with_param_values(param_values(&params)?)
+                            .map_err(|e| {
+                                QueryError::Invalid(flowline_planner::df_error(e).to_string())
+                            })?;
+                    }
                     DataFrame::new(catalog.ctx.state(), plan)
                         .execute_stream()
                         .await
@@ -121,6 +183,71 @@ impl QueryEngine for Engine {
             })
         })
     }
+}
+
+/// Plans one SELECT, its `?` placeholders numbered `$1`, `$2`, ... first.
+async fn plan(
+    catalog: &flowline_planner::Catalog,
+    sql: &str,
+) -> Result<datafusion::logical_expr::LogicalPlan, QueryError> {
+    flowline_planner::plan_select(catalog, &positional_placeholders(sql))
+        .await
+        .map_err(|e| QueryError::Invalid(e.to_string()))
+}
+
+/// Parameter values from one row of `params`: column i is `$i+1`.
+fn param_values(params: &RecordBatch) -> Result<Vec<ScalarValue>, QueryError> {
+    if params.num_rows() != 1 {
+        return Err(QueryError::Invalid(format!(
+            "parameters are bound as one row; got {} rows (run one row at a time)",
+            params.num_rows()
+        )));
+    }
+    params
+        .columns()
+        .iter()
+        .map(|c| {
+            ScalarValue::try_from_array(c, 0)
+                .map_err(|e| QueryError::Invalid(format!("a parameter value: {e}")))
+        })
+        .collect()
+}
+
+/// `?` placeholders (JDBC and ADBC style) as DataFusion's `$1`, `$2`, ..., outside quotes and
+/// comments.
+fn positional_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut n = 0;
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' | '`' => {
+                out.push(c);
+                // To the closing quote; a doubled quote is part of the text and reopens.
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '?' => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// `flowline query --connect URL`: asks a running server; prints as `format` says.
@@ -182,3 +309,16 @@ pub async fn query_remote(url: &str, sql: &str, format: &str) -> Result<()> {
 
 /// The token `flowline query --connect` sends.
 pub const TOKEN_ENV: &str = "FLOWLINE_TOKEN";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn question_marks_become_positions_outside_quotes_and_comments() {
+        assert_eq!(
+            super::positional_placeholders(
+                "SELECT '?', \"a?\" FROM t -- why?\nWHERE a = ? AND b > ?"
+            ),
+            "SELECT '?', \"a?\" FROM t -- why?\nWHERE a = $1 AND b > $2"
+        );
+    }
+}

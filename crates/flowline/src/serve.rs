@@ -40,6 +40,17 @@ impl Engine {
             }
             None => flowline_planner::Catalog::new_batch(),
         };
+        // A server runs each query on every core (scans split into file groups, hash
+        // partitioned joins and aggregations); `flowline query` plans for one.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        catalog
+            .ctx
+            .state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .execution
+            .target_partitions = cores;
         let mut tables = Vec::new();
         for (name, binding) in &catalog.tables {
             let provider = catalog.ctx.table_provider(name.as_str()).await?;

@@ -1,0 +1,150 @@
+#!/usr/bin/env python3
+"""TPC-H through the warm query server, side by side with DuckDB on the same Parquet files.
+
+DuckDB (1.5.5, with the `duckdb-extension-tpch` wheel of the same version) generates the data
+once as Parquet (one directory per table) and gives the 22 queries. `flowline serve` declares
+the tables from a script and answers each query over HTTP as an Arrow IPC stream; DuckDB runs
+the same text in-process over views of the same files. Each query runs once to warm both (file
+footers cached) and then `--runs` times; the best time counts. Rows are compared after rounding
+numbers to 2 decimals (Flink's integer AVG and DuckDB's differ there only in decimals).
+
+    python3 -m venv /tmp/tpc && /tmp/tpc/bin/pip install duckdb==1.5.5 duckdb-extension-tpch==1.5.5 pyarrow
+    /tmp/tpc/bin/python benches/tpc.py path/to/release/flowline [--sf 1] [--data /tmp/tpch-sf1]
+"""
+import argparse, decimal, glob, math, os, socket, subprocess, sys, time, urllib.error, urllib.request
+
+import duckdb
+import pyarrow as pa
+import pyarrow.ipc
+
+FLINK_TYPES = {"INTEGER": "INT", "BIGINT": "BIGINT", "VARCHAR": "STRING", "DATE": "DATE", "DOUBLE": "DOUBLE"}
+
+
+def load_tpch(con):
+    try:
+        con.execute("LOAD tpch")
+    except duckdb.Error:
+        import duckdb_extension_tpch
+        ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_tpch.__file__), "extensions", "*", "tpch.duckdb_extension"))
+        con.execute(f"LOAD '{ext[0]}'")
+
+
+def generate(con, sf, data):
+    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+    if os.path.exists(os.path.join(data, "done")):
+        return
+    con.execute(f"CALL dbgen(sf={sf})")
+    for t in [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]:
+        os.makedirs(os.path.join(data, t), exist_ok=True)
+        con.execute(f"COPY {t} TO '{data}/{t}/{t}.parquet' (FORMAT parquet, ROW_GROUP_SIZE 122880)")
+        con.execute(f"DROP TABLE {t}")
+    open(os.path.join(data, "done"), "w").close()
+
+
+def script(con, data):
+    """CREATE TABLE statements for the Parquet directories, with the files' own types."""
+    out = []
+    for t in sorted(os.listdir(data)):
+        if not os.path.isdir(os.path.join(data, t)):
+            continue
+        cols = con.execute(f"DESCRIBE SELECT * FROM read_parquet('{data}/{t}/*.parquet')").fetchall()
+        defs = []
+        for name, typ, *_ in cols:
+            defs.append(f"  {name} {FLINK_TYPES.get(typ, typ)}")
+        out.append(f"CREATE TABLE {t} (\n" + ",\n".join(defs) +
+                   f"\n) WITH ('connector' = 'filesystem', 'path' = '{data}/{t}', 'format' = 'parquet');\n")
+        con.execute(f"CREATE OR REPLACE VIEW {t} AS SELECT * FROM read_parquet('{data}/{t}/*.parquet')")
+    return "\n".join(out)
+
+
+def norm(rows):
+    def cell(v):
+        if isinstance(v, (float, decimal.Decimal)):
+            return round(float(v), 2)
+        return v
+    return [tuple(cell(v) for v in r) for r in rows]
+
+
+def ask(port, sql):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/query", data=sql.encode(),
+                                 headers={"Accept": "application/vnd.apache.arrow.stream"})
+    try:
+        with urllib.request.urlopen(req, timeout=600) as r:
+            t = pa.ipc.open_stream(r.read()).read_all()
+    except urllib.error.HTTPError as e:
+        raise RuntimeError(e.read().decode()[:400])
+    return list(zip(*[c.to_pylist() for c in t.columns])) if t.num_columns else []
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("binary")
+    ap.add_argument("--sf", type=float, default=1)
+    ap.add_argument("--data", default=None)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only", default="", help="query numbers, e.g. 1,3,18")
+    args = ap.parse_args()
+    data = os.path.abspath(args.data or f"/tmp/tpch-sf{args.sf:g}")
+    os.makedirs(data, exist_ok=True)
+    con = duckdb.connect()
+    load_tpch(con)
+    t0 = time.time()
+    generate(con, args.sf, data)
+    print(f"data: {data} ({time.time() - t0:.1f} s)", file=sys.stderr)
+    init = os.path.join(data, "tables.sql")
+    with open(init, "w") as f:
+        f.write(script(con, data))
+    queries = con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY query_nr").fetchall()
+    if args.only:
+        wanted = {int(x) for x in args.only.split(",")}
+        queries = [q for q in queries if q[0] in wanted]
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = subprocess.Popen([args.binary, "serve", "--init", init, "--http", f"127.0.0.1:{port}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                ask(port, "SELECT 1")
+                break
+            except Exception:
+                time.sleep(0.1)
+        print(f"{'query':>5} {'flowline s':>10} {'duckdb s':>9} {'ratio':>6}  rows")
+        ratios, failed = [], []
+        for n, sql in queries:
+            sql = sql.strip().rstrip(";")
+            want = norm(con.execute(sql).fetchall())
+            try:
+                got = norm(ask(port, sql))
+            except Exception as e:
+                print(f"{n:>5} error: {str(e)[:300]}")
+                failed.append(n)
+                continue
+            same = sorted(map(repr, got)) == sorted(map(repr, want))
+            best_f = best_d = math.inf
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                ask(port, sql)
+                best_f = min(best_f, time.perf_counter() - t)
+                t = time.perf_counter()
+                con.execute(sql).fetchall()
+                best_d = min(best_d, time.perf_counter() - t)
+            ratios.append(best_f / best_d)
+            print(f"{n:>5} {best_f:>10.3f} {best_d:>9.3f} {best_f / best_d:>6.2f}  {len(got)} {'same' if same else 'DIFFERENT'}")
+            if not same:
+                failed.append(n)
+                print(f"      flowline {got[:3]}\n      duckdb   {want[:3]}")
+        if ratios:
+            geo = math.exp(sum(map(math.log, ratios)) / len(ratios))
+            print(f"geometric mean of flowline / duckdb over {len(ratios)} queries: {geo:.2f}x; "
+                  f"failed or different: {failed or 'none'}")
+    finally:
+        server.terminate()
+        server.communicate(timeout=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,25 +19,11 @@ import adbc_driver_flightsql.dbapi as flight_sql
 import duckdb
 import pyarrow.flight as fl
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Checks, free_port  # noqa: E402
+
 TOKEN = "flight-token-9c4e2a7b1d3f5e6a8b0c"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Checks:
-    def __init__(self):
-        self.failed = 0
-
-    def expect(self, ok, what, detail=""):
-        print(("ok   " if ok else "FAIL ") + what + ("" if ok else f": {detail}"))
-        self.failed += not ok
 
 
 def connect(port, password=TOKEN):

@@ -14,20 +14,15 @@
 import argparse, base64, json, os, socket, ssl, subprocess, sys, tempfile, time
 import urllib.error, urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Checks, free_port  # noqa: E402
+
 PIPELINE = """
 CREATE TABLE secret_events (id BIGINT) WITH ('connector' = 'http');
 CREATE TABLE out (id BIGINT) WITH ('connector' = 'blackhole');
 INSERT INTO out SELECT id FROM secret_events;
 """
 TOKEN = "tok-3f1c9a7e5b2d4c6a8e0f1b3d5c7a9e2f"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def request(url, body=None, headers=None, context=None, timeout=5):
@@ -40,15 +35,6 @@ def request(url, body=None, headers=None, context=None, timeout=5):
         return e.code, e.headers, e.read().decode()
     except Exception as e:
         return None, None, repr(e)
-
-
-class Checks:
-    def __init__(self):
-        self.failed = 0
-
-    def expect(self, ok, what, detail=""):
-        print(("ok   " if ok else "FAIL ") + what + ("" if ok else f": {detail}"))
-        self.failed += not ok
 
 
 def start(binary, script, state, http, env_extra=None, args=()):

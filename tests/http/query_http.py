@@ -8,7 +8,7 @@
    query` prints;
 2. errors are JSON with a status: bad SQL and unknown tables 400, an unknown Accept 406, no token
    401;
-3. limits: rows (400 before any row), time (504), concurrency (429 while a slow answer is being
+3. limits: rows and memory (422 before any row), time (504), concurrency (429 while a slow answer is being
    read; the slot is back once its client disconnects, which cancels the query).
 
     python3 tests/http/query_http.py path/to/flowline
@@ -20,25 +20,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.ipc
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import Checks, free_port  # noqa: E402
+
 TOKEN = "query-token-5e1d8c2b7a9f4e3d6c0b"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Checks:
-    def __init__(self):
-        self.failed = 0
-
-    def expect(self, ok, what, detail=""):
-        print(("ok   " if ok else "FAIL ") + what + ("" if ok else f": {detail}"))
-        self.failed += not ok
 
 
 def query(port, sql, accept=None, token=TOKEN, timeout=60):
@@ -220,12 +206,31 @@ def main():
             # Over the row limit: a 400 if the first batch shows it, else the answer is cut off
             # (never a whole-looking 200).
             status, ctype, body = query(port, "SELECT auction FROM bids_lake", token=None)
-            c.expect((status == 400 and "--query-max-rows" in json.loads(body)["error"])
+            c.expect((status == 422 and "--query-max-rows" in json.loads(body)["error"])
                      or (status == "cut" and len(body.splitlines()) <= 5000),
                      f"an answer over --query-max-rows 5000 (9200 rows) is refused or cut off ({status})",
                      f"{status} {body[:200]!r}")
             status, _, body = query(port, "SELECT auction FROM bids_lake LIMIT 5000", token=None)
             c.expect(status == 200 and len(body.splitlines()) == 5000, "5000 rows are within it", f"{status}")
+        finally:
+            server.terminate()
+            server.communicate(timeout=30)
+
+        # The memory limit: a hash join's build side cannot spill.
+        port = free_port()
+        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}", "--query-memory", "200KB"],
+                                  cwd=d, env={k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.time() + 60
+            while time.time() < deadline and query(port, "SELECT 1", token=None, timeout=2)[0] != 200:
+                time.sleep(0.1)
+            status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a JOIN bids_lake b ON a.bidder = b.bidder AND a.auction <> b.auction",
+                                        token=None)
+            c.expect(status == 422 and "--query-memory" in json.loads(body)["error"],
+                     "a join over --query-memory 200KB: 422 naming the limit, the server lives on", f"{status} {body[:300]!r}")
+            status, _, body = query(port, "SELECT COUNT(*) FROM bids_lake", token=None)
+            c.expect(status == 200, "the next query is answered", f"{status} {body[:200]!r}")
         finally:
             server.terminate()
             server.communicate(timeout=30)

@@ -50,6 +50,7 @@ pub use checkpoint::CheckpointConfig;
 use checkpoint::{envelope, open_envelope, TaskCheckpoint, TaskRegistry};
 use exchange::{Envelope, Inbox, Output, Route};
 pub use flowline_connectors::job::JobShared;
+pub use memory::memory_limit;
 use operator_task::*;
 use sink_task::*;
 use source_task::*;

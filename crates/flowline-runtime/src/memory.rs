@@ -49,7 +49,7 @@ fn count_operators(node: &Node) -> usize {
 }
 
 /// The memory this process may use: its cgroup's limit, else the machine's memory.
-pub(crate) fn memory_limit() -> u64 {
+pub fn memory_limit() -> u64 {
     let read = |p: &str| std::fs::read_to_string(p).ok();
     let cgroup = read("/sys/fs/cgroup/memory.max")
         .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))

@@ -79,7 +79,9 @@ type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 fn status((code, message): (StatusCode, String)) -> Status {
     match code {
         StatusCode::BAD_REQUEST | StatusCode::NOT_ACCEPTABLE => Status::invalid_argument(message),
-        StatusCode::TOO_MANY_REQUESTS => Status::resource_exhausted(message),
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::UNPROCESSABLE_ENTITY => {
+            Status::resource_exhausted(message)
+        }
         StatusCode::GATEWAY_TIMEOUT => Status::deadline_exceeded(message),
         StatusCode::UNAUTHORIZED => Status::unauthenticated(message),
         StatusCode::NOT_FOUND => Status::not_found(message),
@@ -241,6 +243,7 @@ impl FlightSql {
             .await
             .map_err(|e| match e {
                 crate::query::QueryError::Invalid(m) => Status::invalid_argument(m),
+                crate::query::QueryError::OverLimit(m) => Status::resource_exhausted(m),
                 crate::query::QueryError::Failed(m) => Status::internal(m),
             })
     }

@@ -20,7 +20,7 @@ use futures::stream::{BoxStream, StreamExt};
 /// A query's answer: its schema, and its batches as they are computed.
 pub struct QueryAnswer {
     pub schema: SchemaRef,
-    pub batches: BoxStream<'static, Result<RecordBatch, String>>,
+    pub batches: BoxStream<'static, Result<RecordBatch, QueryError>>,
 }
 
 /// Why a query was not answered.
@@ -28,8 +28,21 @@ pub struct QueryAnswer {
 pub enum QueryError {
     /// The SQL is wrong: unknown table, bad syntax (400).
     Invalid(String),
+    /// It needs more than a limit of the server allows: memory (422).
+    OverLimit(String),
     /// It failed while running (500).
     Failed(String),
+}
+
+impl QueryError {
+    /// As the HTTP status and message the endpoints answer.
+    pub fn status(self) -> (StatusCode, String) {
+        match self {
+            Self::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+            Self::OverLimit(m) => (StatusCode::UNPROCESSABLE_ENTITY, m),
+            Self::Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
 }
 
 /// A table a server serves, for catalog listings.
@@ -73,6 +86,8 @@ pub trait QueryEngine: Send + Sync {
 #[derive(Clone, Debug)]
 pub struct QueryLimits {
     pub max_concurrent: usize,
+    /// Memory each query may use (the engine's to enforce; operators that can spill do).
+    pub memory: Option<u64>,
     pub timeout: Option<Duration>,
     pub max_rows: Option<u64>,
 }
@@ -92,7 +107,7 @@ impl QueryLimits {
     fn check_rows(&self, rows: u64) -> Result<(), (StatusCode, String)> {
         match self.max_rows {
             Some(m) if rows > m => Err((
-                StatusCode::BAD_REQUEST,
+                StatusCode::UNPROCESSABLE_ENTITY,
                 format!(
                     "the answer has more than {m} rows, the server's limit (--query-max-rows); \
                      add a LIMIT"
@@ -107,6 +122,7 @@ impl Default for QueryLimits {
     fn default() -> Self {
         Self {
             max_concurrent: 16,
+            memory: None,
             timeout: None,
             max_rows: None,
         }
@@ -305,10 +321,7 @@ pub async fn run(
             .map_err(|_| limits.timed_out())?,
         None => service.engine.query(sql, params).await,
     }
-    .map_err(|e| match e {
-        QueryError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
-        QueryError::Failed(m) => (StatusCode::INTERNAL_SERVER_ERROR, m),
-    })?;
+    .map_err(QueryError::status)?;
     let mut batches = answer.batches;
     let first = next_batch(&mut batches, deadline, &limits).await?;
     if let Some(b) = &first {
@@ -354,7 +367,7 @@ pub async fn run(
 /// A query's answer being read: what is left of it, and its slot among the running queries
 /// (given back when the answer ends or the client goes).
 struct Limited {
-    batches: BoxStream<'static, Result<RecordBatch, String>>,
+    batches: BoxStream<'static, Result<RecordBatch, QueryError>>,
     pending: Option<RecordBatch>,
     rows: u64,
     limits: QueryLimits,
@@ -400,7 +413,7 @@ pub(crate) async fn answer(
 
 /// The next non-empty batch, within the deadline.
 async fn next_batch(
-    batches: &mut BoxStream<'static, Result<RecordBatch, String>>,
+    batches: &mut BoxStream<'static, Result<RecordBatch, QueryError>>,
     deadline: Option<tokio::time::Instant>,
     limits: &QueryLimits,
 ) -> Result<Option<RecordBatch>, (StatusCode, String)> {
@@ -414,7 +427,7 @@ async fn next_batch(
         match next {
             Some(Ok(b)) if b.num_rows() == 0 => continue,
             Some(Ok(b)) => return Ok(Some(b)),
-            Some(Err(e)) => return Err((StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Some(Err(e)) => return Err(e.status()),
             None => return Ok(None),
         }
     }

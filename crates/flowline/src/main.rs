@@ -137,6 +137,11 @@ struct QueryLimitArgs {
     /// Most queries running at once; more are answered 429
     #[arg(long, default_value_t = 16)]
     max_concurrent_queries: usize,
+    /// Memory each query may use, e.g. 512MB; sorts, aggregations and joins spill what they
+    /// can past it, and a query that still needs more fails (default: a quarter of the
+    /// container's or machine's memory)
+    #[arg(long)]
+    query_memory: Option<String>,
 }
 
 impl QueryLimitArgs {
@@ -151,8 +156,14 @@ impl QueryLimitArgs {
             self.max_concurrent_queries > 0,
             "--max-concurrent-queries must be at least 1"
         );
+        let memory = match &self.query_memory {
+            Some(m) => flowline_common::options::parse_memory_size(m)
+                .map_err(|e| anyhow::anyhow!("invalid --query-memory '{m}': {e} (e.g. 512MB)"))?,
+            None => flowline_runtime::memory_limit() / 4,
+        };
         Ok(flowline_server::query::QueryLimits {
             max_concurrent: self.max_concurrent_queries,
+            memory: Some(memory),
             timeout,
             max_rows: self.query_max_rows,
         })
@@ -416,11 +427,10 @@ async fn run(
     if http.is_some() || opts.listen.flight.is_some() {
         let security = opts.listen.security()?;
         // Queries over the script's own tables (its lake tables, say) and files.
-        let engine = serve::Engine::new(Some(pipeline)).await?;
-        let service = flowline_server::query::QueryService::new(
-            std::sync::Arc::new(engine),
-            opts.limits.limits()?,
-        );
+        let limits = opts.limits.limits()?;
+        let engine = serve::Engine::new(Some(pipeline), limits.memory).await?;
+        let service =
+            flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits);
         if let Some(addr) = http {
             let mut info = server_job_info(&graph, shared.clone());
             info.query = Some(service.clone());
@@ -485,9 +495,9 @@ async fn serve(
         "flowline serve needs --http ADDR, --flight ADDR or both"
     );
     let security = listen.security()?;
-    let engine = serve::Engine::new(init).await?;
-    let service =
-        flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits.limits()?);
+    let limits = limits.limits()?;
+    let engine = serve::Engine::new(init, limits.memory).await?;
+    let service = flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits);
     let metrics = MetricsRegistry::new();
     if let Some(http) = http {
         let info = flowline_server::JobInfo {

@@ -13,7 +13,13 @@ pub async fn run(sql: &str, init: Option<&Path>, format: &str) -> Result<()> {
 
 /// Runs `sql` in batch mode after the declarations of the script `init`.
 pub async fn query(sql: &str, init: Option<&Path>) -> Result<Vec<RecordBatch>> {
-    let mut catalog = match init {
+    let mut catalog = catalog(init).await?;
+    Ok(flowline_planner::batch_query(&mut catalog, sql).await?)
+}
+
+/// A batch catalog of the tables and views the script `init` declares (none: files only).
+pub async fn catalog(init: Option<&Path>) -> Result<flowline_planner::Catalog> {
+    Ok(match init {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read {}", path.display()))?;
@@ -22,8 +28,7 @@ pub async fn query(sql: &str, init: Option<&Path>) -> Result<Vec<RecordBatch>> {
                 .with_context(|| format!("in {}", path.display()))?
         }
         None => flowline_planner::Catalog::new_batch(),
-    };
-    Ok(flowline_planner::batch_query(&mut catalog, sql).await?)
+    })
 }
 
 pub fn render(batches: &[RecordBatch], format: &str) -> Result<String> {

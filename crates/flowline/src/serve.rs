@@ -22,24 +22,18 @@ pub struct Engine {
     catalog: Arc<flowline_planner::Catalog>,
     runtime: Option<tokio::runtime::Runtime>,
     tables: Vec<TableInfo>,
+    /// Memory each query may use (`--query-memory`).
+    query_memory: Option<usize>,
 }
 
 /// Batches a query may have computed ahead of its client.
 const AHEAD: usize = 2;
 
 impl Engine {
-    /// An engine over the tables and views `init` declares (none: files only).
-    pub async fn new(init: Option<&Path>) -> Result<Self> {
-        let catalog = match init {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                flowline_planner::batch_catalog(&text)
-                    .await
-                    .with_context(|| format!("in {}", path.display()))?
-            }
-            None => flowline_planner::Catalog::new_batch(),
-        };
+    /// An engine over the tables and views `init` declares (none: files only), each query
+    /// held to `query_memory` bytes.
+    pub async fn new(init: Option<&Path>, query_memory: Option<u64>) -> Result<Self> {
+        let catalog = crate::query::catalog(init).await?;
         // A server runs each query on every core (scans split into file groups, hash
         // partitioned joins and aggregations); `flowline query` plans for one.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -79,6 +73,7 @@ impl Engine {
             catalog: Arc::new(catalog),
             runtime: Some(runtime),
             tables,
+            query_memory: query_memory.map(|m| m as usize),
         })
     }
 }
@@ -140,8 +135,9 @@ impl QueryEngine for Engine {
         params: Option<RecordBatch>,
     ) -> futures::future::BoxFuture<'static, Result<QueryAnswer, QueryError>> {
         let catalog = self.catalog.clone();
+        let memory = self.query_memory;
         let (schema_tx, schema_rx) = tokio::sync::oneshot::channel();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<_, String>>(AHEAD);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<_, QueryError>>(AHEAD);
         let task = self
             .runtime
             .as_ref()
@@ -156,10 +152,10 @@ impl QueryEngine for Engine {
                                 QueryError::Invalid(flowline_planner::df_error(e).to_string())
                             })?;
                     }
-                    DataFrame::new(catalog.ctx.state(), plan)
+                    DataFrame::new(session(&catalog, memory)?, plan)
                         .execute_stream()
                         .await
-                        .map_err(|e| QueryError::Failed(flowline_planner::df_error(e).to_string()))
+                        .map_err(|e| run_error(e, memory))
                 };
                 let mut stream = match started.await {
                     Ok(s) => s,
@@ -172,7 +168,7 @@ impl QueryEngine for Engine {
                     return;
                 }
                 while let Some(batch) = stream.next().await {
-                    let batch = batch.map_err(|e| flowline_planner::df_error(e).to_string());
+                    let batch = batch.map_err(|e| run_error(e, memory));
                     let failed = batch.is_err();
                     // A closed channel: the answer was dropped.
                     if tx.send(batch).await.is_err() || failed {
@@ -194,6 +190,47 @@ impl QueryEngine for Engine {
             })
         })
     }
+}
+
+/// The session a query runs in: the catalog's (its caches of file footers and listings), with
+/// a memory pool of the query's own when it has a limit.
+fn session(
+    catalog: &flowline_planner::Catalog,
+    memory: Option<usize>,
+) -> Result<datafusion::execution::SessionState, QueryError> {
+    let state = catalog.ctx.state();
+    let Some(bytes) = memory else {
+        return Ok(state);
+    };
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
+        state.runtime_env(),
+    )
+    .with_memory_pool(Arc::new(
+        datafusion::execution::memory_pool::FairSpillPool::new(bytes),
+    ))
+    .build_arc()
+    .map_err(|e| QueryError::Failed(e.to_string()))?;
+    Ok(
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build(),
+    )
+}
+
+/// A failure while running; running out of the query's memory is the client's to fix.
+fn run_error(e: datafusion::error::DataFusionError, memory: Option<usize>) -> QueryError {
+    if matches!(
+        e.find_root(),
+        datafusion::error::DataFusionError::ResourcesExhausted(_)
+    ) {
+        return QueryError::OverLimit(format!(
+            "the query needs more memory than its limit of {} bytes (--query-memory), beyond \
+             what its operators could spill: {}",
+            memory.unwrap_or_default(),
+            e.find_root()
+        ));
+    }
+    QueryError::Failed(flowline_planner::df_error(e).to_string())
 }
 
 /// Plans one SELECT, its `?` placeholders numbered `$1`, `$2`, ... first.

@@ -428,7 +428,18 @@ async fn run(
         let security = opts.listen.security()?;
         // Queries over the script's own tables (its lake tables, say) and files.
         let limits = opts.limits.limits()?;
-        let engine = serve::Engine::new(Some(pipeline), limits.memory).await?;
+        // The job runs whatever: if the script's tables cannot be declared for batch queries,
+        // queries see files only.
+        let engine = match serve::Engine::new(Some(pipeline), limits.memory).await {
+            Ok(engine) => engine,
+            Err(e) => {
+                eprintln!(
+                    "flowline: warning: queries see files only; the script's tables cannot be \
+                     queried: {e:#}"
+                );
+                serve::Engine::new(None, limits.memory).await?
+            }
+        };
         let service =
             flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits);
         if let Some(addr) = http {

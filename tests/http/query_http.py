@@ -218,7 +218,7 @@ def main():
 
         # The memory limit: a hash join's build side cannot spill.
         port = free_port()
-        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}", "--query-memory", "200KB"],
+        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}", "--query-memory", "32KB"],
                                   cwd=d, env={k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         try:
@@ -228,7 +228,7 @@ def main():
             status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a JOIN bids_lake b ON a.bidder = b.bidder AND a.auction <> b.auction",
                                         token=None)
             c.expect(status == 422 and "--query-memory" in json.loads(body)["error"],
-                     "a join over --query-memory 200KB: 422 naming the limit, the server lives on", f"{status} {body[:300]!r}")
+                     "a join over --query-memory 32KB: 422 naming the limit, the server lives on", f"{status} {body[:300]!r}")
             status, _, body = query(port, "SELECT COUNT(*) FROM bids_lake", token=None)
             c.expect(status == 200, "the next query is answered", f"{status} {body[:200]!r}")
         finally:

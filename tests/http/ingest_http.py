@@ -24,13 +24,10 @@ INSERT INTO out SELECT id, payload FROM events;
 """
 BODY_LIMIT = 64 * 1024
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import free_port  # noqa: E402
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+
 
 
 def request(port, path, body=None, method=None, headers=None, timeout=5):

@@ -77,6 +77,20 @@ def norm(rows):
     return sorted(tuple(cell(v) for v in r) for r in rows)
 
 
+def serve(binary, d, script, flags, token=None):
+    """`flowline serve` of the script's tables with `flags` (tokens: `token`), once it answers."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")}
+    if token:
+        env["FLOWLINE_AUTH_TOKENS"] = token
+    server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}", *flags],
+                              cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and server.poll() is None and query(port, "SELECT 1", token=token, timeout=2)[0] != 200:
+        time.sleep(0.1)
+    return server, port
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
@@ -97,18 +111,9 @@ def main():
         duck.execute(f"CREATE VIEW bids_lake AS SELECT * FROM read_parquet('{lake}/*/*.parquet', hive_partitioning=true)")
         duck.execute(f"CREATE VIEW labels AS SELECT * FROM read_csv('{d}/auctions.csv', header=true)")
 
-        port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")}
-        env["FLOWLINE_AUTH_TOKENS"] = TOKEN
-        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}",
-                                   "--max-concurrent-queries", "2"],
-                                  cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server, port = serve(binary, d, script, ["--max-concurrent-queries", "2"], TOKEN)
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline and query(port, "SELECT 1", timeout=2)[0] != 200:
-                if server.poll() is not None:
-                    break
-                time.sleep(0.1)
             queries = [
                 ("rows", "SELECT COUNT(*) AS n FROM bids_lake", "SELECT COUNT(*) AS n FROM bids_lake"),
                 ("a partition filter", "SELECT COUNT(*), SUM(price_usd) FROM bids_lake WHERE channel_kind = 'apple'",
@@ -188,15 +193,8 @@ def main():
             print("server stderr:", err[-1500:])
 
         # The time and row limits.
-        port = free_port()
-        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}",
-                                   "--query-timeout", "500ms", "--query-max-rows", "5000"],
-                                  cwd=d, env={k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server, port = serve(binary, d, script, ["--query-timeout", "500ms", "--query-max-rows", "5000"])
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline and query(port, "SELECT 1", token=None, timeout=2)[0] != 200:
-                time.sleep(0.1)
             t0 = time.time()
             status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a CROSS JOIN bids_lake b CROSS JOIN bids_lake c",
                                         token=None)
@@ -217,14 +215,8 @@ def main():
             server.communicate(timeout=30)
 
         # The memory limit: a hash join's build side cannot spill.
-        port = free_port()
-        server = subprocess.Popen([binary, "serve", "--init", script, "--http", f"127.0.0.1:{port}", "--query-memory", "32KB"],
-                                  cwd=d, env={k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        server, port = serve(binary, d, script, ["--query-memory", "32KB"])
         try:
-            deadline = time.time() + 60
-            while time.time() < deadline and query(port, "SELECT 1", token=None, timeout=2)[0] != 200:
-                time.sleep(0.1)
             status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a JOIN bids_lake b ON a.bidder = b.bidder AND a.auction <> b.auction",
                                         token=None)
             c.expect(status == 422 and "--query-memory" in json.loads(body)["error"],

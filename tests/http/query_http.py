@@ -8,7 +8,7 @@
    query` prints;
 2. errors are JSON with a status: bad SQL and unknown tables 400, an unknown Accept 406, no token
    401;
-3. limits: rows and memory (422 before any row), time (504), concurrency (429 while a slow answer is being
+3. limits: rows and memory (422 before any row), time (504, and the query stops), concurrency (429 while a slow answer is being
    read; the slot is back once its client disconnects, which cancels the query).
 
     python3 tests/http/query_http.py path/to/flowline
@@ -75,6 +75,13 @@ def rows_of(kind, body):
 
 def norm(rows):
     return sorted(tuple(cell(v) for v in r) for r in rows)
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def serve(binary, d, script, flags, token=None):
@@ -201,6 +208,13 @@ def main():
             took = time.time() - t0
             c.expect(status == 504 and "--query-timeout" in json.loads(body)["error"] and took < 10,
                      f"a query past --query-timeout 500ms: 504 after {took:.1f} s", f"{status} {body[:200]!r}")
+            # ... and it stops computing (a cross join makes many batches from each input batch;
+            # unless every operator yields, the task never sees that it was cancelled).
+            time.sleep(0.5)
+            before = cpu_seconds(server.pid)
+            time.sleep(2)
+            spent = cpu_seconds(server.pid) - before
+            c.expect(spent < 0.5, f"the timed-out query stops: the idle server used {spent:.2f} CPU s in 2 s")
             # Over the row limit: a 400 if the first batch shows it, else the answer is cut off
             # (never a whole-looking 200).
             status, ctype, body = query(port, "SELECT auction FROM bids_lake", token=None)

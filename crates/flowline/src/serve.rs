@@ -192,29 +192,64 @@ impl QueryEngine for Engine {
     }
 }
 
-/// The session a query runs in: the catalog's (its caches of file footers and listings), with
-/// a memory pool of the query's own when it has a limit.
+/// The session a query runs in: the catalog's (its caches of file footers and listings), every
+/// operator yielding (so a cancelled query stops), with a memory pool of the query's own when it
+/// has a limit.
 fn session(
     catalog: &flowline_planner::Catalog,
     memory: Option<usize>,
 ) -> Result<datafusion::execution::SessionState, QueryError> {
     let state = catalog.ctx.state();
-    let Some(bytes) = memory else {
-        return Ok(state);
-    };
-    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
-        state.runtime_env(),
-    )
-    .with_memory_pool(Arc::new(
-        datafusion::execution::memory_pool::FairSpillPool::new(bytes),
-    ))
-    .build_arc()
-    .map_err(|e| QueryError::Failed(e.to_string()))?;
-    Ok(
-        datafusion::execution::SessionStateBuilder::new_from_existing(state)
-            .with_runtime_env(runtime)
-            .build(),
-    )
+    let mut builder = datafusion::execution::SessionStateBuilder::new_from_existing(state.clone())
+        .with_physical_optimizer_rule(Arc::new(EveryOperatorYields));
+    if let Some(bytes) = memory {
+        let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::from_runtime_env(
+            state.runtime_env(),
+        )
+        .with_memory_pool(Arc::new(
+            datafusion::execution::memory_pool::FairSpillPool::new(bytes),
+        ))
+        .build_arc()
+        .map_err(|e| QueryError::Failed(e.to_string()))?;
+        builder = builder.with_runtime_env(runtime);
+    }
+    Ok(builder.build())
+}
+
+/// Wraps every operator's output in DataFusion's `CooperativeExec`, which spends a unit of the
+/// task's tokio budget per batch. DataFusion only makes scans and exchanges yield; an operator
+/// that makes many batches from one input batch (a cross or nested-loop join) then never
+/// returns to the runtime, and a query that timed out or lost its client would go on using
+/// its cores until it finished. The cost is a budget check per batch.
+#[derive(Debug)]
+struct EveryOperatorYields;
+
+impl datafusion::physical_optimizer::PhysicalOptimizerRule for EveryOperatorYields {
+    fn optimize(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        _config: &datafusion::config::ConfigOptions,
+    ) -> datafusion::error::Result<Arc<dyn datafusion::physical_plan::ExecutionPlan>> {
+        use datafusion::common::tree_node::{Transformed, TreeNode};
+        use datafusion::physical_plan::coop::CooperativeExec;
+        use datafusion::physical_plan::execution_plan::SchedulingType;
+        plan.transform_up(|node| {
+            let yields = node.properties().scheduling_type == SchedulingType::Cooperative;
+            if yields || node.children().is_empty() {
+                return Ok(Transformed::no(node));
+            }
+            Ok(Transformed::yes(Arc::new(CooperativeExec::new(node)) as _))
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "EveryOperatorYields"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
 }
 
 /// A failure while running; running out of the query's memory is the client's to fix.

@@ -28,6 +28,7 @@ mod groups;
 pub mod interval_join;
 pub mod join;
 pub mod keygroups;
+pub mod materialize;
 pub mod normalize;
 pub mod over_agg;
 mod pairs;
@@ -93,6 +94,9 @@ pub trait Operator: Send {
     fn restore_tables(&mut self, _tables: Vec<TableRuns>) -> Result<()> {
         Ok(())
     }
+    /// Checkpoint `id` holds what the last `snapshot` took (called right after it, before the
+    /// task acknowledges the checkpoint).
+    fn checkpointed(&mut self, _id: u64) {}
     /// Restores from a checkpoint taken at another parallelism: `states` are the bytes of every
     /// subtask the operator had then, after `restore_tables` handed it their tables (of which it
     /// serves its own key groups). An operator whose keyed state is all in state tables has
@@ -205,6 +209,8 @@ pub struct OperatorContext {
     pub keep_late: bool,
     /// Where and how much state its tables keep.
     pub state: StateEnv,
+    /// The job's last completed checkpoint; `None` when the job does not checkpoint.
+    pub completed: Option<materialize::CompletedCheckpoint>,
 }
 
 /// What an operator's state tables ([`flowline_state::table`]) are given.

@@ -10,6 +10,8 @@ use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{Extension, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
+use flowline_operators::materialize::{MaterializeSpec, Materialized};
+use flowline_sql::ddl::{ColumnDef, MaterializedTableDef};
 use flowline_sql::script::ViewDef;
 use flowline_sql::sqlparser::ast::{Query, Statement as SqlStatement};
 use flowline_sql::{ColumnKind, InsertDef, SessionSpec, SqlError, Statement, TableDef};
@@ -68,6 +70,9 @@ pub struct Catalog {
     /// Per table with `WATERMARK FOR`: the optimised plan of `SELECT <watermark expr> FROM t`
     /// and the clause as written.
     watermarks: BTreeMap<String, (LogicalPlan, String)>,
+    /// The materialized tables the script declares: each kept by the job, and the INSERT that
+    /// maintains it.
+    pub materialized: BTreeMap<String, (Arc<Materialized>, InsertDef)>,
 }
 
 impl Default for Catalog {
@@ -115,6 +120,7 @@ impl Catalog {
             views: Vec::new(),
             config: BTreeMap::new(),
             watermarks: BTreeMap::new(),
+            materialized: BTreeMap::new(),
         }
     }
 
@@ -129,6 +135,7 @@ impl Catalog {
             views: Vec::new(),
             config: BTreeMap::new(),
             watermarks: BTreeMap::new(),
+            materialized: BTreeMap::new(),
         }
     }
 
@@ -167,6 +174,10 @@ impl Catalog {
             Statement::CreateView(view) => self.create_view(view).await,
             Statement::Set { key, value } => self.set(key, value),
             Statement::DefineSession(spec) => self.define_session(spec).await,
+            Statement::CreateMaterializedTable(def) => self.create_materialized(def).await,
+            Statement::DropMaterializedTable { name, if_exists } => {
+                self.drop_materialized(&name, if_exists)
+            }
             Statement::Insert(_) | Statement::StatementSet(_) | Statement::Query(_) => Err(
                 PlanError::Invalid("internal error: Catalog::apply given a query statement".into()),
             ),
@@ -316,6 +327,141 @@ impl Catalog {
                 options,
             },
         );
+        Ok(())
+    }
+
+    /// `CREATE MATERIALIZED TABLE t AS SELECT`: a table of the query's columns that the job
+    /// keeps (`INSERT INTO t SELECT` through a [`MaterializeSpec`] keyed by its primary key) and
+    /// queries read; persisted as Parquet too when `WITH` names a `path`.
+    async fn create_materialized(&mut self, def: MaterializedTableDef) -> Result<()> {
+        let MaterializedTableDef {
+            mut table,
+            freshness,
+            query,
+        } = def;
+        let name = table.name.clone();
+        self.check_new_name(&name, table.line, table.column)?;
+        let (line, column) = (table.line, table.column);
+        let at = |m: String| PlanError::Sql(SqlError::new(m, line, column));
+        let plan = match self.plan_query((*query).clone()).await {
+            Ok(plan) => plan,
+            // A query only the streaming planner knows (a batch catalog serving the table
+            // of a running job gets the job's table attached instead).
+            Err(_) if self.batch => return Ok(()),
+            Err(e) => return Err(at(format!("materialized table '{name}': {e}"))),
+        };
+        let schema = plan.schema().as_arrow().clone();
+        let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let position = |c: &str, what: &str| {
+            columns.iter().position(|n| *n == c).ok_or_else(|| {
+                at(format!(
+                    "materialized table '{name}': {what} column '{c}' is not a column of its query (columns: {})",
+                    columns.join(", ")
+                ))
+            })
+        };
+        let key = table
+            .primary_key
+            .iter()
+            .map(|c| position(c, "PRIMARY KEY"))
+            .collect::<Result<Vec<_>>>()?;
+        for c in &table.partitioned_by {
+            position(c, "PARTITIONED BY")?;
+        }
+        if let Some(c) = table.options.get("connector") {
+            return Err(at(format!(
+                "materialized table '{name}': 'connector' = '{c}': a materialized table is kept by the job and served by its query server; \
+                 WITH ('path' = '...') also writes it as a Parquet lake table, and an INSERT INTO a table of another connector writes elsewhere"
+            )));
+        }
+        let persisted = table.options.contains_key("path");
+        if persisted {
+            table
+                .options
+                .insert("connector".into(), "filesystem".into());
+            table
+                .options
+                .entry("format".into())
+                .or_insert("parquet".into());
+        } else {
+            if !table.partitioned_by.is_empty() {
+                return Err(at(format!(
+                    "materialized table '{name}': PARTITIONED BY needs WITH ('path' = '...'): partitions are folders of its Parquet copy"
+                )));
+            }
+            if let Some(k) = table.options.keys().next() {
+                return Err(at(format!(
+                    "materialized table '{name}': unknown option '{k}'; without 'path' (a Parquet copy, with the filesystem connector's options) it takes none"
+                )));
+            }
+            table.options.insert("connector".into(), "blackhole".into());
+        }
+        table.columns = schema
+            .fields()
+            .iter()
+            .map(|f| ColumnDef {
+                name: f.name().clone(),
+                kind: ColumnKind::Physical {
+                    data_type: f.data_type().clone(),
+                    nullable: f.is_nullable(),
+                },
+            })
+            .collect();
+        let materialized = Arc::new(Materialized::new(
+            &name,
+            Arc::new(datafusion::arrow::datatypes::Schema::new(
+                schema.fields().clone(),
+            )),
+            key,
+            freshness.unwrap_or(std::time::Duration::from_secs(1)),
+        ));
+        self.create_table(table).await?;
+        if self.batch {
+            self.ctx.deregister_table(name.as_str())?;
+            self.ctx.register_table(
+                name.as_str(),
+                Arc::new(crate::materialized::MaterializedTable {
+                    table: materialized.clone(),
+                }),
+            )?;
+        }
+        let insert = InsertDef {
+            table: name.clone(),
+            columns: Vec::new(),
+            query,
+            line,
+            column,
+        };
+        self.materialized.insert(name, (materialized, insert));
+        Ok(())
+    }
+
+    /// `DROP MATERIALIZED TABLE`: the job no longer keeps it.
+    fn drop_materialized(&mut self, name: &str, if_exists: bool) -> Result<()> {
+        if self.materialized.remove(name).is_none() {
+            if if_exists {
+                return Ok(());
+            }
+            return Err(PlanError::Invalid(format!(
+                "DROP MATERIALIZED TABLE {name}: no materialized table of that name (materialized tables: {})",
+                self.materialized.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+        self.tables.remove(name);
+        self.ctx.deregister_table(name)?;
+        Ok(())
+    }
+
+    /// Serves the materialized tables of a running job (their latest checkpointed contents)
+    /// in place of what the script's declarations alone could give.
+    pub fn attach_materialized(&mut self, tables: &[Arc<Materialized>]) -> Result<()> {
+        for t in tables {
+            self.ctx.deregister_table(t.name.as_str())?;
+            self.ctx.register_table(
+                t.name.as_str(),
+                Arc::new(crate::materialized::MaterializedTable { table: t.clone() }),
+            )?;
+        }
         Ok(())
     }
 
@@ -489,10 +635,24 @@ impl Catalog {
                 other => other,
             })?;
         let updating = crate::lower::updating(&inputs);
+        let materialized = self.materialized.get(&insert.table).map(|(m, _)| m.clone());
+        if let (Some(m), Some(reason)) =
+            (&materialized, inputs.iter().find_map(Node::updating_reason))
+        {
+            if sink.factory.name != "blackhole" {
+                return Err(at(format!(
+                    "materialized table '{}': WITH ('path' = ...) writes its rows to Parquet files, which only take appended rows, \
+                     but the query's result is updating ({reason}). Drop 'path' to keep it in the job and serve it, or write an \
+                     append-only result (aggregate within the windows of a window TVF)",
+                    m.name
+                )));
+            }
+        }
         if let Some(reason) = inputs
             .iter()
             .find_map(Node::updating_reason)
             .filter(|_| !(sink.factory.accepts_updates)(&sink.table, &sink.options))
+            .filter(|_| materialized.is_none())
         {
             // Which connectors would take the updates into this table as declared.
             let accepting: Vec<String> = flowline_connectors::CONNECTORS
@@ -543,6 +703,32 @@ impl Catalog {
         for node in &mut inputs {
             node.chain_mut().steps.push(cast.clone());
         }
+        if let Some(m) = &materialized {
+            // Rows meet their key's subtask: the primary key, else the whole row.
+            let key: Vec<usize> = match m.key.is_empty() {
+                true => (0..m.schema.fields().len()).collect(),
+                false => m.key.clone(),
+            };
+            let key = key
+                .into_iter()
+                .map(|c| {
+                    Arc::new(datafusion::physical_expr::expressions::Column::new(
+                        m.schema.field(c).name(),
+                        c,
+                    )) as Arc<dyn datafusion::physical_expr::PhysicalExpr>
+                })
+                .collect();
+            let spec = MaterializeSpec {
+                table: m.clone(),
+                passthrough: sink.factory.name != "blackhole",
+            };
+            inputs = vec![crate::OperatorNode::single(
+                Arc::new(spec),
+                inputs,
+                key,
+                false,
+            )];
+        }
         Ok(Pipeline {
             name: format!("INSERT INTO {} (line {})", insert.table, insert.line),
             inputs,
@@ -550,6 +736,7 @@ impl Catalog {
             schema,
             logical_plan: plan,
             late_sink: self.late_sink_binding()?,
+            materialized,
         })
     }
 
@@ -566,6 +753,7 @@ impl Catalog {
             schema,
             logical_plan: plan,
             late_sink,
+            materialized: None,
         })
     }
 

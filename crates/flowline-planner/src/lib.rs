@@ -14,6 +14,7 @@ mod catalog;
 mod interval;
 mod live;
 mod lower;
+mod materialized;
 mod query;
 mod session;
 mod sink_types;
@@ -33,6 +34,7 @@ use flowline_sql::{SqlError, TableDef};
 
 pub use catalog::{df_error, new_session, Catalog};
 pub use live::LiveTable;
+pub use materialized::MaterializedTable;
 pub use query::{batch_catalog, batch_query, plan_select};
 
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +304,8 @@ pub struct Pipeline {
     pub logical_plan: LogicalPlan,
     /// Where rows that arrive after their window fired go (`table.exec.late-data.sink`).
     pub late_sink: Option<TableBinding>,
+    /// The materialized table this pipeline keeps (`CREATE MATERIALIZED TABLE ... AS`).
+    pub materialized: Option<Arc<flowline_operators::materialize::Materialized>>,
 }
 
 /// Everything `flowline run` executes: all INSERTs of a script, as one job.
@@ -354,6 +358,14 @@ impl JobGraph {
             p.inputs.iter().for_each(|n| walk(n, &mut out));
         }
         out
+    }
+
+    /// The materialized tables the job keeps.
+    pub fn materialized(&self) -> Vec<Arc<flowline_operators::materialize::Materialized>> {
+        self.pipelines
+            .iter()
+            .filter_map(|p| p.materialized.clone())
+            .collect()
     }
 
     /// The dataflow as text: one block per pipeline.
@@ -411,9 +423,16 @@ pub async fn plan_script(text: &str, parallelism_override: Option<usize>) -> Res
             other => catalog.apply(other).await?,
         }
     }
+    inserts.extend(
+        catalog
+            .materialized
+            .values()
+            .map(|(_, insert)| insert.clone()),
+    );
     if inserts.is_empty() {
         return Err(PlanError::Invalid(
-            "the script has no INSERT INTO statement: nothing to run".into(),
+            "the script has no INSERT INTO or CREATE MATERIALIZED TABLE statement: nothing to run"
+                .into(),
         ));
     }
     let mut pipelines = Vec::new();

@@ -168,19 +168,26 @@ pub(crate) fn spawn_node(node: &Node, target: &Inbox, route: Route, ctx: &mut Ct
                 };
                 let state = ctx.state_env(&name, subtask);
                 let state_dir = state.dir.clone();
+                let checkpoint =
+                    ctx.register(format!("{name}#{subtask}"), format!("{:?}", op.operator));
+                let completed = checkpoint.as_ref().map(|cp| {
+                    let rx = cp.completed.clone();
+                    flowline_operators::materialize::CompletedCheckpoint(Arc::new(move || {
+                        *rx.borrow()
+                    }))
+                });
                 let operator = op
                     .operator
                     .create(&OperatorContext {
                         subtask,
                         keep_late: late.is_some(),
                         state,
+                        completed,
                     })
                     .map_err(|source| RuntimeError::Operator {
                         context: format!("creating operator {name}"),
                         source,
                     })?;
-                let checkpoint =
-                    ctx.register(format!("{name}#{subtask}"), format!("{:?}", op.operator));
                 let task = OperatorTask::new(
                     op,
                     operator,

@@ -249,6 +249,7 @@ impl OperatorTask {
         let started = Instant::now();
         let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
         let tables = self.operator.snapshot_tables();
+        self.operator.checkpointed(barrier.id);
         // Each run as [name, first key group, end]: the key groups it speaks for in this list.
         let names: serde_json::Map<String, serde_json::Value> = tables
             .iter()

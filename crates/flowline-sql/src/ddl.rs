@@ -213,9 +213,20 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
             ),
         ));
     }
+    parse_options(parser, &with_tok, &mut def.options)?;
+    check_table(&def, first)?;
+    Ok(def)
+}
+
+/// The `( 'key' = 'value', ... )` after WITH (`with_tok`).
+fn parse_options(
+    parser: &mut Parser,
+    with_tok: &TokenWithSpan,
+    options: &mut BTreeMap<String, String>,
+) -> Result<()> {
     parser
         .expect_token(&Token::LParen)
-        .map_err(|e| parser_error(e, &with_tok))?;
+        .map_err(|e| parser_error(e, with_tok))?;
     loop {
         let key_tok = parser.next_token();
         let Token::SingleQuotedString(key) = key_tok.token.clone() else {
@@ -238,7 +249,7 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
                 format!("expected a quoted value for option '{key}'"),
             ));
         };
-        if def.options.insert(key.clone(), value).is_some() {
+        if options.insert(key.clone(), value).is_some() {
             return Err(err_at(&key_tok, format!("option '{key}' is given twice")));
         }
         if !parser.consume_token(&Token::Comma) {
@@ -249,8 +260,142 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
             break;
         }
     }
-    check_table(&def, first)?;
-    Ok(def)
+    Ok(())
+}
+
+/// `CREATE MATERIALIZED TABLE` (Flink 1.20+), continuous refresh mode.
+#[derive(Debug, Clone)]
+pub struct MaterializedTableDef {
+    /// Its name, `PRIMARY KEY`, `PARTITIONED BY` and `WITH` options; the columns are the
+    /// query's.
+    pub table: TableDef,
+    /// `FRESHNESS = INTERVAL ...`: how stale a job without checkpoints may serve it.
+    pub freshness: Option<std::time::Duration>,
+    pub query: Box<datafusion::sql::sqlparser::ast::Query>,
+}
+
+/// `CREATE MATERIALIZED TABLE name [(PRIMARY KEY (...) NOT ENFORCED)] [COMMENT '...']
+/// [PARTITIONED BY (...)] [WITH (...)] [FRESHNESS = INTERVAL ...] [REFRESH_MODE = CONTINUOUS]
+/// AS query`, after `CREATE MATERIALIZED TABLE`.
+pub(crate) fn parse_create_materialized_table(
+    parser: &mut Parser,
+    first: &TokenWithSpan,
+) -> Result<MaterializedTableDef> {
+    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name_tok = parser.peek_token();
+    let name = object_name(
+        &parser
+            .parse_object_name(false)
+            .map_err(|e| parser_error(e, &name_tok))?,
+    );
+    let mut table = TableDef {
+        name,
+        columns: Vec::new(),
+        watermark: None,
+        primary_key: Vec::new(),
+        partitioned_by: Vec::new(),
+        options: BTreeMap::new(),
+        line: first.span.start.line,
+        column: first.span.start.column,
+    };
+    if parser.consume_token(&Token::LParen) {
+        let t = parser.peek_token();
+        parse_table_element(parser, &mut table)?;
+        if !table.columns.is_empty() || table.watermark.is_some() {
+            return Err(err_at(
+                &t,
+                "a materialized table's columns are its query's: only a PRIMARY KEY (...) NOT ENFORCED constraint goes in the parentheses",
+            ));
+        }
+        let t = parser.peek_token();
+        parser
+            .expect_token(&Token::RParen)
+            .map_err(|e| parser_error(e, &t))?;
+    }
+    if parser.parse_keyword(Keyword::COMMENT) {
+        let t = parser.peek_token();
+        parser
+            .parse_literal_string()
+            .map_err(|e| parser_error(e, &t))?;
+    }
+    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        table.partitioned_by = parse_ident_list(parser)?;
+    }
+    let with_tok = parser.peek_token();
+    if parser.parse_keyword(Keyword::WITH) {
+        parse_options(parser, &with_tok, &mut table.options)?;
+    }
+    let mut freshness = None;
+    loop {
+        let t = parser.peek_token();
+        if word(&t, "FRESHNESS") {
+            parser.next_token();
+            expect_eq(parser)?;
+            let at = parser.peek_token();
+            let expr = parser.parse_expr().map_err(|e| parser_error(e, &at))?;
+            freshness = Some(interval(&expr).ok_or_else(|| {
+                err_at(
+                    &at,
+                    format!("FRESHNESS must be a positive INTERVAL such as INTERVAL '3' SECOND, got {expr}"),
+                )
+            })?);
+        } else if word(&t, "REFRESH_MODE") {
+            parser.next_token();
+            expect_eq(parser)?;
+            let mode = parser.next_token();
+            if !word(&mode, "CONTINUOUS") {
+                return Err(err_at(
+                    &mode,
+                    format!(
+                        "REFRESH_MODE = {}: Flowline keeps materialized tables up to date continuously (REFRESH_MODE = CONTINUOUS);                          for a periodic full refresh run the query in batch mode (flowline run with 'execution.runtime-mode' = 'batch') on a schedule",
+                        mode.token
+                    ),
+                ));
+            }
+        } else {
+            break;
+        }
+    }
+    let as_tok = parser.peek_token();
+    parser
+        .expect_keyword(Keyword::AS)
+        .map_err(|e| parser_error(e, &as_tok))?;
+    let query = parser.parse_query().map_err(|e| parser_error(e, &as_tok))?;
+    Ok(MaterializedTableDef {
+        table,
+        freshness,
+        query,
+    })
+}
+
+fn expect_eq(parser: &mut Parser) -> Result<()> {
+    let eq = parser.next_token();
+    if eq.token != Token::Eq {
+        return Err(err_at(&eq, format!("expected '=', found '{}'", eq.token)));
+    }
+    Ok(())
+}
+
+/// `INTERVAL 'n' UNIT` as a duration (SECOND, MINUTE, HOUR, DAY; fractional seconds allowed).
+fn interval(expr: &datafusion::sql::sqlparser::ast::Expr) -> Option<std::time::Duration> {
+    use datafusion::sql::sqlparser::ast::{DateTimeField, Expr, Value};
+    let Expr::Interval(i) = expr else { return None };
+    let text = match i.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::Number(s, _) => s.clone(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    let n: f64 = text.trim().parse().ok()?;
+    let unit = match i.leading_field.as_ref()? {
+        DateTimeField::Second | DateTimeField::Seconds => 1.0,
+        DateTimeField::Minute | DateTimeField::Minutes => 60.0,
+        DateTimeField::Hour | DateTimeField::Hours => 3600.0,
+        DateTimeField::Day | DateTimeField::Days => 86400.0,
+        _ => return None,
+    };
+    (n > 0.0).then(|| std::time::Duration::from_secs_f64(n * unit))
 }
 
 fn check_table(def: &TableDef, at: &TokenWithSpan) -> Result<()> {

@@ -27,6 +27,13 @@ pub static DIALECT: crate::dialect::FlinkDialect = crate::dialect::FlinkDialect;
 pub enum Statement {
     CreateTable(TableDef),
     CreateView(ViewDef),
+    /// `CREATE MATERIALIZED TABLE ... AS SELECT`.
+    CreateMaterializedTable(ddl::MaterializedTableDef),
+    /// `DROP MATERIALIZED TABLE [IF EXISTS] name`.
+    DropMaterializedTable {
+        name: String,
+        if_exists: bool,
+    },
     Insert(InsertDef),
     /// `EXECUTE STATEMENT SET BEGIN ... END` (a script's plain INSERTs form one set anyway).
     StatementSet(Vec<InsertDef>),
@@ -133,6 +140,9 @@ fn legacy_windows(
     match &mut stmt {
         Statement::Insert(i) => crate::windows::rewrite_group_windows(&mut i.query, sessions)?,
         Statement::CreateView(v) => crate::windows::rewrite_group_windows(&mut v.query, sessions)?,
+        Statement::CreateMaterializedTable(m) => {
+            crate::windows::rewrite_group_windows(&mut m.query, sessions)?
+        }
         Statement::Query(q) => crate::windows::rewrite_group_windows(q, sessions)?,
         _ => {}
     }
@@ -216,17 +226,45 @@ fn parse_statement_tokens(unit: Vec<TokenWithSpan>) -> Result<Statement> {
         let kind = parser.next_token();
         if word_is(&kind, "TABLE") {
             Statement::CreateTable(ddl::parse_create_table(&mut parser, &first)?)
+        } else if word_is(&kind, "MATERIALIZED") && word_is(&parser.peek_token(), "TABLE") {
+            parser.next_token();
+            let mut def = ddl::parse_create_materialized_table(&mut parser, &first)?;
+            normalize_query(&mut def.query);
+            Statement::CreateMaterializedTable(def)
         } else if word_is(&kind, "VIEW") {
             parse_view(&mut parser, temporary)?
         } else {
             return Err(err_at(
                 &kind,
                 format!(
-                    "unsupported statement 'CREATE {}'; supported: CREATE TABLE, CREATE VIEW",
+                    "unsupported statement 'CREATE {}'; supported: CREATE TABLE, CREATE VIEW, CREATE MATERIALIZED TABLE",
                     kind.token
                 ),
             ));
         }
+    } else if word_is(&first, "DROP") && word_is(&parser.peek_nth_token(1), "MATERIALIZED") {
+        parser.next_token();
+        parser.next_token();
+        let t = parser.next_token();
+        if !word_is(&t, "TABLE") {
+            return Err(err_at(&t, "expected DROP MATERIALIZED TABLE"));
+        }
+        let if_exists = parser.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let at = parser.peek_token();
+        let name = parser
+            .parse_object_name(false)
+            .map_err(|e| parser_error(e, &at))?;
+        Statement::DropMaterializedTable {
+            name: object_name(&name),
+            if_exists,
+        }
+    } else if word_is(&first, "ALTER") && word_is(&parser.peek_nth_token(1), "MATERIALIZED") {
+        return Err(err_at(
+            &first,
+            "ALTER MATERIALIZED TABLE ... SUSPEND/RESUME: a materialized table is maintained by the job that \
+             declares it; to suspend it, stop the job (its last checkpoint keeps the table) and run the script \
+             again to resume from there; to change its query, DROP it and create it anew",
+        ));
     } else if word_is(&first, "INSERT") {
         Statement::Insert(parse_insert(&mut parser, &first)?)
     } else if word_is(&first, "SET") {
@@ -243,7 +281,7 @@ fn parse_statement_tokens(unit: Vec<TokenWithSpan>) -> Result<Statement> {
         return Err(err_at(
             &first,
             format!(
-                "unsupported statement starting with '{}'; a script has CREATE TABLE, CREATE VIEW, INSERT INTO, \
+                "unsupported statement starting with '{}'; a script has CREATE TABLE, CREATE VIEW, CREATE MATERIALIZED TABLE, INSERT INTO, \
                  EXECUTE STATEMENT SET, SET and SELECT statements",
                 first.token
             ),

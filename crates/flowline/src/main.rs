@@ -430,16 +430,17 @@ async fn run(
         let limits = opts.limits.limits()?;
         // The job runs whatever: if the script's tables cannot be declared for batch queries,
         // queries see files only.
-        let engine = match serve::Engine::new(Some(pipeline), limits.memory).await {
-            Ok(engine) => engine,
-            Err(e) => {
-                eprintln!(
-                    "flowline: warning: queries see files only; the script's tables cannot be \
+        let engine =
+            match serve::Engine::new(Some(pipeline), limits.memory, &graph.materialized()).await {
+                Ok(engine) => engine,
+                Err(e) => {
+                    eprintln!(
+                        "flowline: warning: queries see files only; the script's tables cannot be \
                      queried: {e:#}"
-                );
-                serve::Engine::new(None, limits.memory).await?
-            }
-        };
+                    );
+                    serve::Engine::new(None, limits.memory, &graph.materialized()).await?
+                }
+            };
         let service =
             flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits);
         if let Some(addr) = http {
@@ -507,7 +508,7 @@ async fn serve(
     );
     let security = listen.security()?;
     let limits = limits.limits()?;
-    let engine = serve::Engine::new(init, limits.memory).await?;
+    let engine = serve::Engine::new(init, limits.memory, &[]).await?;
     let service = flowline_server::query::QueryService::new(std::sync::Arc::new(engine), limits);
     let metrics = MetricsRegistry::new();
     if let Some(http) = http {

@@ -32,8 +32,13 @@ const AHEAD: usize = 2;
 impl Engine {
     /// An engine over the tables and views `init` declares (none: files only), each query
     /// held to `query_memory` bytes.
-    pub async fn new(init: Option<&Path>, query_memory: Option<u64>) -> Result<Self> {
-        let catalog = crate::query::catalog(init).await?;
+    pub async fn new(
+        init: Option<&Path>,
+        query_memory: Option<u64>,
+        materialized: &[Arc<flowline_operators::materialize::Materialized>],
+    ) -> Result<Self> {
+        let mut catalog = crate::query::catalog(init).await?;
+        catalog.attach_materialized(materialized)?;
         // A server runs each query on every core (scans split into file groups, hash
         // partitioned joins and aggregations); `flowline query` plans for one.
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::run::{key_group_of, Run, RunWriter};
+use super::run::{key_group_of, Entry, Run, RunIter, RunWriter};
 
 /// Runs a table keeps before it merges them into one.
 const MAX_RUNS: usize = 8;
@@ -150,6 +150,102 @@ fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
         )
     })?;
     Ok((i64::from_le_bytes(*t), v))
+}
+
+/// The entries of runs (newest first) merged in key order: per key the newest run's entry (a
+/// value or a delete), each run read only for the key groups it speaks for.
+pub struct MergedRuns<R: std::ops::Deref<Target = Run>> {
+    heads: Vec<(std::iter::Peekable<RunIter<R>>, Range<u16>)>,
+}
+
+impl<R: std::ops::Deref<Target = Run>> MergedRuns<R> {
+    pub fn new(runs: impl IntoIterator<Item = (RunIter<R>, Range<u16>)>) -> Self {
+        Self {
+            heads: runs
+                .into_iter()
+                .map(|(it, kg)| (it.peekable(), kg))
+                .collect(),
+        }
+    }
+}
+
+impl<R: std::ops::Deref<Target = Run>> Iterator for MergedRuns<R> {
+    type Item = io::Result<(Vec<u8>, Entry)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // The smallest key among the heads; on a tie the newest run (lowest index) wins.
+        let mut min: Option<(usize, Vec<u8>)> = None;
+        for (i, (h, groups)) in self.heads.iter_mut().enumerate() {
+            while matches!(h.peek(), Some(Ok((k, _))) if !groups.contains(&key_group_of(k))) {
+                h.next();
+            }
+            match h.peek() {
+                Some(Ok((k, _))) if min.as_ref().is_none_or(|(_, m)| k < m) => {
+                    min = Some((i, k.clone()));
+                }
+                Some(Err(_)) => return h.next(),
+                _ => {}
+            }
+        }
+        let (winner, key) = min?;
+        let mut value = None;
+        for (i, (h, _)) in self.heads.iter_mut().enumerate() {
+            if matches!(h.peek(), Some(Ok((k, _))) if *k == key) {
+                match h.next().expect("peeked") {
+                    Ok((_, v)) if i == winner => value = v,
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+        }
+        Some(Ok((key, value)))
+    }
+}
+
+/// A table as a checkpoint left it, read without the table (by a query while the operator
+/// goes on writing): its runs, newest first. Entries are immutable files, so a snapshot never
+/// changes and needs no lock.
+#[derive(Clone, Debug, Default)]
+pub struct TableSnapshot {
+    pub runs: Vec<TableRun>,
+}
+
+impl TableSnapshot {
+    /// The value of `key`: a point read through the runs' bloom filters, newest first.
+    pub fn get(&self, key_group: u16, key: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let mut stored = Vec::new();
+        run_key(&mut stored, key_group, key);
+        for r in &self.runs {
+            if !r.key_groups.contains(&key_group) {
+                continue;
+            }
+            if let Some(entry) = r.run.get(&stored)? {
+                return match entry {
+                    Some(v) => Ok(Some(unstamp(&v)?.1.to_vec())),
+                    None => Ok(None),
+                };
+            }
+        }
+        Ok(None)
+    }
+
+    /// Every live entry in (key group, key) order: key group, key, value.
+    pub fn entries(
+        &self,
+    ) -> impl Iterator<Item = io::Result<(u16, Vec<u8>, Vec<u8>)>> + Send + 'static {
+        let runs = self
+            .runs
+            .iter()
+            .map(|r| (r.run.iter_owned(), r.key_groups.clone()));
+        MergedRuns::new(runs.collect::<Vec<_>>()).filter_map(|e| match e {
+            Err(e) => Some(Err(e)),
+            Ok((_, None)) => None,
+            Ok((key, Some(v))) => Some(
+                unstamp(&v)
+                    .map(|(_, value)| (key_group_of(&key), key[2..].to_vec(), value.to_vec())),
+            ),
+        })
+    }
 }
 
 /// An entry [`KeyedTable::take_prefix`] took: key group, key, value.
@@ -704,43 +800,10 @@ impl<V: StateValue> KeyedTable<V> {
             true => Vec::new(),
             false => runs.split_off(n - 1),
         };
-        // Each run's entries of the key groups it speaks for.
-        let mut heads: Vec<_> = runs
-            .iter()
-            .map(|r| {
-                r.run
-                    .iter()
-                    .filter(|e| {
-                        e.as_ref()
-                            .map_or(true, |(k, _)| r.key_groups.contains(&key_group_of(k)))
-                    })
-                    .peekable()
-            })
-            .collect();
         let capacity = runs.iter().map(|r| r.run.entries).sum();
         let (path, mut w) = self.new_run(capacity)?;
-        loop {
-            // The smallest key among the heads; on a tie the newest run (lowest index) wins.
-            let mut min: Option<(usize, Vec<u8>)> = None;
-            for (i, h) in heads.iter_mut().enumerate() {
-                match h.peek() {
-                    Some(Ok((k, _))) if min.as_ref().is_none_or(|(_, m)| k < m) => {
-                        min = Some((i, k.clone()));
-                    }
-                    Some(Err(_)) => return Err(h.next().expect("peeked").unwrap_err()),
-                    _ => {}
-                }
-            }
-            let Some((winner, key)) = min else { break };
-            let mut value = None;
-            for (i, h) in heads.iter_mut().enumerate() {
-                if matches!(h.peek(), Some(Ok((k, _))) if *k == key) {
-                    let (_, v) = h.next().expect("peeked")?;
-                    if i == winner {
-                        value = v;
-                    }
-                }
-            }
+        for entry in MergedRuns::new(runs.iter().map(|r| (r.run.iter(), r.key_groups.clone()))) {
+            let (key, value) = entry?;
             if !self.key_groups.contains(&key_group_of(&key)) {
                 continue;
             }

@@ -6,5 +6,5 @@
 mod keyed;
 mod run;
 
-pub use keyed::{KeyedTable, StateValue, TableRun, TableStats, Taken};
-pub use run::{key_group_of, Entry, Run, RunWriter};
+pub use keyed::{KeyedTable, MergedRuns, StateValue, TableRun, TableSnapshot, TableStats, Taken};
+pub use run::{key_group_of, Entry, Run, RunIter, RunWriter};

@@ -379,9 +379,19 @@ impl Run {
     }
 
     /// Every entry in key order.
-    pub fn iter(&self) -> RunIter<'_> {
+    pub fn iter(&self) -> RunIter<&Run> {
         RunIter {
             run: self,
+            block: 0,
+            entries: Vec::new(),
+            at: 0,
+        }
+    }
+
+    /// Every entry in key order, holding the run.
+    pub fn iter_owned(self: &std::sync::Arc<Self>) -> RunIter {
+        RunIter {
+            run: self.clone(),
             block: 0,
             entries: Vec::new(),
             at: 0,
@@ -391,7 +401,7 @@ impl Run {
     /// The entries from the block that may hold `key` on, in key order (entries before `key`
     /// in that block included: the caller skips them). One index lookup, no bloom probe: for
     /// range reads.
-    pub fn iter_from(&self, key: &[u8]) -> RunIter<'_> {
+    pub fn iter_from(&self, key: &[u8]) -> RunIter<&Run> {
         let block = self
             .blocks
             .partition_point(|b| b.first.as_slice() <= key)
@@ -439,16 +449,17 @@ impl<'a> BlockEntries<'a> {
     }
 }
 
-/// A run's entries in key order, read block by block.
-pub struct RunIter<'a> {
-    run: &'a Run,
+/// A run's entries in key order, read block by block; over a `&Run`, or an `Arc<Run>` for an
+/// iterator that outlives the borrow (a query reading a published snapshot).
+pub struct RunIter<R = std::sync::Arc<Run>> {
+    run: R,
     block: usize,
     /// The current block's entries, decoded.
     entries: Vec<(Vec<u8>, Entry)>,
     at: usize,
 }
 
-impl Iterator for RunIter<'_> {
+impl<R: std::ops::Deref<Target = Run>> Iterator for RunIter<R> {
     type Item = io::Result<(Vec<u8>, Entry)>;
 
     fn next(&mut self) -> Option<Self::Item> {

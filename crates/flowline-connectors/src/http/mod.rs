@@ -118,7 +118,10 @@ pub struct IngestTable {
     schema: SchemaRef,
     format: FormatConfig,
     limits: Limits,
+    /// The logs requests go to, once their first source subtask has restored its position.
     shards: Mutex<Vec<Option<Arc<Wal>>>>,
+    /// Every log opened, by subtask (its readers are the subtasks of each pipeline reading it).
+    logs: Mutex<Vec<Option<Arc<Wal>>>>,
     next: AtomicUsize,
     accepted: Counter,
     rejected: Counter,
@@ -408,18 +411,9 @@ pub fn create_source(
         .join("wal")
         .join(&table.name)
         .join(ctx.subtask.to_string());
-    let wal = Arc::new(Wal::open(dir.clone()).map_err(|source| ConnectorError::Io {
-        table: table.name.clone(),
-        path: dir.clone(),
-        source,
-    })?);
-    let start = wal::segments(&dir)
-        .ok()
-        .and_then(|s| s.first().copied())
-        .unwrap_or(0);
     let ingest = {
         let mut all = ctx.shared.ingest.lock().unwrap_or_else(|e| e.into_inner());
-        let t = match all.iter().find(|t| t.name == table.name) {
+        match all.iter().find(|t| t.name == table.name) {
             Some(t) => t.clone(),
             None => {
                 let t = Arc::new(IngestTable {
@@ -428,6 +422,7 @@ pub fn create_source(
                     format: format.clone(),
                     limits,
                     shards: Mutex::new(vec![None; ctx.parallelism]),
+                    logs: Mutex::new(vec![None; ctx.parallelism]),
                     next: AtomicUsize::new(0),
                     accepted: ctx.counter(
                         "flowline_ingest_rows_accepted_total",
@@ -441,9 +436,33 @@ pub fn create_source(
                 all.push(t.clone());
                 t
             }
-        };
-        t.clone()
+        }
     };
+    // One log per subtask, shared by every pipeline that reads the table (each with a reader
+    // of its own): a request is in each INSERT's input once.
+    let wal = {
+        let mut logs = ingest.logs.lock().unwrap_or_else(|e| e.into_inner());
+        match logs.get(ctx.subtask).cloned().flatten() {
+            Some(wal) => wal,
+            None => {
+                let wal =
+                    Arc::new(Wal::open(dir.clone()).map_err(|source| ConnectorError::Io {
+                        table: table.name.clone(),
+                        path: dir.clone(),
+                        source,
+                    })?);
+                if let Some(slot) = logs.get_mut(ctx.subtask) {
+                    *slot = Some(wal.clone());
+                }
+                wal
+            }
+        }
+    };
+    let reader = wal.add_reader();
+    let start = wal::segments(&dir)
+        .ok()
+        .and_then(|s| s.first().copied())
+        .unwrap_or(0);
     let mut indices: Vec<usize> =
         projection.map_or_else(|| (0..schema.fields().len()).collect(), <[usize]>::to_vec);
     if format.is_changelog() {
@@ -456,6 +475,7 @@ pub fn create_source(
         subtask: ctx.subtask,
         reader: WalReader::new(dir, (start, 0)),
         wal,
+        reader_id: reader,
         projection: indices,
         registered: false,
         checkpoints: Vec::new(),
@@ -470,6 +490,8 @@ struct HttpSource {
     subtask: usize,
     wal: Arc<Wal>,
     reader: WalReader,
+    /// This source's number among the log's readers.
+    reader_id: usize,
     projection: Vec<usize>,
     /// The log takes requests once the source has restored its position.
     registered: bool,
@@ -504,11 +526,13 @@ impl Source for HttpSource {
             .map_err(|e| self.err(e))?
         else {
             if !self.checkpointing && before.0 > 0 {
-                self.wal.truncate_before(before).map_err(|e| self.err(e))?;
+                self.wal
+                    .truncate_before(self.reader_id, before)
+                    .map_err(|e| self.err(e))?;
             }
             return Ok(Poll::Pending(Duration::from_millis(5)));
         };
-        self.wal.note_read(n);
+        self.wal.note_read(self.reader_id, n);
         let batches = decode_ipc(&record).map_err(|e| self.err(e))?;
         let batches = batches
             .iter()
@@ -561,7 +585,9 @@ impl Source for HttpSource {
             let keep_from = self.checkpoints.len() - 2;
             self.checkpoints.drain(..keep_from);
             let oldest = self.checkpoints[0];
-            self.wal.truncate_before(oldest).map_err(|e| self.err(e))?;
+            self.wal
+                .truncate_before(self.reader_id, oldest)
+                .map_err(|e| self.err(e))?;
         }
         Ok(())
     }

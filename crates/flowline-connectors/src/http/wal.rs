@@ -25,15 +25,25 @@ pub type Position = (u64, u64);
 
 struct Durable {
     end: Mutex<Position>,
-    /// Total bytes appended and read, for the backlog (429) check.
+    /// Total bytes appended, for the backlog (429) check.
     written: AtomicU64,
-    read: AtomicU64,
+}
+
+/// What each reader of the log (one per source subtask reading the table: a table read by two
+/// INSERTs has two) has read and still needs.
+#[derive(Default)]
+struct Readers {
+    /// Bytes read.
+    read: Vec<u64>,
+    /// The position before which it needs nothing.
+    keep: Vec<Position>,
 }
 
 pub struct Wal {
     dir: PathBuf,
     queue: mpsc::SyncSender<(Vec<u8>, mpsc::Sender<std::io::Result<()>>)>,
     durable: Arc<Durable>,
+    readers: Mutex<Readers>,
 }
 
 fn segment_path(dir: &Path, seg: u64) -> PathBuf {
@@ -99,7 +109,6 @@ impl Wal {
         let durable = Arc::new(Durable {
             end: Mutex::new((last, valid)),
             written: AtomicU64::new(0),
-            read: AtomicU64::new(0),
         });
         let (queue, rx) = mpsc::sync_channel(1024);
         let d = durable.clone();
@@ -111,7 +120,16 @@ impl Wal {
             dir,
             queue,
             durable,
+            readers: Mutex::default(),
         })
+    }
+
+    /// A new reader of the log: its number, for [`Wal::note_read`] and [`Wal::truncate_before`].
+    pub fn add_reader(&self) -> usize {
+        let mut r = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        r.read.push(0);
+        r.keep.push((0, 0));
+        r.read.len() - 1
     }
 
     /// Appends one record; returns once it is on disk (fsync).
@@ -127,12 +145,20 @@ impl Wal {
         Ok(())
     }
 
-    /// Bytes acknowledged but not yet read by the source.
+    /// Bytes acknowledged but not yet read by the slowest reader.
     pub fn backlog(&self) -> u64 {
+        let read = self
+            .readers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read
+            .iter()
+            .min()
+            .copied();
         self.durable
             .written
             .load(Ordering::Relaxed)
-            .saturating_sub(self.durable.read.load(Ordering::Relaxed))
+            .saturating_sub(read.unwrap_or(0))
     }
 
     pub fn durable_end(&self) -> Position {
@@ -143,12 +169,17 @@ impl Wal {
         &self.dir
     }
 
-    pub fn note_read(&self, bytes: u64) {
-        self.durable.read.fetch_add(bytes, Ordering::Relaxed);
+    pub fn note_read(&self, reader: usize, bytes: u64) {
+        self.readers.lock().unwrap_or_else(|e| e.into_inner()).read[reader] += bytes;
     }
 
-    /// Deletes segments wholly before `keep`.
-    pub fn truncate_before(&self, keep: Position) -> std::io::Result<()> {
+    /// Reader `reader` needs nothing before `keep`: deletes the segments no reader needs.
+    pub fn truncate_before(&self, reader: usize, keep: Position) -> std::io::Result<()> {
+        let keep = {
+            let mut r = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+            r.keep[reader] = keep;
+            r.keep.iter().min().copied().unwrap_or(keep)
+        };
         for seg in segments(&self.dir)?.into_iter().filter(|s| *s < keep.0) {
             std::fs::remove_file(segment_path(&self.dir, seg))?;
         }

@@ -134,6 +134,8 @@ def main():
                 ("a join with a CSV file named as a table",
                  f"SELECT l.label, COUNT(*) AS n FROM bids_lake b JOIN '{d}/auctions.csv' l ON b.auction = l.auction GROUP BY l.label",
                  "SELECT l.label, COUNT(*) AS n FROM bids_lake b JOIN labels l ON b.auction = l.auction GROUP BY l.label"),
+                ("an empty answer", "SELECT auction FROM bids_lake WHERE bidder < 0",
+                 "SELECT auction FROM bids_lake WHERE bidder < 0"),
             ]
             for what, sql, oracle in queries:
                 want = norm(duck.execute(oracle).fetchall())

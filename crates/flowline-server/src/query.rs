@@ -322,7 +322,8 @@ pub async fn run(
         None => service.engine.query(sql, params).await,
     }
     .map_err(QueryError::status)?;
-    let mut batches = answer.batches;
+    // Fused: an empty answer has ended at the first look, and is asked again.
+    let mut batches = answer.batches.fuse().boxed();
     let first = next_batch(&mut batches, deadline, &limits).await?;
     if let Some(b) = &first {
         limits.check_rows(b.num_rows() as u64)?;

@@ -6,6 +6,7 @@ mod checkpoint;
 mod event_time;
 mod functions;
 mod golden;
+mod materialized;
 mod nexmark;
 mod oracle;
 mod over_oracle;

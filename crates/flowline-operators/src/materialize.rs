@@ -90,12 +90,27 @@ impl Materialized {
         self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Records subtask `subtask`'s table as of checkpoint `id`, and lets go of versions no
+    /// query can see any more (their runs are open files).
     fn publish(&self, subtask: usize, id: u64, runs: Vec<TableRun>) {
-        self.versions()
-            .subtasks
-            .entry(subtask)
-            .or_default()
-            .insert(id, runs);
+        let mut v = self.versions();
+        v.subtasks.entry(subtask).or_default().insert(id, runs);
+        let checkpoints = v.completed.is_some();
+        let oldest = match v.completed.as_ref().map(|c| (c.0)()) {
+            Some(completed) => visible_version(&v.subtasks, completed),
+            None => None,
+        };
+        for versions in v.subtasks.values_mut() {
+            match oldest {
+                Some(oldest) => versions.retain(|k, _| *k >= oldest),
+                // Without checkpoints each subtask's latest is what queries see.
+                None if !checkpoints => {
+                    let last = versions.last_key_value().map(|(k, _)| *k);
+                    versions.retain(|k, _| Some(*k) == last)
+                }
+                None => {}
+            }
+        }
     }
 
     /// The table as of the last completed checkpoint (without checkpoints: each subtask's
@@ -103,31 +118,19 @@ impl Materialized {
     pub fn snapshot(&self) -> Snapshot {
         let mut v = self.versions();
         let parts = match v.completed.as_ref().map(|c| (c.0)()) {
-            Some(completed) => {
-                // The newest id at or before `completed` that every subtask published (each
-                // registers a checkpoint's version before acknowledging it, and the restored
-                // one before any is taken), or FINAL once all have ended.
-                let visible = |id: &u64| *id <= completed || *id == FINAL;
-                let id = v
+            Some(completed) => match visible_version(&v.subtasks, completed) {
+                Some(id) => v
                     .subtasks
-                    .values()
-                    .map(|versions| versions.keys().copied().filter(visible).collect::<Vec<_>>())
-                    .reduce(|a, b| a.into_iter().filter(|id| b.contains(id)).collect())
-                    .and_then(|common| common.into_iter().max());
-                match id {
-                    Some(id) => v
-                        .subtasks
-                        .values_mut()
-                        .map(|versions| {
-                            versions.retain(|k, _| *k >= id);
-                            TableSnapshot {
-                                runs: versions[&id].clone(),
-                            }
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                }
-            }
+                    .values_mut()
+                    .map(|versions| {
+                        versions.retain(|k, _| *k >= id);
+                        TableSnapshot {
+                            runs: versions[&id].clone(),
+                        }
+                    })
+                    .collect(),
+                None => Vec::new(),
+            },
             None => v
                 .subtasks
                 .values_mut()
@@ -146,6 +149,18 @@ impl Materialized {
             parts,
         }
     }
+}
+
+/// The version a query sees: the newest id at or before the last `completed` checkpoint that
+/// every subtask published (each registers a checkpoint's version before acknowledging it, and
+/// the restored one before any is taken), or FINAL once all have ended.
+fn visible_version<T>(subtasks: &BTreeMap<usize, BTreeMap<u64, T>>, completed: u64) -> Option<u64> {
+    let visible = |id: &u64| *id <= completed || *id == FINAL;
+    subtasks
+        .values()
+        .map(|versions| versions.keys().copied().filter(visible).collect::<Vec<_>>())
+        .reduce(|a, b| a.into_iter().filter(|id| b.contains(id)).collect())
+        .and_then(|common| common.into_iter().max())
 }
 
 /// A materialized table as of one checkpoint: each subtask's runs.
@@ -470,5 +485,45 @@ impl Operator for Materialize {
         // The input is complete: this is the table's final content.
         self.publish_now(FINAL)?;
         Ok(Vec::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn subtasks(versions: &[&[u64]]) -> BTreeMap<usize, BTreeMap<u64, ()>> {
+        versions
+            .iter()
+            .enumerate()
+            .map(|(i, ids)| (i, ids.iter().map(|id| (*id, ())).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn a_query_sees_the_last_completed_checkpoint_every_subtask_recorded() {
+        // Both recorded 3; 4 is not complete yet (one subtask has taken it).
+        assert_eq!(
+            visible_version(&subtasks(&[&[0, 3, 4], &[0, 3]]), 3),
+            Some(3)
+        );
+        // 4 completed: every subtask had recorded it before acknowledging.
+        assert_eq!(
+            visible_version(&subtasks(&[&[0, 3, 4], &[0, 3, 4]]), 4),
+            Some(4)
+        );
+        // A fresh job before its first checkpoint: empty tables (version 0).
+        assert_eq!(visible_version(&subtasks(&[&[0], &[0, 1]]), 0), Some(0));
+        // Restored from 7: every subtask published 7 before any new checkpoint.
+        assert_eq!(visible_version(&subtasks(&[&[0, 7], &[0, 7]]), 7), Some(7));
+        // One subtask ended (its final table), the other not: the last common checkpoint.
+        assert_eq!(
+            visible_version(&subtasks(&[&[5, FINAL], &[5, 6]]), 6),
+            Some(5)
+        );
+        assert_eq!(
+            visible_version(&subtasks(&[&[5, FINAL], &[5, FINAL]]), 5),
+            Some(FINAL)
+        );
     }
 }

@@ -491,6 +491,16 @@ async fn run(
         metrics.total("flowline_source_rows_total"),
         metrics.total("flowline_sink_rows_total"),
     );
+    // A finished job's materialized tables hold its final result: serve them on.
+    let serving = http.is_some() || opts.listen.flight.is_some();
+    if serving && !graph.materialized().is_empty() && !stop.is_stopped() {
+        eprintln!(
+            "flowline: serving the finished job's materialized tables until Ctrl-C or SIGTERM"
+        );
+        while !stop.is_stopped() {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
     Ok(())
 }
 

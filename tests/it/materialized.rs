@@ -173,3 +173,16 @@ fn materialized_table_statements_are_checked() {
         graph.explain(false)
     );
 }
+
+#[test]
+fn the_example_plans() {
+    let rt = runtime();
+    let graph = rt
+        .block_on(flowline_planner::plan_script(
+            include_str!("../../examples/materialized.sql"),
+            Some(2),
+        ))
+        .unwrap();
+    assert_eq!(graph.materialized()[0].name, "counts");
+    assert!(graph.explain(false).contains("Materialize(counts, key=[k])"));
+}

@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""TPC-H through the warm query server, side by side with DuckDB on the same Parquet files.
+"""TPC-H or TPC-DS through the warm query server, side by side with DuckDB on the same Parquet files.
 
-DuckDB (1.5.5, with the `duckdb-extension-tpch` wheel of the same version) generates the data
-once as Parquet (one directory per table) and gives the 22 queries. `flowline serve` declares
+DuckDB (1.5.5, with the `duckdb-extension-tpch` or `duckdb-extension-tpcds` wheel of the same
+version) generates the data once as Parquet (one directory per table) and gives the queries
+(22 for TPC-H, 99 for TPC-DS). `flowline serve` declares
 the tables from a script and answers each query over HTTP as an Arrow IPC stream; DuckDB runs
 the same text in-process over views of the same files. Each query runs once to warm both (file
 footers cached) and then `--runs` times; the best time counts. Rows are compared after rounding
 numbers to 2 decimals (Flink's integer AVG and DuckDB's differ there only in decimals).
 
-    python3 -m venv /tmp/tpc && /tmp/tpc/bin/pip install duckdb==1.5.5 duckdb-extension-tpch==1.5.5 pyarrow
-    /tmp/tpc/bin/python benches/tpc.py path/to/release/flowline [--sf 1] [--data /tmp/tpch-sf1]
+    python3 -m venv /tmp/tpc && /tmp/tpc/bin/pip install duckdb==1.5.5 duckdb-extension-tpch==1.5.5 \
+        duckdb-extension-tpcds==1.5.5 pyarrow
+    /tmp/tpc/bin/python benches/tpc.py path/to/release/flowline [--suite tpcds] [--sf 1] [--data DIR]
 """
 import argparse, decimal, glob, math, os, socket, subprocess, sys, time, urllib.error, urllib.request
 
@@ -20,20 +22,19 @@ import pyarrow.ipc
 FLINK_TYPES = {"INTEGER": "INT", "BIGINT": "BIGINT", "VARCHAR": "STRING", "DATE": "DATE", "DOUBLE": "DOUBLE"}
 
 
-def load_tpch(con):
+def load(con, suite):
     try:
-        con.execute("LOAD tpch")
+        con.execute(f"LOAD {suite}")
     except duckdb.Error:
-        import duckdb_extension_tpch
-        ext = glob.glob(os.path.join(os.path.dirname(duckdb_extension_tpch.__file__), "extensions", "*", "tpch.duckdb_extension"))
+        module = __import__(f"duckdb_extension_{suite}")
+        ext = glob.glob(os.path.join(os.path.dirname(module.__file__), "extensions", "*", f"{suite}.duckdb_extension"))
         con.execute(f"LOAD '{ext[0]}'")
 
 
-def generate(con, sf, data):
-    tables = [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
+def generate(con, suite, sf, data):
     if os.path.exists(os.path.join(data, "done")):
         return
-    con.execute(f"CALL dbgen(sf={sf})")
+    con.execute(f"CALL {'dbgen' if suite == 'tpch' else 'dsdgen'}(sf={sf})")
     for t in [r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]:
         os.makedirs(os.path.join(data, t), exist_ok=True)
         con.execute(f"COPY {t} TO '{data}/{t}/{t}.parquet' (FORMAT parquet, ROW_GROUP_SIZE 122880)")
@@ -79,22 +80,23 @@ def ask(port, sql):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
+    ap.add_argument("--suite", choices=["tpch", "tpcds"], default="tpch")
     ap.add_argument("--sf", type=float, default=1)
     ap.add_argument("--data", default=None)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--only", default="", help="query numbers, e.g. 1,3,18")
     args = ap.parse_args()
-    data = os.path.abspath(args.data or f"/tmp/tpch-sf{args.sf:g}")
+    data = os.path.abspath(args.data or f"/tmp/{args.suite}-sf{args.sf:g}")
     os.makedirs(data, exist_ok=True)
     con = duckdb.connect()
-    load_tpch(con)
+    load(con, args.suite)
     t0 = time.time()
-    generate(con, args.sf, data)
+    generate(con, args.suite, args.sf, data)
     print(f"data: {data} ({time.time() - t0:.1f} s)", file=sys.stderr)
     init = os.path.join(data, "tables.sql")
     with open(init, "w") as f:
         f.write(script(con, data))
-    queries = con.execute("SELECT query_nr, query FROM tpch_queries() ORDER BY query_nr").fetchall()
+    queries = con.execute(f"SELECT query_nr, query FROM {args.suite}_queries() ORDER BY query_nr").fetchall()
     if args.only:
         wanted = {int(x) for x in args.only.split(",")}
         queries = [q for q in queries if q[0] in wanted]

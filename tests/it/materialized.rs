@@ -184,5 +184,7 @@ fn the_example_plans() {
         ))
         .unwrap();
     assert_eq!(graph.materialized()[0].name, "counts");
-    assert!(graph.explain(false).contains("Materialize(counts, key=[k])"));
+    assert!(graph
+        .explain(false)
+        .contains("Materialize(counts, key=[k])"));
 }

@@ -658,7 +658,8 @@ pub async fn serve_flight(
     }
     let svc = FlightServiceServer::new(FlightSql::new(service, security.auth.clone(), metrics));
     let router = server.add_service(svc);
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
+    // No Nagle: each reply is small messages that must not wait for the client's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     tokio::spawn(async move {
         if let Err(e) = router.serve_with_incoming(incoming).await {
             eprintln!("error: Flight SQL server stopped: {e}");

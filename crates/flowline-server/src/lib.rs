@@ -108,6 +108,12 @@ pub async fn serve(
     }
     match security.tls.clone() {
         None => {
+            // No Nagle: an answer goes out as headers, then body chunks, and a chunk held back
+            // for the client's delayed ACK costs 40 ms.
+            use axum::serve::ListenerExt;
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, app).await {
                     eprintln!("error: http server stopped: {e}");
@@ -141,6 +147,7 @@ async fn serve_tls(
                 continue;
             }
         };
+        let _ = tcp.set_nodelay(true);
         let (acceptor, app) = (acceptor.clone(), app.clone());
         tokio::spawn(async move {
             // A client that fails the handshake (plain HTTP, an untrusted certificate) is

@@ -112,3 +112,38 @@ fn a_long_lived_catalog_reads_the_lake_as_committed_at_each_query() {
     assert_eq!(second.len(), 600);
     assert_eq!(second, oracle(d));
 }
+
+/// Flink's decimal division (a wider scale than DataFusion's) inside expressions DataFusion had
+/// already typed: a comparison with it (TPC-DS q53) and an aggregate over it that a parent
+/// refers to by name (q4, q66).
+#[test]
+fn decimal_division_inside_comparisons_and_aggregates() {
+    let rt = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("d")).unwrap();
+    std::fs::write(
+        dir.path().join("d/part-0.json"),
+        "{\"g\": 1, \"a\": 1.00, \"b\": 3.00}\n{\"g\": 1, \"a\": 2.00, \"b\": 4.00}\n{\"g\": 2, \"a\": 5.00, \"b\": 5.00}\n",
+    )
+    .unwrap();
+    let ddl = format!(
+        "CREATE TABLE d (g INT, a DECIMAL(7, 2), b DECIMAL(7, 2)) WITH (
+           'connector' = 'filesystem', 'path' = '{}/d', 'format' = 'json');",
+        dir.path().display()
+    );
+    let sql = "SELECT * FROM (
+                 SELECT g, SUM(a / b),
+                        CASE WHEN SUM(b) > 0 THEN ABS(SUM(a) - SUM(b)) / SUM(b) ELSE NULL END > 0.1 AS far
+                 FROM d GROUP BY g) t ORDER BY g";
+    let got = rows(
+        &rt.block_on(crate::support::batch_select(&ddl, sql))
+            .unwrap(),
+    );
+    assert_eq!(
+        got,
+        vec![
+            vec!["1".to_string(), "0.8333333333".into(), "true".into()],
+            vec!["2".to_string(), "1.0000000000".into(), "false".into()],
+        ]
+    );
+}

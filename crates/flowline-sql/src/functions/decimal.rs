@@ -17,6 +17,7 @@ use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{plan_err, DFSchema, Result, ScalarValue};
 use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     cast, BinaryExpr, Expr, ExprSchemable, LogicalPlan, Operator, ScalarUDF,
 };
@@ -149,20 +150,34 @@ impl AnalyzerRule for FlinkDecimals {
         "flink_decimals"
     }
 
-    fn analyze(&self, plan: LogicalPlan, _: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|plan| {
+    fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
+        let rewritten = plan.transform_up_with_subqueries(|plan| {
             let mut schema = DFSchema::empty();
             for input in plan.inputs() {
                 schema.merge(input.schema());
             }
-            let rewritten = plan.map_expressions(|e| e.transform_up(|e| rewrite(e, &schema)))?;
+            // Output columns keep their names (`sum(a / b)` stays that, not the call's name):
+            // the plans above refer to them by name.
+            let names = NamePreserver::new(&plan);
+            let rewritten = plan.map_expressions(|e| {
+                let saved = names.save(&e);
+                Ok(e.transform_up(|e| rewrite(e, &schema))?
+                    .update_data(|e| saved.restore(e)))
+            })?;
             if rewritten.transformed {
                 rewritten.map_data(|p| p.recompute_schema())
             } else {
                 Ok(rewritten)
             }
-        })
-        .map(|t| t.data)
+        })?;
+        if !rewritten.transformed {
+            return Ok(rewritten.data);
+        }
+        // The rewritten expressions have Flink's types, not the ones DataFusion coerced their
+        // parents to (`a / b > 0.1` compared a DECIMAL(32, 10) with a cast 0.1; the quotient
+        // is now a DECIMAL(38, 16)): coerce again.
+        datafusion::optimizer::analyzer::type_coercion::TypeCoercion::new()
+            .analyze(rewritten.data, config)
     }
 }
 

@@ -105,7 +105,8 @@ def main():
     ap.add_argument("--sf", type=float, default=1)
     ap.add_argument("--data", default=None)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--only", default="", help="query numbers, e.g. 1,3,18")
+    ap.add_argument("--only", default="", help="query numbers, e.g. 1,3,18 or 72-99")
+    ap.add_argument("--timeout", default="120s", help="the server's --query-timeout")
     args = ap.parse_args()
     data = os.path.abspath(args.data or f"/tmp/{args.suite}-sf{args.sf:g}")
     os.makedirs(data, exist_ok=True)
@@ -119,13 +120,17 @@ def main():
         f.write(script(con, data))
     queries = con.execute(f"SELECT query_nr, query FROM {args.suite}_queries() ORDER BY query_nr").fetchall()
     if args.only:
-        wanted = {int(x) for x in args.only.split(",")}
+        wanted = set()
+        for part in args.only.split(","):
+            lo, _, hi = part.partition("-")
+            wanted.update(range(int(lo), int(hi or lo) + 1))
         queries = [q for q in queries if q[0] in wanted]
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    server = subprocess.Popen([args.binary, "serve", "--init", init, "--http", f"127.0.0.1:{port}"],
+    server = subprocess.Popen([args.binary, "serve", "--init", init, "--http", f"127.0.0.1:{port}",
+                               "--query-timeout", args.timeout],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 60

@@ -155,7 +155,30 @@ fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
 /// The entries of runs (newest first) merged in key order: per key the newest run's entry (a
 /// value or a delete), each run read only for the key groups it speaks for.
 pub struct MergedRuns<R: std::ops::Deref<Target = Run>> {
-    heads: Vec<(std::iter::Peekable<RunIter<R>>, Range<u16>)>,
+    heads: Vec<Head<R>>,
+    /// Whether every head holds its next entry of its key groups (or is done).
+    primed: bool,
+}
+
+/// A run being merged: its next entry of the key groups it speaks for, read ahead.
+struct Head<R: std::ops::Deref<Target = Run>> {
+    run: RunIter<R>,
+    groups: Range<u16>,
+    next: Option<(Vec<u8>, Entry)>,
+}
+
+impl<R: std::ops::Deref<Target = Run>> Head<R> {
+    fn advance(&mut self) -> io::Result<()> {
+        self.next = None;
+        for e in self.run.by_ref() {
+            let e = e?;
+            if self.groups.contains(&key_group_of(&e.0)) {
+                self.next = Some(e);
+                break;
+            }
+        }
+        Ok(())
+    }
 }
 
 impl<R: std::ops::Deref<Target = Run>> MergedRuns<R> {
@@ -163,8 +186,13 @@ impl<R: std::ops::Deref<Target = Run>> MergedRuns<R> {
         Self {
             heads: runs
                 .into_iter()
-                .map(|(it, kg)| (it.peekable(), kg))
+                .map(|(run, groups)| Head {
+                    run,
+                    groups,
+                    next: None,
+                })
                 .collect(),
+            primed: false,
         }
     }
 }
@@ -172,33 +200,36 @@ impl<R: std::ops::Deref<Target = Run>> MergedRuns<R> {
 impl<R: std::ops::Deref<Target = Run>> Iterator for MergedRuns<R> {
     type Item = io::Result<(Vec<u8>, Entry)>;
 
+    /// Moves the winning entry out (no key is copied): the heads hold their entries, the
+    /// smallest key wins, on a tie the newest run (lowest index), and the others drop theirs.
     fn next(&mut self) -> Option<Self::Item> {
-        // The smallest key among the heads; on a tie the newest run (lowest index) wins.
-        let mut min: Option<(usize, Vec<u8>)> = None;
-        for (i, (h, groups)) in self.heads.iter_mut().enumerate() {
-            while matches!(h.peek(), Some(Ok((k, _))) if !groups.contains(&key_group_of(k))) {
-                h.next();
-            }
-            match h.peek() {
-                Some(Ok((k, _))) if min.as_ref().is_none_or(|(_, m)| k < m) => {
-                    min = Some((i, k.clone()));
-                }
-                Some(Err(_)) => return h.next(),
-                _ => {}
-            }
-        }
-        let (winner, key) = min?;
-        let mut value = None;
-        for (i, (h, _)) in self.heads.iter_mut().enumerate() {
-            if matches!(h.peek(), Some(Ok((k, _))) if *k == key) {
-                match h.next().expect("peeked") {
-                    Ok((_, v)) if i == winner => value = v,
-                    Ok(_) => {}
-                    Err(e) => return Some(Err(e)),
+        if !self.primed {
+            self.primed = true;
+            for h in &mut self.heads {
+                if let Err(e) = h.advance() {
+                    return Some(Err(e));
                 }
             }
         }
-        Some(Ok((key, value)))
+        let mut winner: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some((k, _)) = &h.next {
+                if winner.is_none_or(|w| *k < self.heads[w].next.as_ref().expect("a head").0) {
+                    winner = Some(i);
+                }
+            }
+        }
+        let w = winner?;
+        let entry = self.heads[w].next.take().expect("the winner's entry");
+        for (i, h) in self.heads.iter_mut().enumerate() {
+            let same = i == w || h.next.as_ref().is_some_and(|(k, _)| *k == entry.0);
+            if same {
+                if let Err(e) = h.advance() {
+                    return Some(Err(e));
+                }
+            }
+        }
+        Some(Ok(entry))
     }
 }
 
@@ -240,10 +271,16 @@ impl TableSnapshot {
         MergedRuns::new(runs.collect::<Vec<_>>()).filter_map(|e| match e {
             Err(e) => Some(Err(e)),
             Ok((_, None)) => None,
-            Ok((key, Some(v))) => Some(
-                unstamp(&v)
-                    .map(|(_, value)| (key_group_of(&key), key[2..].to_vec(), value.to_vec())),
-            ),
+            Ok((mut key, Some(mut value))) => Some(match unstamp(&value) {
+                Err(e) => Err(e),
+                Ok(_) => {
+                    let group = key_group_of(&key);
+                    // In place: the key without its group, the value without its write time.
+                    key.drain(..2);
+                    value.drain(..8);
+                    Ok((group, key, value))
+                }
+            }),
         })
     }
 }

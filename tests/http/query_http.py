@@ -205,8 +205,9 @@ def main():
         server, port = serve(binary, d, script, ["--query-timeout", "500ms", "--query-max-rows", "5000"])
         try:
             t0 = time.time()
-            status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a CROSS JOIN bids_lake b CROSS JOIN bids_lake c",
-                                        token=None)
+            # (A filter over the rows: the files' statistics answer a bare COUNT(*) at once.)
+            status, ctype, body = query(port, "SELECT COUNT(*) FROM bids_lake a CROSS JOIN bids_lake b CROSS JOIN bids_lake c "
+                                        "WHERE a.bidder + b.bidder > c.bidder", token=None)
             took = time.time() - t0
             c.expect(status == 504 and "--query-timeout" in json.loads(body)["error"] and took < 10,
                      f"a query past --query-timeout 500ms: 504 after {took:.1f} s", f"{status} {body[:200]!r}")

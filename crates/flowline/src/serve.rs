@@ -60,6 +60,23 @@ impl Engine {
                 primary_key: binding.table.primary_key.clone(),
             });
         }
+        // A running job's materialized tables, also those whose query only the streaming
+        // planner knows (the declarations alone could not register them).
+        for m in materialized {
+            if !catalog.tables.contains_key(&m.name) {
+                tables.push(TableInfo {
+                    name: m.name.clone(),
+                    kind: "TABLE",
+                    schema: m.schema.clone(),
+                    primary_key: m
+                        .key
+                        .iter()
+                        .map(|c| m.schema.field(*c).name().clone())
+                        .collect(),
+                });
+            }
+        }
+        tables.sort_by(|a, b| a.name.cmp(&b.name));
         for name in catalog.view_names() {
             let provider = catalog.ctx.table_provider(name.as_str()).await?;
             tables.push(TableInfo {

@@ -13,7 +13,9 @@ Meanwhile clients query `counts` in a loop over Flight SQL (ADBC's driver) and H
    whose answer the crash swallowed may be in too), and the lake table joined with `counts`
    agrees key by key;
 3. a prepared statement with a parameter is a primary-key point read; `adbc_get_objects()` lists
-   `counts` with its columns; wrong credentials are refused (Flight `Unauthenticated`, HTTP 401).
+   `counts` with its columns; wrong credentials are refused (Flight `Unauthenticated`, HTTP 401);
+4. a bounded job's table is served once its input ends, and again after the finished job is run
+   again from its final checkpoint, equal to batch SQL over the same input.
 
     python3 tests/http/materialized.py path/to/flowline
 """
@@ -112,6 +114,46 @@ def check_state(rows, what, floor, state, problems):
             problems.append(f"{what}: {n} rounds counted, only {state['sent']} sent")
         state["seen"] = max(state["seen"], n)
         state["answers"] += 1
+
+
+FINISHED = """
+SET 'execution.checkpointing.interval' = '1s';
+CREATE TABLE nexmark (
+  event_type INT,
+  bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, dateTime TIMESTAMP(3), extra VARCHAR>
+) WITH ('connector' = 'nexmark', 'events.num' = '50000', 'seed' = '7');
+CREATE MATERIALIZED TABLE per_auction (PRIMARY KEY (auction) NOT ENFORCED)
+AS SELECT bid.auction AS auction, COUNT(*) AS bids FROM nexmark WHERE event_type = 2 GROUP BY bid.auction;
+"""
+
+
+def finished_job(c, binary, d):
+    """A bounded job's table outlives its input: served once it finishes, and again when the
+    finished job is run again (from its final checkpoint), equal to batch SQL over the input."""
+    script = os.path.join(d, "finished.sql")
+    with open(script, "w") as f:
+        f.write(FINISHED)
+    want = subprocess.run([binary, "query", "--init", script, "--format", "json",
+                           "SELECT COUNT(DISTINCT bid.auction) AS n, COUNT(*) AS bids FROM nexmark WHERE event_type = 2"],
+                          cwd=d, capture_output=True, text=True, timeout=120)
+    want = json.loads(want.stdout.splitlines()[0]) if want.returncode == 0 else want.stderr
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")}
+    state = os.path.join(d, "finished-state")
+    for attempt in ["once its input ends", "when the finished job is run again"]:
+        port = free_port()
+        proc = subprocess.Popen([binary, "run", script, "--http", f"127.0.0.1:{port}", "--state-dir", state],
+                                cwd=d, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        got, end = None, time.time() + 60
+        while time.time() < end:
+            status, text = http(port, "/v1/query", b"SELECT COUNT(*) AS n, SUM(bids) AS bids FROM per_auction", token=None)
+            got = json.loads(text.splitlines()[0]) if status == 200 else None
+            if got == want:
+                break
+            time.sleep(0.2)
+        c.expect(got == want and proc.poll() is None,
+                 f"a bounded job's materialized table is served {attempt}: {got}", f"want {want}")
+        proc.terminate()
+        proc.communicate(timeout=30)
 
 
 def main():
@@ -232,6 +274,7 @@ def main():
         err = job.stop()
         if c.failed:
             print("job stderr:", err[-2000:])
+        finished_job(c, binary, d)
     if c.failed:
         print(f"{c.failed} materialized-table check(s) failed")
         sys.exit(1)

@@ -97,6 +97,11 @@ pub trait Operator: Send {
     /// Checkpoint `id` holds what the last `snapshot` took (called right after it, before the
     /// task acknowledges the checkpoint).
     fn checkpointed(&mut self, _id: u64) {}
+    /// Whether its state tables stay in the job's checkpoints after its input ended (a
+    /// materialized table's contents are the result; other operators have emitted theirs).
+    fn keeps_state_when_finished(&self) -> bool {
+        false
+    }
     /// Restores from a checkpoint taken at another parallelism: `states` are the bytes of every
     /// subtask the operator had then, after `restore_tables` handed it their tables (of which it
     /// serves its own key groups). An operator whose keyed state is all in state tables has

@@ -384,6 +384,10 @@ impl Operator for Materialize {
         self.table.runs()
     }
 
+    fn keeps_state_when_finished(&self) -> bool {
+        true
+    }
+
     fn checkpointed(&mut self, id: u64) {
         let runs = self.table.runs().pop().map(|t| t.runs).unwrap_or_default();
         self.spec.table.publish(self.subtask, id, runs);

@@ -124,6 +124,8 @@ pub(crate) enum Report {
     Finished {
         key: String,
         state: Vec<u8>,
+        /// State-table runs the final state refers to (uploaded already).
+        shared: Vec<String>,
         reply: Option<oneshot::Sender<u64>>,
     },
 }
@@ -299,9 +301,27 @@ impl TaskCheckpoint {
         let _ = self.reports.send(Report::Finished {
             key: self.key.clone(),
             state,
+            shared: Vec::new(),
             reply: Some(tx),
         });
         rx
+    }
+
+    /// [`TaskCheckpoint::finished`] with a final state that refers to state-table runs (a
+    /// materialized table's contents outlive its input): they are written to the store first.
+    pub fn finished_with_runs(&self, state: Vec<u8>, runs: Vec<Arc<Run>>) -> crate::Result<()> {
+        upload_runs(&self.store, &self.uploaded, &runs)
+            .map_err(|e| RuntimeError::Config(e.to_string()))?;
+        let mut shared: Vec<String> = runs.iter().map(|r| r.name()).collect();
+        shared.sort_unstable();
+        shared.dedup();
+        let _ = self.reports.send(Report::Finished {
+            key: self.key.clone(),
+            state,
+            shared,
+            reply: None,
+        });
+        Ok(())
     }
 }
 
@@ -427,6 +447,8 @@ pub(crate) struct Coordinator {
     store: Checkpoints,
     job: String,
     finished: BTreeMap<String, Vec<u8>>,
+    /// The state-table runs of finished tasks' final states.
+    finished_shared: BTreeMap<String, Vec<String>>,
     /// Finished tasks waiting for a checkpoint that records their final state.
     waiters: Vec<(String, oneshot::Sender<u64>)>,
     inflight: Option<InFlight>,
@@ -481,6 +503,7 @@ pub(crate) fn coordinator(
         store: cfg.store.clone(),
         job: cfg.job.clone(),
         finished: BTreeMap::new(),
+        finished_shared: BTreeMap::new(),
         waiters: Vec::new(),
         inflight: None,
         next_id: restored_id + 1,
@@ -621,8 +644,14 @@ impl Coordinator {
                 }
             }
             Report::Decline { id, key, reason } => self.fail(id, format!("task {key}: {reason}")),
-            Report::Finished { key, state, reply } => {
+            Report::Finished {
+                key,
+                state,
+                shared,
+                reply,
+            } => {
                 self.finished.insert(key.clone(), state);
+                self.finished_shared.insert(key.clone(), shared);
                 self.waiters.extend(reply.map(|r| (key, r)));
                 self.check_complete().await;
             }
@@ -708,7 +737,10 @@ impl Coordinator {
                 TaskEntry {
                     descriptor: descriptor.clone(),
                     bytes,
-                    shared: f.shared.get(key).cloned().unwrap_or_default(),
+                    shared: match f.acked.contains_key(key) {
+                        true => f.shared.get(key).cloned().unwrap_or_default(),
+                        false => self.finished_shared.get(key).cloned().unwrap_or_default(),
+                    },
                 },
             );
         }

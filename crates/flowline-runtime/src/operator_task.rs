@@ -251,23 +251,11 @@ impl OperatorTask {
         let tables = self.operator.snapshot_tables();
         self.operator.checkpointed(barrier.id);
         // Each run as [name, first key group, end]: the key groups it speaks for in this list.
-        let names: serde_json::Map<String, serde_json::Value> = tables
-            .iter()
-            .map(|t| {
-                let runs = t.runs.iter().map(|r| {
-                    serde_json::json!([r.run.name(), r.key_groups.start, r.key_groups.end])
-                });
-                (t.table.clone(), runs.collect())
-            })
-            .collect();
+        let (names, runs) = listed_runs(tables);
         let state = envelope(
             serde_json::json!({"watermark": self.inputs.merged(), "inputs": self.inputs.marks(), "tables": names}),
             payload,
         );
-        let runs = tables
-            .into_iter()
-            .flat_map(|t| t.runs.into_iter().map(|r| r.run))
-            .collect();
         cp.save(barrier.id, state, runs, started.elapsed());
         self.publish_state();
         self.output.broadcast(Message::Barrier(barrier));
@@ -372,7 +360,19 @@ impl OperatorTask {
         self.emit_all(out)?;
         self.route_late()?;
         self.publish_state();
-        if let Some(cp) = &self.checkpoint {
+        if let Some(cp) = self.checkpoint.clone() {
+            if self.operator.keeps_state_when_finished() {
+                // Its tables are a result in themselves (a materialized table): later
+                // checkpoints keep them, so a restart serves them again.
+                let payload = self.operator.snapshot().map_err(|e| self.err(e))?;
+                let tables = self.operator.snapshot_tables();
+                let (names, runs) = listed_runs(tables);
+                let state = envelope(
+                    serde_json::json!({"watermark": NO_WATERMARK, "inputs": [], "tables": names}),
+                    payload,
+                );
+                return cp.finished_with_runs(state, runs);
+            }
             // Everything is emitted: later checkpoints record this operator as empty.
             let state = envelope(
                 serde_json::json!({"watermark": NO_WATERMARK, "inputs": []}),
@@ -519,6 +519,28 @@ impl TableGauges {
 
 /// A run as a checkpoint's header lists it: `[name, first key group, end]`, or a bare name
 /// (checkpoints before rescaling), which speaks for the key groups its subtask `owned`.
+/// State tables' runs as a checkpoint lists them (per table, each run as [name, first key
+/// group, end]: the key groups it speaks for in this list), and the runs themselves.
+fn listed_runs(
+    tables: Vec<TableRuns>,
+) -> (serde_json::Map<String, serde_json::Value>, Vec<Arc<Run>>) {
+    let names = tables
+        .iter()
+        .map(|t| {
+            let runs = t
+                .runs
+                .iter()
+                .map(|r| serde_json::json!([r.run.name(), r.key_groups.start, r.key_groups.end]));
+            (t.table.clone(), runs.collect())
+        })
+        .collect();
+    let runs = tables
+        .into_iter()
+        .flat_map(|t| t.runs.into_iter().map(|r| r.run))
+        .collect();
+    (names, runs)
+}
+
 fn table_run(r: &serde_json::Value, owned: &Range<u16>) -> Result<(String, Range<u16>)> {
     let bad = || RuntimeError::Config("a task's checkpointed state lists a malformed run".into());
     let (name, listed) = match r {

@@ -133,6 +133,13 @@ def served_lake(c, binary, d):
         got = norm(zip(*[col.to_pylist() for col in table.columns]))
         c.expect(got == norm(duck.execute(sql).fetchall()) and info.schema.names == ["channel_kind", "n"],
                  "pyarrow.flight: handshake, GetFlightInfo (schema), DoGet: DuckDB's rows", str(got))
+        # CancelQuery of a FlightInfo: nothing runs until its ticket is fetched.
+        request = field(1, b"type.googleapis.com/arrow.flight.protocol.sql.ActionCancelQueryRequest") + \
+            field(2, field(1, info.serialize()))
+        results = list(client.do_action(fl.Action("CancelQuery", request), options))
+        # ActionCancelQueryResult { result = CANCEL_RESULT_CANCELLED (1) } in an Any.
+        c.expect(len(results) == 1 and results[0].body.to_pybytes().endswith(b"\x08\x01"),
+                 "pyarrow.flight: CancelQuery answers Cancelled", str([r.body.to_pybytes() for r in results]))
         try:
             client.get_flight_info(fl.FlightDescriptor.for_command(statement_command(sql)))
             c.expect(False, "pyarrow.flight without a token is refused")

@@ -137,7 +137,7 @@ fn sql_info() -> &'static SqlInfoData {
         b.append(SqlInfo::FlightSqlServerSql, true);
         b.append(SqlInfo::FlightSqlServerSubstrait, false);
         b.append(SqlInfo::FlightSqlServerTransaction, 0i32);
-        b.append(SqlInfo::FlightSqlServerCancel, false);
+        b.append(SqlInfo::FlightSqlServerCancel, true);
         b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
         b.build().expect("static SQL info")
     })
@@ -434,6 +434,21 @@ impl FlightSqlService for FlightSql {
         self.check(&request)?;
         let (sql, params) = self.prepared_sql(&query.prepared_statement_handle)?;
         self.answer(sql, params).await
+    }
+
+    /// A statement runs when its ticket is fetched (DoGet), and a client cancels a running
+    /// one by dropping that stream, which stops the query; cancelling a FlightInfo whose
+    /// ticket was not fetched leaves nothing running.
+    #[allow(deprecated)]
+    async fn do_action_cancel_query(
+        &self,
+        _query: arrow_flight::sql::ActionCancelQueryRequest,
+        request: Request<arrow_flight::Action>,
+    ) -> Result<arrow_flight::sql::ActionCancelQueryResult, Status> {
+        self.check(&request)?;
+        // `CancelResult::Cancelled` (the nested enum is not re-exported).
+        const CANCELLED: i32 = 1;
+        Ok(arrow_flight::sql::ActionCancelQueryResult { result: CANCELLED })
     }
 
     async fn do_action_close_prepared_statement(

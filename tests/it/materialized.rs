@@ -167,6 +167,13 @@ fn materialized_table_statements_are_checked() {
         graph.materialized()[0].freshness,
         std::time::Duration::from_secs(3)
     );
+    // Flink's continuous mode: the FRESHNESS is the checkpoint interval, unless one is SET.
+    assert_eq!(graph.config["execution.checkpointing.interval"], "3000ms");
+    let set = format!("SET 'execution.checkpointing.interval' = '10s';{script}");
+    let graph = rt
+        .block_on(flowline_planner::plan_script(&set, Some(1)))
+        .unwrap();
+    assert_eq!(graph.config["execution.checkpointing.interval"], "10s");
     assert!(
         graph.explain(false).contains("Materialize(t, key=[k])"),
         "{}",

@@ -73,6 +73,9 @@ pub struct Catalog {
     /// The materialized tables the script declares: each kept by the job, and the INSERT that
     /// maintains it.
     pub materialized: BTreeMap<String, (Arc<Materialized>, InsertDef)>,
+    /// The least `FRESHNESS` a materialized table declares: the job's checkpoint interval
+    /// unless the script sets one (Flink's continuous refresh mode).
+    pub freshness: Option<std::time::Duration>,
 }
 
 impl Default for Catalog {
@@ -121,6 +124,7 @@ impl Catalog {
             config: BTreeMap::new(),
             watermarks: BTreeMap::new(),
             materialized: BTreeMap::new(),
+            freshness: None,
         }
     }
 
@@ -136,6 +140,7 @@ impl Catalog {
             config: BTreeMap::new(),
             watermarks: BTreeMap::new(),
             materialized: BTreeMap::new(),
+            freshness: None,
         }
     }
 
@@ -407,6 +412,9 @@ impl Catalog {
                 },
             })
             .collect();
+        if let Some(f) = freshness {
+            self.freshness = Some(self.freshness.map_or(f, |least| least.min(f)));
+        }
         let materialized = Arc::new(Materialized::new(
             &name,
             Arc::new(datafusion::arrow::datatypes::Schema::new(

@@ -429,6 +429,17 @@ pub async fn plan_script(text: &str, parallelism_override: Option<usize>) -> Res
             .values()
             .map(|(_, insert)| insert.clone()),
     );
+    // Flink's continuous refresh mode: a materialized table's FRESHNESS is the job's
+    // checkpoint interval, unless the script sets one.
+    if let Some(f) = catalog
+        .freshness
+        .filter(|_| !catalog.materialized.is_empty())
+    {
+        catalog
+            .config
+            .entry("execution.checkpointing.interval".into())
+            .or_insert_with(|| format!("{}ms", f.as_millis().max(1)));
+    }
     if inserts.is_empty() {
         return Err(PlanError::Invalid(
             "the script has no INSERT INTO or CREATE MATERIALIZED TABLE statement: nothing to run"

@@ -66,23 +66,27 @@ def norm(rows):
     return [tuple(cell(v) for v in r) for r in rows]
 
 
-# Flink's AVG of an integer column is an integer (the sum divided by the count, truncated).
-FLINK_AVG = ("CREATE OR REPLACE MACRO flink_avg(x) AS CASE WHEN first(typeof(x)) IN "
-             "('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT') THEN trunc(avg(x)) ELSE avg(x) END")
+# Flink's AVG, STDDEV_* and VAR_* of an integer column are integers (truncated toward zero).
+FLINK_INTEGER_AGGS = ["avg", "stddev_samp", "stddev_pop", "stddev", "var_samp", "var_pop", "variance"]
+FLINK_MACROS = [f"CREATE OR REPLACE MACRO flink_{f}(x) AS CASE WHEN first(typeof(x)) IN "
+                f"('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT') THEN trunc({f}(x)) ELSE {f}(x) END"
+                for f in FLINK_INTEGER_AGGS]
 
 
 def with_flink_avg(sql):
-    """The query with each AVG that is not a window function computed as Flink does."""
+    """The query with each AVG, STDDEV_* and VAR_* that is not a window function computed as
+    Flink computes it."""
     import re
     out, at = [], 0
-    for m in re.finditer(r"\bavg\s*\(", sql, re.IGNORECASE):
+    names = "|".join(sorted(FLINK_INTEGER_AGGS, key=len, reverse=True))
+    for m in re.finditer(rf"\b({names})\s*\(", sql, re.IGNORECASE):
         depth, i = 1, m.end()
         while i < len(sql) and depth:
             depth += {"(": 1, ")": -1}.get(sql[i], 0)
             i += 1
         if re.match(r"\s*over\b", sql[i:], re.IGNORECASE):
             continue
-        out.append(sql[at:m.start()] + "flink_avg(")
+        out.append(sql[at:m.start()] + f"flink_{m.group(1).lower()}(")
         at = m.end()
     return "".join(out) + sql[at:]
 
@@ -155,7 +159,8 @@ def main():
             flink_avg = False
             if not same and with_flink_avg(sql) != sql:
                 try:
-                    con.execute(FLINK_AVG)
+                    for macro in FLINK_MACROS:
+                        con.execute(macro)
                     want_flink = norm(con.execute(with_flink_avg(sql)).fetchall())
                     flink_avg = same = sorted(map(repr, got)) == sorted(map(repr, want_flink))
                 except duckdb.Error:
@@ -169,7 +174,7 @@ def main():
                 con.execute(sql).fetchall()
                 best_d = min(best_d, time.perf_counter() - t)
             ratios.append(best_f / best_d)
-            verdict = "same (with Flink's integer AVG)" if flink_avg else "same" if same else "DIFFERENT"
+            verdict = "same (with Flink's integer AVG/STDDEV)" if flink_avg else "same" if same else "DIFFERENT"
             print(f"{n:>5} {best_f:>10.3f} {best_d:>9.3f} {best_f / best_d:>6.2f}  {len(got)} {verdict}")
             if not same:
                 failed.append(n)

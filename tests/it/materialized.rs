@@ -147,6 +147,13 @@ fn materialized_table_statements_are_checked() {
     assert!(e.contains("REFRESH_MODE = FULL"), "{e}");
     let e = err("CREATE MATERIALIZED TABLE t FRESHNESS = 3 AS SELECT k FROM src;");
     assert!(e.contains("FRESHNESS must be a positive INTERVAL"), "{e}");
+    let e = err("CREATE MATERIALIZED TABLE t AS SELECT k FROM src;
+                 CREATE TABLE o (k BIGINT) WITH ('connector' = 'blackhole');
+                 INSERT INTO o SELECT k FROM t;");
+    assert!(
+        e.contains("materialized table 't' is served to queries"),
+        "{e}"
+    );
     let e = err("ALTER MATERIALIZED TABLE t SUSPEND;");
     assert!(e.contains("stop the job"), "{e}");
     let e = err("CREATE MATERIALIZED TABLE t AS SELECT k FROM src; DROP MATERIALIZED TABLE t;");

@@ -738,7 +738,13 @@ impl Catalog {
             )];
         }
         Ok(Pipeline {
-            name: format!("INSERT INTO {} (line {})", insert.table, insert.line),
+            name: match materialized {
+                Some(_) => format!(
+                    "CREATE MATERIALIZED TABLE {} (line {})",
+                    insert.table, insert.line
+                ),
+                None => format!("INSERT INTO {} (line {})", insert.table, insert.line),
+            },
             inputs,
             sink: SinkTarget::Table(sink.clone()),
             schema,

@@ -377,6 +377,18 @@ impl JobGraph {
         );
         for p in &self.pipelines {
             let sink = match &p.sink {
+                SinkTarget::Table(t)
+                    if p.materialized.is_some() && t.factory.name == "blackhole" =>
+                {
+                    format!(
+                        "Sink: none (materialized table {}, served to queries)",
+                        t.table.name
+                    )
+                }
+                SinkTarget::Table(t) if p.materialized.is_some() => format!(
+                    "Sink: {} [connector={}] (materialized table, served to queries)",
+                    t.table.name, t.factory.name
+                ),
                 SinkTarget::Table(t) => {
                     format!("Sink: {} [connector={}]", t.table.name, t.factory.name)
                 }

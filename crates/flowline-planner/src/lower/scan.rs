@@ -86,6 +86,14 @@ pub(super) fn lower_scan(plan: &LogicalPlan, cat: &Catalog, watermark: bool) -> 
             "'{name}' is not a table declared with CREATE TABLE"
         )));
     };
+    if cat.materialized.contains_key(&binding.table.name) {
+        return Err(PlanError::Unsupported(format!(
+            "materialized table '{}' is served to queries (POST /v1/query, Flight SQL), not read \
+             as a stream by the job that keeps it; read its query's input instead, or write the \
+             rows it needs to a table with a connector",
+            binding.table.name
+        )));
+    }
     if binding.factory.source.is_none() {
         return Err(PlanError::Invalid(format!(
             "table '{}' uses connector '{}', which can only be written, not read",

@@ -189,33 +189,48 @@ impl Snapshot {
         )?;
         let keyless = self.key.is_empty();
         let schema = self.schema.clone();
-        let mut entries = self.parts.get(part).cloned().unwrap_or_default().entries();
+        let mut scan = self.parts.get(part).cloned().unwrap_or_default().scan();
         let batch_size = batch_size.max(1);
+        // One buffer of row-format rows per batch, and their ends: nothing allocated per row.
+        let (mut buf, mut ends, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         Ok(std::iter::from_fn(move || {
-            let mut rows = Vec::with_capacity(batch_size);
-            let mut counts = Vec::new();
-            for e in entries.by_ref() {
-                let (_, key, value) = match e {
-                    Ok(e) => e,
+            buf.clear();
+            ends.clear();
+            counts.clear();
+            while ends.len() < batch_size {
+                let more = scan.next_live(|_, key, value| {
+                    if keyless {
+                        let n = value
+                            .get(..8)
+                            .map_or(0, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
+                        counts.push(n.max(0) as u32);
+                        buf.extend_from_slice(key);
+                    } else {
+                        buf.extend_from_slice(value);
+                    }
+                    ends.push(buf.len());
+                });
+                match more {
+                    Ok(true) => {}
+                    Ok(false) => break,
                     Err(e) => return Some(Err(io_err(e))),
-                };
-                if keyless {
-                    let n = value
-                        .get(..8)
-                        .map_or(0, |b| i64::from_le_bytes(b.try_into().expect("8 bytes")));
-                    counts.push(n.max(0) as u32);
-                    rows.push(key);
-                } else {
-                    rows.push(value);
-                }
-                if rows.len() == batch_size {
-                    break;
                 }
             }
-            if rows.is_empty() {
+            if ends.is_empty() {
                 return None;
             }
-            Some(decode(&conv, &schema, &rows, keyless.then_some(&counts)))
+            let rows = ends.iter().scan(0, |start, end| {
+                let row = &buf[*start..*end];
+                *start = *end;
+                Some(row)
+            });
+            Some(decode(
+                &conv,
+                &schema,
+                rows,
+                ends.len(),
+                keyless.then_some(&counts),
+            ))
         }))
     }
 
@@ -238,7 +253,7 @@ impl Snapshot {
                     &self.schema,
                     &(0..self.schema.fields().len()).collect::<Vec<_>>(),
                 )?;
-                return decode(&conv, &self.schema, &[value], None).map(Some);
+                return decode(&conv, &self.schema, std::iter::once(&value[..]), 1, None).map(Some);
             }
         }
         Ok(None)
@@ -255,15 +270,16 @@ fn row_converter(schema: &SchemaRef, columns: &[usize]) -> Result<RowConverter> 
 }
 
 /// Rows in the row format as a batch of `schema`; each `counts[i]` times when given.
-fn decode(
+fn decode<'a>(
     conv: &RowConverter,
     schema: &SchemaRef,
-    rows: &[Vec<u8>],
+    rows: impl Iterator<Item = &'a [u8]>,
+    n: usize,
     counts: Option<&Vec<u32>>,
 ) -> Result<RecordBatch> {
     let parser = conv.parser();
-    let columns = conv.convert_rows(rows.iter().map(|r| parser.parse(r)))?;
-    let batch = crate::batch_of(schema, columns, rows.len())?;
+    let columns = conv.convert_rows(rows.map(|r| parser.parse(r)))?;
+    let batch = crate::batch_of(schema, columns, n)?;
     match counts {
         Some(counts) if counts.iter().any(|n| *n != 1) => {
             let idx: UInt32Array = counts

@@ -6,5 +6,7 @@
 mod keyed;
 mod run;
 
-pub use keyed::{KeyedTable, MergedRuns, StateValue, TableRun, TableSnapshot, TableStats, Taken};
+pub use keyed::{
+    KeyedTable, MergedRuns, SnapshotScan, StateValue, TableRun, TableSnapshot, TableStats, Taken,
+};
 pub use run::{key_group_of, Entry, Run, RunIter, RunWriter};

@@ -29,6 +29,14 @@ const BLOCK_BYTES: usize = 4 << 10;
 const BLOOM_BITS_PER_KEY: usize = 10;
 const BLOOM_HASHES: u32 = 7;
 
+/// Where an entry lies in a block's data: key range, value range (`None`: a delete), and
+/// where the next entry starts.
+pub(crate) type EntryAt = (
+    std::ops::Range<usize>,
+    Option<std::ops::Range<usize>>,
+    usize,
+);
+
 /// A key's entry in a run: its value, or a delete that hides older runs' values.
 pub type Entry = Option<Vec<u8>>;
 
@@ -337,6 +345,44 @@ impl Run {
         Ok(buf)
     }
 
+    /// Block `i`'s entries (checksum verified) into `buf`, replacing what it held; false
+    /// past the last block. For scans that reuse one buffer per run.
+    pub(crate) fn read_block_into(&self, i: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let Some(b) = self.blocks.get(i) else {
+            return Ok(false);
+        };
+        buf.clear();
+        buf.resize(b.len as usize, 0);
+        self.file.read_exact_at(buf, b.offset)?;
+        let n = buf
+            .len()
+            .checked_sub(4)
+            .ok_or_else(|| corrupt(&self.path, "short block"))?;
+        let stored = u32::from_le_bytes(buf[n..].try_into().expect("4"));
+        if crc32fast::hash(&buf[..n]) != stored {
+            return Err(corrupt(
+                &self.path,
+                format!("block at byte {}: checksum mismatch", b.offset),
+            ));
+        }
+        buf.truncate(n);
+        Ok(true)
+    }
+
+    /// The entry of block data `data` at byte `at`: (key range, value range or `None` for a
+    /// delete), and where the next one starts; `None` at the end of the block.
+    pub(crate) fn entry_at(&self, data: &[u8], at: usize) -> io::Result<Option<EntryAt>> {
+        let mut entries = BlockEntries { data, at };
+        let Some(e) = entries.next_entry() else {
+            return Ok(None);
+        };
+        let (k, v) = e.map_err(|w| corrupt(&self.path, w))?;
+        let offset = |s: &[u8]| s.as_ptr() as usize - data.as_ptr() as usize;
+        let key = offset(k)..offset(k) + k.len();
+        let value = v.map(|v| offset(v)..offset(v) + v.len());
+        Ok(Some((key, value, entries.at)))
+    }
+
     fn read_block(&self, b: &BlockRef) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; b.len as usize];
         self.file.read_exact_at(&mut buf, b.offset)?;
@@ -382,16 +428,6 @@ impl Run {
     pub fn iter(&self) -> RunIter<&Run> {
         RunIter {
             run: self,
-            block: 0,
-            entries: Vec::new(),
-            at: 0,
-        }
-    }
-
-    /// Every entry in key order, holding the run.
-    pub fn iter_owned(self: &std::sync::Arc<Self>) -> RunIter {
-        RunIter {
-            run: self.clone(),
             block: 0,
             entries: Vec::new(),
             at: 0,
@@ -449,8 +485,8 @@ impl<'a> BlockEntries<'a> {
     }
 }
 
-/// A run's entries in key order, read block by block; over a `&Run`, or an `Arc<Run>` for an
-/// iterator that outlives the borrow (a query reading a published snapshot).
+/// A run's entries in key order, read block by block (over a `&Run`, or anything that derefs
+/// to one).
 pub struct RunIter<R = std::sync::Arc<Run>> {
     run: R,
     block: usize,

@@ -5,8 +5,9 @@
 //! Parquet tables on the filesystem are scans of DataFusion's own Parquet reader over the
 //! table's committed files, listed by the sink's rules (hidden in-progress files are not the
 //! table's yet; `k=v` directories give partition values, `%XX`-unescaped, the default name
-//! meaning NULL): files are read in parallel, row groups pruned by the query's filters, and
-//! their footers cached by the session between queries (DataFusion's file metadata cache, keyed
+//! meaning NULL): files are read in parallel, row groups pruned by the query's filters (pushed
+//! into the scan by DataFusion's physical optimizer), each file's statistics given to the plan,
+//! and their footers cached by the session between queries (DataFusion's file metadata cache, keyed
 //! by path, size and modification time). Every other readable table is read to its end through
 //! its connector at each scan.
 

@@ -72,6 +72,9 @@ class Job:
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWLINE_")}
         env["FLOWLINE_AUTH_TOKENS"] = TOKEN
+        # Subtask 1 registers each checkpoint's table 150 ms after subtask 0: a query that
+        # mixed the subtasks' latest tables would see unequal counts a third of the time.
+        env["FLOWLINE_FAILPOINTS"] = "materialize.checkpointed.1=sleep150"
         self.proc = subprocess.Popen(
             [self.binary, "run", self.script, "--http", f"127.0.0.1:{self.http}", "--flight",
              f"127.0.0.1:{self.flight}", "--state-dir", os.path.join(self.d, "state")],

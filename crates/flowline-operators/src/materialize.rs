@@ -114,8 +114,9 @@ impl Materialized {
     }
 
     /// The table as of the last completed checkpoint (without checkpoints: each subtask's
-    /// latest table). Older versions no reader can get again are let go.
-    pub fn snapshot(&self) -> Snapshot {
+    /// latest table). Older versions no reader can get again are let go. An error while the
+    /// job is still reading its table back from the checkpoint it restarted from.
+    pub fn snapshot(&self) -> Result<Snapshot> {
         let mut v = self.versions();
         let parts = match v.completed.as_ref().map(|c| (c.0)()) {
             Some(completed) => match visible_version(&v.subtasks, completed) {
@@ -129,7 +130,12 @@ impl Materialized {
                         }
                     })
                     .collect(),
-                None => Vec::new(),
+                None => {
+                        return exec_err!(
+                            "materialized table '{}' is being restored from checkpoint {completed}; retry in a moment",
+                            self.name
+                        )
+                    }
             },
             None => v
                 .subtasks
@@ -142,12 +148,12 @@ impl Materialized {
                 })
                 .collect(),
         };
-        Snapshot {
+        Ok(Snapshot {
             schema: self.schema.clone(),
             key: self.key.clone(),
             max_parallelism: v.max_parallelism,
             parts,
-        }
+        })
     }
 }
 
@@ -324,8 +330,14 @@ impl OperatorFactory for MaterializeSpec {
             v.completed = ctx.completed.clone();
             v.max_parallelism = ctx.state.max_parallelism;
         }
-        // An empty table until the first checkpoint (or the restored one) completes.
-        t.publish(ctx.subtask, 0, Vec::new());
+        // A fresh job's table is empty until its first checkpoint completes. A restored job's
+        // is the restored checkpoint's, which this subtask publishes once it has read it
+        // (`restore_tables`, or `checkpointed` when the checkpoint holds nothing of it): until
+        // every subtask has, queries are asked to retry rather than shown less.
+        t.versions().subtasks.entry(ctx.subtask).or_default();
+        if ctx.completed.as_ref().is_none_or(|c| (c.0)() == 0) {
+            t.publish(ctx.subtask, 0, Vec::new());
+        }
         let key: Vec<usize> = match t.key.is_empty() {
             true => (0..t.schema.fields().len()).collect(),
             false => t.key.clone(),
@@ -405,6 +417,7 @@ impl Operator for Materialize {
     }
 
     fn checkpointed(&mut self, id: u64) {
+        flowline_common::failpoint::hit(&format!("materialize.checkpointed.{}", self.subtask));
         let runs = self.table.runs().pop().map(|t| t.runs).unwrap_or_default();
         self.spec.table.publish(self.subtask, id, runs);
     }

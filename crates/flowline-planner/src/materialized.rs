@@ -50,7 +50,7 @@ impl TableProvider for MaterializedTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.schema();
-        let snapshot = Arc::new(self.table.snapshot());
+        let snapshot = Arc::new(self.table.snapshot()?);
         if let Some(key) = self.key_values(filters)? {
             let rows = snapshot.lookup(&key)?.into_iter().collect::<Vec<_>>();
             return MemorySourceConfig::try_new_exec(&[rows], schema, projection.cloned())

@@ -154,6 +154,11 @@ impl OperatorTask {
             states: parts,
         }) = cp.restoring()
         else {
+            // The checkpoint holds nothing of this operator (it is new in the script): its
+            // state as of that checkpoint is empty.
+            if cp.restored_id() > 0 {
+                self.operator.checkpointed(cp.restored_id());
+            }
             return Ok(());
         };
         // Old subtask `i` of `parts.len()` owned these key groups: its tables speak for them.

@@ -22,6 +22,9 @@ import urllib.request
 
 import adbc_driver_flightsql.dbapi as flight_sql
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "http"))
+from common import free_port  # noqa: E402
+
 SCRIPT = """
 SET 'execution.checkpointing.interval' = '2s';
 CREATE TABLE fill (id BIGINT, v BIGINT, name STRING) WITH (
@@ -54,15 +57,6 @@ def metric(port, name):
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(len(xs) * p))]
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def main():

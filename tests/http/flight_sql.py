@@ -15,20 +15,18 @@
 """
 import argparse, os, shutil, signal, socket, subprocess, sys, tempfile, time
 
-import adbc_driver_flightsql.dbapi as flight_sql
 import duckdb
 import pyarrow.flight as fl
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Checks, free_port  # noqa: E402
+from common import Checks, free_port, flight_connect  # noqa: E402
 
 TOKEN = "flight-token-9c4e2a7b1d3f5e6a8b0c"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def connect(port, password=TOKEN):
-    return flight_sql.connect(f"grpc://127.0.0.1:{port}", db_kwargs={"username": "ops", "password": password},
-                              autocommit=True)
+    return flight_connect(port, password)
 
 
 def wait_flight(port, proc, deadline_s=60):

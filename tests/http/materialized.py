@@ -22,11 +22,10 @@ Meanwhile clients query `counts` in a loop over Flight SQL (ADBC's driver) and H
 import argparse, json, os, signal, subprocess, sys, tempfile, threading, time
 import urllib.error, urllib.request
 
-import adbc_driver_flightsql
-import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_flightsql.dbapi
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Checks, free_port  # noqa: E402
+from common import Checks, free_port, flight_connect  # noqa: E402
 
 TOKEN = "mt-token-4b8e1f0a7c2d9e3b5a6f"
 KEYS = 10
@@ -56,8 +55,7 @@ def http(port, path, body, token=TOKEN, accept=None, timeout=10):
 
 
 def connect(port, password=TOKEN):
-    return flight_sql.connect(f"grpc://127.0.0.1:{port}", db_kwargs={"username": "ops", "password": password},
-                              autocommit=True)
+    return flight_connect(port, password)
 
 
 class Job:

@@ -86,6 +86,14 @@ impl Materialized {
         }
     }
 
+    /// The columns rows are stored (and exchanged) by: the primary key, else the whole row.
+    pub fn stored_key(&self) -> Vec<usize> {
+        match self.key.is_empty() {
+            true => (0..self.schema.fields().len()).collect(),
+            false => self.key.clone(),
+        }
+    }
+
     fn versions(&self) -> std::sync::MutexGuard<'_, Versions> {
         self.versions.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -95,65 +103,58 @@ impl Materialized {
     fn publish(&self, subtask: usize, id: u64, runs: Vec<TableRun>) {
         let mut v = self.versions();
         v.subtasks.entry(subtask).or_default().insert(id, runs);
-        let checkpoints = v.completed.is_some();
-        let oldest = match v.completed.as_ref().map(|c| (c.0)()) {
-            Some(completed) => visible_version(&v.subtasks, completed),
-            None => None,
-        };
-        for versions in v.subtasks.values_mut() {
-            match oldest {
-                Some(oldest) => versions.retain(|k, _| *k >= oldest),
-                // Without checkpoints each subtask's latest is what queries see.
-                None if !checkpoints => {
-                    let last = versions.last_key_value().map(|(k, _)| *k);
-                    versions.retain(|k, _| Some(*k) == last)
+        if let Ok(visible) = v.visible() {
+            for (s, id) in visible {
+                if let Some(versions) = v.subtasks.get_mut(&s) {
+                    versions.retain(|k, _| *k >= id);
                 }
-                None => {}
             }
         }
     }
 
     /// The table as of the last completed checkpoint (without checkpoints: each subtask's
-    /// latest table). Older versions no reader can get again are let go. An error while the
-    /// job is still reading its table back from the checkpoint it restarted from.
+    /// latest table). An error while the job is still reading its table back from the
+    /// checkpoint it restarted from.
     pub fn snapshot(&self) -> Result<Snapshot> {
-        let mut v = self.versions();
-        let parts = match v.completed.as_ref().map(|c| (c.0)()) {
-            Some(completed) => match visible_version(&v.subtasks, completed) {
-                Some(id) => v
-                    .subtasks
-                    .values_mut()
-                    .map(|versions| {
-                        versions.retain(|k, _| *k >= id);
-                        TableSnapshot {
-                            runs: versions[&id].clone(),
-                        }
-                    })
-                    .collect(),
-                None => {
-                        return exec_err!(
-                            "materialized table '{}' is being restored from checkpoint {completed}; retry in a moment",
-                            self.name
-                        )
-                    }
-            },
-            None => v
-                .subtasks
-                .values_mut()
-                .filter_map(|versions| {
-                    let (&last, runs) = versions.last_key_value()?;
-                    let runs = runs.clone();
-                    versions.retain(|k, _| *k == last);
-                    Some(TableSnapshot { runs })
-                })
-                .collect(),
+        let v = self.versions();
+        let Ok(visible) = v.visible() else {
+            let completed = v.completed.as_ref().map_or(0, |c| (c.0)());
+            return exec_err!(
+                "materialized table '{}' is being restored from checkpoint {completed}; retry in a moment",
+                self.name
+            );
         };
+        let parts = visible
+            .into_iter()
+            .map(|(s, id)| TableSnapshot {
+                runs: v.subtasks[&s][&id].clone(),
+            })
+            .collect();
         Ok(Snapshot {
             schema: self.schema.clone(),
             key: self.key.clone(),
             max_parallelism: v.max_parallelism,
             parts,
         })
+    }
+}
+
+impl Versions {
+    /// The version of each subtask a query sees now: with checkpoints the one
+    /// [`visible_version`] picks for all (`Err` while a restarted job's subtasks have not all
+    /// read it back), without them each subtask's latest.
+    fn visible(&self) -> std::result::Result<Vec<(usize, u64)>, ()> {
+        match self.completed.as_ref().map(|c| (c.0)()) {
+            Some(completed) => {
+                let id = visible_version(&self.subtasks, completed).ok_or(())?;
+                Ok(self.subtasks.keys().map(|s| (*s, id)).collect())
+            }
+            None => Ok(self
+                .subtasks
+                .iter()
+                .filter_map(|(s, versions)| Some((*s, *versions.last_key_value()?.0)))
+                .collect()),
+        }
     }
 }
 
@@ -189,10 +190,7 @@ impl Snapshot {
         part: usize,
         batch_size: usize,
     ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + 'static> {
-        let conv = row_converter(
-            &self.schema,
-            &(0..self.schema.fields().len()).collect::<Vec<_>>(),
-        )?;
+        let conv = rows_converter(&self.schema)?;
         let keyless = self.key.is_empty();
         let schema = self.schema.clone();
         let mut scan = self.parts.get(part).cloned().unwrap_or_default().scan();
@@ -255,15 +253,17 @@ impl Snapshot {
         let rows = key_conv.convert_columns(key)?;
         for part in &self.parts {
             if let Some(value) = part.get(groups[0], rows.row(0).as_ref()).map_err(io_err)? {
-                let conv = row_converter(
-                    &self.schema,
-                    &(0..self.schema.fields().len()).collect::<Vec<_>>(),
-                )?;
+                let conv = rows_converter(&self.schema)?;
                 return decode(&conv, &self.schema, std::iter::once(&value[..]), 1, None).map(Some);
             }
         }
         Ok(None)
     }
+}
+
+/// A converter of whole rows of `schema`.
+fn rows_converter(schema: &SchemaRef) -> Result<RowConverter> {
+    row_converter(schema, &(0..schema.fields().len()).collect::<Vec<_>>())
 }
 
 fn row_converter(schema: &SchemaRef, columns: &[usize]) -> Result<RowConverter> {
@@ -338,10 +338,7 @@ impl OperatorFactory for MaterializeSpec {
         if ctx.completed.as_ref().is_none_or(|c| (c.0)() == 0) {
             t.publish(ctx.subtask, 0, Vec::new());
         }
-        let key: Vec<usize> = match t.key.is_empty() {
-            true => (0..t.schema.fields().len()).collect(),
-            false => t.key.clone(),
-        };
+        let key = t.stored_key();
         Ok(Box::new(Materialize {
             table: OperatorTable::new(
                 ctx,
@@ -351,7 +348,7 @@ impl OperatorFactory for MaterializeSpec {
                 None,
             )?,
             key_conv: row_converter(&t.schema, &key)?,
-            row_conv: row_converter(&t.schema, &(0..t.schema.fields().len()).collect::<Vec<_>>())?,
+            row_conv: rows_converter(&t.schema)?,
             key,
             spec: self.clone(),
             subtask: ctx.subtask,

@@ -712,12 +712,9 @@ impl Catalog {
             node.chain_mut().steps.push(cast.clone());
         }
         if let Some(m) = &materialized {
-            // Rows meet their key's subtask: the primary key, else the whole row.
-            let key: Vec<usize> = match m.key.is_empty() {
-                true => (0..m.schema.fields().len()).collect(),
-                false => m.key.clone(),
-            };
-            let key = key
+            // Rows meet their key's subtask.
+            let key = m
+                .stored_key()
                 .into_iter()
                 .map(|c| {
                     Arc::new(datafusion::physical_expr::expressions::Column::new(

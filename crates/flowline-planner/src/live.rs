@@ -125,6 +125,19 @@ impl LiveTable {
                     .expect("a column")
             })
             .collect();
+        let format = ParquetFormat::default();
+        let file_schema = Arc::new(Schema::new(file_fields));
+        // Each file's row count and column bounds from its footer (cached by the session
+        // between queries, as DataFusion's own listing tables do): they choose a join's build
+        // side and answer COUNT(*) and MIN/MAX without a scan.
+        let store = match state.config().collect_statistics() {
+            true => Some(
+                state
+                    .runtime_env()
+                    .object_store(ObjectStoreUrl::local_filesystem())?,
+            ),
+            false => None,
+        };
         let mut partitioned = Vec::with_capacity(files.len());
         for f in files {
             let values = partition_fields
@@ -150,24 +163,14 @@ impl LiveTable {
                 e_tag: None,
                 version: None,
             };
-            partitioned.push(PartitionedFile::new_from_meta(meta).with_partition_values(values));
-        }
-        let format = ParquetFormat::default();
-        let file_schema = Arc::new(Schema::new(file_fields.clone()));
-        // Each file's row count and column bounds from its footer (cached by the session
-        // between queries, as DataFusion's own listing tables do): they choose a join's build
-        // side and answer COUNT(*) and MIN/MAX without a scan.
-        if state.config().collect_statistics() {
-            let store = state
-                .runtime_env()
-                .object_store(ObjectStoreUrl::local_filesystem())?;
-            for f in &mut partitioned {
+            let mut file = PartitionedFile::new_from_meta(meta).with_partition_values(values);
+            if let Some(store) = &store {
                 let stats = format
-                    .infer_stats(state, &store, file_schema.clone(), &f.object_meta)
+                    .infer_stats(state, store, file_schema.clone(), &file.object_meta)
                     .await?;
-                *f = std::mem::replace(f, PartitionedFile::new("", 0))
-                    .with_statistics(Arc::new(stats));
+                file = file.with_statistics(Arc::new(stats));
             }
+            partitioned.push(file);
         }
         // As many groups as the session runs partitions, files dealt round robin.
         let groups = state
@@ -182,29 +185,26 @@ impl LiveTable {
         let table_schema = TableSchema::builder(file_schema)
             .with_table_partition_cols(partition_fields)
             .build();
-        let stats: Vec<&datafusion::common::Statistics> = file_groups
-            .iter()
-            .flatten()
-            .filter_map(|f| f.statistics.as_deref())
-            .collect();
-        let statistics = (!stats.is_empty() && stats.len() == file_groups.iter().flatten().count())
-            .then(|| {
-                datafusion::common::Statistics::try_merge_iter(stats, table_schema.table_schema())
-            })
-            .transpose()?;
+        let statistics = match store {
+            Some(_) => datafusion::common::Statistics::try_merge_iter(
+                file_groups
+                    .iter()
+                    .flatten()
+                    .filter_map(|f| f.statistics.as_deref()),
+                table_schema.table_schema(),
+            )?,
+            None => datafusion::common::Statistics::new_unknown(table_schema.table_schema()),
+        };
         let indices: Vec<usize> = match projection {
             Some(p) => p.iter().map(|i| order[*i]).collect(),
             None => order,
         };
-        let table_schema_ref = table_schema.table_schema().clone();
         let config = FileScanConfigBuilder::new(
             ObjectStoreUrl::local_filesystem(),
             format.file_source(table_schema),
         )
         .with_file_groups(file_groups.into_iter().map(FileGroup::new).collect())
-        .with_statistics(statistics.unwrap_or_else(|| {
-            datafusion::common::Statistics::new_unknown(table_schema_ref.as_ref())
-        }))
+        .with_statistics(statistics)
         .with_projection_indices(Some(indices))?
         .with_limit(limit)
         .build();

@@ -156,8 +156,8 @@ impl TableDef {
     }
 }
 
-/// Parses what follows `CREATE [TEMPORARY] TABLE`.
-pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> Result<TableDef> {
+/// `[IF NOT EXISTS] name`: a table of that name, nothing declared yet.
+fn parse_table_name(parser: &mut Parser, first: &TokenWithSpan) -> Result<TableDef> {
     let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name_tok = parser.peek_token();
     let name = object_name(
@@ -165,7 +165,7 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
             .parse_object_name(false)
             .map_err(|e| parser_error(e, &name_tok))?,
     );
-    let mut def = TableDef {
+    let def = TableDef {
         name,
         columns: Vec::new(),
         watermark: None,
@@ -175,6 +175,26 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
         line: first.span.start.line,
         column: first.span.start.column,
     };
+    Ok(def)
+}
+
+/// `[COMMENT '...'] [PARTITIONED BY (...)]` (the comment is not kept).
+fn parse_comment_and_partitions(parser: &mut Parser, def: &mut TableDef) -> Result<()> {
+    if parser.parse_keyword(Keyword::COMMENT) {
+        let t = parser.peek_token();
+        parser
+            .parse_literal_string()
+            .map_err(|e| parser_error(e, &t))?;
+    }
+    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
+        def.partitioned_by = parse_ident_list(parser)?;
+    }
+    Ok(())
+}
+
+/// Parses what follows `CREATE [TEMPORARY] TABLE`.
+pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> Result<TableDef> {
+    let mut def = parse_table_name(parser, first)?;
     if parser.consume_token(&Token::LParen) {
         loop {
             parse_table_element(parser, &mut def)?;
@@ -188,15 +208,7 @@ pub(crate) fn parse_create_table(parser: &mut Parser, first: &TokenWithSpan) -> 
             break;
         }
     }
-    if parser.parse_keyword(Keyword::COMMENT) {
-        let t = parser.peek_token();
-        parser
-            .parse_literal_string()
-            .map_err(|e| parser_error(e, &t))?;
-    }
-    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-        def.partitioned_by = parse_ident_list(parser)?;
-    }
+    parse_comment_and_partitions(parser, &mut def)?;
     let with_tok = parser.peek_token();
     if !parser.parse_keyword(Keyword::WITH) {
         if word(&with_tok, "LIKE") {
@@ -281,23 +293,7 @@ pub(crate) fn parse_create_materialized_table(
     parser: &mut Parser,
     first: &TokenWithSpan,
 ) -> Result<MaterializedTableDef> {
-    let _ = parser.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
-    let name_tok = parser.peek_token();
-    let name = object_name(
-        &parser
-            .parse_object_name(false)
-            .map_err(|e| parser_error(e, &name_tok))?,
-    );
-    let mut table = TableDef {
-        name,
-        columns: Vec::new(),
-        watermark: None,
-        primary_key: Vec::new(),
-        partitioned_by: Vec::new(),
-        options: BTreeMap::new(),
-        line: first.span.start.line,
-        column: first.span.start.column,
-    };
+    let mut table = parse_table_name(parser, first)?;
     if parser.consume_token(&Token::LParen) {
         let t = parser.peek_token();
         parse_table_element(parser, &mut table)?;
@@ -312,15 +308,7 @@ pub(crate) fn parse_create_materialized_table(
             .expect_token(&Token::RParen)
             .map_err(|e| parser_error(e, &t))?;
     }
-    if parser.parse_keyword(Keyword::COMMENT) {
-        let t = parser.peek_token();
-        parser
-            .parse_literal_string()
-            .map_err(|e| parser_error(e, &t))?;
-    }
-    if parser.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY]) {
-        table.partitioned_by = parse_ident_list(parser)?;
-    }
+    parse_comment_and_partitions(parser, &mut table)?;
     let with_tok = parser.peek_token();
     if parser.parse_keyword(Keyword::WITH) {
         parse_options(parser, &with_tok, &mut table.options)?;

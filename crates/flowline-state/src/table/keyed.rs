@@ -18,7 +18,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::run::{key_group_of, Entry, Run, RunIter, RunWriter};
+use super::run::{key_group_of, Run, RunWriter};
 
 /// Runs a table keeps before it merges them into one.
 const MAX_RUNS: usize = 8;
@@ -152,91 +152,11 @@ fn unstamp(bytes: &[u8]) -> io::Result<(i64, &[u8])> {
     Ok((i64::from_le_bytes(*t), v))
 }
 
-/// The entries of runs (newest first) merged in key order: per key the newest run's entry (a
-/// value or a delete), each run read only for the key groups it speaks for.
-pub struct MergedRuns<R: std::ops::Deref<Target = Run>> {
-    heads: Vec<Head<R>>,
-    /// Whether every head holds its next entry of its key groups (or is done).
-    primed: bool,
-}
-
-/// A run being merged: its next entry of the key groups it speaks for, read ahead.
-struct Head<R: std::ops::Deref<Target = Run>> {
-    run: RunIter<R>,
-    groups: Range<u16>,
-    next: Option<(Vec<u8>, Entry)>,
-}
-
-impl<R: std::ops::Deref<Target = Run>> Head<R> {
-    fn advance(&mut self) -> io::Result<()> {
-        self.next = None;
-        for e in self.run.by_ref() {
-            let e = e?;
-            if self.groups.contains(&key_group_of(&e.0)) {
-                self.next = Some(e);
-                break;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<R: std::ops::Deref<Target = Run>> MergedRuns<R> {
-    pub fn new(runs: impl IntoIterator<Item = (RunIter<R>, Range<u16>)>) -> Self {
-        Self {
-            heads: runs
-                .into_iter()
-                .map(|(run, groups)| Head {
-                    run,
-                    groups,
-                    next: None,
-                })
-                .collect(),
-            primed: false,
-        }
-    }
-}
-
-impl<R: std::ops::Deref<Target = Run>> Iterator for MergedRuns<R> {
-    type Item = io::Result<(Vec<u8>, Entry)>;
-
-    /// Moves the winning entry out (no key is copied): the heads hold their entries, the
-    /// smallest key wins, on a tie the newest run (lowest index), and the others drop theirs.
-    fn next(&mut self) -> Option<Self::Item> {
-        if !self.primed {
-            self.primed = true;
-            for h in &mut self.heads {
-                if let Err(e) = h.advance() {
-                    return Some(Err(e));
-                }
-            }
-        }
-        let mut winner: Option<usize> = None;
-        for (i, h) in self.heads.iter().enumerate() {
-            if let Some((k, _)) = &h.next {
-                if winner.is_none_or(|w| *k < self.heads[w].next.as_ref().expect("a head").0) {
-                    winner = Some(i);
-                }
-            }
-        }
-        let w = winner?;
-        let entry = self.heads[w].next.take().expect("the winner's entry");
-        for (i, h) in self.heads.iter_mut().enumerate() {
-            let same = i == w || h.next.as_ref().is_some_and(|(k, _)| *k == entry.0);
-            if same {
-                if let Err(e) = h.advance() {
-                    return Some(Err(e));
-                }
-            }
-        }
-        Some(Ok(entry))
-    }
-}
-
-/// A snapshot's live entries in key order, read a block at a time into one buffer per run:
-/// nothing is allocated per entry (a scan of a materialized table). The same merge as
-/// [`MergedRuns`]: per key the newest run's entry, each run for the key groups it speaks for.
-pub struct SnapshotScan {
+/// Runs (newest first) merged in key order, a block at a time into one buffer per run:
+/// nothing is allocated per entry. Per key the newest run's entry wins (a value, or a delete
+/// that hides older runs'), each run read for the key groups it speaks for. A table's merges
+/// write its output; a snapshot's scan ([`SnapshotScan`]) reads it.
+pub struct RunMerge {
     heads: Vec<BlockHead>,
     /// The current key, copied (it decides which heads move on).
     key: Vec<u8>,
@@ -283,47 +203,80 @@ impl BlockHead {
     }
 }
 
-impl SnapshotScan {
-    /// Calls `f(key group, key, value)` for the next live entry (the key without its group,
-    /// the value without its write time); false once there are none.
-    pub fn next_live(&mut self, mut f: impl FnMut(u16, &[u8], &[u8])) -> io::Result<bool> {
+impl RunMerge {
+    pub fn new(runs: &[TableRun]) -> Self {
+        Self {
+            heads: runs
+                .iter()
+                .map(|r| BlockHead {
+                    run: r.run.clone(),
+                    groups: r.key_groups.clone(),
+                    block: 0,
+                    data: Vec::new(),
+                    at: 0,
+                    entry: None,
+                })
+                .collect(),
+            key: Vec::new(),
+            primed: false,
+        }
+    }
+
+    /// Calls `f(stored key, value or None for a delete)` for the next key (the smallest; on a
+    /// tie the newest run's entry); false once there are none.
+    pub fn next(
+        &mut self,
+        f: impl FnOnce(&[u8], Option<&[u8]>) -> io::Result<()>,
+    ) -> io::Result<bool> {
         if !self.primed {
             self.primed = true;
             for h in &mut self.heads {
                 h.advance()?;
             }
         }
+        let mut winner: Option<usize> = None;
+        for (i, h) in self.heads.iter().enumerate() {
+            if let Some(k) = h.key() {
+                if winner.is_none_or(|w| k < self.heads[w].key().expect("a key")) {
+                    winner = Some(i);
+                }
+            }
+        }
+        let Some(w) = winner else {
+            return Ok(false);
+        };
+        let head = &self.heads[w];
+        let (key, value) = head.entry.clone().expect("the winner's entry");
+        self.key.clear();
+        self.key.extend_from_slice(&head.data[key]);
+        f(&self.key, value.map(|v| &head.data[v]))?;
+        for h in &mut self.heads {
+            if h.key() == Some(&self.key[..]) {
+                h.advance()?;
+            }
+        }
+        Ok(true)
+    }
+}
+
+/// A snapshot's live entries in key order ([`RunMerge`] without the deletes).
+pub struct SnapshotScan(RunMerge);
+
+impl SnapshotScan {
+    /// Calls `f(key group, key, value)` for the next live entry (the key without its group,
+    /// the value without its write time); false once there are none.
+    pub fn next_live(&mut self, mut f: impl FnMut(u16, &[u8], &[u8])) -> io::Result<bool> {
         loop {
-            let mut winner: Option<usize> = None;
-            for (i, h) in self.heads.iter().enumerate() {
-                if let Some(k) = h.key() {
-                    if winner.is_none_or(|w| k < self.heads[w].key().expect("a key")) {
-                        winner = Some(i);
-                    }
+            let mut live = false;
+            let more = self.0.next(|key, value| {
+                if let Some(v) = value {
+                    f(key_group_of(key), &key[2..], unstamp(v)?.1);
+                    live = true;
                 }
-            }
-            let Some(w) = winner else {
-                return Ok(false);
-            };
-            let head = &self.heads[w];
-            let (key, value) = head.entry.clone().expect("the winner's entry");
-            self.key.clear();
-            self.key.extend_from_slice(&head.data[key]);
-            let live = match value {
-                Some(v) => {
-                    let (_, value) = unstamp(&head.data[v])?;
-                    f(key_group_of(&self.key), &self.key[2..], value);
-                    true
-                }
-                None => false,
-            };
-            for h in &mut self.heads {
-                if h.key() == Some(&self.key[..]) {
-                    h.advance()?;
-                }
-            }
-            if live {
-                return Ok(true);
+                Ok(())
+            })?;
+            if live || !more {
+                return Ok(more);
             }
         }
     }
@@ -358,22 +311,7 @@ impl TableSnapshot {
 
     /// Every live entry in (key group, key) order, without an allocation per entry.
     pub fn scan(&self) -> SnapshotScan {
-        SnapshotScan {
-            heads: self
-                .runs
-                .iter()
-                .map(|r| BlockHead {
-                    run: r.run.clone(),
-                    groups: r.key_groups.clone(),
-                    block: 0,
-                    data: Vec::new(),
-                    at: 0,
-                    entry: None,
-                })
-                .collect(),
-            key: Vec::new(),
-            primed: false,
-        }
+        SnapshotScan(RunMerge::new(&self.runs))
     }
 }
 
@@ -931,18 +869,18 @@ impl<V: StateValue> KeyedTable<V> {
         };
         let capacity = runs.iter().map(|r| r.run.entries).sum();
         let (path, mut w) = self.new_run(capacity)?;
-        for entry in MergedRuns::new(runs.iter().map(|r| (r.run.iter(), r.key_groups.clone()))) {
-            let (key, value) = entry?;
-            if !self.key_groups.contains(&key_group_of(&key)) {
-                continue;
+        let mut merge = RunMerge::new(&runs);
+        while merge.next(|key, value| {
+            if !self.key_groups.contains(&key_group_of(key)) {
+                return Ok(());
             }
             match value {
-                Some(v) if !self.expired(unstamp(&v)?.0) => w.add(&key, Some(&v))?,
+                Some(v) if !self.expired(unstamp(v)?.0) => w.add(key, Some(v)),
                 // An older entry in the bulk would show through: keep the delete.
-                None if !full => w.add(&key, None)?,
-                _ => {}
+                None if !full => w.add(key, None),
+                _ => Ok(()),
             }
-        }
+        })? {}
         let run = w.finish()?;
         std::fs::remove_file(&path)?;
         self.runs = vec![TableRun {

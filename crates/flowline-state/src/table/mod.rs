@@ -7,6 +7,6 @@ mod keyed;
 mod run;
 
 pub use keyed::{
-    KeyedTable, MergedRuns, SnapshotScan, StateValue, TableRun, TableSnapshot, TableStats, Taken,
+    KeyedTable, RunMerge, SnapshotScan, StateValue, TableRun, TableSnapshot, TableStats, Taken,
 };
 pub use run::{key_group_of, Entry, Run, RunIter, RunWriter};

@@ -351,6 +351,12 @@ impl Run {
         let Some(b) = self.blocks.get(i) else {
             return Ok(false);
         };
+        self.fill_block(b, buf)?;
+        Ok(true)
+    }
+
+    /// Block `b`'s entries into `buf`, its checksum verified.
+    fn fill_block(&self, b: &BlockRef, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
         buf.resize(b.len as usize, 0);
         self.file.read_exact_at(buf, b.offset)?;
@@ -366,7 +372,7 @@ impl Run {
             ));
         }
         buf.truncate(n);
-        Ok(true)
+        Ok(())
     }
 
     /// The entry of block data `data` at byte `at`: (key range, value range or `None` for a
@@ -384,20 +390,8 @@ impl Run {
     }
 
     fn read_block(&self, b: &BlockRef) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; b.len as usize];
-        self.file.read_exact_at(&mut buf, b.offset)?;
-        let n = buf
-            .len()
-            .checked_sub(4)
-            .ok_or_else(|| corrupt(&self.path, "short block"))?;
-        let stored = u32::from_le_bytes(buf[n..].try_into().expect("4"));
-        if crc32fast::hash(&buf[..n]) != stored {
-            return Err(corrupt(
-                &self.path,
-                format!("block at byte {}: checksum mismatch", b.offset),
-            ));
-        }
-        buf.truncate(n);
+        let mut buf = Vec::new();
+        self.fill_block(b, &mut buf)?;
         Ok(buf)
     }
 
@@ -425,7 +419,7 @@ impl Run {
     }
 
     /// Every entry in key order.
-    pub fn iter(&self) -> RunIter<&Run> {
+    pub fn iter(&self) -> RunIter<'_> {
         RunIter {
             run: self,
             block: 0,
@@ -437,7 +431,7 @@ impl Run {
     /// The entries from the block that may hold `key` on, in key order (entries before `key`
     /// in that block included: the caller skips them). One index lookup, no bloom probe: for
     /// range reads.
-    pub fn iter_from(&self, key: &[u8]) -> RunIter<&Run> {
+    pub fn iter_from(&self, key: &[u8]) -> RunIter<'_> {
         let block = self
             .blocks
             .partition_point(|b| b.first.as_slice() <= key)
@@ -485,17 +479,16 @@ impl<'a> BlockEntries<'a> {
     }
 }
 
-/// A run's entries in key order, read block by block (over a `&Run`, or anything that derefs
-/// to one).
-pub struct RunIter<R = std::sync::Arc<Run>> {
-    run: R,
+/// A run's entries in key order, read block by block.
+pub struct RunIter<'a> {
+    run: &'a Run,
     block: usize,
     /// The current block's entries, decoded.
     entries: Vec<(Vec<u8>, Entry)>,
     at: usize,
 }
 
-impl<R: std::ops::Deref<Target = Run>> Iterator for RunIter<R> {
+impl Iterator for RunIter<'_> {
     type Item = io::Result<(Vec<u8>, Entry)>;
 
     fn next(&mut self) -> Option<Self::Item> {
